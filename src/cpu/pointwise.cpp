@@ -1,0 +1,22 @@
+#include "moco/cpu_ops.h"
+
+namespace moco::cpu {
+
+template <class T> void relu_forward(int64_t n, const T* x, T* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+}
+template <class T> void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+}
+template <class T> void add_forward(int64_t n, const T* a, const T* b, T* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+#define MOCO_INSTANTIATE_POINTWISE(T)                               \
+  template void relu_forward<T>(int64_t, const T*, T*);             \
+  template void relu_backward<T>(int64_t, const T*, const T*, T*);  \
+  template void add_forward<T>(int64_t, const T*, const T*, T*);
+MOCO_INSTANTIATE_POINTWISE(float)
+MOCO_INSTANTIATE_POINTWISE(double)
+
+}  // namespace moco::cpu
