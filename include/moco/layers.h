@@ -1,0 +1,135 @@
+// Layers with explicit forward and backward, and the layer tape.
+//
+// forward(x, rec): computes y; when `rec` is non-null (grad mode) the layer saves into it what its backward
+// needs. With rec == nullptr (no-grad mode, the key encoder) nothing is kept, so each activation is freed as
+// soon as the next layer has consumed it. backward(dy, rec) returns dx and ACCUMULATES parameter gradients
+// into the encoder's flat gradient buffer.
+//
+// The tape is a list of records in forward order; composite layers (residual blocks) keep their children's
+// records inside their own, and write their own backward, including the residual sum. ResNet is a static
+// graph, so this is all the autograd it needs: no general DAG, no per-op graph nodes.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moco/registry.h"
+#include "moco/tensor.h"
+
+namespace moco {
+
+class Layer;
+
+struct Record {
+  Layer* layer = nullptr;
+  std::vector<Tensor> saved;
+  Shape input_shape;  // for layers whose backward needs only the input's shape (pools)
+  std::vector<Record> children;
+};
+
+// How the encoder runs now: whose weights, train or eval BN, and split-BN groups.
+struct NetState {
+  WeightsView w;
+  bool train = true;
+  int bn_groups = 1;  // BN statistics per group of N/bn_groups samples (SPEC 4, split-BN)
+};
+
+class Layer {
+ public:
+  explicit Layer(const NetState* state) : state_(state) {}
+  virtual ~Layer() = default;
+  virtual Tensor forward(const Tensor& x, Record* rec) = 0;
+  virtual Tensor backward(const Tensor& dy, const Record& rec) = 0;
+
+ protected:
+  const NetState* state_;
+  // Runs a child layer, giving it a record inside `parent` when in grad mode.
+  static Tensor run_child(Layer& child, const Tensor& x, Record* parent);
+};
+
+class Tape {
+ public:
+  Tensor run(Layer& layer, const Tensor& x);
+  // Replays the records in reverse; returns the gradient with respect to the first layer's input.
+  Tensor backward(Tensor dy);
+  void clear() { records_.clear(); }
+  size_t size() const { return records_.size(); }
+
+ private:
+  std::vector<Record> records_;
+};
+
+class Conv2d : public Layer {
+ public:
+  // Registers "<name>.weight" (co, ci, k, k).
+  Conv2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t ci, int64_t co, int64_t k,
+         int64_t stride, int64_t pad);
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+  bool input_grad = true;  // the stem conv does not need dx
+
+ private:
+  int64_t ci_, co_, k_, stride_, pad_, w_off_;
+};
+
+class BatchNorm2d : public Layer {
+ public:
+  // Registers "<name>.{weight,bias,running_mean,running_var,num_batches_tracked}".
+  BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c);
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+  static constexpr float kEps = 1e-5f, kMomentum = 0.1f;
+
+ private:
+  int64_t c_, gamma_off_, beta_off_, mean_off_, var_off_, count_off_;
+};
+
+class ReLU : public Layer {
+ public:
+  using Layer::Layer;
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+};
+
+class MaxPool : public Layer {  // 3x3, stride 2, padding 1 (the ImageNet stem)
+ public:
+  using Layer::Layer;
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+};
+
+class GlobalAvgPool : public Layer {  // (N, C, H, W) -> (N, C)
+ public:
+  using Layer::Layer;
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+};
+
+class Linear : public Layer {
+ public:
+  // Registers "<name>.weight" (out, in) and "<name>.bias" (out).
+  Linear(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t in, int64_t out);
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+  int64_t in() const { return in_; }
+
+ private:
+  int64_t in_, out_, w_off_, b_off_;
+};
+
+// torchvision BasicBlock (ResNet-18/34) and Bottleneck (ResNet-50, v1.5: stride on the 3x3 conv).
+class ResidualBlock : public Layer {
+ public:
+  ResidualBlock(const NetState* s, ParamRegistry& reg, const std::string& name, bool bottleneck, int64_t inplanes,
+                int64_t planes, int64_t stride);
+  Tensor forward(const Tensor& x, Record* rec) override;
+  Tensor backward(const Tensor& dy, const Record& rec) override;
+  int64_t out_channels() const { return out_channels_; }
+
+ private:
+  std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1 relu conv2 bn2 [relu conv3 bn3]
+  std::vector<std::unique_ptr<Layer>> shortcut_;  // empty, or downsample.0 (1x1 conv) and downsample.1 (BN)
+  int64_t out_channels_;
+};
+
+}  // namespace moco

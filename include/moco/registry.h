@@ -1,0 +1,52 @@
+// Parameter registry: every tensor of an encoder, in torchvision's state_dict order and names, mapped to an
+// offset in one of three flat buffers:
+//   Param: learnable fp32 (conv and linear weights, BN weight/bias)   -> params, grads, SGD momentum alike
+//   Stat:  BN running_mean / running_var (fp32, not learned)          -> stats
+//   Count: BN num_batches_tracked (int64)                              -> counts
+// One buffer per kind is what makes the momentum update, SGD, the gradient all-reduce, checkpoints and the
+// safetensors export each a single loop (or launch) over contiguous memory.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "moco/tensor.h"
+
+namespace moco {
+
+enum class Slot : uint8_t { Param, Stat, Count };
+
+struct RegistryEntry {
+  std::string name;  // torchvision key, e.g. "layer1.0.conv1.weight"
+  Shape shape;
+  Slot slot;
+  int64_t offset;  // in elements, into the buffer of its slot
+  int64_t numel() const { return shape_numel(shape); }
+};
+
+class ParamRegistry {
+ public:
+  // Adds an entry at the end of its slot's buffer and returns its offset. Offsets of Param entries are
+  // rounded up to a multiple of 4 elements so that each tensor starts 16-byte aligned for vector loads.
+  int64_t add(const std::string& name, const Shape& shape, Slot slot);
+  const std::vector<RegistryEntry>& entries() const { return entries_; }
+  const RegistryEntry& find(const std::string& name) const;  // throws naming the missing key
+  int64_t size(Slot slot) const { return sizes_[(int)slot]; }
+  // Learnable parameter count (padding excluded), e.g. 23,508,032 for the ResNet-50 backbone.
+  int64_t parameter_count() const;
+  // Entries whose name starts with `prefix` (e.g. "fc." for the head).
+  int64_t parameter_count(const std::string& prefix) const;
+
+ private:
+  std::vector<RegistryEntry> entries_;
+  int64_t sizes_[3] = {0, 0, 0};
+};
+
+// Pointers to the flat buffers of one encoder; layers read their weights through this.
+struct WeightsView {
+  float* params = nullptr;   // (registry.size(Param))
+  float* grads = nullptr;    // (registry.size(Param)); null for an encoder that never runs backward
+  float* stats = nullptr;    // (registry.size(Stat))
+  int64_t* counts = nullptr; // (registry.size(Count))
+};
+
+}  // namespace moco

@@ -1,0 +1,82 @@
+// ResNet structure against torchvision's facts (SPEC 6): key names, entry count, parameter counts.
+#include <gtest/gtest.h>
+
+#include "moco/resnet.h"
+
+using namespace moco;
+
+TEST(ResNet, ResNet50HasTorchvisionStateDict) {
+  ResNetConfig cfg;
+  cfg.depth = 50;
+  cfg.head = Head::Linear;
+  cfg.out_dim = 1000;
+  Encoder enc(cfg, /*with_grads=*/false);
+  const auto& entries = enc.registry().entries();
+  EXPECT_EQ(entries.size(), 320u);
+  EXPECT_EQ(enc.registry().parameter_count(), 25557032);
+  EXPECT_EQ(entries.front().name, "conv1.weight");
+  EXPECT_EQ(entries[1].name, "bn1.weight");
+  EXPECT_EQ(entries[5].name, "bn1.num_batches_tracked");
+  EXPECT_EQ(entries[5].slot, Slot::Count);
+  EXPECT_EQ(entries.back().name, "fc.bias");
+  EXPECT_EQ(enc.registry().find("layer1.0.downsample.0.weight").shape, (Shape{256, 64, 1, 1}));
+  EXPECT_EQ(enc.registry().find("layer2.0.conv2.weight").shape, (Shape{128, 128, 3, 3}));
+  EXPECT_EQ(enc.registry().find("layer4.2.bn3.running_var").shape, (Shape{2048}));
+  EXPECT_EQ(enc.registry().find("fc.weight").shape, (Shape{1000, 2048}));
+  EXPECT_THROW(enc.registry().find("layer5.0.conv1.weight"), Error);
+}
+
+TEST(ResNet, ParameterCountsOfBackboneAndHeads) {
+  ResNetConfig cfg;
+  cfg.depth = 50;
+  Encoder backbone(cfg, false);
+  EXPECT_EQ(backbone.registry().parameter_count(), 23508032);
+  cfg.head = Head::Linear;
+  cfg.out_dim = 128;
+  Encoder v1(cfg, false);
+  EXPECT_EQ(v1.registry().parameter_count("fc."), 262272);
+  cfg.head = Head::Mlp;
+  Encoder v2(cfg, false);
+  EXPECT_EQ(v2.registry().parameter_count("fc."), 4458624);
+  EXPECT_EQ(v2.registry().parameter_count(), 23508032 + 4458624);
+}
+
+TEST(ResNet, ResNet18Counts) {
+  ResNetConfig cfg;
+  cfg.depth = 18;
+  cfg.head = Head::Linear;
+  cfg.out_dim = 1000;
+  Encoder enc(cfg, false);
+  EXPECT_EQ(enc.registry().parameter_count(), 11689512);  // torchvision resnet18
+  EXPECT_EQ(enc.registry().entries().size(), 122u);
+}
+
+TEST(ResNet, TinyForwardShapesAndInit) {
+  ResNetConfig cfg;
+  cfg.depth = 18;
+  cfg.small_stem = true;
+  cfg.width = 4;
+  cfg.head = Head::Mlp;
+  cfg.out_dim = 8;
+  Encoder enc(cfg);
+  enc.init(1);
+  EXPECT_FLOAT_EQ(enc.tensor("bn1.weight").data<float>()[0], 1.f);
+  EXPECT_FLOAT_EQ(enc.tensor("layer1.0.bn1.running_var").data<float>()[3], 1.f);
+  Tensor x = Tensor::zeros({2, 3, 8, 8});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = (float)((i * 37) % 11) / 11.f;
+  Tape tape;
+  Tensor y = enc.forward(x, &tape);
+  EXPECT_EQ(y.shape(), (Shape{2, 8}));
+  EXPECT_EQ(enc.counts()[0], 1);  // train-mode BN counted one batch
+  Tensor dx = enc.backward(Tensor::zeros({2, 8}), tape);
+  EXPECT_FALSE(dx.defined());  // the stem conv computes no input gradient
+}
+
+TEST(ResNet, BadConfigsAreRejected) {
+  ResNetConfig cfg;
+  cfg.depth = 101;
+  EXPECT_THROW({ Encoder e(cfg); }, Error);
+  cfg.depth = 18;
+  Encoder e(cfg);
+  EXPECT_THROW(e.forward(Tensor::zeros({2, 1, 8, 8}), nullptr), Error);
+}
