@@ -150,3 +150,27 @@ TEST(Gradcheck, NormalizeLogitsLossChain) {
   cpu::l2_normalize_backward(n, c, q.data(), norms.data(), dq.data(), dx.data());
   expect_gradient_matches("chain dx", x, loss, dx);
 }
+
+// The fused head equals the chain of separate ops (and so inherits their gradchecks), and its own gradient
+// passes finite differences.
+TEST(Gradcheck, FusedContrastiveLoss) {
+  const int n = 3, c = 4, k = 6, m = 1 + k;
+  V q = random_vector(n * c, 35), key = random_vector(n * c, 36), queue = random_vector(k * c, 37);
+  V dq(n * c), logits(n * m), dlogits(n * m), dq_chain(n * c);
+  const double inv_t = 1.0 / 0.07;
+  int64_t h1 = 0, h5 = 0;
+  double loss = cpu::contrastive_loss_forward_backward<double>(n, c, k, q.data(), key.data(), queue.data(), inv_t,
+                                                               dq.data(), &h1, &h5);
+  cpu::moco_logits_forward(n, c, k, q.data(), key.data(), queue.data(), inv_t, logits.data());
+  EXPECT_NEAR(loss, cpu::softmax_xent_label0<double>(n, m, logits.data(), dlogits.data()), 1e-12);
+  cpu::moco_logits_backward(n, c, k, dlogits.data(), key.data(), queue.data(), inv_t, dq_chain.data());
+  for (int i = 0; i < n * c; ++i) EXPECT_NEAR(dq[i], dq_chain[i], 1e-12);
+  EXPECT_EQ(h1, cpu::count_label0_in_topk<double>(n, m, logits.data(), 1));
+  EXPECT_EQ(h5, cpu::count_label0_in_topk<double>(n, m, logits.data(), 5));
+  V scratch(n * c);
+  auto f = [&] {
+    return cpu::contrastive_loss_forward_backward<double>(n, c, k, q.data(), key.data(), queue.data(), inv_t,
+                                                          scratch.data(), nullptr, nullptr);
+  };
+  expect_gradient_matches("fused dq", q, f, dq);
+}

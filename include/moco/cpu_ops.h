@@ -92,6 +92,15 @@ template <class T> T softmax_xent_label0(int64_t n, int64_t m, const T* logits, 
 // Rows whose label-0 logit is among the top `topk` (ties counted against it, as torch.topk would not).
 template <class T> int64_t count_label0_in_topk(int64_t n, int64_t m, const T* logits, int topk);
 
+// ---- the fused contrastive head: logits, softmax cross-entropy (label 0) and dq in one pass over each
+// row, in double, without materialising the (N, 1+K) logits. Returns the mean loss; dq (N, C) is
+// d(loss)/dq; hits1/hits5 count rows whose positive is in the top 1 / top 5 (nullable).
+// Equal to moco_logits_forward -> softmax_xent_label0 -> moco_logits_backward, but more accurate: the
+// loss of a confident step is a small difference of large logits (|z| ~ 1/T), which float logits lose.
+template <class T>
+T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q, const T* key, const T* queue, T inv_t,
+                                    T* dq, int64_t* hits1, int64_t* hits5);
+
 // ---- optimisation over flat buffers
 // theta_k = m * theta_k + (1 - m) * theta_q
 template <class T> void momentum_update(int64_t n, T m, const T* theta_q, T* theta_k);

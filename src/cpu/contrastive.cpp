@@ -2,6 +2,7 @@
 // (K+1)-way cross-entropy with the positive at index 0.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "moco/cpu_ops.h"
 
@@ -12,30 +13,30 @@ void moco_logits_forward(int64_t n, int64_t c, int64_t k, const T* q, const T* k
   for (int64_t i = 0; i < n; ++i) {
     const T* qi = q + i * c;
     T* row = logits + i * (1 + k);
-    T pos = 0;
-    for (int64_t j = 0; j < c; ++j) pos += qi[j] * key[i * c + j];
-    row[0] = pos * inv_t;
+    double pos = 0;
+    for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
+    row[0] = (T)(pos * inv_t);
     for (int64_t r = 0; r < k; ++r) {
       const T* e = queue + r * c;
-      T acc = 0;
-      for (int64_t j = 0; j < c; ++j) acc += qi[j] * e[j];
-      row[1 + r] = acc * inv_t;
+      double acc = 0;
+      for (int64_t j = 0; j < c; ++j) acc += (double)qi[j] * e[j];
+      row[1 + r] = (T)(acc * inv_t);
     }
   }
 }
 
 template <class T>
 void moco_logits_backward(int64_t n, int64_t c, int64_t k, const T* dlogits, const T* key, const T* queue, T inv_t, T* dq) {
+  std::vector<double> acc((size_t)c);  // (C) one row of dq, accumulated in double
   for (int64_t i = 0; i < n; ++i) {
     const T* drow = dlogits + i * (1 + k);
-    T* out = dq + i * c;
-    for (int64_t j = 0; j < c; ++j) out[j] = drow[0] * key[i * c + j];
+    for (int64_t j = 0; j < c; ++j) acc[j] = (double)drow[0] * key[i * c + j];
     for (int64_t r = 0; r < k; ++r) {
-      T d = drow[1 + r];
+      const double d = drow[1 + r];
       const T* e = queue + r * c;
-      for (int64_t j = 0; j < c; ++j) out[j] += d * e[j];
+      for (int64_t j = 0; j < c; ++j) acc[j] += d * e[j];
     }
-    for (int64_t j = 0; j < c; ++j) out[j] *= inv_t;
+    for (int64_t j = 0; j < c; ++j) dq[i * c + j] = (T)(acc[j] * inv_t);
   }
 }
 
@@ -69,11 +70,60 @@ int64_t count_label0_in_topk(int64_t n, int64_t m, const T* logits, int topk) {
   return hits;
 }
 
+template <class T>
+T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q, const T* key, const T* queue, T inv_t,
+                                    T* dq, int64_t* hits1, int64_t* hits5) {
+  const int64_t m = 1 + k;
+  std::vector<double> z((size_t)m);    // (1+K) one row of logits
+  std::vector<double> acc((size_t)c);  // (C) one row of dq
+  double total = 0;
+  int64_t h1 = 0, h5 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* qi = q + i * c;
+    double pos = 0;
+    for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
+    z[0] = pos * inv_t;
+    for (int64_t r = 0; r < k; ++r) {
+      const T* e = queue + r * c;
+      double dot = 0;
+      for (int64_t j = 0; j < c; ++j) dot += (double)qi[j] * e[j];
+      z[1 + r] = dot * inv_t;
+    }
+    double mx = z[0];
+    int64_t above = 0;  // negatives scoring strictly higher than the positive
+    for (int64_t r = 1; r < m; ++r) {
+      mx = std::max(mx, z[r]);
+      above += z[r] > z[0];
+    }
+    h1 += above < 1;
+    h5 += above < 5;
+    double sum = 0;
+    for (int64_t r = 0; r < m; ++r) sum += std::exp(z[r] - mx);
+    const double lse = mx + std::log(sum);
+    total += lse - z[0];
+    // dloss/dz_r = (softmax_r - [r == 0]) / n; dq = inv_t * (dz_0 * key_i + sum_r dz_r * queue_r)
+    const double scale = (double)inv_t / (double)n;
+    const double dz0 = std::exp(z[0] - lse) - 1.0;
+    for (int64_t j = 0; j < c; ++j) acc[j] = dz0 * key[i * c + j];
+    for (int64_t r = 0; r < k; ++r) {
+      const double dz = std::exp(z[1 + r] - lse);
+      const T* e = queue + r * c;
+      for (int64_t j = 0; j < c; ++j) acc[j] += dz * e[j];
+    }
+    for (int64_t j = 0; j < c; ++j) dq[i * c + j] = (T)(acc[j] * scale);
+  }
+  if (hits1) *hits1 = h1;
+  if (hits5) *hits5 = h5;
+  return (T)(total / (double)n);
+}
+
 #define MOCO_INSTANTIATE_CONTRASTIVE(T)                                                                              \
   template void moco_logits_forward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*);             \
   template void moco_logits_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*);            \
   template T softmax_xent_label0<T>(int64_t, int64_t, const T*, T*);                                                \
-  template int64_t count_label0_in_topk<T>(int64_t, int64_t, const T*, int);
+  template int64_t count_label0_in_topk<T>(int64_t, int64_t, const T*, int);                                      \
+  template T contrastive_loss_forward_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*,   \
+                                                  int64_t*, int64_t*);
 MOCO_INSTANTIATE_CONTRASTIVE(float)
 MOCO_INSTANTIATE_CONTRASTIVE(double)
 

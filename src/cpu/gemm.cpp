@@ -1,5 +1,8 @@
-// Row-major GEMM. Loop orders keep the innermost loop unit-stride over C and B so the compiler vectorises
-// it; good enough for the CPU path, which is the reference and the CI trainer, not the product.
+// Row-major GEMM. Loop orders keep the innermost loop unit-stride so the compiler vectorises it. Sums are
+// accumulated in double whatever T is: the CPU path is the reference the GPU is checked against, and the
+// MoCo gradient cancels heavily in the L2-normalisation backward, so float accumulation over long sums
+// (K = Ci*k*k up to 4608) would make our float32 step several times less accurate than PyTorch's.
+#include <cstddef>
 #include <vector>
 
 #include "moco/cpu_ops.h"
@@ -8,17 +11,19 @@ namespace moco::cpu {
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, const T* B, T beta, T* C) {
-  for (int64_t i = 0; i < M * N; ++i) C[i] = beta == T(0) ? T(0) : beta * C[i];
   if (!trans_b) {
-    // C[i, :] += alpha * A(i, p) * B[p, :]
+    // C[i, :] = beta * C[i, :] + alpha * sum_p A(i, p) * B[p, :], the row accumulated in double
+    std::vector<double> acc((size_t)N);
     for (int64_t i = 0; i < M; ++i) {
       T* c = C + i * N;
+      for (int64_t j = 0; j < N; ++j) acc[j] = 0.0;
       for (int64_t p = 0; p < K; ++p) {
-        T a = alpha * (trans_a ? A[p * M + i] : A[i * K + p]);
-        if (a == T(0)) continue;
+        const double a = (double)(trans_a ? A[p * M + i] : A[i * K + p]);
+        if (a == 0.0) continue;
         const T* b = B + p * N;
-        for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
+        for (int64_t j = 0; j < N; ++j) acc[j] += a * (double)b[j];
       }
+      for (int64_t j = 0; j < N; ++j) c[j] = (T)((beta == T(0) ? 0.0 : (double)beta * c[j]) + (double)alpha * acc[j]);
     }
     return;
   }
@@ -33,9 +38,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
     T* c = C + i * N;
     for (int64_t j = 0; j < N; ++j) {
       const T* b = B + j * K;
-      T acc = 0;
-      for (int64_t p = 0; p < K; ++p) acc += a[p] * b[p];
-      c[j] += alpha * acc;
+      double acc = 0;
+      for (int64_t p = 0; p < K; ++p) acc += (double)a[p] * (double)b[p];
+      c[j] = (T)((beta == T(0) ? 0.0 : (double)beta * c[j]) + (double)alpha * acc);
     }
   }
 }

@@ -43,9 +43,9 @@ void maxpool_backward(const PoolShape& s, const int64_t* argmax, const T* dy, T*
 template <class T>
 void avgpool_forward(int64_t n, int64_t c, int64_t hw, const T* x, T* y) {
   for (int64_t p = 0; p < n * c; ++p) {
-    T acc = 0;
+    double acc = 0;
     for (int64_t i = 0; i < hw; ++i) acc += x[p * hw + i];
-    y[p] = acc / T(hw);
+    y[p] = (T)(acc / (double)hw);
   }
 }
 
