@@ -7,6 +7,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   cmake ninja-build g++ pkg-config
+  libopenblas-dev         # OpenBLAS: the float GEMMs of the CPU path
   libgtest-dev            # GoogleTest
   libstb-dev              # stb_image (JPEG/PNG decode)
   zlib1g-dev              # reading the Fashion-MNIST .gz files directly

@@ -1,4 +1,7 @@
-// Convolution as im2col + GEMM, one image at a time: col (Ci*kh*kw, Ho*Wo) holds the receptive fields.
+// Convolution as im2col + one GEMM per chunk of images. The receptive fields of a chunk of g images sit
+// side by side in col (Ci*kh*kw, g*Ho*Wo), so the GEMM is (Co x R) x (R x g*P): wide enough for BLAS to run
+// at speed even where Co is small (tiny widths, 1x1 convs). g is chosen so col stays near kColBudget floats.
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -6,36 +9,45 @@
 
 namespace moco::cpu {
 
+static constexpr int64_t kColBudget = 1 << 22;  // floats in col per chunk (16 MiB in f32)
+
+static int64_t images_per_chunk(const ConvShape& s) {
+  const int64_t per_image = s.ci * s.kh * s.kw * s.ho() * s.wo();
+  return std::max<int64_t>(1, std::min<int64_t>(s.n, kColBudget / std::max<int64_t>(per_image, 1)));
+}
+
+// One image's receptive fields into col rows of length `ld` (the chunk's g*P), starting at column 0 of `col`.
 template <class T>
-static void im2col(const ConvShape& s, const T* x, T* col) {
+static void im2col(const ConvShape& s, const T* x, T* col, int64_t ld) {
   const int64_t ho = s.ho(), wo = s.wo();
   for (int64_t c = 0; c < s.ci; ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        T* out = col + ((c * s.kh + i) * s.kw + j) * ho * wo;
+        T* out = col + ((c * s.kh + i) * s.kw + j) * ld;
         for (int64_t oy = 0; oy < ho; ++oy) {
-          int64_t iy = oy * s.stride - s.pad + i;
+          const int64_t iy = oy * s.stride - s.pad + i;
           for (int64_t ox = 0; ox < wo; ++ox) {
-            int64_t ix = ox * s.stride - s.pad + j;
-            bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+            const int64_t ix = ox * s.stride - s.pad + j;
+            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
             out[oy * wo + ox] = inside ? x[(c * s.h + iy) * s.w + ix] : T(0);
           }
         }
       }
 }
 
+// The adjoint of im2col: adds each column entry back to the input position it was read from.
 template <class T>
-static void col2im_add(const ConvShape& s, const T* col, T* dx) {
+static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
   const int64_t ho = s.ho(), wo = s.wo();
   for (int64_t c = 0; c < s.ci; ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        const T* in = col + ((c * s.kh + i) * s.kw + j) * ho * wo;
+        const T* in = col + ((c * s.kh + i) * s.kw + j) * ld;
         for (int64_t oy = 0; oy < ho; ++oy) {
-          int64_t iy = oy * s.stride - s.pad + i;
+          const int64_t iy = oy * s.stride - s.pad + i;
           if (iy < 0 || iy >= s.h) continue;
           for (int64_t ox = 0; ox < wo; ++ox) {
-            int64_t ix = ox * s.stride - s.pad + j;
+            const int64_t ix = ox * s.stride - s.pad + j;
             if (ix >= 0 && ix < s.w) dx[(c * s.h + iy) * s.w + ix] += in[oy * wo + ox];
           }
         }
@@ -44,29 +56,40 @@ static void col2im_add(const ConvShape& s, const T* col, T* dx) {
 
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
-  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw;
-  std::vector<T> col((size_t)(R * P));  // (Ci*kh*kw, Ho*Wo)
-  for (int64_t n = 0; n < s.n; ++n) {
-    im2col(s, x + n * s.ci * s.h * s.w, col.data());
-    gemm<T>(false, false, s.co, P, R, T(1), w, col.data(), T(0), y + n * s.co * P);
+  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s);
+  std::vector<T> col((size_t)(R * G * P));        // (R, g*P) receptive fields of a chunk
+  std::vector<T> out((size_t)(s.co * G * P));     // (Co, g*P) the chunk's outputs, channel-major
+  for (int64_t n0 = 0; n0 < s.n; n0 += G) {
+    const int64_t g = std::min(G, s.n - n0), ld = g * P;
+    for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
+    gemm<T>(false, false, s.co, ld, R, T(1), w, col.data(), T(0), out.data());
+    for (int64_t j = 0; j < g; ++j)
+      for (int64_t c = 0; c < s.co; ++c)
+        std::copy_n(out.data() + c * ld + j * P, P, y + ((n0 + j) * s.co + c) * P);
   }
 }
 
 template <class T>
 void conv2d_backward(const ConvShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw) {
-  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw;
-  std::vector<T> col((size_t)(R * P));  // (Ci*kh*kw, Ho*Wo)
-  for (int64_t n = 0; n < s.n; ++n) {
-    const T* dyn = dy + n * s.co * P;  // (Co, Ho*Wo)
+  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s);
+  std::vector<T> col((size_t)(R * G * P));   // (R, g*P) receptive fields, then their gradient
+  std::vector<T> dout((size_t)(s.co * G * P));  // (Co, g*P) the chunk's dy, channel-major
+  for (int64_t n0 = 0; n0 < s.n; n0 += G) {
+    const int64_t g = std::min(G, s.n - n0), ld = g * P;
+    for (int64_t j = 0; j < g; ++j)
+      for (int64_t c = 0; c < s.co; ++c)
+        std::copy_n(dy + ((n0 + j) * s.co + c) * P, P, dout.data() + c * ld + j * P);
     if (dw) {
-      im2col(s, x + n * s.ci * s.h * s.w, col.data());
-      gemm<T>(false, true, s.co, R, P, T(1), dyn, col.data(), T(1), dw);  // dw += dy * col^T
+      for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
+      gemm<T>(false, true, s.co, R, ld, T(1), dout.data(), col.data(), T(1), dw);  // dw += dy * col^T
     }
     if (dx) {
-      gemm<T>(true, false, R, P, s.co, T(1), w, dyn, T(0), col.data());  // dcol = w^T * dy
-      T* dxn = dx + n * s.ci * s.h * s.w;
-      for (int64_t i = 0; i < s.ci * s.h * s.w; ++i) dxn[i] = T(0);
-      col2im_add(s, col.data(), dxn);
+      gemm<T>(true, false, R, ld, s.co, T(1), w, dout.data(), T(0), col.data());  // dcol = w^T * dy
+      for (int64_t j = 0; j < g; ++j) {
+        T* dxn = dx + (n0 + j) * s.ci * s.h * s.w;
+        std::fill_n(dxn, s.ci * s.h * s.w, T(0));
+        col2im_add(s, col.data() + j * P, ld, dxn);
+      }
     }
   }
 }
