@@ -17,6 +17,7 @@ static int64_t images_per_chunk(const ConvShape& s) {
 }
 
 // One image's receptive fields into col rows of length `ld` (the chunk's g*P), starting at column 0 of `col`.
+// The valid output columns of each row are computed once, so the inner loop has no bounds test.
 template <class T>
 static void im2col(const ConvShape& s, const T* x, T* col, int64_t ld) {
   const int64_t ho = s.ho(), wo = s.wo();
@@ -24,13 +25,20 @@ static void im2col(const ConvShape& s, const T* x, T* col, int64_t ld) {
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
         T* out = col + ((c * s.kh + i) * s.kw + j) * ld;
+        // ox is valid when 0 <= ox*stride - pad + j < w
+        const int64_t ox_lo = std::min(wo, std::max<int64_t>(0, (s.pad - j + s.stride - 1) / s.stride));
+        const int64_t ox_hi = std::max(ox_lo, std::min(wo, (s.w + s.pad - j + s.stride - 1) / s.stride));
         for (int64_t oy = 0; oy < ho; ++oy) {
+          T* row = out + oy * wo;
           const int64_t iy = oy * s.stride - s.pad + i;
-          for (int64_t ox = 0; ox < wo; ++ox) {
-            const int64_t ix = ox * s.stride - s.pad + j;
-            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
-            out[oy * wo + ox] = inside ? x[(c * s.h + iy) * s.w + ix] : T(0);
+          if (iy < 0 || iy >= s.h) {
+            std::fill_n(row, wo, T(0));
+            continue;
           }
+          const T* in = x + (c * s.h + iy) * s.w - s.pad + j;  // in[ox * stride] is x(c, iy, ox*stride - pad + j)
+          std::fill_n(row, ox_lo, T(0));
+          for (int64_t ox = ox_lo; ox < ox_hi; ++ox) row[ox] = in[ox * s.stride];
+          std::fill_n(row + ox_hi, wo - ox_hi, T(0));
         }
       }
 }
