@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "moco/rng.h"
+
 namespace moco {
 
 struct Image {
@@ -14,14 +16,8 @@ struct Image {
 
 // The counter-based stream of one augmented view: every random draw of the view comes from
 // Rng(seed, view_stream(epoch, sample, view)), so a view is reproducible in any thread and after a resume.
-inline uint64_t view_stream(uint64_t epoch, uint64_t sample, uint64_t view);
-
-}  // namespace moco
-
-#include "moco/rng.h"
-
-namespace moco {
 inline uint64_t view_stream(uint64_t epoch, uint64_t sample, uint64_t view) {
   return mix_stream(mix_stream(mix_stream(0xA06 /*augment*/, epoch), sample), view);
 }
+
 }  // namespace moco
