@@ -55,6 +55,9 @@ class Encoder {
   std::vector<float>& grads() { return grads_; }      // (registry().size(Param)); empty without grads
   std::vector<float>& stats() { return stats_; }      // (registry().size(Stat))
   std::vector<int64_t>& counts() { return counts_; }  // (registry().size(Count))
+  const std::vector<float>& params() const { return params_; }
+  const std::vector<float>& stats() const { return stats_; }
+  const std::vector<int64_t>& counts() const { return counts_; }
   // A view of one named tensor in whichever buffer holds it (F32, or I64 for counters).
   Tensor tensor(const std::string& name);
   Tensor grad(const std::string& name);

@@ -1,0 +1,33 @@
+// Weight exchange with PyTorch: an Encoder's tensors as a safetensors file under torchvision's state_dict
+// names ("conv1.weight", "layer1.0.bn1.running_mean", "fc.weight", MLP head "fc.0.weight", "fc.2.weight"),
+// so that torchvision.models.resnet50().load_state_dict(safetensors.torch.load_file(path)) takes it as is.
+// Parameters and BN running statistics are F32; num_batches_tracked is I64 with shape [].
+#pragma once
+#include <string>
+#include <vector>
+
+#include "moco/resnet.h"
+
+namespace moco {
+
+// True for the tensors of the projection head or classifier: "fc.*".
+bool is_head_tensor(const std::string& name);
+
+// Writes the backbone, and the head too when `include_head`, in registry (= torchvision) order; atomic
+// like write_safetensors. Metadata: {"format": "pt", "arch": cfg.describe()}.
+void export_encoder(const Encoder& enc, const std::string& path, bool include_head);
+
+struct ImportReport {
+  std::vector<std::string> loaded;      // names copied into the encoder
+  std::vector<std::string> missing;     // in the encoder, absent from the file (left untouched)
+  std::vector<std::string> unexpected;  // in the file, unknown to the encoder (ignored)
+};
+
+// Loads such a file into `enc`. Every name present in both must agree in dtype (F32, or I64 for counters)
+// and shape, or moco::Error names the key and both shapes. With `strict`, missing or unexpected names are
+// errors as well; without, they are reported (the linear probe loads a backbone export into a ResNet with a
+// fresh fc: missing = {fc.weight, fc.bias}). Everything is checked before anything is copied, so a failed
+// import leaves the encoder as it was.
+ImportReport import_encoder(Encoder& enc, const std::string& path, bool strict);
+
+}  // namespace moco

@@ -1,0 +1,204 @@
+// Encoder export/import through safetensors: torchvision names and counts (SPEC 6), dtypes, a bit-exact
+// round trip, and import errors that name the key and both shapes.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "moco/export.h"
+#include "moco/rng.h"
+#include "moco/safetensors.h"
+#include "temp_dir.h"
+
+using namespace moco;
+using moco::test::TempDir;
+
+namespace {
+
+ResNetConfig tiny_resnet18(Head head, int width = 4) {
+  ResNetConfig cfg;
+  cfg.depth = 18;
+  cfg.small_stem = true;
+  cfg.width = width;
+  cfg.head = head;
+  cfg.out_dim = 8;
+  return cfg;
+}
+
+// Nonzero everywhere it matters: init, then running statistics and counters that init leaves at 0/1.
+void fill_distinct(Encoder& enc, uint64_t seed) {
+  enc.init(seed);
+  Rng rng(seed, 99);
+  for (float& s : enc.stats()) s = (float)rng.uniform(0.1, 2.0);
+  for (size_t i = 0; i < enc.counts().size(); ++i) enc.counts()[i] = (int64_t)(seed * 1000 + i);
+}
+
+bool same_bits(const Encoder& a, const Encoder& b) {
+  return a.params().size() == b.params().size() && a.stats().size() == b.stats().size() &&
+         a.counts().size() == b.counts().size() &&
+         std::memcmp(a.params().data(), b.params().data(), a.params().size() * sizeof(float)) == 0 &&
+         std::memcmp(a.stats().data(), b.stats().data(), a.stats().size() * sizeof(float)) == 0 &&
+         std::memcmp(a.counts().data(), b.counts().data(), a.counts().size() * sizeof(int64_t)) == 0;
+}
+
+std::string import_error(Encoder& enc, const std::string& path, bool strict) {
+  try {
+    import_encoder(enc, path, strict);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+}  // namespace
+
+TEST(Export, TinyResNet18HasExactlyTheRegistryNamesAndDtypes) {
+  TempDir dir;
+  Encoder enc(tiny_resnet18(Head::Mlp), false);
+  fill_distinct(enc, 3);
+  const std::string path = dir.file("r18.safetensors");
+  export_encoder(enc, path, /*include_head=*/true);
+
+  const SafeTensorsFile f = read_safetensors(path);
+  const auto& entries = enc.registry().entries();
+  ASSERT_EQ(f.tensors.size(), entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    EXPECT_EQ(f.tensors[i].name, entries[i].name);
+    EXPECT_EQ(f.tensors[i].shape, entries[i].shape) << entries[i].name;
+    EXPECT_EQ(f.tensors[i].dtype, entries[i].slot == Slot::Count ? "I64" : "F32") << entries[i].name;
+  }
+  EXPECT_NE(f.find("fc.0.weight"), nullptr);
+  EXPECT_NE(f.find("fc.2.bias"), nullptr);
+  const SafeTensor* nbt = f.find("layer2.0.bn1.num_batches_tracked");
+  ASSERT_NE(nbt, nullptr);
+  EXPECT_EQ(nbt->shape, Shape{});
+  ASSERT_EQ(nbt->bytes.size(), 8u);
+  int64_t count;
+  std::memcpy(&count, nbt->bytes.data(), 8);
+  EXPECT_EQ(count, enc.counts()[enc.registry().find("layer2.0.bn1.num_batches_tracked").offset]);
+  ASSERT_EQ(f.metadata.size(), 2u);
+  EXPECT_EQ(f.metadata[0].first, "format");
+  EXPECT_EQ(f.metadata[0].second, "pt");
+  EXPECT_EQ(f.metadata[1].second, enc.config().describe());
+
+  // Without the head: the same list minus "fc.*".
+  export_encoder(enc, path, /*include_head=*/false);
+  const SafeTensorsFile g = read_safetensors(path);
+  EXPECT_EQ(g.tensors.size(), entries.size() - 4);
+  for (const SafeTensor& t : g.tensors) EXPECT_FALSE(is_head_tensor(t.name)) << t.name;
+}
+
+TEST(Export, ResNet50BackboneHasTorchvisionEntriesAndParameterCount) {
+  TempDir dir;
+  ResNetConfig cfg;
+  cfg.depth = 50;
+  cfg.head = Head::Linear;
+  cfg.out_dim = 1000;
+  Encoder enc(cfg, false);
+  enc.init(1);
+  const std::string path = dir.file("r50.safetensors");
+  export_encoder(enc, path, /*include_head=*/false);
+
+  const SafeTensorsFile f = read_safetensors(path);
+  EXPECT_EQ(f.tensors.size(), 318u);  // torchvision's 320 minus fc.weight, fc.bias
+  int64_t params = 0, running = 0, counters = 0;
+  for (const SafeTensor& t : f.tensors) {
+    const RegistryEntry& e = enc.registry().find(t.name);
+    if (e.slot == Slot::Param) params += t.numel();
+    // Counted a second way, by name alone: every F32 entry except BN running statistics is learnable.
+    const bool is_running = t.name.find(".running_") != std::string::npos;
+    if (t.dtype == "F32" && is_running) running += t.numel();
+    if (t.dtype == "I64") {
+      EXPECT_EQ(t.shape, Shape{}) << t.name;
+      ++counters;
+    }
+  }
+  int64_t f32_not_running = 0;
+  for (const SafeTensor& t : f.tensors)
+    if (t.dtype == "F32" && t.name.find(".running_") == std::string::npos) f32_not_running += t.numel();
+  EXPECT_EQ(params, 23508032);
+  EXPECT_EQ(f32_not_running, 23508032);
+  EXPECT_EQ(running, 2 * 26560);  // mean and var for the 26,560 BN channels of the backbone
+  EXPECT_EQ(counters, 53);        // one per BN: stem, 16 blocks x 3, 4 downsamples
+  EXPECT_EQ(f.tensors.front().name, "conv1.weight");
+  EXPECT_EQ(f.tensors.back().name, "layer4.2.bn3.num_batches_tracked");
+}
+
+TEST(Export, ImportRoundTripsBitExactly) {
+  TempDir dir;
+  Encoder src(tiny_resnet18(Head::Mlp), false);
+  fill_distinct(src, 5);
+  const std::string path = dir.file("rt.safetensors");
+  export_encoder(src, path, true);
+
+  Encoder dst(tiny_resnet18(Head::Mlp), false);
+  fill_distinct(dst, 6);
+  ASSERT_FALSE(same_bits(src, dst));
+  ImportReport r = import_encoder(dst, path, /*strict=*/true);
+  EXPECT_EQ(r.loaded.size(), src.registry().entries().size());
+  EXPECT_TRUE(r.missing.empty());
+  EXPECT_TRUE(r.unexpected.empty());
+  EXPECT_TRUE(same_bits(src, dst));
+}
+
+TEST(Export, BackboneIntoAModelWithANewHead) {
+  TempDir dir;
+  Encoder pretrained(tiny_resnet18(Head::Mlp), false);
+  fill_distinct(pretrained, 7);
+  const std::string path = dir.file("backbone.safetensors");
+  export_encoder(pretrained, path, /*include_head=*/false);
+
+  Encoder probe(tiny_resnet18(Head::Linear), false);  // the linear classifier: backbone + fresh fc
+  fill_distinct(probe, 8);
+  const std::vector<float> fc_before(probe.params().begin() + probe.registry().find("fc.weight").offset,
+                                     probe.params().end());
+  EXPECT_NE(import_error(probe, path, /*strict=*/true).find("fc.weight"), std::string::npos);
+
+  ImportReport r = import_encoder(probe, path, /*strict=*/false);
+  EXPECT_EQ(r.missing, (std::vector<std::string>{"fc.weight", "fc.bias"}));
+  EXPECT_TRUE(r.unexpected.empty());
+  for (const RegistryEntry& e : probe.registry().entries()) {
+    if (is_head_tensor(e.name)) continue;
+    Tensor a = probe.tensor(e.name), b = pretrained.tensor(e.name);
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << e.name;
+  }
+  const std::vector<float> fc_after(probe.params().begin() + probe.registry().find("fc.weight").offset,
+                                    probe.params().end());
+  EXPECT_EQ(fc_before, fc_after);  // the fresh head is left alone
+}
+
+TEST(Export, ImportErrorsNameTheKeyAndBothShapes) {
+  TempDir dir;
+  Encoder narrow(tiny_resnet18(Head::None, 4), false);
+  fill_distinct(narrow, 1);
+  const std::string path = dir.file("narrow.safetensors");
+  export_encoder(narrow, path, false);
+
+  Encoder wide(tiny_resnet18(Head::None, 8), false);
+  fill_distinct(wide, 2);
+  Encoder wide_copy(tiny_resnet18(Head::None, 8), false);
+  fill_distinct(wide_copy, 2);
+  const std::string msg = import_error(wide, path, /*strict=*/false);
+  EXPECT_NE(msg.find("'conv1.weight'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(4, 3, 3, 3)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(8, 3, 3, 3)"), std::string::npos) << msg;
+  EXPECT_TRUE(same_bits(wide, wide_copy));  // nothing copied before the error
+
+  // A file from elsewhere: extra keys are reported, or refused under strict.
+  const float x[1] = {1.f};
+  const int64_t c = 3;
+  std::vector<SafeTensorView> views = {{"bn1.num_batches_tracked", "I64", {}, &c}, {"extra.weight", "F32", {1}, x}};
+  const std::string other = dir.file("other.safetensors");
+  write_safetensors(other, views);
+  ImportReport r = import_encoder(narrow, other, false);
+  EXPECT_EQ(r.loaded, std::vector<std::string>{"bn1.num_batches_tracked"});
+  EXPECT_EQ(r.unexpected, std::vector<std::string>{"extra.weight"});
+  EXPECT_EQ(narrow.counts()[narrow.registry().find("bn1.num_batches_tracked").offset], 3);
+  EXPECT_NE(import_error(narrow, other, true).find("extra.weight"), std::string::npos);
+
+  // Wrong dtype for a counter.
+  const double d = 3.0;
+  write_safetensors(other, {{"bn1.num_batches_tracked", "F64", {}, &d}});
+  const std::string dmsg = import_error(narrow, other, false);
+  EXPECT_NE(dmsg.find("'bn1.num_batches_tracked' is F64"), std::string::npos) << dmsg;
+  EXPECT_NE(dmsg.find("expects I64"), std::string::npos) << dmsg;
+}
