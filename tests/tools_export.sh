@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The Python export tools on a real export from moco_export_sample (ResNet-18, full width):
+#   tools_export.sh <moco_export_sample> <source dir> detectron2   -> convert_detectron2.py, keys checked (numpy)
+#   tools_export.sh <moco_export_sample> <source dir> torchvision  -> check_export.py --io (torch, torchvision)
+# Exits 77 (ctest: skipped) when the Python packages a mode needs are not installed.
+set -euo pipefail
+sample=$1 src=$2 mode=$3
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+case $mode in
+  detectron2)
+    python3 -c 'import numpy' 2>/dev/null || { echo "numpy not installed: skipped"; exit 77; }
+    "$sample" "$dir" 18 1
+    python3 "$src/tools/convert_detectron2.py" "$dir/resnet18.safetensors" "$dir/r18.pkl"
+    python3 - "$dir/r18.pkl" <<'PY'
+import pickle, sys
+d = pickle.load(open(sys.argv[1], "rb"), encoding="latin1")
+m = d["model"]
+assert d["__author__"] == "moco" and d["matching_heuristics"] is True, d.keys()
+assert len(m) == 100, len(m)  # 120 entries - 20 num_batches_tracked
+for k in ["stem.conv1.weight", "stem.conv1.norm.running_var", "res2.1.conv2.norm.bias", "res3.0.shortcut.weight",
+          "res5.0.shortcut.norm.running_mean"]:
+    assert k in m, k
+bad = [k for k in m if "layer" in k or "bn" in k or "downsample" in k or k.startswith("fc.")]
+assert not bad, bad
+assert m["stem.conv1.weight"].shape == (64, 3, 7, 7) and m["stem.conv1.weight"].dtype == "float32"
+print("detectron2 keys OK")
+PY
+    ;;
+  torchvision)
+    python3 -c 'import torch, torchvision, safetensors' 2>/dev/null || { echo "torch/torchvision/safetensors not installed: skipped"; exit 77; }
+    "$sample" "$dir" 18 1
+    python3 "$src/tools/check_export.py" "$dir/resnet18.safetensors" --io "$dir/resnet18_io.safetensors"
+    ;;
+  *) echo "unknown mode '$mode'; expected detectron2 or torchvision"; exit 2 ;;
+esac
