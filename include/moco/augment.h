@@ -1,0 +1,118 @@
+// Augmentation pipelines of MoCo (SPEC section 3), with torchvision semantics: one augmented view of an 8-bit
+// RGB image as a normalised float (3, S, S) tensor.
+//
+// A view is a pure function of (image, recipe, seed, epoch, sample, view): every random draw comes from
+// Rng(seed, view_stream(epoch, sample, view)), in the order torchvision draws them. The pipeline is split in
+// two steps so that the draws can be tested without pixels: draw_view_params() consumes the stream and
+// returns every decision of the view; apply_view() does the pixel work.
+//
+// Pixel work happens in float on a (S, S, 3) buffer in [0, 1]; torchvision on PIL images would round to
+// uint8 after the crop and after each colour op, we do not (the rounding is noise, not part of the recipe).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "moco/image.h"
+#include "moco/rng.h"
+
+namespace moco {
+
+// ---- recipes
+
+enum class AugmentKind { V1, V2, Small, LinclsTrain, Eval };
+
+// Every parameter of a recipe. recipe_from_name() fills them from SPEC section 3; the fields are plain data so
+// an experiment can change one (e.g. the crop scale) without a new kind.
+struct AugmentRecipe {
+  AugmentKind kind = AugmentKind::V2;
+  int size = 224;                           // S: the view is (3, S, S)
+  float scale_lo = 0.2f, scale_hi = 1.0f;   // RandomResizedCrop area fraction
+  float p_jitter = 0.8f;                    // probability ColorJitter is applied (1 for v1)
+  float brightness = 0.4f, contrast = 0.4f, saturation = 0.4f, hue = 0.1f;  // ColorJitter strengths
+  float p_gray = 0.2f;                      // RandomGrayscale
+  float p_blur = 0.5f;                      // GaussianBlur (v2 only)
+  float sigma_lo = 0.1f, sigma_hi = 2.0f;   // blur sigma in output pixels, uniform
+  float p_flip = 0.5f;                      // RandomHorizontalFlip
+  // eval only: true = resize the shorter side to round(S * 256 / 224) and centre-crop S (ImageNet protocol);
+  // false = resize the whole image to S x S. recipe_from_name() picks false for S <= 64, the small-image
+  // regime (Fashion-MNIST 28x28 or CIFAR 32x32 at S = 32) where the authors' demo evaluates the whole picture.
+  bool eval_center_crop = true;
+};
+
+// "v1", "v2", "small", "lincls_train" or "eval". size = 0 picks the recipe's default (32 for small, 224 for the
+// others). Throws moco::Error naming the bad value and the accepted ones.
+AugmentRecipe recipe_from_name(const std::string& name, int size = 0);
+const char* recipe_name(AugmentKind kind);
+
+// ---- the view
+
+// One view: draws from Rng(seed, view_stream(epoch, sample, view)) and writes (3, S, S) floats, normalised
+// by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), to `out`. Thread-safe (scratch is per thread).
+void augment_view(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
+                  uint64_t view, float* out /* (3, S, S) */);
+
+// ---- building blocks (public so that tests can check each against an independent reference)
+
+// A box in image pixels: rows [top, top + h), columns [left, left + w).
+struct CropBox {
+  int top = 0, left = 0, h = 0, w = 0;
+  bool operator==(const CropBox& o) const { return top == o.top && left == o.left && h == o.h && w == o.w; }
+};
+
+// torchvision RandomResizedCrop.get_params with ratio (3/4, 4/3): up to 10 tries of (area fraction uniform in
+// [scale_lo, scale_hi], log aspect ratio uniform in [ln 3/4, ln 4/3]); on acceptance top = below(H - h + 1),
+// then left = below(W - w + 1); after 10 rejections the centre crop of rrc_fallback_box(). Rounding is
+// Python's round (half to even).
+CropBox random_resized_crop_box(int h, int w, float scale_lo, float scale_hi, Rng& rng);
+// The fallback: the whole image, narrowed to the nearest aspect ratio inside [3/4, 4/3], centred.
+CropBox rrc_fallback_box(int h, int w);
+
+// Bilinear resize of `box` of `img` to (dst_h, dst_w) with half-pixel centres (align_corners = False, no
+// antialias), reading only inside the box (edges clamp to the box, as if it had been cropped first), and
+// writing the window rows [win.top, win.top + win.h) x columns [win.left, win.left + win.w) of the result.
+// Values are divided by 255, so the output is in [0, 1].
+void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,
+                     float* out /* (win.h, win.w, 3) */);
+
+// Colour ops on n pixels of a (n, 3) RGB buffer in [0, 1]; each clamps its result to [0, 1].
+void to_grayscale(float* rgb /* (n, 3) */, int64_t n);                    // 0.299 R + 0.587 G + 0.114 B
+void adjust_brightness(float* rgb /* (n, 3) */, int64_t n, float factor);  // f * x
+void adjust_contrast(float* rgb /* (n, 3) */, int64_t n, float factor);    // f * x + (1 - f) * mean(gray)
+void adjust_saturation(float* rgb /* (n, 3) */, int64_t n, float factor);  // f * x + (1 - f) * gray(pixel)
+void adjust_hue(float* rgb /* (n, 3) */, int64_t n, float shift);          // HSV hue + shift turns
+
+// ColorJitter's draws (torchvision get_params order): a random permutation of the four ops, then the
+// brightness, contrast, saturation and hue factors. order[k] is the op applied k-th: 0 brightness,
+// 1 contrast, 2 saturation, 3 hue.
+struct ColorJitterParams {
+  int order[4] = {0, 1, 2, 3};
+  float brightness = 1.f, contrast = 1.f, saturation = 1.f, hue = 0.f;
+};
+ColorJitterParams draw_color_jitter(float brightness, float contrast, float saturation, float hue, Rng& rng);
+void apply_color_jitter(float* rgb /* (n, 3) */, int64_t n, const ColorJitterParams& p);
+
+// Separable Gaussian blur of a (h, w, 3) buffer in place: kernel exp(-x^2 / (2 sigma^2)) normalised to sum 1,
+// radius ceil(3 sigma), reflect padding (the edge pixel is not repeated).
+void gaussian_blur(float* hwc /* (h, w, 3) */, int h, int w, float sigma);
+
+void hflip(float* hwc /* (h, w, 3) */, int h, int w);
+
+// (x - mean) / std per channel, HWC in [0, 1] -> CHW.
+extern const float kImageMean[3];
+extern const float kImageStd[3];
+void normalize_to_chw(const float* hwc /* (h, w, 3) */, int h, int w, float* chw /* (3, h, w) */);
+
+// Every decision of one view, in the order the recipe draws them.
+struct ViewParams {
+  CropBox crop;                 // box in the source image (eval: the whole image)
+  bool jitter = false;          // ColorJitter applied
+  ColorJitterParams jitter_params;
+  bool gray = false;            // RandomGrayscale fired
+  bool blur = false;            // GaussianBlur applied
+  float sigma = 0.f;            // its sigma
+  bool flip = false;            // horizontal flip
+};
+ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& rng);
+void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* out /* (3, S, S) */);
+
+}  // namespace moco

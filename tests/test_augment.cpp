@@ -1,0 +1,688 @@
+// Augmentation pipelines (SPEC section 3) against independent oracles: the torchvision crop algorithm
+// replayed here from its description on the same Rng draws, hand-computed pixel values, plain reference
+// loops written in this file, and binomial / uniform statistics over many draws.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "moco/augment.h"
+#include "moco/error.h"
+
+using namespace moco;
+
+namespace {
+
+// Statistical tolerances: every rate or mean below is checked to 5 standard errors of its estimate
+// (binomial: sqrt(p (1 - p) / n); uniform on [a, b]: (b - a) / sqrt(12 n)). A correct implementation fails
+// such a check with probability below 1e-6, and the draws are deterministic, so a pass stays a pass.
+constexpr int kDraws = 20000;
+double binomial_tol(double p, int n) { return 5.0 * std::sqrt(p * (1.0 - p) / n); }
+double uniform_mean_tol(double a, double b, int n) { return 5.0 * (b - a) / std::sqrt(12.0 * n); }
+
+Rng key_rng(uint64_t seed, uint64_t sample, uint64_t view = 0, uint64_t epoch = 0) {
+  return Rng(seed, view_stream(epoch, sample, view));
+}
+
+// An image whose every pixel is (r, g, b) = f(y, x).
+template <class F>
+Image make_image(int h, int w, F f) {
+  Image img;
+  img.h = h;
+  img.w = w;
+  img.pixels.resize((size_t)h * w * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) img.pixels[((size_t)y * w + x) * 3 + c] = (uint8_t)f(y, x, c);
+  return img;
+}
+
+Image noise_image(int h, int w, uint64_t seed) {
+  Rng r(seed, 12345);
+  return make_image(h, w, [&](int, int, int) { return (int)r.below(256); });
+}
+
+// ---- the torchvision RandomResizedCrop algorithm, replayed from its description
+
+CropBox replay_rrc(int H, int W, double lo, double hi, Rng& r, int* tries = nullptr) {
+  const double lr0 = std::log(3.0 / 4.0), lr1 = std::log(4.0 / 3.0);
+  for (int t = 0; t < 10; ++t) {
+    double target = (double)H * W * (lo + (hi - lo) * r.uniform());
+    double aspect = std::exp(lr0 + (lr1 - lr0) * r.uniform());
+    // std::nearbyint rounds halves to even in the default rounding mode, as Python's round does.
+    int w = (int)std::nearbyint(std::sqrt(target * aspect));
+    int h = (int)std::nearbyint(std::sqrt(target / aspect));
+    if (w > 0 && w <= W && h > 0 && h <= H) {
+      int top = (int)std::floor(r.uniform() * (H - h + 1));
+      int left = (int)std::floor(r.uniform() * (W - w + 1));
+      if (tries) *tries = t + 1;
+      return CropBox{top, left, h, w};
+    }
+  }
+  if (tries) *tries = 11;
+  int w = W, h = H;
+  if ((double)W / H < 0.75) h = (int)std::nearbyint(W / 0.75);
+  else if ((double)W / H > 4.0 / 3.0) w = (int)std::nearbyint(H * 4.0 / 3.0);
+  return CropBox{(H - h) / 2, (W - w) / 2, h, w};
+}
+
+// ---- plain reference for the bilinear resize (align_corners=False, half-pixel centres, no antialias)
+
+double src_coord(int d, int in, int out) { return std::max(0.0, (d + 0.5) * in / out - 0.5); }
+
+// (oh, ow, 3) in [0, 1]: the box of img resized to (oh, ow).
+std::vector<float> ref_resize(const Image& img, CropBox b, int oh, int ow) {
+  std::vector<float> out((size_t)oh * ow * 3);
+  for (int y = 0; y < oh; ++y)
+    for (int x = 0; x < ow; ++x) {
+      double sy = src_coord(y, b.h, oh), sx = src_coord(x, b.w, ow);
+      int y0 = (int)sy, x0 = (int)sx;
+      int y1 = std::min(y0 + 1, b.h - 1), x1 = std::min(x0 + 1, b.w - 1);
+      double ly = sy - y0, lx = sx - x0;
+      for (int c = 0; c < 3; ++c) {
+        auto px = [&](int yy, int xx) { return (double)img.at(b.top + yy, b.left + xx, c); };
+        double v = (1 - ly) * ((1 - lx) * px(y0, x0) + lx * px(y0, x1)) + ly * ((1 - lx) * px(y1, x0) + lx * px(y1, x1));
+        out[((size_t)y * ow + x) * 3 + c] = (float)(v / 255.0);
+      }
+    }
+  return out;
+}
+
+// (3, h, w) from (h, w, 3) in [0, 1], with the constants of SPEC section 3 written out again.
+std::vector<float> ref_normalize(const std::vector<float>& hwc, int h, int w) {
+  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+  std::vector<float> out((size_t)3 * h * w);
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < h * w; ++i) out[(size_t)c * h * w + i] = (float)((hwc[(size_t)i * 3 + c] - mean[c]) / sd[c]);
+  return out;
+}
+
+void expect_near_all(const std::vector<float>& got, const std::vector<float>& want, float tol, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  float worst = 0.f;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::fabs(got[i] - want[i]) > worst) worst = std::fabs(got[i] - want[i]), at = i;
+  EXPECT_LE(worst, tol) << what << ": worst error at index " << at << " (got " << got[at] << ", want " << want[at] << ")";
+}
+
+}  // namespace
+
+// ================================================================ recipes
+
+TEST(AugmentRecipe, NamedRecipesCarrySpecParameters) {
+  AugmentRecipe v1 = recipe_from_name("v1");
+  EXPECT_EQ(v1.kind, AugmentKind::V1);
+  EXPECT_EQ(v1.size, 224);
+  EXPECT_FLOAT_EQ(v1.scale_lo, 0.2f);
+  EXPECT_FLOAT_EQ(v1.hue, 0.4f);
+  EXPECT_FLOAT_EQ(v1.p_jitter, 1.f);
+  EXPECT_FLOAT_EQ(v1.p_blur, 0.f);
+  AugmentRecipe v2 = recipe_from_name("v2", 96);
+  EXPECT_EQ(v2.size, 96);
+  EXPECT_FLOAT_EQ(v2.hue, 0.1f);
+  EXPECT_FLOAT_EQ(v2.p_jitter, 0.8f);
+  EXPECT_FLOAT_EQ(v2.p_blur, 0.5f);
+  EXPECT_FLOAT_EQ(v2.sigma_lo, 0.1f);
+  EXPECT_FLOAT_EQ(v2.sigma_hi, 2.0f);
+  AugmentRecipe small = recipe_from_name("small");
+  EXPECT_EQ(small.size, 32);
+  EXPECT_FLOAT_EQ(small.scale_lo, 0.08f);
+  EXPECT_FLOAT_EQ(small.p_blur, 0.f);
+  AugmentRecipe lin = recipe_from_name("lincls_train");
+  EXPECT_FLOAT_EQ(lin.scale_lo, 0.08f);
+  EXPECT_FLOAT_EQ(lin.p_jitter + lin.p_gray + lin.p_blur, 0.f);
+  EXPECT_TRUE(recipe_from_name("eval").eval_center_crop);
+  EXPECT_FALSE(recipe_from_name("eval", 32).eval_center_crop);
+  for (const char* n : {"v1", "v2", "small", "lincls_train", "eval"})
+    EXPECT_EQ(std::string(recipe_name(recipe_from_name(n).kind)), n);
+}
+
+TEST(AugmentRecipe, ErrorsNameTheBadValueAndTheAcceptedOnes) {
+  try {
+    recipe_from_name("v3");
+    FAIL() << "an unknown recipe should throw";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("'v3'"), std::string::npos) << m;
+    EXPECT_NE(m.find("v1, v2, small, lincls_train, eval"), std::string::npos) << m;
+  }
+  try {
+    recipe_from_name("v2", -5);
+    FAIL() << "a negative size should throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("-5"), std::string::npos) << e.what();
+  }
+  std::vector<float> out(3 * 32 * 32);
+  Image bad;
+  bad.h = 4;
+  bad.w = 4;
+  bad.pixels.resize(10);
+  EXPECT_THROW(augment_view(bad, recipe_from_name("small"), 0, 0, 0, 0, out.data()), Error);
+  Image ok = noise_image(8, 8, 1);
+  EXPECT_THROW(augment_view(ok, recipe_from_name("small"), 0, 0, 0, 0, nullptr), Error);
+}
+
+// ================================================================ RandomResizedCrop boxes
+
+TEST(AugmentCrop, BoxesReplayTorchvisionExactly) {
+  struct Case { int h, w; float lo, hi; };
+  const Case cases[] = {{256, 256, 0.2f, 1.f}, {375, 500, 0.2f, 1.f}, {640, 480, 0.08f, 1.f},
+                        {28, 28, 0.08f, 1.f},  {100, 100, 0.9f, 1.f}, {32, 32, 0.08f, 1.f}};
+  int multi_try = 0;
+  for (const Case& c : cases)
+    for (uint64_t s = 0; s < 200; ++s) {
+      Rng a = key_rng(7, s), b = key_rng(7, s);
+      int tries = 0;
+      CropBox got = random_resized_crop_box(c.h, c.w, c.lo, c.hi, a);
+      CropBox want = replay_rrc(c.h, c.w, c.lo, c.hi, b, &tries);
+      multi_try += tries > 1;
+      ASSERT_EQ(got, want) << c.h << "x" << c.w << " sample " << s << ": got (" << got.top << ", " << got.left
+                           << ", " << got.h << ", " << got.w << ") want (" << want.top << ", " << want.left << ", "
+                           << want.h << ", " << want.w << ")";
+      ASSERT_EQ(a.next_u32(), b.next_u32()) << "the crop consumed a different number of draws";
+      ASSERT_GE(got.top, 0);
+      ASSERT_LE(got.top + got.h, c.h);
+      ASSERT_LE(got.left + got.w, c.w);
+    }
+  EXPECT_GT(multi_try, 50) << "the cases should exercise rejected tries (scale 0.9-1 on a square rejects often)";
+}
+
+TEST(AugmentCrop, FallbackOnExtremeAspectRatios) {
+  // Hand-computed: 10 rows x 200 columns is wider than 4/3, so h = 10, w = round(10 * 4/3) = round(13.33) = 13,
+  // left = (200 - 13) // 2 = 93. Every try fails: the smallest area 0.2 * 2000 = 400 at ratio <= 4/3 needs
+  // h >= sqrt(400 * 3/4) = 17.3 > 10 rows.
+  EXPECT_EQ(rrc_fallback_box(10, 200), (CropBox{0, 93, 10, 13}));
+  EXPECT_EQ(rrc_fallback_box(200, 10), (CropBox{93, 0, 13, 10}));
+  EXPECT_EQ(rrc_fallback_box(100, 120), (CropBox{0, 0, 100, 120}));  // ratio 1.2 is inside [3/4, 4/3]
+  // 30 x 100: h = 30, w = round(40) = 40, left = 30.
+  EXPECT_EQ(rrc_fallback_box(30, 100), (CropBox{0, 30, 30, 40}));
+  for (uint64_t s = 0; s < 100; ++s) {
+    Rng a = key_rng(3, s), b = key_rng(3, s);
+    EXPECT_EQ(random_resized_crop_box(10, 200, 0.2f, 1.f, a), (CropBox{0, 93, 10, 13}));
+    EXPECT_EQ(random_resized_crop_box(200, 10, 0.2f, 1.f, b), (CropBox{93, 0, 13, 10}));
+    Rng c = key_rng(3, s);
+    for (int i = 0; i < 20; ++i) c.uniform();  // ten failed tries are exactly 20 uniforms
+    EXPECT_EQ(a.next_u32(), c.next_u32());
+  }
+}
+
+TEST(AugmentCrop, AreaAndAspectDistributions) {
+  // Scale 0.08-0.5 on a 1000x1000 image never rejects (the widest box is sqrt(0.5 * 4/3) = 0.82 of the
+  // side), so the area fraction is uniform on [0.08, 0.5] and the log aspect ratio uniform on
+  // [ln 3/4, ln 4/3], up to the rounding of sides of >= 245 pixels (< 0.005 in log ratio).
+  const int H = 1000, W = 1000;
+  const double lo = 0.08, hi = 0.5, l0 = std::log(0.75), l1 = std::log(4.0 / 3.0);
+  std::vector<double> frac, logr;
+  for (int s = 0; s < kDraws; ++s) {
+    Rng r = key_rng(11, (uint64_t)s);
+    CropBox b = random_resized_crop_box(H, W, (float)lo, (float)hi, r);
+    frac.push_back((double)b.h * b.w / (H * W));
+    logr.push_back(std::log((double)b.w / b.h));
+  }
+  double mf = 0, ml = 0;
+  for (int i = 0; i < kDraws; ++i) mf += frac[i] / kDraws, ml += logr[i] / kDraws;
+  EXPECT_NEAR(mf, (lo + hi) / 2, uniform_mean_tol(lo, hi, kDraws) + 1e-3);
+  EXPECT_NEAR(ml, 0.0, uniform_mean_tol(l0, l1, kDraws) + 5e-3);
+  EXPECT_GE(*std::min_element(frac.begin(), frac.end()), lo - 2e-3);
+  EXPECT_LE(*std::max_element(frac.begin(), frac.end()), hi + 2e-3);
+  EXPECT_GE(*std::min_element(logr.begin(), logr.end()), l0 - 5e-3);
+  EXPECT_LE(*std::max_element(logr.begin(), logr.end()), l1 + 5e-3);
+  // Quantiles of a uniform: the q-quantile estimate has standard error sqrt(q (1 - q) / n) * (b - a).
+  std::sort(frac.begin(), frac.end());
+  std::sort(logr.begin(), logr.end());
+  for (double q : {0.1, 0.25, 0.5, 0.75, 0.9}) {
+    double se = std::sqrt(q * (1 - q) / kDraws);
+    EXPECT_NEAR(frac[(size_t)(q * kDraws)], lo + q * (hi - lo), 5 * se * (hi - lo) + 2e-3) << "q " << q;
+    EXPECT_NEAR(logr[(size_t)(q * kDraws)], l0 + q * (l1 - l0), 5 * se * (l1 - l0) + 5e-3) << "q " << q;
+  }
+  // With the v1 scale on a 500x500 image every box stays within [0.2, 1] of the area (rejections included).
+  for (int s = 0; s < 2000; ++s) {
+    Rng r = key_rng(12, (uint64_t)s);
+    CropBox b = random_resized_crop_box(500, 500, 0.2f, 1.f, r);
+    double f = (double)b.h * b.w / (500.0 * 500.0);
+    ASSERT_GE(f, 0.2 - 5e-3);
+    ASSERT_LE(f, 1.0);
+  }
+}
+
+// ================================================================ bilinear resize
+
+TEST(AugmentResize, FourByFourToTwoByTwoHandValues) {
+  // v(y, x) = 16 y + 4 x is linear, so bilinear sampling is exact: 2x2 samples at source (0.5, 2.5) give
+  // 16 (2y + 0.5) + 4 (2x + 0.5) = 32 y + 8 x + 10.
+  Image img = make_image(4, 4, [](int y, int x, int) { return 16 * y + 4 * x; });
+  std::vector<float> out(2 * 2 * 3);
+  resize_bilinear(img, CropBox{0, 0, 4, 4}, 2, 2, CropBox{0, 0, 2, 2}, out.data());
+  const float want[4] = {10, 18, 42, 50};
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < 3; ++c) EXPECT_NEAR(out[i * 3 + c] * 255.f, want[i], 1e-4) << "pixel " << i;
+}
+
+TEST(AugmentResize, FourByFourToEightByEightHandValues) {
+  // Upsampling by 2: source coordinates d / 2 - 0.25 = (-0.25 -> 0), 0.25, 0.75, ..., 2.75, (3.25 -> 3).
+  const double coord[8] = {0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3};
+  Image lin = make_image(4, 4, [](int y, int x, int) { return 16 * y + 4 * x; });
+  std::vector<float> out(8 * 8 * 3);
+  resize_bilinear(lin, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, out.data());
+  for (int y = 0; y < 8; ++y)
+    for (int x = 0; x < 8; ++x) EXPECT_NEAR(out[(y * 8 + x) * 3] * 255.f, 16 * coord[y] + 4 * coord[x], 1e-4);
+  // A single bright pixel at (1, 2): output (2, 4) samples (0.75, 1.75) -> weight 0.75 * 0.75; output (3, 5)
+  // samples (1.25, 2.25) -> 0.75 * 0.75; output (2, 3) samples (0.75, 1.25) -> 0.75 * 0.25.
+  Image dot = make_image(4, 4, [](int y, int x, int) { return (y == 1 && x == 2) ? 255 : 0; });
+  resize_bilinear(dot, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, out.data());
+  EXPECT_NEAR(out[(2 * 8 + 4) * 3], 0.5625f, 1e-6);
+  EXPECT_NEAR(out[(3 * 8 + 5) * 3], 0.5625f, 1e-6);
+  EXPECT_NEAR(out[(2 * 8 + 3) * 3], 0.1875f, 1e-6);
+  EXPECT_NEAR(out[0], 0.f, 1e-6);
+}
+
+TEST(AugmentResize, BoxAndWindowMatchThePlainReference) {
+  Image img = noise_image(20, 30, 5);
+  // A box inside the image reads only inside the box: compare with the reference on the box.
+  CropBox box{3, 7, 11, 13};
+  std::vector<float> out(17 * 9 * 3);
+  resize_bilinear(img, box, 17, 9, CropBox{0, 0, 17, 9}, out.data());
+  expect_near_all(out, ref_resize(img, box, 17, 9), 1e-5f, "box resize");
+  // A window of the resized image is that part of the full result.
+  std::vector<float> full = ref_resize(img, CropBox{0, 0, 20, 30}, 40, 50), win(10 * 12 * 3), want;
+  resize_bilinear(img, CropBox{0, 0, 20, 30}, 40, 50, CropBox{5, 20, 10, 12}, win.data());
+  for (int y = 0; y < 10; ++y)
+    for (int x = 0; x < 12; ++x)
+      for (int c = 0; c < 3; ++c) want.push_back(full[((size_t)(5 + y) * 50 + 20 + x) * 3 + c]);
+  expect_near_all(win, want, 1e-5f, "window");
+  EXPECT_THROW(resize_bilinear(img, CropBox{15, 0, 10, 10}, 4, 4, CropBox{0, 0, 4, 4}, out.data()), Error);
+}
+
+// ================================================================ colour ops
+
+TEST(AugmentColor, GrayscaleWeights) {
+  float p[6] = {0.2f, 0.4f, 0.6f, 1.f, 0.f, 0.f};
+  to_grayscale(p, 2);
+  const float g0 = 0.299f * 0.2f + 0.587f * 0.4f + 0.114f * 0.6f;  // 0.363
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(p[c], 0.363f, 1e-6);
+    EXPECT_NEAR(p[c], g0, 1e-6);
+    EXPECT_NEAR(p[3 + c], 0.299f, 1e-6);
+  }
+}
+
+TEST(AugmentColor, BrightnessContrastSaturationOnKnownPixels) {
+  float b[3] = {0.2f, 0.4f, 0.8f};
+  adjust_brightness(b, 1, 1.5f);  // 1.2 clamps to 1
+  EXPECT_NEAR(b[0], 0.3f, 1e-6);
+  EXPECT_NEAR(b[1], 0.6f, 1e-6);
+  EXPECT_NEAR(b[2], 1.0f, 1e-6);
+  // Contrast blends towards the image's mean grey: pixels red and blue have grey 0.299 and 0.114, mean
+  // 0.2065; at factor 0.5 red becomes 0.5 (1, 0, 0) + 0.10325.
+  float c[6] = {1.f, 0.f, 0.f, 0.f, 0.f, 1.f};
+  adjust_contrast(c, 2, 0.5f);
+  EXPECT_NEAR(c[0], 0.60325f, 1e-6);
+  EXPECT_NEAR(c[1], 0.10325f, 1e-6);
+  EXPECT_NEAR(c[5], 0.60325f, 1e-6);
+  float c0[6] = {0.9f, 0.9f, 0.9f, 0.1f, 0.1f, 0.1f};
+  adjust_contrast(c0, 2, 0.f);  // factor 0: everything becomes the mean grey 0.5
+  for (float v : c0) EXPECT_NEAR(v, 0.5f, 1e-6);
+  // Saturation blends towards the pixel's own grey: red (grey 0.299) at 0.5 -> (0.6495, 0.1495, 0.1495).
+  float s[3] = {1.f, 0.f, 0.f};
+  adjust_saturation(s, 1, 0.5f);
+  EXPECT_NEAR(s[0], 0.6495f, 1e-6);
+  EXPECT_NEAR(s[1], 0.1495f, 1e-6);
+  EXPECT_NEAR(s[2], 0.1495f, 1e-6);
+  float s2[3] = {1.f, 0.f, 0.f};
+  adjust_saturation(s2, 1, 2.f);  // 2 - 0.299 clamps to 1, -0.299 clamps to 0
+  EXPECT_NEAR(s2[0], 1.f, 1e-6);
+  EXPECT_NEAR(s2[1], 0.f, 1e-6);
+}
+
+TEST(AugmentColor, HueShiftTurnsRedIntoGreenAndBlue) {
+  float red[3] = {1.f, 0.f, 0.f};
+  adjust_hue(red, 1, 1.f / 3.f);
+  EXPECT_NEAR(red[0], 0.f, 1e-5);
+  EXPECT_NEAR(red[1], 1.f, 1e-5);
+  EXPECT_NEAR(red[2], 0.f, 1e-5);
+  float red2[3] = {1.f, 0.f, 0.f};
+  adjust_hue(red2, 1, -1.f / 3.f);  // backwards: blue
+  EXPECT_NEAR(red2[0], 0.f, 1e-5);
+  EXPECT_NEAR(red2[2], 1.f, 1e-5);
+  float red3[3] = {1.f, 0.f, 0.f};
+  adjust_hue(red3, 1, 1.f / 6.f);  // a sixth of a turn: yellow
+  EXPECT_NEAR(red3[0], 1.f, 1e-5);
+  EXPECT_NEAR(red3[1], 1.f, 1e-5);
+  EXPECT_NEAR(red3[2], 0.f, 1e-5);
+  // (0.8, 0.4, 0.2): hue 1/18 turn, s 0.75, v 0.8; +1/2 turn gives hue 10/18, i.e. (0.2, 0.6, 0.8).
+  float o[3] = {0.8f, 0.4f, 0.2f};
+  adjust_hue(o, 1, 0.5f);
+  EXPECT_NEAR(o[0], 0.2f, 1e-5);
+  EXPECT_NEAR(o[1], 0.6f, 1e-5);
+  EXPECT_NEAR(o[2], 0.8f, 1e-5);
+  float g[3] = {0.3f, 0.3f, 0.3f};  // grey has no hue
+  adjust_hue(g, 1, 0.25f);
+  for (float v : g) EXPECT_NEAR(v, 0.3f, 1e-6);
+  float z[3] = {0.1f, 0.7f, 0.4f};  // shift 0 round-trips through HSV
+  adjust_hue(z, 1, 0.f);
+  EXPECT_NEAR(z[0], 0.1f, 1e-6);
+  EXPECT_NEAR(z[1], 0.7f, 1e-6);
+  EXPECT_NEAR(z[2], 0.4f, 1e-6);
+}
+
+TEST(AugmentColor, JitterOrderMattersAsHandComputed) {
+  // Pixels 0.8 and 0.2 grey. Brightness 1.5 then contrast 0: (1.0 clamped, 0.3) -> mean 0.65.
+  // Contrast 0 then brightness 1.5: mean 0.5 -> 0.75.
+  ColorJitterParams p;
+  p.brightness = 1.5f;
+  p.contrast = 0.f;
+  float a[6] = {0.8f, 0.8f, 0.8f, 0.2f, 0.2f, 0.2f};
+  p.order[0] = 0, p.order[1] = 1, p.order[2] = 2, p.order[3] = 3;
+  apply_color_jitter(a, 2, p);
+  for (float v : a) EXPECT_NEAR(v, 0.65f, 1e-6);
+  float b[6] = {0.8f, 0.8f, 0.8f, 0.2f, 0.2f, 0.2f};
+  p.order[0] = 1, p.order[1] = 0;
+  apply_color_jitter(b, 2, p);
+  for (float v : b) EXPECT_NEAR(v, 0.75f, 1e-6);
+}
+
+TEST(AugmentColor, JitterFactorDistributions) {
+  double sum[4] = {0, 0, 0, 0}, mn[4] = {9, 9, 9, 9}, mx[4] = {-9, -9, -9, -9};
+  int first[4] = {0, 0, 0, 0};
+  for (int s = 0; s < kDraws; ++s) {
+    Rng r = key_rng(21, (uint64_t)s);
+    ColorJitterParams p = draw_color_jitter(0.4f, 0.4f, 0.4f, 0.1f, r);
+    int seen = 0;
+    for (int k = 0; k < 4; ++k) seen |= 1 << p.order[k];
+    ASSERT_EQ(seen, 15) << "order is not a permutation of the four ops";
+    ++first[p.order[0]];
+    const double f[4] = {p.brightness, p.contrast, p.saturation, p.hue};
+    for (int k = 0; k < 4; ++k) sum[k] += f[k], mn[k] = std::min(mn[k], f[k]), mx[k] = std::max(mx[k], f[k]);
+  }
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NEAR(sum[k] / kDraws, 1.0, uniform_mean_tol(0.6, 1.4, kDraws)) << "factor " << k;
+    EXPECT_GE(mn[k], 0.6 - 1e-6);
+    EXPECT_LE(mx[k], 1.4 + 1e-6);
+    EXPECT_LT(mn[k], 0.61);  // the range is covered, not just respected
+    EXPECT_GT(mx[k], 1.39);
+  }
+  EXPECT_NEAR(sum[3] / kDraws, 0.0, uniform_mean_tol(-0.1, 0.1, kDraws));
+  EXPECT_GE(mn[3], -0.1 - 1e-6);
+  EXPECT_LE(mx[3], 0.1 + 1e-6);
+  for (int k = 0; k < 4; ++k)
+    EXPECT_NEAR(first[k] / (double)kDraws, 0.25, binomial_tol(0.25, kDraws)) << "op " << k << " first";
+  // Strength above 1 clamps the lower end at 0 (torchvision's max(0, 1 - x)).
+  for (int s = 0; s < 1000; ++s) {
+    Rng r = key_rng(22, (uint64_t)s);
+    ColorJitterParams p = draw_color_jitter(1.5f, 0.f, 0.f, 0.5f, r);
+    ASSERT_GE(p.brightness, 0.f);
+    ASSERT_LE(p.brightness, 2.5f);
+    ASSERT_EQ(p.contrast, 1.f);
+    ASSERT_EQ(p.saturation, 1.f);
+  }
+  Rng r = key_rng(0, 0);
+  EXPECT_THROW(draw_color_jitter(0.4f, 0.4f, 0.4f, 0.7f, r), Error);
+}
+
+// ================================================================ blur, flip, normalise
+
+TEST(AugmentBlur, DeltaSumsToOneAndIsSymmetric) {
+  const int n = 21, mid = 10;
+  const float sigma = 1.5f;  // radius ceil(4.5) = 5: the kernel stays inside the image, no reflection
+  std::vector<float> img((size_t)n * n * 3, 0.f);  // (21, 21, 3)
+  for (int c = 0; c < 3; ++c) img[((size_t)mid * n + mid) * 3 + c] = 1.f;
+  gaussian_blur(img.data(), n, n, sigma);
+  auto at = [&](int y, int x) { return img[((size_t)y * n + x) * 3]; };
+  double total = 0;
+  for (int y = 0; y < n; ++y)
+    for (int x = 0; x < n; ++x) {
+      total += at(y, x);
+      EXPECT_NEAR(at(y, x), at(n - 1 - y, x), 1e-7);
+      EXPECT_NEAR(at(y, x), at(y, n - 1 - x), 1e-7);
+      EXPECT_NEAR(at(y, x), at(x, y), 1e-7);
+      if (std::abs(y - mid) > 5 || std::abs(x - mid) > 5) {
+        EXPECT_EQ(at(y, x), 0.f) << "beyond the radius";
+      }
+    }
+  EXPECT_NEAR(total, 1.0, 1e-5);
+  // The centre is g(0)^2 with g the normalised 11-tap Gaussian.
+  double z = 0;
+  for (int j = -5; j <= 5; ++j) z += std::exp(-j * j / (2.0 * 1.5 * 1.5));
+  EXPECT_NEAR(at(mid, mid), 1.0 / (z * z), 1e-6);
+  EXPECT_NEAR(at(mid, mid + 2), std::exp(-4 / 4.5) / (z * z), 1e-6);
+}
+
+TEST(AugmentBlur, ReflectPaddingDoesNotRepeatTheEdge) {
+  // A 1x9 row with a delta at column 1, sigma 1 (radius 3, kernel g(j) = exp(-j^2/2) / Z). With reflect
+  // padding column -1 mirrors column 1, so output column 0 = g(-1) + g(1) = 2 g(1); edge-repeat padding would
+  // give g(1) + g(2) instead. Column 1 = g(0) + g(2) (its tap at column -1 reads column 1). A single row is reflected onto itself vertically (identity).
+  std::vector<float> row(9 * 3, 0.f);  // (1, 9, 3)
+  row[1 * 3] = 1.f;
+  gaussian_blur(row.data(), 1, 9, 1.f);
+  double z = 0;
+  for (int j = -3; j <= 3; ++j) z += std::exp(-j * j / 2.0);
+  EXPECT_NEAR(row[0], 2 * std::exp(-0.5) / z, 1e-6);
+  EXPECT_NEAR(row[1 * 3], (1 + std::exp(-2.0)) / z, 1e-6);  // g(0) plus column -1 (mirror of 1) at distance 2
+  EXPECT_NEAR(row[4 * 3], std::exp(-4.5) / z, 1e-6);
+  EXPECT_EQ(row[5 * 3], 0.f);
+  // A constant image stays constant, even when the kernel is wider than the image.
+  std::vector<float> flat(3 * 4 * 3, 0.25f);  // (3, 4, 3)
+  gaussian_blur(flat.data(), 3, 4, 2.f);
+  for (float v : flat) EXPECT_NEAR(v, 0.25f, 1e-6);
+}
+
+TEST(AugmentFlipNormalize, MirrorColumnsAndNormaliseToChw) {
+  float img[2 * 3 * 3];  // (2, 3, 3): value 10 y + x in every channel, plus the channel
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 3; ++x)
+      for (int c = 0; c < 3; ++c) img[(y * 3 + x) * 3 + c] = (float)(10 * y + x) + 0.1f * c;
+  hflip(img, 2, 3);
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 3; ++x)
+      for (int c = 0; c < 3; ++c) EXPECT_FLOAT_EQ(img[(y * 3 + x) * 3 + c], (float)(10 * y + 2 - x) + 0.1f * c);
+  // The ImageNet mean maps to 0, white to (1 - mean) / std; the output is channel-major.
+  float hwc[2 * 3] = {0.485f, 0.456f, 0.406f, 1.f, 1.f, 1.f};  // (1, 2, 3)
+  float chw[3 * 2];
+  normalize_to_chw(hwc, 1, 2, chw);
+  EXPECT_NEAR(chw[0], 0.f, 1e-6);
+  EXPECT_NEAR(chw[2], 0.f, 1e-6);
+  EXPECT_NEAR(chw[4], 0.f, 1e-6);
+  EXPECT_NEAR(chw[1], (1 - 0.485) / 0.229, 1e-5);
+  EXPECT_NEAR(chw[3], (1 - 0.456) / 0.224, 1e-5);
+  EXPECT_NEAR(chw[5], (1 - 0.406) / 0.225, 1e-5);
+}
+
+// ================================================================ the recipes' draws
+
+namespace {
+
+// Replays a recipe's stage draws from the description in SPEC section 3 (torchvision draw order).
+struct Replayed {
+  CropBox crop;
+  bool jitter = false, gray = false, blur = false, flip = false;
+  int order[4] = {0, 1, 2, 3};
+  double f[4] = {1, 1, 1, 0};
+  double sigma = 0;
+};
+
+void replay_jitter(Rng& r, double hue, Replayed& o) {
+  o.jitter = true;
+  for (int i = 3; i >= 1; --i) std::swap(o.order[i], o.order[(int)std::floor(r.uniform() * (i + 1))]);
+  for (int k = 0; k < 3; ++k) o.f[k] = 0.6 + 0.8 * r.uniform();
+  o.f[3] = -hue + 2 * hue * r.uniform();
+}
+
+Replayed replay_view(const std::string& recipe, int H, int W, Rng& r) {
+  Replayed o;
+  if (recipe == "v1") {  // crop(0.2) -> gray 0.2 -> jitter always (hue 0.4) -> flip
+    o.crop = replay_rrc(H, W, 0.2f, 1.f, r);
+    o.gray = r.uniform() < 0.2f;
+    replay_jitter(r, 0.4f, o);
+    o.flip = r.uniform() < 0.5f;
+  } else if (recipe == "v2") {  // crop(0.2) -> jitter p 0.8 -> gray 0.2 -> blur p 0.5 -> flip
+    o.crop = replay_rrc(H, W, 0.2f, 1.f, r);
+    if (r.uniform() < 0.8f) replay_jitter(r, 0.1f, o);
+    o.gray = r.uniform() < 0.2f;
+    if (r.uniform() < 0.5f) o.blur = true, o.sigma = 0.1f + (2.0f - 0.1f) * r.uniform();
+    o.flip = r.uniform() < 0.5f;
+  } else if (recipe == "small") {  // crop(0.08) -> flip -> jitter p 0.8 -> gray 0.2
+    o.crop = replay_rrc(H, W, 0.08f, 1.f, r);
+    o.flip = r.uniform() < 0.5f;
+    if (r.uniform() < 0.8f) replay_jitter(r, 0.1f, o);
+    o.gray = r.uniform() < 0.2f;
+  } else {  // lincls_train: crop(0.08) -> flip
+    o.crop = replay_rrc(H, W, 0.08f, 1.f, r);
+    o.flip = r.uniform() < 0.5f;
+  }
+  return o;
+}
+
+}  // namespace
+
+TEST(AugmentDraws, EveryRecipeDrawsInTorchvisionOrder) {
+  for (const char* name : {"v1", "v2", "small", "lincls_train"}) {
+    AugmentRecipe rec = recipe_from_name(name);
+    for (uint64_t s = 0; s < 500; ++s) {
+      Rng a = key_rng(5, s, 1, 2), b = key_rng(5, s, 1, 2);
+      ViewParams p = draw_view_params(rec, 180, 240, a);
+      Replayed w = replay_view(name, 180, 240, b);
+      ASSERT_EQ(p.crop, w.crop) << name << " sample " << s;
+      ASSERT_EQ(p.jitter, w.jitter) << name << " sample " << s;
+      ASSERT_EQ(p.gray, w.gray) << name << " sample " << s;
+      ASSERT_EQ(p.blur, w.blur) << name << " sample " << s;
+      ASSERT_EQ(p.flip, w.flip) << name << " sample " << s;
+      if (p.jitter) {
+        for (int k = 0; k < 4; ++k) ASSERT_EQ(p.jitter_params.order[k], w.order[k]);
+        ASSERT_NEAR(p.jitter_params.brightness, w.f[0], 1e-6);
+        ASSERT_NEAR(p.jitter_params.contrast, w.f[1], 1e-6);
+        ASSERT_NEAR(p.jitter_params.saturation, w.f[2], 1e-6);
+        ASSERT_NEAR(p.jitter_params.hue, w.f[3], 1e-6);
+      }
+      if (p.blur) {
+        ASSERT_NEAR(p.sigma, w.sigma, 1e-5);
+      }
+      ASSERT_EQ(a.next_u32(), b.next_u32()) << name << ": a different number of draws";
+    }
+  }
+}
+
+TEST(AugmentDraws, StageRatesMatchTheRecipes) {
+  struct Rates { const char* name; double jitter, gray, blur, flip; };
+  const Rates table[] = {{"v1", 1.0, 0.2, 0.0, 0.5}, {"v2", 0.8, 0.2, 0.5, 0.5},
+                         {"small", 0.8, 0.2, 0.0, 0.5}, {"lincls_train", 0.0, 0.0, 0.0, 0.5}};
+  for (const Rates& t : table) {
+    AugmentRecipe rec = recipe_from_name(t.name);
+    int n_jit = 0, n_gray = 0, n_blur = 0, n_flip = 0;
+    double sig_sum = 0, sig_min = 9, sig_max = 0, hue_max = 0;
+    for (int s = 0; s < kDraws; ++s) {
+      Rng r = key_rng(31, (uint64_t)s);
+      ViewParams p = draw_view_params(rec, 256, 256, r);
+      n_jit += p.jitter, n_gray += p.gray, n_blur += p.blur, n_flip += p.flip;
+      if (p.blur) sig_sum += p.sigma, sig_min = std::min(sig_min, (double)p.sigma), sig_max = std::max(sig_max, (double)p.sigma);
+      if (p.jitter) hue_max = std::max(hue_max, (double)std::fabs(p.jitter_params.hue));
+    }
+    auto check = [&](int n, double p, const char* what) {
+      EXPECT_NEAR(n / (double)kDraws, p, binomial_tol(p, kDraws) + 1e-12) << t.name << " " << what << " rate";
+    };
+    check(n_jit, t.jitter, "jitter");
+    check(n_gray, t.gray, "grayscale");
+    check(n_blur, t.blur, "blur");
+    check(n_flip, t.flip, "flip");
+    if (n_blur > 0) {
+      EXPECT_NEAR(sig_sum / n_blur, 1.05, uniform_mean_tol(0.1, 2.0, n_blur)) << t.name;
+      EXPECT_GE(sig_min, 0.1 - 1e-6);
+      EXPECT_LE(sig_max, 2.0 + 1e-6);
+    }
+    if (n_jit > 0) {
+      EXPECT_NEAR(hue_max, rec.hue, 0.01) << t.name << ": hue range";
+    }
+  }
+}
+
+// ================================================================ whole views
+
+TEST(AugmentView, PlumbingMatchesThePlainReference) {
+  // With every colour stage off, a v2 view is crop -> resize -> flip -> normalise; build that by hand.
+  Image img = noise_image(60, 80, 9);
+  AugmentRecipe rec = recipe_from_name("v2", 24);
+  ViewParams p;
+  p.crop = CropBox{5, 10, 40, 50};
+  p.flip = true;
+  std::vector<float> got((size_t)3 * 24 * 24);
+  apply_view(img, rec, p, got.data());
+  std::vector<float> hwc = ref_resize(img, p.crop, 24, 24), flipped(hwc.size());
+  for (int y = 0; y < 24; ++y)
+    for (int x = 0; x < 24; ++x)
+      for (int c = 0; c < 3; ++c) flipped[((size_t)y * 24 + x) * 3 + c] = hwc[((size_t)y * 24 + 23 - x) * 3 + c];
+  expect_near_all(got, ref_normalize(flipped, 24, 24), 1e-5f, "crop + flip view");
+  // Grayscale on: the three de-normalised channels are equal.
+  p.gray = true;
+  apply_view(img, rec, p, got.data());
+  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+  for (int i = 0; i < 24 * 24; ++i) {
+    double r = got[i] * sd[0] + mean[0], g = got[576 + i] * sd[1] + mean[1], b = got[1152 + i] * sd[2] + mean[2];
+    ASSERT_NEAR(r, g, 1e-5);
+    ASSERT_NEAR(r, b, 1e-5);
+  }
+}
+
+TEST(AugmentView, EvalResizesShorterSideAndCentreCrops) {
+  // 300x400 at S = 224: resize to 256 x int(256 * 400 / 300) = 256 x 341, then crop 224 at
+  // top round(32 / 2) = 16, left round(117 / 2) = round(58.5) = 58 (Python rounds halves to even).
+  Image img = noise_image(300, 400, 4);
+  std::vector<float> got((size_t)3 * 224 * 224);
+  augment_view(img, recipe_from_name("eval"), 1, 2, 3, 4, got.data());
+  std::vector<float> full = ref_resize(img, CropBox{0, 0, 300, 400}, 256, 341), crop;
+  for (int y = 0; y < 224; ++y)
+    for (int x = 0; x < 224; ++x)
+      for (int c = 0; c < 3; ++c) crop.push_back(full[((size_t)(16 + y) * 341 + 58 + x) * 3 + c]);
+  expect_near_all(got, ref_normalize(crop, 224, 224), 1e-5f, "eval 224");
+  // Fashion-MNIST size at S = 32: the whole 28x28 picture resized to 32x32, no crop.
+  Image fm = noise_image(28, 28, 6);
+  std::vector<float> small((size_t)3 * 32 * 32);
+  augment_view(fm, recipe_from_name("eval", 32), 0, 0, 0, 0, small.data());
+  expect_near_all(small, ref_normalize(ref_resize(fm, CropBox{0, 0, 28, 28}, 32, 32), 32, 32), 1e-5f, "eval 32");
+}
+
+TEST(AugmentView, SameKeySameBytesOtherViewDiffers) {
+  Image img = noise_image(64, 48, 2);
+  for (const char* name : {"v1", "v2", "small", "lincls_train"}) {
+    AugmentRecipe rec = recipe_from_name(name, 32);
+    const size_t n = (size_t)3 * 32 * 32;
+    std::vector<float> a(n), b(n), c(n), d(n);
+    augment_view(img, rec, 42, 3, 17, 0, a.data());
+    augment_view(img, rec, 42, 3, 17, 0, b.data());
+    augment_view(img, rec, 42, 3, 17, 1, c.data());
+    augment_view(img, rec, 42, 4, 17, 0, d.data());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(float)), 0) << name;
+    EXPECT_NE(std::memcmp(a.data(), c.data(), n * sizeof(float)), 0) << name << ": view 1 equals view 0";
+    EXPECT_NE(std::memcmp(a.data(), d.data(), n * sizeof(float)), 0) << name << ": epoch 4 equals epoch 3";
+    // The view equals draw-then-apply on the documented stream.
+    Rng r(42, view_stream(3, 17, 0));
+    ViewParams p = draw_view_params(rec, img.h, img.w, r);
+    apply_view(img, rec, p, c.data());
+    EXPECT_EQ(std::memcmp(a.data(), c.data(), n * sizeof(float)), 0) << name;
+    for (float v : a) ASSERT_TRUE(std::isfinite(v));
+  }
+}
+
+// Not a check: prints the cost of one view for the two regimes that matter (Fashion-MNIST small views and
+// ImageNet-size v2 views), so a regression is visible in the test log. Noise is the worst case for the
+// branches of the hue rotation; the smooth picture is closer to a photograph.
+TEST(AugmentTiming, PrintsCostPerView) {
+  struct Case { const char* recipe; int side; int views; bool noise; };
+  for (const Case& c : {Case{"small", 28, 20000, true}, Case{"v2", 256, 300, true}, Case{"v2", 256, 300, false}}) {
+    Image img = c.noise ? noise_image(c.side, c.side, 8) : make_image(c.side, c.side, [](int y, int x, int ch) {
+      return (int)(127.5 + 127.5 * std::sin(0.05 * x + 0.03 * y + 2.0 * ch));
+    });
+    AugmentRecipe rec = recipe_from_name(c.recipe);
+    std::vector<float> out((size_t)3 * rec.size * rec.size);
+    augment_view(img, rec, 0, 0, 0, 0, out.data());  // warm the per-thread scratch
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < c.views; ++i) augment_view(img, rec, 0, 0, (uint64_t)i, 0, out.data());
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / c.views;
+    std::printf("[ timing   ] augment_view %s on %dx%d %s -> %dx%d: %.1f us/view (one thread)\n", c.recipe, c.side,
+                c.side, c.noise ? "noise" : "smooth", rec.size, rec.size, us);
+  }
+}
