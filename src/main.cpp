@@ -1,25 +1,30 @@
-// The `moco` program: subcommands only; each lives in its own source file.
+// The `moco` program: subcommands only; each lives in its own source file under src/cli/.
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
 
+#include "moco/commands.h"
 #include "moco/error.h"
 #include "moco/version.h"
 
 static void print_usage() {
   std::printf(
-      "moco %s: MoCo self-supervised pretraining engine (CPU reference path%s)\n\n"
-      "usage: moco <command> [options]\n\n"
+      "moco %s: MoCo self-supervised pretraining engine (CPU path%s)\n\n"
+      "usage: moco <command> [options]      (moco <command> --help lists a command's options)\n\n"
       "commands:\n"
-      "  info        print build configuration and devices\n"
-      "  help        this text\n",
+      "  train [DATA]   MoCo v1/v2 pretraining; without DATA: Fashion-MNIST, small-image recipe\n"
+      "  knn [DATA]     kNN top-1 of a checkpoint (or of its random initialisation)\n"
+      "  lincls [DATA]  linear probe on the frozen backbone of a checkpoint\n"
+      "  export         backbone (and head) as safetensors with torchvision names\n"
+      "  info           build configuration\n"
+      "  help           this text\n",
       moco::kVersion, moco::kHaveCuda ? " + CUDA backend" : "");
 }
 
 int main(int argc, char** argv) {
   try {
-    std::string cmd = argc > 1 ? argv[1] : "help";
+    const std::string cmd = argc > 1 ? argv[1] : "help";
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       print_usage();
       return 0;
@@ -28,9 +33,13 @@ int main(int argc, char** argv) {
       std::printf("moco %s\ncuda backend compiled: %s\n", moco::kVersion, moco::kHaveCuda ? "yes" : "no");
       return 0;
     }
-    moco::fail("unknown command '", cmd, "'; expected one of: info, help (run `moco help`)");
+    if (cmd == "train") return moco::cmd_train(argc, argv);
+    if (cmd == "knn") return moco::cmd_knn(argc, argv);
+    if (cmd == "lincls") return moco::cmd_lincls(argc, argv);
+    if (cmd == "export") return moco::cmd_export(argc, argv);
+    moco::fail("unknown command '", cmd, "'; expected one of: train, knn, lincls, export, info, help");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "moco: error: %s\n", e.what());
+    std::fprintf(stderr, "\nmoco: error: %s\n", e.what());
     return 2;
   }
 }

@@ -72,6 +72,32 @@ TEST(ResNet, TinyForwardShapesAndInit) {
   EXPECT_FALSE(dx.defined());  // the stem conv computes no input gradient
 }
 
+// features() is the backbone alone: applying the fc head to it by hand gives forward()'s output.
+TEST(ResNet, FeaturesAreTheHeadInput) {
+  ResNetConfig cfg;
+  cfg.depth = 18;
+  cfg.small_stem = true;
+  cfg.width = 2;
+  cfg.head = Head::Linear;
+  cfg.out_dim = 3;
+  Encoder enc(cfg);
+  enc.init(2);
+  enc.set_train(false);  // eval BN: both calls see the same statistics
+  Tensor x = Tensor::zeros({2, 3, 8, 8});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = (float)((i * 13) % 7) / 7.f - 0.4f;
+  Tensor f = enc.features(x);
+  ASSERT_EQ(f.shape(), (Shape{2, cfg.feature_dim()}));
+  Tensor y = enc.forward(x, nullptr);
+  const float* w = enc.tensor("fc.weight").data<float>();
+  const float* b = enc.tensor("fc.bias").data<float>();
+  for (int n = 0; n < 2; ++n)
+    for (int o = 0; o < 3; ++o) {
+      double acc = b[o];
+      for (int64_t i = 0; i < cfg.feature_dim(); ++i) acc += (double)f.data<float>()[n * cfg.feature_dim() + i] * w[o * cfg.feature_dim() + i];
+      EXPECT_NEAR(y.data<float>()[n * 3 + o], acc, 1e-5);
+    }
+}
+
 TEST(ResNet, BadConfigsAreRejected) {
   ResNetConfig cfg;
   cfg.depth = 101;

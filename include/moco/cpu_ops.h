@@ -86,6 +86,9 @@ void moco_logits_forward(int64_t n, int64_t c, int64_t k, const T* q, const T* k
 template <class T>
 void moco_logits_backward(int64_t n, int64_t c, int64_t k, const T* dlogits, const T* key, const T* queue, T inv_t, T* dq);
 
+// ---- cross-entropy over rows of logits (N, M) with integer labels (N) (nullptr: label 0 for every row),
+// mean over rows; writes dloss/dlogits (N, M) when dlogits is non-null. The linear probe's loss.
+template <class T> T softmax_xent(int64_t n, int64_t m, const T* logits, const int64_t* labels, T* dlogits);
 // ---- cross-entropy with label 0 for every row, mean over rows. Returns the loss; writes dloss/dlogits
 // (N, M) when dlogits is non-null. Computed with a max-shifted log-sum-exp.
 template <class T> T softmax_xent_label0(int64_t n, int64_t m, const T* logits, T* dlogits);

@@ -43,10 +43,14 @@ class Encoder {
 
   // Backbone (+ head) forward. With a tape the layers record for backward; without one nothing is kept.
   Tensor forward(const Tensor& x, Tape* tape);
+  // The backbone alone (no head), without a tape: (N, feature_dim()) pooled features, for kNN and the
+  // linear probe.
+  Tensor features(const Tensor& x);
   // dx for the tape's input; parameter gradients accumulate into grads().
   Tensor backward(const Tensor& dy, Tape& tape);
 
   void set_train(bool train) { state_.train = train; }
+  bool is_train() const { return state_.train; }
   void set_bn_groups(int groups) { state_.bn_groups = groups; }
   int bn_groups() const { return state_.bn_groups; }
   void zero_grad();
@@ -67,6 +71,7 @@ class Encoder {
   ParamRegistry registry_;
   NetState state_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  size_t backbone_layers_ = 0;  // layers_[0, backbone_layers_) end with the global average pool
   std::vector<float> params_, grads_, stats_;
   std::vector<int64_t> counts_;
 };

@@ -41,21 +41,27 @@ void moco_logits_backward(int64_t n, int64_t c, int64_t k, const T* dlogits, con
 }
 
 template <class T>
-T softmax_xent_label0(int64_t n, int64_t m, const T* logits, T* dlogits) {
+T softmax_xent(int64_t n, int64_t m, const T* logits, const int64_t* labels, T* dlogits) {
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     const T* z = logits + i * m;
+    const int64_t y = labels ? labels[i] : 0;
     double mx = z[0];
     for (int64_t j = 1; j < m; ++j) mx = std::max(mx, (double)z[j]);
     double sum = 0;
     for (int64_t j = 0; j < m; ++j) sum += std::exp((double)z[j] - mx);
-    double lse = mx + std::log(sum);
-    total += lse - z[0];
+    const double lse = mx + std::log(sum);
+    total += lse - z[y];
     if (dlogits)
       for (int64_t j = 0; j < m; ++j)
-        dlogits[i * m + j] = (T)((std::exp((double)z[j] - lse) - (j == 0 ? 1.0 : 0.0)) / (double)n);
+        dlogits[i * m + j] = (T)((std::exp((double)z[j] - lse) - (j == y ? 1.0 : 0.0)) / (double)n);
   }
   return (T)(total / (double)n);
+}
+
+template <class T>
+T softmax_xent_label0(int64_t n, int64_t m, const T* logits, T* dlogits) {
+  return softmax_xent<T>(n, m, logits, nullptr, dlogits);
 }
 
 template <class T>
@@ -120,6 +126,7 @@ T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q,
 #define MOCO_INSTANTIATE_CONTRASTIVE(T)                                                                              \
   template void moco_logits_forward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*);             \
   template void moco_logits_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*);            \
+  template T softmax_xent<T>(int64_t, int64_t, const T*, const int64_t*, T*);                                      \
   template T softmax_xent_label0<T>(int64_t, int64_t, const T*, T*);                                                \
   template int64_t count_label0_in_topk<T>(int64_t, int64_t, const T*, int);                                      \
   template T contrastive_loss_forward_backward<T>(int64_t, int64_t, int64_t, const T*, const T*, const T*, T, T*,   \

@@ -2,8 +2,10 @@
 
 namespace moco::cpu {
 
+// NaN passes through (NaN <= 0 is false), as in torch.relu: a NaN must reach the loss and stop the run,
+// not be silently turned into zeros.
 template <class T> void relu_forward(int64_t n, const T* x, T* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];
 }
 template <class T> void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
   for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);

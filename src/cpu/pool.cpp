@@ -1,3 +1,4 @@
+#include <cmath>
 #include <limits>
 
 #include "moco/cpu_ops.h"
@@ -19,8 +20,8 @@ void maxpool_forward(const PoolShape& s, const T* x, T* y, int64_t* argmax) {
           for (int64_t j = 0; j < s.k; ++j) {
             int64_t ix = ox * s.stride - s.pad + j;
             if (ix < 0 || ix >= s.w) continue;
-            // strict '>' keeps the first maximum in scan order, as torch does
-            if (best_i < 0 || in[iy * s.w + ix] > best) {
+            // strict '>' keeps the first maximum in scan order, and a NaN wins, as in torch
+            if (best_i < 0 || in[iy * s.w + ix] > best || std::isnan(in[iy * s.w + ix])) {
               best = in[iy * s.w + ix];
               best_i = iy * s.w + ix;
             }

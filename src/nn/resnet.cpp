@@ -55,6 +55,7 @@ Encoder::Encoder(const ResNetConfig& cfg, bool with_grads) : cfg_(cfg) {
     }
   }
   layers_.push_back(std::make_unique<GlobalAvgPool>(s));
+  backbone_layers_ = layers_.size();
 
   // head
   const int64_t feat = cfg.feature_dim();
@@ -108,6 +109,14 @@ Tensor Encoder::forward(const Tensor& x, Tape* tape) {
   MOCO_CHECK(tape == nullptr || !grads_.empty(), "this encoder was built without gradients; run it without a tape");
   Tensor h = x;
   for (auto& l : layers_) h = tape ? tape->run(*l, h) : l->forward(h, nullptr);
+  return h;
+}
+
+Tensor Encoder::features(const Tensor& x) {
+  MOCO_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels, "encoder input must be (N, ", cfg_.in_channels,
+             ", H, W), got ", shape_str(x.shape()));
+  Tensor h = x;
+  for (size_t i = 0; i < backbone_layers_; ++i) h = layers_[i]->forward(h, nullptr);
   return h;
 }
 

@@ -1,0 +1,30 @@
+// kNN evaluation (the authors' monitor): features of the L2-normalised backbone output, cosine similarity,
+// the k nearest training images vote for their class with weight exp(sim / t); top-1 on the labelled split.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "moco/augment.h"
+#include "moco/data.h"
+#include "moco/resnet.h"
+
+namespace moco {
+
+struct FeatureSet {
+  int64_t n = 0, dim = 0;
+  std::vector<float> features;  // (n, dim), rows L2-normalised
+  std::vector<int> labels;      // (n)
+};
+
+// Backbone features (BN in eval mode) of data[indices], in that order; all images when indices is empty.
+FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentRecipe& eval_recipe,
+                            const std::vector<int64_t>& indices, int64_t batch, int workers);
+
+// Top-1 accuracy in percent of the weighted kNN vote of `bank` for every row of `query`.
+double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t);
+
+// `count` indices of a dataset of `size`, drawn without replacement from a permutation keyed by `seed`
+// (all of them, in order, when count <= 0 or count >= size).
+std::vector<int64_t> sample_indices(int64_t size, int64_t count, uint64_t seed);
+
+}  // namespace moco

@@ -1,0 +1,88 @@
+// Loader: turns a Dataset into batches of augmented views, on worker threads, ahead of the trainer.
+//
+// Order: one permutation of the whole dataset per epoch, keyed by (seed, epoch), so every rank draws the same
+// permutation without talking; a step takes the next W*N indices of it and rank r keeps rows [r*N, (r+1)*N).
+// With drop_last the epoch has floor(size / (W*N)) steps. Every view is a pure function of (seed, epoch,
+// sample, view) (image.h), so a batch depends only on its position (epoch, step): a resumed run sees exactly
+// the batches an uninterrupted one would.
+//
+// An image that cannot be decoded is skipped: the row is filled from the next index of the dataset that
+// decodes (deterministic, so resume stays exact), and the file is reported once through on_skip.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "moco/augment.h"
+#include "moco/data.h"
+#include "moco/tensor.h"
+
+namespace moco {
+
+struct LoaderConfig {
+  int64_t batch = 256;    // N, images per rank and step
+  int rank = 0, world = 1;
+  int workers = 2;        // threads building batches
+  int prefetch = 2;       // batches built ahead of the consumer
+  int views = 2;          // 2 for MoCo (query, key), 1 for evaluation
+  bool shuffle = true;    // a permutation per epoch; false keeps dataset order (evaluation)
+  bool drop_last = true;  // false: the last, smaller batch is kept (evaluation)
+  uint64_t seed = 0;
+  std::vector<int64_t> subset;  // when non-empty, the dataset indices to use (in this order before shuffling)
+};
+
+struct Batch {
+  int64_t epoch = 0, step = 0;    // position of this batch
+  std::vector<Tensor> views;      // `views` tensors, each (N, 3, S, S)
+  std::vector<int> labels;        // (N)
+  std::vector<int64_t> indices;   // (N) dataset index of each row
+};
+
+class Loader {
+ public:
+  Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderConfig& cfg);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  int64_t steps_per_epoch() const;
+  int64_t samples() const { return (int64_t)order_base_.size(); }
+  // Starts producing the batches of `epoch` from step `first_step` on (mid-epoch resume).
+  void start_epoch(int64_t epoch, int64_t first_step = 0);
+  // The next batch of the epoch, in order; false when the epoch is done. Rethrows a worker's error.
+  bool next(Batch& out);
+  // Called once per file that failed to decode, with its description and reason (from a worker thread).
+  std::function<void(const std::string&)> on_skip;
+  int64_t skipped() const;
+
+ private:
+  void stop_workers();
+  void worker_loop();
+  void build(int64_t step, Batch& b);
+  int64_t load_or_substitute(int64_t index, Image& img);
+
+  const Dataset& data_;
+  AugmentRecipe recipe_;
+  LoaderConfig cfg_;
+  std::vector<int64_t> order_base_;  // (samples) indices before the epoch's permutation
+  std::vector<int64_t> order_;       // (samples) this epoch's order
+
+  int64_t epoch_ = 0, end_step_ = 0;
+  int64_t next_to_build_ = 0, next_to_take_ = 0;
+  std::map<int64_t, Batch> ready_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  std::set<int64_t> failed_;  // dataset indices that failed to decode
+};
+
+}  // namespace moco

@@ -1,0 +1,60 @@
+// What a run tells its user: one JSON object per logged step in DIR/metrics.jsonl (machine-readable), and
+// a progress line on the terminal (epoch, step/N, loss, Acc@1, img/s, ETA).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moco {
+
+// One JSON object, fields in insertion order.
+class JsonRecord {
+ public:
+  JsonRecord& add(const std::string& key, double v);
+  JsonRecord& add(const std::string& key, int64_t v);
+  JsonRecord& add(const std::string& key, int v) { return add(key, (int64_t)v); }
+  JsonRecord& add(const std::string& key, const std::string& v);
+  JsonRecord& add(const std::string& key, const char* v) { return add(key, std::string(v)); }
+  std::string str() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;  // key, JSON-encoded value
+};
+
+class MetricsLog {
+ public:
+  // Opens `path` for appending. With keep_until_step >= 0 (a resume), lines whose "step" is larger are
+  // dropped first: an interrupted run may have logged steps after its last checkpoint, and they are about
+  // to be run again.
+  MetricsLog(const std::string& path, int64_t keep_until_step);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  void write(const JsonRecord& r);  // one line, flushed, so a killed run loses nothing already logged
+
+ private:
+  std::FILE* f_ = nullptr;
+};
+
+// The live progress line. On a terminal it is redrawn in place every step; otherwise (a file, CI) a line is
+// printed every `every` steps.
+class Progress {
+ public:
+  Progress(int64_t total_steps, int64_t first_step, int every);
+  // Returns the line it printed (empty when it printed nothing).
+  std::string update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,
+                     double loss, double acc1, double img_per_s);
+  void finish();  // ends a redrawn line
+  static std::string duration(double seconds);  // "1h02m", "3m05s", "12s"
+
+ private:
+  int64_t total_, first_;
+  int every_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace moco

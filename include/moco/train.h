@@ -1,0 +1,54 @@
+// `moco train`: MoCo pretraining from the command line. The options carry the authors' flag names
+// (main_moco.py); what is fixed for a run (model shape, data, recipe, seed) is also kept as a RunConfig in
+// every checkpoint, so a resume can check it and `moco knn` / `moco export` can rebuild the model.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moco/checkpoint.h"
+#include "moco/moco.h"
+
+namespace moco {
+
+struct TrainOptions {
+  std::string data;             // ImageFolder root; empty = Fashion-MNIST (the embedded default)
+  std::string arch = "resnet50";
+  int width = 64;               // channels of the stem and layer1 (torchvision: 64)
+  std::string stem = "auto";    // imagenet | small | auto (small when image_size <= 64)
+  int workers = 2;
+  int epochs = 200, start_epoch = 0;
+  int64_t batch_size = 256;     // per process (one process = one node's worth here)
+  double lr = 0.03;
+  std::vector<int64_t> schedule = {120, 160};
+  double momentum = 0.9, weight_decay = 1e-4;
+  int print_freq = 10;
+  std::string resume;
+  uint64_t seed = 0;
+  int moco_dim = 128;
+  int64_t moco_k = 65536;
+  double moco_m = 0.999, moco_t = 0.07;
+  bool mlp = false, aug_plus = false, cos = false;
+  std::string recipe;           // v1 | v2 | small; empty: v2 with --aug-plus, else v1 (small for Fashion-MNIST)
+  int image_size = 224;
+  int bn_splits = 8;            // split-BN groups per process (SPEC 4): 8 = the authors' 8 GPUs x 32 images
+  std::string device = "auto";
+  std::string out = "runs/moco";
+  int64_t max_steps = 0;        // 0: no limit
+  int64_t save_every_steps = 0; // 0: only at the end of each epoch
+  int knn_every = 0;            // epochs between kNN monitors; 0: off
+  int knn_k = 200;
+  double knn_t = 0.1;
+  int64_t knn_bank = 0, knn_queries = 0;  // images of the train / test split used by the monitor; 0: all
+};
+
+// The run's fixed facts as text (stored in checkpoints) and the model they describe.
+RunConfig run_config(const TrainOptions& o);
+MocoConfig moco_config(const RunConfig& rc);
+// Keys a resumed run must share with its checkpoint.
+const std::vector<std::string>& resume_must_match();
+
+// Runs training; returns the process exit code.
+int run_train(const TrainOptions& o);
+
+}  // namespace moco

@@ -1,0 +1,37 @@
+// `moco export --checkpoint PATH --out FILE`: the query backbone (and with --head its MoCo head) as
+// safetensors under torchvision's names, ready for torchvision.models.resnet50(...).load_state_dict(...,
+// strict=False), where only fc.* is then missing.
+#include <cstdio>
+
+#include "moco/args.h"
+#include "moco/commands.h"
+#include "moco/export.h"
+#include "moco/train.h"
+
+namespace moco {
+
+int cmd_export(int argc, char** argv) {
+  Args a("moco export", "Write a checkpoint's encoder as safetensors with torchvision key names.");
+  a.option("--checkpoint", "", "training checkpoint (required)");
+  a.option("--out", "", "output .safetensors file (required); written atomically");
+  a.flag("--head", "also write the MoCo head (fc.* for v1, fc.0.* / fc.2.* for the v2 MLP)");
+  a.option("--encoder", "query", "query (the one trained by SGD, as in the authors' lincls) or key");
+  if (!a.parse(argc, argv, 2)) return 0;
+  const std::string path = a.str("--checkpoint"), out = a.str("--out"), which = a.str("--encoder");
+  MOCO_CHECK(!path.empty(), "moco export needs --checkpoint PATH (a file written by moco train)");
+  MOCO_CHECK(!out.empty(), "moco export needs --out FILE.safetensors");
+  MOCO_CHECK(which == "query" || which == "key", "--encoder ", which, " is not one of: query, key");
+  const RunConfig rc = read_checkpoint_config(path);
+  SingleCommunicator comm;
+  Moco moco(moco_config(rc), comm);
+  load_checkpoint(path, moco, rc, {});
+  Encoder& enc = which == "query" ? moco.encoder_q() : moco.encoder_k();
+  export_encoder(enc, out, a.on("--head"));
+  std::printf("wrote %s: %s %s encoder%s, %lld parameters\n", out.c_str(), enc.config().describe().c_str(),
+              which.c_str(), a.on("--head") ? " with head" : " backbone",
+              (long long)(a.on("--head") ? enc.registry().parameter_count()
+                                         : enc.registry().parameter_count() - enc.registry().parameter_count("fc.")));
+  return 0;
+}
+
+}  // namespace moco

@@ -1,0 +1,151 @@
+#include "moco/loader.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "moco/error.h"
+#include "moco/rng.h"
+
+namespace moco {
+
+Loader::Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderConfig& cfg)
+    : data_(data), recipe_(recipe), cfg_(cfg) {
+  MOCO_CHECK(cfg.batch >= 1, "batch size must be >= 1, got ", cfg.batch);
+  MOCO_CHECK(cfg.world >= 1 && cfg.rank >= 0 && cfg.rank < cfg.world, "rank ", cfg.rank, " is outside world size ",
+             cfg.world);
+  MOCO_CHECK(cfg.workers >= 1, "--workers must be >= 1, got ", cfg.workers);
+  MOCO_CHECK(data.size() >= 1, "dataset ", data.name(), " is empty");
+  if (cfg.subset.empty()) {
+    order_base_.resize((size_t)data.size());
+    std::iota(order_base_.begin(), order_base_.end(), 0);
+  } else {
+    order_base_ = cfg.subset;
+    for (int64_t i : order_base_)
+      MOCO_CHECK(i >= 0 && i < data.size(), "subset index ", i, " is outside the dataset of ", data.size(), " images");
+  }
+  const int64_t global = cfg.batch * cfg.world;
+  MOCO_CHECK(!cfg.drop_last || samples() >= global, "the global batch of ", global, " images (", cfg.batch, " x ",
+             cfg.world, " ranks) is larger than the dataset ", data.name(), " of ", samples(),
+             " images; use a smaller --batch-size");
+  cfg_.prefetch = std::max(cfg.prefetch, 1);
+}
+
+Loader::~Loader() { stop_workers(); }
+
+int64_t Loader::steps_per_epoch() const {
+  const int64_t global = cfg_.batch * cfg_.world;
+  return cfg_.drop_last ? samples() / global : (samples() + global - 1) / global;
+}
+
+int64_t Loader::skipped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return (int64_t)failed_.size();
+}
+
+void Loader::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  stopping_ = false;
+}
+
+void Loader::start_epoch(int64_t epoch, int64_t first_step) {
+  stop_workers();
+  MOCO_CHECK(first_step >= 0 && first_step <= steps_per_epoch(), "cannot start epoch ", epoch, " at step ",
+             first_step, " of ", steps_per_epoch());
+  order_ = order_base_;
+  if (cfg_.shuffle) {  // Fisher-Yates from a stream keyed by (seed, epoch): the same on every rank
+    Rng rng(cfg_.seed, mix_stream(0xE90C, (uint64_t)epoch));
+    for (int64_t i = (int64_t)order_.size() - 1; i > 0; --i) std::swap(order_[i], order_[rng.below((uint64_t)i + 1)]);
+  }
+  epoch_ = epoch;
+  end_step_ = steps_per_epoch();
+  next_to_build_ = next_to_take_ = first_step;
+  ready_.clear();
+  error_ = nullptr;
+  for (int w = 0; w < cfg_.workers; ++w) threads_.emplace_back([this] { worker_loop(); });
+}
+
+void Loader::worker_loop() {
+  for (;;) {
+    int64_t step;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // build at most `prefetch` batches ahead of the consumer
+      cv_.wait(lock, [&] {
+        return stopping_ || error_ || next_to_build_ >= end_step_ || next_to_build_ < next_to_take_ + cfg_.prefetch;
+      });
+      if (stopping_ || next_to_build_ >= end_step_ || error_) return;
+      step = next_to_build_++;
+    }
+    Batch b;
+    try {
+      build(step, b);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_[step] = std::move(b);
+    }
+    cv_.notify_all();
+  }
+}
+
+bool Loader::next(Batch& out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (next_to_take_ >= end_step_) return false;
+  cv_.wait(lock, [&] { return error_ || ready_.count(next_to_take_); });
+  if (error_) std::rethrow_exception(error_);
+  out = std::move(ready_[next_to_take_]);
+  ready_.erase(next_to_take_++);
+  lock.unlock();
+  cv_.notify_all();
+  return true;
+}
+
+int64_t Loader::load_or_substitute(int64_t index, Image& img) {
+  for (int64_t tries = 0; tries < data_.size(); ++tries) {
+    const int64_t i = (index + tries) % data_.size();
+    std::string why;
+    if (data_.load(i, img, &why)) return i;
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      first = failed_.insert(i).second;
+    }
+    if (first && on_skip) on_skip(data_.source(i) + ": " + why);
+  }
+  fail("no image of ", data_.name(), " could be decoded (", data_.size(), " files tried)");
+}
+
+void Loader::build(int64_t step, Batch& b) {
+  const int64_t global = cfg_.batch * cfg_.world;
+  const int64_t begin = step * global + cfg_.rank * cfg_.batch;
+  const int64_t n = std::max<int64_t>(0, std::min<int64_t>(cfg_.batch, samples() - begin));
+  const int64_t s = recipe_.size;
+  b.epoch = epoch_;
+  b.step = step;
+  b.views.clear();
+  for (int v = 0; v < cfg_.views; ++v) b.views.push_back(Tensor::empty({n, 3, s, s}, DType::F32));
+  b.labels.resize((size_t)n);
+  b.indices.resize((size_t)n);
+  Image img;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t i = load_or_substitute(order_[(size_t)(begin + r)], img);
+    b.indices[(size_t)r] = i;
+    b.labels[(size_t)r] = data_.label(i);
+    for (int v = 0; v < cfg_.views; ++v)
+      augment_view(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
+                   b.views[(size_t)v].data<float>() + r * 3 * s * s);
+  }
+}
+
+}  // namespace moco

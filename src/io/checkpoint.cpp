@@ -1,0 +1,196 @@
+#include "moco/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <vector>
+
+#include "moco/error.h"
+
+namespace moco {
+
+static constexpr char kMagic[8] = {'M', 'O', 'C', 'O', 'C', 'K', 'P', 'T'};
+static constexpr uint32_t kVersion = 1;
+
+std::string config_text(const RunConfig& cfg) {
+  std::string s;
+  for (const auto& [k, v] : cfg) s += k + "=" + v + "\n";
+  return s;
+}
+
+RunConfig parse_config_text(const std::string& text) {
+  RunConfig cfg;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) cfg[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return cfg;
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  MOCO_CHECK(fd >= 0, "cannot write ", tmp, ": ", std::strerror(errno), "; is the folder writable?");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("writing ", tmp, " failed after ", done, " of ", bytes.size(), " bytes: ", why, " (", path,
+           " is unchanged)");
+    }
+    done += (size_t)n;
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    fail("cannot replace ", path, ": ", why, " (the previous file is unchanged)");
+  }
+}
+
+// ---------------------------------------------------------------- writing
+static void put_record(std::string& out, const std::string& name, const void* data, uint64_t nbytes) {
+  const uint32_t len = (uint32_t)name.size();
+  out.append((const char*)&len, 4);
+  out += name;
+  out.append((const char*)&nbytes, 8);
+  out.append((const char*)data, nbytes);
+}
+
+template <class T>
+static void put_vector(std::string& out, const std::string& name, const std::vector<T>& v) {
+  put_record(out, name, v.data(), v.size() * sizeof(T));
+}
+
+static const std::pair<const char*, Encoder*> kEncoders(Moco& m, int i) {
+  return i == 0 ? std::pair<const char*, Encoder*>{"q", &m.encoder_q()} : std::pair<const char*, Encoder*>{"k", &m.encoder_k()};
+}
+
+void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg) {
+  std::string payload;
+  const std::string text = config_text(cfg);
+  put_record(payload, "config", text.data(), text.size());
+  const int64_t position[3] = {pos.epoch, pos.step_in_epoch, pos.steps_done};
+  put_record(payload, "position", position, sizeof(position));
+  for (int i = 0; i < 2; ++i) {
+    auto [name, enc] = kEncoders(moco, i);
+    put_vector(payload, std::string(name) + ".params", enc->params());
+    put_vector(payload, std::string(name) + ".stats", enc->stats());
+    put_vector(payload, std::string(name) + ".counts", enc->counts());
+  }
+  put_vector(payload, "sgd.momentum", moco.optimizer().momentum_buffer());
+  put_vector(payload, "queue", moco.queue().keys());
+  const int64_t ptr = moco.queue().ptr();
+  put_record(payload, "queue_ptr", &ptr, sizeof(ptr));
+
+  std::string file(kMagic, 8);
+  const uint64_t n = payload.size();
+  file.append((const char*)&kVersion, 4);
+  file.append((const char*)&n, 8);
+  file += payload;
+  const uint32_t crc = (uint32_t)crc32(0L, (const Bytef*)payload.data(), (uInt)payload.size());
+  file.append((const char*)&crc, 4);
+  write_file_atomically(path, file);
+}
+
+// ---------------------------------------------------------------- reading
+// The records of a checkpoint file, after checking its header, length and checksum.
+static std::map<std::string, std::string> read_records(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  MOCO_CHECK(in.good(), "cannot read checkpoint ", path, ": ", std::strerror(errno));
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  MOCO_CHECK(file.size() >= 24 && std::memcmp(file.data(), kMagic, 8) == 0, "checkpoint ", path,
+             " is not a moco checkpoint (", file.size(), " bytes, expected the MOCOCKPT header)");
+  uint32_t version;
+  uint64_t n;
+  std::memcpy(&version, file.data() + 8, 4);
+  std::memcpy(&n, file.data() + 12, 8);
+  MOCO_CHECK(version == kVersion, "checkpoint ", path, " has format version ", version, ", expected ", kVersion);
+  MOCO_CHECK(n <= file.size() && file.size() == 20 + n + 4, "checkpoint ", path, " is truncated or padded: ",
+             file.size(), " bytes, its header says ", 20 + n + 4);
+  uint32_t crc;
+  std::memcpy(&crc, file.data() + 20 + n, 4);
+  const uint32_t actual = (uint32_t)crc32(0L, (const Bytef*)file.data() + 20, (uInt)n);
+  MOCO_CHECK(crc == actual, "checkpoint ", path, " fails its checksum (stored ", crc, ", computed ", actual,
+             "): the file is corrupt");
+
+  std::map<std::string, std::string> rec;  // record name -> bytes
+  const size_t end = 20 + n;
+  for (size_t o = 20; o < end;) {
+    uint32_t len = 0;
+    uint64_t bytes = 0;
+    MOCO_CHECK(o + 4 <= end, "checkpoint ", path, ": record header out of bounds at byte ", o);
+    std::memcpy(&len, file.data() + o, 4);
+    MOCO_CHECK(o + 12 + (uint64_t)len <= end, "checkpoint ", path, ": record name out of bounds at byte ", o);
+    const std::string name = file.substr(o + 4, len);
+    std::memcpy(&bytes, file.data() + o + 4 + len, 8);
+    MOCO_CHECK(bytes <= end - (o + 12 + len), "checkpoint ", path, ": record '", name, "' out of bounds");
+    rec[name] = file.substr(o + 12 + len, bytes);
+    o += 12 + len + bytes;
+  }
+  MOCO_CHECK(rec.count("config"), "checkpoint ", path, " has no 'config' record");
+  return rec;
+}
+
+RunConfig read_checkpoint_config(const std::string& path) { return parse_config_text(read_records(path).at("config")); }
+
+TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConfig& cfg,
+                              const std::vector<std::string>& must_match) {
+  const std::map<std::string, std::string> rec = read_records(path);
+  auto need = [&](const std::string& name) -> const std::string& {
+    auto it = rec.find(name);
+    MOCO_CHECK(it != rec.end(), "checkpoint ", path, " has no '", name, "' record");
+    return it->second;
+  };
+  const RunConfig saved = parse_config_text(need("config"));
+  for (const std::string& key : must_match) {
+    const auto a = saved.find(key), b = cfg.find(key);
+    const std::string va = a == saved.end() ? "(unset)" : a->second, vb = b == cfg.end() ? "(unset)" : b->second;
+    MOCO_CHECK(va == vb, "checkpoint ", path, " is from another configuration: ", key, "=", va,
+               " there, but this run has ", key, "=", vb);
+  }
+  // every size is checked before anything is copied, so a mismatch leaves `moco` untouched
+  struct Target {
+    std::string name;
+    void* dst;
+    size_t bytes;
+  };
+  std::vector<Target> targets;
+  for (int i = 0; i < 2; ++i) {
+    auto [name, enc] = kEncoders(moco, i);
+    targets.push_back({std::string(name) + ".params", enc->params().data(), enc->params().size() * 4});
+    targets.push_back({std::string(name) + ".stats", enc->stats().data(), enc->stats().size() * 4});
+    targets.push_back({std::string(name) + ".counts", enc->counts().data(), enc->counts().size() * 8});
+  }
+  auto& momentum = moco.optimizer().momentum_buffer();
+  targets.push_back({"sgd.momentum", momentum.data(), momentum.size() * 4});
+  targets.push_back({"queue", moco.queue().keys().data(), moco.queue().keys().size() * 4});
+  for (const Target& t : targets)
+    MOCO_CHECK(need(t.name).size() == t.bytes, "checkpoint ", path, ": '", t.name, "' holds ", need(t.name).size(),
+               " bytes, this model needs ", t.bytes);
+  MOCO_CHECK(need("position").size() == 24 && need("queue_ptr").size() == 8, "checkpoint ", path,
+             ": malformed position or queue pointer");
+  int64_t position[3], ptr;
+  std::memcpy(position, need("position").data(), 24);
+  std::memcpy(&ptr, need("queue_ptr").data(), 8);
+  MOCO_CHECK(ptr >= 0 && ptr < moco.queue().size(), "checkpoint ", path, ": queue pointer ", ptr, " outside [0, ",
+             moco.queue().size(), ")");
+  for (const Target& t : targets) std::memcpy(t.dst, need(t.name).data(), t.bytes);
+  moco.queue().set_ptr(ptr);
+  moco.set_steps_done(position[2]);
+  return {position[0], position[1], position[2]};
+}
+
+}  // namespace moco

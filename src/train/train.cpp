@@ -1,0 +1,219 @@
+// The training loop: read it top to bottom. Setup (data, model, output folder, resume), then one MoCo step
+// per batch with a log line, checkpoints at the end of every epoch and every --save-every-steps, and the kNN
+// monitor every --knn-every epochs.
+#include "moco/train.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "moco/error.h"
+#include "moco/knn.h"
+#include "moco/loader.h"
+#include "moco/open_dataset.h"
+#include "moco/run_log.h"
+
+namespace moco {
+
+// ---------------------------------------------------------------- configuration
+static std::string num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+RunConfig run_config(const TrainOptions& o) {
+  RunConfig c;
+  c["data"] = o.data.empty() ? "fashion-mnist" : o.data;
+  c["arch"] = o.arch;
+  c["width"] = std::to_string(o.width);
+  c["stem"] = o.stem == "auto" ? (o.image_size <= 64 ? "small" : "imagenet") : o.stem;
+  c["mlp"] = o.mlp ? "1" : "0";
+  c["moco_dim"] = std::to_string(o.moco_dim);
+  c["moco_k"] = std::to_string(o.moco_k);
+  c["moco_m"] = num(o.moco_m);
+  c["moco_t"] = num(o.moco_t);
+  c["bn_splits"] = std::to_string(o.bn_splits);
+  c["batch_size"] = std::to_string(o.batch_size);
+  c["image_size"] = std::to_string(o.image_size);
+  c["recipe"] = o.recipe;
+  c["seed"] = std::to_string(o.seed);
+  c["lr"] = num(o.lr);
+  c["cos"] = o.cos ? "1" : "0";
+  std::string sched;
+  for (int64_t m : o.schedule) sched += (sched.empty() ? "" : " ") + std::to_string(m);
+  c["schedule"] = sched;
+  c["epochs"] = std::to_string(o.epochs);
+  c["momentum"] = num(o.momentum);
+  c["weight_decay"] = num(o.weight_decay);
+  return c;
+}
+
+const std::vector<std::string>& resume_must_match() {
+  static const std::vector<std::string> keys = {"data", "arch", "width", "stem", "mlp", "moco_dim", "moco_k",
+                                                "moco_m", "moco_t", "bn_splits", "batch_size", "image_size",
+                                                "recipe", "seed", "lr", "cos", "schedule", "epochs",
+                                                "momentum", "weight_decay"};
+  return keys;
+}
+
+MocoConfig moco_config(const RunConfig& rc) {
+  auto get = [&](const char* k) {
+    auto it = rc.find(k);
+    MOCO_CHECK(it != rc.end(), "run configuration has no '", k, "'");
+    return it->second;
+  };
+  MocoConfig mc;
+  const std::string arch = get("arch");
+  MOCO_CHECK(arch == "resnet18" || arch == "resnet34" || arch == "resnet50", "--arch ", arch,
+             " is not supported; expected resnet18, resnet34 or resnet50");
+  mc.encoder.depth = std::stoi(arch.substr(6));
+  mc.encoder.width = std::stoi(get("width"));
+  mc.encoder.small_stem = get("stem") == "small";
+  mc.encoder.head = get("mlp") == "1" ? Head::Mlp : Head::Linear;
+  mc.encoder.out_dim = std::stoi(get("moco_dim"));
+  mc.queue_size = std::stoll(get("moco_k"));
+  mc.momentum = std::stof(get("moco_m"));
+  mc.temperature = std::stof(get("moco_t"));
+  mc.bn_splits = std::stoi(get("bn_splits"));
+  mc.sgd.momentum = std::stof(get("momentum"));
+  mc.sgd.weight_decay = std::stof(get("weight_decay"));
+  mc.seed = std::stoull(get("seed"));
+  return mc;
+}
+
+// ---------------------------------------------------------------- helpers
+static void make_out_dir(const std::string& dir) {
+  std::string partial;
+  std::stringstream ss(dir);
+  if (!dir.empty() && dir[0] == '/') partial = "/";
+  for (std::string part; std::getline(ss, part, '/');) {
+    if (part.empty()) continue;
+    partial += part + "/";
+    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
+      fail("cannot create --out ", dir, ": ", std::strerror(errno), " at ", partial);
+  }
+  const std::string probe = dir + "/.write_test";
+  std::FILE* f = std::fopen(probe.c_str(), "w");
+  MOCO_CHECK(f, "--out ", dir, " is not writable: ", std::strerror(errno), "; choose another folder with --out");
+  std::fclose(f);
+  std::remove(probe.c_str());
+}
+
+static double knn_monitor(Moco& moco, const TrainOptions& o, const Dataset& train, const Dataset& test) {
+  const AugmentRecipe eval = recipe_from_name("eval", o.image_size);
+  const int64_t batch = std::min<int64_t>(o.batch_size, 256);
+  FeatureSet bank = extract_features(moco.encoder_q(), train, eval, sample_indices(train.size(), o.knn_bank, o.seed),
+                                     batch, o.workers);
+  FeatureSet query = extract_features(moco.encoder_q(), test, eval, sample_indices(test.size(), o.knn_queries, o.seed),
+                                      batch, o.workers);
+  return knn_top1(bank, query, train.num_classes(), o.knn_k, o.knn_t);
+}
+
+// ---------------------------------------------------------------- the run
+int run_train(const TrainOptions& o) {
+  MOCO_CHECK(o.device == "cpu" || o.device == "auto", "--device ", o.device,
+             ": this build trains on the CPU only (the CUDA MoCo step is not available yet); use --device cpu");
+  const RunConfig rc = run_config(o);
+
+  // data: the train split, augmented twice per image; the test split only for the kNN monitor
+  std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
+  std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
+  const AugmentRecipe recipe = recipe_from_name(rc.at("recipe"), o.image_size);
+  std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
+               (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
+
+  LoaderConfig lc;
+  lc.batch = o.batch_size;
+  lc.workers = o.workers;
+  lc.seed = o.seed;
+  Loader loader(*train, recipe, lc);
+  loader.on_skip = [&](const std::string& what) { std::fprintf(stderr, "\nskipped undecodable image %s\n", what.c_str()); };
+
+  // model: query and key encoders, queue, SGD
+  SingleCommunicator comm;
+  Moco moco(moco_config(rc), comm);
+  moco.init();
+  std::fprintf(stderr, "model: %s, %lld parameters per encoder; K=%lld, m=%g, T=%g, %d BN groups\n",
+               moco.encoder_q().config().describe().c_str(),
+               (long long)moco.encoder_q().registry().parameter_count(), (long long)o.moco_k, o.moco_m, o.moco_t,
+               o.bn_splits);
+
+  // output folder, resume
+  make_out_dir(o.out);
+  const std::string ckpt = o.out + "/checkpoint.mocockpt";
+  TrainPosition pos{o.start_epoch, 0, 0};
+  MOCO_CHECK(!o.resume.empty() || !std::ifstream(ckpt).good(), "--out ", o.out, " already holds a run (", ckpt,
+             "); continue it with --resume ", ckpt, ", or choose another --out");
+  if (!o.resume.empty()) {
+    pos = load_checkpoint(o.resume, moco, rc, resume_must_match());
+    std::fprintf(stderr, "resumed %s at epoch %lld, step %lld of it (%lld steps done)\n", o.resume.c_str(),
+                 (long long)pos.epoch, (long long)pos.step_in_epoch, (long long)pos.steps_done);
+  }
+  MetricsLog log(o.out + "/metrics.jsonl", o.resume.empty() ? -1 : pos.steps_done);
+
+  const int64_t steps_per_epoch = loader.steps_per_epoch();
+  int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
+  if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
+  Progress progress(total_steps, pos.steps_done, o.print_freq);
+
+  auto save = [&](const TrainPosition& p) {
+    save_checkpoint(ckpt, moco, p, rc);
+    log.write(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
+  };
+
+  bool done = pos.steps_done >= total_steps;
+  for (int64_t epoch = pos.epoch; epoch < o.epochs && !done; ++epoch) {
+    const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
+    loader.start_epoch(epoch, epoch == pos.epoch ? pos.step_in_epoch : 0);
+    Batch batch;
+    auto last = std::chrono::steady_clock::now();
+    while (loader.next(batch)) {
+      StepStats st;
+      try {
+        st = moco.step(batch.views[0], batch.views[1], lr);  // (N, 3, S, S) query and key views
+      } catch (const Error& e) {
+        fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
+      }
+      const auto now = std::chrono::steady_clock::now();
+      const double img_per_s = (double)o.batch_size / std::chrono::duration<double>(now - last).count();
+      last = now;
+      pos = {epoch, batch.step + 1, pos.steps_done + 1};
+      log.write(JsonRecord()
+                    .add("step", pos.steps_done)
+                    .add("epoch", epoch)
+                    .add("loss", (double)st.loss)
+                    .add("acc1", (double)st.acc1)
+                    .add("acc5", (double)st.acc5)
+                    .add("lr", (double)lr)
+                    .add("img_per_s", img_per_s));
+      progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, img_per_s);
+      done = pos.steps_done >= total_steps;
+      if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
+      if (done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0))
+        save(pos);
+      if (done) break;
+    }
+    if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) {
+      const double top1 = knn_monitor(moco, o, *train, *test);
+      progress.finish();
+      std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
+      log.write(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
+    }
+  }
+  progress.finish();
+  if (loader.skipped() > 0) std::fprintf(stderr, "%lld undecodable images were skipped\n", (long long)loader.skipped());
+  std::fprintf(stderr, "done: %lld steps; checkpoint %s, log %s/metrics.jsonl\n", (long long)pos.steps_done,
+               ckpt.c_str(), o.out.c_str());
+  return 0;
+}
+
+}  // namespace moco

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Bad input to `moco`: each case must exit non-zero with a one-line error naming the bad value, and must
+# not overwrite anything that was there.
+#   bad_input.sh <moco binary>
+set -uo pipefail
+moco=$1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+failed=0
+# expect <substring the error must contain> <args...>
+expect() {
+  local want=$1
+  shift
+  local out
+  out=$("$moco" "$@" 2>&1 >/dev/null)
+  local rc=$?
+  local err
+  err=$(printf '%s\n' "$out" | grep 'moco: error:' | tail -1)
+  if [ $rc -eq 0 ] || [ -z "$err" ] || [[ "$err" != *"$want"* ]]; then
+    echo "FAIL: moco $* -> exit $rc, error: ${err:-<none>} (wanted '$want')"
+    failed=1
+  else
+    echo "ok: moco $* -> $err"
+  fi
+}
+mkdir -p "$dir/empty" "$dir/tiny/cls" "$dir/out"
+printf 'not an image' >"$dir/tiny/cls/a.jpg"
+printf 'still not'    >"$dir/tiny/cls/b.png"
+
+expect "/no/such/folder" train /no/such/folder
+expect "$dir/empty" train "$dir/empty"
+expect "'--bogus'" train --bogus 3
+expect "'12x'" train -b 12x
+expect "--lr" train --lr -1
+expect "--moco-t" train --moco-t 0
+expect "--bn-splits" train -b 30 --bn-splits 8
+expect "larger than the dataset" train "$dir/tiny" -b 8 --out "$dir/out/t"
+expect "--device" train --device tpu
+expect "unknown command 'trian'" trian
+expect "--checkpoint" knn
+expect "missing.mocockpt" knn --checkpoint "$dir/missing.mocockpt"
+printf 'garbage' >"$dir/garbage.mocockpt"
+expect "not a moco checkpoint" export --checkpoint "$dir/garbage.mocockpt" --out "$dir/x.safetensors"
+expect "Not a directory" train --out /etc/hostname/run
+
+# resume with a damaged checkpoint: refused, and the run folder is left exactly as it was
+root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
+  run="$moco train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --max-steps 2 --out $dir/run"
+  $run 2>/dev/null || { echo "FAIL: the reference run did not complete"; failed=1; }
+  ck="$dir/run/checkpoint.mocockpt"
+  before=$(cat "$ck" "$dir/run/metrics.jsonl" | md5sum)
+  head -c 1000 "$ck" >"$dir/trunc.mocockpt"
+  expect "truncated" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run" --resume "$dir/trunc.mocockpt"
+  cp "$ck" "$dir/flip.mocockpt"
+  printf '\x55' | dd of="$dir/flip.mocockpt" bs=1 seek=5000 conv=notrunc 2>/dev/null
+  expect "checksum" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run" --resume "$dir/flip.mocockpt"
+  expect "width=2" train --width 4 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run" --resume "$ck"
+  expect "already holds a run" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run"
+  after=$(cat "$ck" "$dir/run/metrics.jsonl" | md5sum)
+  [ "$before" = "$after" ] && echo "ok: the run folder is unchanged" || { echo "FAIL: the run folder changed"; failed=1; }
+else
+  echo "Fashion-MNIST not installed: checkpoint cases not run"
+fi
+exit $failed

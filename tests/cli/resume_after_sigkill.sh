@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A run killed with SIGKILL at a random step and resumed from its last checkpoint logs exactly the losses of
+# an uninterrupted run, bit for bit (the CPU path is deterministic and every draw is keyed by its position).
+#   resume_after_sigkill.sh <moco binary>
+# Uses Fashion-MNIST (tools/setup.sh installs it); exits 77 (skipped) when it is not installed.
+set -euo pipefail
+moco=$1
+root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+[ -f "$root/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not installed at $root: skipped"; exit 77; }
+dir=$(mktemp -d)
+trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+pid=0
+steps=14
+run() {  # a small, fast configuration: every flag that shapes the run is the same for all three runs
+  "$moco" train --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 2 --max-steps $steps --save-every-steps 1 \
+    -j 2 --seed 5 "$@"
+}
+losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
+
+run --out "$dir/a" 2>"$dir/a.err"
+# kill the second run at a random step between 3 and steps-3, right after it logs that step
+kill_at=$(( 3 + RANDOM % (steps - 5) ))
+run --out "$dir/b" 2>"$dir/b.err" &
+pid=$!
+for _ in $(seq 1 600); do
+  n=$(grep -c '"loss"' "$dir/b/metrics.jsonl" 2>/dev/null || true)
+  [ "${n:-0}" -ge "$kill_at" ] && break
+  sleep 0.05
+done
+kill -9 $pid
+wait $pid 2>/dev/null || true
+echo "killed at step $(grep -c '"loss"' "$dir/b/metrics.jsonl")"
+run --out "$dir/b" --resume "$dir/b/checkpoint.mocockpt" 2>"$dir/b2.err"
+grep resumed "$dir/b2.err"
+if diff <(losses "$dir/a") <(losses "$dir/b"); then
+  echo "resumed run logged the same $(losses "$dir/a" | wc -l) losses, bit for bit"
+else
+  echo "FAIL: losses differ after resume"; exit 1
+fi

@@ -1,0 +1,123 @@
+// Checkpoints: a round trip restores every buffer bit-exactly, and every damaged or foreign file is refused
+// with a message naming the problem, leaving the model untouched.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+
+#include "moco/checkpoint.h"
+#include "temp_dir.h"
+
+using namespace moco;
+using namespace moco::test;
+
+namespace {
+MocoConfig tiny_config(uint64_t seed) {
+  MocoConfig c;
+  c.encoder.depth = 18;
+  c.encoder.width = 2;
+  c.encoder.small_stem = true;
+  c.encoder.head = Head::Linear;
+  c.encoder.out_dim = 8;
+  c.queue_size = 12;
+  c.bn_splits = 2;
+  c.seed = seed;
+  return c;
+}
+
+Tensor images(int64_t n, float phase) {
+  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.37f * (float)i + phase);
+  return x;
+}
+
+RunConfig run_cfg(const std::string& width) { return {{"arch", "resnet18"}, {"width", width}, {"seed", "1"}}; }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Checkpoint, RoundTripRestoresEveryBufferBitExactly) {
+  TempDir dir;
+  SingleCommunicator comm;
+  Moco a(tiny_config(1), comm);
+  a.init();
+  a.step(images(4, 0.f), images(4, 1.f), 0.1f);  // non-trivial momentum, BN stats, queue pointer
+  save_checkpoint(dir.file("c.ckpt"), a, {3, 7, 42}, run_cfg("2"));
+  EXPECT_FALSE(std::ifstream(dir.file("c.ckpt.tmp")).good());  // the temporary is renamed away
+
+  Moco b(tiny_config(2), comm);
+  b.init();
+  const TrainPosition p = load_checkpoint(dir.file("c.ckpt"), b, run_cfg("2"), {"arch", "width"});
+  EXPECT_EQ(p.epoch, 3);
+  EXPECT_EQ(p.step_in_epoch, 7);
+  EXPECT_EQ(p.steps_done, 42);
+  EXPECT_EQ(b.steps_done(), 42);
+  EXPECT_EQ(a.encoder_q().params(), b.encoder_q().params());
+  EXPECT_EQ(a.encoder_q().stats(), b.encoder_q().stats());
+  EXPECT_EQ(a.encoder_q().counts(), b.encoder_q().counts());
+  EXPECT_EQ(a.encoder_k().params(), b.encoder_k().params());
+  EXPECT_EQ(a.encoder_k().stats(), b.encoder_k().stats());
+  EXPECT_EQ(a.optimizer().momentum_buffer(), b.optimizer().momentum_buffer());
+  EXPECT_EQ(a.queue().keys(), b.queue().keys());
+  EXPECT_EQ(a.queue().ptr(), b.queue().ptr());
+  EXPECT_EQ(a.queue().ptr(), 4);
+  EXPECT_EQ(read_checkpoint_config(dir.file("c.ckpt")).at("width"), "2");
+}
+
+TEST(Checkpoint, DamagedOrForeignFilesAreRefusedAndTheModelIsUntouched) {
+  TempDir dir;
+  SingleCommunicator comm;
+  Moco a(tiny_config(1), comm);
+  a.init();
+  const std::string path = dir.file("c.ckpt");
+  save_checkpoint(path, a, {0, 1, 1}, run_cfg("2"));
+  const std::string good = read_bytes(path);
+
+  Moco b(tiny_config(2), comm);
+  b.init();
+  const std::vector<float> before = b.encoder_q().params();
+  auto load = [&](const std::string& p, const std::string& width) {
+    return error_of([&] { load_checkpoint(p, b, run_cfg(width), {"arch", "width"}); });
+  };
+  EXPECT_NE(load(dir.file("missing.ckpt"), "2").find("missing.ckpt"), std::string::npos);
+  write_bytes(dir.file("trunc.ckpt"), good.substr(0, good.size() / 2));
+  EXPECT_NE(load(dir.file("trunc.ckpt"), "2").find("truncated"), std::string::npos);
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 0x10;
+  write_bytes(dir.file("flip.ckpt"), flipped);
+  EXPECT_NE(load(dir.file("flip.ckpt"), "2").find("checksum"), std::string::npos);
+  write_bytes(dir.file("text.ckpt"), "not a checkpoint at all, just some text");
+  EXPECT_NE(load(dir.file("text.ckpt"), "2").find("not a moco checkpoint"), std::string::npos);
+  const std::string foreign = load(path, "4");
+  EXPECT_NE(foreign.find("width=2"), std::string::npos) << foreign;
+  EXPECT_NE(foreign.find("width=4"), std::string::npos) << foreign;
+  EXPECT_EQ(b.encoder_q().params(), before);  // nothing was copied by any failed load
+}
+
+TEST(Checkpoint, AFailedWriteLeavesThePreviousFileIntact) {
+  if (geteuid() == 0) {
+    // root ignores directory permissions; use a path whose parent is a file instead
+    TempDir dir;
+    write_bytes(dir.file("afile"), "x");
+    const std::string e = error_of([&] { write_file_atomically(dir.file("afile/c.ckpt"), "data"); });
+    EXPECT_NE(e.find("afile/c.ckpt.tmp"), std::string::npos) << e;
+    return;
+  }
+  TempDir dir;
+  write_file_atomically(dir.file("c.ckpt"), "old");
+  ::chmod(dir.path().c_str(), 0555);
+  const std::string e = error_of([&] { write_file_atomically(dir.file("c.ckpt"), "new"); });
+  ::chmod(dir.path().c_str(), 0755);
+  EXPECT_NE(e.find("c.ckpt"), std::string::npos) << e;
+  EXPECT_EQ(read_bytes(dir.file("c.ckpt")), "old");
+}

@@ -1,0 +1,49 @@
+// The kNN vote against hand-computed cases, and the index sampler.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "moco/knn.h"
+
+using namespace moco;
+
+static FeatureSet points(std::vector<std::vector<float>> rows, std::vector<int> labels) {
+  FeatureSet f;
+  f.n = (int64_t)rows.size();
+  f.dim = (int64_t)rows[0].size();
+  for (auto& r : rows) {
+    double s = 0;
+    for (float v : r) s += v * v;
+    for (float v : r) f.features.push_back((float)(v / std::sqrt(s)));
+  }
+  f.labels = std::move(labels);
+  return f;
+}
+
+TEST(Knn, WeightedVoteOfTheNearest) {
+  // bank: two class-0 points near +x, three class-1 points near +y
+  FeatureSet bank = points({{1, 0.1f}, {1, -0.1f}, {0.1f, 1}, {-0.1f, 1}, {0, 1}}, {0, 0, 1, 1, 1});
+  // query between them, a little closer to +x: with k = 5 the three class-1 votes outnumber two class-0
+  // votes only if the weights exp(sim / t) do not make up for it
+  FeatureSet q = points({{1, 0.8f}}, {0});
+  const double c = 1 / std::sqrt(1.64);  // cos of the query with (1, 0.8) normalised
+  auto sim = [&](float x, float y) { return (x * 1 + y * 0.8) * c / std::sqrt(x * x + y * y); };
+  for (double t : {0.05, 1.0}) {
+    const double v0 = std::exp(sim(1, 0.1f) / t) + std::exp(sim(1, -0.1f) / t);
+    const double v1 = std::exp(sim(0.1f, 1) / t) + std::exp(sim(-0.1f, 1) / t) + std::exp(sim(0, 1) / t);
+    const double want = v0 > v1 ? 100.0 : 0.0;
+    EXPECT_DOUBLE_EQ(knn_top1(bank, q, 2, 5, t), want) << "t=" << t;
+  }
+  // k = 1: the single nearest neighbour decides
+  EXPECT_DOUBLE_EQ(knn_top1(bank, q, 2, 1, 0.1), 100.0);
+}
+
+TEST(Knn, SampleIndicesIsASeededSubsetWithoutRepeats) {
+  const auto a = sample_indices(100, 30, 7), b = sample_indices(100, 30, 7), c = sample_indices(100, 30, 8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(std::set<int64_t>(a.begin(), a.end()).size(), 30u);
+  for (int64_t i : a) EXPECT_TRUE(i >= 0 && i < 100);
+  EXPECT_EQ(sample_indices(5, 0, 1), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+}

@@ -1,0 +1,160 @@
+// The loader: which images a batch holds (permutation per epoch, drop-last, per-rank shards, mid-epoch
+// start), that the batches do not depend on threads, and how undecodable images are skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+
+#include "moco/loader.h"
+
+using namespace moco;
+
+namespace {
+// Image i is a flat 6x5 picture of grey level i; images listed in `broken` fail to decode.
+class CountingDataset : public Dataset {
+ public:
+  CountingDataset(int64_t n, std::set<int64_t> broken) : n_(n), broken_(std::move(broken)) {}
+  int64_t size() const override { return n_; }
+  int num_classes() const override { return 3; }
+  int label(int64_t i) const override { return (int)(i % 3); }
+  bool load(int64_t i, Image& out, std::string* why) const override {
+    if (broken_.count(i)) {
+      if (why) *why = "broken on purpose";
+      return false;
+    }
+    out.h = 6;
+    out.w = 5;
+    out.pixels.assign(6 * 5 * 3, (uint8_t)i);
+    return true;
+  }
+  std::string name() const override { return "counting"; }
+  std::string source(int64_t i) const override { return "counting[" + std::to_string(i) + "]"; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  int64_t n_;
+  std::set<int64_t> broken_;
+  std::vector<std::string> names_ = {"a", "b", "c"};
+};
+
+std::vector<Batch> epoch_batches(const Dataset& d, LoaderConfig c, int64_t epoch, int64_t first = 0) {
+  Loader l(d, recipe_from_name("small", 8), c);
+  l.start_epoch(epoch, first);
+  std::vector<Batch> out;
+  for (Batch b; l.next(b);) out.push_back(b);
+  return out;
+}
+
+bool same_pixels(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>());
+}
+}  // namespace
+
+TEST(Loader, EpochIsAPermutationWithDropLast) {
+  CountingDataset d(37, {});
+  LoaderConfig c;
+  c.batch = 5;
+  c.seed = 3;
+  const auto e0 = epoch_batches(d, c, 0), e1 = epoch_batches(d, c, 1);
+  ASSERT_EQ(e0.size(), 7u);  // floor(37 / 5)
+  std::set<int64_t> seen;
+  for (const Batch& b : e0) {
+    ASSERT_EQ(b.views.size(), 2u);
+    EXPECT_EQ(b.views[0].shape(), (Shape{5, 3, 8, 8}));
+    for (size_t r = 0; r < b.indices.size(); ++r) {
+      EXPECT_TRUE(seen.insert(b.indices[r]).second) << "index " << b.indices[r] << " twice in one epoch";
+      EXPECT_EQ(b.labels[r], b.indices[r] % 3);
+    }
+  }
+  EXPECT_EQ(seen.size(), 35u);
+  EXPECT_NE(e0[0].indices, e1[0].indices);  // a new permutation each epoch
+  EXPECT_FALSE(same_pixels(e0[0].views[0], e0[0].views[1]));  // two independent views
+}
+
+TEST(Loader, BatchesDependOnlyOnTheirPosition) {
+  CountingDataset d(40, {});
+  LoaderConfig one, four;
+  one.batch = four.batch = 4;
+  one.workers = 1;
+  four.workers = 4;
+  four.prefetch = 3;
+  const auto a = epoch_batches(d, one, 2), b = epoch_batches(d, four, 2), tail = epoch_batches(d, four, 2, 6);
+  ASSERT_EQ(a.size(), 10u);
+  ASSERT_EQ(tail.size(), 4u);  // started mid-epoch at step 6
+  for (size_t s = 0; s < a.size(); ++s) {
+    EXPECT_EQ(a[s].indices, b[s].indices);
+    EXPECT_TRUE(same_pixels(a[s].views[0], b[s].views[0]) && same_pixels(a[s].views[1], b[s].views[1])) << s;
+  }
+  for (size_t s = 0; s < tail.size(); ++s) {
+    EXPECT_EQ(tail[s].step, (int64_t)s + 6);
+    EXPECT_EQ(tail[s].indices, a[s + 6].indices);
+    EXPECT_TRUE(same_pixels(tail[s].views[1], a[s + 6].views[1]));
+  }
+}
+
+// W ranks with N images each see exactly the rows of one process's W*N global batch, rank r the r-th slice.
+TEST(Loader, RanksShareTheGlobalBatchInOrder) {
+  CountingDataset d(50, {});
+  LoaderConfig global;
+  global.batch = 12;
+  const auto whole = epoch_batches(d, global, 1);
+  for (int r = 0; r < 3; ++r) {
+    LoaderConfig c;
+    c.batch = 4;
+    c.world = 3;
+    c.rank = r;
+    const auto shard = epoch_batches(d, c, 1);
+    ASSERT_EQ(shard.size(), whole.size());
+    for (size_t s = 0; s < shard.size(); ++s)
+      EXPECT_EQ(shard[s].indices, std::vector<int64_t>(whole[s].indices.begin() + 4 * r, whole[s].indices.begin() + 4 * r + 4));
+  }
+}
+
+TEST(Loader, UndecodableImagesAreSkippedCountedAndReportedOnce) {
+  CountingDataset d(20, {4, 5, 13});
+  LoaderConfig c;
+  c.batch = 20;
+  c.shuffle = false;
+  Loader l(d, recipe_from_name("eval", 8), c);
+  std::vector<std::string> reports;
+  std::mutex mu;
+  l.on_skip = [&](const std::string& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    reports.push_back(s);
+  };
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    l.start_epoch(epoch);
+    Batch b;
+    ASSERT_TRUE(l.next(b));
+    // rows 4 and 5 are filled from image 6, the next one that decodes; row 13 from 14
+    EXPECT_EQ(b.indices[4], 6);
+    EXPECT_EQ(b.indices[5], 6);
+    EXPECT_EQ(b.indices[13], 14);
+    EXPECT_EQ(b.indices[3], 3);
+  }
+  EXPECT_EQ(l.skipped(), 3);
+  ASSERT_EQ(reports.size(), 3u);  // once each, not once per epoch
+  std::sort(reports.begin(), reports.end());
+  EXPECT_EQ(reports[0], "counting[13]: broken on purpose");
+}
+
+TEST(Loader, BadConfigurationsAreRefusedWithTheValues) {
+  CountingDataset d(10, {});
+  LoaderConfig c;
+  c.batch = 11;
+  try {
+    Loader l(d, recipe_from_name("eval", 8), c);
+    FAIL() << "a batch larger than the dataset must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("11"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("10 images"), std::string::npos) << e.what();
+  }
+  CountingDataset none(3, {0, 1, 2});
+  LoaderConfig small;
+  small.batch = 2;
+  Loader l(none, recipe_from_name("eval", 8), small);
+  l.start_epoch(0);
+  Batch b;
+  EXPECT_THROW(l.next(b), Error);  // no image decodes at all: the worker's error reaches the consumer
+}

@@ -1,0 +1,57 @@
+// Properties of the MoCo step that the PyTorch fixtures do not cover: a non-finite loss stops the step
+// before the optimizer touches the query encoder, and the enqueue wraps around the end of the queue.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "moco/moco.h"
+
+using namespace moco;
+
+static MocoConfig tiny(int64_t k) {
+  MocoConfig c;
+  c.encoder.depth = 18;
+  c.encoder.width = 2;
+  c.encoder.small_stem = true;
+  c.encoder.head = Head::Linear;
+  c.encoder.out_dim = 4;
+  c.queue_size = k;
+  c.bn_splits = 1;
+  return c;
+}
+
+static Tensor images(int64_t n, float phase) {
+  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::cos(0.29f * (float)i + phase);
+  return x;
+}
+
+TEST(MocoStep, NonFiniteLossStopsBeforeTheUpdate) {
+  SingleCommunicator comm;
+  Moco m(tiny(8), comm);
+  m.init();
+  const std::vector<float> params = m.encoder_q().params(), queue = m.queue().keys();
+  Tensor bad = images(2, 0.f);
+  bad.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    m.step(bad, images(2, 1.f), 0.1f);
+    FAIL() << "a NaN loss must stop the step";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("loss is nan"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(m.encoder_q().params(), params);  // no SGD step
+  EXPECT_EQ(m.queue().keys(), queue);         // no enqueue
+  EXPECT_EQ(m.steps_done(), 0);
+}
+
+TEST(MocoStep, EnqueueWrapsAroundTheEnd) {
+  KeyQueue q(5, 2);
+  const float a[6] = {1, 2, 3, 4, 5, 6}, b[8] = {7, 8, 9, 10, 11, 12, 13, 14};
+  q.enqueue(a, 3);  // rows 0..2
+  EXPECT_EQ(q.ptr(), 3);
+  q.enqueue(b, 4);  // rows 3, 4, then 0, 1
+  EXPECT_EQ(q.ptr(), 2);
+  EXPECT_EQ(q.keys(), (std::vector<float>{11, 12, 13, 14, 5, 6, 7, 8, 9, 10}));
+  EXPECT_THROW(q.enqueue(b, 6), Error);  // more keys than the queue holds
+}
