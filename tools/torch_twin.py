@@ -7,6 +7,7 @@ topology with a width multiplier (torchvision cannot scale its base width), and 
 against torchvision itself.
 
     python3 tools/torch_twin.py fixtures [--out tests/fixtures]
+    python3 tools/torch_twin.py bench --arch resnet18 --width 16 --image-size 32 -b 256 --moco-k 4096
 
 Fixture file format (little-endian), read by tests/fixture.h:
     b"MOCOFIX\\0"  u32 version  u32 count
@@ -409,11 +410,79 @@ def torchvision_keys(out):
         print(f"wrote {path} ({len(sd)} keys)")
 
 
+# ----------------------------------------------------------------------------- peer benchmark
+class FastSplitBatchNorm2d(nn.BatchNorm2d):
+    """Split-BN in one batch_norm call: (N, C, H, W) viewed as (N/G, G*C, H, W), so group g holds the samples
+    with index = g mod G (the fixtures' SplitBatchNorm2d uses contiguous groups; the cost is the same, and
+    this is the fastest way PyTorch can do it). Running statistics are averaged over the groups."""
+
+    def __init__(self, c, groups):
+        super().__init__(c)
+        self.groups = groups
+
+    def forward(self, x):
+        if not self.training or self.groups == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        g = self.groups
+        rm, rv = self.running_mean.repeat(g), self.running_var.repeat(g)
+        y = F.batch_norm(x.view(n // g, c * g, h, w), rm, rv, self.weight.repeat(g), self.bias.repeat(g), True,
+                         self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_mean.copy_(rm.view(g, c).mean(0))
+            self.running_var.copy_(rv.view(g, c).mean(0))
+        return y.view(n, c, h, w)
+
+
+def bench(a):
+    """Times whole MoCo steps of the twin on synthetic input, the configuration of `moco bench`."""
+    import time
+
+    torch.set_num_threads(a.threads)
+    global SplitBatchNorm2d
+    SplitBatchNorm2d = FastSplitBatchNorm2d  # the model below is built with the one-call split-BN
+    depth = int(a.arch.replace("resnet", ""))
+    small = a.image_size <= 64 if a.stem == "auto" else a.stem == "small"
+    enc = dict(depth=depth, width=a.width, small_stem=small, head="mlp" if a.mlp else "linear", out_dim=a.moco_dim,
+               bn_groups=a.bn_splits)
+    twin = MocoTwin(enc, a.moco_k, 0.999, 0.2 if a.mlp else 0.07, 0.03)
+    g = torch.Generator().manual_seed(1)
+    xq = torch.randn(a.batch_size, 3, a.image_size, a.image_size, generator=g)
+    xk = xq + 0.3 * torch.randn(xq.shape, generator=g)
+    times = []
+    for i in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        twin.step(xq, xk, torch.randperm(a.batch_size, generator=g))
+        if i >= a.warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    med = times[len(times) // 2]
+    print(f"torch twin bench: resnet{depth}{'-small-stem' if small else ''}-w{a.width}, batch {a.batch_size} at "
+          f"{a.image_size} px, K {a.moco_k}, device cpu, torch {torch.__version__}, {a.threads} threads")
+    print(f"step_ms_median {med:.1f}  step_ms_min {times[0]:.1f}  img_per_s {a.batch_size * 1000 / med:.1f}  "
+          f"({a.steps} timed steps)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["fixtures"])
+    ap.add_argument("what", choices=["fixtures", "bench"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--stem", default="auto")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("-b", "--batch-size", type=int, default=256)
+    ap.add_argument("--moco-k", type=int, default=65536)
+    ap.add_argument("--moco-dim", type=int, default=128)
+    ap.add_argument("--mlp", action="store_true")
+    ap.add_argument("--bn-splits", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
+    if a.what == "bench":
+        bench(a)
+        return
     os.makedirs(a.out, exist_ok=True)
     torch.set_num_threads(1)  # deterministic summation order
     ops_fixture(a.out)

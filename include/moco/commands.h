@@ -7,5 +7,6 @@ int cmd_train(int argc, char** argv);
 int cmd_knn(int argc, char** argv);
 int cmd_lincls(int argc, char** argv);
 int cmd_export(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 }  // namespace moco
