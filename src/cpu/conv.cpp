@@ -1,19 +1,33 @@
 // Convolution as im2col + one GEMM per chunk of images. The receptive fields of a chunk of g images sit
 // side by side in col (Ci*kh*kw, g*Ho*Wo), so the GEMM is (Co x R) x (R x g*P): wide enough for BLAS to run
-// at speed even where Co is small (tiny widths, 1x1 convs). g is chosen so col stays near kColBudget floats.
+// at speed even where Co is small (tiny widths, 1x1 convs). g is chosen so col stays near kColBudget floats
+// and every thread of the pool gets chunks; chunk c belongs to slot c % threads (parallel.h), and the
+// weight gradient is summed per slot, then over slots in order, so the result does not depend on timing.
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "moco/cpu_ops.h"
+#include "moco/parallel.h"
 
 namespace moco::cpu {
 
 static constexpr int64_t kColBudget = 1 << 22;  // floats in col per chunk (16 MiB in f32)
 
-static int64_t images_per_chunk(const ConvShape& s) {
+// Uninitialised scratch: every element is written before it is read, and zero-filling large buffers on
+// every call cost 7% of a CPU step.
+template <class T>
+struct Scratch {
+  std::unique_ptr<T[]> p;
+  explicit Scratch(int64_t n) : p(new T[(size_t)n]) {}
+  T* data() { return p.get(); }
+};
+
+static int64_t images_per_chunk(const ConvShape& s, int threads) {
   const int64_t per_image = s.ci * s.kh * s.kw * s.ho() * s.wo();
-  return std::max<int64_t>(1, std::min<int64_t>(s.n, kColBudget / std::max<int64_t>(per_image, 1)));
+  const int64_t fair = (s.n + threads - 1) / threads;  // so that every slot has work
+  return std::max<int64_t>(1, std::min<int64_t>(fair, kColBudget / std::max<int64_t>(per_image, 1)));
 }
 
 // One image's receptive fields into col rows of length `ld` (the chunk's g*P), starting at column 0 of `col`.
@@ -37,7 +51,10 @@ static void im2col(const ConvShape& s, const T* x, T* col, int64_t ld) {
           }
           const T* in = x + (c * s.h + iy) * s.w - s.pad + j;  // in[ox * stride] is x(c, iy, ox*stride - pad + j)
           std::fill_n(row, ox_lo, T(0));
-          for (int64_t ox = ox_lo; ox < ox_hi; ++ox) row[ox] = in[ox * s.stride];
+          if (s.stride == 1)  // the common case (3x3 convs of every stage) is one contiguous copy
+            std::copy(in + ox_lo, in + ox_hi, row + ox_lo);
+          else
+            for (int64_t ox = ox_lo; ox < ox_hi; ++ox) row[ox] = in[ox * s.stride];
           std::fill_n(row + ox_hi, wo - ox_hi, T(0));
         }
       }
@@ -64,42 +81,53 @@ static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
 
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
-  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s);
-  std::vector<T> col((size_t)(R * G * P));        // (R, g*P) receptive fields of a chunk
-  std::vector<T> out((size_t)(s.co * G * P));     // (Co, g*P) the chunk's outputs, channel-major
-  for (int64_t n0 = 0; n0 < s.n; n0 += G) {
-    const int64_t g = std::min(G, s.n - n0), ld = g * P;
-    for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
-    gemm<T>(false, false, s.co, ld, R, T(1), w, col.data(), T(0), out.data());
-    for (int64_t j = 0; j < g; ++j)
-      for (int64_t c = 0; c < s.co; ++c)
-        std::copy_n(out.data() + c * ld + j * P, P, y + ((n0 + j) * s.co + c) * P);
-  }
+  const int threads = cpu_threads();
+  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
+  const int64_t chunks = (s.n + G - 1) / G;
+  parallel_slots([&](int slot) {
+    Scratch<T> col(R * G * P);     // (R, g*P) receptive fields of a chunk
+    Scratch<T> out(s.co * G * P);  // (Co, g*P) the chunk's outputs, channel-major
+    for (int64_t chunk = slot; chunk < chunks; chunk += threads) {
+      const int64_t n0 = chunk * G, g = std::min(G, s.n - n0), ld = g * P;
+      for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
+      gemm<T>(false, false, s.co, ld, R, T(1), w, col.data(), T(0), out.data());
+      for (int64_t j = 0; j < g; ++j)
+        for (int64_t c = 0; c < s.co; ++c)
+          std::copy_n(out.data() + c * ld + j * P, P, y + ((n0 + j) * s.co + c) * P);
+    }
+  });
 }
 
 template <class T>
 void conv2d_backward(const ConvShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw) {
-  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s);
-  std::vector<T> col((size_t)(R * G * P));   // (R, g*P) receptive fields, then their gradient
-  std::vector<T> dout((size_t)(s.co * G * P));  // (Co, g*P) the chunk's dy, channel-major
-  for (int64_t n0 = 0; n0 < s.n; n0 += G) {
-    const int64_t g = std::min(G, s.n - n0), ld = g * P;
-    for (int64_t j = 0; j < g; ++j)
-      for (int64_t c = 0; c < s.co; ++c)
-        std::copy_n(dy + ((n0 + j) * s.co + c) * P, P, dout.data() + c * ld + j * P);
-    if (dw) {
-      for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
-      gemm<T>(false, true, s.co, R, ld, T(1), dout.data(), col.data(), T(1), dw);  // dw += dy * col^T
-    }
-    if (dx) {
-      gemm<T>(true, false, R, ld, s.co, T(1), w, dout.data(), T(0), col.data());  // dcol = w^T * dy
-      for (int64_t j = 0; j < g; ++j) {
-        T* dxn = dx + (n0 + j) * s.ci * s.h * s.w;
-        std::fill_n(dxn, s.ci * s.h * s.w, T(0));
-        col2im_add(s, col.data() + j * P, ld, dxn);
+  const int threads = cpu_threads();
+  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
+  const int64_t chunks = (s.n + G - 1) / G;
+  std::vector<std::vector<T>> dw_slot(dw ? threads : 0, std::vector<T>((size_t)(s.co * R), T(0)));  // (Co, R) each
+  parallel_slots([&](int slot) {
+    Scratch<T> col(R * G * P);      // (R, g*P) receptive fields, then their gradient
+    Scratch<T> dout(s.co * G * P);  // (Co, g*P) the chunk's dy, channel-major
+    for (int64_t chunk = slot; chunk < chunks; chunk += threads) {
+      const int64_t n0 = chunk * G, g = std::min(G, s.n - n0), ld = g * P;
+      for (int64_t j = 0; j < g; ++j)
+        for (int64_t c = 0; c < s.co; ++c)
+          std::copy_n(dy + ((n0 + j) * s.co + c) * P, P, dout.data() + c * ld + j * P);
+      if (dw) {
+        for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
+        gemm<T>(false, true, s.co, R, ld, T(1), dout.data(), col.data(), T(1), dw_slot[slot].data());  // += dy col^T
+      }
+      if (dx) {
+        gemm<T>(true, false, R, ld, s.co, T(1), w, dout.data(), T(0), col.data());  // dcol = w^T * dy
+        for (int64_t j = 0; j < g; ++j) {
+          T* dxn = dx + (n0 + j) * s.ci * s.h * s.w;
+          std::fill_n(dxn, s.ci * s.h * s.w, T(0));
+          col2im_add(s, col.data() + j * P, ld, dxn);
+        }
       }
     }
-  }
+  });
+  for (const auto& part : dw_slot)  // slots in order: the same sum every run
+    for (int64_t i = 0; i < s.co * R; ++i) dw[i] += part[(size_t)i];
 }
 
 template void conv2d_forward<float>(const ConvShape&, const float*, const float*, float*);

@@ -1,0 +1,93 @@
+#include "moco/parallel.h"
+
+#include <cblas.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moco {
+
+int cpu_threads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("MOCO_THREADS")) {
+      const int v = std::atoi(env);
+      if (v >= 1) return v;
+    }
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : (int)hw;
+  }();
+  return n;
+}
+
+namespace {
+class Pool {
+ public:
+  explicit Pool(int n) : n_(n) {
+    // The pool owns the parallelism: BLAS runs single-threaded inside each slot. OpenBLAS's own threads
+    // would otherwise spin (sched_yield) beside ours and fight them for the same cores.
+    openblas_set_num_threads(1);
+    for (int s = 1; s < n; ++s) workers_.emplace_back([this, s] { loop(s); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    start_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  void run(const std::function<void(int)>& fn) {
+    std::lock_guard<std::mutex> serial(run_mu_);
+    if (n_ == 1) return fn(0);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &fn;
+      remaining_ = n_ - 1;
+      ++generation_;
+    }
+    start_.notify_all();
+    fn(0);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return remaining_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(int slot) {
+    long seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        start_.wait(lock, [&] { return quit_ || generation_ != seen; });
+        if (quit_) return;
+        seen = generation_;
+        job = job_;
+      }
+      (*job)(slot);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--remaining_ == 0) done_.notify_one();
+    }
+  }
+
+  int n_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_, run_mu_;
+  std::condition_variable start_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  long generation_ = 0;
+  int remaining_ = 0;
+  bool quit_ = false;
+};
+}  // namespace
+
+void parallel_slots(const std::function<void(int)>& fn) {
+  static Pool pool(cpu_threads());
+  pool.run(fn);
+}
+
+}  // namespace moco
