@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -667,22 +666,3 @@ TEST(AugmentView, SameKeySameBytesOtherViewDiffers) {
   }
 }
 
-// Not a check: prints the cost of one view for the two regimes that matter (Fashion-MNIST small views and
-// ImageNet-size v2 views), so a regression is visible in the test log. Noise is the worst case for the
-// branches of the hue rotation; the smooth picture is closer to a photograph.
-TEST(AugmentTiming, PrintsCostPerView) {
-  struct Case { const char* recipe; int side; int views; bool noise; };
-  for (const Case& c : {Case{"small", 28, 20000, true}, Case{"v2", 256, 300, true}, Case{"v2", 256, 300, false}}) {
-    Image img = c.noise ? noise_image(c.side, c.side, 8) : make_image(c.side, c.side, [](int y, int x, int ch) {
-      return (int)(127.5 + 127.5 * std::sin(0.05 * x + 0.03 * y + 2.0 * ch));
-    });
-    AugmentRecipe rec = recipe_from_name(c.recipe);
-    std::vector<float> out((size_t)3 * rec.size * rec.size);
-    augment_view(img, rec, 0, 0, 0, 0, out.data());  // warm the per-thread scratch
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < c.views; ++i) augment_view(img, rec, 0, 0, (uint64_t)i, 0, out.data());
-    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / c.views;
-    std::printf("[ timing   ] augment_view %s on %dx%d %s -> %dx%d: %.1f us/view (one thread)\n", c.recipe, c.side,
-                c.side, c.noise ? "noise" : "smooth", rec.size, rec.size, us);
-  }
-}

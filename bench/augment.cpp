@@ -1,0 +1,46 @@
+// Cost of one augmented view, for the two regimes that matter: Fashion-MNIST small views and ImageNet-size
+// v2 views. Checks first that a view is a pure function of its key (the same bytes twice), then times.
+// Noise is the worst case for the branches of the hue rotation; the smooth picture is closer to a photo.
+//   build/bench_augment
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "moco/augment.h"
+
+using namespace moco;
+
+static Image picture(int side, bool noise) {
+  Image img;
+  img.h = img.w = side;
+  img.pixels.resize((size_t)side * side * 3);  // (H, W, 3)
+  Rng rng(8, 9);
+  for (int y = 0; y < side; ++y)
+    for (int x = 0; x < side; ++x)
+      for (int c = 0; c < 3; ++c)
+        img.pixels[((size_t)y * side + x) * 3 + c] =
+            noise ? (uint8_t)rng.below(256) : (uint8_t)(127.5 + 127.5 * std::sin(0.05 * x + 0.03 * y + 2.0 * c));
+  return img;
+}
+
+int main() {
+  struct Case { const char* recipe; int side, views; bool noise; };
+  for (const Case& c : {Case{"small", 28, 20000, true}, Case{"v2", 256, 300, true}, Case{"v2", 256, 300, false}}) {
+    const Image img = picture(c.side, c.noise);
+    const AugmentRecipe rec = recipe_from_name(c.recipe);
+    std::vector<float> out((size_t)3 * rec.size * rec.size), again(out.size());  // (3, S, S)
+    augment_view(img, rec, 0, 0, 7, 1, out.data());
+    augment_view(img, rec, 0, 0, 7, 1, again.data());
+    if (out != again) {
+      std::printf("augment_view is not deterministic for %s: refusing to time it\n", c.recipe);
+      return 1;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < c.views; ++i) augment_view(img, rec, 0, 0, (uint64_t)i, 0, out.data());
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / c.views;
+    std::printf("augment_view %-5s on %dx%d %-6s -> %dx%d: %7.1f us/view (one thread)\n", c.recipe, c.side, c.side,
+                c.noise ? "noise" : "smooth", rec.size, rec.size, us);
+  }
+  return 0;
+}
