@@ -6,7 +6,7 @@
 #include "moco/args.h"
 #include "moco/commands.h"
 #include "moco/export.h"
-#include "moco/train.h"
+#include "moco/checkpoint_model.h"
 
 namespace moco {
 
@@ -21,11 +21,8 @@ int cmd_export(int argc, char** argv) {
   MOCO_CHECK(!path.empty(), "moco export needs --checkpoint PATH (a file written by moco train)");
   MOCO_CHECK(!out.empty(), "moco export needs --out FILE.safetensors");
   MOCO_CHECK(which == "query" || which == "key", "--encoder ", which, " is not one of: query, key");
-  const RunConfig rc = read_checkpoint_config(path);
-  SingleCommunicator comm;
-  Moco moco(moco_config(rc), comm);
-  load_checkpoint(path, moco, rc, {});
-  Encoder& enc = which == "query" ? moco.encoder_q() : moco.encoder_k();
+  CheckpointModel model(path, /*random_init=*/false);
+  Encoder& enc = which == "query" ? model.moco().encoder_q() : model.moco().encoder_k();
   export_encoder(enc, out, a.on("--head"));
   std::printf("wrote %s: %s %s encoder%s, %lld parameters\n", out.c_str(), enc.config().describe().c_str(),
               which.c_str(), a.on("--head") ? " with head" : " backbone",

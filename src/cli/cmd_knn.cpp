@@ -7,7 +7,7 @@
 #include "moco/commands.h"
 #include "moco/knn.h"
 #include "moco/open_dataset.h"
-#include "moco/train.h"
+#include "moco/checkpoint_model.h"
 
 namespace moco {
 
@@ -26,21 +26,16 @@ int cmd_knn(int argc, char** argv) {
   if (!a.parse(argc, argv, 2)) return 0;
   const std::string path = a.str("--checkpoint");
   MOCO_CHECK(!path.empty(), "moco knn needs --checkpoint PATH (a file written by moco train)");
-  const RunConfig rc = read_checkpoint_config(path);
-  SingleCommunicator comm;
-  Moco moco(moco_config(rc), comm);
-  moco.init();
-  if (!a.on("--random-init")) load_checkpoint(path, moco, rc, {});
-  const int size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : std::stoi(rc.at("image_size"));
-  const std::string data = a.has("DATA") ? a.str("DATA") : rc.at("data") == "fashion-mnist" ? "" : rc.at("data");
-  auto train = open_dataset(data, "train"), test = open_dataset(data, "test");
+  CheckpointModel model(path, a.on("--random-init"));
+  const int size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : model.image_size();
+  auto train = open_dataset(model.data(a.str("DATA")), "train"), test = open_dataset(model.data(a.str("DATA")), "test");
   const AugmentRecipe eval = recipe_from_name("eval", size);
-  const uint64_t seed = std::stoull(rc.at("seed"));
+  const uint64_t seed = model.seed();
   const int64_t batch = a.integer("--batch-size", 1, 1 << 20);
   const int workers = (int)a.integer("--workers", 1, 256);
-  FeatureSet bank = extract_features(moco.encoder_q(), *train, eval,
+  FeatureSet bank = extract_features(model.query_encoder(), *train, eval,
                                      sample_indices(train->size(), a.integer("--bank", 0, INT64_MAX), seed), batch, workers);
-  FeatureSet query = extract_features(moco.encoder_q(), *test, eval,
+  FeatureSet query = extract_features(model.query_encoder(), *test, eval,
                                       sample_indices(test->size(), a.integer("--queries", 0, INT64_MAX), seed), batch, workers);
   const double top1 = knn_top1(bank, query, train->num_classes(), (int)a.integer("--knn-k", 1, 1 << 20),
                                a.real("--knn-t", 1e-6, 1e6));

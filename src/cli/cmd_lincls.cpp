@@ -5,7 +5,7 @@
 #include "moco/commands.h"
 #include "moco/lincls.h"
 #include "moco/open_dataset.h"
-#include "moco/train.h"
+#include "moco/checkpoint_model.h"
 
 namespace moco {
 
@@ -27,11 +27,7 @@ int cmd_lincls(int argc, char** argv) {
   if (!a.parse(argc, argv, 2)) return 0;
   const std::string path = a.str("--checkpoint");
   MOCO_CHECK(!path.empty(), "moco lincls needs --checkpoint PATH (a file written by moco train)");
-  const RunConfig rc = read_checkpoint_config(path);
-  SingleCommunicator comm;
-  Moco moco(moco_config(rc), comm);
-  moco.init();
-  if (!a.on("--random-init")) load_checkpoint(path, moco, rc, {});
+  CheckpointModel model(path, a.on("--random-init"));
   LinclsOptions o;
   o.epochs = (int)a.integer("--epochs", 1, 100000);
   o.lr = a.real("--lr", 1e-9, 1e4);
@@ -40,13 +36,12 @@ int cmd_lincls(int argc, char** argv) {
   o.weight_decay = a.real("--wd", 0, 1);
   o.batch_size = a.integer("--batch-size", 1, 1 << 20);
   o.workers = (int)a.integer("--workers", 1, 256);
-  o.image_size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : std::stoi(rc.at("image_size"));
-  o.seed = std::stoull(rc.at("seed"));
+  o.image_size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : model.image_size();
+  o.seed = model.seed();
   o.train_limit = a.integer("--train-limit", 0, INT64_MAX);
   o.test_limit = a.integer("--test-limit", 0, INT64_MAX);
-  const std::string data = a.has("DATA") ? a.str("DATA") : rc.at("data") == "fashion-mnist" ? "" : rc.at("data");
-  auto train = open_dataset(data, "train"), test = open_dataset(data, "test");
-  LinclsResult r = run_lincls(moco.encoder_q(), *train, *test, o, [&](int epoch, double loss) {
+  auto train = open_dataset(model.data(a.str("DATA")), "train"), test = open_dataset(model.data(a.str("DATA")), "test");
+  LinclsResult r = run_lincls(model.query_encoder(), *train, *test, o, [&](int epoch, double loss) {
     std::fprintf(stderr, "lincls epoch %d/%d  loss %.4f\n", epoch + 1, o.epochs, loss);
   });
   std::printf("lincls_top1 %.2f (%s, %s; backbone unchanged: checked)\n", r.top1,
