@@ -170,6 +170,14 @@ int run_train(const TrainOptions& o) {
     log.write(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
   };
 
+  auto monitor = [&] {
+    const double top1 = knn_monitor(moco, o, *train, *test);
+    progress.finish();
+    std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
+    log.write(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
+  };
+  if (o.knn_every > 0 && pos.steps_done == 0) monitor();  // the starting point of the curve: random init
+
   bool done = pos.steps_done >= total_steps;
   for (int64_t epoch = pos.epoch; epoch < o.epochs && !done; ++epoch) {
     const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
@@ -202,12 +210,7 @@ int run_train(const TrainOptions& o) {
         save(pos);
       if (done) break;
     }
-    if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) {
-      const double top1 = knn_monitor(moco, o, *train, *test);
-      progress.finish();
-      std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
-      log.write(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
-    }
+    if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) monitor();
   }
   progress.finish();
   if (loader.skipped() > 0) std::fprintf(stderr, "%lld undecodable images were skipped\n", (long long)loader.skipped());
