@@ -1,10 +1,12 @@
 // Communicator: the collectives the MoCo step needs. The single-rank implementation makes every collective
-// the identity, so MoCo code is written once for W ranks and has no `if (world_size > 1)`.
-// (MPI for CPU ranks and NCCL for GPU ranks implement the same interface.)
+// the identity (and the all-to-all a local permutation), so MoCo code is written once for W ranks and has no
+// `if (world_size > 1)`. MPI backs CPU ranks (comm_mpi.h); NCCL for GPU ranks would implement the same
+// interface.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace moco {
 
@@ -18,6 +20,14 @@ class Communicator {
   void all_reduce_mean(float* data, int64_t n);
   // recv (world_size * n) = concatenation of every rank's send (n), in rank order.
   virtual void all_gather(const float* send, int64_t n, float* recv) = 0;
+  // Rank r sends send_counts[d] floats to rank d (send holds them back to back in rank order d = 0..W-1) and
+  // receives recv_counts[s] floats from rank s (recv gets them back to back in rank order). Counts are
+  // (world_size) floats each and must agree pairwise: send_counts[d] on r == recv_counts[r] on d.
+  virtual void all_to_all(const float* send, const int64_t* send_counts, float* recv, const int64_t* recv_counts) = 0;
+  // The all-to-all by a permutation, on rows of `row` floats. The global batch is every rank's n rows
+  // concatenated in rank order (W*n rows); afterwards recv row i on rank r is global row perm[r*n + i].
+  // Each row travels once, straight to the rank that needs it. `perm` (W*n) must be the same on every rank.
+  void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm, float* recv);
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
 };
@@ -28,6 +38,7 @@ class SingleCommunicator final : public Communicator {
   int world_size() const override { return 1; }
   void all_reduce_sum(float*, int64_t) override {}
   void all_gather(const float* send, int64_t n, float* recv) override;
+  void all_to_all(const float* send, const int64_t* send_counts, float* recv, const int64_t* recv_counts) override;
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}
 };

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moco/checkpoint.h"
+#include "moco/launch.h"
 #include "moco/moco.h"
 
 namespace moco {
@@ -18,7 +19,7 @@ struct TrainOptions {
   std::string stem = "auto";    // imagenet | small | auto (small when image_size <= 64)
   int workers = 2;
   int epochs = 200, start_epoch = 0;
-  int64_t batch_size = 256;     // per process (one process = one node's worth here)
+  int64_t batch_size = 256;     // per process (rank); a step trains on world * batch_size images
   double lr = 0.03;
   std::vector<int64_t> schedule = {120, 160};
   double momentum = 0.9, weight_decay = 1e-4;
@@ -40,6 +41,7 @@ struct TrainOptions {
   int knn_k = 200;
   double knn_t = 0.1;
   int64_t knn_bank = 0, knn_queries = 0;  // images of the train / test split used by the monitor; 0: all
+  LaunchInfo launch;            // this process's rank and the world size, from the launcher (launch.h)
 };
 
 // The run's fixed facts as text (stored in checkpoints) and the model they describe.

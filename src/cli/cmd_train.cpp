@@ -17,16 +17,16 @@ static void declare(Args& a) {
   a.option("-j,--workers", "2", "data loading threads");
   a.option("--epochs", "200", "total epochs");
   a.option("--start-epoch", "0", "epoch to start at (a --resume checkpoint sets it)");
-  a.option("-b,--batch-size", "256", "images per step (Fashion-MNIST default: 512)");
+  a.option("-b,--batch-size", "256", "images per step and rank (Fashion-MNIST default: 512)");
   a.option("--lr,--learning-rate", "0.03", "base learning rate (Fashion-MNIST default: 0.06)");
   a.list("--schedule", "120 160", "epochs at which lr drops x0.1 (without --cos)");
   a.option("--momentum", "0.9", "SGD momentum");
   a.option("--wd,--weight-decay", "1e-4", "weight decay, every parameter (Fashion-MNIST default: 5e-4)");
   a.option("-p,--print-freq", "10", "steps between progress lines when stderr is not a terminal");
   a.option("--resume", "", "checkpoint to continue from, mid-epoch and bit-exact");
-  a.option("--world-size", "-1", "number of nodes (distributed training is not in this build; 1 or -1)");
-  a.option("--rank", "-1", "node rank (distributed training is not in this build)");
-  a.option("--dist-url", "", "rendezvous URL (distributed training is not in this build)");
+  a.option("--world-size", "-1", "number of processes (ranks); taken from mpirun's environment, checked if given");
+  a.option("--rank", "-1", "this process's rank; taken from mpirun's environment, checked if given");
+  a.option("--dist-url", "", "rendezvous URL; accepted for compatibility (mpirun does the rendezvous)");
   a.option("--dist-backend", "nccl", "accepted for compatibility");
   a.option("--seed", "0", "seed of every random draw (init, augmentation, order, shuffle)");
   a.option("--moco-dim", "128", "feature dimension C");
@@ -77,9 +77,9 @@ int cmd_train(int argc, char** argv) {
   o.weight_decay = a.real("--wd", 0, 1);
   o.print_freq = (int)a.integer("--print-freq", 1, 1 << 30);
   o.resume = a.str("--resume");
-  const int64_t world = a.integer("--world-size", -1, 1 << 20);
-  MOCO_CHECK(world == -1 || world == 1, "--world-size ", world,
-             ": distributed training is not in this build; run one process (--world-size 1)");
+  o.launch = launch_from_env(process_environment());  // ranks come from the launcher; the flags must agree
+  check_launch_flags(o.launch, a.integer("--world-size", -1, 1 << 20), a.integer("--rank", -1, 1 << 20),
+                     a.str("--dist-url"));
   o.seed = (uint64_t)a.integer("--seed", 0, INT64_MAX);
   o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
   o.moco_k = a.integer("--moco-k", 1, 1ll << 32);
@@ -101,7 +101,8 @@ int cmd_train(int argc, char** argv) {
   o.knn_bank = a.integer("--knn-bank", 0, INT64_MAX);
   o.knn_queries = a.integer("--knn-queries", 0, INT64_MAX);
   // checks that need several values, each naming them
-  MOCO_CHECK(o.moco_k >= o.batch_size, "--moco-k ", o.moco_k, " must be at least the batch size ", o.batch_size);
+  MOCO_CHECK(o.moco_k >= o.batch_size * o.launch.world, "--moco-k ", o.moco_k, " must be at least the global batch ",
+             o.batch_size * o.launch.world, " (--batch-size ", o.batch_size, " x ", o.launch.world, " ranks)");
   MOCO_CHECK(o.batch_size % o.bn_splits == 0, "--batch-size ", o.batch_size, " does not split into --bn-splits ",
              o.bn_splits, " equal BN groups");
   return run_train(o);

@@ -59,26 +59,24 @@ std::vector<int64_t> Moco::draw_shuffle_permutation(int64_t global_batch) {
 // Rows of a tensor (N, ...) as flat floats.
 static int64_t row_floats(const Tensor& t) { return t.numel() / t.size(0); }
 
+// Shuffle BN as one all-to-all: this rank's slice of the shuffled global batch is global rows
+// perm[rank*N .. rank*N + N), and each image travels once, from the rank that holds it to the rank that needs it.
 Tensor Moco::batch_shuffle(const Tensor& x, const std::vector<int64_t>& perm) {
-  const int64_t n = x.size(0), w = comm_.world_size(), row = row_floats(x);
-  MOCO_CHECK((int64_t)perm.size() == n * w, "shuffle permutation has ", perm.size(), " entries, expected ", n * w);
-  std::vector<float> all((size_t)(n * w * row));  // (W*N, ...) the global batch
-  comm_.all_gather(x.data<float>(), n * row, all.data());
-  Tensor out = Tensor::empty(x.shape(), DType::F32);  // this rank's slice of the shuffled batch
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(out.data<float>() + i * row, all.data() + perm[comm_.rank() * n + i] * row, row * sizeof(float));
+  Tensor out = Tensor::empty(x.shape(), DType::F32);  // (N, ...) this rank's slice of the shuffled batch
+  comm_.permute_rows(x.data<float>(), x.size(0), row_floats(x), perm, out.data<float>());
   return out;
 }
 
+// The reverse all-to-all: original global row g is shuffled row inv[g], where inv[perm[j]] = j.
 Tensor Moco::batch_unshuffle(const Tensor& k, const std::vector<int64_t>& perm) {
-  const int64_t n = k.size(0), w = comm_.world_size(), row = row_floats(k);
-  std::vector<float> all((size_t)(n * w * row));  // (W*N, C) keys in shuffled order
-  comm_.all_gather(k.data<float>(), n * row, all.data());
-  Tensor out = Tensor::empty(k.shape(), DType::F32);  // (N, C) this rank's keys in original order
-  for (int64_t j = 0; j < n * w; ++j) {
-    const int64_t dest = perm[j] - comm_.rank() * n;  // shuffled row j came from global row perm[j]
-    if (dest >= 0 && dest < n) std::memcpy(out.data<float>() + dest * row, all.data() + j * row, row * sizeof(float));
+  std::vector<int64_t> inv(perm.size());  // (W*N)
+  for (size_t j = 0; j < perm.size(); ++j) {
+    MOCO_CHECK(perm[j] >= 0 && perm[j] < (int64_t)perm.size(), "shuffle permutation entry ", perm[j],
+               " is outside [0, ", perm.size(), ")");
+    inv[(size_t)perm[j]] = (int64_t)j;
   }
+  Tensor out = Tensor::empty(k.shape(), DType::F32);  // (N, C) this rank's keys in original order
+  comm_.permute_rows(k.data<float>(), k.size(0), row_floats(k), inv, out.data<float>());
   return out;
 }
 
@@ -131,14 +129,19 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   // and its gradient dq, fused per row (the (N, 1+K) logits are never stored)
   Tensor dq = Tensor::empty({n, c}, DType::F32);            // (N, C)
   int64_t hits1 = 0, hits5 = 0;
+  const float loss = cpu::contrastive_loss_forward_backward(n, c, k_len, q.data<float>(), k.data<float>(),
+                                                            queue_.keys().data(), 1.f / cfg_.temperature,
+                                                            dq.data<float>(), &hits1, &hits5);
+  // Loss and accuracy of the global batch (mean over ranks), so every rank reports the same numbers and a
+  // non-finite loss on any rank stops all of them at the same step.
+  float global[3] = {loss, (float)hits1, (float)hits5};  // (3) loss, top-1 hits, top-5 hits
+  comm_.all_reduce_mean(global, 3);
   StepStats stats;
-  stats.loss = cpu::contrastive_loss_forward_backward(n, c, k_len, q.data<float>(), k.data<float>(),
-                                                      queue_.keys().data(), 1.f / cfg_.temperature,
-                                                      dq.data<float>(), &hits1, &hits5);
+  stats.loss = global[0];
   MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
              "; stopping before the update so the last checkpoint stays good");
-  stats.acc1 = 100.f * (float)hits1 / (float)n;
-  stats.acc5 = 100.f * (float)hits5 / (float)n;
+  stats.acc1 = 100.f * global[1] / (float)n;
+  stats.acc5 = 100.f * global[2] / (float)n;
 
   // 8. backward through the query encoder only, average gradients over ranks, SGD step
   Tensor dfeat = Tensor::empty({n, c}, DType::F32);         // (N, C)

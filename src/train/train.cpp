@@ -123,42 +123,53 @@ int run_train(const TrainOptions& o) {
   MOCO_CHECK(o.device == "cpu" || o.device == "auto", "--device ", o.device,
              ": this build trains on the CPU only (the CUDA MoCo step is not available yet); use --device cpu");
   const RunConfig rc = run_config(o);
+  // ranks: one, or W started by mpirun; all of them train, rank 0 alone prints, logs and writes checkpoints
+  std::unique_ptr<Communicator> comm = make_cpu_communicator(o.launch);
+  const bool lead = comm->rank() == 0;
 
   // data: the train split, augmented twice per image; the test split only for the kNN monitor
   std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
   std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
   const AugmentRecipe recipe = recipe_from_name(rc.at("recipe"), o.image_size);
-  std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
+  if (lead)
+    std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
                (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
 
   LoaderConfig lc;
   lc.batch = o.batch_size;
   lc.workers = o.workers;
   lc.seed = o.seed;
+  lc.rank = comm->rank();  // each rank takes its own N of every W*N images
+  lc.world = comm->world_size();
   Loader loader(*train, recipe, lc);
   loader.on_skip = [&](const std::string& what) { std::fprintf(stderr, "\nskipped undecodable image %s\n", what.c_str()); };
 
   // model: query and key encoders, queue, SGD
-  SingleCommunicator comm;
-  Moco moco(moco_config(rc), comm);
-  moco.init();
-  std::fprintf(stderr, "model: %s, %lld parameters per encoder; K=%lld, m=%g, T=%g, %d BN groups\n",
-               moco.encoder_q().config().describe().c_str(),
-               (long long)moco.encoder_q().registry().parameter_count(), (long long)o.moco_k, o.moco_m, o.moco_t,
-               o.bn_splits);
+  Moco moco(moco_config(rc), *comm);
+  moco.init();  // the same seed on every rank, so every rank starts from the same weights and queue
+  if (lead)
+    std::fprintf(stderr, "model: %s, %lld parameters per encoder; K=%lld, m=%g, T=%g, %d BN groups x %d rank(s)\n",
+                 moco.encoder_q().config().describe().c_str(),
+                 (long long)moco.encoder_q().registry().parameter_count(), (long long)o.moco_k, o.moco_m, o.moco_t,
+                 o.bn_splits, comm->world_size());
 
   // output folder, resume
-  make_out_dir(o.out);
+  if (lead) make_out_dir(o.out);
   const std::string ckpt = o.out + "/checkpoint.mocockpt";
   TrainPosition pos{o.start_epoch, 0, 0};
   MOCO_CHECK(!o.resume.empty() || !std::ifstream(ckpt).good(), "--out ", o.out, " already holds a run (", ckpt,
              "); continue it with --resume ", ckpt, ", or choose another --out");
   if (!o.resume.empty()) {
     pos = load_checkpoint(o.resume, moco, rc, resume_must_match());
-    std::fprintf(stderr, "resumed %s at epoch %lld, step %lld of it (%lld steps done)\n", o.resume.c_str(),
+    if (lead)
+      std::fprintf(stderr, "resumed %s at epoch %lld, step %lld of it (%lld steps done)\n", o.resume.c_str(),
                  (long long)pos.epoch, (long long)pos.step_in_epoch, (long long)pos.steps_done);
   }
-  MetricsLog log(o.out + "/metrics.jsonl", o.resume.empty() ? -1 : pos.steps_done);
+  std::unique_ptr<MetricsLog> log_file =
+      lead ? std::make_unique<MetricsLog>(o.out + "/metrics.jsonl", o.resume.empty() ? -1 : pos.steps_done) : nullptr;
+  auto log = [&](const JsonRecord& r) {
+    if (log_file) log_file->write(r);
+  };
 
   const int64_t steps_per_epoch = loader.steps_per_epoch();
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
@@ -166,15 +177,21 @@ int run_train(const TrainOptions& o) {
   Progress progress(total_steps, pos.steps_done, o.print_freq);
 
   auto save = [&](const TrainPosition& p) {
-    save_checkpoint(ckpt, moco, p, rc);
-    log.write(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
+    if (lead) {
+      save_checkpoint(ckpt, moco, p, rc);
+      log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
+    }
+    comm->barrier();  // no rank runs ahead of a checkpoint that is not written yet (or failed)
   };
 
   auto monitor = [&] {
+    // every rank computes it (the same number): no rank waits at a collective for rank 0's monitor
     const double top1 = knn_monitor(moco, o, *train, *test);
-    progress.finish();
-    std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
-    log.write(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
+    if (lead) {
+      progress.finish();
+      std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
+    }
+    log(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
   };
   if (o.knn_every > 0 && pos.steps_done == 0) monitor();  // the starting point of the curve: random init
 
@@ -192,18 +209,18 @@ int run_train(const TrainOptions& o) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
       }
       const auto now = std::chrono::steady_clock::now();
-      const double img_per_s = (double)o.batch_size / std::chrono::duration<double>(now - last).count();
+      const double img_per_s = (double)(o.batch_size * comm->world_size()) / std::chrono::duration<double>(now - last).count();
       last = now;
       pos = {epoch, batch.step + 1, pos.steps_done + 1};
-      log.write(JsonRecord()
-                    .add("step", pos.steps_done)
-                    .add("epoch", epoch)
-                    .add("loss", (double)st.loss)
-                    .add("acc1", (double)st.acc1)
-                    .add("acc5", (double)st.acc5)
-                    .add("lr", (double)lr)
-                    .add("img_per_s", img_per_s));
-      progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, img_per_s);
+      log(JsonRecord()
+              .add("step", pos.steps_done)
+              .add("epoch", epoch)
+              .add("loss", (double)st.loss)  // loss and accuracies of the global batch
+              .add("acc1", (double)st.acc1)
+              .add("acc5", (double)st.acc5)
+              .add("lr", (double)lr)
+              .add("img_per_s", img_per_s));
+      if (lead) progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, img_per_s);
       done = pos.steps_done >= total_steps;
       if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
       if (done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0))
@@ -212,6 +229,7 @@ int run_train(const TrainOptions& o) {
     }
     if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) monitor();
   }
+  if (!lead) return 0;
   progress.finish();
   if (loader.skipped() > 0) std::fprintf(stderr, "%lld undecodable images were skipped\n", (long long)loader.skipped());
   std::fprintf(stderr, "done: %lld steps; checkpoint %s, log %s/metrics.jsonl\n", (long long)pos.steps_done,

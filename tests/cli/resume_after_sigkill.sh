@@ -11,16 +11,15 @@ dir=$(mktemp -d)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 pid=0
 steps=14
-run() {  # a small, fast configuration: every flag that shapes the run is the same for all three runs
-  "$moco" train --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 2 --max-steps $steps --save-every-steps 1 \
-    -j 2 --seed 5 "$@"
-}
+# a small, fast configuration: every flag that shapes the run is the same for all three runs
+args=(train --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 2 --max-steps $steps --save-every-steps 1 -j 2 --seed 5)
+run() { "$moco" "${args[@]}" "$@"; }
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
 
 run --out "$dir/a" 2>"$dir/a.err"
 # kill the second run at a random step between 3 and steps-3, right after it logs that step
 kill_at=$(( 3 + RANDOM % (steps - 5) ))
-run --out "$dir/b" 2>"$dir/b.err" &
+"$moco" "${args[@]}" --out "$dir/b" 2>"$dir/b.err" &  # not through run(): $! must be moco itself, not a subshell
 pid=$!
 for _ in $(seq 1 600); do
   n=$(grep -c '"loss"' "$dir/b/metrics.jsonl" 2>/dev/null || true)

@@ -1,0 +1,73 @@
+// moco_dist_fault: MoCo steps on W ranks (started by mpirun) where rank 1 fails at step 3, to check that
+// the job ends in bounded time with an error and the last checkpoint stays valid (fault_tolerance.sh).
+//   moco_dist_fault kill DIR    rank 1 raises SIGKILL at step 3
+//   moco_dist_fault hang DIR    rank 1 stops calling collectives at step 3 (sleeps); the watchdog must fire
+//   moco_dist_fault verify DIR  one process: DIR/checkpoint.mocockpt loads (checksum and all) at step 3
+// As in `moco train`, rank 0 writes a checkpoint after every step while the others wait at a barrier.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "moco/checkpoint.h"
+#include "moco/launch.h"
+#include "moco/moco.h"
+
+using namespace moco;
+
+static MocoConfig tiny() {
+  MocoConfig c;
+  c.encoder.depth = 18;
+  c.encoder.width = 2;
+  c.encoder.small_stem = true;
+  c.encoder.head = Head::Linear;
+  c.encoder.out_dim = 8;
+  c.queue_size = 64;
+  return c;
+}
+
+static Tensor images(int64_t n, float phase) {
+  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.13f * (float)i + phase);
+  return x;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: moco_dist_fault kill|hang|verify DIR\n");
+    return 2;
+  }
+  const std::string mode = argv[1], ckpt = std::string(argv[2]) + "/checkpoint.mocockpt";
+  const RunConfig rc = {{"test", "fault"}};
+  try {
+    if (mode == "verify") {
+      SingleCommunicator alone;
+      Moco moco(tiny(), alone);
+      const TrainPosition pos = load_checkpoint(ckpt, moco, rc, {"test"});
+      std::printf("checkpoint %s is valid: %lld steps done\n", ckpt.c_str(), (long long)pos.steps_done);
+      return pos.steps_done == 3 ? 0 : 1;
+    }
+    if (mode != "kill" && mode != "hang") fail("mode '", mode, "' is not one of: kill, hang, verify");
+    std::unique_ptr<Communicator> comm = make_cpu_communicator(launch_from_env(process_environment()));
+    Moco moco(tiny(), *comm);
+    moco.init();
+    for (int64_t step = 0; step < 6; ++step) {
+      if (comm->rank() == 1 && step == 3) {
+        std::fprintf(stderr, "rank 1: failing at step 3 (%s)\n", mode.c_str());
+        if (mode == "kill") raise(SIGKILL);
+        sleep(600);  // a hung rank: alive, but never reaches the next collective
+      }
+      moco.step(images(4, (float)(comm->rank() * 10 + step)), images(4, (float)(comm->rank() * 10 + step) + 0.5f),
+                0.05f);
+      if (comm->rank() == 0) save_checkpoint(ckpt, moco, {0, step + 1, step + 1}, rc);
+      comm->barrier();
+    }
+    std::fprintf(stderr, "rank %d: all 6 steps done, but rank 1 should have failed\n", comm->rank());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moco_dist_fault: error: %s\n", e.what());
+    return 1;
+  }
+}
