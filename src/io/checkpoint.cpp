@@ -74,8 +74,9 @@ static void put_vector(std::string& out, const std::string& name, const std::vec
   put_record(out, name, v.data(), v.size() * sizeof(T));
 }
 
-static const std::pair<const char*, Encoder*> kEncoders(Moco& m, int i) {
-  return i == 0 ? std::pair<const char*, Encoder*>{"q", &m.encoder_q()} : std::pair<const char*, Encoder*>{"k", &m.encoder_k()};
+// The two encoders with the prefix of their records.
+static std::vector<std::pair<std::string, Encoder*>> encoders(Moco& m) {
+  return {{"q", &m.encoder_q()}, {"k", &m.encoder_k()}};
 }
 
 void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg) {
@@ -84,11 +85,10 @@ void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& p
   put_record(payload, "config", text.data(), text.size());
   const int64_t position[3] = {pos.epoch, pos.step_in_epoch, pos.steps_done};
   put_record(payload, "position", position, sizeof(position));
-  for (int i = 0; i < 2; ++i) {
-    auto [name, enc] = kEncoders(moco, i);
-    put_vector(payload, std::string(name) + ".params", enc->params());
-    put_vector(payload, std::string(name) + ".stats", enc->stats());
-    put_vector(payload, std::string(name) + ".counts", enc->counts());
+  for (auto [name, enc] : encoders(moco)) {
+    put_vector(payload, name + ".params", enc->params());
+    put_vector(payload, name + ".stats", enc->stats());
+    put_vector(payload, name + ".counts", enc->counts());
   }
   put_vector(payload, "sgd.momentum", moco.optimizer().momentum_buffer());
   put_vector(payload, "queue", moco.queue().keys());
@@ -168,11 +168,10 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
     size_t bytes;
   };
   std::vector<Target> targets;
-  for (int i = 0; i < 2; ++i) {
-    auto [name, enc] = kEncoders(moco, i);
-    targets.push_back({std::string(name) + ".params", enc->params().data(), enc->params().size() * 4});
-    targets.push_back({std::string(name) + ".stats", enc->stats().data(), enc->stats().size() * 4});
-    targets.push_back({std::string(name) + ".counts", enc->counts().data(), enc->counts().size() * 8});
+  for (auto [name, enc] : encoders(moco)) {
+    targets.push_back({name + ".params", enc->params().data(), enc->params().size() * 4});
+    targets.push_back({name + ".stats", enc->stats().data(), enc->stats().size() * 4});
+    targets.push_back({name + ".counts", enc->counts().data(), enc->counts().size() * 8});
   }
   auto& momentum = moco.optimizer().momentum_buffer();
   targets.push_back({"sgd.momentum", momentum.data(), momentum.size() * 4});
