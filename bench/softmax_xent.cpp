@@ -1,0 +1,89 @@
+// Softmax cross-entropy with label 0 over MoCo logits (N, 1+K) at N=256, K=65536: loss + dlogits (reads the
+// logits, writes dlogits: 8 B/element at least) and loss only (4 B/element). Memory-bound, so the measure is
+// the fraction of the device's copy bandwidth. Checks the kernel against the CPU first (N=37, K=4099) and
+// refuses to time a wrong one.
+//   build/bench_softmax_xent
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "gpu_bench.h"
+#include "moco/cpu_ops.h"
+#include "moco/rng.h"
+#include "softmax_xent.cuh"
+
+using namespace moco;
+using cuda::DeviceBuffer;
+
+// Logits shaped like MoCo's: negatives are dot products of unit vectors in 128-d (std ~ 1/sqrt(128)) over T,
+// the positive higher; some rows put a few negatives above it so the hit counts are not trivial.
+static std::vector<float> moco_like_logits(int64_t n, int64_t m, uint64_t stream) {
+  const float inv_t = 1.f / 0.07f;
+  Rng r(23, stream);
+  std::vector<float> z((size_t)(n * m));  // (N, 1+K)
+  for (auto& v : z) v = (float)(r.normal() * 0.088 * inv_t);
+  for (int64_t i = 0; i < n; ++i) z[i * m] = (float)((0.3 + 0.1 * r.normal()) * inv_t);
+  return z;
+}
+
+static bool correct() {
+  const int64_t n = 37, m = 1 + 4099;
+  const auto z = moco_like_logits(n, m, 1);
+  std::vector<float> ref_d((size_t)(n * m));
+  const double ref_loss = cpu::softmax_xent_label0<float>(n, m, z.data(), ref_d.data());
+  const int64_t ref_h1 = cpu::count_label0_in_topk<float>(n, m, z.data(), 1);
+  const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, z.data(), 5);
+  DeviceBuffer<float> dz(z, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+  DeviceBuffer<int64_t> hits(2, "hits");
+  DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+  dd.poison();
+  loss.poison();
+  hits.poison();
+  kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
+  const auto d = dd.download();
+  const double l = loss.download()[0];
+  const auto h = hits.download();
+  if (!(std::fabs(l - ref_loss) <= 1e-5 * (1 + std::fabs(ref_loss))) || h[0] != ref_h1 || h[1] != ref_h5) {
+    std::printf("softmax_xent_label0: loss %.8g hits %lld/%lld, CPU %.8g hits %lld/%lld; refusing to time it\n", l,
+                (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
+    return false;
+  }
+  for (int64_t i = 0; i < n * m; ++i) {
+    const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
+    if (!(std::fabs(d[i] - ref_d[i]) <= 1e-5 * scale + 1e-30)) {
+      std::printf("softmax_xent_label0: dlogits[%lld] = %g, CPU %g; refusing to time it\n", (long long)i, d[i],
+                  ref_d[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
+int main() {
+  if (bench::no_device()) return 0;
+  try {
+    if (!correct()) return 1;
+    bench::Timer timer;
+    const double copy_gbs = bench::print_device_and_copy_bandwidth(timer);
+    const int64_t n = 256, k = 65536, m = 1 + k;
+    DeviceBuffer<float> z(moco_like_logits(n, m, 2), "logits"), d((size_t)(n * m), "dlogits");  // (N, 1+K) each
+    DeviceBuffer<float> loss(1, "loss");
+    DeviceBuffer<int64_t> hits(2, "hits");
+    DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+    const double both_ms = timer.median_ms(
+        [&] { kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr); });
+    const double loss_ms = timer.median_ms(
+        [&] { kernels::softmax_xent_label0(n, m, z.get(), nullptr, loss.get(), hits.get(), ws.get(), nullptr); });
+    const double elems = (double)n * m;
+    struct Line { const char* name; double ms; int bytes_per; };
+    for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"loss only", loss_ms, 4}}) {
+      const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
+      std::printf("softmax_xent_label0 %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of copy\n",
+                  l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per, gbs / copy_gbs);
+    }
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,163 @@
+// Softmax cross-entropy with label 0 over the MoCo logits (N, 1+K): loss, dlogits and top-1/top-5 hits in
+// one pass over each row.
+//
+// What it computes, per row i of z (N, M):
+//   mx = max_j z_ij, s = sum_j exp(z_ij - mx), loss_i = mx + log(s) - z_i0
+//   dlogits_ij = (exp(z_ij - mx) / s - [j == 0]) / N
+//   above_i = #{ j >= 1 : z_ij > z_i0 }; top-1 hit when above_i < 1, top-5 hit when above_i < 5
+// then loss = mean_i loss_i and the two hit counts.
+// CPU references: cpu::softmax_xent_label0 (loss, dlogits) and cpu::count_label0_in_topk (hits), in
+// src/cpu/contrastive.cpp; the tie rule (strictly greater beats the positive) is theirs.
+//
+// What is fused and why: the row is memory-bound (65537 floats, a few flops each), so max, sum of
+// exponentials and rank are one read (online softmax: each thread keeps a running max and a sum rescaled
+// when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
+// loss kernel and a top-k kernel would each re-read 67 MB at N=256. One block per row keeps the row's second
+// read close in time to its first, so it mostly hits L2.
+// Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
+// order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
+#include <cmath>
+
+#include "../src/cuda/check.h"
+#include "softmax_xent.cuh"
+
+namespace moco::kernels {
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kRowThreads = 512;     // one block per row
+constexpr int kReduceThreads = 256;  // the single block that reduces the rows
+
+// Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
+__device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b) {
+  const float m = fmaxf(mx, mx_b);
+  if (m == -INFINITY) return;  // both empty
+  s = s * expf(mx - m) + s_b * expf(mx_b - m);
+  mx = m;
+}
+
+__global__ void __launch_bounds__(kRowThreads)
+    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
+                float* dlogits,                               // (N, M) or null; may alias logits
+                double* row_loss,                             // (N)
+                int* row_above) {                             // (N)
+  __shared__ float sh_mx[kRowThreads / kWarp], sh_s[kRowThreads / kWarp];
+  __shared__ int sh_above[kRowThreads / kWarp];
+  const int64_t row = blockIdx.x;
+  const float* z = logits + row * m;
+  const float z0 = z[0];  // read by every thread before any write of this row (the reductions below sync)
+  float mx = -INFINITY, s = 0.f;
+  int above = 0;
+  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+    const float v = z[j];
+    above += (j > 0) & (v > z0);
+    if (v > mx) {
+      s = s * expf(mx - v) + 1.f;  // expf(-inf) = 0 on the first element
+      mx = v;
+    } else {
+      s += expf(v - mx);
+    }
+  }
+  // warp, then block reduction of (mx, s) and above
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    const float mx_b = __shfl_xor_sync(0xffffffffu, mx, o);
+    const float s_b = __shfl_xor_sync(0xffffffffu, s, o);
+    merge(mx, s, mx_b, s_b);
+    above += __shfl_xor_sync(0xffffffffu, above, o);
+  }
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) {
+    sh_mx[warp] = mx;
+    sh_s[warp] = s;
+    sh_above[warp] = above;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kWarps = kRowThreads / kWarp;
+    mx = lane < kWarps ? sh_mx[lane] : -INFINITY;
+    s = lane < kWarps ? sh_s[lane] : 0.f;
+    above = lane < kWarps ? sh_above[lane] : 0;
+    for (int o = kWarp / 2; o > 0; o /= 2) {
+      const float mx_b = __shfl_xor_sync(0xffffffffu, mx, o);
+      const float s_b = __shfl_xor_sync(0xffffffffu, s, o);
+      merge(mx, s, mx_b, s_b);
+      above += __shfl_xor_sync(0xffffffffu, above, o);
+    }
+    if (lane == 0) {
+      sh_mx[0] = mx;
+      sh_s[0] = s;
+      row_loss[row] = (double)mx + log((double)s) - (double)z0;
+      row_above[row] = above;
+    }
+  }
+  __syncthreads();
+  if (!dlogits) return;
+  mx = sh_mx[0];
+  const float inv_s = 1.f / sh_s[0];
+  float* d = dlogits + row * m;
+  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
+    float p = expf(z[j] - mx) * inv_s;  // each element is read and written by the same thread: in place is safe
+    if (j == 0) p -= 1.f;
+    d[j] = p * inv_n;
+  }
+}
+
+// One block: loss[0] = mean of row_loss, hits = rows with above < 1 and < 5. Each thread sums a fixed set of
+// rows, then a fixed tree: the order never depends on timing.
+__global__ void __launch_bounds__(kReduceThreads)
+    reduce_kernel(int64_t n, const double* row_loss, const int* row_above, float* loss, int64_t* hits) {
+  __shared__ double sh_loss[kReduceThreads];
+  __shared__ long long sh_h1[kReduceThreads], sh_h5[kReduceThreads];
+  double acc = 0;
+  long long h1 = 0, h5 = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kReduceThreads) {
+    acc += row_loss[i];
+    h1 += row_above[i] < 1;
+    h5 += row_above[i] < 5;
+  }
+  sh_loss[threadIdx.x] = acc;
+  sh_h1[threadIdx.x] = h1;
+  sh_h5[threadIdx.x] = h5;
+  __syncthreads();
+  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) {
+      sh_loss[threadIdx.x] += sh_loss[threadIdx.x + half];
+      sh_h1[threadIdx.x] += sh_h1[threadIdx.x + half];
+      sh_h5[threadIdx.x] += sh_h5[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    loss[0] = (float)(sh_loss[0] / (double)n);
+    if (hits) {
+      hits[0] = sh_h1[0];
+      hits[1] = sh_h5[0];
+    }
+  }
+}
+
+size_t align8(size_t b) { return (b + 7) / 8 * 8; }
+
+}  // namespace
+
+size_t softmax_xent_label0_workspace_bytes(int64_t n) {
+  return align8((size_t)n * sizeof(double)) + align8((size_t)n * sizeof(int));
+}
+
+void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss, int64_t* hits,
+                         void* workspace, cudaStream_t stream) {
+  MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent_label0: need N, M >= 1, got N=", n, " M=", m);
+  MOCO_CHECK(n <= INT32_MAX, "softmax_xent_label0: N=", n, " exceeds the grid (one block per row)");
+  MOCO_CHECK(logits && loss && workspace, "softmax_xent_label0: logits, loss and workspace must be non-null");
+  MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 8 == 0, "softmax_xent_label0: workspace ", workspace,
+             " is not 8-byte aligned");
+  double* row_loss = static_cast<double*>(workspace);                                             // (N)
+  int* row_above = reinterpret_cast<int*>(static_cast<char*>(workspace) + align8(n * sizeof(double)));  // (N)
+  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, dlogits, row_loss, row_above);
+  MOCO_CUDA_CHECK_LAUNCH();
+  reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
+  MOCO_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moco::kernels

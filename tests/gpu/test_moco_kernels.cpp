@@ -1,0 +1,366 @@
+// The MoCo kernels (kernels/moco_logits, softmax_xent, l2_normalize, enqueue, image_normalize) against their
+// CPU twins on random inputs, odd sizes included. Every output buffer is filled with NaN (all bits set)
+// before the kernel runs, so an element the kernel forgot to write fails the comparison.
+//
+// Tolerances (fp32): a GPU sum of n products differs from the CPU's double sum by rounding only, at most
+// about n * 2^-24 of the sum of |terms| and in practice far less (errors of random sign); the tests allow
+// 1e-5 of the sum of |terms| (computed by running the CPU reference on |inputs|), which is above the
+// worst case for the GEMM lengths here (C <= 128) and above the observed error for K = 4099 by orders of
+// magnitude, yet catches any wrong term (a term is ~1/C or ~1/K of the sum, far above 1e-5 of it).
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../../src/cuda/blas_handle.h"
+#include "../../src/cuda/device_buffer.h"
+#include "enqueue.cuh"
+#include "gpu_test.h"
+#include "image_normalize.cuh"
+#include "l2_normalize.cuh"
+#include "moco/cpu_ops.h"
+#include "moco/moco.h"
+#include "moco/rng.h"
+#include "moco_logits.cuh"
+#include "softmax_xent.cuh"
+
+using namespace moco;
+using cuda::DeviceBuffer;
+
+namespace {
+
+constexpr float kInvT = 1.f / 0.07f;  // MoCo v2's temperature: logits up to ~14.3 in magnitude
+
+std::vector<float> normal_floats(size_t n, uint64_t stream) {
+  Rng r(1234, stream);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)r.normal();
+  return v;
+}
+
+// (rows, c) standard normal rows, each L2-normalised like MoCo's features.
+std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
+  std::vector<float> v = normal_floats((size_t)(rows * c), stream);
+  for (int64_t i = 0; i < rows; ++i) {
+    double sq = 0;
+    for (int64_t j = 0; j < c; ++j) sq += (double)v[i * c + j] * v[i * c + j];
+    const double inv = 1.0 / std::max(std::sqrt(sq), 1e-12);
+    for (int64_t j = 0; j < c; ++j) v[i * c + j] = (float)(v[i * c + j] * inv);
+  }
+  return v;
+}
+
+// Positive keys near their queries (so some rows rank the positive first and the hit counts mean something).
+std::vector<float> keys_near(const std::vector<float>& q, int64_t n, int64_t c, uint64_t stream) {
+  std::vector<float> k = normal_floats(q.size(), stream);
+  for (size_t i = 0; i < k.size(); ++i) k[i] = q[i] + 0.5f * k[i] / std::sqrt((float)c);
+  for (int64_t i = 0; i < n; ++i) {
+    double sq = 0;
+    for (int64_t j = 0; j < c; ++j) sq += (double)k[i * c + j] * k[i * c + j];
+    const double inv = 1.0 / std::max(std::sqrt(sq), 1e-12);
+    for (int64_t j = 0; j < c; ++j) k[i * c + j] = (float)(k[i * c + j] * inv);
+  }
+  return k;
+}
+
+std::vector<float> abs_of(std::vector<float> v) {
+  for (auto& x : v) x = std::fabs(x);
+  return v;
+}
+
+// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
+uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = bf16_bits(v[i]);
+  return b;
+}
+std::vector<float> widen(const std::vector<uint16_t>& b) {
+  std::vector<float> v(b.size());
+  for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_value(b[i]);
+  return v;
+}
+const __nv_bfloat16* bf16_ptr(const DeviceBuffer<uint16_t>& b) { return reinterpret_cast<const __nv_bfloat16*>(b.get()); }
+__nv_bfloat16* bf16_ptr(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
+
+const int64_t kNs[] = {1, 3, 37};
+const int64_t kCs[] = {1, 7, 128};
+const int64_t kKs[] = {1, 5, 4099};
+
+// Forward logits against the CPU on the given (possibly bf16-rounded) inputs, within rel * |terms|.
+void check_logits(const std::vector<float>& got, int64_t n, int64_t c, int64_t k, const std::vector<float>& q,
+                  const std::vector<float>& key, const std::vector<float>& queue, double rel, const char* what) {
+  const int64_t m = 1 + k;
+  std::vector<float> ref((size_t)(n * m)), mag((size_t)(n * m));  // (N, 1+K) each
+  cpu::moco_logits_forward<float>(n, c, k, q.data(), key.data(), queue.data(), kInvT, ref.data());
+  cpu::moco_logits_forward<float>(n, c, k, abs_of(q).data(), abs_of(key).data(), abs_of(queue).data(), kInvT,
+                                  mag.data());
+  for (int64_t i = 0; i < n * m; ++i)
+    ASSERT_NEAR(got[i], ref[i], rel * mag[i] + 1e-30)
+        << what << " N=" << n << " C=" << c << " K=" << k << " row " << i / m << " col " << i % m;
+}
+
+}  // namespace
+
+TEST(GpuMocoKernels, LogitsFp32MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  cuda::BlasHandle blas;
+  for (int64_t n : kNs)
+    for (int64_t c : kCs)
+      for (int64_t k : kKs) {
+        const auto q = unit_rows(n, c, 1), key = keys_near(q, n, c, 2), queue = unit_rows(k, c, 3);
+        DeviceBuffer<float> dq(q, "q"), dkey(key, "key"), dqueue(queue, "queue");
+        DeviceBuffer<float> logits((size_t)(n * (1 + k)), "logits");  // (N, 1+K)
+        logits.poison();
+        kernels::moco_logits_forward(blas.get(), n, c, k, dq.get(), dkey.get(), dqueue.get(), kInvT, logits.get(),
+                                     nullptr);
+        check_logits(logits.download(), n, c, k, q, key, queue, 1e-5, "fp32");
+      }
+}
+
+// bf16 inputs: the CPU reference gets the same bf16 values widened to float, so only the accumulation
+// differs. 1e-4 of the sum of |terms| (ten times the fp32 tolerance) because tensor cores may align and
+// truncate partial products inside an MMA step instead of rounding each addition, which is documented for
+// earlier generations and not ruled out for Hopper.
+TEST(GpuMocoKernels, LogitsBf16MatchCpuOnTheRoundedInputs) {
+  MOCO_REQUIRE_GPU();
+  cuda::BlasHandle blas;
+  for (int64_t n : kNs)
+    for (int64_t c : kCs)
+      for (int64_t k : kKs) {
+        const auto qb = to_bf16(unit_rows(n, c, 4)), queueb = to_bf16(unit_rows(k, c, 6));
+        const auto keyb = to_bf16(keys_near(widen(qb), n, c, 5));
+        DeviceBuffer<uint16_t> dq(qb, "q bf16"), dkey(keyb, "key bf16"), dqueue(queueb, "queue bf16");
+        DeviceBuffer<float> logits((size_t)(n * (1 + k)), "logits");  // (N, 1+K)
+        logits.poison();
+        kernels::moco_logits_forward_bf16(blas.get(), n, c, k, bf16_ptr(dq), bf16_ptr(dkey), bf16_ptr(dqueue), kInvT,
+                                          logits.get(), nullptr);
+        check_logits(logits.download(), n, c, k, widen(qb), widen(keyb), widen(queueb), 1e-4, "bf16");
+      }
+}
+
+TEST(GpuMocoKernels, LogitsBackwardMatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  cuda::BlasHandle blas;
+  for (int64_t n : kNs)
+    for (int64_t c : kCs)
+      for (int64_t k : kKs) {
+        const int64_t m = 1 + k;
+        const auto key = unit_rows(n, c, 7), queue = unit_rows(k, c, 8);
+        auto dlogits = normal_floats((size_t)(n * m), 9);  // (N, 1+K), any values
+        for (auto& d : dlogits) d /= (float)(n * m);
+        DeviceBuffer<float> dd(dlogits, "dlogits"), dkey(key, "key"), dqueue(queue, "queue");
+        DeviceBuffer<float> dq((size_t)(n * c), "dq");  // (N, C)
+        dq.poison();
+        kernels::moco_logits_backward(blas.get(), n, c, k, dd.get(), dkey.get(), dqueue.get(), kInvT, dq.get(),
+                                      nullptr);
+        const auto got = dq.download();
+        std::vector<float> ref((size_t)(n * c)), mag((size_t)(n * c));  // (N, C) each
+        cpu::moco_logits_backward<float>(n, c, k, dlogits.data(), key.data(), queue.data(), kInvT, ref.data());
+        cpu::moco_logits_backward<float>(n, c, k, abs_of(dlogits).data(), abs_of(key).data(), abs_of(queue).data(),
+                                         kInvT, mag.data());
+        for (int64_t i = 0; i < n * c; ++i)
+          ASSERT_NEAR(got[i], ref[i], 1e-5 * mag[i] + 1e-30) << "N=" << n << " C=" << c << " K=" << k << " i=" << i;
+      }
+}
+
+// Loss: the GPU sums exp() in fp32 (at most ~M/512 + 9 additions deep), so log(s) may be off by about
+// 1.5e-6 at worst for these row lengths; 1e-5 * (1 + |loss|) allows that. dlogits: each p_j carries the
+// rounding of z_j - max (|z| <= 1/T), of s and of expf, a few 1e-6 relative; 1e-5 relative to p_j / N
+// (for j = 0, to 1 / N, because p_0 - 1 cancels). The hit counts compare the same floats: exact.
+TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  for (int64_t n : kNs)
+    for (int64_t k : kKs) {
+      const int64_t c = 16, m = 1 + k;
+      const auto q = unit_rows(n, c, 10), key = keys_near(q, n, c, 11), queue = unit_rows(k, c, 12);
+      std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
+      cpu::moco_logits_forward<float>(n, c, k, q.data(), key.data(), queue.data(), kInvT, logits.data());
+      for (int64_t i = 0; i < n; i += 3)  // ties with the positive in every third row: they must not beat it
+        for (int64_t r = 1; r <= std::min<int64_t>(k, 3); ++r) logits[i * m + r] = logits[i * m];
+      std::vector<float> ref_d((size_t)(n * m));
+      const float ref_loss = cpu::softmax_xent_label0<float>(n, m, logits.data(), ref_d.data());
+      const int64_t ref_h1 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 1);
+      const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 5);
+
+      DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+      DeviceBuffer<int64_t> hits(2, "hits");
+      DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+      auto check = [&](const std::vector<float>& d, float l, const std::vector<int64_t>& h, const char* what) {
+        ASSERT_NEAR(l, ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << what << " N=" << n << " K=" << k;
+        EXPECT_EQ(h[0], ref_h1) << what << " top-1 hits, N=" << n << " K=" << k;
+        EXPECT_EQ(h[1], ref_h5) << what << " top-5 hits, N=" << n << " K=" << k;
+        for (int64_t i = 0; i < n * m; ++i) {
+          const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
+          ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30)
+              << what << " N=" << n << " K=" << k << " row " << i / m << " col " << i % m;
+        }
+      };
+
+      // separate output buffer
+      dd.poison();
+      loss.poison();
+      hits.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
+      const auto d1 = dd.download();
+      const float l1 = loss.download()[0];
+      check(d1, l1, hits.download(), "separate");
+
+      // again: bit-identical (no float atomics)
+      dd.poison();
+      loss.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
+      const auto d2 = dd.download();
+      const float l2 = loss.download()[0];
+      EXPECT_EQ(std::memcmp(&l1, &l2, 4), 0) << "loss not reproducible, N=" << n << " K=" << k;
+      EXPECT_EQ(std::memcmp(d1.data(), d2.data(), d1.size() * 4), 0) << "dlogits not reproducible";
+
+      // loss only (no dlogits), hits not wanted
+      loss.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), nullptr, loss.get(), nullptr, ws.get(), nullptr);
+      const float l3 = loss.download()[0];
+      EXPECT_EQ(std::memcmp(&l1, &l3, 4), 0) << "loss-only differs, N=" << n << " K=" << k;
+
+      // in place: dlogits overwrite the logits
+      loss.poison();
+      hits.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr);
+      check(dz.download(), loss.download()[0], hits.download(), "in place");
+    }
+}
+
+// Forward: y within 1e-6 (|y| <= 1; the norm is an fp32 sum of C squares), norms within 1e-6 relative.
+// Backward: 1e-5 of (|dy_j| + |y_j| sum|dy y|) / max(norm, eps), the sum of |terms| of dx_j.
+TEST(GpuMocoKernels, L2NormalizeForwardBackwardMatchCpu) {
+  MOCO_REQUIRE_GPU();
+  for (int64_t n : kNs)
+    for (int64_t c : {int64_t(1), int64_t(7), int64_t(128), int64_t(2048)}) {
+      auto x = normal_floats((size_t)(n * c), 13);  // (N, C)
+      for (int64_t j = 0; j < c; ++j) x[j] = 0.f;   // row 0: zero, the eps branch
+      if (n > 2)
+        for (int64_t j = 0; j < c; ++j) x[2 * c + j] *= 1e-15f;  // row 2: tiny norm, also below eps
+      const auto dy = normal_floats((size_t)(n * c), 14);
+      std::vector<float> ry((size_t)(n * c)), rnorm((size_t)n), rdx((size_t)(n * c));
+      cpu::l2_normalize_forward<float>(n, c, x.data(), ry.data(), rnorm.data());
+      cpu::l2_normalize_backward<float>(n, c, ry.data(), rnorm.data(), dy.data(), rdx.data());
+
+      DeviceBuffer<float> dx_in(x, "x"), y((size_t)(n * c), "y"), norms((size_t)n, "norms");
+      y.poison();
+      norms.poison();
+      kernels::l2_normalize_forward(n, c, dx_in.get(), y.get(), norms.get(), nullptr);
+      const auto gy = y.download(), gn = norms.download();
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(gn[i], rnorm[i], 1e-6 * rnorm[i] + 1e-30) << "N=" << n << " C=" << c;
+      for (int64_t i = 0; i < n * c; ++i)
+        ASSERT_NEAR(gy[i], ry[i], 1e-6 * std::max(1.f, std::fabs(ry[i]))) << "N=" << n << " C=" << c << " i=" << i;
+
+      // backward from the CPU's y and norms, so only the backward is under test; once separate, once in place
+      DeviceBuffer<float> cy(ry, "y"), cn(rnorm, "norms"), ddy(dy, "dy"), ddx((size_t)(n * c), "dx");
+      for (bool in_place : {false, true}) {
+        if (in_place) ddy.upload(dy); else ddx.poison();
+        float* out = in_place ? ddy.get() : ddx.get();
+        kernels::l2_normalize_backward(n, c, cy.get(), cn.get(), ddy.get(), out, nullptr);
+        const auto got = in_place ? ddy.download() : ddx.download();
+        for (int64_t i = 0; i < n; ++i) {
+          double dot_abs = 0;
+          for (int64_t j = 0; j < c; ++j) dot_abs += std::fabs((double)dy[i * c + j] * ry[i * c + j]);
+          const double denom = std::max((double)rnorm[i], 1e-12);
+          for (int64_t j = 0; j < c; ++j) {
+            const int64_t e = i * c + j;
+            const double scale = (std::fabs(dy[e]) + std::fabs(ry[e]) * dot_abs) / denom;
+            ASSERT_NEAR(got[e], rdx[e], 1e-5 * scale + 1e-30)
+                << (in_place ? "in place" : "separate") << " N=" << n << " C=" << c << " row " << i << " col " << j;
+          }
+        }
+      }
+    }
+}
+
+// Pure copies: exact.
+TEST(GpuMocoKernels, EnqueueWrapsLikeKeyQueue) {
+  MOCO_REQUIRE_GPU();
+  struct Case { int64_t k, c; std::vector<int64_t> batches; };
+  for (const Case& cs : {Case{5, 7, {3, 4, 5, 0, 1, 5}}, Case{1, 3, {1, 1, 0}}, Case{4099, 128, {256, 256, 4099, 37}}}) {
+    KeyQueue cpu_q(cs.k, cs.c);
+    cpu_q.init_random(3);
+    DeviceBuffer<float> gq(cpu_q.keys(), "queue");  // (K, C)
+    DeviceBuffer<uint16_t> gq16(to_bf16(cpu_q.keys()), "queue bf16");
+    std::vector<float> q16_ref = widen(to_bf16(cpu_q.keys()));
+    int64_t ptr = 0, ptr16 = 0, step = 0;
+    for (int64_t n : cs.batches) {
+      auto keys = normal_floats((size_t)(n * cs.c), 100 + step++);  // (n, C)
+      keys = widen(to_bf16(keys));  // bf16-exact, so the bf16 queue has a float twin too
+      DeviceBuffer<float> gk(keys, "keys");
+      DeviceBuffer<uint16_t> gk16(to_bf16(keys), "keys bf16");
+      // the bf16 reference: the same wrap on the widened copy
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(&q16_ref[(size_t)(((ptr16 + r) % cs.k) * cs.c)], &keys[(size_t)(r * cs.c)], cs.c * 4);
+      cpu_q.enqueue(keys.data(), n);
+      ptr = kernels::enqueue(cs.k, cs.c, ptr, n, gk.get(), gq.get(), nullptr);
+      ptr16 = kernels::enqueue(cs.k, cs.c, ptr16, n, bf16_ptr(gk16), bf16_ptr(gq16), nullptr);
+      ASSERT_EQ(ptr, cpu_q.ptr()) << "K=" << cs.k << " after n=" << n;
+      ASSERT_EQ(ptr16, cpu_q.ptr());
+      ASSERT_EQ(gq.download(), cpu_q.keys()) << "K=" << cs.k << " C=" << cs.c << " after n=" << n;
+      ASSERT_EQ(widen(gq16.download()), q16_ref) << "bf16 queue, K=" << cs.k << " after n=" << n;
+    }
+  }
+  DeviceBuffer<float> q(10, "queue"), keys(10, "keys");
+  EXPECT_THROW(kernels::enqueue(5, 2, 0, 6, keys.get(), q.get(), nullptr), Error);  // more keys than rows
+  EXPECT_THROW(kernels::enqueue(5, 2, 5, 1, keys.get(), q.get(), nullptr), Error);  // pointer out of range
+}
+
+// The plain reference: torchvision's ToTensor + Normalize in double. fp32 output within 2e-6 of it (the
+// rounding of the fp32 scale and bias plus the final rounding is at most about 8e-7 for values within
+// [-2.2, 2.7]); and
+// bit-exact against the same fma(u, scale, bias) on the host. bf16: bit-exact against that fp32 value
+// rounded to nearest even on the host, and within half a bf16 ulp (2^-9 relative) of the double reference
+// plus the fp32 slack.
+TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
+  MOCO_REQUIRE_GPU();
+  struct Shape { int64_t n, h, w; };
+  for (const Shape& s : {Shape{1, 1, 1}, Shape{3, 5, 7}, Shape{2, 31, 17}}) {
+    const int64_t hw = s.h * s.w, total = s.n * hw * 3;
+    std::vector<uint8_t> img((size_t)total);  // (N, H, W, 3)
+    Rng r(5, 6);
+    for (auto& b : img) b = (uint8_t)r.below(256);
+    img[0] = 0;
+    img[total - 1] = 255;
+    float scale[3], bias[3];
+    for (int ch = 0; ch < 3; ++ch) {  // the kernel's constants, computed the same way
+      scale[ch] = 1.f / (255.f * kernels::kImageStd[ch]);
+      bias[ch] = -kernels::kImageMean[ch] / kernels::kImageStd[ch];
+    }
+    DeviceBuffer<uint8_t> gimg(img, "images");
+    DeviceBuffer<float> f32((size_t)total, "nchw");        // (N, 3, H, W)
+    DeviceBuffer<uint16_t> b16((size_t)total, "nhwc bf16");  // (N, H, W, 3)
+    f32.poison();
+    b16.poison();
+    kernels::image_to_f32_nchw(s.n, s.h, s.w, gimg.get(), f32.get(), nullptr);
+    kernels::image_to_bf16_nhwc(s.n, s.h, s.w, gimg.get(), bf16_ptr(b16), nullptr);
+    const auto gf = f32.download();
+    const auto gb = b16.download();
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t p = 0; p < hw; ++p)
+        for (int ch = 0; ch < 3; ++ch) {
+          const uint8_t u = img[(size_t)((i * hw + p) * 3 + ch)];
+          const double plain = ((double)u / 255.0 - kernels::kImageMean[ch]) / kernels::kImageStd[ch];
+          const float same = std::fma((float)u, scale[ch], bias[ch]);
+          const float got = gf[(size_t)((i * 3 + ch) * hw + p)];
+          ASSERT_NEAR(got, plain, 2e-6) << "fp32 NCHW image " << i << " pixel " << p << " ch " << ch;
+          ASSERT_EQ(got, same) << "fp32 NCHW image " << i << " pixel " << p << " ch " << ch;
+          const uint16_t gotb = gb[(size_t)((i * hw + p) * 3 + ch)];
+          ASSERT_EQ(gotb, bf16_bits(same)) << "bf16 NHWC image " << i << " pixel " << p << " ch " << ch;
+          ASSERT_NEAR(bf16_value(gotb), plain, std::fabs(plain) / 512 + 2e-6) << "bf16 NHWC pixel " << p;
+        }
+  }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# On the GPU machine: report the machine, run the gpu-labelled tests and the kernel benchmarks, write the full
+# logs into OUT_DIR and print a short table last (see /work/shared/GPU.md for the machine).
+#
+#   bash tools/device-run.sh BUILD_DIR OUT_DIR
+#
+# BUILD_DIR: a build folder configured with -DMOCO_CUDA=ON (built here, e.g. build-gpu). ctest files hold
+# absolute paths, so a folder configured under another repository path cannot be run by ctest; then this
+# script builds REPO/build-device there (Release, 16 jobs) when cmake and nvcc are available, and otherwise
+# runs the binaries of BUILD_DIR directly.
+# Never changes clocks, power limits or the GPU's state.
+set -u
+
+usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$1
+out=$2
+mkdir -p "$out" || { echo "cannot create $out" >&2; exit 2; }
+out=$(cd "$out" && pwd)
+[ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+
+declare -a T_STEP T_RC T_NOTE   # the closing table
+row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
+
+# ---- 1. the machine ------------------------------------------------------------------------------------------
+env_log=$out/environment.log
+{
+  echo "== date";   date -u +%Y-%m-%dT%H:%M:%SZ
+  echo "== commit"; git -C "$repo" rev-parse HEAD 2>/dev/null || echo "(no git metadata in this copy)"
+  echo "== nvidia-smi"; nvidia-smi 2>&1 || echo "nvidia-smi failed"
+  echo "== nvidia-smi -q (clocks, power)"; nvidia-smi -q -d CLOCK,POWER 2>&1 | head -60
+  echo "== nvcc --version"; nvcc --version 2>&1 || echo "nvcc not found"
+  echo "== python3 / torch"
+  python3 -c 'import torch;print(torch.__version__, torch.version.cuda, torch.backends.cudnn.version())' 2>&1
+  echo "== ldconfig: cuDNN, cuBLAS, NCCL, cudart"
+  ldconfig -p 2>/dev/null | grep -E 'libcudnn\.so|libcublas(Lt)?\.so|libnccl\.so|libcudart\.so' || echo "(none registered)"
+  echo "== /usr/local/cuda"; ls -ld /usr/local/cuda* 2>&1
+} >"$env_log" 2>&1
+
+# The NVIDIA wheels of the Python environment (cuDNN, cuBLAS, NCCL, ...): every folder under the `nvidia`
+# package that holds shared libraries (nvidia/<lib>/lib, and nvidia/cu13/lib for the CUDA 13 wheels).
+wheel_libs=$(python3 - 2>/dev/null <<'PY'
+import glob, os
+try:
+    import nvidia
+except Exception:
+    raise SystemExit(0)
+dirs = []
+for base in list(nvidia.__path__):
+    for root, subdirs, files in os.walk(base):
+        if root[len(base):].count(os.sep) > 3:
+            subdirs[:] = []
+            continue
+        if any(".so" in f for f in files) and root not in dirs:
+            dirs.append(root)
+print(":".join(sorted(dirs)))
+PY
+)
+if [ -n "$wheel_libs" ]; then
+  export LD_LIBRARY_PATH=$wheel_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+{
+  echo "== LD_LIBRARY_PATH"; echo "${LD_LIBRARY_PATH:-(empty)}"
+  echo "== libraries in the wheels"
+  IFS=: read -ra wheel_dirs <<<"$wheel_libs"
+  for d in "${wheel_dirs[@]}"; do
+    for f in "$d"/*cudnn*.so* "$d"/*cublas*.so* "$d"/*nccl*.so* "$d"/*cudart*.so*; do [ -e "$f" ] && echo "$f"; done
+  done
+} >>"$env_log" 2>&1
+gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+row "environment" 0 "${gpu_name:-nvidia-smi failed}; logs in $env_log"
+
+# ---- 2. a build folder ctest can run here ---------------------------------------------------------------------
+cache_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+if [ -n "$cache_src" ] && [ "$(cd "$cache_src" 2>/dev/null && pwd)" = "$repo" ]; then
+  row "build" 0 "using $build as built"
+elif command -v cmake >/dev/null && command -v nvcc >/dev/null; then
+  echo "$build was configured for '${cache_src:-?}', not $repo: building $repo/build-device" >&2
+  build_log=$out/build.log
+  ( cmake -S "$repo" -B "$repo/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+    cmake --build "$repo/build-device" -j16 ) >"$build_log" 2>&1
+  rc=$?
+  row "build (here)" $rc "$build_log"
+  if [ $rc -eq 0 ]; then build=$repo/build-device; fi
+else
+  row "build" 1 "$build was configured for '${cache_src:-?}' and cmake/nvcc are missing here"
+fi
+build=$(cd "$build" && pwd)
+
+# which libraries the binaries resolve to (a "not found" here explains every failure below)
+ldd_log=$out/ldd.log
+for b in moco_gpu_tests bench_moco_logits bench_softmax_xent bench_flat_update; do
+  [ -x "$build/$b" ] && { echo "== ldd $b"; ldd "$build/$b" | grep -E 'cud|cublas|nccl|not found'; }
+done >"$ldd_log" 2>&1
+if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
+else row "libraries" 0 "all resolved: $ldd_log"; fi
+
+# ---- 3. the gpu-labelled tests ----------------------------------------------------------------------------------
+test_log=$out/ctest-gpu.log
+if [ -f "$build/CTestTestfile.cmake" ]; then
+  ( cd "$build" && ctest -L gpu --output-on-failure ) >"$test_log" 2>&1
+  rc=$?
+  summary=$(grep -E 'tests passed|No tests were found' "$test_log" | tail -1)
+  row "ctest -L gpu" $rc "${summary:-see $test_log}"
+  skipped=$(grep -c '\*\*\*Skipped' "$test_log")
+  [ "$skipped" -gt 0 ] && row "  skipped" 1 "$skipped gpu tests skipped on the GPU machine: see $test_log"
+fi
+if [ ! -f "$build/CTestTestfile.cmake" ] || [ "${rc:-1}" -ne 0 ]; then
+  # the gtest binary itself, so the log shows the real status even where ctest could not run it
+  "$build/moco_gpu_tests" >"$out/moco_gpu_tests.log" 2>&1
+  rc=$?
+  row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) \]' "$out/moco_gpu_tests.log" | head -3 | tr '\n' ' ')"
+fi
+
+# ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
+for b in bench_moco_logits bench_softmax_xent bench_flat_update; do
+  log=$out/$b.log
+  if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
+  "$build/$b" >"$log" 2>&1
+  rc=$?
+  row "$b" $rc "$log"
+done
+
+# ---- 5. the table ---------------------------------------------------------------------------------------------
+echo
+echo "device-run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+printf '%-22s %4s  %s\n' step rc note
+status=0
+for i in "${!T_STEP[@]}"; do
+  printf '%-22s %4s  %s\n' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"
+  [ "${T_RC[$i]}" -ne 0 ] && status=1
+done
+echo
+echo "benchmark lines:"
+for b in bench_moco_logits bench_softmax_xent bench_flat_update; do
+  [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|no CUDA device|refusing|error' "$out/$b.log"
+done | awk '!seen[$0]++'
+exit $status
