@@ -10,29 +10,20 @@
 
 #include "moco/checkpoint.h"
 #include "temp_dir.h"
+#include "tiny_moco.h"
 
 using namespace moco;
 using namespace moco::test;
 
 namespace {
 MocoConfig tiny_config(uint64_t seed) {
-  MocoConfig c;
-  c.encoder.depth = 18;
-  c.encoder.width = 2;
-  c.encoder.small_stem = true;
-  c.encoder.head = Head::Linear;
-  c.encoder.out_dim = 8;
-  c.queue_size = 12;
+  MocoConfig c = tiny_moco(8, 12);
   c.bn_splits = 2;
   c.seed = seed;
   return c;
 }
 
-Tensor images(int64_t n, float phase) {
-  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.37f * (float)i + phase);
-  return x;
-}
+Tensor images(int64_t n, float phase) { return wave_images(n, 0.37f, phase); }
 
 RunConfig run_cfg(const std::string& width) { return {{"arch", "resnet18"}, {"width", width}, {"seed", "1"}}; }
 

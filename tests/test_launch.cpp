@@ -6,6 +6,7 @@
 
 #include "moco/launch.h"
 #include "moco/moco.h"
+#include "tiny_moco.h"
 
 using namespace moco;
 
@@ -139,13 +140,7 @@ TEST(SingleCommunicator, AllToAllIsALocalPermutation) {
   EXPECT_THROW(comm.permute_rows(send.data(), n, row, {0, 1}, recv.data()), Error);
   EXPECT_THROW(comm.permute_rows(send.data(), n, row, {0, 1, 2, 3, 5}, recv.data()), Error);
 
-  MocoConfig cfg;
-  cfg.encoder.depth = 18;
-  cfg.encoder.width = 2;
-  cfg.encoder.small_stem = true;
-  cfg.encoder.head = Head::Linear;
-  cfg.encoder.out_dim = 4;
-  cfg.queue_size = 8;
+  MocoConfig cfg = test::tiny_moco(4, 8);
   Moco m(cfg, comm);
   Tensor x = Tensor::empty({n, 2, 2}, DType::F32);  // (n, 2, 2)
   for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = 0.5f * (float)i;

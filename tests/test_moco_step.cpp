@@ -6,26 +6,17 @@
 #include <limits>
 
 #include "moco/moco.h"
+#include "tiny_moco.h"
 
 using namespace moco;
 
 static MocoConfig tiny(int64_t k) {
-  MocoConfig c;
-  c.encoder.depth = 18;
-  c.encoder.width = 2;
-  c.encoder.small_stem = true;
-  c.encoder.head = Head::Linear;
-  c.encoder.out_dim = 4;
-  c.queue_size = k;
+  MocoConfig c = test::tiny_moco(4, k);
   c.bn_splits = 1;
   return c;
 }
 
-static Tensor images(int64_t n, float phase) {
-  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::cos(0.29f * (float)i + phase);
-  return x;
-}
+static Tensor images(int64_t n, float phase) { return test::wave_images(n, 0.29f, phase); }
 
 TEST(MocoStep, NonFiniteLossStopsBeforeTheUpdate) {
   SingleCommunicator comm;

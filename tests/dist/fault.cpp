@@ -14,25 +14,13 @@
 #include "moco/checkpoint.h"
 #include "moco/launch.h"
 #include "moco/moco.h"
+#include "../tiny_moco.h"
 
 using namespace moco;
 
-static MocoConfig tiny() {
-  MocoConfig c;
-  c.encoder.depth = 18;
-  c.encoder.width = 2;
-  c.encoder.small_stem = true;
-  c.encoder.head = Head::Linear;
-  c.encoder.out_dim = 8;
-  c.queue_size = 64;
-  return c;
-}
+static MocoConfig tiny() { return test::tiny_moco(8, 64); }
 
-static Tensor images(int64_t n, float phase) {
-  Tensor x = Tensor::empty({n, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.13f * (float)i + phase);
-  return x;
-}
+static Tensor images(int64_t n, float phase) { return test::wave_images(n, 0.13f, phase); }
 
 int main(int argc, char** argv) {
   if (argc != 3) {

@@ -7,6 +7,7 @@
 
 #include "dist_common.h"
 #include "moco/moco.h"
+#include "../tiny_moco.h"
 
 using namespace moco;
 using namespace moco::test;
@@ -122,12 +123,7 @@ TEST(DistCollectives, AllToAllWithUnevenCounts) {
 
 TEST(DistCollectives, ShuffleThenUnshuffleIsTheIdentity) {
   MpiCommunicator comm = test_comm();
-  MocoConfig cfg;
-  cfg.encoder.depth = 18;
-  cfg.encoder.width = 2;
-  cfg.encoder.small_stem = true;
-  cfg.encoder.head = Head::Linear;
-  cfg.encoder.out_dim = 4;
+  MocoConfig cfg = test::tiny_moco(4, 65536);
   Moco moco(cfg, comm);
   const int64_t n = 6, w = comm.world_size();
   Tensor x = Tensor::empty({n, 3, 2, 2}, DType::F32);  // (N, 3, 2, 2) image g filled with g + small offsets

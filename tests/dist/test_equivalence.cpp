@@ -23,6 +23,7 @@
 
 #include "dist_common.h"
 #include "moco/moco.h"
+#include "../tiny_moco.h"
 
 using namespace moco;
 using namespace moco::test;
@@ -45,13 +46,7 @@ constexpr int64_t kSize = 16;
 constexpr double kRel = 1e-4;
 
 MocoConfig tiny(int bn_splits) {
-  MocoConfig c;
-  c.encoder.depth = 18;
-  c.encoder.width = 2;
-  c.encoder.small_stem = true;
-  c.encoder.head = Head::Linear;
-  c.encoder.out_dim = 8;
-  c.queue_size = 40;  // with W = 4 the 3 enqueues of 16 keys wrap around
+  MocoConfig c = test::tiny_moco(8, 40);  // with W = 4 the 3 enqueues of 16 keys wrap around
   c.momentum = 0.9f;  // the key encoder moves visibly in 3 steps
   c.temperature = 0.2f;
   c.bn_splits = bn_splits;
