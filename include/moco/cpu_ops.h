@@ -13,6 +13,10 @@ namespace moco::cpu {
 // op(A) is A[M,K] or, with trans_a, A[K,M] read transposed; likewise B[K,N] or B[N,K].
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, const T* B, T beta, T* C);
+// The same with explicit leading dimensions (row strides) of A, B and C, for blocks inside larger matrices.
+template <class T>
+void gemm_ld(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+             const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
 // ---- 2-D convolution without bias
 struct ConvShape {

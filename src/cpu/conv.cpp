@@ -1,8 +1,9 @@
-// Convolution as im2col + one GEMM per chunk of images. The receptive fields of a chunk of g images sit
-// side by side in col (Ci*kh*kw, g*Ho*Wo), so the GEMM is (Co x R) x (R x g*P): wide enough for BLAS to run
-// at speed even where Co is small (tiny widths, 1x1 convs). g is chosen so col stays near kColBudget floats
-// and every thread of the pool gets chunks; chunk c belongs to slot c % threads (parallel.h), and the
-// weight gradient is summed per slot, then over slots in order, so the result does not depend on timing.
+// Convolution as im2col + GEMM. The receptive fields of a chunk of g images sit side by side in col
+// (Ci*kh*kw, g*Ho*Wo); each image's GEMM reads its column block (leading dimension g*P) and writes its
+// output, or reads its dy, in place in the (N, C, H, W) tensors, so no layout copies are needed. g is chosen
+// so col stays near kColBudget floats and every thread of the pool gets chunks; chunk c belongs to slot
+// c % threads (parallel.h), and the weight gradient is summed per slot, then over slots in order, so the
+// result does not depend on timing.
 #include <algorithm>
 #include <cstddef>
 #include <memory>
@@ -85,15 +86,13 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
   const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
   const int64_t chunks = (s.n + G - 1) / G;
   parallel_slots([&](int slot) {
-    Scratch<T> col(R * G * P);     // (R, g*P) receptive fields of a chunk
-    Scratch<T> out(s.co * G * P);  // (Co, g*P) the chunk's outputs, channel-major
+    Scratch<T> col(R * G * P);  // (R, g*P) receptive fields of a chunk
     for (int64_t chunk = slot; chunk < chunks; chunk += threads) {
       const int64_t n0 = chunk * G, g = std::min(G, s.n - n0), ld = g * P;
       for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
-      gemm<T>(false, false, s.co, ld, R, T(1), w, col.data(), T(0), out.data());
+      // one GEMM per image straight into y[n] (Co, P), reading its column block of col (leading dim ld)
       for (int64_t j = 0; j < g; ++j)
-        for (int64_t c = 0; c < s.co; ++c)
-          std::copy_n(out.data() + c * ld + j * P, P, y + ((n0 + j) * s.co + c) * P);
+        gemm_ld<T>(false, false, s.co, P, R, T(1), w, R, col.data() + j * P, ld, T(0), y + (n0 + j) * s.co * P, P);
     }
   });
 }
@@ -105,19 +104,18 @@ void conv2d_backward(const ConvShape& s, const T* x, const T* w, const T* dy, T*
   const int64_t chunks = (s.n + G - 1) / G;
   std::vector<std::vector<T>> dw_slot(dw ? threads : 0, std::vector<T>((size_t)(s.co * R), T(0)));  // (Co, R) each
   parallel_slots([&](int slot) {
-    Scratch<T> col(R * G * P);      // (R, g*P) receptive fields, then their gradient
-    Scratch<T> dout(s.co * G * P);  // (Co, g*P) the chunk's dy, channel-major
+    Scratch<T> col(R * G * P);  // (R, g*P) receptive fields, then their gradient
     for (int64_t chunk = slot; chunk < chunks; chunk += threads) {
       const int64_t n0 = chunk * G, g = std::min(G, s.n - n0), ld = g * P;
-      for (int64_t j = 0; j < g; ++j)
-        for (int64_t c = 0; c < s.co; ++c)
-          std::copy_n(dy + ((n0 + j) * s.co + c) * P, P, dout.data() + c * ld + j * P);
       if (dw) {
         for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
-        gemm<T>(false, true, s.co, R, ld, T(1), dout.data(), col.data(), T(1), dw_slot[slot].data());  // += dy col^T
+        for (int64_t j = 0; j < g; ++j)  // dw += dy[n] (Co, P) * col_n^T (P, R)
+          gemm_ld<T>(false, true, s.co, R, P, T(1), dy + (n0 + j) * s.co * P, P, col.data() + j * P, ld, T(1),
+                     dw_slot[slot].data(), R);
       }
       if (dx) {
-        gemm<T>(true, false, R, ld, s.co, T(1), w, dout.data(), T(0), col.data());  // dcol = w^T * dy
+        for (int64_t j = 0; j < g; ++j)  // dcol_n (R, P) = w^T (R, Co) * dy[n] (Co, P)
+          gemm_ld<T>(true, false, R, P, s.co, T(1), w, R, dy + (n0 + j) * s.co * P, P, T(0), col.data() + j * P, ld);
         for (int64_t j = 0; j < g; ++j) {
           T* dxn = dx + (n0 + j) * s.ci * s.h * s.w;
           std::fill_n(dxn, s.ci * s.h * s.w, T(0));
