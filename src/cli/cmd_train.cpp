@@ -93,6 +93,7 @@ int cmd_train(int argc, char** argv) {
   o.bn_splits = (int)a.integer("--bn-splits", 1, 1 << 16);
   o.device = a.str("--device");
   o.out = a.str("--out");
+  MOCO_CHECK(!o.out.empty(), "--out must name a folder, got an empty string");
   o.max_steps = a.integer("--max-steps", 0, INT64_MAX);
   o.save_every_steps = a.integer("--save-every-steps", 0, INT64_MAX);
   o.knn_every = (int)a.integer("--knn-every", 0, 1 << 20);

@@ -1,6 +1,7 @@
 #include "moco/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -108,6 +109,10 @@ void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& p
 // ---------------------------------------------------------------- reading
 // The records of a checkpoint file, after checking its header, length and checksum.
 static std::map<std::string, std::string> read_records(const std::string& path) {
+  struct stat st;
+  MOCO_CHECK(::stat(path.c_str(), &st) == 0, "cannot read checkpoint ", path, ": ", std::strerror(errno));
+  MOCO_CHECK(S_ISREG(st.st_mode), "checkpoint ", path, " is not a file; expected the checkpoint.mocockpt that",
+             " moco train writes into its --out folder");
   std::ifstream in(path, std::ios::binary);
   MOCO_CHECK(in.good(), "cannot read checkpoint ", path, ": ", std::strerror(errno));
   const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -42,6 +42,8 @@ expect "missing.mocockpt" knn --checkpoint "$dir/missing.mocockpt"
 printf 'garbage' >"$dir/garbage.mocockpt"
 expect "not a moco checkpoint" export --checkpoint "$dir/garbage.mocockpt" --out "$dir/x.safetensors"
 expect "Not a directory" train --out /etc/hostname/run
+expect "--out must name a folder" train --out ""
+expect "is not a file" knn --checkpoint "$dir"
 
 # resume with a damaged checkpoint: refused, and the run folder is left exactly as it was
 root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
