@@ -90,4 +90,13 @@ void parallel_slots(const std::function<void(int)>& fn) {
   pool.run(fn);
 }
 
+void parallel_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  const int threads = cpu_threads();
+  if (threads == 1 || n < 2 * grain) return fn(0, n);
+  parallel_slots([&](int slot) {
+    const int64_t begin = n * slot / threads, end = n * (slot + 1) / threads;
+    if (begin < end) fn(begin, end);
+  });
+}
+
 }  // namespace moco

@@ -1,11 +1,13 @@
 // BatchNorm2d exactly as torch keeps it: biased variance to normalise, unbiased variance into the running
 // estimate, running = (1 - momentum) * running + momentum * batch. Statistics are accumulated in double
-// whatever T is, so the float path is not the weak link when compared with PyTorch.
+// whatever T is, so the float path is not the weak link when compared with PyTorch. Channels are independent
+// and run in parallel (parallel.h); each channel's sums run in the same order on whichever thread.
 #include <cmath>
 #include <vector>
 
 #include "moco/cpu_ops.h"
 #include "moco/error.h"
+#include "moco/parallel.h"
 
 namespace moco::cpu {
 
@@ -16,8 +18,9 @@ void batchnorm_train_forward(const BNShape& s, const T* x, const T* gamma, const
   const int64_t per = s.n / s.groups;  // samples per group
   const double count = (double)(per * s.hw);
   std::vector<double> mean_sum(s.c, 0.0), var_sum(s.c, 0.0);  // over groups, for the running update
+  parallel_range(s.c, 4, [&](int64_t c0, int64_t c1) {
   for (int64_t g = 0; g < s.groups; ++g)
-    for (int64_t c = 0; c < s.c; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       double sum = 0, sq = 0;
       for (int64_t n = g * per; n < (g + 1) * per; ++n) {
         const T* p = x + (n * s.c + c) * s.hw;
@@ -41,6 +44,7 @@ void batchnorm_train_forward(const BNShape& s, const T* x, const T* gamma, const
         for (int64_t i = 0; i < s.hw; ++i) q[i] = (T)((double)p[i] * a + b);
       }
     }
+  });
   if (running_mean && running_var)
     for (int64_t c = 0; c < s.c; ++c) {
       running_mean[c] = (T)((1.0 - momentum) * running_mean[c] + momentum * (mean_sum[c] / s.groups));
@@ -55,8 +59,9 @@ void batchnorm_train_backward(const BNShape& s, const T* x, const T* gamma, cons
   const int64_t per = s.n / s.groups;
   const double count = (double)(per * s.hw);
   std::vector<double> dg(s.c, 0.0), db(s.c, 0.0);
+  parallel_range(s.c, 4, [&](int64_t c0, int64_t c1) {
   for (int64_t g = 0; g < s.groups; ++g)
-    for (int64_t c = 0; c < s.c; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       const double mean = save_mean[g * s.c + c], invstd = save_invstd[g * s.c + c];
       double sum_dy = 0, sum_dy_xhat = 0;
       for (int64_t n = g * per; n < (g + 1) * per; ++n) {
@@ -81,6 +86,7 @@ void batchnorm_train_backward(const BNShape& s, const T* x, const T* gamma, cons
         }
       }
     }
+  });
   for (int64_t c = 0; c < s.c; ++c) {
     if (dgamma) dgamma[c] += (T)dg[c];
     if (dbeta) dbeta[c] += (T)db[c];
@@ -90,7 +96,8 @@ void batchnorm_train_backward(const BNShape& s, const T* x, const T* gamma, cons
 template <class T>
 void batchnorm_eval_forward(const BNShape& s, const T* x, const T* gamma, const T* beta, const T* running_mean,
                             const T* running_var, T eps, T* y) {
-  for (int64_t c = 0; c < s.c; ++c) {
+  parallel_range(s.c, 4, [&](int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c) {
     double invstd = 1.0 / std::sqrt((double)running_var[c] + (double)eps);
     double a = (double)gamma[c] * invstd, b = (double)beta[c] - (double)running_mean[c] * a;
     for (int64_t n = 0; n < s.n; ++n) {
@@ -99,6 +106,7 @@ void batchnorm_eval_forward(const BNShape& s, const T* x, const T* gamma, const 
       for (int64_t i = 0; i < s.hw; ++i) q[i] = (T)((double)p[i] * a + b);
     }
   }
+  });
 }
 
 template <class T>

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "moco/cpu_ops.h"
+#include "moco/parallel.h"
 
 namespace moco::cpu {
 
@@ -80,43 +81,51 @@ template <class T>
 T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q, const T* key, const T* queue, T inv_t,
                                     T* dq, int64_t* hits1, int64_t* hits5) {
   const int64_t m = 1 + k;
-  std::vector<double> z((size_t)m);    // (1+K) one row of logits
-  std::vector<double> acc((size_t)c);  // (C) one row of dq
+  std::vector<double> row_loss((size_t)n);  // (N) summed in row order below, so threads do not change it
+  std::vector<int64_t> row_above((size_t)n);  // (N) negatives scoring strictly higher than the positive
+  parallel_range(n, 2, [&](int64_t i0, int64_t i1) {
+    std::vector<double> z((size_t)m);    // (1+K) one row of logits
+    std::vector<double> acc((size_t)c);  // (C) one row of dq
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* qi = q + i * c;
+      double pos = 0;
+      for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
+      z[0] = pos * inv_t;
+      for (int64_t r = 0; r < k; ++r) {
+        const T* e = queue + r * c;
+        double dot = 0;
+        for (int64_t j = 0; j < c; ++j) dot += (double)qi[j] * e[j];
+        z[1 + r] = dot * inv_t;
+      }
+      double mx = z[0];
+      int64_t above = 0;
+      for (int64_t r = 1; r < m; ++r) {
+        mx = std::max(mx, z[r]);
+        above += z[r] > z[0];
+      }
+      row_above[(size_t)i] = above;
+      double sum = 0;
+      for (int64_t r = 0; r < m; ++r) sum += std::exp(z[r] - mx);
+      const double lse = mx + std::log(sum);
+      row_loss[(size_t)i] = lse - z[0];
+      // dloss/dz_r = (softmax_r - [r == 0]) / n; dq = inv_t * (dz_0 * key_i + sum_r dz_r * queue_r)
+      const double scale = (double)inv_t / (double)n;
+      const double dz0 = std::exp(z[0] - lse) - 1.0;
+      for (int64_t j = 0; j < c; ++j) acc[j] = dz0 * key[i * c + j];
+      for (int64_t r = 0; r < k; ++r) {
+        const double dz = std::exp(z[1 + r] - lse);
+        const T* e = queue + r * c;
+        for (int64_t j = 0; j < c; ++j) acc[j] += dz * e[j];
+      }
+      for (int64_t j = 0; j < c; ++j) dq[i * c + j] = (T)(acc[j] * scale);
+    }
+  });
   double total = 0;
   int64_t h1 = 0, h5 = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const T* qi = q + i * c;
-    double pos = 0;
-    for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
-    z[0] = pos * inv_t;
-    for (int64_t r = 0; r < k; ++r) {
-      const T* e = queue + r * c;
-      double dot = 0;
-      for (int64_t j = 0; j < c; ++j) dot += (double)qi[j] * e[j];
-      z[1 + r] = dot * inv_t;
-    }
-    double mx = z[0];
-    int64_t above = 0;  // negatives scoring strictly higher than the positive
-    for (int64_t r = 1; r < m; ++r) {
-      mx = std::max(mx, z[r]);
-      above += z[r] > z[0];
-    }
-    h1 += above < 1;
-    h5 += above < 5;
-    double sum = 0;
-    for (int64_t r = 0; r < m; ++r) sum += std::exp(z[r] - mx);
-    const double lse = mx + std::log(sum);
-    total += lse - z[0];
-    // dloss/dz_r = (softmax_r - [r == 0]) / n; dq = inv_t * (dz_0 * key_i + sum_r dz_r * queue_r)
-    const double scale = (double)inv_t / (double)n;
-    const double dz0 = std::exp(z[0] - lse) - 1.0;
-    for (int64_t j = 0; j < c; ++j) acc[j] = dz0 * key[i * c + j];
-    for (int64_t r = 0; r < k; ++r) {
-      const double dz = std::exp(z[1 + r] - lse);
-      const T* e = queue + r * c;
-      for (int64_t j = 0; j < c; ++j) acc[j] += dz * e[j];
-    }
-    for (int64_t j = 0; j < c; ++j) dq[i * c + j] = (T)(acc[j] * scale);
+    total += row_loss[(size_t)i];
+    h1 += row_above[(size_t)i] < 1;
+    h5 += row_above[(size_t)i] < 5;
   }
   if (hits1) *hits1 = h1;
   if (hits5) *hits5 = h5;

@@ -1,17 +1,27 @@
 #include "moco/cpu_ops.h"
+#include "moco/parallel.h"
 
 namespace moco::cpu {
 
 // NaN passes through (NaN <= 0 is false), as in torch.relu: a NaN must reach the loss and stop the run,
 // not be silently turned into zeros.
+// Elementwise loops split across the pool above this many elements.
+constexpr int64_t kGrain = 1 << 15;
+
 template <class T> void relu_forward(int64_t n, const T* x, T* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];
+  parallel_range(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];
+  });
 }
 template <class T> void relu_backward(int64_t n, const T* y, const T* dy, T* dx) {
-  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+  parallel_range(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+  });
 }
 template <class T> void add_forward(int64_t n, const T* a, const T* b, T* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+  parallel_range(n, kGrain, [&](int64_t b0, int64_t e) {
+    for (int64_t i = b0; i < e; ++i) y[i] = a[i] + b[i];
+  });
 }
 
 #define MOCO_INSTANTIATE_POINTWISE(T)                               \
