@@ -54,6 +54,9 @@ class Tape {
   Tensor backward(Tensor dy);
   void clear() { records_.clear(); }
   size_t size() const { return records_.size(); }
+  // Bytes of the tensors the records keep for backward, each buffer counted once (a ReLU's output is also
+  // the next convolution's input).
+  int64_t saved_bytes() const;
 
  private:
   std::vector<Record> records_;

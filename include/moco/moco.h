@@ -40,9 +40,15 @@ struct MocoConfig {
   uint64_t seed = 0;
 };
 
+// The phases of one step, in order, for the time breakdown of `moco bench`.
+enum Phase { kQueryForward, kMomentumUpdate, kKeyForward, kLogitsLoss, kBackward, kAllReduce, kSgd, kEnqueue, kPhases };
+const char* phase_name(int phase);
+
 struct StepStats {
   float loss = 0;
-  float acc1 = 0, acc5 = 0;  // percent, of the (K+1)-way task
+  float acc1 = 0, acc5 = 0;     // percent, of the (K+1)-way task
+  double ms[kPhases] = {};       // wall milliseconds per phase
+  int64_t activation_bytes = 0;  // what the query encoder's tape held for the backward, at its largest
 };
 
 class Moco {

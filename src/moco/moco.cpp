@@ -2,6 +2,7 @@
 // to bottom.
 #include "moco/moco.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -98,6 +99,12 @@ StepStats Moco::step(const Tensor& x_q, const Tensor& x_k, float lr) {
   return step_with_permutation(x_q, x_k, lr, perm);
 }
 
+const char* phase_name(int phase) {
+  static const char* names[kPhases] = {"query_forward", "momentum_update", "key_forward", "logits_loss",
+                                       "backward", "all_reduce", "sgd", "enqueue"};
+  return phase >= 0 && phase < kPhases ? names[phase] : "?";
+}
+
 StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, float lr, const std::vector<int64_t>& perm) {
   MOCO_CHECK(x_q.shape() == x_k.shape(), "query and key batches differ: ", shape_str(x_q.shape()), " vs ",
              shape_str(x_k.shape()));
@@ -105,6 +112,13 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   MOCO_CHECK(n % cfg_.bn_splits == 0, "batch of ", n, " images does not split into ", cfg_.bn_splits, " BN groups");
   encoder_q_.set_train(true);
   encoder_k_.set_train(true);
+  StepStats stats;
+  auto last = std::chrono::steady_clock::now();
+  auto lap = [&](Phase p) {  // closes phase p: the time since the previous lap
+    const auto now = std::chrono::steady_clock::now();
+    stats.ms[p] += std::chrono::duration<double, std::milli>(now - last).count();
+    last = now;
+  };
 
   // 1. q = normalize(f_q(x_q)), recording for backward
   Tape tape;
@@ -113,9 +127,12 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   Tensor q = Tensor::empty({n, c}, DType::F32);             // (N, C)
   Tensor q_norms = Tensor::empty({n}, DType::F32);          // (N)
   cpu::l2_normalize_forward(n, c, feat_q.data<float>(), q.data<float>(), q_norms.data<float>());
+  stats.activation_bytes = tape.saved_bytes();
+  lap(kQueryForward);
 
   // 2. momentum update of the key encoder, before its forward
   momentum_update_key_encoder();
+  lap(kMomentumUpdate);
 
   // 3-5. keys: shuffle, forward without a tape, normalize, unshuffle
   Tensor x_k_shuffled = batch_shuffle(x_k, perm);           // (N, 3, H, W)
@@ -124,6 +141,7 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   Tensor k_norms = Tensor::empty({n}, DType::F32);          // (N)
   cpu::l2_normalize_forward(n, c, feat_k.data<float>(), k_shuffled.data<float>(), k_norms.data<float>());
   Tensor k = batch_unshuffle(k_shuffled, perm);             // (N, C)
+  lap(kKeyForward);
 
   // 6-7. logits [q.k, q.queue^T] / T against the queue as it was before this step, CE with label 0,
   // and its gradient dq, fused per row (the (N, 1+K) logits are never stored)
@@ -136,22 +154,26 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   // non-finite loss on any rank stops all of them at the same step.
   float global[3] = {loss, (float)hits1, (float)hits5};  // (3) loss, top-1 hits, top-5 hits
   comm_.all_reduce_mean(global, 3);
-  StepStats stats;
   stats.loss = global[0];
   MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
              "; stopping before the update so the last checkpoint stays good");
   stats.acc1 = 100.f * global[1] / (float)n;
   stats.acc5 = 100.f * global[2] / (float)n;
+  lap(kLogitsLoss);
 
   // 8. backward through the query encoder only, average gradients over ranks, SGD step
   Tensor dfeat = Tensor::empty({n, c}, DType::F32);         // (N, C)
   cpu::l2_normalize_backward(n, c, q.data<float>(), q_norms.data<float>(), dq.data<float>(), dfeat.data<float>());
   encoder_q_.backward(dfeat, tape);
+  lap(kBackward);
   comm_.all_reduce_mean(encoder_q_.grads().data(), (int64_t)encoder_q_.grads().size());
+  lap(kAllReduce);
   sgd_.step(encoder_q_.params().data(), encoder_q_.grads().data(), lr);
+  lap(kSgd);
 
   // 9. enqueue the keys of the global batch
   dequeue_and_enqueue(k);
+  lap(kEnqueue);
   ++steps_done_;
   return stats;
 }

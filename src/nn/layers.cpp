@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <set>
 
 #include "moco/cpu_ops.h"
 
@@ -22,6 +24,18 @@ Tensor Layer::run_child(Layer& child, const Tensor& x, Record* parent) {
 Tensor Tape::run(Layer& layer, const Tensor& x) {
   records_.push_back(Record{&layer, {}, {}, {}});
   return layer.forward(x, &records_.back());
+}
+
+int64_t Tape::saved_bytes() const {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  std::function<void(const Record&)> visit = [&](const Record& r) {
+    for (const Tensor& t : r.saved)
+      if (t.defined() && seen.insert(t.raw()).second) bytes += (int64_t)t.nbytes();
+    for (const Record& c : r.children) visit(c);
+  };
+  for (const Record& r : records_) visit(r);
+  return bytes;
 }
 
 Tensor Tape::backward(Tensor dy) {
