@@ -106,3 +106,19 @@ TEST(ResNet, BadConfigsAreRejected) {
   Encoder e(cfg);
   EXPECT_THROW(e.forward(Tensor::zeros({2, 1, 8, 8}), nullptr), Error);
 }
+
+// The tape's saved bytes count each buffer once: conv -> ReLU -> conv keeps the input image (first conv)
+// and the ReLU output, which the second conv saves again as its input.
+TEST(Tape, SavedBytesCountEachBufferOnce) {
+  ParamRegistry reg;
+  NetState state;
+  Conv2d conv1(&state, reg, "a", 3, 4, 3, 1, 1), conv2(&state, reg, "b", 4, 2, 1, 1, 0);
+  ReLU relu(&state);
+  std::vector<float> params((size_t)reg.size(Slot::Param), 0.01f), grads(params.size(), 0.f);
+  state.w = {params.data(), grads.data(), nullptr, nullptr};
+  Tensor x = Tensor::zeros({2, 3, 5, 5});
+  Tape tape;
+  Tensor h = tape.run(relu, tape.run(conv1, x));
+  tape.run(conv2, h);
+  EXPECT_EQ(tape.saved_bytes(), (int64_t)(2 * 3 * 5 * 5 + 2 * 4 * 5 * 5) * 4);
+}
