@@ -122,7 +122,23 @@ for b in bench_moco_logits bench_softmax_xent bench_flat_update; do
   row "$b" $rc "$log"
 done
 
-# ---- 5. the table ---------------------------------------------------------------------------------------------
+# ---- 5. the PyTorch peer of the MoCo v2 step (ResNet-50, 224 px, K 65536), same machine, same minute --------
+# The engine's GPU step does not exist yet, so these are the baseline numbers it will be compared with.
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  for mode in "--amp --channels-last" "--amp --channels-last --compile"; do
+    for bs in 32 256; do
+      name="torch_peer_b${bs}$(echo "$mode" | tr -d ' -' | sed 's/ampchannelslast/_eager/;s/compile/_compile/')"
+      log=$out/$name.log
+      python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 --mlp --image-size 224 -b $bs \
+        --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $mode >"$log" 2>&1
+      row "$name" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'peak_memory_mib [0-9.]*' "$log")"
+    done
+  done
+else
+  row "torch_peer" 127 "PyTorch with CUDA not available"
+fi
+
+# ---- 6. the table ---------------------------------------------------------------------------------------------
 echo
 echo "device-run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
 printf '%-22s %4s  %s\n' step rc note

@@ -17,6 +17,7 @@ import argparse
 import copy
 import os
 import struct
+import sys
 
 import torch
 import torch.nn as nn
@@ -205,14 +206,14 @@ class MocoTwin:
             k = torch.empty_like(k_shuffled)
             k[perm] = k_shuffled
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.t()], 1) / self.T
-        loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+        loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
         with torch.no_grad():  # enqueue with wrap-around
             n, K = len(k), len(self.queue)
-            idx = (torch.arange(n) + self.ptr) % K
-            self.queue[idx] = k
+            idx = (torch.arange(n, device=k.device) + self.ptr) % K
+            self.queue[idx] = k.to(self.queue.dtype)  # under autocast k may be bf16
             self.ptr = (self.ptr + n) % K
         return loss.item()
 
@@ -426,41 +427,67 @@ class FastSplitBatchNorm2d(nn.BatchNorm2d):
         n, c, h, w = x.shape
         g = self.groups
         rm, rv = self.running_mean.repeat(g), self.running_var.repeat(g)
-        y = F.batch_norm(x.view(n // g, c * g, h, w), rm, rv, self.weight.repeat(g), self.bias.repeat(g), True,
+        y = F.batch_norm(x.reshape(n // g, c * g, h, w), rm, rv, self.weight.repeat(g), self.bias.repeat(g), True,
                          self.momentum, self.eps)
         with torch.no_grad():
             self.running_mean.copy_(rm.view(g, c).mean(0))
             self.running_var.copy_(rv.view(g, c).mean(0))
-        return y.view(n, c, h, w)
+        return y.reshape(n, c, h, w)  # reshape: a channels_last input is not viewable
 
 
 def bench(a):
-    """Times whole MoCo steps of the twin on synthetic input, the configuration of `moco bench`."""
+    """Times whole MoCo steps of the twin on synthetic input, the configuration of `moco bench`. On a GPU
+    (--device cuda) it is the peer of the engine's GPU step: eager fp32, or with --amp (bf16 autocast),
+    --channels-last and --compile (torch.compile of both encoders), and it reports peak memory."""
+    import contextlib
     import time
 
     torch.set_num_threads(a.threads)
     global SplitBatchNorm2d
     SplitBatchNorm2d = FastSplitBatchNorm2d  # the model below is built with the one-call split-BN
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: PyTorch sees no CUDA device")
     depth = int(a.arch.replace("resnet", ""))
     small = a.image_size <= 64 if a.stem == "auto" else a.stem == "small"
     enc = dict(depth=depth, width=a.width, small_stem=small, head="mlp" if a.mlp else "linear", out_dim=a.moco_dim,
                bn_groups=a.bn_splits)
     twin = MocoTwin(enc, a.moco_k, 0.999, 0.2 if a.mlp else 0.07, 0.03)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    twin.q.to(dev, memory_format=fmt)
+    twin.k.to(dev, memory_format=fmt)
+    twin.queue = twin.queue.to(dev)
+    if a.compile:
+        twin.q, twin.k = torch.compile(twin.q), torch.compile(twin.k)
     g = torch.Generator().manual_seed(1)
     xq = torch.randn(a.batch_size, 3, a.image_size, a.image_size, generator=g)
-    xk = xq + 0.3 * torch.randn(xq.shape, generator=g)
+    xk = (xq + 0.3 * torch.randn(xq.shape, generator=g)).to(dev, memory_format=fmt)
+    xq = xq.to(dev, memory_format=fmt)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if a.amp else contextlib.nullcontext()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(a.warmup + a.steps):
+        perm = torch.randperm(a.batch_size, generator=g).to(dev)
+        sync()
         t0 = time.perf_counter()
-        twin.step(xq, xk, torch.randperm(a.batch_size, generator=g))
+        with amp:
+            twin.step(xq, xk, perm)  # its loss.item() waits for the device
+        sync()
         if i >= a.warmup:
             times.append((time.perf_counter() - t0) * 1000)
     times.sort()
     med = times[len(times) // 2]
-    print(f"torch twin bench: resnet{depth}{'-small-stem' if small else ''}-w{a.width}, batch {a.batch_size} at "
-          f"{a.image_size} px, K {a.moco_k}, device cpu, torch {torch.__version__}, {a.threads} threads")
+    mode = "+".join(m for m, on in [("bf16-autocast", a.amp), ("channels-last", a.channels_last),
+                                     ("compile", a.compile)] if on) or "eager-fp32"
+    print(f"torch twin bench: resnet{depth}{'-small-stem' if small else ''}-w{a.width}{'+mlp' if a.mlp else ''}, "
+          f"batch {a.batch_size} at {a.image_size} px, K {a.moco_k}, device {dev.type}, {mode}, "
+          f"torch {torch.__version__}, {a.threads} threads")
     print(f"step_ms_median {med:.1f}  step_ms_min {times[0]:.1f}  img_per_s {a.batch_size * 1000 / med:.1f}  "
           f"({a.steps} timed steps)")
+    if dev.type == "cuda":
+        print(f"peak_memory_mib {torch.cuda.max_memory_allocated() / 2**20:.1f}")
 
 
 def main():
@@ -479,6 +506,10 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (bench)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (bench)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both encoders (bench)")
     a = ap.parse_args()
     if a.what == "bench":
         bench(a)
