@@ -23,11 +23,14 @@
 namespace moco {
 
 // ---------------------------------------------------------------- configuration
+// The shortest decimal that reads back as exactly v: "0.06", not "0.059999999999999998".
 static std::string num(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
+  char buf[32];
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
 }
 
 RunConfig run_config(const TrainOptions& o) {
@@ -170,6 +173,12 @@ int run_train(const TrainOptions& o) {
   auto log = [&](const JsonRecord& r) {
     if (log_file) log_file->write(r);
   };
+  if (o.resume.empty()) {  // the first line says what the run is, for whoever reads the log later
+    JsonRecord config;
+    config.add("event", "config").add("world_size", comm->world_size());
+    for (const auto& [key, value] : rc) config.add(key, value);
+    log(config);
+  }
 
   const int64_t steps_per_epoch = loader.steps_per_epoch();
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
