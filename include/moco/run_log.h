@@ -43,18 +43,20 @@ class MetricsLog {
 // printed every `every` steps.
 class Progress {
  public:
-  Progress(int64_t total_steps, int64_t first_step, int every);
-  // Returns the line it printed (empty when it printed nothing).
+  Progress(int64_t total_steps, int64_t first_step, int every, int64_t images_per_step);
+  // Returns the line it printed (empty when it printed nothing). img/s is the mean since the previous line:
+  // one step's rate jumps with the loader and the OS, the mean over the printed interval does not.
   std::string update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,
-                     double loss, double acc1, double img_per_s);
+                     double loss, double acc1);
   void finish();  // ends a redrawn line
   static std::string duration(double seconds);  // "1h02m", "3m05s", "12s"
 
  private:
-  int64_t total_, first_;
+  int64_t total_, first_, images_per_step_;
   int every_;
   bool tty_;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, last_time_;
+  int64_t last_step_;
 };
 
 }  // namespace moco

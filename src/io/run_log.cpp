@@ -80,9 +80,10 @@ void MetricsLog::write(const JsonRecord& r) {
   std::fflush(f_);
 }
 
-Progress::Progress(int64_t total_steps, int64_t first_step, int every)
-    : total_(total_steps), first_(first_step), every_(every < 1 ? 1 : every), tty_(isatty(STDERR_FILENO)),
-      start_(std::chrono::steady_clock::now()) {}
+Progress::Progress(int64_t total_steps, int64_t first_step, int every, int64_t images_per_step)
+    : total_(total_steps), first_(first_step), images_per_step_(images_per_step), every_(every < 1 ? 1 : every),
+      tty_(isatty(STDERR_FILENO)), start_(std::chrono::steady_clock::now()), last_time_(start_),
+      last_step_(first_step) {}
 
 std::string Progress::duration(double s) {
   char buf[32];
@@ -97,10 +98,15 @@ std::string Progress::duration(double s) {
 }
 
 std::string Progress::update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch,
-                             int64_t steps_per_epoch, double loss, double acc1, double img_per_s) {
+                             int64_t steps_per_epoch, double loss, double acc1) {
   const bool last = step >= total_;
   if (!tty_ && step % every_ != 0 && !last) return "";
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const auto now = std::chrono::steady_clock::now();
+  const double interval = std::chrono::duration<double>(now - last_time_).count();
+  const double img_per_s = interval > 0 ? (double)((step - last_step_) * images_per_step_) / interval : 0;
+  last_time_ = now;
+  last_step_ = step;
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double done = (double)(step - first_);
   const double eta = done > 0 ? elapsed / done * (double)(total_ - step) : 0;
   char buf[256];

@@ -183,7 +183,7 @@ int run_train(const TrainOptions& o) {
   const int64_t steps_per_epoch = loader.steps_per_epoch();
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
-  Progress progress(total_steps, pos.steps_done, o.print_freq);
+  Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * comm->world_size());
 
   auto save = [&](const TrainPosition& p) {
     if (lead) {
@@ -229,7 +229,7 @@ int run_train(const TrainOptions& o) {
               .add("acc5", (double)st.acc5)
               .add("lr", (double)lr)
               .add("img_per_s", img_per_s));
-      if (lead) progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, img_per_s);
+      if (lead) progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1);
       done = pos.steps_done >= total_steps;
       if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
       if (done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0))
