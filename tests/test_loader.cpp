@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <sstream>
 
 #include "moco/loader.h"
 
@@ -116,13 +117,9 @@ TEST(Loader, UndecodableImagesAreSkippedCountedAndReportedOnce) {
   LoaderConfig c;
   c.batch = 20;
   c.shuffle = false;
+  std::ostringstream log;
+  c.failure_log = &log;
   Loader l(d, recipe_from_name("eval", 8), c);
-  std::vector<std::string> reports;
-  std::mutex mu;
-  l.on_skip = [&](const std::string& s) {
-    std::lock_guard<std::mutex> lock(mu);
-    reports.push_back(s);
-  };
   for (int epoch = 0; epoch < 2; ++epoch) {
     l.start_epoch(epoch);
     Batch b;
@@ -134,9 +131,16 @@ TEST(Loader, UndecodableImagesAreSkippedCountedAndReportedOnce) {
     EXPECT_EQ(b.indices[3], 3);
   }
   EXPECT_EQ(l.skipped(), 3);
-  ASSERT_EQ(reports.size(), 3u);  // once each, not once per epoch
-  std::sort(reports.begin(), reports.end());
-  EXPECT_EQ(reports[0], "counting[13]: broken on purpose");
+  // every failed load is counted: per epoch row 4 fails on 4 and 5, row 5 on 5, row 13 on 13 -> 4, twice...
+  EXPECT_EQ(l.failures().count(), 8);
+  for (const char* src : {"counting[4]: ", "counting[5]: ", "counting[13]: "}) {  // ...each reported once
+    const std::string text = log.str();
+    const size_t at = text.find(src);
+    EXPECT_NE(at, std::string::npos) << src;
+    EXPECT_EQ(text.find(src, at + 1), std::string::npos) << src;
+  }
+  ASSERT_EQ(l.failures().entries().size(), 3u);
+  EXPECT_EQ(l.failures().entries()[0], std::make_pair(std::string("counting[13]"), std::string("broken on purpose")));
 }
 
 TEST(Loader, BadConfigurationsAreRefusedWithTheValues) {

@@ -7,15 +7,14 @@
 // the batches an uninterrupted one would.
 //
 // An image that cannot be decoded is skipped: the row is filled from the next index of the dataset that
-// decodes (deterministic, so resume stays exact), and the file is reported once through on_skip.
+// decodes (deterministic, so resume stays exact), and the file is counted and reported once (DecodeFailures).
 #pragma once
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
+#include <iosfwd>
 #include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +35,7 @@ struct LoaderConfig {
   bool drop_last = true;  // false: the last, smaller batch is kept (evaluation)
   uint64_t seed = 0;
   std::vector<int64_t> subset;  // when non-empty, the dataset indices to use (in this order before shuffling)
+  std::ostream* failure_log = nullptr;  // where each undecodable file is reported once; null: count only
 };
 
 struct Batch {
@@ -58,9 +58,8 @@ class Loader {
   void start_epoch(int64_t epoch, int64_t first_step = 0);
   // The next batch of the epoch, in order; false when the epoch is done. Rethrows a worker's error.
   bool next(Batch& out);
-  // Called once per file that failed to decode, with its description and reason (from a worker thread).
-  std::function<void(const std::string&)> on_skip;
-  int64_t skipped() const;
+  int64_t skipped() const { return failures_.distinct(); }  // files that failed to decode so far
+  const DecodeFailures& failures() const { return failures_; }
 
  private:
   void stop_workers();
@@ -82,7 +81,7 @@ class Loader {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::thread> threads_;
-  std::set<int64_t> failed_;  // dataset indices that failed to decode
+  DecodeFailures failures_;
 };
 
 }  // namespace moco

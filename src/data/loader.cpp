@@ -9,7 +9,7 @@
 namespace moco {
 
 Loader::Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderConfig& cfg)
-    : data_(data), recipe_(recipe), cfg_(cfg) {
+    : data_(data), recipe_(recipe), cfg_(cfg), failures_(cfg.failure_log) {
   MOCO_CHECK(cfg.batch >= 1, "batch size must be >= 1, got ", cfg.batch);
   MOCO_CHECK(cfg.world >= 1 && cfg.rank >= 0 && cfg.rank < cfg.world, "rank ", cfg.rank, " is outside world size ",
              cfg.world);
@@ -35,11 +35,6 @@ Loader::~Loader() { stop_workers(); }
 int64_t Loader::steps_per_epoch() const {
   const int64_t global = cfg_.batch * cfg_.world;
   return cfg_.drop_last ? samples() / global : (samples() + global - 1) / global;
-}
-
-int64_t Loader::skipped() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return (int64_t)failed_.size();
 }
 
 void Loader::stop_workers() {
@@ -114,14 +109,7 @@ bool Loader::next(Batch& out) {
 int64_t Loader::load_or_substitute(int64_t index, Image& img) {
   for (int64_t tries = 0; tries < data_.size(); ++tries) {
     const int64_t i = (index + tries) % data_.size();
-    std::string why;
-    if (data_.load(i, img, &why)) return i;
-    bool first = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      first = failed_.insert(i).second;
-    }
-    if (first && on_skip) on_skip(data_.source(i) + ": " + why);
+    if (failures_.load(data_, i, img)) return i;
   }
   fail("no image of ", data_.name(), " could be decoded (", data_.size(), " files tried)");
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 
@@ -144,8 +145,8 @@ int run_train(const TrainOptions& o) {
   lc.seed = o.seed;
   lc.rank = comm->rank();  // each rank takes its own N of every W*N images
   lc.world = comm->world_size();
+  lc.failure_log = &std::cerr;
   Loader loader(*train, recipe, lc);
-  loader.on_skip = [&](const std::string& what) { std::fprintf(stderr, "\nskipped undecodable image %s\n", what.c_str()); };
 
   // model: query and key encoders, queue, SGD
   Moco moco(moco_config(rc), *comm);
