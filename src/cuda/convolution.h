@@ -1,0 +1,55 @@
+// Convolutions through cuDNN, channels-last, in fp32 or bf16 (fp32 accumulation).
+//
+// Layouts: x (N, H, W, Ci), w (Co, kh, kw, Ci) (cuDNN's NHWC filter layout), y (N, Ho, Wo, Co); every
+// pointer is device memory of the given dtype (DType::F32 or DType::BF16). No bias (ResNet's convs have none).
+//
+// For each distinct shape (ConvShape plus dtype) the algorithms of the three passes are chosen once, by
+// measuring them (cuDNN's find), and cached: the first step pays for the search, later steps only look the
+// plan up. The workspace is one device buffer as large as the largest chosen algorithm needs; it grows only
+// while new shapes arrive (the warm-up), and `frozen()` turns a later growth into an error.
+//
+// fp32 uses plain FMA math (no TF32), so it can be held tightly against the CPU reference; bf16 uses tensor
+// cores. Among the measured algorithms the fastest deterministic one is taken, so a step is reproducible.
+//
+// CPU reference: cpu::conv2d_forward / cpu::conv2d_backward (NCHW, (Co, Ci, kh, kw) weights).
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "moco/cpu_ops.h"
+#include "moco/tensor.h"
+#include <cuda_runtime.h>
+
+namespace moco::cuda {
+
+class Convolutions {
+ public:
+  // All work is issued on `stream`.
+  explicit Convolutions(cudaStream_t stream);
+  ~Convolutions();
+  Convolutions(const Convolutions&) = delete;
+  Convolutions& operator=(const Convolutions&) = delete;
+
+  // y = conv(x, w)                                    (overwrites y)
+  void forward(const cpu::ConvShape& s, DType dtype, const void* x, const void* w, void* y);
+  // dx = conv_transpose(dy, w)                        (overwrites dx)
+  void backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx);
+  // dw = correlation of x and dy                      (overwrites dw)
+  void backward_filter(const cpu::ConvShape& s, DType dtype, const void* x, const void* dy, void* dw);
+
+  // After warm-up: a shape that needs more workspace than already allocated throws instead of growing.
+  void freeze() { frozen_ = true; }
+  bool frozen() const { return frozen_; }
+  size_t workspace_bytes() const;
+  int cached_shapes() const;
+  // One line per cached shape and pass: the shape, the chosen algorithm, its measured time and workspace.
+  std::string describe() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  bool frozen_ = false;
+};
+
+}  // namespace moco::cuda
