@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "moco/backend.h"
 #include "moco/registry.h"
 #include "moco/tensor.h"
 
@@ -27,8 +28,9 @@ struct Record {
   std::vector<Record> children;
 };
 
-// How the encoder runs now: whose weights, train or eval BN, and split-BN groups.
+// How the encoder runs now: on which device (backend), whose weights, train or eval BN, split-BN groups.
 struct NetState {
+  Backend* ops = &cpu_backend();
   WeightsView w;
   bool train = true;
   int bn_groups = 1;  // BN statistics per group of N/bn_groups samples (SPEC 4, split-BN)
@@ -81,10 +83,10 @@ class BatchNorm2d : public Layer {
   BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c);
   Tensor forward(const Tensor& x, Record* rec) override;
   Tensor backward(const Tensor& dy, const Record& rec) override;
-  static constexpr float kEps = 1e-5f, kMomentum = 0.1f;
 
  private:
-  int64_t c_, gamma_off_, beta_off_, mean_off_, var_off_, count_off_;
+  int64_t c_;
+  BnSlots slots_;
 };
 
 class ReLU : public Layer {

@@ -41,12 +41,17 @@ class ParamRegistry {
   int64_t sizes_[3] = {0, 0, 0};
 };
 
-// Pointers to the flat buffers of one encoder; layers read their weights through this.
+// Pointers to the flat buffers of one encoder, on the encoder's device; layers read their weights through
+// this. On the GPU, convolutions and linear layers read a compute copy of the parameters in the activation
+// dtype (conv weights in cuDNN's (Co, kh, kw, Ci) layout, at the same offsets) and write their weight
+// gradients into a twin of it, which the step folds into the fp32 `grads` (see kernels/nhwc_ops.cuh).
 struct WeightsView {
   float* params = nullptr;   // (registry.size(Param))
   float* grads = nullptr;    // (registry.size(Param)); null for an encoder that never runs backward
   float* stats = nullptr;    // (registry.size(Stat))
   int64_t* counts = nullptr; // (registry.size(Count))
+  void* compute = nullptr;        // (registry.size(Param)) GPU only: the compute copy of params
+  void* compute_grads = nullptr;  // (registry.size(Param)) GPU only: weight gradients in the compute layout
 };
 
 }  // namespace moco

@@ -49,6 +49,11 @@ class Encoder {
   // dx for the tape's input; parameter gradients accumulate into grads().
   Tensor backward(const Tensor& dy, Tape& tape);
 
+  // Runs the same layers on another device: `ops` is that device's backend and `w` points at this
+  // encoder's flat buffers there (the caller owns them). bind(&cpu_backend(), host_view()) goes back.
+  void bind(Backend* ops, const WeightsView& w);
+  WeightsView host_view();  // the host buffers this object owns
+  Backend& backend() const { return *state_.ops; }
   void set_train(bool train) { state_.train = train; }
   bool is_train() const { return state_.train; }
   void set_bn_groups(int groups) { state_.bn_groups = groups; }

@@ -3,6 +3,7 @@
 // memory comes from the heap (Tensor::empty) or from an Arena (see arena.h).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,13 +29,20 @@ using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
-// Raw memory with a release function; the release function knows the device (free, cudaFree, arena no-op).
+// How a 4-D tensor's logical (N, C, H, W) dimensions are laid out in memory. The CPU path is contiguous
+// (NCHW); the GPU path keeps activations channels-last (NHWC, strides (HWC, 1, WC, C)), which is what
+// cuDNN's tensor-core convolutions want, while shapes stay (N, C, H, W) everywhere above the leaf ops.
+enum class MemoryFormat : uint8_t { Contiguous, ChannelsLast };
+
+// Raw memory with a release function; the release function knows the device and the allocator (free, a
+// device block cache, an arena no-op).
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   Device device = Device::CPU;
-  void (*release)(void*) = nullptr;
-  Storage(void* p, size_t n, Device d, void (*rel)(void*)) : ptr(p), bytes(n), device(d), release(rel) {}
+  std::function<void(void*)> release;
+  Storage(void* p, size_t n, Device d, std::function<void(void*)> rel)
+      : ptr(p), bytes(n), device(d), release(std::move(rel)) {}
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {
@@ -50,6 +58,9 @@ class Tensor {
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
   // Non-owning view of memory someone else keeps alive (an arena block, a flat parameter buffer).
   static Tensor wrap(void* data, const Shape& shape, DType dtype, Device device = Device::CPU);
+  // Takes ownership of `bytes` at `data` (any device): `release(data)` runs when the last view goes.
+  static Tensor adopt(void* data, size_t bytes, const Shape& shape, DType dtype, Device device,
+                      std::function<void(void*)> release, MemoryFormat format = MemoryFormat::Contiguous);
 
   bool defined() const { return data_ != nullptr; }
   DType dtype() const { return dtype_; }
@@ -61,6 +72,7 @@ class Tensor {
   int64_t numel() const { return shape_numel(shape_); }
   size_t nbytes() const { return (size_t)numel() * dtype_size(dtype_); }
   bool is_contiguous() const;
+  bool is_channels_last() const;  // a 4-D tensor with NHWC strides
   void* raw() const { return data_; }
 
   // Typed pointer; throws if T does not match dtype.

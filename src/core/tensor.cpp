@@ -91,6 +91,21 @@ Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device) 
   return t;
 }
 
+Tensor Tensor::adopt(void* data, size_t bytes, const Shape& shape, DType dtype, Device device,
+                     std::function<void(void*)> release, MemoryFormat format) {
+  MOCO_CHECK(format == MemoryFormat::Contiguous || shape.size() == 4, "a channels-last tensor must be 4-D, got ",
+             shape_str(shape));
+  MOCO_CHECK((size_t)shape_numel(shape) * dtype_size(dtype) <= bytes, "shape ", shape_str(shape), " of ",
+             dtype_name(dtype), " needs more than the ", bytes, " bytes given");
+  Tensor t = wrap(data, shape, dtype, device);
+  t.storage_ = std::make_shared<Storage>(data, bytes, device, std::move(release));
+  if (format == MemoryFormat::ChannelsLast) {
+    const int64_t c = shape[1], h = shape[2], w = shape[3];
+    t.strides_ = {h * w * c, 1, w * c, c};
+  }
+  return t;
+}
+
 int64_t Tensor::size(int64_t i) const {
   if (i < 0) i += dim();
   MOCO_CHECK(i >= 0 && i < dim(), "dimension ", i, " out of range for shape ", shape_str(shape_));
@@ -98,6 +113,12 @@ int64_t Tensor::size(int64_t i) const {
 }
 
 bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+bool Tensor::is_channels_last() const {
+  if (dim() != 4) return false;
+  const int64_t c = shape_[1], h = shape_[2], w = shape_[3];
+  return strides_ == Shape{h * w * c, 1, w * c, c};
+}
 
 Tensor Tensor::reshape(const Shape& shape) const {
   MOCO_CHECK(is_contiguous(), "reshape of a non-contiguous tensor ", shape_str(shape_));

@@ -1,6 +1,5 @@
 // Residual blocks as torchvision builds them. The block owns its backward: the gradient of the output ReLU
 // flows into both the main path and the shortcut, and the two input gradients are summed.
-#include "moco/cpu_ops.h"
 #include "moco/layers.h"
 
 namespace moco {
@@ -34,24 +33,19 @@ Tensor ResidualBlock::forward(const Tensor& x, Record* rec) {
   for (auto& l : main_) h = run_child(*l, h, rec);
   Tensor identity = x;
   for (auto& l : shortcut_) identity = run_child(*l, identity, rec);
-  Tensor y = Tensor::empty(h.shape(), DType::F32);
-  cpu::add_forward(y.numel(), h.data<float>(), identity.data<float>(), y.data<float>());
-  cpu::relu_forward(y.numel(), y.data<float>(), y.data<float>());
+  Tensor y = state_->ops->add_relu(h, identity);
   if (rec) rec->saved = {y};
   return y;
 }
 
 Tensor ResidualBlock::backward(const Tensor& dy, const Record& rec) {
   // children: main_.size() records of the main path, then shortcut_.size() of the shortcut
-  Tensor d = Tensor::empty(dy.shape(), DType::F32);
-  cpu::relu_backward(dy.numel(), rec.saved[0].data<float>(), dy.data<float>(), d.data<float>());
+  Tensor d = state_->ops->relu_backward(rec.saved[0], dy);
   Tensor d_main = d;
   for (size_t i = main_.size(); i-- > 0;) d_main = main_[i]->backward(d_main, rec.children[i]);
   Tensor d_short = d;
   for (size_t i = shortcut_.size(); i-- > 0;) d_short = shortcut_[i]->backward(d_short, rec.children[main_.size() + i]);
-  Tensor dx = Tensor::empty(d_main.shape(), DType::F32);
-  cpu::add_forward(dx.numel(), d_main.data<float>(), d_short.data<float>(), dx.data<float>());
-  return dx;
+  return state_->ops->add(d_main, d_short);
 }
 
 }  // namespace moco

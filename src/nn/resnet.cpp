@@ -71,7 +71,23 @@ Encoder::Encoder(const ResNetConfig& cfg, bool with_grads) : cfg_(cfg) {
   if (with_grads) grads_.assign(reg.size(Slot::Param), 0.f);
   stats_.assign(reg.size(Slot::Stat), 0.f);
   counts_.assign(reg.size(Slot::Count), 0);
-  state_.w = {params_.data(), with_grads ? grads_.data() : nullptr, stats_.data(), counts_.data()};
+  state_.w = host_view();
+}
+
+WeightsView Encoder::host_view() {
+  WeightsView w;
+  w.params = params_.data();
+  w.grads = grads_.empty() ? nullptr : grads_.data();
+  w.stats = stats_.data();
+  w.counts = counts_.data();
+  return w;
+}
+
+void Encoder::bind(Backend* ops, const WeightsView& w) {
+  MOCO_CHECK(ops != nullptr && w.params && w.stats && w.counts, "Encoder::bind needs a backend and parameter, "
+             "statistics and counter buffers");
+  state_.ops = ops;
+  state_.w = w;
 }
 
 void Encoder::init(uint64_t seed) {
@@ -106,7 +122,8 @@ void Encoder::init(uint64_t seed) {
 Tensor Encoder::forward(const Tensor& x, Tape* tape) {
   MOCO_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels, "encoder input must be (N, ", cfg_.in_channels,
              ", H, W), got ", shape_str(x.shape()));
-  MOCO_CHECK(tape == nullptr || !grads_.empty(), "this encoder was built without gradients; run it without a tape");
+  MOCO_CHECK(tape == nullptr || state_.w.grads != nullptr,
+             "this encoder has no gradient buffer; run it without a tape");
   Tensor h = x;
   for (auto& l : layers_) h = tape ? tape->run(*l, h) : l->forward(h, nullptr);
   return h;

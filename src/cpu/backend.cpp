@@ -1,0 +1,135 @@
+// The CPU backend: each op checks its input, allocates its output on the heap and runs the reference loop
+// of cpu_ops.h. Everything is contiguous NCHW fp32.
+#include "moco/backend.h"
+
+namespace moco {
+namespace {
+
+const float* f32(const Tensor& t, const char* what) {
+  MOCO_CHECK(t.device() == Device::CPU && t.dtype() == DType::F32 && t.is_contiguous(), what,
+             " expects a contiguous cpu f32 tensor, got ", device_name(t.device()), " ", dtype_name(t.dtype()),
+             " of shape ", shape_str(t.shape()));
+  return t.data<float>();
+}
+
+Tensor like(const Shape& s) { return Tensor::empty(s, DType::F32); }
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  DType activation_dtype() const override { return DType::F32; }
+  Tensor empty(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
+
+  Tensor conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) override {
+    Tensor y = like({s.n, s.co, s.ho(), s.wo()});  // (N, Co, Ho, Wo)
+    cpu::conv2d_forward(s, f32(x, "conv2d"), w.params + w_off, y.data<float>());
+    return y;
+  }
+  Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                       const Tensor& dy, bool want_dx) override {
+    Tensor dx = want_dx ? like(x.shape()) : Tensor();  // (N, Ci, H, W)
+    cpu::conv2d_backward(s, f32(x, "conv2d"), w.params + w_off, f32(dy, "conv2d gradient"),
+                         want_dx ? dx.data<float>() : nullptr, w.grads + w_off);
+    return dx;
+  }
+
+  Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                          Tensor& save_mean, Tensor& save_invstd) override {
+    Tensor y = like(x.shape());
+    save_mean = like({s.groups, s.c});    // (groups, C)
+    save_invstd = like({s.groups, s.c});  // (groups, C)
+    cpu::batchnorm_train_forward(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.params + o.beta, kBnEps, kBnMomentum,
+                                 y.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
+                                 w.stats + o.mean, w.stats + o.var, w.counts + o.count);
+    return y;
+  }
+  Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor& dy) override {
+    Tensor dx = like(x.shape());
+    cpu::batchnorm_train_backward(s, f32(x, "batchnorm2d"), w.params + o.gamma, save_mean.data<float>(),
+                                  save_invstd.data<float>(), f32(dy, "batchnorm2d gradient"), dx.data<float>(),
+                                  w.grads + o.gamma, w.grads + o.beta);
+    return dx;
+  }
+  Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) override {
+    Tensor y = like(x.shape());
+    cpu::batchnorm_eval_forward(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.params + o.beta, w.stats + o.mean,
+                                w.stats + o.var, kBnEps, y.data<float>());
+    return y;
+  }
+  Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                          const Tensor& dy) override {
+    Tensor dx = like(x.shape());
+    cpu::batchnorm_eval_backward(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.stats + o.mean, w.stats + o.var,
+                                 kBnEps, f32(dy, "batchnorm2d gradient"), dx.data<float>(), w.grads + o.gamma,
+                                 w.grads + o.beta);
+    return dx;
+  }
+
+  Tensor relu_forward(const Tensor& x) override {
+    Tensor y = like(x.shape());
+    cpu::relu_forward(x.numel(), f32(x, "relu"), y.data<float>());
+    return y;
+  }
+  Tensor relu_backward(const Tensor& y, const Tensor& dy) override {
+    Tensor dx = like(dy.shape());
+    cpu::relu_backward(dy.numel(), f32(y, "relu"), f32(dy, "relu gradient"), dx.data<float>());
+    return dx;
+  }
+  Tensor add(const Tensor& a, const Tensor& b) override {
+    MOCO_CHECK(a.shape() == b.shape(), "add of shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+    Tensor y = like(a.shape());
+    cpu::add_forward(y.numel(), f32(a, "add"), f32(b, "add"), y.data<float>());
+    return y;
+  }
+  Tensor add_relu(const Tensor& a, const Tensor& b) override {
+    Tensor y = add(a, b);
+    cpu::relu_forward(y.numel(), y.data<float>(), y.data<float>());
+    return y;
+  }
+
+  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) override {
+    Tensor y = like({s.n, s.c, s.ho(), s.wo()});         // (N, C, Ho, Wo)
+    argmax = Tensor::empty(y.shape(), DType::I64);       // (N, C, Ho, Wo)
+    cpu::maxpool_forward(s, f32(x, "maxpool"), y.data<float>(), argmax.data<int64_t>());
+    return y;
+  }
+  Tensor maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) override {
+    Tensor dx = like({s.n, s.c, s.h, s.w});  // (N, C, H, W)
+    cpu::maxpool_backward(s, argmax.data<int64_t>(), f32(dy, "maxpool gradient"), dx.data<float>());
+    return dx;
+  }
+  Tensor avgpool_forward(const Tensor& x) override {
+    Tensor y = like({x.size(0), x.size(1)});  // (N, C)
+    cpu::avgpool_forward(x.size(0), x.size(1), x.size(2) * x.size(3), f32(x, "avgpool"), y.data<float>());
+    return y;
+  }
+  Tensor avgpool_backward(const Shape& s, const Tensor& dy) override {
+    Tensor dx = like(s);
+    cpu::avgpool_backward(s[0], s[1], s[2] * s[3], f32(dy, "avgpool gradient"), dx.data<float>());
+    return dx;
+  }
+
+  Tensor linear_forward(const WeightsView& w, int64_t w_off, int64_t b_off, int64_t in, int64_t out,
+                        const Tensor& x) override {
+    Tensor y = like({x.size(0), out});  // (N, out)
+    cpu::linear_forward(x.size(0), in, out, f32(x, "linear"), w.params + w_off, w.params + b_off, y.data<float>());
+    return y;
+  }
+  Tensor linear_backward(const WeightsView& w, int64_t w_off, int64_t b_off, int64_t in, int64_t out,
+                         const Tensor& x, const Tensor& dy) override {
+    Tensor dx = like(x.shape());  // (N, in)
+    cpu::linear_backward(x.size(0), in, out, f32(x, "linear"), w.params + w_off, f32(dy, "linear gradient"),
+                         dx.data<float>(), w.grads + w_off, w.grads + b_off);
+    return dx;
+  }
+};
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend backend;
+  return backend;
+}
+
+}  // namespace moco
