@@ -12,7 +12,7 @@
 
 namespace moco {
 
-enum class DType : uint8_t { F32, F64, BF16, F16, I64, U8 };
+enum class DType : uint8_t { F32, F64, BF16, F16, I64, I32, U8 };
 enum class Device : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType t);
@@ -23,6 +23,7 @@ template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<double>() { return DType::F64; }
 template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
 
 using Shape = std::vector<int64_t>;

@@ -73,6 +73,7 @@ const char* safetensors_dtype(DType t) {
     case DType::BF16: return "BF16";
     case DType::F16: return "F16";
     case DType::I64: return "I64";
+    case DType::I32: return "I32";
     case DType::U8: return "U8";
   }
   fail("dtype ", (int)t, " has no safetensors name");
