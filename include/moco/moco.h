@@ -40,6 +40,12 @@ struct MocoConfig {
   uint64_t seed = 0;
 };
 
+// The shuffle permutation of the global batch at step `step`: drawn on rank 0 from (seed, step) and
+// broadcast, so every rank uses rank 0's draw (SPEC 4). `comm.broadcast` takes host memory on every backend.
+std::vector<int64_t> draw_shuffle_permutation(uint64_t seed, int64_t step, int64_t global_batch, Communicator& comm);
+// The inverse permutation (inv[perm[j]] = j), checking that `perm` is one.
+std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& perm);
+
 // The phases of one step, in order, for the time breakdown of `moco bench`.
 enum Phase { kQueryForward, kMomentumUpdate, kKeyForward, kLogitsLoss, kBackward, kAllReduce, kSgd, kEnqueue, kPhases };
 const char* phase_name(int phase);

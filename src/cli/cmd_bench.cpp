@@ -12,6 +12,10 @@
 #include "moco/rng.h"
 #include "moco/train.h"
 
+#ifdef MOCO_HAVE_CUDA
+#include "../cuda/bench_step.h"
+#endif
+
 namespace moco {
 
 int cmd_bench(int argc, char** argv) {
@@ -24,12 +28,15 @@ int cmd_bench(int argc, char** argv) {
   a.option("--moco-k", "65536", "queue size");
   a.option("--moco-dim", "128", "feature dimension");
   a.flag("--mlp", "v2 MLP head");
-  a.option("--bn-splits", "8", "BN groups");
+  a.option("--bn-splits", "auto", "BN groups (auto: 8 on the cpu, 1 on a GPU, where each GPU is one BN group)");
   a.option("--steps", "10", "timed steps");
   a.option("--warmup", "2", "untimed steps first");
-  a.option("--device", "cpu", "cpu (the CUDA step is not in this build)");
+  a.option("--device", "cpu", "cpu | cuda");
+  a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
   if (!a.parse(argc, argv, 2)) return 0;
-  MOCO_CHECK(a.str("--device") == "cpu", "--device ", a.str("--device"), ": this build benchmarks the CPU step only");
+  const std::string device = a.str("--device"), precision = a.str("--precision");
+  MOCO_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cpu or cuda");
+  MOCO_CHECK(precision == "bf16" || precision == "fp32", "--precision ", precision, ": expected bf16 or fp32");
   TrainOptions o;
   o.arch = a.str("--arch");
   o.width = (int)a.integer("--width", 1, 4096);
@@ -39,11 +46,23 @@ int cmd_bench(int argc, char** argv) {
   o.moco_k = a.integer("--moco-k", o.batch_size, 1ll << 32);
   o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
   o.mlp = a.on("--mlp");
-  o.bn_splits = (int)a.integer("--bn-splits", 1, 1 << 16);
+  o.bn_splits = a.str("--bn-splits") == "auto" ? (device == "cuda" ? 1 : 8) : (int)a.integer("--bn-splits", 1, 1 << 16);
   o.recipe = "none";
   const int steps = (int)a.integer("--steps", 1, 1 << 20), warmup = (int)a.integer("--warmup", 0, 1 << 20);
   MOCO_CHECK(o.batch_size % o.bn_splits == 0, "--batch-size ", o.batch_size, " does not split into --bn-splits ",
              o.bn_splits, " groups");
+
+  if (device == "cuda") {
+#ifdef MOCO_HAVE_CUDA
+    cuda::StepBenchOptions b;
+    b.moco = moco_config(run_config(o));
+    b.batch = o.batch_size, b.image_size = o.image_size, b.steps = steps, b.warmup = warmup;
+    b.compute = precision == "bf16" ? DType::BF16 : DType::F32;
+    return cuda::run_step_bench(b);
+#else
+    fail("--device cuda: this build has no CUDA backend; build where nvcc is installed (see README)");
+#endif
+  }
 
   SingleCommunicator comm;
   Moco moco(moco_config(run_config(o)), comm);

@@ -46,15 +46,29 @@ void Moco::momentum_update_key_encoder() {
                               encoder_k_.params().data());
 }
 
-std::vector<int64_t> Moco::draw_shuffle_permutation(int64_t global_batch) {
-  std::vector<int64_t> perm((size_t)global_batch);
+std::vector<int64_t> draw_shuffle_permutation(uint64_t seed, int64_t step, int64_t global_batch, Communicator& comm) {
+  std::vector<int64_t> perm((size_t)global_batch);  // (W*N)
   std::iota(perm.begin(), perm.end(), 0);
-  if (comm_.rank() == 0) {
-    Rng rng(cfg_.seed, mix_stream(0x5 /*shuffle*/, (uint64_t)steps_done_));
+  if (comm.rank() == 0) {
+    Rng rng(seed, mix_stream(0x5 /*shuffle*/, (uint64_t)step));
     for (int64_t i = global_batch - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);  // Fisher-Yates
   }
-  comm_.broadcast(perm.data(), perm.size() * sizeof(int64_t), 0);  // every rank uses rank 0's draw
+  comm.broadcast(perm.data(), perm.size() * sizeof(int64_t), 0);  // every rank uses rank 0's draw
   return perm;
+}
+
+std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& perm) {
+  std::vector<int64_t> inv(perm.size(), -1);  // (W*N)
+  for (size_t j = 0; j < perm.size(); ++j) {
+    MOCO_CHECK(perm[j] >= 0 && perm[j] < (int64_t)perm.size() && inv[(size_t)perm[j]] < 0, "shuffle permutation entry ",
+               perm[j], " at ", j, " is outside [0, ", perm.size(), ") or repeated");
+    inv[(size_t)perm[j]] = (int64_t)j;
+  }
+  return inv;
+}
+
+std::vector<int64_t> Moco::draw_shuffle_permutation(int64_t global_batch) {
+  return moco::draw_shuffle_permutation(cfg_.seed, steps_done_, global_batch, comm_);
 }
 
 // Rows of a tensor (N, ...) as flat floats.
@@ -70,12 +84,7 @@ Tensor Moco::batch_shuffle(const Tensor& x, const std::vector<int64_t>& perm) {
 
 // The reverse all-to-all: original global row g is shuffled row inv[g], where inv[perm[j]] = j.
 Tensor Moco::batch_unshuffle(const Tensor& k, const std::vector<int64_t>& perm) {
-  std::vector<int64_t> inv(perm.size());  // (W*N)
-  for (size_t j = 0; j < perm.size(); ++j) {
-    MOCO_CHECK(perm[j] >= 0 && perm[j] < (int64_t)perm.size(), "shuffle permutation entry ", perm[j],
-               " is outside [0, ", perm.size(), ")");
-    inv[(size_t)perm[j]] = (int64_t)j;
-  }
+  const std::vector<int64_t> inv = inverse_permutation(perm);  // (W*N)
   Tensor out = Tensor::empty(k.shape(), DType::F32);  // (N, C) this rank's keys in original order
   comm_.permute_rows(k.data<float>(), k.size(0), row_floats(k), inv, out.data<float>());
   return out;

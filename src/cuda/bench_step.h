@@ -1,0 +1,20 @@
+// `moco bench --device cuda`: whole MoCo steps on one GPU with synthetic images already on the device.
+#pragma once
+#include <cstdint>
+
+#include "moco/moco.h"
+
+namespace moco::cuda {
+
+struct StepBenchOptions {
+  MocoConfig moco;
+  int64_t batch = 256, image_size = 224;
+  int steps = 20, warmup = 5;  // the allocation caches are frozen after the warm-up steps
+  DType compute = DType::BF16;
+};
+
+// Prints the configuration, img/s, the median milliseconds of each phase, and device memory by category,
+// then one JSON line ("moco_bench_json {...}") with the same numbers for scripts. Returns 0.
+int run_step_bench(const StepBenchOptions& o);
+
+}  // namespace moco::cuda

@@ -1,0 +1,71 @@
+// The CUDA backend: the Backend interface (include/moco/backend.h) on one GPU stream.
+//
+// Activations are channels-last in bf16 (training) or fp32 (the all-fp32 mode the tests hold tightly
+// against the CPU). Convolutions go through cuDNN (convolution.h), linear layers through cuBLAS, and the rest
+// through the kernels of kernels/batchnorm_nhwc.cuh and kernels/nhwc_ops.cuh. Weights: BN reads the fp32
+// master parameters; convolutions and linear layers read the compute copy (WeightsView::compute) and write
+// their weight gradients into WeightsView::compute_grads, which the step folds into the fp32 gradients
+// once the backward is done (kernels::unpack_weight_grads). Each conv and linear weight is used once per
+// pass in a ResNet, so those gradients are written, not accumulated.
+//
+// Memory: activations come from a BlockCache (freeze() after warm-up turns any new device allocation into
+// an error); the cuDNN workspace and the BN workspace grow only while new shapes arrive.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "moco/backend.h"
+#include "moco/block_cache.h"
+
+namespace moco::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // act: DType::BF16 or DType::F32. All work is issued on `stream` (the caller's).
+  CudaBackend(DType act, cudaStream_t stream);
+  ~CudaBackend() override;
+
+  Device device() const override { return Device::CUDA; }
+  DType activation_dtype() const override { return act_; }
+  Tensor empty(const Shape& shape, DType dtype) override;
+  cudaStream_t stream() const { return stream_; }
+
+  Tensor conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) override;
+  Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                       const Tensor& dy, bool want_dx) override;
+  Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                          Tensor& save_mean, Tensor& save_invstd) override;
+  Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor& dy) override;
+  Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) override;
+  Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                          const Tensor& dy) override;
+  Tensor relu_forward(const Tensor& x) override;
+  Tensor relu_backward(const Tensor& y, const Tensor& dy) override;
+  Tensor add(const Tensor& a, const Tensor& b) override;
+  Tensor add_relu(const Tensor& a, const Tensor& b) override;
+  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) override;
+  Tensor maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) override;
+  Tensor avgpool_forward(const Tensor& x) override;
+  Tensor avgpool_backward(const Shape& x_shape, const Tensor& dy) override;
+  Tensor linear_forward(const WeightsView& w, int64_t w_off, int64_t b_off, int64_t in, int64_t out,
+                        const Tensor& x) override;
+  Tensor linear_backward(const WeightsView& w, int64_t w_off, int64_t b_off, int64_t in, int64_t out,
+                         const Tensor& x, const Tensor& dy) override;
+
+  // After warm-up: no new device memory from here on (asserted by the caches).
+  void freeze();
+  BlockCache& activations() { return *cache_; }
+  size_t workspace_bytes() const;  // cuDNN + BN workspaces
+
+ private:
+  struct Impl;
+  DType act_;
+  cudaStream_t stream_;
+  std::unique_ptr<BlockCache> cache_;
+  std::unique_ptr<Impl> impl_;
+  void* bn_workspace(const cpu::BNShape& s);
+};
+
+}  // namespace moco::cuda

@@ -1,0 +1,335 @@
+// One MoCo training step on the GPU. Read step_with_permutation top to bottom: it is Moco's step (SPEC 1)
+// phase for phase, with device buffers and kernel launches in place of the CPU loops.
+#include "gpu_moco.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cuda_bf16.h>
+#include <type_traits>
+
+#include "blas_handle.h"
+#include "check.h"
+#include "cuda_backend.h"
+#include "device_buffer.h"
+#include "enqueue.cuh"
+#include "flat_update.cuh"
+#include "l2_normalize.cuh"
+#include "moco_logits.cuh"
+#include "nhwc_ops.cuh"
+#include "softmax_xent.cuh"
+
+namespace moco::cuda {
+
+namespace {
+
+template <class F>
+void with_type(DType dt, F&& f) {
+  if (dt == DType::BF16) f(static_cast<__nv_bfloat16*>(nullptr));
+  else f(static_cast<float*>(nullptr));
+}
+
+// The compute copy serves the convolutions (4-D weights) and the linear layers' weights (2-D); BN and the
+// biases are read in fp32 straight from the master buffer.
+std::vector<kernels::WeightSlot> compute_slots(const ParamRegistry& reg) {
+  std::vector<kernels::WeightSlot> slots;
+  for (const RegistryEntry& e : reg.entries()) {
+    if (e.slot != Slot::Param) continue;
+    if (e.shape.size() == 4) slots.push_back({e.offset, e.shape[0], e.shape[1], e.shape[2], e.shape[3]});
+    if (e.shape.size() == 2) slots.push_back({e.offset, e.numel(), 1, 1, 1});
+  }
+  std::sort(slots.begin(), slots.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+  return slots;
+}
+
+void expect_images(const Tensor& x, const char* what) {
+  MOCO_CHECK(x.dtype() == DType::F32 && x.is_contiguous() && x.dim() == 4 && x.size(1) == 3, what,
+             " must be a contiguous f32 (N, 3, H, W) tensor, got ", device_name(x.device()), " ",
+             dtype_name(x.dtype()), " ", shape_str(x.shape()));
+}
+
+}  // namespace
+
+struct GpuMoco::Buffers {
+  int64_t params = 0, stats = 0, counts = 0;  // element counts of the three flat buffers (registry sizes)
+  DeviceBuffer<float> q_params, q_grads, q_momentum, q_stats;  // (params) x3, (stats)
+  DeviceBuffer<int64_t> q_counts;                               // (counts)
+  DeviceBuffer<char> q_compute, q_compute_grads;                // (params) in the compute dtype
+  DeviceBuffer<float> k_params, k_stats;                        // (params), (stats)
+  DeviceBuffer<int64_t> k_counts;                               // (counts)
+  DeviceBuffer<char> k_compute;                                 // (params) in the compute dtype
+  DeviceBuffer<kernels::WeightSlot> slots;                      // (conv + linear weights)
+  int64_t total = 0;                                            // extent of the flat buffer the slots cover
+  DeviceBuffer<float> queue;                                    // (K, C)
+  // sized by the first step's batch
+  int64_t batch = 0;
+  DeviceBuffer<float> logits;   // (N, 1 + K); becomes dlogits in place
+  DeviceBuffer<char> xent_ws;   // softmax_xent_label0's per-row workspace
+  DeviceBuffer<float> loss;     // (1)
+  DeviceBuffer<int64_t> hits;   // (2) top-1, top-5
+  DeviceBuffer<float> global;   // (3) loss, hits1, hits5 for the all-reduce
+  BlasHandle blas;
+  cudaEvent_t marks[kPhases + 1] = {};
+  ~Buffers() {
+    for (cudaEvent_t e : marks)
+      if (e) cudaEventDestroy(e);
+  }
+};
+
+GpuMoco::GpuMoco(const MocoConfig& cfg, Communicator& comm, DType act, cudaStream_t stream)
+    : cfg_(cfg),
+      comm_(comm),
+      act_(act),
+      stream_(stream),
+      backend_(std::make_unique<CudaBackend>(act, stream)),
+      encoder_q_(cfg.encoder, /*with_grads=*/false),
+      encoder_k_(cfg.encoder, /*with_grads=*/false),
+      buf_(std::make_unique<Buffers>()) {
+  MOCO_CHECK(cfg.encoder.head != Head::None, "a MoCo encoder needs a head (Linear for v1, Mlp for v2)");
+  MOCO_CHECK(cfg.temperature > 0, "--moco-t must be > 0, got ", cfg.temperature);
+  MOCO_CHECK(cfg.bn_splits >= 1, "bn splits must be >= 1, got ", cfg.bn_splits);
+  Buffers& b = *buf_;
+  const ParamRegistry& reg = encoder_q_.registry();
+  b.params = reg.size(Slot::Param), b.stats = reg.size(Slot::Stat), b.counts = reg.size(Slot::Count);
+  const size_t es = dtype_size(act);
+  b.q_params = DeviceBuffer<float>(b.params, "query parameters");
+  b.q_grads = DeviceBuffer<float>(b.params, "query gradients");
+  b.q_momentum = DeviceBuffer<float>(b.params, "SGD momentum");
+  b.q_stats = DeviceBuffer<float>(b.stats, "query BN statistics");
+  b.q_counts = DeviceBuffer<int64_t>(b.counts, "query BN counters");
+  b.q_compute = DeviceBuffer<char>(b.params * es, "query compute weights");
+  b.q_compute_grads = DeviceBuffer<char>(b.params * es, "query compute weight gradients");
+  b.k_params = DeviceBuffer<float>(b.params, "key parameters");
+  b.k_stats = DeviceBuffer<float>(b.stats, "key BN statistics");
+  b.k_counts = DeviceBuffer<int64_t>(b.counts, "key BN counters");
+  b.k_compute = DeviceBuffer<char>(b.params * es, "key compute weights");
+  b.slots = DeviceBuffer<kernels::WeightSlot>(compute_slots(reg), "compute weight slots");
+  b.total = b.params;
+  b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
+  MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream));
+  for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
+
+  WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),
+                b.q_compute_grads.get()};
+  WeightsView k{b.k_params.get(), nullptr, b.k_stats.get(), b.k_counts.get(), b.k_compute.get(), nullptr};
+  encoder_q_.bind(backend_.get(), q);
+  encoder_k_.bind(backend_.get(), k);
+  encoder_q_.set_bn_groups(cfg.bn_splits);
+  encoder_k_.set_bn_groups(cfg.bn_splits);
+}
+
+GpuMoco::~GpuMoco() = default;
+
+void GpuMoco::load_from(Moco& host) {
+  Buffers& b = *buf_;
+  MOCO_CHECK(host.encoder_q().registry().size(Slot::Param) == b.params && host.queue().size() == cfg_.queue_size &&
+                 host.queue().dim() == cfg_.encoder.out_dim,
+             "load_from: the CPU MoCo has another configuration (", host.config().encoder.describe(), ", K=",
+             host.queue().size(), ") than this one (", cfg_.encoder.describe(), ", K=", cfg_.queue_size, ")");
+  b.q_params.upload(host.encoder_q().params());
+  b.q_stats.upload(host.encoder_q().stats());
+  b.q_counts.upload(host.encoder_q().counts());
+  b.q_momentum.upload(host.optimizer().momentum_buffer());
+  b.k_params.upload(host.encoder_k().params());
+  b.k_stats.upload(host.encoder_k().stats());
+  b.k_counts.upload(host.encoder_k().counts());
+  b.queue.upload(host.queue().keys());
+  queue_ptr_ = host.queue().ptr();
+  steps_done_ = host.steps_done();
+}
+
+void GpuMoco::store_to(Moco& host) {
+  Buffers& b = *buf_;
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  b.q_params.download(host.encoder_q().params());
+  b.q_stats.download(host.encoder_q().stats());
+  b.q_counts.download(host.encoder_q().counts());
+  b.q_momentum.download(host.optimizer().momentum_buffer());
+  b.k_params.download(host.encoder_k().params());
+  b.k_stats.download(host.encoder_k().stats());
+  b.k_counts.download(host.encoder_k().counts());
+  b.queue.download(host.queue().keys());
+  host.queue().set_ptr(queue_ptr_);
+  host.set_steps_done(steps_done_);
+}
+
+void GpuMoco::freeze() { backend_->freeze(); }
+
+GpuMemory GpuMoco::memory() const {
+  const Buffers& b = *buf_;
+  GpuMemory m;
+  m.parameters = b.q_params.bytes() + b.q_stats.bytes() + b.q_counts.bytes() + b.q_compute.bytes() +
+                 b.k_params.bytes() + b.k_stats.bytes() + b.k_counts.bytes() + b.k_compute.bytes() + b.slots.bytes();
+  m.gradients = b.q_grads.bytes() + b.q_compute_grads.bytes();
+  m.optimizer = b.q_momentum.bytes();
+  m.activations = backend_->activations().peak_live_bytes();
+  m.workspace = backend_->workspace_bytes() + b.logits.bytes() + b.xent_ws.bytes() + b.loss.bytes() +
+                b.hits.bytes() + b.global.bytes();
+  m.queue = b.queue.bytes();
+  return m;
+}
+
+StepStats GpuMoco::step(const Tensor& x_q, const Tensor& x_k, float lr) {
+  const int64_t global = x_k.size(0) * comm_.world_size();
+  std::vector<int64_t> perm((size_t)global);
+  if (cfg_.shuffle_bn) {
+    perm = draw_shuffle_permutation(cfg_.seed, steps_done_, global, comm_);
+  } else {
+    for (int64_t i = 0; i < global; ++i) perm[(size_t)i] = i;
+  }
+  return step_with_permutation(x_q, x_k, lr, perm);
+}
+
+StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, float lr,
+                                         const std::vector<int64_t>& perm) {
+  expect_images(x_q, "the query batch");
+  expect_images(x_k, "the key batch");
+  MOCO_CHECK(x_q.shape() == x_k.shape(), "query and key batches differ: ", shape_str(x_q.shape()), " vs ",
+             shape_str(x_k.shape()));
+  const int64_t n = x_q.size(0), h = x_q.size(2), w = x_q.size(3), img = 3 * h * w;
+  const int64_t c = cfg_.encoder.out_dim, k_len = cfg_.queue_size, world = comm_.world_size();
+  MOCO_CHECK(n % cfg_.bn_splits == 0, "batch of ", n, " images does not split into ", cfg_.bn_splits, " BN groups");
+  MOCO_CHECK(n * world <= k_len, "the global batch (", n * world, ") must not exceed the queue (", k_len, ")");
+  Buffers& b = *buf_;
+  if (b.batch != n) {  // the first step sizes the per-batch buffers
+    MOCO_CHECK(b.batch == 0, "the GPU step was sized for batches of ", b.batch, " and got ", n);
+    b.batch = n;
+    b.logits = DeviceBuffer<float>(n * (1 + k_len), "logits");
+    b.xent_ws = DeviceBuffer<char>(kernels::softmax_xent_label0_workspace_bytes(n), "softmax-CE workspace");
+    b.loss = DeviceBuffer<float>(1, "loss");
+    b.hits = DeviceBuffer<int64_t>(2, "hits");
+    b.global = DeviceBuffer<float>(3, "loss and hits for the all-reduce");
+  }
+  CudaBackend& ops = *backend_;
+  const float inv_t = 1.f / cfg_.temperature;
+  auto mark = [&](int i) { MOCO_CUDA_CHECK(cudaEventRecord(b.marks[i], stream_)); };
+  // Host fp32 NCHW images -> device -> the network's layout and dtype.
+  auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) fp32 on the device
+    Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
+    with_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(x.raw()), stream_);
+    });
+    return x;
+  };
+  auto upload = [&](const Tensor& x) {  // images already on the device (synthetic benchmark input) stay
+    if (x.device() == Device::CUDA) return x.reshape({n, img});
+    Tensor staged = ops.empty({n, img}, DType::F32);  // (N, 3*H*W)
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, stream_));
+    return staged;
+  };
+  auto to_f32 = [&](const Tensor& t) {  // (N, C) compute dtype -> fp32
+    Tensor out = ops.empty(t.shape(), DType::F32);
+    with_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::cast<T, float>(t.numel(), static_cast<const T*>(t.raw()), out.data<float>(), stream_);
+    });
+    return out;
+  };
+  auto pack = [&](const float* params, void* compute) {
+    with_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.total, params, static_cast<T*>(compute), stream_);
+    });
+  };
+  StepStats stats;
+  mark(0);
+
+  // 1. q = normalize(f_q(x_q)), recording for backward
+  pack(b.q_params.get(), b.q_compute.get());
+  MOCO_CUDA_CHECK(cudaMemsetAsync(b.q_grads.get(), 0, b.q_grads.bytes(), stream_));
+  Tape tape;
+  Tensor feat_q = to_f32(encoder_q_.forward(network_input(upload(x_q)), &tape));  // (N, C)
+  Tensor q = ops.empty({n, c}, DType::F32);                                         // (N, C)
+  Tensor q_norms = ops.empty({n}, DType::F32);                                      // (N)
+  kernels::l2_normalize_forward(n, c, feat_q.data<float>(), q.data<float>(), q_norms.data<float>(), stream_);
+  stats.activation_bytes = tape.saved_bytes();
+  mark(1);
+
+  // 2. momentum update of the key encoder, before its forward
+  kernels::momentum_update(b.params, cfg_.momentum, b.q_params.get(), b.k_params.get(), stream_);
+  pack(b.k_params.get(), b.k_compute.get());
+  mark(2);
+
+  // 3-5. keys: shuffle (the fp32 images, before conversion), forward without a tape, normalize, unshuffle
+  Tensor x_k_staged = upload(x_k);                    // (N, 3*H*W)
+  Tensor x_k_shuffled = ops.empty({n, img}, DType::F32);  // (N, 3*H*W) this rank's slice of the shuffled batch
+  comm_.permute_rows(x_k_staged.data<float>(), n, img, perm, x_k_shuffled.data<float>());
+  Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)
+  Tensor k_shuffled = ops.empty({n, c}, DType::F32);                                  // (N, C)
+  Tensor k_norms = ops.empty({n}, DType::F32);                                        // (N)
+  kernels::l2_normalize_forward(n, c, feat_k.data<float>(), k_shuffled.data<float>(), k_norms.data<float>(), stream_);
+  Tensor k = ops.empty({n, c}, DType::F32);  // (N, C) this rank's keys in original order
+  comm_.permute_rows(k_shuffled.data<float>(), n, c, inverse_permutation(perm), k.data<float>());
+  mark(3);
+
+  // 6-7. logits [q.k, q.queue^T] / T against the queue as it was before this step, softmax-CE with label 0
+  // (dlogits in place), and dq
+  kernels::moco_logits_forward(b.blas.get(), n, c, k_len, q.data<float>(), k.data<float>(), b.queue.get(), inv_t,
+                               b.logits.get(), stream_);
+  kernels::softmax_xent_label0(n, 1 + k_len, b.logits.get(), b.logits.get(), b.loss.get(), b.hits.get(),
+                               b.xent_ws.get(), stream_);
+  Tensor dq = ops.empty({n, c}, DType::F32);  // (N, C)
+  kernels::moco_logits_backward(b.blas.get(), n, c, k_len, b.logits.get(), k.data<float>(), b.queue.get(), inv_t,
+                                dq.data<float>(), stream_);
+  // Loss and accuracy of the global batch, read back so that a non-finite loss stops every rank before
+  // any update (the same rule as the CPU step).
+  float local[3];  // loss, top-1 hits, top-5 hits
+  int64_t hits[2];
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(&local[0], b.loss.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(hits, b.hits.get(), sizeof hits, cudaMemcpyDeviceToHost, stream_));
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  local[1] = (float)hits[0], local[2] = (float)hits[1];
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(b.global.get(), local, sizeof local, cudaMemcpyHostToDevice, stream_));
+  comm_.all_reduce_mean(b.global.get(), 3);
+  float global[3];
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(global, b.global.get(), sizeof global, cudaMemcpyDeviceToHost, stream_));
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  stats.loss = global[0];
+  MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
+             "; stopping before the update so the last checkpoint stays good");
+  stats.acc1 = 100.f * global[1] / (float)n;
+  stats.acc5 = 100.f * global[2] / (float)n;
+  mark(4);
+
+  // 8. backward through the query encoder only, fold the compute-layout weight gradients into the fp32
+  // gradients, average over ranks, SGD step
+  Tensor dfeat = ops.empty({n, c}, DType::F32);  // (N, C)
+  kernels::l2_normalize_backward(n, c, q.data<float>(), q_norms.data<float>(), dq.data<float>(), dfeat.data<float>(),
+                                 stream_);
+  Tensor dfeat_act = ops.empty({n, c}, act_);  // (N, C)
+  with_type(act_, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::cast<float, T>(n * c, dfeat.data<float>(), static_cast<T*>(dfeat_act.raw()), stream_);
+  });
+  encoder_q_.backward(dfeat_act, tape);
+  tape.clear();  // the saved activations go back to the cache
+  with_type(act_, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::unpack_weight_grads<T>(b.slots.get(), (int)b.slots.size(), b.total,
+                                    static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
+                                    b.q_grads.get(), stream_);
+  });
+  mark(5);
+  comm_.all_reduce_mean(b.q_grads.get(), b.params);
+  mark(6);
+  kernels::sgd_momentum_step(b.params, lr, cfg_.sgd.momentum, cfg_.sgd.weight_decay, b.q_params.get(), b.q_grads.get(),
+                             b.q_momentum.get(), stream_);
+  mark(7);
+
+  // 9. enqueue the keys of the global batch
+  Tensor all_keys = ops.empty({world * n, c}, DType::F32);  // (W*N, C)
+  comm_.all_gather(k.data<float>(), n * c, all_keys.data<float>());
+  queue_ptr_ = kernels::enqueue(k_len, c, queue_ptr_, world * n, all_keys.data<float>(), b.queue.get(), stream_);
+  mark(8);
+
+  MOCO_CUDA_CHECK(cudaEventSynchronize(b.marks[kPhases]));
+  for (int p = 0; p < kPhases; ++p) {
+    float ms = 0;
+    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, b.marks[p], b.marks[p + 1]));
+    stats.ms[p] = ms;
+  }
+  ++steps_done_;
+  return stats;
+}
+
+}  // namespace moco::cuda

@@ -1,0 +1,74 @@
+// MoCo on one GPU: the same algorithm as Moco::step_with_permutation (src/moco/moco.cpp, SPEC 1), with
+// every buffer on the device. The encoders are the same Encoder objects as on the CPU, bound to the CUDA
+// backend and to device buffers (Encoder::bind); the MoCo-specific arithmetic is the kernels of kernels/.
+//
+// Precision (DESIGN 6): activations and conv/linear weights in the compute dtype (bf16 for training, f32
+// for the tests), fp32 master weights, gradients, SGD momentum, BN statistics, features, logits and loss.
+//
+// Checkpoints, kNN and export stay on the host: load_from / store_to copy the whole state to and from a
+// CPU Moco of the same configuration.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moco/comm.h"
+#include "moco/moco.h"
+
+namespace moco::cuda {
+
+class CudaBackend;
+
+// Device memory by what it holds, in bytes (peak for activations).
+struct GpuMemory {
+  size_t parameters = 0;   // fp32 masters of both encoders + their compute copies
+  size_t gradients = 0;    // fp32 gradients + the compute-layout weight gradients
+  size_t optimizer = 0;    // SGD momentum
+  size_t activations = 0;  // peak of the activation cache during the step (saved for backward + transient)
+  size_t workspace = 0;    // cuDNN + BN workspaces, the logits and the staged input images
+  size_t queue = 0;        // (K, C) fp32
+  size_t total() const { return parameters + gradients + optimizer + activations + workspace + queue; }
+};
+
+class GpuMoco {
+ public:
+  // comm: a communicator over DEVICE memory whose compute stream is `stream` (SingleDeviceCommunicator
+  // for one GPU, NcclCommunicator for GPU ranks). act: DType::BF16 (training) or DType::F32 (tests).
+  GpuMoco(const MocoConfig& cfg, Communicator& comm, DType act, cudaStream_t stream);
+  ~GpuMoco();
+  GpuMoco(const GpuMoco&) = delete;
+  GpuMoco& operator=(const GpuMoco&) = delete;
+
+  // The whole state (both encoders, SGD momentum, queue and its pointer, steps done) from / to a CPU Moco
+  // of the same configuration.
+  void load_from(Moco& host);
+  void store_to(Moco& host);
+
+  // One step on this rank's N query and N key images: fp32 tensors (N, 3, H, W), on the host as the loader
+  // makes them (uploaded here), or already on the device (benchmarks). The loss and accuracies are read back (the NaN check happens before any update, as on the CPU).
+  StepStats step(const Tensor& x_q, const Tensor& x_k, float lr);
+  StepStats step_with_permutation(const Tensor& x_q, const Tensor& x_k, float lr, const std::vector<int64_t>& perm);
+
+  // After the warm-up steps: from now on nothing may allocate device memory (asserted by the caches).
+  void freeze();
+  GpuMemory memory() const;
+  int64_t steps_done() const { return steps_done_; }
+  const MocoConfig& config() const { return cfg_; }
+  DType compute_dtype() const { return act_; }
+
+ private:
+  struct Buffers;
+  MocoConfig cfg_;
+  Communicator& comm_;
+  DType act_;
+  cudaStream_t stream_;
+  std::unique_ptr<CudaBackend> backend_;
+  Encoder encoder_q_, encoder_k_;  // layers and registries; their weights are the device buffers below
+  std::unique_ptr<Buffers> buf_;
+  int64_t queue_ptr_ = 0;
+  int64_t steps_done_ = 0;
+};
+
+}  // namespace moco::cuda

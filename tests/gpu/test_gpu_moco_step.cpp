@@ -1,0 +1,187 @@
+// The whole MoCo step on the GPU against the CPU step (the oracle, itself checked against PyTorch by the
+// cpu tests): same initial state, same images, same shuffle permutation.
+//
+// What is compared after the steps: the loss and accuracies of each step, and the SGD momentum buffer of the
+// query encoder after ONE step, which is exactly d = grad + wd * theta of every parameter (so the gradient of
+// every tensor is checked, not only its effect on the weights), plus the BN running statistics of both
+// encoders and the queue.
+//
+// Tolerances:
+//  - fp32 (no TF32 anywhere): the GPU sums in other orders than the CPU (cuDNN vs im2col, tree reductions vs
+//    loops), a relative difference of ~1e-6 per op that BN's backward can amplify by ~1/(group variance);
+//    each tensor must agree to 2e-3 of its largest magnitude, the loss to 1e-4 relative.
+//  - bf16 activations and conv weights: every activation is rounded to 8 mantissa bits (2^-9 relative),
+//    which compounds over ~50 layers into percent-level gradient noise: the loss must agree to 2e-2
+//    relative and the whole gradient to a relative L2 error of 0.1 (a wrong term in any layer moves it
+//    by far more: that is what this test is for).
+#include <cmath>
+#include <vector>
+
+#include "../../src/cuda/check.h"
+#include "../../src/cuda/gpu_moco.h"
+#include "../../src/cuda/nccl_communicator.h"
+#include "gpu_test.h"
+#include "moco/rng.h"
+
+using namespace moco;
+
+namespace {
+
+// ResNet-50 topology (bottlenecks, ImageNet stem with max-pool), width 4, v2 MLP head, split-BN in 2 groups.
+MocoConfig tiny_v2() {
+  MocoConfig c;
+  c.encoder.depth = 50;
+  c.encoder.width = 4;
+  c.encoder.small_stem = false;
+  c.encoder.head = Head::Mlp;
+  c.encoder.out_dim = 16;
+  c.queue_size = 37;  // odd, and not a multiple of the batch: the enqueue wraps
+  c.temperature = 0.2f;
+  c.bn_splits = 2;
+  c.seed = 7;
+  return c;
+}
+
+// (N, 3, S, S) smooth images with per-sample noise; `view` makes the second augmentation-like view.
+Tensor images(int64_t n, int64_t s, uint64_t step, int view) {
+  Tensor x = Tensor::empty({n, 3, s, s}, DType::F32);
+  Rng r(99, step * 2 + (uint64_t)view);
+  float* p = x.data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) p[i] = std::sin(0.11f * (float)(i % (3 * s * s)) + (float)(i / (3 * s * s))) + 0.2f * (float)r.normal();
+  return x;
+}
+
+double max_abs(const float* a, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, (double)std::fabs(a[i]));
+  return m;
+}
+
+struct Both {
+  SingleCommunicator host_comm;
+  Moco cpu;
+  Moco readback;  // the GPU state copied back
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::SingleDeviceCommunicator> dev_comm;
+  std::unique_ptr<cuda::GpuMoco> gpu;
+  Both(const MocoConfig& cfg, DType act) : cpu(cfg, host_comm), readback(cfg, host_comm) {
+    cpu.init();
+    MOCO_CUDA_CHECK(cudaStreamCreate(&stream));
+    dev_comm = std::make_unique<cuda::SingleDeviceCommunicator>(stream);
+    gpu = std::make_unique<cuda::GpuMoco>(cfg, *dev_comm, act, stream);
+    gpu->load_from(cpu);
+  }
+  ~Both() {
+    gpu.reset();
+    dev_comm.reset();
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+// Every Param tensor of the momentum buffers: max |gpu - cpu| <= rel * max |cpu|.
+void expect_buffers_close(Moco& cpu, Moco& gpu, double rel) {
+  const auto& reg = cpu.encoder_q().registry();
+  const std::vector<float>& a = cpu.optimizer().momentum_buffer();
+  const std::vector<float>& b = gpu.optimizer().momentum_buffer();
+  for (const RegistryEntry& e : reg.entries()) {
+    if (e.slot != Slot::Param) continue;
+    const double scale = max_abs(a.data() + e.offset, (size_t)e.numel());
+    double worst = 0;
+    for (int64_t i = 0; i < e.numel(); ++i)
+      worst = std::max(worst, (double)std::fabs(a[e.offset + i] - b[e.offset + i]));
+    EXPECT_LE(worst, rel * scale + 1e-7) << "gradient (SGD buffer) of " << e.name << ": scale " << scale;
+  }
+  const auto& sa = cpu.encoder_k().stats();
+  const auto& sb = gpu.encoder_k().stats();
+  for (size_t i = 0; i < sa.size(); ++i)
+    ASSERT_NEAR(sa[i], sb[i], rel * (1 + std::fabs(sa[i]))) << "key encoder BN statistic " << i;
+  const auto& qa = cpu.queue().keys();
+  const auto& qb = gpu.queue().keys();
+  for (size_t i = 0; i < qa.size(); ++i) ASSERT_NEAR(qa[i], qb[i], 10 * rel) << "queue entry " << i;
+  EXPECT_EQ(cpu.queue().ptr(), gpu.queue().ptr());
+}
+
+}  // namespace
+
+TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
+  MOCO_REQUIRE_GPU();
+  Both m(tiny_v2(), DType::F32);
+  const int64_t n = 8, s = 32;
+  for (uint64_t step = 0; step < 3; ++step) {
+    Tensor xq = images(n, s, step, 0), xk = images(n, s, step, 1);
+    const StepStats c = m.cpu.step(xq, xk, 0.03f);
+    const StepStats g = m.gpu->step(xq, xk, 0.03f);
+    EXPECT_NEAR(g.loss, c.loss, 1e-4 * std::fabs(c.loss)) << "step " << step;
+    EXPECT_EQ(g.acc1, c.acc1) << "step " << step;
+    if (step == 0) {
+      m.gpu->store_to(m.readback);
+      expect_buffers_close(m.cpu, m.readback, 2e-3);
+    }
+  }
+  m.gpu->store_to(m.readback);
+  EXPECT_EQ(m.readback.steps_done(), 3);
+  const auto& pa = m.cpu.encoder_q().params();
+  const auto& pb = m.readback.encoder_q().params();
+  double worst = 0;
+  for (size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, (double)std::fabs(pa[i] - pb[i]));
+  EXPECT_LE(worst, 1e-4 * max_abs(pa.data(), pa.size())) << "query parameters after 3 steps";
+}
+
+TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
+  MOCO_REQUIRE_GPU();
+  Both m(tiny_v2(), DType::BF16);
+  const int64_t n = 8, s = 32;
+  Tensor xq = images(n, s, 0, 0), xk = images(n, s, 0, 1);
+  const StepStats c = m.cpu.step(xq, xk, 0.03f);
+  const StepStats g = m.gpu->step(xq, xk, 0.03f);
+  EXPECT_NEAR(g.loss, c.loss, 2e-2 * std::fabs(c.loss));
+  m.gpu->store_to(m.readback);
+  const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
+  const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+  EXPECT_LE(std::sqrt(num / den), 0.1) << "relative L2 error of the whole gradient";
+}
+
+TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {
+  MOCO_REQUIRE_GPU();
+  Both m(tiny_v2(), DType::BF16);
+  Tensor xq = images(8, 32, 0, 0), xk = images(8, 32, 0, 1);
+  m.gpu->step(xq, xk, 0.03f);
+  m.gpu->step(xq, xk, 0.03f);
+  m.gpu->freeze();
+  for (int i = 0; i < 3; ++i) EXPECT_NO_THROW(m.gpu->step(xq, xk, 0.03f));  // a device allocation would throw
+  EXPECT_GT(m.gpu->memory().activations, 0u);
+}
+
+// A few hundred steps of a small model on learnable synthetic data (8 prototypes, two noisy views each):
+// the bf16 GPU loss curve must track the CPU's, window by window, and both must fall.
+TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
+  MOCO_REQUIRE_GPU();
+  MocoConfig cfg;
+  cfg.encoder.depth = 18, cfg.encoder.width = 8, cfg.encoder.small_stem = true;
+  cfg.encoder.head = Head::Mlp, cfg.encoder.out_dim = 32;
+  cfg.queue_size = 512, cfg.temperature = 0.2f, cfg.momentum = 0.99f, cfg.bn_splits = 4, cfg.seed = 3;
+  Both m(cfg, DType::BF16);
+  const int64_t n = 32, s = 16, steps = 240, window = 40;
+  std::vector<double> cpu_w(steps / window, 0), gpu_w(steps / window, 0);
+  for (int64_t t = 0; t < steps; ++t) {
+    Tensor xq = Tensor::empty({n, 3, s, s}, DType::F32), xk = Tensor::empty({n, 3, s, s}, DType::F32);
+    Rng r(5, (uint64_t)t);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t proto = (int64_t)r.below(8);
+      for (int64_t j = 0; j < 3 * s * s; ++j) {
+        const float base = std::sin(0.37f * (float)(proto + 1) * (float)j);
+        xq.data<float>()[i * 3 * s * s + j] = base + 0.3f * (float)r.normal();
+        xk.data<float>()[i * 3 * s * s + j] = base + 0.3f * (float)r.normal();
+      }
+    }
+    cpu_w[t / window] += m.cpu.step(xq, xk, 0.05f).loss / window;
+    gpu_w[t / window] += m.gpu->step(xq, xk, 0.05f).loss / window;
+  }
+  for (size_t i = 0; i < cpu_w.size(); ++i)
+    EXPECT_NEAR(gpu_w[i], cpu_w[i], 0.05 * cpu_w[i]) << "mean loss of steps [" << i * window << ", "
+                                                    << (i + 1) * window << ")";
+  EXPECT_LT(cpu_w.back(), 0.8 * cpu_w.front()) << "the CPU run did not learn: the comparison would be empty";
+  EXPECT_LT(gpu_w.back(), 0.8 * gpu_w.front());
+}
