@@ -3,6 +3,7 @@
 // every checkpoint, so a resume can check it and `moco knn` / `moco export` can rebuild the model.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,7 +51,22 @@ MocoConfig moco_config(const RunConfig& rc);
 // Keys a resumed run must share with its checkpoint.
 const std::vector<std::string>& resume_must_match();
 
-// Runs training; returns the process exit code.
-int run_train(const TrainOptions& o);
+// The MoCo step on an accelerator. The host Moco still holds the run's state for checkpoints, the kNN
+// monitor and export; store_to writes the device's state into it whenever those need it.
+class DeviceStep {
+ public:
+  virtual ~DeviceStep() = default;
+  virtual StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) = 0;
+  virtual void store_to(Moco& host) = 0;
+  virtual std::string describe() const = 0;  // "cuda: NVIDIA H100 ..., bf16"
+};
+// Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
+// communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after
+// printing why (only --device auto accepts that).
+using DeviceStepFactory = std::unique_ptr<DeviceStep> (*)(Moco& host, Communicator& comm, const TrainOptions& o);
+
+// Runs training; returns the process exit code. `cuda`: the CUDA step's factory, or nullptr in a CPU-only
+// build (then --device cuda is refused).
+int run_train(const TrainOptions& o, DeviceStepFactory cuda = nullptr);
 
 }  // namespace moco

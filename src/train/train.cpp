@@ -123,9 +123,11 @@ static double knn_monitor(Moco& moco, const TrainOptions& o, const Dataset& trai
 }
 
 // ---------------------------------------------------------------- the run
-int run_train(const TrainOptions& o) {
-  MOCO_CHECK(o.device == "cpu" || o.device == "auto", "--device ", o.device,
-             ": this build trains on the CPU only (the CUDA MoCo step is not available yet); use --device cpu");
+int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
+  MOCO_CHECK(o.device == "cpu" || o.device == "cuda" || o.device == "auto", "--device ", o.device,
+             ": expected cpu, cuda or auto");
+  MOCO_CHECK(o.device != "cuda" || cuda != nullptr,
+             "--device cuda: this build has no CUDA backend; build where nvcc is installed, or use --device cpu");
   const RunConfig rc = run_config(o);
   // ranks: one, or W started by mpirun; all of them train, rank 0 alone prints, logs and writes checkpoints
   std::unique_ptr<Communicator> comm = make_cpu_communicator(o.launch);
@@ -169,6 +171,18 @@ int run_train(const TrainOptions& o) {
       std::fprintf(stderr, "resumed %s at epoch %lld, step %lld of it (%lld steps done)\n", o.resume.c_str(),
                  (long long)pos.epoch, (long long)pos.step_in_epoch, (long long)pos.steps_done);
   }
+  // the step runs on the GPU when asked (or, with --device auto, when one is usable); the host Moco above
+  // keeps the state that checkpoints and the kNN monitor read, refreshed through sync_host()
+  std::unique_ptr<DeviceStep> device;
+  if (o.device != "cpu" && cuda) {
+    device = cuda(moco, *comm, o);
+    MOCO_CHECK(device || o.device == "auto", "--device cuda: no usable CUDA device (see above)");
+  }
+  if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
+  auto sync_host = [&] {
+    if (device) device->store_to(moco);
+  };
+
   std::unique_ptr<MetricsLog> log_file =
       lead ? std::make_unique<MetricsLog>(o.out + "/metrics.jsonl", o.resume.empty() ? -1 : pos.steps_done) : nullptr;
   auto log = [&](const JsonRecord& r) {
@@ -187,6 +201,7 @@ int run_train(const TrainOptions& o) {
   Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * comm->world_size());
 
   auto save = [&](const TrainPosition& p) {
+    sync_host();
     if (lead) {
       save_checkpoint(ckpt, moco, p, rc);
       log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
@@ -196,6 +211,7 @@ int run_train(const TrainOptions& o) {
 
   auto monitor = [&] {
     // every rank computes it (the same number): no rank waits at a collective for rank 0's monitor
+    sync_host();
     const double top1 = knn_monitor(moco, o, *train, *test);
     if (lead) {
       progress.finish();
@@ -214,7 +230,8 @@ int run_train(const TrainOptions& o) {
     while (loader.next(batch)) {
       StepStats st;
       try {
-        st = moco.step(batch.views[0], batch.views[1], lr);  // (N, 3, S, S) query and key views
+        // (N, 3, S, S) query and key views
+        st = device ? device->step(batch.views[0], batch.views[1], lr) : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
       }
