@@ -1,0 +1,425 @@
+// The cuDNN convolution wrapper (src/cuda/convolution.h) against the CPU reference convolution
+// (cpu::conv2d_forward / conv2d_backward, NCHW with (Co, Ci, kh, kw) weights, run in double): every distinct
+// convolution of ResNet-50 at batch 2 and a set of odd shapes, forward, backward_data and backward_filter, in
+// fp32 and bf16. Inputs are laid out channels-last on the host; every output is filled with NaN (all bits
+// set) before each call, so an element cuDNN did not write fails the comparison. Each pass runs twice: the
+// first call searches for the algorithm, the second uses the cached plan; a deterministic plan must give
+// the same bits both times.
+//
+// Tolerances, relative to the sum of |terms| of each output (the reference run on |inputs|):
+//  - fp32 (FMA math, no TF32): 1e-5. A sum of n products accumulated in fp32 is off by rounding only, in
+//    practice a few 2^-24 of the sum of |terms| for the random-sign data here (the worst case n * 2^-24 is
+//    never approached); 1e-5 leaves two orders of magnitude of margin, yet a missing or misplaced term of
+//    a forward or data-gradient sum (at least 1/4608 of it here) or a wrong kernel row (1/7 to 1/3) fails.
+//  - bf16 (inputs rounded to bf16 on the host first, so the reference sees the same values): 1e-2. The
+//    products are exact in fp32 and accumulated in fp32, but the result is rounded to bf16 (8 bits), up to
+//    2^-9 = 0.2% of |result| <= 0.2% of the sum of |terms|; 1e-2 is 5x that, and still catches any layout,
+//    stride, padding or kernel-orientation error (each moves a large fraction of the terms).
+// Outputs with no terms at all (input pixels a strided 1x1 kernel never reads) get a floor of rel * 1e-3 of
+// the mean magnitude, so an algorithm that works in a transformed domain may leave rounding noise there
+// while a NaN or a stale value still fails.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../../src/cuda/convolution.h"
+#include "../../src/cuda/device_buffer.h"
+#include "../../src/cuda/resnet50_convs.h"
+#include "gpu_test.h"
+#include "moco/cpu_ops.h"
+#include "moco/rng.h"
+
+using namespace moco;
+using cpu::ConvShape;
+using cuda::DeviceBuffer;
+
+namespace {
+
+constexpr double kRelF32 = 1e-5;
+constexpr double kRelBf16 = 1e-2;
+
+// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
+uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::vector<float> normals(size_t n, uint64_t stream) {
+  Rng r(4242, stream);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)r.normal();
+  return v;
+}
+
+// Each value replaced by the nearest bf16, kept as float: what the GPU will see.
+std::vector<float> rounded_to_bf16(std::vector<float> v) {
+  for (auto& x : v) x = bf16_value(bf16_bits(x));
+  return v;
+}
+
+std::vector<double> widened(const std::vector<float>& v, bool magnitude) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d[i] = magnitude ? std::fabs((double)v[i]) : (double)v[i];
+  return d;
+}
+
+// (A, B, C, D) -> (A, C, D, B): NCHW to NHWC, and equally (Co, Ci, kh, kw) to (Co, kh, kw, Ci).
+std::vector<float> channels_last(const std::vector<float>& v, int64_t a, int64_t b, int64_t c, int64_t d) {
+  std::vector<float> out(v.size());
+  for (int64_t i = 0; i < a; ++i)
+    for (int64_t j = 0; j < b; ++j)
+      for (int64_t k = 0; k < c * d; ++k) out[(size_t)((i * c * d + k) * b + j)] = v[(size_t)((i * b + j) * c * d + k)];
+  return out;
+}
+// (A, C, D, B) -> (A, B, C, D): the inverse.
+std::vector<float> channels_first(const std::vector<float>& v, int64_t a, int64_t b, int64_t c, int64_t d) {
+  std::vector<float> out(v.size());
+  for (int64_t i = 0; i < a; ++i)
+    for (int64_t j = 0; j < b; ++j)
+      for (int64_t k = 0; k < c * d; ++k) out[(size_t)((i * b + j) * c * d + k)] = v[(size_t)((i * c * d + k) * b + j)];
+  return out;
+}
+
+// Device values in the test's dtype: fp32 as is, bf16 as its bits.
+class DeviceValues {
+ public:
+  DeviceValues(const std::vector<float>& host, DType dt, const char* what) : dt_(dt) {
+    if (dt == DType::F32) {
+      f_ = DeviceBuffer<float>(host, what);
+    } else {
+      std::vector<uint16_t> bits(host.size());
+      for (size_t i = 0; i < host.size(); ++i) bits[i] = bf16_bits(host[i]);
+      b_ = DeviceBuffer<uint16_t>(bits, what);
+    }
+  }
+  DeviceValues(size_t n, DType dt, const char* what) : dt_(dt) {
+    if (dt == DType::F32)
+      f_ = DeviceBuffer<float>(n, what);
+    else
+      b_ = DeviceBuffer<uint16_t>(n, what);
+  }
+  void* get() { return dt_ == DType::F32 ? (void*)f_.get() : (void*)b_.get(); }
+  void fill_bytes(int byte) { dt_ == DType::F32 ? f_.fill_bytes(byte) : b_.fill_bytes(byte); }
+  void poison() { fill_bytes(0xFF); }
+  std::vector<float> download() const {
+    if (dt_ == DType::F32) return f_.download();
+    const std::vector<uint16_t> bits = b_.download();
+    std::vector<float> v(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) v[i] = bf16_value(bits[i]);
+    return v;
+  }
+
+ private:
+  DType dt_;
+  DeviceBuffer<float> f_;
+  DeviceBuffer<uint16_t> b_;
+};
+
+class Stream {
+ public:
+  Stream() { MOCO_CUDA_CHECK(cudaStreamCreate(&s_)); }
+  ~Stream() { cudaStreamDestroy(s_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+std::string describe_shape(const ConvShape& s, DType dt) {
+  return "N=" + std::to_string(s.n) + " Ci=" + std::to_string(s.ci) + " " + std::to_string(s.h) + "x" +
+         std::to_string(s.w) + " Co=" + std::to_string(s.co) + " k=" + std::to_string(s.kh) + "x" +
+         std::to_string(s.kw) + " stride=" + std::to_string(s.stride) + " pad=" + std::to_string(s.pad) + " " +
+         dtype_name(dt);
+}
+
+size_t lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+// got within rel * mag (+ the no-term floor) of ref, element by element; NaN fails.
+::testing::AssertionResult within(const std::vector<float>& got, const std::vector<double>& ref,
+                                 const std::vector<double>& mag, double rel, const std::string& what) {
+  if (got.size() != ref.size())
+    return ::testing::AssertionFailure() << what << ": " << got.size() << " elements, expected " << ref.size();
+  double mean_mag = 0;
+  for (double m : mag) mean_mag += m;
+  mean_mag /= (double)std::max<size_t>(mag.size(), 1);
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = rel * std::max(mag[i], 1e-3 * mean_mag) + 1e-30;
+    if (!(std::fabs((double)got[i] - ref[i]) <= tol)) {
+      if (bad == 0) first = i;
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << got.size() << " elements off; first ["
+                                       << first << "] = " << got[first] << ", reference " << ref[first]
+                                       << ", sum of |terms| " << mag[first] << ", relative tolerance " << rel;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// One shape through the three passes (each twice: searched, then cached) against the CPU reference.
+void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& s, DType dt, uint64_t seed) {
+  const double rel = dt == DType::F32 ? kRelF32 : kRelBf16;
+  const int64_t ho = s.ho(), wo = s.wo();
+  const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * s.kh * s.kw),
+               ny = (size_t)(s.n * s.co * ho * wo);
+  std::vector<float> x = normals(nx, 3 * seed);       // (N, Ci, H, W)
+  std::vector<float> w = normals(nw, 3 * seed + 1);   // (Co, Ci, kh, kw)
+  std::vector<float> dy = normals(ny, 3 * seed + 2);  // (N, Co, Ho, Wo)
+  if (dt == DType::BF16) {
+    x = rounded_to_bf16(x);
+    w = rounded_to_bf16(w);
+    dy = rounded_to_bf16(dy);
+  }
+
+  // The reference in double on the same values, and on their magnitudes (each output's sum of |terms|).
+  // conv2d_backward accumulates into dw, so both start at zero; it overwrites dx.
+  std::vector<double> ref_y(ny), mag_y(ny), ref_dx(nx), mag_dx(nx), ref_dw(nw, 0.0), mag_dw(nw, 0.0);
+  {
+    const auto xd = widened(x, false), wd = widened(w, false), dyd = widened(dy, false);
+    const auto xa = widened(x, true), wa = widened(w, true), dya = widened(dy, true);
+    cpu::conv2d_forward<double>(s, xd.data(), wd.data(), ref_y.data());
+    cpu::conv2d_forward<double>(s, xa.data(), wa.data(), mag_y.data());
+    cpu::conv2d_backward<double>(s, xd.data(), wd.data(), dyd.data(), ref_dx.data(), ref_dw.data());
+    cpu::conv2d_backward<double>(s, xa.data(), wa.data(), dya.data(), mag_dx.data(), mag_dw.data());
+  }
+
+  DeviceValues dx_in(channels_last(x, s.n, s.ci, s.h, s.w), dt, "x");        // (N, H, W, Ci)
+  DeviceValues dw_in(channels_last(w, s.co, s.ci, s.kh, s.kw), dt, "w");     // (Co, kh, kw, Ci)
+  DeviceValues ddy_in(channels_last(dy, s.n, s.co, ho, wo), dt, "dy");       // (N, Ho, Wo, Co)
+  DeviceValues y_out(ny, dt, "y"), dx_out(nx, dt, "dx"), dw_out(nw, dt, "dw");  // same layouts
+  const std::string name = describe_shape(s, dt);
+
+  std::vector<float> first[3];
+  for (int round = 0; round < 2; ++round) {
+    y_out.poison();
+    conv.forward(s, dt, dx_in.get(), dw_in.get(), y_out.get());
+    dx_out.poison();
+    conv.backward_data(s, dt, ddy_in.get(), dw_in.get(), dx_out.get());
+    dw_out.poison();
+    conv.backward_filter(s, dt, dx_in.get(), ddy_in.get(), dw_out.get());
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+    const std::vector<float> y = channels_first(y_out.download(), s.n, s.co, ho, wo);
+    const std::vector<float> dxg = channels_first(dx_out.download(), s.n, s.ci, s.h, s.w);
+    const std::vector<float> dwg = channels_first(dw_out.download(), s.co, s.ci, s.kh, s.kw);
+    const std::string r = round == 0 ? " (searched)" : " (cached plan)";
+    EXPECT_TRUE(within(y, ref_y, mag_y, rel, name + " forward" + r)) << conv.describe();
+    EXPECT_TRUE(within(dxg, ref_dx, mag_dx, rel, name + " backward_data" + r)) << conv.describe();
+    EXPECT_TRUE(within(dwg, ref_dw, mag_dw, rel, name + " backward_filter" + r)) << conv.describe();
+    if (round == 0) {
+      first[0] = y;
+      first[1] = dxg;
+      first[2] = dwg;
+    } else if (conv.describe().find("NON-DETERMINISTIC") == std::string::npos) {
+      // every plan so far is deterministic, so the cached run must reproduce the searched one bit for bit
+      EXPECT_TRUE(same_bits(first[0], y)) << name << " forward differs between two runs";
+      EXPECT_TRUE(same_bits(first[1], dxg)) << name << " backward_data differs between two runs";
+      EXPECT_TRUE(same_bits(first[2], dwg)) << name << " backward_filter differs between two runs";
+    }
+  }
+}
+
+void check_resnet50(DType dt) {
+  Stream stream;
+  cuda::Convolutions conv(stream.get());
+  const auto convs = cuda::resnet50_convs(2);
+  // the stem; 4 in stage 1 (its stride-1 downsample, 64 -> 256 at 56x56, has the shape of its conv3); 6 in
+  // each later stage (first block's 1x1, strided 3x3 and downsample; later blocks' 1x1 and 3x3; the expand)
+  ASSERT_EQ(convs.size(), 23u);
+  int total = 0;
+  for (const auto& c : convs) total += c.count;
+  ASSERT_EQ(total, 53);  // 1 + 16 bottlenecks x 3 + 4 downsamples
+  uint64_t seed = 100;
+  for (const auto& c : convs) {
+    check_conv(conv, stream.get(), c.shape, dt, seed++);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  EXPECT_EQ(conv.cached_shapes(), 23);
+  EXPECT_EQ(lines(conv.describe()), 69u);
+  std::printf("%s", conv.describe().c_str());  // the chosen algorithms, for the log
+}
+
+template <class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected a moco::Error mentioning \"" << needle << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(GpuConvolution, ResNet50ShapesFp32MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_resnet50(DType::F32);
+}
+
+TEST(GpuConvolution, ResNet50ShapesBf16MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_resnet50(DType::BF16);
+}
+
+TEST(GpuConvolution, OddShapesMatchCpu) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get());
+  struct Kernel { int64_t k, stride, pad; };
+  const Kernel kernels[] = {{1, 1, 0}, {1, 2, 0}, {3, 1, 1}, {3, 2, 1}, {3, 2, 0}, {5, 2, 2}};
+  const int64_t cos[] = {4, 17, 3};
+  uint64_t seed = 1000;
+  for (DType dt : {DType::F32, DType::BF16})
+    for (int64_t ci : {3, 5, 17})
+      for (int64_t hw : {7, 9})
+        for (const Kernel& k : kernels) {
+          const ConvShape s{3, ci, hw, hw, cos[seed % 3], k.k, k.k, k.stride, k.pad};
+          check_conv(conv, stream.get(), s, dt, seed++);
+          if (HasFatalFailure()) return;
+        }
+  // not square, stride 2 over odd sizes in both directions
+  for (DType dt : {DType::F32, DType::BF16}) {
+    check_conv(conv, stream.get(), ConvShape{2, 5, 7, 9, 6, 3, 3, 2, 1}, dt, seed++);
+    check_conv(conv, stream.get(), ConvShape{1, 3, 9, 7, 5, 1, 1, 2, 0}, dt, seed++);
+  }
+}
+
+TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get());
+  EXPECT_EQ(conv.cached_shapes(), 0);
+  EXPECT_EQ(conv.workspace_bytes(), 0u);
+  EXPECT_EQ(conv.describe(), "");
+  EXPECT_FALSE(conv.frozen());
+
+  const ConvShape a{2, 16, 14, 14, 32, 3, 3, 1, 1}, b{2, 32, 14, 14, 16, 1, 1, 2, 0};
+  check_conv(conv, stream.get(), a, DType::F32, 1);  // three passes, each searched then cached
+  EXPECT_EQ(conv.cached_shapes(), 1);
+  EXPECT_EQ(lines(conv.describe()), 3u);
+  const size_t ws = conv.workspace_bytes();
+  check_conv(conv, stream.get(), a, DType::F32, 2);  // the same shape again: nothing new
+  EXPECT_EQ(conv.cached_shapes(), 1);
+  EXPECT_EQ(lines(conv.describe()), 3u);
+  EXPECT_EQ(conv.workspace_bytes(), ws);
+  check_conv(conv, stream.get(), a, DType::BF16, 3);  // the dtype is part of the key
+  EXPECT_EQ(conv.cached_shapes(), 2);
+  EXPECT_EQ(lines(conv.describe()), 6u);
+  check_conv(conv, stream.get(), b, DType::F32, 4);
+  EXPECT_EQ(conv.cached_shapes(), 3);
+  EXPECT_EQ(lines(conv.describe()), 9u);
+  EXPECT_GE(conv.workspace_bytes(), ws);  // grows or stays, never shrinks
+
+  // a new batch size is a new shape, and only the pass that ran gets a plan
+  ConvShape c = a;
+  c.n = 3;
+  DeviceValues x((size_t)(c.n * c.ci * c.h * c.w), DType::F32, "x"), w((size_t)(c.co * c.ci * 9), DType::F32, "w");
+  DeviceValues y((size_t)(c.n * c.co * c.ho() * c.wo()), DType::F32, "y");
+  x.fill_bytes(0);
+  w.fill_bytes(0);
+  y.poison();
+  conv.forward(c, DType::F32, x.get(), w.get(), y.get());
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  for (float v : y.download()) ASSERT_EQ(v, 0.f);  // zeros in, zeros out, no NaN left
+  EXPECT_EQ(conv.cached_shapes(), 4);
+  EXPECT_EQ(lines(conv.describe()), 10u);
+}
+
+// After freeze() the workspace never grows: a new shape either fits (and computes) or throws an error that
+// names the shape and the bytes it needs. Which of the two happens depends on the algorithms cuDNN measures
+// fastest on the device, so the test counts both and holds the invariant that matters: the workspace size.
+TEST(GpuConvolution, FrozenWorkspaceNeverGrows) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get());
+  check_conv(conv, stream.get(), ConvShape{2, 8, 7, 7, 8, 1, 1, 1, 0}, DType::BF16, 7);
+  const size_t ws = conv.workspace_bytes();
+  conv.freeze();
+  EXPECT_TRUE(conv.frozen());
+  const int before = conv.cached_shapes();
+  int fitted = 0, refused = 0, shapes_with_plan = 0;
+  for (const auto& c : cuda::resnet50_convs(8)) {
+    const ConvShape& s = c.shape;
+    const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * s.kh * s.kw),
+                 ny = (size_t)(s.n * s.co * s.ho() * s.wo());
+    DeviceValues x(nx, DType::BF16, "x"), w(nw, DType::BF16, "w"), dy(ny, DType::BF16, "dy");  // zeros
+    DeviceValues y(ny, DType::BF16, "y"), dx(nx, DType::BF16, "dx"), dw(nw, DType::BF16, "dw");
+    x.fill_bytes(0);
+    w.fill_bytes(0);
+    dy.fill_bytes(0);
+    y.poison();
+    dx.poison();
+    dw.poison();
+    struct Run { const char* name; std::function<void()> call; DeviceValues* out; };
+    const Run runs[] = {
+        {"forward", [&] { conv.forward(s, DType::BF16, x.get(), w.get(), y.get()); }, &y},
+        {"backward_data", [&] { conv.backward_data(s, DType::BF16, dy.get(), w.get(), dx.get()); }, &dx},
+        {"backward_filter", [&] { conv.backward_filter(s, DType::BF16, x.get(), dy.get(), dw.get()); }, &dw},
+    };
+    bool any_plan = false;
+    for (const Run& r : runs) {
+      try {
+        r.call();
+        MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+        for (float v : r.out->download()) ASSERT_EQ(v, 0.f) << describe_shape(s, DType::BF16) << " " << r.name;
+        ++fitted;
+        any_plan = true;
+      } catch (const Error& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("frozen"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("Ci=" + std::to_string(s.ci)), std::string::npos) << msg;
+        EXPECT_NE(msg.find(" bytes"), std::string::npos) << msg;
+        ++refused;
+      }
+      EXPECT_EQ(conv.workspace_bytes(), ws) << describe_shape(s, DType::BF16) << " " << r.name;
+    }
+    shapes_with_plan += any_plan;
+  }
+  EXPECT_EQ(fitted + refused, 3 * 23);
+  EXPECT_EQ(conv.cached_shapes(), before + shapes_with_plan);  // a refused search leaves no plan behind
+  std::printf("frozen at %zu bytes: %d passes fitted, %d refused\n", ws, fitted, refused);
+}
+
+TEST(GpuConvolution, RejectsBadArguments) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get());
+  const ConvShape s{1, 4, 5, 5, 4, 3, 3, 1, 1};
+  DeviceValues x(100, DType::F32, "x"), w(144, DType::F32, "w"), y(100, DType::F32, "y");
+  expect_error([&] { conv.forward(s, DType::F64, x.get(), w.get(), y.get()); }, "f64");
+  expect_error([&] { conv.backward_data(s, DType::F16, y.get(), w.get(), x.get()); }, "f16");
+  ConvShape bad = s;
+  bad.stride = 0;
+  expect_error([&] { conv.forward(bad, DType::F32, x.get(), w.get(), y.get()); }, "stride=0");
+  bad = s;
+  bad.ci = 0;
+  expect_error([&] { conv.backward_filter(bad, DType::F32, x.get(), y.get(), w.get()); }, "Ci=0");
+  bad = s;
+  bad.pad = 0;
+  bad.h = 2;
+  expect_error([&] { conv.forward(bad, DType::F32, x.get(), w.get(), y.get()); }, "kernel larger");
+  expect_error([&] { conv.forward(s, DType::F32, nullptr, w.get(), y.get()); }, "null pointer");
+  EXPECT_EQ(conv.cached_shapes(), 0);
+}
