@@ -1,0 +1,181 @@
+// The collectives of data-parallel MoCo on GPU ranks over NCCL, reported like nccl-tests: time, algbw =
+// bytes / time and busbw, the bandwidth each rank's links must sustain (all-reduce: algbw * 2(W-1)/W;
+// all-to-all: algbw * (W-1)/W), comparable with the hardware's link bandwidth whatever W is.
+//   - all-reduce (mean, as the gradients) of the ResNet-50 MoCo v2 gradients, 23,508,032 + 4,458,624 floats
+//     (encoder + MLP head) in one call, and of one 25 MiB bucket (GradientBuckets' default);
+//   - the all-to-all of the shuffled key images, N x 3 x 224 x 224 floats per rank for N = 32 and 256: as equal
+//     chunks (the raw all-to-all) and as permute_rows with a random shuffle (pack + all-to-all + unpack).
+// Every collective is checked across ranks first (values that only the right traffic produces); nothing is
+// timed if any rank finds a wrong value. Times are the slowest rank's median.
+//   build/bench_comm                  (one GPU: busbw is 0, the times measure only local copies)
+//   mpirun -np 8 build/bench_comm     (the NCCL id travels over MPI)
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../src/cuda/nccl_communicator.h"
+#include "gpu_bench.h"
+#include "moco/launch.h"
+#include "moco/rng.h"
+
+using namespace moco;
+using cuda::DeviceBuffer;
+
+namespace {
+
+constexpr int64_t kGradFloats = 23508032 + 4458624;             // ResNet-50 encoder + MoCo v2 MLP head
+constexpr int64_t kBucketFloats = (int64_t(25) << 20) / 4;      // 25 MiB
+constexpr int64_t kImageFloats = 3 * 224 * 224;                 // one key image (3, 224, 224)
+
+// The first wrong value on this rank, or "" when all are right.
+std::string first_mismatch(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= 1e-5f * (1 + std::fabs(want[i]))))
+      return std::string(what) + ": element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " +
+             std::to_string(want[i]);
+  return "";
+}
+
+// Every collective with values that only the right traffic produces (small integers, exact in fp32).
+std::string check_collectives(cuda::NcclCommunicator& comm) {
+  const int w = comm.world_size(), r = comm.rank();
+  const int64_t n = 1000003;
+  std::vector<float> x((size_t)n), want((size_t)n);
+  for (int64_t i = 0; i < n; ++i) {
+    x[(size_t)i] = (float)(r + i % 13);
+    want[(size_t)i] = (float)(w * (w - 1) / 2 + w * (i % 13));
+  }
+  DeviceBuffer<float> d(x, "check all_reduce");
+  comm.all_reduce_sum(d.get(), n);
+  comm.synchronize();
+  std::string bad = first_mismatch(d.download(), want, "all_reduce_sum");
+  if (!bad.empty()) return bad;
+
+  d.upload(x);
+  for (auto& v : want) v /= (float)w;
+  comm.all_reduce_mean(d.get(), n);
+  comm.synchronize();
+  bad = first_mismatch(d.download(), want, "all_reduce_mean");
+  if (!bad.empty()) return bad;
+
+  const int64_t m = 1000;  // (m) per rank, gathered into (W, m)
+  std::vector<float> mine((size_t)m), all((size_t)(w * m));
+  for (int64_t i = 0; i < m; ++i) mine[(size_t)i] = (float)(r * m + i);
+  for (int64_t i = 0; i < w * m; ++i) all[(size_t)i] = (float)i;
+  DeviceBuffer<float> send(mine, "check all_gather send"), recv((size_t)(w * m), "check all_gather recv");
+  recv.poison();
+  comm.all_gather(send.get(), m, recv.get());
+  comm.synchronize();
+  bad = first_mismatch(recv.download(), all, "all_gather");
+  if (!bad.empty()) return bad;
+
+  // permute_rows with a shuffle drawn by rank 0 and broadcast (host memory), as the MoCo step does
+  const int64_t rows = 5, row = 37;  // (rows, row) per rank; value = global row * 1000 + column
+  std::vector<int64_t> perm((size_t)(w * rows));
+  if (r == 0) {
+    Rng rng(5, 0);
+    for (int64_t i = 0; i < w * rows; ++i) perm[(size_t)i] = i;
+    for (int64_t i = w * rows - 1; i > 0; --i) std::swap(perm[(size_t)i], perm[(size_t)rng.below((uint64_t)(i + 1))]);
+  }
+  comm.broadcast(perm.data(), perm.size() * sizeof(int64_t), 0);
+  std::vector<float> rows_in((size_t)(rows * row)), rows_want((size_t)(rows * row));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < row; ++c) {
+      rows_in[(size_t)(i * row + c)] = (float)((r * rows + i) * 1000 + c);
+      rows_want[(size_t)(i * row + c)] = (float)(perm[(size_t)(r * rows + i)] * 1000 + c);
+    }
+  DeviceBuffer<float> ps(rows_in, "check permute send"), pr((size_t)(rows * row), "check permute recv");
+  pr.poison();
+  comm.permute_rows(ps.get(), rows, row, perm, pr.get());
+  comm.synchronize();
+  bad = first_mismatch(pr.download(), rows_want, "permute_rows");
+  if (!bad.empty()) return bad;
+  comm.barrier();
+  return "";
+}
+
+// The slowest rank's value (over the host communicator; all ranks get it).
+double slowest(Communicator& host, double ms) {
+  std::vector<float> all((size_t)host.world_size());
+  const float mine = (float)ms;
+  host.all_gather(&mine, 1, all.data());
+  double worst = 0;
+  for (float v : all) worst = v > worst ? v : worst;
+  return worst;
+}
+
+void report(bool root, const char* what, int64_t floats, double ms, double bus_factor) {
+  if (!root) return;
+  const double bytes = (double)floats * sizeof(float);
+  const double algbw = bytes / (ms * 1e-3) / 1e9;
+  std::printf("%-44s %11.1f MB  %9.3f ms  algbw %7.1f GB/s  busbw %7.1f GB/s\n", what, bytes / 1e6, ms, algbw,
+              algbw * bus_factor);
+}
+
+}  // namespace
+
+int main() {
+  if (bench::no_device()) return 0;
+  try {
+    const LaunchInfo li = launch_from_env(process_environment());
+    std::unique_ptr<Communicator> host = make_cpu_communicator(li);  // MPI under mpirun -np W > 1
+    cuda::select_device(li);
+    // compute stream = the legacy default stream, on which bench::Timer records its events
+    cuda::NcclCommunicator comm(li, nullptr, comm_timeout_seconds(process_environment()), host.get());
+    const int w = comm.world_size();
+    const bool root = comm.rank() == 0;
+
+    const std::string bad = check_collectives(comm);
+    if (!bad.empty()) std::printf("rank %d: %s; refusing to time\n", comm.rank(), bad.c_str());
+    float failures = bad.empty() ? 0.f : 1.f;
+    host->all_reduce_sum(&failures, 1);
+    if (failures > 0) return 1;
+
+    bench::Timer timer;
+    if (root) {
+      std::printf("device (rank 0): %s; %d rank(s), NCCL %d\n", cuda::device_description(0).c_str(), w,
+                  NCCL_VERSION_CODE);
+      if (w == 1)
+        std::printf("world size 1: busbw is 0 by definition (no byte crosses a link); the times measure only the "
+                    "local copy (or nothing, for an in-place all-reduce), not communication\n");
+    }
+    const double ar_factor = 2.0 * (w - 1) / w, a2a_factor = (double)(w - 1) / w;
+
+    for (const int64_t n : {kGradFloats, kBucketFloats}) {
+      DeviceBuffer<float> g((size_t)n, "gradients");
+      g.fill_bytes(0);
+      host->barrier();
+      const double ms = slowest(*host, timer.median_ms([&] { comm.all_reduce_mean(g.get(), n); }));
+      report(root, n == kGradFloats ? "all_reduce_mean ResNet-50 MoCo v2 gradients" : "all_reduce_mean one 25 MiB bucket",
+             n, ms, ar_factor);
+    }
+    for (const int64_t batch : {32, 256}) {
+      const int64_t floats = batch * kImageFloats;  // (N, 3, 224, 224) per rank
+      DeviceBuffer<float> send((size_t)floats, "keys"), recv((size_t)floats, "shuffled keys");
+      send.fill_bytes(0);
+      const int64_t chunk = floats / w;  // equal chunks; (W * chunk) floats move
+      const std::vector<int64_t> counts((size_t)w, chunk);
+      host->barrier();
+      double ms = slowest(*host, timer.median_ms([&] {
+        comm.all_to_all(send.get(), counts.data(), recv.get(), counts.data());
+      }));
+      const std::string a2a = "all_to_all keys N=" + std::to_string(batch) + " (equal chunks)";
+      report(root, a2a.c_str(), chunk * w, ms, a2a_factor);
+
+      std::vector<int64_t> perm((size_t)(w * batch));
+      Rng rng(11, 0);  // the same shuffle on every rank
+      for (int64_t i = 0; i < w * batch; ++i) perm[(size_t)i] = i;
+      for (int64_t i = w * batch - 1; i > 0; --i) std::swap(perm[(size_t)i], perm[(size_t)rng.below((uint64_t)(i + 1))]);
+      host->barrier();
+      ms = slowest(*host, timer.median_ms([&] { comm.permute_rows(send.get(), batch, kImageFloats, perm, recv.get()); }));
+      const std::string pr = "permute_rows keys N=" + std::to_string(batch) + " (shuffle)";
+      report(root, pr.c_str(), floats, ms, a2a_factor);
+    }
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

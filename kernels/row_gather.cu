@@ -1,0 +1,56 @@
+// Row gather by index: the pack (rows grouped by destination rank) and the unpack (rows into batch order)
+// around the all-to-all of the device permute_rows.
+//
+// What it computes: dst[i, :] = src[index[i], :] for i < rows, rows of `row` floats.
+// CPU reference: the memcpy loops of Communicator::permute_rows (src/comm/communicator.cpp), which pack with
+// RowRoute::pack and unpack with RowRoute::unpack exactly as the device path does.
+// Nothing is fused: it is a pure copy, so the measure is the fraction of copy bandwidth. Blocks along y take
+// rows, blocks along x take spans of one row, so a 150,528-float key image is spread over many blocks while a
+// 128-float feature row is one block; float4 when rows and pointers allow it.
+#include "../src/cuda/check.h"
+#include "row_gather.cuh"
+
+namespace moco::kernels {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocksX = 1024;
+constexpr int64_t kMaxBlocksY = 65535;  // CUDA's limit for gridDim.y; more rows are strided
+
+template <class V>
+__global__ void gather_rows_kernel(const V* __restrict__ src,          // (?, row_v)
+                                   const int64_t* __restrict__ index,  // (rows)
+                                   int64_t rows, int64_t row_v,
+                                   V* __restrict__ dst) {              // (rows, row_v)
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
+    const V* s = src + index[i] * row_v;
+    V* d = dst + i * row_v;
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < row_v; c += step) d[c] = s[c];
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <class V>
+void launch(const V* src, const int64_t* index, int64_t rows, int64_t row_v, V* dst, cudaStream_t stream) {
+  int64_t bx = (row_v + kThreads - 1) / kThreads;
+  if (bx > kMaxBlocksX) bx = kMaxBlocksX;
+  const dim3 grid((unsigned)bx, (unsigned)(rows < kMaxBlocksY ? rows : kMaxBlocksY));
+  gather_rows_kernel<V><<<grid, kThreads, 0, stream>>>(src, index, rows, row_v, dst);
+  MOCO_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void gather_rows(const float* src, const int64_t* index, int64_t rows, int64_t row, float* dst, cudaStream_t stream) {
+  MOCO_CHECK(rows >= 0 && row >= 0, "gather_rows: ", rows, " rows of ", row, " floats; expected sizes >= 0");
+  if (rows == 0 || row == 0) return;
+  if (row % 4 == 0 && aligned16(src) && aligned16(dst))
+    launch(reinterpret_cast<const float4*>(src), index, rows, row / 4, reinterpret_cast<float4*>(dst), stream);
+  else
+    launch(src, index, rows, row, dst, stream);
+}
+
+}  // namespace moco::kernels

@@ -1,0 +1,51 @@
+// DeviceCommunicator: the Communicator of GPU ranks. Every buffer passed to a collective is DEVICE memory
+// (float), except broadcast's, which is host memory (the shuffle permutation, small configuration).
+//
+// Ordering with the caller's compute stream: a collective runs after all the work enqueued on the compute
+// stream before the call, and work enqueued on the compute stream after the call sees its result. The host
+// does not wait (except in barrier, broadcast and synchronize), so the host can run ahead of the GPU.
+//
+// For overlap with backward (cuda::GradientBuckets), start_all_reduce_mean issues a mean all-reduce that the
+// compute stream does NOT wait for; join() then makes it wait for everything started so far.
+//
+// Use on GPU ranks:
+//   cuda::select_device(li);                 // cudaSetDevice(local rank), before creating the compute stream
+//   cudaStream_t s; cudaStreamCreate(&s);
+//   auto comm = cuda::make_gpu_communicator(li, s, mpi_comm_or_null);
+#pragma once
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "moco/comm.h"
+#include "moco/launch.h"
+
+namespace moco::cuda {
+
+class DeviceCommunicator : public Communicator {
+ public:
+  Device memory() const override { return Device::CUDA; }
+  // The stream given at construction: the collectives are ordered with it.
+  virtual cudaStream_t compute_stream() const = 0;
+  // In place over data (n floats, device): the mean over ranks, ordered after the compute stream's work so far,
+  // but the compute stream does not wait for it: nothing on the compute stream may read or write data[0, n)
+  // until join(). Collectives (started or not) must be issued in the same order on every rank.
+  virtual void start_all_reduce_mean(float* data, int64_t n) = 0;
+  // The compute stream waits for every collective started so far.
+  virtual void join() = 0;
+  // The host waits until the compute stream's work and every collective are done; under the watchdog
+  // (MOCO_COMM_TIMEOUT_S) where peers are involved.
+  virtual void synchronize() = 0;
+};
+
+// Makes device li.local_rank current (cudaSetDevice), so streams and buffers are created on the rank's GPU.
+// Throws when local_rank is not below the number of visible devices (one rank per GPU). Returns the device.
+int select_device(const LaunchInfo& li);
+
+// One rank -> SingleDeviceCommunicator; several -> NcclCommunicator (its constructor says how the NCCL id is
+// shared: over `bootstrap`, the MPI communicator under mpirun, or NCCL's NCCL_COMM_ID rendezvous otherwise).
+// Calls select_device(li). The watchdog's limit is MOCO_COMM_TIMEOUT_S (comm_timeout_seconds).
+std::unique_ptr<DeviceCommunicator> make_gpu_communicator(const LaunchInfo& li, cudaStream_t compute,
+                                                          Communicator* bootstrap = nullptr);
+
+}  // namespace moco::cuda

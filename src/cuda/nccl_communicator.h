@@ -1,0 +1,88 @@
+// NcclCommunicator: the Communicator of GPU ranks over NCCL (one rank per GPU, device = local rank).
+//
+// Streams: every collective runs on the communicator's own stream, ordered with the caller's compute stream
+// by events: record on compute -> the comm stream waits -> the collective -> record on comm -> the compute
+// stream waits. The host never blocks on a collective, except in barrier, broadcast and synchronize, which
+// wait under a watchdog: the comm stream is polled against a deadline of MOCO_COMM_TIMEOUT_S seconds, and on
+// timeout (or an NCCL asynchronous error) the communicator is aborted (ncclCommAbort) and a moco::Error names
+// the collective and the timeout. After that every call throws; the process should exit non-zero.
+//
+// The NCCL unique id (the rendezvous of ncclCommInitRank) comes from, in this order:
+//   - world size 1: a local id;
+//   - `bootstrap`, a host communicator of the same ranks (MPI under mpirun): rank 0 makes the id with
+//     ncclGetUniqueId and broadcasts it;
+//   - NCCL_COMM_ID=<host>:<port> (torchrun, srun): every rank calls ncclGetUniqueId, which then returns the
+//     same id naming that address, and rank 0's ncclCommInitRank listens there (NCCL's own rendezvous; the
+//     host must be rank 0's and the port free on it);
+//   - otherwise, with several ranks, an error saying how to launch.
+#pragma once
+#include <nccl.h>
+
+#include <functional>
+
+#include "device_buffer.h"
+#include "device_communicator.h"
+#include "pinned_host.h"
+
+namespace moco::cuda {
+
+class NcclCommunicator final : public DeviceCommunicator {
+ public:
+  // Joins the NCCL communicator of li.world ranks as li.rank on device li.local_rank (made current here).
+  // compute: the caller's stream on that device (nullptr: the legacy default stream). timeout_s > 0: the
+  // watchdog's limit. Blocks until every rank has joined.
+  NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, double timeout_s, Communicator* bootstrap = nullptr);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+  void all_reduce_sum(float* data, int64_t n) override;
+  void all_reduce_mean(float* data, int64_t n) override;  // ncclAvg: one pass, no separate scaling
+  void all_gather(const float* send, int64_t n, float* recv) override;
+  // ncclSend / ncclRecv pairs in one group; zero counts are skipped (the counts agree pairwise, so both sides
+  // skip the same pair).
+  void all_to_all(const float* send, const int64_t* send_counts, float* recv, const int64_t* recv_counts) override;
+  // Pack (row gather by RowRoute::pack) -> all_to_all -> unpack (row gather by RowRoute::unpack), on the device.
+  // send and recv may be the same buffer.
+  void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
+                    float* recv) override;
+  // data is HOST memory, bounced through pinned host and device buffers. Waits under the watchdog.
+  void broadcast(void* data, size_t bytes, int root) override;
+  // A one-float all-reduce, waited for under the watchdog.
+  void barrier() override;
+
+  cudaStream_t compute_stream() const override { return compute_; }
+  cudaStream_t comm_stream() const { return comm_stream_; }
+  void start_all_reduce_mean(float* data, int64_t n) override;
+  void join() override;
+  void synchronize() override;
+
+ private:
+  void check_usable(const char* what) const;
+  // An NCCL call's result; a failure aborts the communicator (the ranks may no longer agree) and throws.
+  void check(ncclResult_t st, const char* what);
+  void comm_waits_for_compute();
+  void compute_waits_for_comm();
+  // Polls `query` (cudaStreamQuery / cudaEventQuery) until it stops returning cudaErrorNotReady, watching
+  // NCCL's asynchronous errors and the deadline.
+  void wait_bounded(const char* what, const std::function<cudaError_t()>& query);
+  [[noreturn]] void abort_and_fail(const char* what, const std::string& why);
+  void release() noexcept;
+
+  int rank_ = 0, world_ = 1, device_ = 0;
+  double timeout_s_ = 300;
+  bool broken_ = false;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t compute_ = nullptr, comm_stream_ = nullptr;
+  cudaEvent_t compute_ready_ = nullptr, comm_done_ = nullptr;
+  DeviceBuffer<float> packed_, arrived_;  // (n, row) permute_rows: rows by destination / by source
+  DeviceBuffer<int64_t> route_;           // (2n) RowRoute::pack then RowRoute::unpack, on the device
+  DeviceBuffer<char> bounce_;             // (bytes) broadcast
+  DeviceBuffer<float> barrier_word_;      // (1)
+  PinnedBuffer bounce_host_;              // (bytes) broadcast
+  PinnedUploads uploads_;
+};
+
+}  // namespace moco::cuda

@@ -1,0 +1,52 @@
+// Page-locked staging for host <-> device copies that do not block the host (pinned_host.h).
+#include "pinned_host.h"
+
+#include <cstring>
+
+namespace moco::cuda {
+
+PinnedBuffer::~PinnedBuffer() {
+  if (p_) cudaFreeHost(p_);  // never throws; an error here would be reported by the next checked call
+}
+
+void* PinnedBuffer::reserve(size_t bytes) {
+  if (bytes <= bytes_) return p_;
+  if (p_) MOCO_CUDA_CHECK(cudaFreeHost(p_));
+  p_ = nullptr;
+  bytes_ = 0;
+  void* p = nullptr;
+  const cudaError_t err = cudaMallocHost(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    fail("cudaMallocHost(", bytes, " bytes) for a pinned staging buffer failed: ", cudaGetErrorString(err));
+  }
+  p_ = p;
+  bytes_ = bytes;
+  return p_;
+}
+
+PinnedUploads::PinnedUploads(int slots) : slots_((size_t)(slots > 0 ? slots : 0)) {
+  MOCO_CHECK(slots >= 1, "pinned uploads need at least 1 slot, got ", slots);
+}
+
+PinnedUploads::~PinnedUploads() {
+  for (Slot& s : slots_)
+    if (s.copied) cudaEventDestroy(s.copied);
+}
+
+void PinnedUploads::upload(void* dev, const void* host, size_t bytes, cudaStream_t stream,
+                           const std::function<void(cudaEvent_t)>& wait) {
+  if (bytes == 0) return;
+  Slot& s = slots_[next_];
+  next_ = (next_ + 1) % slots_.size();
+  if (!s.copied)  // created at first use, on the device current then (the owner's), not at construction
+    MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+  if (s.used) wait(s.copied);  // the slot's previous copy must have read it before it is refilled (or freed)
+  void* staged = s.buffer.reserve(bytes);
+  std::memcpy(staged, host, bytes);
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(dev, staged, bytes, cudaMemcpyHostToDevice, stream));
+  MOCO_CUDA_CHECK(cudaEventRecord(s.copied, stream));
+  s.used = true;
+}
+
+}  // namespace moco::cuda

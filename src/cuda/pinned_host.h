@@ -1,0 +1,55 @@
+// Page-locked host memory for copies that must not block the host: a copy from or to pageable memory may
+// wait for the stream to drain (CUDA's "API synchronization behavior"), which would stall the host behind
+// the collectives and escape the communicators' watchdog.
+#pragma once
+#include <cstddef>
+#include <functional>
+#include <vector>
+
+#include "check.h"
+
+namespace moco::cuda {
+
+// One growable page-locked buffer. Growing frees the old block, so the caller grows only when no copy
+// still uses it.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  // At least `bytes` of pinned memory; the contents are lost when it grows.
+  void* reserve(size_t bytes);
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Host -> device copies that return at once: each goes through the next of a few pinned slots, and a slot is
+// refilled only after the copy that last used it has run. `wait` blocks until an event completes (the
+// communicators pass their bounded wait); it is called only when the host is that far ahead of the stream.
+// Nothing touches CUDA before the first upload, whose current device must be the stream's.
+class PinnedUploads {
+ public:
+  explicit PinnedUploads(int slots = 4);
+  ~PinnedUploads();
+  PinnedUploads(const PinnedUploads&) = delete;
+  PinnedUploads& operator=(const PinnedUploads&) = delete;
+
+  // dev (bytes) = host (bytes), enqueued on `stream`; `host` may be reused as soon as this returns.
+  void upload(void* dev, const void* host, size_t bytes, cudaStream_t stream,
+              const std::function<void(cudaEvent_t)>& wait);
+
+ private:
+  struct Slot {
+    PinnedBuffer buffer;
+    cudaEvent_t copied = nullptr;  // recorded after the slot's last copy
+    bool used = false;
+  };
+  std::vector<Slot> slots_;
+  size_t next_ = 0;
+};
+
+}  // namespace moco::cuda

@@ -1,0 +1,236 @@
+// The device communicators of one GPU rank (NcclCommunicator with world size 1, SingleDeviceCommunicator)
+// against the host SingleCommunicator as the oracle: every collective, permute_rows on the same data and
+// permutation as the host Communicator::permute_rows, and GradientBuckets end to end. Outputs are poisoned
+// with NaN first, so an element a collective forgot to write fails. All comparisons are exact: with one rank
+// every collective moves or keeps floats without arithmetic (ncclAvg over one rank divides by 1).
+//
+// Multi-rank NCCL (the sums over ranks, the real all-to-all traffic, the NCCL_COMM_ID and MPI rendezvous)
+// cannot run on a one-GPU machine: NCCL refuses two ranks on one device. Those paths are exercised by
+// `mpirun -np W build/bench_comm` on a multi-GPU node, which checks the collectives before timing them.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../src/cuda/device_buffer.h"
+#include "../../src/cuda/grad_buckets.h"
+#include "../../src/cuda/nccl_communicator.h"
+#include "../../src/cuda/single_device_communicator.h"
+#include "gpu_test.h"
+#include "moco/comm.h"
+#include "moco/rng.h"
+
+using namespace moco;
+using cuda::DeviceBuffer;
+
+namespace {
+
+std::vector<float> normal_floats(size_t n, uint64_t stream) {
+  Rng r(4321, stream);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)r.normal();
+  return v;
+}
+
+// A random permutation of [0, n) (Fisher-Yates), as rank 0 draws the shuffle.
+std::vector<int64_t> random_perm(int64_t n, uint64_t stream) {
+  Rng r(99, stream);
+  std::vector<int64_t> p((size_t)n);
+  for (int64_t i = 0; i < n; ++i) p[(size_t)i] = i;
+  for (int64_t i = n - 1; i > 0; --i) std::swap(p[(size_t)i], p[(size_t)r.below((uint64_t)(i + 1))]);
+  return p;
+}
+
+// Bitwise equality, so a NaN left by the poison fails too.
+void expect_same(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_TRUE(std::memcmp(&got[i], &want[i], sizeof(float)) == 0)
+        << what << ": element " << i << " is " << got[i] << ", expected " << want[i];
+}
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  Stream() { MOCO_CUDA_CHECK(cudaStreamCreate(&s)); }
+  ~Stream() { cudaStreamDestroy(s); }
+};
+
+// Both device communicators of one rank, on `compute`.
+std::vector<std::unique_ptr<cuda::DeviceCommunicator>> one_rank_communicators(cudaStream_t compute) {
+  std::vector<std::unique_ptr<cuda::DeviceCommunicator>> v;
+  v.push_back(std::make_unique<cuda::NcclCommunicator>(LaunchInfo{}, compute, 60.0));
+  v.push_back(std::make_unique<cuda::SingleDeviceCommunicator>(compute));
+  return v;
+}
+
+const char* name_of(const cuda::DeviceCommunicator& c) {
+  return dynamic_cast<const cuda::NcclCommunicator*>(&c) ? "NcclCommunicator" : "SingleDeviceCommunicator";
+}
+
+}  // namespace
+
+TEST(GpuCommunicator, CollectivesOfOneRankMatchTheHostCommunicator) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  SingleCommunicator host;
+  for (auto& comm : one_rank_communicators(stream.s)) {
+    const std::string who = name_of(*comm);
+    EXPECT_EQ(comm->rank(), 0) << who;
+    EXPECT_EQ(comm->world_size(), 1) << who;
+    EXPECT_EQ(comm->memory(), Device::CUDA) << who;
+    EXPECT_EQ(host.memory(), Device::CPU);
+    for (int64_t n : {1, 7, 4099}) {
+      const std::vector<float> x = normal_floats((size_t)n, (uint64_t)n);
+      // reductions, in place
+      for (bool mean : {false, true}) {
+        std::vector<float> want = x;
+        DeviceBuffer<float> d(x, "reduced");
+        if (mean) {
+          host.all_reduce_mean(want.data(), n);
+          comm->all_reduce_mean(d.get(), n);
+        } else {
+          host.all_reduce_sum(want.data(), n);
+          comm->all_reduce_sum(d.get(), n);
+        }
+        comm->synchronize();
+        expect_same(d.download(), want, who + (mean ? " all_reduce_mean" : " all_reduce_sum"));
+      }
+      // all-gather and all-to-all into poisoned outputs
+      {
+        std::vector<float> want((size_t)n);
+        host.all_gather(x.data(), n, want.data());
+        DeviceBuffer<float> send(x, "all_gather send"), recv((size_t)n, "all_gather recv");
+        recv.poison();
+        comm->all_gather(send.get(), n, recv.get());
+        comm->synchronize();
+        expect_same(recv.download(), want, who + " all_gather");
+      }
+      {
+        const int64_t counts[1] = {n};
+        std::vector<float> want((size_t)n);
+        host.all_to_all(x.data(), counts, want.data(), counts);
+        DeviceBuffer<float> send(x, "all_to_all send"), recv((size_t)n, "all_to_all recv");
+        recv.poison();
+        comm->all_to_all(send.get(), counts, recv.get(), counts);
+        comm->synchronize();
+        expect_same(recv.download(), want, who + " all_to_all");
+      }
+    }
+    // broadcast takes host memory and leaves the root's data as it is; barrier returns
+    std::vector<int64_t> perm = random_perm(37, 5), sent = perm;
+    comm->broadcast(perm.data(), perm.size() * sizeof(int64_t), 0);
+    EXPECT_EQ(perm, sent) << who;
+    EXPECT_THROW(comm->broadcast(perm.data(), perm.size() * sizeof(int64_t), 1), Error) << who;
+    comm->barrier();
+    // what a rank sends to itself must be what it expects from itself (the rest only the peers can check)
+    const int64_t bad[1] = {3}, good[1] = {4};
+    DeviceBuffer<float> a(4, "a"), b(4, "b");
+    EXPECT_THROW(comm->all_to_all(a.get(), bad, b.get(), good), Error) << who;
+  }
+}
+
+// permute_rows on the device against the host Communicator::permute_rows of SingleCommunicator, on the same
+// rows and permutation: row widths on the float4 path (multiples of 4) and off it, one row, the shuffle and
+// the unshuffle, and recv aliasing send.
+TEST(GpuCommunicator, PermuteRowsMatchesTheHostPermuteRows) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  SingleCommunicator host;
+  for (auto& comm : one_rank_communicators(stream.s)) {
+    const std::string who = name_of(*comm);
+    struct Case { int64_t n, row; };
+    for (const Case c : {Case{1, 5}, Case{7, 3}, Case{32, 128}, Case{9, 3 * 17 * 17}, Case{70000, 4}}) {
+      const std::string what = who + " permute_rows n=" + std::to_string(c.n) + " row=" + std::to_string(c.row);
+      const std::vector<float> x = normal_floats((size_t)(c.n * c.row), (uint64_t)c.n);  // (n, row)
+      const std::vector<int64_t> perm = random_perm(c.n, (uint64_t)c.row);
+      std::vector<int64_t> inverse((size_t)c.n);
+      for (int64_t i = 0; i < c.n; ++i) inverse[(size_t)perm[(size_t)i]] = i;
+
+      std::vector<float> want((size_t)(c.n * c.row)), back((size_t)(c.n * c.row));
+      host.permute_rows(x.data(), c.n, c.row, perm, want.data());
+      DeviceBuffer<float> send(x, "permute send"), recv((size_t)(c.n * c.row), "permute recv");
+      recv.poison();
+      comm->permute_rows(send.get(), c.n, c.row, perm, recv.get());
+      comm->synchronize();
+      expect_same(recv.download(), want, what);
+
+      // the unshuffle restores the input; here in place (recv aliases send)
+      comm->permute_rows(recv.get(), c.n, c.row, inverse, recv.get());
+      comm->synchronize();
+      expect_same(recv.download(), x, what + " unshuffled in place");
+    }
+    DeviceBuffer<float> a(6, "a"), b(6, "b");
+    EXPECT_THROW(comm->permute_rows(a.get(), 3, 2, {0, 1}, b.get()), Error) << who;
+    EXPECT_THROW(comm->permute_rows(a.get(), 3, 2, {0, 1, 3}, b.get()), Error) << who;
+  }
+}
+
+// Marks in backward's order (high offsets first, uneven pieces): each bucket is launched once, as soon as it is
+// full; finish() launches nothing more when everything was marked, launches the rest when not; with one rank
+// the mean leaves the gradients bit for bit as they were.
+TEST(GpuCommunicator, GradientBucketsLaunchEachBucketOnceAndKeepOneRankGradients) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  for (auto& comm : one_rank_communicators(stream.s)) {
+    const std::string who = name_of(*comm);
+    const int64_t n = 1000003;  // 4 buckets of 1 MiB (262,144 floats), the last one shorter
+    const std::vector<float> g = normal_floats((size_t)n, 77);
+    DeviceBuffer<float> grad(g, "flat gradients");
+    cuda::GradientBuckets buckets(*comm, grad.get(), n, size_t(1) << 20);
+    ASSERT_EQ(buckets.plan().num_buckets(), 4) << who;
+
+    // step 1: everything marked, from the end, in pieces of 100,000 floats (they straddle bucket borders)
+    int64_t expected = 0;
+    for (int64_t end = n; end > 0; end -= 100000) {
+      const int64_t begin = end - 100000 > 0 ? end - 100000 : 0;
+      buckets.mark_ready(begin, end);
+      // the buckets completely inside [begin, n) are out; bucket k is [n - (k+1)B, n - kB) clamped at 0
+      expected = 0;
+      for (int k = 0; k < 4; ++k) expected += buckets.plan().bucket(k).begin >= begin;
+      ASSERT_EQ(buckets.launches(), expected) << who << " after marking [" << begin << ", " << end << ")";
+    }
+    EXPECT_EQ(buckets.launches(), 4) << who;
+    buckets.finish();
+    EXPECT_EQ(buckets.launches(), 4) << who << ": finish() relaunched a bucket";
+
+    // step 2: only the last bucket's range marked; finish() launches the other three
+    buckets.mark_ready(buckets.plan().bucket(0).begin, n);
+    EXPECT_EQ(buckets.launches(), 5) << who;
+    buckets.finish();
+    EXPECT_EQ(buckets.launches(), 8) << who;
+
+    comm->synchronize();
+    expect_same(grad.download(), g, who + " gradients after two bucketed all-reduces");
+  }
+}
+
+TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
+  MOCO_REQUIRE_GPU();
+  // one rank per GPU: a local rank past the visible devices is refused before anything is created
+  LaunchInfo li;
+  li.world = cuda::device_count() + 1;
+  li.rank = li.local_rank = cuda::device_count();
+  try {
+    cuda::select_device(li);
+    FAIL() << "select_device accepted local rank " << li.local_rank;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA device"), std::string::npos) << e.what();
+  }
+  // several ranks with neither a host communicator nor NCCL_COMM_ID: no way to share the NCCL id
+  const char* saved = std::getenv("NCCL_COMM_ID");
+  const std::string saved_value = saved ? saved : "";
+  unsetenv("NCCL_COMM_ID");
+  LaunchInfo two;
+  two.world = 2;
+  two.source = "torchrun";
+  try {
+    cuda::NcclCommunicator comm(two, nullptr, 60.0);
+    FAIL() << "an NCCL communicator of 2 ranks was made without a rendezvous";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NCCL_COMM_ID"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
+  }
+  if (saved) setenv("NCCL_COMM_ID", saved_value.c_str(), 1);
+}
