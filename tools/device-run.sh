@@ -90,7 +90,7 @@ build=$(cd "$build" && pwd)
 
 # which libraries the binaries resolve to (a "not found" here explains every failure below)
 ldd_log=$out/ldd.log
-for b in moco_gpu_tests bench_moco_logits bench_softmax_xent bench_flat_update; do
+for b in moco moco_gpu_tests bench_moco_logits bench_softmax_xent bench_flat_update; do
   [ -x "$build/$b" ] && { echo "== ldd $b"; ldd "$build/$b" | grep -E 'cud|cublas|nccl|not found'; }
 done >"$ldd_log" 2>&1
 if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
@@ -114,29 +114,48 @@ if [ ! -f "$build/CTestTestfile.cmake" ] || [ "${rc:-1}" -ne 0 ]; then
 fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
-for b in bench_moco_logits bench_softmax_xent bench_flat_update; do
+benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm"
+for b in $benches; do
   log=$out/$b.log
   if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
-  "$build/$b" >"$log" 2>&1
+  timeout 300 "$build/$b" >"$log" 2>&1
   rc=$?
   row "$b" $rc "$log"
 done
 
-# ---- 5. the PyTorch peer of the MoCo v2 step (ResNet-50, 224 px, K 65536), same machine, same minute --------
-# The engine's GPU step does not exist yet, so these are the baseline numbers it will be compared with.
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-  for mode in "--amp --channels-last" "--amp --channels-last --compile"; do
-    for bs in 32 256; do
-      name="torch_peer_b${bs}$(echo "$mode" | tr -d ' -' | sed 's/ampchannelslast/_eager/;s/compile/_compile/')"
-      log=$out/$name.log
-      python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 --mlp --image-size 224 -b $bs \
-        --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $mode >"$log" 2>&1
-      row "$name" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'peak_memory_mib [0-9.]*' "$log")"
+# ---- 5. whole MoCo steps: the engine and its PyTorch peer, same configuration, same machine, same minute -----
+# ResNet-50 at 224 px, K 65536, one BN group per GPU; v1 (fc head, T 0.07) and v2 (MLP head, T 0.2).
+ratios=$out/step-ratios.txt
+: >"$ratios"
+have_torch=0
+python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && have_torch=1
+for head in v2 v1; do
+  mlp=""; [ $head = v2 ] && mlp="--mlp"
+  for bs in 32 64 128 256; do
+    ours=$out/moco_bench_${head}_b${bs}.log
+    timeout 300 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b $bs --moco-k 65536 $mlp \
+      --steps 20 --warmup 5 >"$ours" 2>&1
+    row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
+    [ $have_torch = 1 ] || continue
+    modes="eager"; [ $head = v2 ] && { [ $bs = 32 ] || [ $bs = 256 ]; } && modes="eager compile"
+    for mode in $modes; do
+      flags="--amp --channels-last"; [ $mode = compile ] && flags="$flags --compile"
+      peer=$out/torch_peer_${head}_b${bs}_${mode}.log
+      timeout 400 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
+        -b $bs --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
+      row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
+      awk -v head=$head -v bs=$bs -v mode=$mode '
+        FNR == 1 { f++ }
+        f == 1 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") a = $(i + 1) }
+        f == 1 && /memory MiB/ { for (i = 1; i < NF; i++) if ($i == "total") am = $(i + 1) }
+        f == 2 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") b = $(i + 1) }
+        f == 2 && /peak_memory_mib/ { bm = $2 }
+        END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
+                                  head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
     done
   done
-else
-  row "torch_peer" 127 "PyTorch with CUDA not available"
-fi
+done
+[ $have_torch = 1 ] || row "torch_peer" 127 "PyTorch with CUDA not available"
 
 # ---- 6. the table ---------------------------------------------------------------------------------------------
 echo
@@ -148,8 +167,11 @@ for i in "${!T_STEP[@]}"; do
   [ "${T_RC[$i]}" -ne 0 ] && status=1
 done
 echo
+echo "whole steps (ratios measured in this run):"
+cat "$ratios"
+echo
 echo "benchmark lines:"
-for b in bench_moco_logits bench_softmax_xent bench_flat_update; do
+for b in $benches; do
   [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|no CUDA device|refusing|error' "$out/$b.log"
 done | awk '!seen[$0]++'
 exit $status

@@ -35,6 +35,7 @@ struct TrainOptions {
   int image_size = 224;
   int bn_splits = 8;            // split-BN groups per process (SPEC 4): 8 = the authors' 8 GPUs x 32 images
   std::string device = "auto";
+  std::string precision = "bf16";  // compute dtype of the GPU step (bf16 | fp32)
   std::string out = "runs/moco";
   int64_t max_steps = 0;        // 0: no limit
   int64_t save_every_steps = 0; // 0: only at the end of each epoch

@@ -7,6 +7,10 @@
 #include "moco/commands.h"
 #include "moco/train.h"
 
+#ifdef MOCO_HAVE_CUDA
+#include "../cuda/train_step.h"
+#endif
+
 namespace moco {
 
 static void declare(Args& a) {
@@ -39,7 +43,8 @@ static void declare(Args& a) {
   a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
   a.option("--image-size", "224", "crop size in pixels (Fashion-MNIST default: 32)");
   a.option("--bn-splits", "8", "BN groups per step (split-BN, the single-process twin of 8 GPUs' shuffle BN)");
-  a.option("--device", "auto", "cpu | cuda | auto");
+  a.option("--device", "auto", "cpu | cuda | auto (cuda when a GPU is usable)");
+  a.option("--precision", "bf16", "on the GPU: bf16 (activations and conv weights; fp32 masters, BN and loss) | fp32");
   a.option("--out", "runs/moco", "folder for checkpoint.mocockpt and metrics.jsonl");
   a.option("--max-steps", "0", "stop after this many steps in total (0: no limit)");
   a.option("--save-every-steps", "0", "also checkpoint every N steps (0: only at the end of each epoch)");
@@ -92,6 +97,8 @@ int cmd_train(int argc, char** argv) {
   o.image_size = (int)a.integer("--image-size", 8, 4096);
   o.bn_splits = (int)a.integer("--bn-splits", 1, 1 << 16);
   o.device = a.str("--device");
+  o.precision = a.str("--precision");
+  MOCO_CHECK(o.precision == "bf16" || o.precision == "fp32", "--precision ", o.precision, ": expected bf16 or fp32");
   o.out = a.str("--out");
   MOCO_CHECK(!o.out.empty(), "--out must name a folder, got an empty string");
   o.max_steps = a.integer("--max-steps", 0, INT64_MAX);
@@ -106,7 +113,11 @@ int cmd_train(int argc, char** argv) {
              o.batch_size * o.launch.world, " (--batch-size ", o.batch_size, " x ", o.launch.world, " ranks)");
   MOCO_CHECK(o.batch_size % o.bn_splits == 0, "--batch-size ", o.batch_size, " does not split into --bn-splits ",
              o.bn_splits, " equal BN groups");
+#ifdef MOCO_HAVE_CUDA
+  return run_train(o, &cuda::make_train_step);
+#else
   return run_train(o);
+#endif
 }
 
 }  // namespace moco

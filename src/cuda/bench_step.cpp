@@ -11,7 +11,7 @@
 #include "gpu_moco.h"
 #include "moco/cuda_runtime.h"
 #include "moco/rng.h"
-#include "nccl_communicator.h"
+#include "single_device_communicator.h"
 
 namespace moco::cuda {
 
@@ -37,7 +37,7 @@ int run_step_bench(const StepBenchOptions& o) {
     SingleCommunicator host_comm;
     Moco host(o.moco, host_comm);
     host.init();
-    GpuMoco gpu(o.moco, comm, o.compute, stream);
+    GpuMoco gpu(o.moco, comm, o.compute);
     gpu.load_from(host);
 
     const int64_t n = o.batch, s = o.image_size, numel = n * 3 * s * s;

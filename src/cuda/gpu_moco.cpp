@@ -75,12 +75,12 @@ struct GpuMoco::Buffers {
   }
 };
 
-GpuMoco::GpuMoco(const MocoConfig& cfg, Communicator& comm, DType act, cudaStream_t stream)
+GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
     : cfg_(cfg),
       comm_(comm),
       act_(act),
-      stream_(stream),
-      backend_(std::make_unique<CudaBackend>(act, stream)),
+      stream_(comm.compute_stream()),
+      backend_(std::make_unique<CudaBackend>(act, comm.compute_stream())),
       encoder_q_(cfg.encoder, /*with_grads=*/false),
       encoder_k_(cfg.encoder, /*with_grads=*/false),
       buf_(std::make_unique<Buffers>()) {
@@ -105,7 +105,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, Communicator& comm, DType act, cudaStrea
   b.slots = DeviceBuffer<kernels::WeightSlot>(compute_slots(reg), "compute weight slots");
   b.total = b.params;
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
-  MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream));
+  MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
   for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
 
   WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),

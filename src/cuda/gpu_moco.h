@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "moco/comm.h"
+#include "device_communicator.h"
 #include "moco/moco.h"
 
 namespace moco::cuda {
@@ -34,9 +34,9 @@ struct GpuMemory {
 
 class GpuMoco {
  public:
-  // comm: a communicator over DEVICE memory whose compute stream is `stream` (SingleDeviceCommunicator
-  // for one GPU, NcclCommunicator for GPU ranks). act: DType::BF16 (training) or DType::F32 (tests).
-  GpuMoco(const MocoConfig& cfg, Communicator& comm, DType act, cudaStream_t stream);
+  // comm: the GPU communicator (SingleDeviceCommunicator for one GPU, NcclCommunicator for GPU ranks); the
+  // step runs on its compute stream. act: DType::BF16 (training) or DType::F32 (tests).
+  GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act);
   ~GpuMoco();
   GpuMoco(const GpuMoco&) = delete;
   GpuMoco& operator=(const GpuMoco&) = delete;
@@ -61,7 +61,7 @@ class GpuMoco {
  private:
   struct Buffers;
   MocoConfig cfg_;
-  Communicator& comm_;
+  DeviceCommunicator& comm_;
   DType act_;
   cudaStream_t stream_;
   std::unique_ptr<CudaBackend> backend_;

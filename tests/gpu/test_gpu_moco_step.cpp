@@ -19,7 +19,7 @@
 
 #include "../../src/cuda/check.h"
 #include "../../src/cuda/gpu_moco.h"
-#include "../../src/cuda/nccl_communicator.h"
+#include "../../src/cuda/single_device_communicator.h"
 #include "gpu_test.h"
 #include "moco/rng.h"
 
@@ -68,7 +68,7 @@ struct Both {
     cpu.init();
     MOCO_CUDA_CHECK(cudaStreamCreate(&stream));
     dev_comm = std::make_unique<cuda::SingleDeviceCommunicator>(stream);
-    gpu = std::make_unique<cuda::GpuMoco>(cfg, *dev_comm, act, stream);
+    gpu = std::make_unique<cuda::GpuMoco>(cfg, *dev_comm, act);
     gpu->load_from(cpu);
   }
   ~Both() {

@@ -1,0 +1,63 @@
+#include "train_step.h"
+
+#include <cstdio>
+
+#include "check.h"
+#include "device_communicator.h"
+#include "gpu_moco.h"
+#include "moco/cuda_runtime.h"
+
+namespace moco::cuda {
+
+namespace {
+
+class CudaTrainStep final : public DeviceStep {
+ public:
+  CudaTrainStep(Moco& host, Communicator& host_comm, const TrainOptions& o) {
+    const LaunchInfo& li = o.launch;
+    const int device = select_device(li);  // before the stream: it belongs to this rank's GPU
+    MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // under mpirun the host communicator is MPI and carries NCCL's id; otherwise NCCL_COMM_ID does
+    comm_ = make_gpu_communicator(li, stream_, host_comm.world_size() > 1 ? &host_comm : nullptr);
+    const DType act = o.precision == "fp32" ? DType::F32 : DType::BF16;
+    gpu_ = std::make_unique<GpuMoco>(host.config(), *comm_, act);
+    gpu_->load_from(host);
+    what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
+            (act == DType::BF16 ? "bf16" : "fp32") +
+            (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
+  }
+  ~CudaTrainStep() override {
+    gpu_.reset();
+    comm_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) override {
+    const StepStats st = gpu_->step(x_q, x_k, lr);
+    // The shapes repeat from here on: a new device allocation after two steps is a bug, not a warm-up.
+    if (++steps_ == 2) gpu_->freeze();
+    return st;
+  }
+  void store_to(Moco& host) override { gpu_->store_to(host); }
+  std::string describe() const override { return what_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<DeviceCommunicator> comm_;
+  std::unique_ptr<GpuMoco> gpu_;
+  std::string what_;
+  int steps_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceStep> make_train_step(Moco& host, Communicator& comm, const TrainOptions& o) {
+  const std::string reason = no_device_reason();
+  if (!reason.empty()) {
+    if (o.launch.rank == 0) std::fprintf(stderr, "cuda: %s\n", reason.c_str());
+    return nullptr;
+  }
+  return std::make_unique<CudaTrainStep>(host, comm, o);
+}
+
+}  // namespace moco::cuda
