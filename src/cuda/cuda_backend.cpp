@@ -118,6 +118,7 @@ Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w,
                                   const Tensor& dy, bool want_dx) {
   expect_act(x, act_, "conv2d"), expect_act(dy, act_, "conv2d gradient");
   impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off));
+  ready(w_off);
   if (!want_dx) return Tensor();
   Tensor dx = empty(x.shape(), act_);  // (N, Ci, H, W) channels-last
   impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx.raw());
@@ -155,6 +156,7 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
                                          static_cast<const T*>(dy.raw()), nullptr, static_cast<T*>(dx.raw()),
                                          w.grads + o.gamma, w.grads + o.beta, ws, stream_);
   });
+  ready(o.gamma), ready(o.beta);
   return dx;
 }
 
@@ -182,6 +184,7 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
                                         w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
   });
+  ready(o.gamma), ready(o.beta);
   return dx;
 }
 
@@ -317,6 +320,7 @@ Tensor CudaBackend::linear_backward(const WeightsView& w, int64_t w_off, int64_t
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::bias_backward<T>(n, out, static_cast<const T*>(dy.raw()), w.grads + b_off, stream_);
   });
+  ready(w_off), ready(b_off);
   return dx;
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <memory>
 
 #include "moco/backend.h"
@@ -54,6 +55,11 @@ class CudaBackend final : public Backend {
   Tensor linear_backward(const WeightsView& w, int64_t w_off, int64_t b_off, int64_t in, int64_t out,
                          const Tensor& x, const Tensor& dy) override;
 
+  // Called with a Param offset as soon as a backward op has enqueued the last write of that tensor's
+  // gradient (a conv or linear weight: into the compute-layout gradients; BN affine and linear biases: into
+  // the fp32 gradients), so the step can fold it and start its all-reduce while backward goes on.
+  void on_gradient_ready(std::function<void(int64_t offset)> f) { grad_ready_ = std::move(f); }
+
   // After warm-up: no new device memory from here on (asserted by the caches).
   void freeze();
   BlockCache& activations() { return *cache_; }
@@ -65,7 +71,11 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   std::unique_ptr<BlockCache> cache_;
   std::unique_ptr<Impl> impl_;
+  std::function<void(int64_t)> grad_ready_;
   void* bn_workspace(const cpu::BNShape& s);
+  void ready(int64_t offset) {
+    if (grad_ready_) grad_ready_(offset);
+  }
 };
 
 }  // namespace moco::cuda

@@ -3,6 +3,7 @@
 #include "gpu_moco.h"
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <cuda_bf16.h>
 #include <type_traits>
@@ -13,6 +14,7 @@
 #include "device_buffer.h"
 #include "enqueue.cuh"
 #include "flat_update.cuh"
+#include "grad_buckets.h"
 #include "l2_normalize.cuh"
 #include "moco_logits.cuh"
 #include "nhwc_ops.cuh"
@@ -69,6 +71,12 @@ struct GpuMoco::Buffers {
   DeviceBuffer<float> global;   // (3) loss, hits1, hits5 for the all-reduce
   BlasHandle blas;
   cudaEvent_t marks[kPhases + 1] = {};
+  // Backward folds each weight gradient and hands its range to the bucketed all-reduce as soon as it is
+  // computed (CudaBackend::on_gradient_ready):
+  std::vector<kernels::WeightSlot> host_slots;      // the slots above, on the host
+  std::map<int64_t, int> slot_at;                   // Param offset -> index in host_slots (conv, linear weights)
+  std::map<int64_t, int64_t> extent_end;            // Param offset -> where the next tensor starts (padding included)
+  std::unique_ptr<GradientBuckets> buckets;         // over q_grads
   ~Buffers() {
     for (cudaEvent_t e : marks)
       if (e) cudaEventDestroy(e);
@@ -102,7 +110,14 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.k_stats = DeviceBuffer<float>(b.stats, "key BN statistics");
   b.k_counts = DeviceBuffer<int64_t>(b.counts, "key BN counters");
   b.k_compute = DeviceBuffer<char>(b.params * es, "key compute weights");
-  b.slots = DeviceBuffer<kernels::WeightSlot>(compute_slots(reg), "compute weight slots");
+  b.host_slots = compute_slots(reg);
+  b.slots = DeviceBuffer<kernels::WeightSlot>(b.host_slots, "compute weight slots");
+  for (size_t i = 0; i < b.host_slots.size(); ++i) b.slot_at[b.host_slots[i].offset] = (int)i;
+  std::vector<int64_t> starts;  // (Param entries) offsets, sorted
+  for (const RegistryEntry& e : reg.entries())
+    if (e.slot == Slot::Param) starts.push_back(e.offset);
+  std::sort(starts.begin(), starts.end());
+  for (size_t i = 0; i < starts.size(); ++i) b.extent_end[starts[i]] = i + 1 < starts.size() ? starts[i + 1] : b.params;
   b.total = b.params;
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
@@ -111,6 +126,8 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),
                 b.q_compute_grads.get()};
   WeightsView k{b.k_params.get(), nullptr, b.k_stats.get(), b.k_counts.get(), b.k_compute.get(), nullptr};
+  b.buckets = std::make_unique<GradientBuckets>(comm_, b.q_grads.get(), b.params);
+  backend_->on_gradient_ready([this](int64_t offset) { gradient_ready(offset); });
   encoder_q_.bind(backend_.get(), q);
   encoder_k_.bind(backend_.get(), k);
   encoder_q_.set_bn_groups(cfg.bn_splits);
@@ -118,6 +135,24 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
 }
 
 GpuMoco::~GpuMoco() = default;
+
+// A Param tensor's gradient is complete on the compute stream: fold it into the fp32 gradients if it was
+// computed in the compute layout, then let its bucket's all-reduce start while backward goes on.
+void GpuMoco::gradient_ready(int64_t offset) {
+  Buffers& b = *buf_;
+  auto slot = b.slot_at.find(offset);
+  if (slot != b.slot_at.end()) {
+    with_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::unpack_weight_grad<T>(b.host_slots[(size_t)slot->second],
+                                     static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
+                                     b.q_grads.get(), stream_);
+    });
+  }
+  auto end = b.extent_end.find(offset);
+  MOCO_CHECK(end != b.extent_end.end(), "gradient_ready: offset ", offset, " is not the start of a parameter");
+  b.buckets->mark_ready(offset, end->second);
+}
 
 void GpuMoco::load_from(Moco& host) {
   Buffers& b = *buf_;
@@ -291,8 +326,8 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   stats.acc5 = 100.f * global[2] / (float)n;
   mark(4);
 
-  // 8. backward through the query encoder only, fold the compute-layout weight gradients into the fp32
-  // gradients, average over ranks, SGD step
+  // 8. backward through the query encoder only; each weight gradient is folded into the fp32 gradients and
+  // its bucket's mean all-reduce starts as soon as it is computed (gradient_ready); then the SGD step
   Tensor dfeat = ops.empty({n, c}, DType::F32);  // (N, C)
   kernels::l2_normalize_backward(n, c, q.data<float>(), q_norms.data<float>(), dq.data<float>(), dfeat.data<float>(),
                                  stream_);
@@ -303,14 +338,8 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   });
   encoder_q_.backward(dfeat_act, tape);
   tape.clear();  // the saved activations go back to the cache
-  with_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::unpack_weight_grads<T>(b.slots.get(), (int)b.slots.size(), b.total,
-                                    static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
-                                    b.q_grads.get(), stream_);
-  });
   mark(5);
-  comm_.all_reduce_mean(b.q_grads.get(), b.params);
+  b.buckets->finish();  // what did not overlap with backward: the last buckets, and the wait for all
   mark(6);
   kernels::sgd_momentum_step(b.params, lr, cfg_.sgd.momentum, cfg_.sgd.weight_decay, b.q_params.get(), b.q_grads.get(),
                              b.q_momentum.get(), stream_);

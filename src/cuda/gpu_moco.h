@@ -60,6 +60,7 @@ class GpuMoco {
 
  private:
   struct Buffers;
+  void gradient_ready(int64_t offset);
   MocoConfig cfg_;
   DeviceCommunicator& comm_;
   DType act_;
