@@ -29,7 +29,7 @@ template <class T> void bias_backward(int64_t n, int64_t o, const T* dy, float* 
 // ---- the ImageNet stem's max-pool: 3x3, stride 2, padding 1 (padding never wins)
 // x (N, H, W, C) -> y (N, Ho, Wo, C) with Ho = (H - 1) / 2 + 1, Wo likewise; argmax (N, Ho, Wo, C) holds the
 // winning input position h * W + w within its plane (first maximum in row-major window order; a NaN
-// wins, as in torch). CPU: cpu::maxpool_forward (NCHW, same argmax convention).
+// wins, the last one if several, as in torch). CPU: cpu::maxpool_forward (NCHW, same argmax convention).
 template <class T>
 void maxpool3x3s2_forward(int64_t n, int64_t h, int64_t w, int64_t c, const T* x, T* y, int32_t* argmax,
                           cudaStream_t stream);

@@ -1,0 +1,121 @@
+// Shared by the channels-last kernel tests (test_batchnorm_nhwc.cpp, test_nhwc_kernels.cpp): device tensors
+// of float or bf16 filled from host floats, host-side rounding to bf16 (so the CPU reference sees exactly the
+// values the kernel reads), NCHW <-> NHWC permutations on the host, and random inputs.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../../src/cuda/device_buffer.h"
+#include "moco/rng.h"
+
+namespace moco::nhwc_test {
+
+// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
+inline uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+inline float bf16_value(uint16_t b) {
+  const uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <class T>
+constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
+template <class T>
+const char* type_name() {
+  return kIsBf16<T> ? "bf16" : "fp32";
+}
+
+// The value a T holds for v (v itself for float).
+template <class T>
+float round_to(float v) {
+  if constexpr (kIsBf16<T>) return bf16_value(bf16_bits(v));
+  return v;
+}
+template <class T>
+std::vector<float> rounded(std::vector<float> v) {
+  for (auto& x : v) x = round_to<T>(x);
+  return v;
+}
+
+// A device array of T (float or __nv_bfloat16) read and written as host floats. `skip` leading elements
+// are allocated but not part of the tensor: get() then returns a pointer only sizeof(T)-aligned, which
+// forces the kernels' scalar (unvectorised) path.
+template <class T>
+class DevTensor {
+ public:
+  using Storage = std::conditional_t<kIsBf16<T>, uint16_t, float>;
+  DevTensor(size_t n, const std::string& what, size_t skip = 0) : n_(n), skip_(skip), buf_(n + skip, what) {}
+  DevTensor(const std::vector<float>& host, const std::string& what, size_t skip = 0)
+      : DevTensor(host.size(), what, skip) {
+    upload(host);
+  }
+  T* get() const { return reinterpret_cast<T*>(buf_.get() + skip_); }
+  size_t size() const { return n_; }
+  void poison() { buf_.poison(); }
+  void upload(const std::vector<float>& host) {
+    std::vector<Storage> s(n_ + skip_, Storage(0));
+    for (size_t i = 0; i < n_; ++i) s[skip_ + i] = store(host[i]);
+    buf_.upload(s);
+  }
+  std::vector<float> download() const {
+    const std::vector<Storage> s = buf_.download();
+    std::vector<float> v(n_);
+    for (size_t i = 0; i < n_; ++i) v[i] = load(s[skip_ + i]);
+    return v;
+  }
+
+ private:
+  static Storage store(float v) {
+    if constexpr (kIsBf16<T>) return bf16_bits(v);
+    else return v;
+  }
+  static float load(Storage s) {
+    if constexpr (kIsBf16<T>) return bf16_value(s);
+    else return s;
+  }
+  size_t n_, skip_;
+  cuda::DeviceBuffer<Storage> buf_;
+};
+
+// (N, C, HW) <-> (N, HW, C) on the host.
+template <class V>
+std::vector<V> to_nhwc(const std::vector<V>& x, int64_t n, int64_t c, int64_t hw) {
+  std::vector<V> y(x.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) y[(i * hw + p) * c + ch] = x[(i * c + ch) * hw + p];
+  return y;
+}
+template <class V>
+std::vector<V> to_nchw(const std::vector<V>& x, int64_t n, int64_t c, int64_t hw) {
+  std::vector<V> y(x.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) y[(i * c + ch) * hw + p] = x[(i * hw + p) * c + ch];
+  return y;
+}
+
+inline std::vector<float> normal_floats(size_t n, uint64_t stream, double mean = 0.0, double stddev = 1.0) {
+  Rng r(4321, stream);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)(mean + stddev * r.normal());
+  return v;
+}
+
+// Equal, or both NaN (a NaN output must stay NaN; the payload may differ).
+inline bool same_value(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+
+}  // namespace moco::nhwc_test
