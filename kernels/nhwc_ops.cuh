@@ -74,4 +74,10 @@ template <class T>
 void unpack_weight_grads(const WeightSlot* slots, int num_slots, int64_t total, const T* mirror_grads,
                          float* grads, cudaStream_t stream);
 
+// The same for ONE slot (described on the host), launched over that slot's elements only: backward folds
+// each layer's weight gradient as soon as cuDNN or cuBLAS has written it, so that its all-reduce bucket can
+// start early (src/cuda/gpu_moco.cpp).
+template <class T>
+void unpack_weight_grad(const WeightSlot& slot, const T* mirror_grads, float* grads, cudaStream_t stream);
+
 }  // namespace moco::kernels

@@ -79,6 +79,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Thread per master element of one slot (passed by value: no search).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    unpack_slot_kernel(WeightSlot w,
+                       const T* __restrict__ mirror_grads,  // the slot's elements, compute layout
+                       float* __restrict__ grads) {         // the slot's elements, master layout, accumulated
+  const int64_t numel = w.co * w.ci * w.kh * w.kw;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t t0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t0 < numel; t0 += stride) {
+    int64_t t = t0;
+    const int64_t b = t % w.kw;
+    t /= w.kw;
+    const int64_t a = t % w.kh;
+    t /= w.kh;
+    const int64_t i = t % w.ci, o = t / w.ci;
+    grads[w.offset + t0] += vec::to_f(mirror_grads[w.offset + ((o * w.kh + a) * w.kw + b) * w.ci + i]);
+  }
+}
+
 void check_args(const char* who, const WeightSlot* slots, int num_slots, int64_t total, const void* a,
                 const void* b) {
   MOCO_CHECK(num_slots >= 0 && total >= 0, who, ": need num_slots, total >= 0, got ", num_slots, ", ", total);
@@ -106,6 +125,19 @@ void unpack_weight_grads(const WeightSlot* slots, int num_slots, int64_t total, 
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
+template <class T>
+void unpack_weight_grad(const WeightSlot& slot, const T* mirror_grads, float* grads, cudaStream_t stream) {
+  const int64_t numel = slot.co * slot.ci * slot.kh * slot.kw;
+  MOCO_CHECK(slot.offset >= 0 && numel >= 0, "unpack_weight_grad: bad slot at offset ", slot.offset, " with ",
+             numel, " elements");
+  MOCO_CHECK(numel == 0 || (mirror_grads && grads), "unpack_weight_grad: both buffers must be non-null");
+  if (numel == 0) return;
+  unpack_slot_kernel<T><<<vec::grid_for(numel, kThreads), kThreads, 0, stream>>>(slot, mirror_grads, grads);
+  MOCO_CUDA_CHECK_LAUNCH();
+}
+
+template void unpack_weight_grad<float>(const WeightSlot&, const float*, float*, cudaStream_t);
+template void unpack_weight_grad<__nv_bfloat16>(const WeightSlot&, const __nv_bfloat16*, float*, cudaStream_t);
 template void pack_weights<float>(const WeightSlot*, int, int64_t, const float*, float*, cudaStream_t);
 template void pack_weights<__nv_bfloat16>(const WeightSlot*, int, int64_t, const float*, __nv_bfloat16*, cudaStream_t);
 template void unpack_weight_grads<float>(const WeightSlot*, int, int64_t, const float*, float*, cudaStream_t);

@@ -363,6 +363,18 @@ void check_weight_pack() {
     ASSERT_EQ(gg[j], want) << nhwc_test::type_name<T>() << " unpack_weight_grads element " << j;
   }
 
+  // one slot at a time (what backward does): the same sums, and nothing outside that slot moves
+  DeviceBuffer<float> grads1(g0, "grads, slot by slot");
+  std::vector<float> want1 = g0;
+  for (const auto& slot : l.slots) {
+    kernels::unpack_weight_grad<T>(slot, dmg.get(), grads1.get(), nullptr);
+    for (int64_t j = slot.offset; j < slot.offset + slot.co * slot.ci * slot.kh * slot.kw; ++j) want1[j] += mg[to[j]];
+    const auto got1 = grads1.download();
+    for (int64_t j = 0; j < l.total; ++j)
+      ASSERT_EQ(got1[j], want1[j]) << nhwc_test::type_name<T>() << " unpack_weight_grad of the slot at "
+                                   << slot.offset << ", element " << j;
+  }
+
   // round trip: pack, then unpack onto zeros, gives the params as T holds them in every slot
   DeviceBuffer<float> zeros(std::vector<float>(l.total, 0.f), "zeros");
   kernels::unpack_weight_grads<T>(slots.get(), (int)l.slots.size(), l.total, mirror.get(), zeros.get(), nullptr);
