@@ -60,6 +60,8 @@ class DeviceStep {
   virtual StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) = 0;
   virtual void store_to(Moco& host) = 0;
   virtual std::string describe() const = 0;  // "cuda: NVIDIA H100 ..., bf16"
+  // The ranks' communicator on the device side (barriers around checkpoints use it).
+  virtual Communicator& communicator() = 0;
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
 // communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after

@@ -103,7 +103,7 @@ std::unique_ptr<Communicator> make_cpu_communicator(const LaunchInfo& li) {
   if (li.world == 1) return std::make_unique<SingleCommunicator>();
   MOCO_CHECK(li.source == "openmpi", "the ", li.source, " environment asks for ", li.world,
              " ranks, but CPU ranks talk over MPI and need mpirun: start them with `mpirun -np ", li.world,
-             " moco train ...` (GPU ranks over NCCL, which torchrun and srun could start, are not in this build)");
+             " moco train ...`, or train GPU ranks (--device cuda, NCCL), which torchrun and srun can start");
 #ifdef MOCO_HAVE_MPI
   auto comm = std::make_unique<MpiCommunicator>(comm_timeout_seconds(process_environment()));
   MOCO_CHECK(comm->world_size() == li.world && comm->rank() == li.rank, "MPI says rank ", comm->rank(), " of ",

@@ -40,6 +40,7 @@ class CudaTrainStep final : public DeviceStep {
   }
   void store_to(Moco& host) override { gpu_->store_to(host); }
   std::string describe() const override { return what_; }
+  Communicator& communicator() override { return *comm_; }
 
  private:
   cudaStream_t stream_ = nullptr;

@@ -129,9 +129,16 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   MOCO_CHECK(o.device != "cuda" || cuda != nullptr,
              "--device cuda: this build has no CUDA backend; build where nvcc is installed, or use --device cpu");
   const RunConfig rc = run_config(o);
-  // ranks: one, or W started by mpirun; all of them train, rank 0 alone prints, logs and writes checkpoints
-  std::unique_ptr<Communicator> comm = make_cpu_communicator(o.launch);
-  const bool lead = comm->rank() == 0;
+  // ranks: one, or W started by a launcher; all of them train, rank 0 alone prints, logs and writes
+  // checkpoints. CPU ranks talk over MPI. GPU ranks talk over NCCL (the device step's communicator), which
+  // torchrun and srun can start without MPI: then the host side needs no communicator of its own, and the
+  // host Moco (the state holder for checkpoints) gets a single-rank one that it never uses for collectives.
+  const bool gpu_ranks_without_mpi =
+      o.device != "cpu" && cuda != nullptr && o.launch.world > 1 && o.launch.source != "openmpi";
+  std::unique_ptr<Communicator> host_comm =
+      gpu_ranks_without_mpi ? std::make_unique<SingleCommunicator>() : make_cpu_communicator(o.launch);
+  const bool lead = o.launch.rank == 0;
+  const int world = o.launch.world;
 
   // data: the train split, augmented twice per image; the test split only for the kNN monitor
   std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
@@ -145,19 +152,19 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   lc.batch = o.batch_size;
   lc.workers = o.workers;
   lc.seed = o.seed;
-  lc.rank = comm->rank();  // each rank takes its own N of every W*N images
-  lc.world = comm->world_size();
+  lc.rank = o.launch.rank;  // each rank takes its own N of every W*N images
+  lc.world = world;
   lc.failure_log = &std::cerr;
   Loader loader(*train, recipe, lc);
 
   // model: query and key encoders, queue, SGD
-  Moco moco(moco_config(rc), *comm);
+  Moco moco(moco_config(rc), *host_comm);
   moco.init();  // the same seed on every rank, so every rank starts from the same weights and queue
   if (lead)
     std::fprintf(stderr, "model: %s, %lld parameters per encoder; K=%lld, m=%g, T=%g, %d BN groups x %d rank(s)\n",
                  moco.encoder_q().config().describe().c_str(),
                  (long long)moco.encoder_q().registry().parameter_count(), (long long)o.moco_k, o.moco_m, o.moco_t,
-                 o.bn_splits, comm->world_size());
+                 o.bn_splits, world);
 
   // output folder, resume
   if (lead) make_out_dir(o.out);
@@ -175,9 +182,11 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   // keeps the state that checkpoints and the kNN monitor read, refreshed through sync_host()
   std::unique_ptr<DeviceStep> device;
   if (o.device != "cpu" && cuda) {
-    device = cuda(moco, *comm, o);
+    device = cuda(moco, *host_comm, o);
     MOCO_CHECK(device || o.device == "auto", "--device cuda: no usable CUDA device (see above)");
   }
+  if (!device && gpu_ranks_without_mpi) make_cpu_communicator(o.launch);  // throws: CPU ranks need mpirun
+  Communicator* comm = device ? &device->communicator() : host_comm.get();  // the run's collectives
   if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
   auto sync_host = [&] {
     if (device) device->store_to(moco);
@@ -190,7 +199,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   };
   if (o.resume.empty()) {  // the first line says what the run is, for whoever reads the log later
     JsonRecord config;
-    config.add("event", "config").add("world_size", comm->world_size());
+    config.add("event", "config").add("world_size", world);
     for (const auto& [key, value] : rc) config.add(key, value);
     log(config);
   }
@@ -198,7 +207,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   const int64_t steps_per_epoch = loader.steps_per_epoch();
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
-  Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * comm->world_size());
+  Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * world);
 
   auto save = [&](const TrainPosition& p) {
     sync_host();
@@ -236,7 +245,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
       }
       const auto now = std::chrono::steady_clock::now();
-      const double img_per_s = (double)(o.batch_size * comm->world_size()) / std::chrono::duration<double>(now - last).count();
+      const double img_per_s = (double)(o.batch_size * world) / std::chrono::duration<double>(now - last).count();
       last = now;
       pos = {epoch, batch.step + 1, pos.steps_done + 1};
       log(JsonRecord()
