@@ -37,12 +37,16 @@ class Backend {
   virtual Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                                const Tensor& dy, bool want_dx) = 0;
 
-  // BatchNorm in train mode (batch statistics per split-BN group, running statistics updated); the
-  // per-group mean and inverse std (groups, C) fp32 are returned through save_mean / save_invstd.
+  // BatchNorm in train mode (batch statistics per split-BN group, running statistics updated), fused with
+  // the tail that follows it in a ResNet: y = [relu](bn(x) [+ residual]). The per-group mean and inverse
+  // std (groups, C) fp32 are returned through save_mean / save_invstd.
   virtual Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                  Tensor& save_mean, Tensor& save_invstd) = 0;
+                                  const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) = 0;
+  // Its backward: y is the forward's output (read only when relu, for the mask); d_residual (nullable)
+  // receives the gradient of the residual input.
   virtual Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                   const Tensor& save_mean, const Tensor& save_invstd, const Tensor& dy) = 0;
+                                   const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
+                                   const Tensor& dy, Tensor* d_residual) = 0;
   // BatchNorm in eval mode (running statistics).
   virtual Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) = 0;
   virtual Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,

@@ -77,15 +77,23 @@ class Conv2d : public Layer {
   int64_t ci_, co_, k_, stride_, pad_, w_off_;
 };
 
+// BatchNorm2d, optionally with the ReLU that follows it in a ResNet fused in (`relu`), and, for the last BN
+// of a residual block, the residual add before that ReLU (forward_add). Fusing lets the GPU normalise, add
+// and rectify in one pass; the CPU runs the same three steps one after the other.
 class BatchNorm2d : public Layer {
  public:
   // Registers "<name>.{weight,bias,running_mean,running_var,num_batches_tracked}".
-  BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c);
+  BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c, bool relu = false);
   Tensor forward(const Tensor& x, Record* rec) override;
   Tensor backward(const Tensor& dy, const Record& rec) override;
+  // y = [relu](bn(x) + residual); backward also returns the residual's gradient.
+  Tensor forward_add(const Tensor& x, const Tensor& residual, Record* rec);
+  Tensor backward_add(const Tensor& dy, const Record& rec, Tensor* d_residual);
 
  private:
+  Tensor run(const Tensor& x, const Tensor* residual, Record* rec);
   int64_t c_;
+  bool relu_;
   BnSlots slots_;
 };
 
@@ -132,7 +140,8 @@ class ResidualBlock : public Layer {
   int64_t out_channels() const { return out_channels_; }
 
  private:
-  std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1 relu conv2 bn2 [relu conv3 bn3]
+  std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1+relu conv2 [bn2+relu conv3]: up to the last BN
+  std::unique_ptr<BatchNorm2d> last_bn_;          // bn2 (basic) or bn3 (bottleneck), fused with add + ReLU
   std::vector<std::unique_ptr<Layer>> shortcut_;  // empty, or downsample.0 (1x1 conv) and downsample.1 (BN)
   int64_t out_channels_;
 };

@@ -126,9 +126,11 @@ Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w,
 }
 
 // ------------------------------------------------------------------------------------ batch norm
+// One pass for statistics, one for the normalisation with the residual add and the ReLU fused in.
 Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                     Tensor& save_mean, Tensor& save_invstd) {
+                                     const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) {
   expect_act(x, act_, "batchnorm2d");
+  if (residual) expect_act(*residual, act_, "batchnorm2d residual");
   Tensor y = empty(x.shape(), act_);
   save_mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
   save_invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
@@ -136,7 +138,8 @@ Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w
   with_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                        w.params + o.beta, kBnEps, kBnMomentum, nullptr, false,
+                                        w.params + o.beta, kBnEps, kBnMomentum,
+                                        residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
                                         static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
                                         w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
   });
@@ -144,17 +147,22 @@ Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w
 }
 
 Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                      const Tensor& save_mean, const Tensor& save_invstd, const Tensor& dy) {
+                                      const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
+                                      const Tensor& dy, Tensor* d_residual) {
   expect_act(x, act_, "batchnorm2d"), expect_act(dy, act_, "batchnorm2d gradient");
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
+  MOCO_CHECK(!relu || y != nullptr, "batchnorm2d backward through its ReLU needs the forward's output");
   Tensor dx = empty(x.shape(), act_);
+  if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
   with_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                         save_mean.data<float>(), save_invstd.data<float>(), nullptr, false,
-                                         static_cast<const T*>(dy.raw()), nullptr, static_cast<T*>(dx.raw()),
-                                         w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+                                         save_mean.data<float>(), save_invstd.data<float>(),
+                                         relu ? static_cast<const T*>(y->raw()) : nullptr, relu,
+                                         static_cast<const T*>(dy.raw()),
+                                         d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
+                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
   });
   ready(o.gamma), ready(o.beta);
   return dx;

@@ -36,9 +36,10 @@ class CudaBackend final : public Backend {
   Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                        const Tensor& dy, bool want_dx) override;
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                          Tensor& save_mean, Tensor& save_invstd) override;
+                          const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) override;
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor& dy) override;
+                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
+                           const Tensor& dy, Tensor* d_residual) override;
   Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) override;
   Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                           const Tensor& dy) override;

@@ -59,7 +59,8 @@ Tensor Conv2d::backward(const Tensor& dy, const Record& rec) {
 }
 
 // ---------------------------------------------------------------- BatchNorm2d
-BatchNorm2d::BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c) : Layer(s), c_(c) {
+BatchNorm2d::BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c, bool relu)
+    : Layer(s), c_(c), relu_(relu) {
   slots_.gamma = reg.add(name + ".weight", {c}, Slot::Param);
   slots_.beta = reg.add(name + ".bias", {c}, Slot::Param);
   slots_.mean = reg.add(name + ".running_mean", {c}, Slot::Stat);
@@ -67,31 +68,52 @@ BatchNorm2d::BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::strin
   slots_.count = reg.add(name + ".num_batches_tracked", {}, Slot::Count);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x, Record* rec) {
+Tensor BatchNorm2d::forward(const Tensor& x, Record* rec) { return run(x, nullptr, rec); }
+
+Tensor BatchNorm2d::forward_add(const Tensor& x, const Tensor& residual, Record* rec) {
+  MOCO_CHECK(residual.shape() == x.shape(), "residual of shape ", shape_str(residual.shape()),
+             " does not match the batchnorm2d input ", shape_str(x.shape()));
+  return run(x, &residual, rec);
+}
+
+// Saved for backward: x, then (train mode) the group statistics, then (with the ReLU) the output for its mask.
+Tensor BatchNorm2d::run(const Tensor& x, const Tensor* residual, Record* rec) {
   x.expect_shape({-1, c_, -1, -1}, "batchnorm2d input");
+  Backend& ops = *state_->ops;
   cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), state_->train ? state_->bn_groups : 1};
   MOCO_CHECK(s.n % s.groups == 0, "batch of ", s.n, " does not split into ", s.groups,
              " BN groups; use a batch size divisible by the number of groups");
-  if (!state_->train) {
-    Tensor y = state_->ops->bn_eval_forward(s, state_->w, slots_, x);
+  Tensor y;
+  if (state_->train) {
+    Tensor mean, invstd;  // (groups, C) each
+    y = ops.bn_train_forward(s, state_->w, slots_, x, residual, relu_, mean, invstd);
+    if (rec) rec->saved = {x, mean, invstd};
+  } else {  // eval mode serves feature extraction: BN, add and ReLU one after the other
+    y = ops.bn_eval_forward(s, state_->w, slots_, x);
+    if (residual) y = relu_ ? ops.add_relu(y, *residual) : ops.add(y, *residual);
+    else if (relu_) y = ops.relu_forward(y);
     if (rec) rec->saved = {x};
-    return y;
   }
-  Tensor mean, invstd;  // (groups, C) each
-  Tensor y = state_->ops->bn_train_forward(s, state_->w, slots_, x, mean, invstd);
-  if (rec) rec->saved = {x, mean, invstd};
+  if (rec && relu_) rec->saved.push_back(y);
   return y;
 }
 
-Tensor BatchNorm2d::backward(const Tensor& dy, const Record& rec) {
+Tensor BatchNorm2d::backward(const Tensor& dy, const Record& rec) { return backward_add(dy, rec, nullptr); }
+
+Tensor BatchNorm2d::backward_add(const Tensor& dy, const Record& rec, Tensor* d_residual) {
+  Backend& ops = *state_->ops;
   const Tensor& x = rec.saved[0];
-  if (rec.saved.size() == 3) {  // recorded in train mode
+  const Tensor* y = relu_ ? &rec.saved.back() : nullptr;
+  const bool train = rec.saved.size() == (relu_ ? 4u : 3u);
+  if (train) {
     const Tensor& mean = rec.saved[1];
     cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), mean.size(0)};
-    return state_->ops->bn_train_backward(s, state_->w, slots_, x, mean, rec.saved[2], dy);
+    return ops.bn_train_backward(s, state_->w, slots_, x, mean, rec.saved[2], y, relu_, dy, d_residual);
   }
+  const Tensor g = relu_ ? ops.relu_backward(*y, dy) : dy;  // the gradient at the pre-ReLU sum
+  if (d_residual) *d_residual = g;
   cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), 1};
-  return state_->ops->bn_eval_backward(s, state_->w, slots_, x, dy);
+  return ops.bn_eval_backward(s, state_->w, slots_, x, g);
 }
 
 // ---------------------------------------------------------------- ReLU, pools

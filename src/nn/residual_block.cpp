@@ -1,4 +1,6 @@
-// Residual blocks as torchvision builds them. The block owns its backward: the gradient of the output ReLU
+// Residual blocks as torchvision builds them. Each BN that a ReLU follows does that ReLU itself, and the last
+// BN of the block also adds the shortcut before its ReLU (BatchNorm2d::forward_add), which is the fusion the
+// GPU wants; the arithmetic is torchvision's. The block owns its backward: the gradient at the block's sum
 // flows into both the main path and the shortcut, and the two input gradients are summed.
 #include "moco/layers.h"
 
@@ -12,15 +14,19 @@ ResidualBlock::ResidualBlock(const NetState* s, ParamRegistry& reg, const std::s
   auto conv = [&](const char* n, int64_t ci, int64_t co, int64_t k, int64_t st) {
     main_.push_back(std::make_unique<Conv2d>(s, reg, name + "." + n, ci, co, k, st, k / 2));
   };
-  auto bn = [&](const char* n, int64_t c) { main_.push_back(std::make_unique<BatchNorm2d>(s, reg, name + "." + n, c)); };
-  auto relu = [&] { main_.push_back(std::make_unique<ReLU>(s)); };
+  auto bn_relu = [&](const char* n, int64_t c) {
+    main_.push_back(std::make_unique<BatchNorm2d>(s, reg, name + "." + n, c, /*relu=*/true));
+  };
+  // registration order is torchvision's state_dict order: convs and BNs of the main path, then downsample
   if (bottleneck) {  // v1.5: the stride sits on the 3x3 conv
-    conv("conv1", inplanes, planes, 1, 1), bn("bn1", planes), relu();
-    conv("conv2", planes, planes, 3, stride), bn("bn2", planes), relu();
-    conv("conv3", planes, out_channels_, 1, 1), bn("bn3", out_channels_);
+    conv("conv1", inplanes, planes, 1, 1), bn_relu("bn1", planes);
+    conv("conv2", planes, planes, 3, stride), bn_relu("bn2", planes);
+    conv("conv3", planes, out_channels_, 1, 1);
+    last_bn_ = std::make_unique<BatchNorm2d>(s, reg, name + ".bn3", out_channels_, /*relu=*/true);
   } else {
-    conv("conv1", inplanes, planes, 3, stride), bn("bn1", planes), relu();
-    conv("conv2", planes, planes, 3, 1), bn("bn2", planes);
+    conv("conv1", inplanes, planes, 3, stride), bn_relu("bn1", planes);
+    conv("conv2", planes, planes, 3, 1);
+    last_bn_ = std::make_unique<BatchNorm2d>(s, reg, name + ".bn2", out_channels_, /*relu=*/true);
   }
   if (stride != 1 || inplanes != out_channels_) {
     shortcut_.push_back(std::make_unique<Conv2d>(s, reg, name + ".downsample.0", inplanes, out_channels_, 1, stride, 0));
@@ -28,22 +34,21 @@ ResidualBlock::ResidualBlock(const NetState* s, ParamRegistry& reg, const std::s
   }
 }
 
+// Records: main_.size() children of the main path, shortcut_.size() of the shortcut, then the last BN's.
 Tensor ResidualBlock::forward(const Tensor& x, Record* rec) {
   Tensor h = x;
   for (auto& l : main_) h = run_child(*l, h, rec);
   Tensor identity = x;
   for (auto& l : shortcut_) identity = run_child(*l, identity, rec);
-  Tensor y = state_->ops->add_relu(h, identity);
-  if (rec) rec->saved = {y};
-  return y;
+  if (!rec) return last_bn_->forward_add(h, identity, nullptr);
+  rec->children.push_back(Record{last_bn_.get(), {}, {}, {}});
+  return last_bn_->forward_add(h, identity, &rec->children.back());
 }
 
 Tensor ResidualBlock::backward(const Tensor& dy, const Record& rec) {
-  // children: main_.size() records of the main path, then shortcut_.size() of the shortcut
-  Tensor d = state_->ops->relu_backward(rec.saved[0], dy);
-  Tensor d_main = d;
+  Tensor d_short;  // the gradient at the block's sum, which the shortcut receives unchanged
+  Tensor d_main = last_bn_->backward_add(dy, rec.children.back(), &d_short);
   for (size_t i = main_.size(); i-- > 0;) d_main = main_[i]->backward(d_main, rec.children[i]);
-  Tensor d_short = d;
   for (size_t i = shortcut_.size(); i-- > 0;) d_short = shortcut_[i]->backward(d_short, rec.children[main_.size() + i]);
   return state_->ops->add(d_main, d_short);
 }

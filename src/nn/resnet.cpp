@@ -38,8 +38,7 @@ Encoder::Encoder(const ResNetConfig& cfg, bool with_grads) : cfg_(cfg) {
                               : std::make_unique<Conv2d>(s, reg, "conv1", cfg.in_channels, cfg.width, 7, 2, 3);
   conv1->input_grad = false;  // nothing upstream of the image
   layers_.push_back(std::move(conv1));
-  layers_.push_back(std::make_unique<BatchNorm2d>(s, reg, "bn1", cfg.width));
-  layers_.push_back(std::make_unique<ReLU>(s));
+  layers_.push_back(std::make_unique<BatchNorm2d>(s, reg, "bn1", cfg.width, /*relu=*/true));
   if (!cfg.small_stem) layers_.push_back(std::make_unique<MaxPool>(s));
 
   // four stages
