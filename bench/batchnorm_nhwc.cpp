@@ -39,12 +39,12 @@ std::vector<float> normals(size_t n, uint64_t stream, double mean, double sd) {
 }
 std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = bench::bf16_bits(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
   return b;
 }
 std::vector<float> widen(const std::vector<uint16_t>& b) {
   std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = bench::bf16_value(b[i]);
+  for (size_t i = 0; i < b.size(); ++i) v[i] = moco::bf16_value(b[i]);
   return v;
 }
 // (N, C, HW) <-> (N, HW, C)

@@ -44,13 +44,13 @@ std::vector<float> permute(const std::vector<float>& v, int64_t a, int64_t b, in
 std::vector<float> bf16_normals(size_t n, uint64_t stream) {
   Rng r(77, stream);
   std::vector<float> v(n);
-  for (auto& x : v) x = bench::bf16_value(bench::bf16_bits((float)r.normal()));
+  for (auto& x : v) x = moco::bf16_value(moco::bf16_bits((float)r.normal()));
   return v;
 }
 
 std::vector<uint16_t> bits_of(const std::vector<float>& v) {
   std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = bench::bf16_bits(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
   return b;
 }
 
@@ -59,7 +59,7 @@ std::vector<uint16_t> bits_of(const std::vector<float>& v) {
 bool matches(const char* pass, const std::vector<uint16_t>& got_bits, int64_t a, int64_t b, int64_t c, int64_t d,
              const std::vector<float>& ref, const std::vector<float>& mag) {
   std::vector<float> got(got_bits.size());
-  for (size_t i = 0; i < got.size(); ++i) got[i] = bench::bf16_value(got_bits[i]);
+  for (size_t i = 0; i < got.size(); ++i) got[i] = moco::bf16_value(got_bits[i]);
   got = permute(got, a, b, c, d, true);
   for (size_t i = 0; i < got.size(); ++i)
     if (!(std::fabs((double)got[i] - ref[i]) <= 1e-2 * mag[i] + 1e-30)) {

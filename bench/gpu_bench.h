@@ -5,6 +5,7 @@
 // written once); the copy ceiling is a device-to-device cudaMemcpy of a buffer far larger than L2, counted
 // the same way (read + write, 2 x bytes), so "of copy" is a like-for-like fraction.
 #pragma once
+#include "moco/bf16_host.h"
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -89,20 +90,6 @@ inline double copy_bandwidth_gbs(Timer& timer) {
   return 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
 }
 
-// bf16 on the host without CUDA's host intrinsics: round to nearest even (as __float2bfloat16_rn), and back.
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-inline float bf16_value(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // The header every GPU benchmark prints: the device and the measured copy ceiling.
 inline double print_device_and_copy_bandwidth(Timer& timer) {

@@ -36,12 +36,12 @@ static std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
 }
 static std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = bench::bf16_bits(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
   return b;
 }
 static std::vector<float> widen(const std::vector<uint16_t>& b) {
   std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = bench::bf16_value(b[i]);
+  for (size_t i = 0; i < b.size(); ++i) v[i] = moco::bf16_value(b[i]);
   return v;
 }
 static std::vector<float> abs_of(std::vector<float> v) {

@@ -2,6 +2,7 @@
 // of float or bf16 filled from host floats, host-side rounding to bf16 (so the CPU reference sees exactly the
 // values the kernel reads), NCHW <-> NHWC permutations on the host, and random inputs.
 #pragma once
+#include "moco/bf16_host.h"
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -16,20 +17,6 @@
 
 namespace moco::nhwc_test {
 
-// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-inline float bf16_value(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 template <class T>
 constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;

@@ -18,6 +18,7 @@
 // Outputs with no terms at all (input pixels a strided 1x1 kernel never reads) get a floor of rel * 1e-3 of
 // the mean magnitude, so an algorithm that works in a transformed domain may leave rounding noise there
 // while a NaN or a stale value still fails.
+#include "moco/bf16_host.h"
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,20 +42,6 @@ namespace {
 constexpr double kRelF32 = 1e-5;
 constexpr double kRelBf16 = 1e-2;
 
-// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
-uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-float bf16_value(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 std::vector<float> normals(size_t n, uint64_t stream) {
   Rng r(4242, stream);

@@ -7,6 +7,7 @@
 // 1e-5 of the sum of |terms| (computed by running the CPU reference on |inputs|), which is above the
 // worst case for the GEMM lengths here (C <= 128) and above the observed error for K = 4099 by orders of
 // magnitude, yet catches any wrong term (a term is ~1/C or ~1/K of the sum, far above 1e-5 of it).
+#include "moco/bf16_host.h"
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -67,20 +68,6 @@ std::vector<float> abs_of(std::vector<float> v) {
   return v;
 }
 
-// bf16 on the host without CUDA's host intrinsics: round to nearest even, as __float2bfloat16_rn does.
-uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-float bf16_value(uint16_t b) {
-  const uint32_t u = (uint32_t)b << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   std::vector<uint16_t> b(v.size());
   for (size_t i = 0; i < v.size(); ++i) b[i] = bf16_bits(v[i]);
