@@ -26,7 +26,9 @@ struct RegistryEntry {
 class ParamRegistry {
  public:
   // Adds an entry at the end of its slot's buffer and returns its offset. Offsets of Param entries are
-  // rounded up to a multiple of 4 elements so that each tensor starts 16-byte aligned for vector loads.
+  // rounded up to a multiple of kParamAlign elements, so that each tensor starts 32-byte aligned in fp32 and
+  // 16-byte aligned in the bf16 compute copy (vector loads; cuDNN's tensor-core kernels want 16 bytes).
+  static constexpr int64_t kParamAlign = 8;
   int64_t add(const std::string& name, const Shape& shape, Slot slot);
   const std::vector<RegistryEntry>& entries() const { return entries_; }
   const RegistryEntry& find(const std::string& name) const;  // throws naming the missing key

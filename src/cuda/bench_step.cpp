@@ -27,6 +27,8 @@ double median(std::vector<double> v) {
 int run_step_bench(const StepBenchOptions& o) {
   const std::string reason = no_device_reason();
   MOCO_CHECK(reason.empty(), "--device cuda: ", reason);
+  MOCO_CHECK(o.warmup >= 1, "--warmup ", o.warmup, ": the GPU needs at least 1 warm-up step, which sizes its "
+             "memory and chooses the convolution algorithms");
   cudaStream_t stream = nullptr;
   MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   size_t free0 = 0, total = 0;

@@ -132,6 +132,9 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   encoder_k_.bind(backend_.get(), k);
   encoder_q_.set_bn_groups(cfg.bn_splits);
   encoder_k_.set_bn_groups(cfg.bn_splits);
+  // The uploads above ran on the legacy default stream, which a non-blocking compute stream does not wait
+  // for: finish them before any step can read the slot table.
+  MOCO_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 GpuMoco::~GpuMoco() = default;
@@ -160,6 +163,7 @@ void GpuMoco::load_from(Moco& host) {
                  host.queue().dim() == cfg_.encoder.out_dim,
              "load_from: the CPU MoCo has another configuration (", host.config().encoder.describe(), ", K=",
              host.queue().size(), ") than this one (", cfg_.encoder.describe(), ", K=", cfg_.queue_size, ")");
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // no step still reads the buffers being replaced
   b.q_params.upload(host.encoder_q().params());
   b.q_stats.upload(host.encoder_q().stats());
   b.q_counts.upload(host.encoder_q().counts());
@@ -170,6 +174,7 @@ void GpuMoco::load_from(Moco& host) {
   b.queue.upload(host.queue().keys());
   queue_ptr_ = host.queue().ptr();
   steps_done_ = host.steps_done();
+  MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // the uploads (legacy stream) land before the next step reads them
 }
 
 void GpuMoco::store_to(Moco& host) {
@@ -269,11 +274,15 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   StepStats stats;
   mark(0);
 
+  // Both views cross to the device first: a copy from pageable memory blocks the host, and here the GPU has
+  // nothing queued yet to stall behind.
+  Tensor x_q_staged = upload(x_q), x_k_staged = upload(x_k);  // (N, 3*H*W) each
+
   // 1. q = normalize(f_q(x_q)), recording for backward
   pack(b.q_params.get(), b.q_compute.get());
   MOCO_CUDA_CHECK(cudaMemsetAsync(b.q_grads.get(), 0, b.q_grads.bytes(), stream_));
   Tape tape;
-  Tensor feat_q = to_f32(encoder_q_.forward(network_input(upload(x_q)), &tape));  // (N, C)
+  Tensor feat_q = to_f32(encoder_q_.forward(network_input(x_q_staged), &tape));  // (N, C)
   Tensor q = ops.empty({n, c}, DType::F32);                                         // (N, C)
   Tensor q_norms = ops.empty({n}, DType::F32);                                      // (N)
   kernels::l2_normalize_forward(n, c, feat_q.data<float>(), q.data<float>(), q_norms.data<float>(), stream_);
@@ -286,7 +295,6 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   mark(2);
 
   // 3-5. keys: shuffle (the fp32 images, before conversion), forward without a tape, normalize, unshuffle
-  Tensor x_k_staged = upload(x_k);                    // (N, 3*H*W)
   Tensor x_k_shuffled = ops.empty({n, img}, DType::F32);  // (N, 3*H*W) this rank's slice of the shuffled batch
   comm_.permute_rows(x_k_staged.data<float>(), n, img, perm, x_k_shuffled.data<float>());
   Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)

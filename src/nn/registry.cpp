@@ -5,7 +5,7 @@ namespace moco {
 int64_t ParamRegistry::add(const std::string& name, const Shape& shape, Slot slot) {
   for (const auto& e : entries_) MOCO_CHECK(e.name != name, "duplicate registry key '", name, "'");
   int64_t& size = sizes_[(int)slot];
-  if (slot == Slot::Param) size = (size + 3) / 4 * 4;
+  if (slot == Slot::Param) size = (size + kParamAlign - 1) / kParamAlign * kParamAlign;
   int64_t offset = size;
   entries_.push_back({name, shape, slot, offset});
   size += shape_numel(shape);

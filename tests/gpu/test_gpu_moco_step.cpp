@@ -91,10 +91,20 @@ void expect_buffers_close(Moco& cpu, Moco& gpu, double rel) {
       worst = std::max(worst, (double)std::fabs(a[e.offset + i] - b[e.offset + i]));
     EXPECT_LE(worst, rel * scale + 1e-7) << "gradient (SGD buffer) of " << e.name << ": scale " << scale;
   }
-  const auto& sa = cpu.encoder_k().stats();
-  const auto& sb = gpu.encoder_k().stats();
-  for (size_t i = 0; i < sa.size(); ++i)
-    ASSERT_NEAR(sa[i], sb[i], rel * (1 + std::fabs(sa[i]))) << "key encoder BN statistic " << i;
+  for (int which = 0; which < 2; ++which) {  // BN running statistics and counters of both encoders
+    Encoder& ea = which ? cpu.encoder_k() : cpu.encoder_q();
+    Encoder& eb = which ? gpu.encoder_k() : gpu.encoder_q();
+    const char* name = which ? "key" : "query";
+    for (size_t i = 0; i < ea.stats().size(); ++i)
+      ASSERT_NEAR(ea.stats()[i], eb.stats()[i], rel * (1 + std::fabs(ea.stats()[i]))) << name << " BN statistic " << i;
+    EXPECT_EQ(ea.counts(), eb.counts()) << name << " num_batches_tracked";
+  }
+  // the key encoder after its momentum update: theta_k moved by (1 - m) of theta_q, so it agrees as tightly
+  const auto& ka = cpu.encoder_k().params();
+  const auto& kb = gpu.encoder_k().params();
+  double worst = 0;
+  for (size_t i = 0; i < ka.size(); ++i) worst = std::max(worst, (double)std::fabs(ka[i] - kb[i]));
+  EXPECT_LE(worst, 1e-5 * max_abs(ka.data(), ka.size())) << "key encoder parameters";
   const auto& qa = cpu.queue().keys();
   const auto& qb = gpu.queue().keys();
   for (size_t i = 0; i < qa.size(); ++i) ASSERT_NEAR(qa[i], qb[i], 10 * rel) << "queue entry " << i;
@@ -112,7 +122,8 @@ TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
     const StepStats c = m.cpu.step(xq, xk, 0.03f);
     const StepStats g = m.gpu->step(xq, xk, 0.03f);
     EXPECT_NEAR(g.loss, c.loss, 1e-4 * std::fabs(c.loss)) << "step " << step;
-    EXPECT_EQ(g.acc1, c.acc1) << "step " << step;
+    // one near-tie between the positive and a negative may rank differently: one row of N
+    EXPECT_NEAR(g.acc1, c.acc1, 100.0 / n + 1e-3) << "step " << step;
     if (step == 0) {
       m.gpu->store_to(m.readback);
       expect_buffers_close(m.cpu, m.readback, 2e-3);
@@ -155,7 +166,8 @@ TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {
 }
 
 // A few hundred steps of a small model on learnable synthetic data (8 prototypes, two noisy views each):
-// the bf16 GPU loss curve must track the CPU's, window by window, and both must fall.
+// the bf16 GPU loss curve must track the CPU's, window by window (10%: the two runs drift apart by bf16
+// rounding over hundreds of steps, while a wrong op shows as a different curve), and both must fall.
 TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
   MOCO_REQUIRE_GPU();
   MocoConfig cfg;
@@ -180,7 +192,7 @@ TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
     gpu_w[t / window] += m.gpu->step(xq, xk, 0.05f).loss / window;
   }
   for (size_t i = 0; i < cpu_w.size(); ++i)
-    EXPECT_NEAR(gpu_w[i], cpu_w[i], 0.05 * cpu_w[i]) << "mean loss of steps [" << i * window << ", "
+    EXPECT_NEAR(gpu_w[i], cpu_w[i], 0.10 * cpu_w[i]) << "mean loss of steps [" << i * window << ", "
                                                     << (i + 1) * window << ")";
   EXPECT_LT(cpu_w.back(), 0.8 * cpu_w.front()) << "the CPU run did not learn: the comparison would be empty";
   EXPECT_LT(gpu_w.back(), 0.8 * gpu_w.front());
