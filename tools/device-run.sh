@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# On the GPU machine: report the machine, run the gpu-labelled tests and the kernel benchmarks, write the full
-# logs into OUT_DIR and print a short table last (see /work/shared/GPU.md for the machine).
+# On the GPU machine: report the machine, run the gpu tests, the kernel benchmarks and whole MoCo steps
+# beside the PyTorch peer, write the full logs into OUT_DIR and print a short table last (the ratios
+# included). See /work/shared/GPU.md for the machine.
 #
-#   bash tools/device-run.sh BUILD_DIR OUT_DIR
+#   bash tools/build-device.sh device-bundle          # here: binaries + the non-CUDA libraries they need
+#   bash tools/device-run.sh device-bundle OUT_DIR    # there, from the repository root
 #
-# BUILD_DIR: a build folder configured with -DMOCO_CUDA=ON (built here, e.g. build-gpu). ctest files hold
-# absolute paths, so a folder configured under another repository path cannot be run by ctest; then this
-# script builds REPO/build-device there (Release, 16 jobs) when cmake and nvcc are available, and otherwise
-# runs the binaries of BUILD_DIR directly.
-# Never changes clocks, power limits or the GPU's state.
+# BUILD_DIR may also be a build folder; without binaries in it the script builds REPO/build-device there
+# when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
 set -u
 
 usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR" >&2; exit 2; }
@@ -71,22 +70,23 @@ fi
 gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 row "environment" 0 "${gpu_name:-nvidia-smi failed}; logs in $env_log"
 
-# ---- 2. a build folder ctest can run here ---------------------------------------------------------------------
-cache_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
-if [ -n "$cache_src" ] && [ "$(cd "$cache_src" 2>/dev/null && pwd)" = "$repo" ]; then
-  row "build" 0 "using $build as built"
+# ---- 2. the binaries: a bundle from tools/build-device.sh (or a build folder), else build here --------------
+if [ -x "$build/moco" ] && [ -x "$build/moco_gpu_tests" ]; then
+  row "binaries" 0 "from $build (commit $(cat "$build/COMMIT" 2>/dev/null || echo '?'))"
 elif command -v cmake >/dev/null && command -v nvcc >/dev/null; then
-  echo "$build was configured for '${cache_src:-?}', not $repo: building $repo/build-device" >&2
+  echo "no binaries in $build: building $repo/build-device" >&2
   build_log=$out/build.log
-  ( cmake -S "$repo" -B "$repo/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+  ( cmake -S "$repo" -B "$repo/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a &&
     cmake --build "$repo/build-device" -j16 ) >"$build_log" 2>&1
   rc=$?
   row "build (here)" $rc "$build_log"
   if [ $rc -eq 0 ]; then build=$repo/build-device; fi
 else
-  row "build" 1 "$build was configured for '${cache_src:-?}' and cmake/nvcc are missing here"
+  row "binaries" 1 "none in $build, and cmake/nvcc are missing here"
 fi
 build=$(cd "$build" && pwd)
+# the bundle's own copies of OpenBLAS, stb, zlib (see tools/build-device.sh)
+[ -d "$build/lib" ] && export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # which libraries the binaries resolve to (a "not found" here explains every failure below)
 ldd_log=$out/ldd.log
@@ -96,22 +96,12 @@ done >"$ldd_log" 2>&1
 if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
 else row "libraries" 0 "all resolved: $ldd_log"; fi
 
-# ---- 3. the gpu-labelled tests ----------------------------------------------------------------------------------
-test_log=$out/ctest-gpu.log
-if [ -f "$build/CTestTestfile.cmake" ]; then
-  ( cd "$build" && ctest -L gpu --output-on-failure ) >"$test_log" 2>&1
-  rc=$?
-  summary=$(grep -E 'tests passed|No tests were found' "$test_log" | tail -1)
-  row "ctest -L gpu" $rc "${summary:-see $test_log}"
-  skipped=$(grep -c '\*\*\*Skipped' "$test_log")
-  [ "$skipped" -gt 0 ] && row "  skipped" 1 "$skipped gpu tests skipped on the GPU machine: see $test_log"
-fi
-if [ ! -f "$build/CTestTestfile.cmake" ] || [ "${rc:-1}" -ne 0 ]; then
-  # the gtest binary itself, so the log shows the real status even where ctest could not run it
-  "$build/moco_gpu_tests" >"$out/moco_gpu_tests.log" 2>&1
-  rc=$?
-  row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) \]' "$out/moco_gpu_tests.log" | head -3 | tr '\n' ' ')"
-fi
+# ---- 3. the gpu-labelled tests: the gtest binary itself (ctest files hold another machine's paths) ---------
+test_log=$out/moco_gpu_tests.log
+timeout 900 "$build/moco_gpu_tests" >"$test_log" 2>&1
+rc=$?
+row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$test_log" | tr '\n' ' ')"
+while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
 benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds, on a development machine, what a GPU machine without network or Debian's -dev packages can run:
+# the `moco` program, the gpu tests and the GPU benchmarks for Hopper (sm_90a), with the non-CUDA shared
+# libraries they need (OpenBLAS and its Fortran runtime, stb, zlib) copied beside them. CUDA's own libraries
+# (cudart, cuBLAS, cuDNN, NCCL) are taken from the GPU machine (tools/device-run.sh finds them).
+#
+#   bash tools/build-device.sh [BUNDLE]     # default BUNDLE: device-bundle (ignored by git; a few MiB)
+#
+# Then, on the GPU machine, from the repository root:  bash tools/device-run.sh BUNDLE OUT_DIR
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bundle=${1:-$repo/device-bundle}
+build=$repo/build-device
+[ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+command -v nvcc >/dev/null || { echo "build-device: nvcc not found; install the CUDA toolkit" >&2; exit 2; }
+
+# No MPI: the GPU machine has no Open MPI runtime to link against, and one GPU needs no CPU ranks.
+cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOCO_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON >/dev/null
+targets="moco moco_gpu_tests"
+for b in "$repo"/bench/*.cpp; do
+  name=bench_$(basename "$b" .cpp)
+  [ "$name" = bench_augment ] || targets="$targets $name"
+done
+cmake --build "$build" -j"${JOBS:-2}" --target $targets
+
+rm -rf "$bundle"
+mkdir -p "$bundle/lib"
+for t in $targets; do cp "$build/$t" "$bundle/"; done
+# every library the binaries resolve outside the CUDA toolkit and the C/C++ runtime
+for t in $targets; do ldd "$build/$t"; done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+  grep -v -E '/usr/local/cuda|lib(c|m|dl|rt|pthread|gcc_s|stdc\+\+)\.so' | while read -r lib; do
+    cp -L "$lib" "$bundle/lib/"
+  done
+git -C "$repo" rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
+echo "build-device: $(du -sh "$bundle" | cut -f1) in $bundle (commit $(cat "$bundle/COMMIT"))"
+ls "$bundle" "$bundle/lib"
