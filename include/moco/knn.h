@@ -6,7 +6,7 @@
 
 #include "moco/augment.h"
 #include "moco/data.h"
-#include "moco/resnet.h"
+#include "moco/features.h"
 
 namespace moco {
 
@@ -17,8 +17,15 @@ struct FeatureSet {
 };
 
 // Backbone features (BN in eval mode) of data[indices], in that order; all images when indices is empty.
-FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentRecipe& eval_recipe,
+// `dim`: the extractor's feature dimension (ResNetConfig::feature_dim()).
+FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& data, const AugmentRecipe& eval_recipe,
                             const std::vector<int64_t>& indices, int64_t batch, int workers);
+// The same on the CPU, with the encoder itself.
+inline FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentRecipe& eval_recipe,
+                                   const std::vector<int64_t>& indices, int64_t batch, int workers) {
+  CpuFeatures fx(enc);
+  return extract_features(fx, enc.config().feature_dim(), data, eval_recipe, indices, batch, workers);
+}
 
 // Top-1 accuracy in percent of the weighted kNN vote of `bank` for every row of `query`.
 double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t);

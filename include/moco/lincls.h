@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moco/data.h"
+#include "moco/features.h"
 #include "moco/resnet.h"
 
 namespace moco {
@@ -28,8 +29,9 @@ struct LinclsResult {
   std::vector<double> epoch_loss;  // mean training loss per epoch
 };
 
-// `on_epoch(epoch, loss)` is called after each epoch (progress, logs).
+// `on_epoch(epoch, loss)` is called after each epoch (progress, logs). `features`: where the frozen
+// backbone runs (nullptr: on the CPU, the backbone itself); the probe itself always trains on the CPU.
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
-                        const std::function<void(int, double)>& on_epoch);
+                        const std::function<void(int, double)>& on_epoch, FeatureExtractor* features = nullptr);
 
 }  // namespace moco

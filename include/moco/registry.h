@@ -30,6 +30,9 @@ class ParamRegistry {
   // 16-byte aligned in the bf16 compute copy (vector loads; cuDNN's tensor-core kernels want 16 bytes).
   static constexpr int64_t kParamAlign = 8;
   int64_t add(const std::string& name, const Shape& shape, Slot slot);
+  // Where the Param entries would start (in entry order), and the buffer's length, had the offsets been
+  // rounded to `align` elements: reads checkpoints written with another alignment.
+  std::vector<int64_t> param_offsets(int64_t align, int64_t* total) const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
   const RegistryEntry& find(const std::string& name) const;  // throws naming the missing key
   int64_t size(Slot slot) const { return sizes_[(int)slot]; }

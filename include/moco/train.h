@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moco/checkpoint.h"
+#include "moco/features.h"
 #include "moco/launch.h"
 #include "moco/moco.h"
 
@@ -62,6 +63,8 @@ class DeviceStep {
   virtual std::string describe() const = 0;  // "cuda: NVIDIA H100 ..., bf16"
   // The ranks' communicator on the device side (barriers around checkpoints use it).
   virtual Communicator& communicator() = 0;
+  // Backbone features of `host` (its current weights) on the device, for the kNN monitor.
+  virtual std::unique_ptr<FeatureExtractor> feature_extractor(const Encoder& host) = 0;
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
 // communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after

@@ -21,10 +21,11 @@ int cmd_knn(int argc, char** argv) {
   const AugmentRecipe eval = recipe_from_name("eval", t.image_size);
   const uint64_t seed = t.model->seed();
   const int k = (int)a.integer("--knn-k", 1, 1 << 20);
-  FeatureSet bank = extract_features(t.model->query_encoder(), *t.train, eval,
+  const int64_t dim = t.model->query_encoder().config().feature_dim();
+  FeatureSet bank = extract_features(*t.features, dim, *t.train, eval,
                                      sample_indices(t.train->size(), a.integer("--bank", 0, INT64_MAX), seed),
                                      t.batch_size, t.workers);
-  FeatureSet query = extract_features(t.model->query_encoder(), *t.test, eval,
+  FeatureSet query = extract_features(*t.features, dim, *t.test, eval,
                                       sample_indices(t.test->size(), a.integer("--queries", 0, INT64_MAX), seed),
                                       t.batch_size, t.workers);
   const double top1 = knn_top1(bank, query, t.train->num_classes(), k, a.real("--knn-t", 1e-6, 1e6));

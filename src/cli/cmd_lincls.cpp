@@ -33,7 +33,7 @@ int cmd_lincls(int argc, char** argv) {
   o.test_limit = a.integer("--test-limit", 0, INT64_MAX);
   LinclsResult r = run_lincls(t.model->query_encoder(), *t.train, *t.test, o, [&](int epoch, double loss) {
     std::fprintf(stderr, "lincls epoch %d/%d  loss %.4f\n", epoch + 1, o.epochs, loss);
-  });
+  }, t.features.get());
   std::printf("lincls_top1 %.2f (%s, %s; backbone unchanged: checked)\n", r.top1, t.label(), t.checkpoint.c_str());
   return 0;
 }

@@ -1,5 +1,12 @@
 #include "eval_target.h"
 
+#include <cstdio>
+
+#ifdef MOCO_HAVE_CUDA
+#include "../cuda/gpu_features.h"
+#include "moco/cuda_runtime.h"
+#endif
+
 namespace moco {
 
 void declare_eval_options(Args& a, const char* what_is_evaluated, const char* batch_help) {
@@ -10,6 +17,26 @@ void declare_eval_options(Args& a, const char* what_is_evaluated, const char* ba
   a.option("-b,--batch-size", "256", batch_help);
   a.option("-j,--workers", "2", "data loading threads");
   a.option("--image-size", "", "eval size (default: the checkpoint's)");
+  a.option("--device", "auto", "where the backbone runs: cpu | cuda | auto (cuda when a GPU is usable)");
+  a.option("--precision", "bf16", "on the GPU: bf16 | fp32");
+}
+
+// The backbone on the device asked for; --device auto falls back to the CPU, saying why.
+static std::unique_ptr<FeatureExtractor> open_features(Encoder& enc, const std::string& device,
+                                                       const std::string& precision) {
+  MOCO_CHECK(device == "cpu" || device == "cuda" || device == "auto", "--device ", device,
+             ": expected cpu, cuda or auto");
+  MOCO_CHECK(precision == "bf16" || precision == "fp32", "--precision ", precision, ": expected bf16 or fp32");
+  if (device == "cpu") return std::make_unique<CpuFeatures>(enc);
+#ifdef MOCO_HAVE_CUDA
+  const std::string reason = cuda::no_device_reason();
+  if (reason.empty()) return cuda::make_gpu_features(enc, precision == "fp32" ? DType::F32 : DType::BF16);
+  MOCO_CHECK(device == "auto", "--device cuda: ", reason);
+  std::fprintf(stderr, "cuda: %s; the backbone runs on the cpu\n", reason.c_str());
+#else
+  MOCO_CHECK(device == "auto", "--device cuda: this build has no CUDA backend; build where nvcc is installed");
+#endif
+  return std::make_unique<CpuFeatures>(enc);
 }
 
 EvalTarget open_eval_target(const Args& a, const char* command) {
@@ -24,6 +51,7 @@ EvalTarget open_eval_target(const Args& a, const char* command) {
   const std::string data = t.model->data(a.str("DATA"));
   t.train = open_dataset(data, "train");
   t.test = open_dataset(data, "test");
+  t.features = open_features(t.model->query_encoder(), a.str("--device"), a.str("--precision"));
   return t;
 }
 

@@ -6,11 +6,13 @@
 
 #include "moco/args.h"
 #include "moco/checkpoint_model.h"
+#include "moco/features.h"
 #include "moco/open_dataset.h"
 
 namespace moco {
 
-// Declares DATA, --checkpoint, --random-init, -b/--batch-size, -j/--workers and --image-size.
+// Declares DATA, --checkpoint, --random-init, -b/--batch-size, -j/--workers, --image-size, --device and
+// --precision.
 void declare_eval_options(Args& a, const char* what_is_evaluated, const char* batch_help);
 
 struct EvalTarget {
@@ -21,6 +23,7 @@ struct EvalTarget {
   int image_size = 0;                    // --image-size, or the checkpoint's
   int64_t batch_size = 0;
   int workers = 0;
+  std::unique_ptr<FeatureExtractor> features;  // the backbone on --device (the GPU when asked and usable)
   const char* label() const { return random_init ? "random init" : "trained"; }
 };
 

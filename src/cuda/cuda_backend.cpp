@@ -6,6 +6,7 @@
 #include "blas_handle.h"
 #include "check.h"
 #include "convolution.h"
+#include "dtype_dispatch.h"
 #include "nhwc_ops.cuh"
 
 namespace moco::cuda {
@@ -21,17 +22,6 @@ void* cuda_alloc(size_t n) {
   return p;
 }
 void cuda_free(void* p) { cudaFree(p); }
-
-// Runs f with a null pointer of the element type that `dt` names, so one lambda serves bf16 and fp32.
-template <class F>
-void with_type(DType dt, F&& f) {
-  if (dt == DType::BF16) {
-    f(static_cast<__nv_bfloat16*>(nullptr));
-  } else {
-    MOCO_CHECK(dt == DType::F32, "the CUDA backend computes in bf16 or f32, not ", dtype_name(dt));
-    f(static_cast<float*>(nullptr));
-  }
-}
 
 cudaDataType blas_type(DType dt) { return dt == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
@@ -135,7 +125,7 @@ Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w
   save_mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
   save_invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
   void* ws = bn_workspace(s);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                         w.params + o.beta, kBnEps, kBnMomentum,
@@ -155,7 +145,7 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
   Tensor dx = empty(x.shape(), act_);
   if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                          save_mean.data<float>(), save_invstd.data<float>(),
@@ -171,7 +161,7 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
 Tensor CudaBackend::bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) {
   expect_act(x, act_, "batchnorm2d");
   Tensor y = empty(x.shape(), act_);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_eval_forward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                        w.params + o.beta, w.stats + o.mean, w.stats + o.var, kBnEps,
@@ -186,7 +176,7 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
   Tensor dx = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_eval_backward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                         w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
@@ -200,7 +190,7 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
 Tensor CudaBackend::relu_forward(const Tensor& x) {
   expect_act(x, act_, "relu");
   Tensor y = empty(x.shape(), act_);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::relu_forward<T>(x.numel(), static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), stream_);
   });
@@ -210,7 +200,7 @@ Tensor CudaBackend::relu_forward(const Tensor& x) {
 Tensor CudaBackend::relu_backward(const Tensor& y, const Tensor& dy) {
   expect_act(y, act_, "relu"), expect_act(dy, act_, "relu gradient");
   Tensor dx = empty(dy.shape(), act_);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::relu_backward<T>(dy.numel(), static_cast<const T*>(y.raw()), static_cast<const T*>(dy.raw()),
                               static_cast<T*>(dx.raw()), stream_);
@@ -222,7 +212,7 @@ Tensor CudaBackend::add(const Tensor& a, const Tensor& b) {
   expect_act(a, act_, "add"), expect_act(b, act_, "add");
   MOCO_CHECK(a.shape() == b.shape(), "add of shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
   Tensor y = empty(a.shape(), act_);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::add_forward<T>(a.numel(), static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
                             static_cast<T*>(y.raw()), stream_);
@@ -232,7 +222,7 @@ Tensor CudaBackend::add(const Tensor& a, const Tensor& b) {
 
 Tensor CudaBackend::add_relu(const Tensor& a, const Tensor& b) {
   Tensor y = add(a, b);
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::relu_forward<T>(y.numel(), static_cast<const T*>(y.raw()), static_cast<T*>(y.raw()), stream_);
   });
@@ -246,7 +236,7 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
              s.k, "x", s.k, "/", s.stride, " pad ", s.pad);
   Tensor y = empty({s.n, s.c, s.ho(), s.wo()}, act_);  // (N, C, Ho, Wo) channels-last
   argmax = empty(y.shape(), DType::I32);               // (N, C, Ho, Wo) channels-last, position h * W + w
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
                                      argmax.data<int32_t>(), stream_);
@@ -257,7 +247,7 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
 Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) {
   expect_act(dy, act_, "maxpool gradient");
   Tensor dx = empty({s.n, s.c, s.h, s.w}, act_);  // (N, C, H, W) channels-last
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
                                       static_cast<T*>(dx.raw()), stream_);
@@ -268,7 +258,7 @@ Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argm
 Tensor CudaBackend::avgpool_forward(const Tensor& x) {
   expect_act(x, act_, "avgpool");
   Tensor y = empty({x.size(0), x.size(1)}, act_);  // (N, C)
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::global_avgpool_forward<T>(x.size(0), x.size(2) * x.size(3), x.size(1), static_cast<const T*>(x.raw()),
                                        static_cast<T*>(y.raw()), stream_);
@@ -279,7 +269,7 @@ Tensor CudaBackend::avgpool_forward(const Tensor& x) {
 Tensor CudaBackend::avgpool_backward(const Shape& s, const Tensor& dy) {
   expect_act(dy, act_, "avgpool gradient");
   Tensor dx = empty(s, act_);  // (N, C, H, W) channels-last
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::global_avgpool_backward<T>(s[0], s[2] * s[3], s[1], static_cast<const T*>(dy.raw()),
                                         static_cast<T*>(dx.raw()), stream_);
@@ -301,7 +291,7 @@ Tensor CudaBackend::linear_forward(const WeightsView& w, int64_t w_off, int64_t 
   MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)n, (int)in, &one,
                                  at(w.compute, act_, w_off), t, (int)in, x.raw(), t, (int)in, &zero, y.raw(), t,
                                  (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::bias_add_forward<T>(n, out, w.params + b_off, static_cast<T*>(y.raw()), stream_);
   });
@@ -324,7 +314,7 @@ Tensor CudaBackend::linear_backward(const WeightsView& w, int64_t w_off, int64_t
   MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, (int)in, (int)n, (int)out, &one,
                                  at(w.compute, act_, w_off), t, (int)in, dy.raw(), t, (int)out, &zero, dx.raw(), t,
                                  (int)in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::bias_backward<T>(n, out, static_cast<const T*>(dy.raw()), w.grads + b_off, stream_);
   });

@@ -12,6 +12,7 @@
 #include "check.h"
 #include "cuda_backend.h"
 #include "device_buffer.h"
+#include "dtype_dispatch.h"
 #include "enqueue.cuh"
 #include "flat_update.cuh"
 #include "grad_buckets.h"
@@ -19,29 +20,11 @@
 #include "moco_logits.cuh"
 #include "nhwc_ops.cuh"
 #include "softmax_xent.cuh"
+#include "weight_slots.h"
 
 namespace moco::cuda {
 
 namespace {
-
-template <class F>
-void with_type(DType dt, F&& f) {
-  if (dt == DType::BF16) f(static_cast<__nv_bfloat16*>(nullptr));
-  else f(static_cast<float*>(nullptr));
-}
-
-// The compute copy serves the convolutions (4-D weights) and the linear layers' weights (2-D); BN and the
-// biases are read in fp32 straight from the master buffer.
-std::vector<kernels::WeightSlot> compute_slots(const ParamRegistry& reg) {
-  std::vector<kernels::WeightSlot> slots;
-  for (const RegistryEntry& e : reg.entries()) {
-    if (e.slot != Slot::Param) continue;
-    if (e.shape.size() == 4) slots.push_back({e.offset, e.shape[0], e.shape[1], e.shape[2], e.shape[3]});
-    if (e.shape.size() == 2) slots.push_back({e.offset, e.numel(), 1, 1, 1});
-  }
-  std::sort(slots.begin(), slots.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
-  return slots;
-}
 
 void expect_images(const Tensor& x, const char* what) {
   MOCO_CHECK(x.dtype() == DType::F32 && x.is_contiguous() && x.dim() == 4 && x.size(1) == 3, what,
@@ -110,7 +93,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.k_stats = DeviceBuffer<float>(b.stats, "key BN statistics");
   b.k_counts = DeviceBuffer<int64_t>(b.counts, "key BN counters");
   b.k_compute = DeviceBuffer<char>(b.params * es, "key compute weights");
-  b.host_slots = compute_slots(reg);
+  b.host_slots = compute_weight_slots(reg);
   b.slots = DeviceBuffer<kernels::WeightSlot>(b.host_slots, "compute weight slots");
   for (size_t i = 0; i < b.host_slots.size(); ++i) b.slot_at[b.host_slots[i].offset] = (int)i;
   std::vector<int64_t> starts;  // (Param entries) offsets, sorted
@@ -145,7 +128,7 @@ void GpuMoco::gradient_ready(int64_t offset) {
   Buffers& b = *buf_;
   auto slot = b.slot_at.find(offset);
   if (slot != b.slot_at.end()) {
-    with_type(act_, [&](auto* tag) {
+    with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       kernels::unpack_weight_grad<T>(b.host_slots[(size_t)slot->second],
                                      static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
@@ -245,7 +228,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   // Host fp32 NCHW images -> device -> the network's layout and dtype.
   auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) fp32 on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
-    with_type(act_, [&](auto* tag) {
+    with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(x.raw()), stream_);
     });
@@ -259,14 +242,14 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   };
   auto to_f32 = [&](const Tensor& t) {  // (N, C) compute dtype -> fp32
     Tensor out = ops.empty(t.shape(), DType::F32);
-    with_type(act_, [&](auto* tag) {
+    with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       kernels::cast<T, float>(t.numel(), static_cast<const T*>(t.raw()), out.data<float>(), stream_);
     });
     return out;
   };
   auto pack = [&](const float* params, void* compute) {
-    with_type(act_, [&](auto* tag) {
+    with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.total, params, static_cast<T*>(compute), stream_);
     });
@@ -340,7 +323,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   kernels::l2_normalize_backward(n, c, q.data<float>(), q_norms.data<float>(), dq.data<float>(), dfeat.data<float>(),
                                  stream_);
   Tensor dfeat_act = ops.empty({n, c}, act_);  // (N, C)
-  with_type(act_, [&](auto* tag) {
+  with_compute_type(act_, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::cast<float, T>(n * c, dfeat.data<float>(), static_cast<T*>(dfeat_act.raw()), stream_);
   });

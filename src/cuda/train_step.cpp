@@ -4,6 +4,7 @@
 
 #include "check.h"
 #include "device_communicator.h"
+#include "gpu_features.h"
 #include "gpu_moco.h"
 #include "moco/cuda_runtime.h"
 
@@ -41,6 +42,9 @@ class CudaTrainStep final : public DeviceStep {
   void store_to(Moco& host) override { gpu_->store_to(host); }
   std::string describe() const override { return what_; }
   Communicator& communicator() override { return *comm_; }
+  std::unique_ptr<FeatureExtractor> feature_extractor(const Encoder& host) override {
+    return make_gpu_features(host, gpu_->compute_dtype());
+  }
 
  private:
   cudaStream_t stream_ = nullptr;

@@ -21,7 +21,7 @@ std::vector<int64_t> sample_indices(int64_t size, int64_t count, uint64_t seed) 
   return idx;
 }
 
-FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentRecipe& eval_recipe,
+FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& data, const AugmentRecipe& eval_recipe,
                             const std::vector<int64_t>& indices, int64_t batch, int workers) {
   LoaderConfig lc;
   lc.batch = batch;
@@ -32,14 +32,13 @@ FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentReci
   lc.subset = indices;
   Loader loader(data, eval_recipe, lc);
   loader.start_epoch(0);
-  const bool was_train = enc.is_train();
-  enc.set_train(false);
   FeatureSet fs;
-  fs.dim = enc.config().feature_dim();
+  fs.dim = dim;
   fs.features.reserve((size_t)(loader.samples() * fs.dim));
   Batch b;
   while (loader.next(b)) {
-    Tensor f = enc.features(b.views[0]);  // (N, D)
+    Tensor f = fx.features(b.views[0]);  // (N, D)
+    MOCO_CHECK(f.dim() == 2 && f.size(1) == dim, "features of shape ", shape_str(f.shape()), ", expected (N, ", dim, ")");
     const int64_t n = f.size(0);
     const size_t at = fs.features.size();
     fs.features.resize(at + (size_t)(n * fs.dim));
@@ -48,7 +47,6 @@ FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentReci
     fs.labels.insert(fs.labels.end(), b.labels.begin(), b.labels.end());
     fs.n += n;
   }
-  enc.set_train(was_train);
   return fs;
 }
 

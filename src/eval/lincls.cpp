@@ -13,7 +13,9 @@
 namespace moco {
 
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
-                        const std::function<void(int, double)>& on_epoch) {
+                        const std::function<void(int, double)>& on_epoch, FeatureExtractor* features) {
+  CpuFeatures on_cpu(backbone);
+  FeatureExtractor& fx = features ? *features : on_cpu;
   const int64_t d = backbone.config().feature_dim(), classes = train.num_classes();
   MOCO_CHECK(test.num_classes() == classes, "train split has ", classes, " classes, test split ", test.num_classes());
   // the frozen state, to prove it stayed frozen
@@ -47,7 +49,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     int64_t steps = 0;
     Batch batch;
     while (loader.next(batch)) {
-      Tensor feat = backbone.features(batch.views[0]);  // (N, D), no tape: nothing flows back into the backbone
+      Tensor feat = fx.features(batch.views[0]);  // (N, D), no tape: nothing flows back into the backbone
       const int64_t n = feat.size(0);
       logits.resize((size_t)(n * classes));
       dlogits.resize(logits.size());
@@ -77,7 +79,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   int64_t correct = 0, total = 0;
   Batch batch;
   while (eval.next(batch)) {
-    Tensor feat = backbone.features(batch.views[0]);  // (N, D)
+    Tensor feat = fx.features(batch.views[0]);  // (N, D)
     const int64_t n = feat.size(0);
     logits.resize((size_t)(n * classes));
     cpu::linear_forward<float>(n, d, classes, feat.data<float>(), w, b, logits.data());

@@ -171,19 +171,28 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
     std::string name;
     void* dst;
     size_t bytes;
+    bool param_layout = false;  // laid out like the Param buffer (parameters, SGD momentum)
   };
   std::vector<Target> targets;
   for (auto [name, enc] : encoders(moco)) {
-    targets.push_back({name + ".params", enc->params().data(), enc->params().size() * 4});
+    targets.push_back({name + ".params", enc->params().data(), enc->params().size() * 4, true});
     targets.push_back({name + ".stats", enc->stats().data(), enc->stats().size() * 4});
     targets.push_back({name + ".counts", enc->counts().data(), enc->counts().size() * 8});
   }
   auto& momentum = moco.optimizer().momentum_buffer();
-  targets.push_back({"sgd.momentum", momentum.data(), momentum.size() * 4});
+  targets.push_back({"sgd.momentum", momentum.data(), momentum.size() * 4, true});
   targets.push_back({"queue", moco.queue().keys().data(), moco.queue().keys().size() * 4});
+  // Checkpoints written when Param tensors started at multiples of 4 elements (now kParamAlign) hold the
+  // same tensors at other offsets; they are moved into place entry by entry.
+  const ParamRegistry& reg = moco.encoder_q().registry();
+  int64_t old_total = 0;
+  const std::vector<int64_t> old_offsets = reg.param_offsets(4, &old_total);
+  auto old_layout = [&](const Target& t) {
+    return t.param_layout && need(t.name).size() != t.bytes && need(t.name).size() == (size_t)old_total * 4;
+  };
   for (const Target& t : targets)
-    MOCO_CHECK(need(t.name).size() == t.bytes, "checkpoint ", path, ": '", t.name, "' holds ", need(t.name).size(),
-               " bytes, this model needs ", t.bytes);
+    MOCO_CHECK(need(t.name).size() == t.bytes || old_layout(t), "checkpoint ", path, ": '", t.name, "' holds ",
+               need(t.name).size(), " bytes, this model needs ", t.bytes);
   MOCO_CHECK(need("position").size() == 24 && need("queue_ptr").size() == 8, "checkpoint ", path,
              ": malformed position or queue pointer");
   int64_t position[3], ptr;
@@ -191,7 +200,17 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
   std::memcpy(&ptr, need("queue_ptr").data(), 8);
   MOCO_CHECK(ptr >= 0 && ptr < moco.queue().size(), "checkpoint ", path, ": queue pointer ", ptr, " outside [0, ",
              moco.queue().size(), ")");
-  for (const Target& t : targets) std::memcpy(t.dst, need(t.name).data(), t.bytes);
+  for (const Target& t : targets) {
+    if (!old_layout(t)) {
+      std::memcpy(t.dst, need(t.name).data(), t.bytes);
+      continue;
+    }
+    size_t i = 0;
+    for (const RegistryEntry& e : reg.entries())
+      if (e.slot == Slot::Param)
+        std::memcpy(static_cast<float*>(t.dst) + e.offset, need(t.name).data() + old_offsets[i++] * 4,
+                    (size_t)e.numel() * 4);
+  }
   moco.queue().set_ptr(ptr);
   moco.set_steps_done(position[2]);
   return {position[0], position[1], position[2]};

@@ -19,6 +19,19 @@ const RegistryEntry& ParamRegistry::find(const std::string& name) const {
        entries_.empty() ? "" : entries_.front().name, "')");
 }
 
+std::vector<int64_t> ParamRegistry::param_offsets(int64_t align, int64_t* total) const {
+  std::vector<int64_t> offsets;
+  int64_t size = 0;
+  for (const RegistryEntry& e : entries_) {
+    if (e.slot != Slot::Param) continue;
+    size = (size + align - 1) / align * align;
+    offsets.push_back(size);
+    size += e.numel();
+  }
+  *total = size;
+  return offsets;
+}
+
 int64_t ParamRegistry::parameter_count() const { return parameter_count(""); }
 
 int64_t ParamRegistry::parameter_count(const std::string& prefix) const {

@@ -112,13 +112,15 @@ static void make_out_dir(const std::string& dir) {
   std::remove(probe.c_str());
 }
 
-static double knn_monitor(Moco& moco, const TrainOptions& o, const Dataset& train, const Dataset& test) {
+// The query encoder's backbone on the device the run trains on (fx), scored on seeded subsets of the splits.
+static double knn_monitor(FeatureExtractor& fx, const Encoder& enc, const TrainOptions& o, const Dataset& train,
+                          const Dataset& test) {
   const AugmentRecipe eval = recipe_from_name("eval", o.image_size);
-  const int64_t batch = std::min<int64_t>(o.batch_size, 256);
-  FeatureSet bank = extract_features(moco.encoder_q(), train, eval, sample_indices(train.size(), o.knn_bank, o.seed),
-                                     batch, o.workers);
-  FeatureSet query = extract_features(moco.encoder_q(), test, eval, sample_indices(test.size(), o.knn_queries, o.seed),
-                                      batch, o.workers);
+  const int64_t batch = std::min<int64_t>(o.batch_size, 256), dim = enc.config().feature_dim();
+  FeatureSet bank = extract_features(fx, dim, train, eval, sample_indices(train.size(), o.knn_bank, o.seed), batch,
+                                     o.workers);
+  FeatureSet query = extract_features(fx, dim, test, eval, sample_indices(test.size(), o.knn_queries, o.seed), batch,
+                                      o.workers);
   return knn_top1(bank, query, train.num_classes(), o.knn_k, o.knn_t);
 }
 
@@ -221,7 +223,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   auto monitor = [&] {
     // every rank computes it (the same number): no rank waits at a collective for rank 0's monitor
     sync_host();
-    const double top1 = knn_monitor(moco, o, *train, *test);
+    std::unique_ptr<FeatureExtractor> fx = device ? device->feature_extractor(moco.encoder_q())
+                                                  : std::make_unique<CpuFeatures>(moco.encoder_q());
+    const double top1 = knn_monitor(*fx, moco.encoder_q(), o, *train, *test);
     if (lead) {
       progress.finish();
       std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);

@@ -1,0 +1,88 @@
+#include "gpu_features.h"
+
+#include "check.h"
+#include "cuda_backend.h"
+#include "device_buffer.h"
+#include "dtype_dispatch.h"
+#include "moco/cuda_runtime.h"
+#include "nhwc_ops.cuh"
+#include "weight_slots.h"
+
+namespace moco::cuda {
+
+namespace {
+
+class GpuFeatures final : public FeatureExtractor {
+ public:
+  GpuFeatures(const Encoder& host, DType act)
+      : act_(act), enc_(host.config(), /*with_grads=*/false) {
+    int device = 0;
+    MOCO_CUDA_CHECK(cudaGetDevice(&device));
+    what_ = "cuda " + std::to_string(device) + ": " + device_description(device);
+    MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    backend_ = std::make_unique<CudaBackend>(act, stream_);
+    const ParamRegistry& reg = enc_.registry();
+    params_ = DeviceBuffer<float>(host.params(), "feature encoder parameters");
+    stats_ = DeviceBuffer<float>(host.stats(), "feature encoder BN statistics");
+    counts_ = DeviceBuffer<int64_t>(host.counts(), "feature encoder BN counters");
+    compute_ = DeviceBuffer<char>(reg.size(Slot::Param) * dtype_size(act), "feature encoder compute weights");
+    const std::vector<kernels::WeightSlot> slots = compute_weight_slots(reg);
+    slots_ = DeviceBuffer<kernels::WeightSlot>(slots, "compute weight slots");
+    MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // the uploads ran on the legacy stream
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::pack_weights<T>(slots_.get(), (int)slots.size(), reg.size(Slot::Param), params_.get(),
+                               static_cast<T*>(static_cast<void*>(compute_.get())), stream_);
+    });
+    WeightsView w;
+    w.params = params_.get(), w.stats = stats_.get(), w.counts = counts_.get(), w.compute = compute_.get();
+    enc_.bind(backend_.get(), w);
+    enc_.set_train(false);  // BN with the running statistics; nothing is updated
+    what_ += act == DType::BF16 ? ", bf16" : ", fp32";
+  }
+  ~GpuFeatures() override {
+    backend_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Tensor features(const Tensor& x) override {
+    MOCO_CHECK(x.device() == Device::CPU && x.dtype() == DType::F32 && x.is_contiguous() && x.dim() == 4, "images ",
+               "must be a contiguous host f32 (N, C, H, W) tensor, got ", shape_str(x.shape()));
+    const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
+    Tensor staged = backend_->empty({n, c * hw}, DType::F32);  // (N, C*H*W) fp32, NCHW
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, stream_));
+    Tensor input = backend_->empty(x.shape(), act_);  // (N, C, H, W) channels-last
+    Tensor out;                                       // (N, D) fp32 on the device
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::nchw_to_nhwc<T>(n, c, hw, staged.data<float>(), static_cast<T*>(input.raw()), stream_);
+      Tensor f = enc_.features(input);  // (N, D) compute dtype
+      out = backend_->empty(f.shape(), DType::F32);
+      kernels::cast<T, float>(f.numel(), static_cast<const T*>(f.raw()), out.data<float>(), stream_);
+    });
+    Tensor host = Tensor::empty(out.shape(), DType::F32);  // (N, D)
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(host.raw(), out.raw(), out.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+  std::string describe() const override { return what_; }
+
+ private:
+  DType act_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<CudaBackend> backend_;
+  Encoder enc_;  // the host encoder's layers and registry, bound to the buffers below
+  DeviceBuffer<float> params_, stats_;      // (Param), (Stat)
+  DeviceBuffer<int64_t> counts_;            // (Count)
+  DeviceBuffer<char> compute_;              // (Param) in the compute dtype
+  DeviceBuffer<kernels::WeightSlot> slots_;  // conv and linear weights
+  std::string what_;
+};
+
+}  // namespace
+
+std::unique_ptr<FeatureExtractor> make_gpu_features(const Encoder& host, DType act) {
+  return std::make_unique<GpuFeatures>(host, act);
+}
+
+}  // namespace moco::cuda
