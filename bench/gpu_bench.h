@@ -1,4 +1,4 @@
-// Shared by the GPU benchmarks (bench/moco_logits.cpp, softmax_xent.cpp, flat_update.cpp): the no-device
+// Shared by the GPU benchmarks (bench/*.cpp but augment.cpp): the no-device
 // exit, CUDA-event timing (warm-up, median, L2 flushed before every timed run) and the copy-bandwidth ceiling.
 //
 // Conventions: bandwidth counts the bytes a kernel must move at least (each input read once, each output

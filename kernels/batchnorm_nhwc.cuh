@@ -2,7 +2,7 @@
 //
 // Layout: x, y, dy, dx are (N, HW, C) with C innermost (NHWC), of type T = float or __nv_bfloat16. The
 // affine parameters, the saved statistics and the running statistics are fp32, and every reduction is done
-// in fp32 partials combined in double, so a bf16 network still has fp32 BN statistics (DESIGN 6).
+// in fp32 partials combined in double, so a bf16 network still has fp32 BN statistics (the engine's GPU numerics).
 //
 // Split-BN: with `groups` > 1 the batch splits into `groups` equal runs of N/groups samples along N, each
 // normalised with its own mean and variance, exactly as if each run sat on its own rank (SPEC 4).
@@ -50,8 +50,8 @@ void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, 
                               const float* save_mean, const float* save_invstd, const T* y, bool relu, const T* dy,
                               T* d_residual, T* dx, float* dgamma, float* dbeta, void* workspace, cudaStream_t stream);
 
-// Eval mode: normalise with the running statistics (groups do not apply). No fusion: eval mode serves the
-// kNN monitor and the linear probe, where BN runs on its own.
+// Eval mode: normalise with the running statistics (groups do not apply). No fusion: eval mode serves
+// feature extraction for the kNN monitor and the linear probe, where a few passes more do not matter.
 template <class T>
 void batchnorm_eval_forward(int64_t n, int64_t hw, int64_t c, const T* x, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, float eps, T* y, cudaStream_t stream);

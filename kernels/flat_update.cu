@@ -5,7 +5,7 @@
 //   sgd_momentum_step: d = g + wd * p; buf = mu * buf + d; p -= lr * buf  (CPU reference: cpu::sgd_momentum_step)
 // Why flat: every parameter of an encoder lives in one buffer, so ~28M parameters are one memory-bound
 // pass instead of ~160 small launches. Both kernels read and write with float4 when all pointers are
-// 16-byte aligned (the arena guarantees 256) and finish the tail element by element.
+// 16-byte aligned (cudaMalloc gives 256, and registry offsets are multiples of 8 elements) and finish the tail element by element.
 #include "../src/cuda/check.h"
 #include "flat_update.cuh"
 
@@ -64,7 +64,7 @@ __global__ void sgd_kernel(int64_t n, float lr, float mu, float wd, float* __res
 
 void check_aligned(const void* p, const char* what) {
   MOCO_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, what, " is not 16-byte aligned (", p,
-             "); flat buffers must come from an arena");
+             "); flat buffers must start 16-byte aligned, as cudaMalloc returns them");
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ namespace moco::kernels {
 constexpr float kImageMean[3] = {0.485f, 0.456f, 0.406f};
 constexpr float kImageStd[3] = {0.229f, 0.224f, 0.225f};
 
-// images (N, H, W, 3) uint8 -> out (N, H, W, 3) bf16 (round to nearest even), the GPU layout (DESIGN 6).
+// images (N, H, W, 3) uint8 -> out (N, H, W, 3) bf16 (round to nearest even), the GPU layout.
 void image_to_bf16_nhwc(int64_t n, int64_t h, int64_t w, const uint8_t* images, __nv_bfloat16* out,
                         cudaStream_t stream);
 // images (N, H, W, 3) uint8 -> out (N, 3, H, W) fp32, the CPU path's layout.

@@ -57,7 +57,7 @@ template <class T> void nhwc_to_nchw(int64_t n, int64_t c, int64_t hw, const T* 
 // read a copy of type T with conv weights in cuDNN's NHWC filter layout (Co, kh, kw, Ci). The copy serves
 // the convolutions and the linear layers (BN reads its fp32 parameters directly), one slot per such tensor,
 // at the same offset in both buffers (the copy is as long as the master buffer). A slot with ci == kh ==
-// kw == 1 is copied as is (linear weights and biases), so one launch covers every slot.
+// kw == 1 is copied as is (linear weights), so one launch covers every slot.
 struct WeightSlot {
   int64_t offset;          // elements into the flat buffers
   int64_t co, ci, kh, kw;  // conv weight shape; (numel, 1, 1, 1) for anything else

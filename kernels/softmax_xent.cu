@@ -160,4 +160,18 @@ void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogi
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+__global__ void loss_summary_kernel(const float* loss, const int64_t* hits, float* summary) {
+  summary[0] = loss[0];
+  summary[1] = (float)hits[0];
+  summary[2] = (float)hits[1];
+}
+}  // namespace
+
+void loss_summary(const float* loss, const int64_t* hits, float* summary, cudaStream_t stream) {
+  MOCO_CHECK(loss && hits && summary, "loss_summary: loss, hits and summary must be non-null");
+  loss_summary_kernel<<<1, 1, 0, stream>>>(loss, hits, summary);
+  MOCO_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace moco::kernels

@@ -22,4 +22,9 @@ size_t softmax_xent_label0_workspace_bytes(int64_t n);
 void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss, int64_t* hits,
                          void* workspace, cudaStream_t stream);
 
+// summary (3) fp32 = {loss[0], hits[0], hits[1]}: the step's numbers as one small buffer that the ranks can
+// average with one all-reduce and the host can read back with one copy. CPU reference: the float array the
+// CPU step all-reduces (Moco::step_with_permutation).
+void loss_summary(const float* loss, const int64_t* hits, float* summary, cudaStream_t stream);
+
 }  // namespace moco::kernels

@@ -12,7 +12,7 @@
 // One launch covers every slot: one thread per element of the flat buffer (grid-stride) finds its slot by
 // binary search over the sorted slot offsets, then gathers its one source element, so every output element
 // is written by exactly one thread (the writes are coalesced; the gathered reads are strided by Ci, which is
-// cheap next to a training step that packs once).
+// cheap next to a training step, which packs twice (query and key encoder)).
 #include "../src/cuda/check.h"
 #include "nhwc_ops.cuh"
 #include "vec_io.cuh"

@@ -1,6 +1,5 @@
 #include <gtest/gtest.h>
 
-#include "moco/arena.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
 #include "moco/tensor.h"
@@ -33,23 +32,6 @@ TEST(Tensor, ErrorsNameTheBadValue) {
   EXPECT_THROW(t.expect_shape({2, 4}, "x"), Error);
   EXPECT_NO_THROW(t.expect_shape({-1, 3}, "x"));
   EXPECT_THROW(t.slice_rows(1, 3), Error);
-}
-
-TEST(Arena, SizesOnFirstPassThenFreezes) {
-  Arena a = Arena::host();
-  for (int i = 0; i < 3; ++i) a.alloc(1000);  // sizing pass: grows with chunks
-  EXPECT_EQ(a.grow_events(), 3);
-  size_t hw = a.high_water();
-  EXPECT_GE(hw, 3000u);
-  a.reset();  // consolidates to one block of the high-water size
-  EXPECT_EQ(a.capacity(), hw);
-  a.freeze();
-  for (int i = 0; i < 3; ++i) a.alloc(1000);  // the same step again: no growth
-  EXPECT_EQ(a.grow_events(), 3);
-  EXPECT_THROW(a.alloc(1), Error);  // more than the first step: an error, not a silent allocation
-  a.reset();
-  Tensor t = a.tensor({4, 4}, DType::F32);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % Arena::kAlign, 0u);
 }
 
 TEST(Rng, CounterBasedAndReproducible) {

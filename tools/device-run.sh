@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: report the machine, run the gpu tests, the kernel benchmarks and whole MoCo steps
 # beside the PyTorch peer, write the full logs into OUT_DIR and print a short table last (the ratios
-# included). See /work/shared/GPU.md for the machine.
+# included).
 #
 #   bash tools/build-device.sh device-bundle          # here: binaries + the non-CUDA libraries they need
 #   bash tools/device-run.sh device-bundle OUT_DIR    # there, from the repository root
@@ -20,6 +20,8 @@ out=$(cd "$out" && pwd)
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
+benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm"
+
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
 # ---- 1. the machine ------------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ build=$(cd "$build" && pwd)
 
 # which libraries the binaries resolve to (a "not found" here explains every failure below)
 ldd_log=$out/ldd.log
-for b in moco moco_gpu_tests bench_moco_logits bench_softmax_xent bench_flat_update; do
+for b in moco moco_gpu_tests $benches; do
   [ -x "$build/$b" ] && { echo "== ldd $b"; ldd "$build/$b" | grep -E 'cud|cublas|nccl|not found'; }
 done >"$ldd_log" 2>&1
 if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
@@ -104,7 +106,6 @@ row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tes
 while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
-benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm"
 for b in $benches; do
   log=$out/$b.log
   if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi

@@ -1,7 +1,7 @@
 // Backend: the leaf ops of one device at the tensor level, which is all a Layer calls. The CPU backend runs
 // the reference loops of cpu_ops.h on contiguous NCHW fp32 tensors; the CUDA backend (src/cuda) runs cuDNN,
 // cuBLAS and the kernels of kernels/ on channels-last tensors in bf16 or fp32. Layers, the tape, the ResNet
-// builder and the parameter registry are the same objects on both devices (DESIGN 1): an Encoder switches
+// builder and the parameter registry are the same objects on both devices: an Encoder switches
 // device by switching its backend and its flat buffers.
 //
 // Conventions, as in cpu_ops.h: outputs and input gradients are fresh tensors; parameter gradients

@@ -1,10 +1,7 @@
-// The CUDA device runtime seen from host code: device discovery, checked calls, device memory.
+// The CUDA device runtime seen from host code: device discovery and description.
 // Everything here compiles only with the CUDA backend (MOCO_HAVE_CUDA).
 #pragma once
-#include <cstddef>
 #include <string>
-
-#include "moco/arena.h"
 
 namespace moco::cuda {
 
@@ -14,12 +11,5 @@ int device_count();
 std::string no_device_reason();
 // "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB".
 std::string device_description(int device);
-
-// A device arena: the same sizing-then-freeze discipline as the host arena, over cudaMalloc.
-Arena device_arena();
-
-void copy_to_device(void* dst, const void* src, size_t bytes);
-void copy_to_host(void* dst, const void* src, size_t bytes);
-void synchronize();
 
 }  // namespace moco::cuda

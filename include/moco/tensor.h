@@ -1,6 +1,7 @@
 // Tensor: a typed, strided view of memory on one device. Ownership is shared through Storage, so views
 // (reshape, slices of the batch) stay valid while any of them lives. A Tensor never allocates by itself:
-// memory comes from the heap (Tensor::empty) or from an Arena (see arena.h).
+// memory comes from the heap (Tensor::empty), from a backend's allocator (Tensor::adopt: the GPU's block
+// cache), or from someone else's buffer (Tensor::wrap).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -36,7 +37,7 @@ int64_t shape_numel(const Shape& s);
 enum class MemoryFormat : uint8_t { Contiguous, ChannelsLast };
 
 // Raw memory with a release function; the release function knows the device and the allocator (free, a
-// device block cache, an arena no-op).
+// device block cache).
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -57,7 +58,7 @@ class Tensor {
   // Heap-backed, contiguous, uninitialised (CPU) tensor.
   static Tensor empty(const Shape& shape, DType dtype, Device device = Device::CPU);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
-  // Non-owning view of memory someone else keeps alive (an arena block, a flat parameter buffer).
+  // Non-owning view of memory someone else keeps alive (a flat parameter buffer, a device buffer).
   static Tensor wrap(void* data, const Shape& shape, DType dtype, Device device = Device::CPU);
   // Takes ownership of `bytes` at `data` (any device): `release(data)` runs when the last view goes.
   static Tensor adopt(void* data, size_t bytes, const Shape& shape, DType dtype, Device device,

@@ -61,7 +61,8 @@ Shape Tensor::contiguous_strides(const Shape& s) {
 static void release_heap(void* p) { std::free(p); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  MOCO_CHECK(device == Device::CPU, "Tensor::empty allocates CPU memory only; use a device arena for ", device_name(device));
+  MOCO_CHECK(device == Device::CPU, "Tensor::empty allocates CPU memory only, not ", device_name(device),
+             "; device tensors come from their backend (Backend::empty)");
   for (int64_t d : shape) MOCO_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
   Tensor t;
   size_t bytes = (size_t)shape_numel(shape) * dtype_size(dtype);

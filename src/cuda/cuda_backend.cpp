@@ -35,7 +35,6 @@ struct CudaBackend::Impl {
   BlasHandle blas;
   void* bn_ws = nullptr;  // grown to the largest BN workspace seen
   size_t bn_ws_bytes = 0;
-  bool frozen = false;
 };
 
 CudaBackend::CudaBackend(DType act, cudaStream_t stream)
@@ -53,7 +52,6 @@ CudaBackend::~CudaBackend() {
 void CudaBackend::freeze() {
   cache_->freeze();
   impl_->conv.freeze();
-  impl_->frozen = true;
 }
 
 size_t CudaBackend::workspace_bytes() const { return impl_->conv.workspace_bytes() + impl_->bn_ws_bytes; }
@@ -70,7 +68,7 @@ Tensor CudaBackend::empty(const Shape& shape, DType dtype) {
 void* CudaBackend::bn_workspace(const cpu::BNShape& s) {
   const size_t need = kernels::batchnorm_workspace_bytes(s.n, s.hw, s.c, s.groups);
   if (need > impl_->bn_ws_bytes) {
-    MOCO_CHECK(!impl_->frozen, "the BN workspace must grow to ", need, " bytes after warm-up (shape n=", s.n,
+    MOCO_CHECK(!cache_->frozen(), "the BN workspace must grow to ", need, " bytes after warm-up (shape n=", s.n,
                " hw=", s.hw, " c=", s.c, ")");
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old workspace may still be in use
     if (impl_->bn_ws) MOCO_CUDA_CHECK(cudaFree(impl_->bn_ws));

@@ -4,9 +4,9 @@
 // against the CPU). Convolutions go through cuDNN (convolution.h), linear layers through cuBLAS, and the rest
 // through the kernels of kernels/batchnorm_nhwc.cuh and kernels/nhwc_ops.cuh. Weights: BN reads the fp32
 // master parameters; convolutions and linear layers read the compute copy (WeightsView::compute) and write
-// their weight gradients into WeightsView::compute_grads, which the step folds into the fp32 gradients
-// once the backward is done (kernels::unpack_weight_grads). Each conv and linear weight is used once per
-// pass in a ResNet, so those gradients are written, not accumulated.
+// their weight gradients into WeightsView::compute_grads, which the step folds into the fp32 gradients as
+// soon as each is computed (on_gradient_ready, kernels::unpack_weight_grad). Each conv and linear weight is
+// used once per pass in a ResNet, so those gradients are written, not accumulated.
 //
 // Memory: activations come from a BlockCache (freeze() after warm-up turns any new device allocation into
 // an error); the cuDNN workspace and the BN workspace grow only while new shapes arrive.

@@ -33,20 +33,4 @@ std::string device_description(int device) {
   return buf;
 }
 
-static void* device_alloc(size_t n) {
-  void* p = nullptr;
-  return cudaMalloc(&p, n) == cudaSuccess ? p : nullptr;
-}
-static void device_free(void* p) { cudaFree(p); }
-
-Arena device_arena() { return Arena(Device::CUDA, &device_alloc, &device_free); }
-
-void copy_to_device(void* dst, const void* src, size_t bytes) {
-  MOCO_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-}
-void copy_to_host(void* dst, const void* src, size_t bytes) {
-  MOCO_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
-}
-void synchronize() { MOCO_CUDA_CHECK(cudaDeviceSynchronize()); }
-
 }  // namespace moco::cuda

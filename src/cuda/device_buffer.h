@@ -1,5 +1,5 @@
 // A typed device allocation owned by one object (tests, benchmarks and one-off buffers; the training step
-// takes its memory from a device arena instead). Every CUDA call is checked, and a failure names the call,
+// takes its activations from the backend's block cache instead). Every CUDA call is checked, and a failure names the call,
 // the buffer and its size.
 #pragma once
 #include <cstddef>

@@ -19,6 +19,7 @@
 #include "l2_normalize.cuh"
 #include "moco_logits.cuh"
 #include "nhwc_ops.cuh"
+#include "pinned_host.h"
 #include "softmax_xent.cuh"
 #include "weight_slots.h"
 
@@ -43,7 +44,6 @@ struct GpuMoco::Buffers {
   DeviceBuffer<int64_t> k_counts;                               // (counts)
   DeviceBuffer<char> k_compute;                                 // (params) in the compute dtype
   DeviceBuffer<kernels::WeightSlot> slots;                      // (conv + linear weights)
-  int64_t total = 0;                                            // extent of the flat buffer the slots cover
   DeviceBuffer<float> queue;                                    // (K, C)
   // sized by the first step's batch
   int64_t batch = 0;
@@ -52,13 +52,17 @@ struct GpuMoco::Buffers {
   DeviceBuffer<float> loss;     // (1)
   DeviceBuffer<int64_t> hits;   // (2) top-1, top-5
   DeviceBuffer<float> global;   // (3) loss, hits1, hits5 for the all-reduce
+  PinnedBuffer global_host;     // (3) the same read back: pinned, so the copy does not block the host
   BlasHandle blas;
   cudaEvent_t marks[kPhases + 1] = {};
   // Backward folds each weight gradient and hands its range to the bucketed all-reduce as soon as it is
   // computed (CudaBackend::on_gradient_ready):
-  std::vector<kernels::WeightSlot> host_slots;      // the slots above, on the host
-  std::map<int64_t, int> slot_at;                   // Param offset -> index in host_slots (conv, linear weights)
-  std::map<int64_t, int64_t> extent_end;            // Param offset -> where the next tensor starts (padding included)
+  struct GradRange {
+    int slot = -1;    // index in host_slots (conv and linear weights, folded from the compute layout), or -1
+    int64_t end = 0;  // where the next tensor starts: the range handed to the buckets includes the padding
+  };
+  std::vector<kernels::WeightSlot> host_slots;  // the slots above, on the host
+  std::map<int64_t, GradRange> grad_ranges;     // Param offset -> its gradient's fold and bucket range
   std::unique_ptr<GradientBuckets> buckets;         // over q_grads
   ~Buffers() {
     for (cudaEvent_t e : marks)
@@ -95,13 +99,11 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.k_compute = DeviceBuffer<char>(b.params * es, "key compute weights");
   b.host_slots = compute_weight_slots(reg);
   b.slots = DeviceBuffer<kernels::WeightSlot>(b.host_slots, "compute weight slots");
-  for (size_t i = 0; i < b.host_slots.size(); ++i) b.slot_at[b.host_slots[i].offset] = (int)i;
-  std::vector<int64_t> starts;  // (Param entries) offsets, sorted
   for (const RegistryEntry& e : reg.entries())
-    if (e.slot == Slot::Param) starts.push_back(e.offset);
-  std::sort(starts.begin(), starts.end());
-  for (size_t i = 0; i < starts.size(); ++i) b.extent_end[starts[i]] = i + 1 < starts.size() ? starts[i + 1] : b.params;
-  b.total = b.params;
+    if (e.slot == Slot::Param) b.grad_ranges[e.offset] = {};
+  for (auto it = b.grad_ranges.begin(); it != b.grad_ranges.end(); ++it)
+    it->second.end = std::next(it) == b.grad_ranges.end() ? b.params : std::next(it)->first;
+  for (size_t i = 0; i < b.host_slots.size(); ++i) b.grad_ranges.at(b.host_slots[i].offset).slot = (int)i;
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
   for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
@@ -126,18 +128,17 @@ GpuMoco::~GpuMoco() = default;
 // computed in the compute layout, then let its bucket's all-reduce start while backward goes on.
 void GpuMoco::gradient_ready(int64_t offset) {
   Buffers& b = *buf_;
-  auto slot = b.slot_at.find(offset);
-  if (slot != b.slot_at.end()) {
+  auto range = b.grad_ranges.find(offset);
+  MOCO_CHECK(range != b.grad_ranges.end(), "gradient_ready: offset ", offset, " is not the start of a parameter");
+  if (range->second.slot >= 0) {
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::unpack_weight_grad<T>(b.host_slots[(size_t)slot->second],
+      kernels::unpack_weight_grad<T>(b.host_slots[(size_t)range->second.slot],
                                      static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
                                      b.q_grads.get(), stream_);
     });
   }
-  auto end = b.extent_end.find(offset);
-  MOCO_CHECK(end != b.extent_end.end(), "gradient_ready: offset ", offset, " is not the start of a parameter");
-  b.buckets->mark_ready(offset, end->second);
+  b.buckets->mark_ready(offset, range->second.end);
 }
 
 void GpuMoco::load_from(Moco& host) {
@@ -146,7 +147,7 @@ void GpuMoco::load_from(Moco& host) {
                  host.queue().dim() == cfg_.encoder.out_dim,
              "load_from: the CPU MoCo has another configuration (", host.config().encoder.describe(), ", K=",
              host.queue().size(), ") than this one (", cfg_.encoder.describe(), ", K=", cfg_.queue_size, ")");
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // no step still reads the buffers being replaced
+  comm_.synchronize();  // no step still reads the buffers being replaced
   b.q_params.upload(host.encoder_q().params());
   b.q_stats.upload(host.encoder_q().stats());
   b.q_counts.upload(host.encoder_q().counts());
@@ -162,7 +163,7 @@ void GpuMoco::load_from(Moco& host) {
 
 void GpuMoco::store_to(Moco& host) {
   Buffers& b = *buf_;
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm_.synchronize();
   b.q_params.download(host.encoder_q().params());
   b.q_stats.download(host.encoder_q().stats());
   b.q_counts.download(host.encoder_q().counts());
@@ -251,7 +252,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   auto pack = [&](const float* params, void* compute) {
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.total, params, static_cast<T*>(compute), stream_);
+      kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.params, params, static_cast<T*>(compute), stream_);
     });
   };
   StepStats stats;
@@ -297,24 +298,10 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   Tensor dq = ops.empty({n, c}, DType::F32);  // (N, C)
   kernels::moco_logits_backward(b.blas.get(), n, c, k_len, b.logits.get(), k.data<float>(), b.queue.get(), inv_t,
                                 dq.data<float>(), stream_);
-  // Loss and accuracy of the global batch, read back so that a non-finite loss stops every rank before
-  // any update (the same rule as the CPU step).
-  float local[3];  // loss, top-1 hits, top-5 hits
-  int64_t hits[2];
-  MOCO_CUDA_CHECK(cudaMemcpyAsync(&local[0], b.loss.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  MOCO_CUDA_CHECK(cudaMemcpyAsync(hits, b.hits.get(), sizeof hits, cudaMemcpyDeviceToHost, stream_));
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  local[1] = (float)hits[0], local[2] = (float)hits[1];
-  MOCO_CUDA_CHECK(cudaMemcpyAsync(b.global.get(), local, sizeof local, cudaMemcpyHostToDevice, stream_));
+  // Loss and accuracy of the global batch (the mean over ranks, as on the CPU), averaged on the device and
+  // read back after backward has been queued: the NaN check below still comes before any update.
+  kernels::loss_summary(b.loss.get(), b.hits.get(), b.global.get(), stream_);
   comm_.all_reduce_mean(b.global.get(), 3);
-  float global[3];
-  MOCO_CUDA_CHECK(cudaMemcpyAsync(global, b.global.get(), sizeof global, cudaMemcpyDeviceToHost, stream_));
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  stats.loss = global[0];
-  MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
-             "; stopping before the update so the last checkpoint stays good");
-  stats.acc1 = 100.f * global[1] / (float)n;
-  stats.acc5 = 100.f * global[2] / (float)n;
   mark(4);
 
   // 8. backward through the query encoder only; each weight gradient is folded into the fp32 gradients and
@@ -332,6 +319,15 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   mark(5);
   b.buckets->finish();  // what did not overlap with backward: the last buckets, and the wait for all
   mark(6);
+  // loss, top-1 hits, top-5 hits: means over ranks
+  float* global = static_cast<float*>(b.global_host.reserve(3 * sizeof(float)));
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(global, b.global.get(), 3 * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  comm_.synchronize();  // under the communicator's watchdog: a dead or hung rank cannot block this forever
+  stats.loss = global[0];
+  MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
+             "; stopping before the update so the last checkpoint stays good");
+  stats.acc1 = 100.f * global[1] / (float)n;
+  stats.acc5 = 100.f * global[2] / (float)n;
   kernels::sgd_momentum_step(b.params, lr, cfg_.sgd.momentum, cfg_.sgd.weight_decay, b.q_params.get(), b.q_grads.get(),
                              b.q_momentum.get(), stream_);
   mark(7);
@@ -342,7 +338,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   queue_ptr_ = kernels::enqueue(k_len, c, queue_ptr_, world * n, all_keys.data<float>(), b.queue.get(), stream_);
   mark(8);
 
-  MOCO_CUDA_CHECK(cudaEventSynchronize(b.marks[kPhases]));
+  comm_.synchronize();  // the step's last event has completed: the phase times can be read
   for (int p = 0; p < kPhases; ++p) {
     float ms = 0;
     MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, b.marks[p], b.marks[p + 1]));

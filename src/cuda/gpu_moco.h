@@ -2,7 +2,7 @@
 // every buffer on the device. The encoders are the same Encoder objects as on the CPU, bound to the CUDA
 // backend and to device buffers (Encoder::bind); the MoCo-specific arithmetic is the kernels of kernels/.
 //
-// Precision (DESIGN 6): activations and conv/linear weights in the compute dtype (bf16 for training, f32
+// Precision: activations and conv/linear weights in the compute dtype (bf16 for training, f32
 // for the tests), fp32 master weights, gradients, SGD momentum, BN statistics, features, logits and loss.
 //
 // Checkpoints, kNN and export stay on the host: load_from / store_to copy the whole state to and from a

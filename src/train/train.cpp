@@ -187,7 +187,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     device = cuda(moco, *host_comm, o);
     MOCO_CHECK(device || o.device == "auto", "--device cuda: no usable CUDA device (see above)");
   }
-  if (!device && gpu_ranks_without_mpi) make_cpu_communicator(o.launch);  // throws: CPU ranks need mpirun
+  MOCO_CHECK(device || !gpu_ranks_without_mpi, "the ", o.launch.source, " environment asks for ", world,
+             " ranks but no GPU is usable here, and CPU ranks talk over MPI: start them with `mpirun -np ", world,
+             " moco train ...`");
   Communicator* comm = device ? &device->communicator() : host_comm.get();  // the run's collectives
   if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
   auto sync_host = [&] {
@@ -212,8 +214,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * world);
 
   auto save = [&](const TrainPosition& p) {
-    sync_host();
     if (lead) {
+      sync_host();  // only rank 0 writes; every rank holds the same state
       save_checkpoint(ckpt, moco, p, rc);
       log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
     }

@@ -296,7 +296,7 @@ TEST(GpuNhwcKernels, LayoutConversionsArePermutations) {
     }
 }
 
-// Slots as the arena lays them out: convs, a linear weight and bias (numel, 1, 1, 1), with gaps between
+// Slots as the registry lays them out: convs, a linear weight and bias (numel, 1, 1, 1), with gaps between
 // them (alignment padding, a BN slot) that neither launcher may touch.
 struct Layout {
   std::vector<kernels::WeightSlot> slots;
