@@ -10,6 +10,7 @@
 #include "moco/commands.h"
 #include "moco/parallel.h"
 #include "moco/rng.h"
+#include "moco/step_timing.h"
 #include "moco/train.h"
 
 #ifdef MOCO_HAVE_CUDA
@@ -74,31 +75,11 @@ int cmd_bench(int argc, char** argv) {
     xq.data<float>()[i] = (float)rng.normal();
     xk.data<float>()[i] = xq.data<float>()[i] + 0.3f * (float)rng.normal();
   }
-  std::vector<double> ms;                        // (steps) whole-step wall time
-  std::vector<std::vector<double>> phase(kPhases);  // (kPhases, steps)
-  int64_t activations = 0;
-  for (int i = 0; i < warmup + steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const StepStats st = moco.step(xq, xk, 0.03f);
-    const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (i < warmup) continue;
-    ms.push_back(t);
-    for (int p = 0; p < kPhases; ++p) phase[p].push_back(st.ms[p]);
-    activations = std::max(activations, st.activation_bytes);
-  }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double step_ms = median(ms);
+  const StepTiming t = time_steps(warmup, steps, [&] { return moco.step(xq, xk, 0.03f); });
   std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cpu, %d threads\n",
               moco.encoder_q().config().describe().c_str(), (long long)n, (long long)s, (long long)o.moco_k,
               cpu_threads());
-  std::printf("step_ms_median %.1f  step_ms_min %.1f  img_per_s %.1f  (%d timed steps)\n", step_ms,
-              *std::min_element(ms.begin(), ms.end()), (double)n * 1000.0 / step_ms, steps);
-  std::printf("phase ms (median):");
-  for (int p = 0; p < kPhases; ++p) std::printf("  %s %.1f", phase_name(p), median(phase[p]));
-  std::printf("\n");
+  print_step_timing(t, n);
   // memory by category: fp32 buffers; the key encoder keeps no activations (it runs without a tape)
   const double mib = 1.0 / (1 << 20);
   const int64_t params = (int64_t)(moco.encoder_q().params().size() + moco.encoder_k().params().size() +
@@ -106,7 +87,7 @@ int cmd_bench(int argc, char** argv) {
   std::printf("memory MiB: parameters %.1f (both encoders, BN statistics included)  gradients %.1f  optimizer %.1f"
               "  activations %.1f (saved for backward)  queue %.1f\n",
               params * mib, moco.encoder_q().grads().size() * 4 * mib,
-              moco.optimizer().momentum_buffer().size() * 4 * mib, activations * mib,
+              moco.optimizer().momentum_buffer().size() * 4 * mib, t.activation_bytes * mib,
               moco.queue().keys().size() * 4 * mib);
   return 0;
 }

@@ -11,18 +11,10 @@
 #include "gpu_moco.h"
 #include "moco/cuda_runtime.h"
 #include "moco/rng.h"
+#include "moco/step_timing.h"
 #include "single_device_communicator.h"
 
 namespace moco::cuda {
-
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
 
 int run_step_bench(const StepBenchOptions& o) {
   const std::string reason = no_device_reason();
@@ -53,41 +45,26 @@ int run_step_bench(const StepBenchOptions& o) {
     Tensor xq = Tensor::wrap(dq.get(), {n, 3, s, s}, DType::F32, Device::CUDA);
     Tensor xk = Tensor::wrap(dk.get(), {n, 3, s, s}, DType::F32, Device::CUDA);
 
-    std::vector<double> ms;                           // (steps) whole-step wall time
-    std::vector<std::vector<double>> phase(kPhases);  // (kPhases, steps) GPU time between phase events
-    int64_t saved = 0;
-    for (int i = 0; i < o.warmup + o.steps; ++i) {
-      if (i == o.warmup) gpu.freeze();  // from here on, any device allocation is an error
-      const auto t0 = std::chrono::steady_clock::now();
-      const StepStats st = gpu.step(xq, xk, 0.03f);  // returns after the step's last event
-      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (i < o.warmup) continue;
-      ms.push_back(t);
-      for (int p = 0; p < kPhases; ++p) phase[p].push_back(st.ms[p]);
-      saved = std::max(saved, st.activation_bytes);
-    }
+    // the allocation caches freeze after the warm-up: from there on a device allocation is an error
+    const StepTiming t = time_steps(o.warmup, o.steps, [&] { return gpu.step(xq, xk, 0.03f); }, [&] { gpu.freeze(); });
     size_t free1 = 0;
     MOCO_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    const double step_ms = median(ms), img_s = (double)n * 1000.0 / step_ms;
+    const double step_ms = t.median_step_ms(), img_s = (double)n * 1000.0 / step_ms;
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
     std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s\n",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32");
-    std::printf("step_ms_median %.2f  step_ms_min %.2f  img_per_s %.1f  (%d timed steps)\n", step_ms,
-                *std::min_element(ms.begin(), ms.end()), img_s, o.steps);
-    std::printf("phase ms (median):");
-    for (int p = 0; p < kPhases; ++p) std::printf("  %s %.2f", phase_name(p), median(phase[p]));
-    std::printf("\n");
+    print_step_timing(t, n);
     std::printf("memory MiB: parameters %.1f  gradients %.1f  optimizer %.1f  activations %.1f (peak; %.1f saved "
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
-                m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, saved * mib,
+                m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
                 m.workspace * mib, m.queue * mib, m.total() * mib, (double)(free0 - free1) * mib);
     std::printf("moco_bench_json {\"arch\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"k\":%lld,\"precision\":\"%s\","
                 "\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 o.compute == DType::BF16 ? "bf16" : "fp32", img_s, step_ms);
-    for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), median(phase[p]));
+    for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
     std::printf("},\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,\"optimizer\":%.1f,\"activations\":%.1f,"
                 "\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, m.workspace * mib,

@@ -1,0 +1,46 @@
+#include "moco/step_timing.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+namespace moco {
+
+static double median(std::vector<double> v) {
+  MOCO_CHECK(!v.empty(), "no timed steps");
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double StepTiming::median_step_ms() const { return median(step_ms); }
+double StepTiming::median_phase_ms(int phase) const { return median(phase_ms[(size_t)phase]); }
+
+StepTiming time_steps(int warmup, int steps, const std::function<StepStats()>& step,
+                      const std::function<void()>& after_warmup) {
+  MOCO_CHECK(steps >= 1, "--steps must be at least 1, got ", steps);
+  StepTiming t;
+  t.phase_ms.resize(kPhases);
+  for (int i = 0; i < warmup + steps; ++i) {
+    if (i == warmup && after_warmup) after_warmup();
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepStats st = step();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i < warmup) continue;
+    t.step_ms.push_back(ms);
+    for (int p = 0; p < kPhases; ++p) t.phase_ms[(size_t)p].push_back(st.ms[p]);
+    t.activation_bytes = std::max(t.activation_bytes, st.activation_bytes);
+  }
+  return t;
+}
+
+void print_step_timing(const StepTiming& t, int64_t batch) {
+  const double step_ms = t.median_step_ms();
+  std::printf("step_ms_median %.2f  step_ms_min %.2f  img_per_s %.1f  (%zu timed steps)\n", step_ms,
+              *std::min_element(t.step_ms.begin(), t.step_ms.end()), (double)batch * 1000.0 / step_ms,
+              t.step_ms.size());
+  std::printf("phase ms (median):");
+  for (int p = 0; p < kPhases; ++p) std::printf("  %s %.2f", phase_name(p), t.median_phase_ms(p));
+  std::printf("\n");
+}
+
+}  // namespace moco
