@@ -20,6 +20,7 @@
 
 #include "batchnorm_nhwc.cuh"
 #include "gpu_bench.h"
+#include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
 
@@ -32,35 +33,7 @@ const __nv_bfloat16* bf(const DeviceBuffer<uint16_t>& b) { return reinterpret_ca
 __nv_bfloat16* bf(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
 
 std::vector<float> normals(size_t n, uint64_t stream, double mean, double sd) {
-  Rng r(31, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)(mean + sd * r.normal());
-  return v;
-}
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
-  return b;
-}
-std::vector<float> widen(const std::vector<uint16_t>& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = moco::bf16_value(b[i]);
-  return v;
-}
-// (N, C, HW) <-> (N, HW, C)
-std::vector<float> nchw_to_nhwc(const std::vector<float>& x, int64_t n, int64_t c, int64_t hw) {
-  std::vector<float> y(x.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) y[(i * hw + p) * c + ch] = x[(i * c + ch) * hw + p];
-  return y;
-}
-std::vector<float> nhwc_to_nchw(const std::vector<float>& x, int64_t n, int64_t c, int64_t hw) {
-  std::vector<float> y(x.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) y[(i * c + ch) * hw + p] = x[(i * hw + p) * c + ch];
-  return y;
+  return normal_floats(n, 31, stream, mean, sd);
 }
 
 DeviceBuffer<double> workspace(int64_t n, int64_t hw, int64_t c, int64_t groups) {
@@ -81,9 +54,9 @@ bool close(const char* what, const std::vector<float>& got, const std::vector<fl
 bool correct() {
   const int64_t n = 6, hw = 49, c = 64, groups = 2, size = n * hw * c;
   const float eps = 1e-5f, momentum = 0.1f;
-  const auto x = widen(to_bf16(normals(size, 1, 0.5, 2.0)));  // (N, C, HW), bf16 values
-  const auto res = widen(to_bf16(normals(size, 2, 0.0, 1.0)));
-  const auto dy = widen(to_bf16(normals(size, 3, 0.0, 1.0)));
+  const auto x = bf16_values(bf16_bits(normals(size, 1, 0.5, 2.0)));  // (N, C, HW), bf16 values
+  const auto res = bf16_values(bf16_bits(normals(size, 2, 0.0, 1.0)));
+  const auto dy = bf16_values(bf16_bits(normals(size, 3, 0.0, 1.0)));
   const auto gamma = normals(c, 4, 1.0, 0.3), beta = normals(c, 5, 0.0, 0.3);
   // CPU: bn -> add -> relu, then relu backward and bn backward
   std::vector<float> y(size), smean(groups * c), sinv(groups * c), dx(size), dg(c, 0.f), db(c, 0.f), g(size);
@@ -91,13 +64,13 @@ bool correct() {
                                       momentum, y.data(), smean.data(), sinv.data(), nullptr, nullptr, nullptr);
   cpu::add_forward<float>(size, y.data(), res.data(), y.data());
   cpu::relu_forward<float>(size, y.data(), y.data());
-  const auto y_bf = widen(to_bf16(y));  // the mask comes from the stored bf16 output
+  const auto y_bf = bf16_values(bf16_bits(y));  // the mask comes from the stored bf16 output
   cpu::relu_backward<float>(size, y_bf.data(), dy.data(), g.data());
   cpu::batchnorm_train_backward<float>(cpu::BNShape{n, c, hw, groups}, x.data(), gamma.data(), smean.data(),
                                        sinv.data(), g.data(), dx.data(), dg.data(), db.data());
 
-  DeviceBuffer<uint16_t> xd(to_bf16(nchw_to_nhwc(x, n, c, hw)), "x"), dres(to_bf16(nchw_to_nhwc(res, n, c, hw)), "res");
-  DeviceBuffer<uint16_t> ddy(to_bf16(nchw_to_nhwc(dy, n, c, hw)), "dy"), yd((size_t)size, "y"),
+  DeviceBuffer<uint16_t> xd(bf16_bits(to_nhwc(x, n, c, hw)), "x"), dres(bf16_bits(to_nhwc(res, n, c, hw)), "res");
+  DeviceBuffer<uint16_t> ddy(bf16_bits(to_nhwc(dy, n, c, hw)), "dy"), yd((size_t)size, "y"),
       ddx((size_t)size, "dx"), ddres((size_t)size, "d_residual");
   DeviceBuffer<float> dgamma(gamma, "gamma"), dbeta(beta, "beta"), dsm((size_t)(groups * c), "save_mean"),
       dsi((size_t)(groups * c), "save_invstd"), ddg(std::vector<float>(c, 0.f), "dgamma"),
@@ -112,13 +85,13 @@ bool correct() {
   // the backward gets the CPU's statistics and mask, so it is checked on its own
   dsm.upload(smean);
   dsi.upload(sinv);
-  DeviceBuffer<uint16_t> y_cpu(to_bf16(nchw_to_nhwc(y_bf, n, c, hw)), "y (CPU)");
+  DeviceBuffer<uint16_t> y_cpu(bf16_bits(to_nhwc(y_bf, n, c, hw)), "y (CPU)");
   kernels::batchnorm_train_backward<__nv_bfloat16>(n, hw, c, groups, bf(xd), dgamma.get(), dsm.get(), dsi.get(),
                                                    bf(y_cpu), true, bf(ddy), bf(ddres), bf(ddx), ddg.get(), ddb.get(),
                                                    ws.get(), nullptr);
-  const auto got_y = nhwc_to_nchw(widen(yd.download()), n, c, hw);
-  const auto got_dx = nhwc_to_nchw(widen(ddx.download()), n, c, hw);
-  const auto got_dres = nhwc_to_nchw(widen(ddres.download()), n, c, hw);
+  const auto got_y = to_nchw(bf16_values(yd.download()), n, c, hw);
+  const auto got_dx = to_nchw(bf16_values(ddx.download()), n, c, hw);
+  const auto got_dres = to_nchw(bf16_values(ddres.download()), n, c, hw);
   return close("y", got_y, y, 1e-2) && close("dx", got_dx, dx, 1e-2) && close("d_residual", got_dres, g, 0.0) &&
          close("dgamma", ddg.download(), dg, 1e-4) && close("dbeta", ddb.download(), db, 1e-4);
 }
@@ -126,7 +99,7 @@ bool correct() {
 // Fill a large bf16 buffer by repeating a block of random values (generating ~200M normals on the host
 // would dominate the run).
 void fill(DeviceBuffer<uint16_t>& b, uint64_t stream, double mean, double sd) {
-  const auto block = to_bf16(normals((size_t)1 << 20, stream, mean, sd));
+  const auto block = bf16_bits(normals((size_t)1 << 20, stream, mean, sd));
   for (size_t off = 0; off < b.size(); off += block.size()) {
     const size_t m = std::min(block.size(), b.size() - off);
     MOCO_CUDA_CHECK(cudaMemcpy(b.get() + off, block.data(), m * sizeof(uint16_t), cudaMemcpyHostToDevice));

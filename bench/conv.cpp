@@ -13,6 +13,7 @@
 #include "../src/cuda/convolution.h"
 #include "../src/cuda/resnet50_convs.h"
 #include "gpu_bench.h"
+#include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
 
@@ -42,17 +43,9 @@ std::vector<float> permute(const std::vector<float>& v, int64_t a, int64_t b, in
 
 // Standard normal values rounded to bf16 (kept as float, so the CPU sees what the GPU sees).
 std::vector<float> bf16_normals(size_t n, uint64_t stream) {
-  Rng r(77, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = moco::bf16_value(moco::bf16_bits((float)r.normal()));
-  return v;
+  return bf16_values(bf16_bits(normal_floats(n, 77, stream)));
 }
 
-std::vector<uint16_t> bits_of(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
-  return b;
-}
 
 // got (bf16, channels-last, permuted back by the caller) within 1e-2 of each output's sum of |terms|: the
 // bf16 rounding of the result is at most 2^-9 of it (see tests/gpu/test_convolution.cpp).
@@ -88,9 +81,9 @@ bool correct() {
   cpu::conv2d_backward<float>(s, x.data(), w.data(), dy.data(), ref_dx.data(), ref_dw.data());
   cpu::conv2d_backward<float>(s, abs_of(x).data(), abs_of(w).data(), abs_of(dy).data(), mag_dx.data(), mag_dw.data());
 
-  DeviceBuffer<uint16_t> dx_in(bits_of(permute(x, s.n, s.ci, s.h, s.w, false)), "x");     // (N, H, W, Ci)
-  DeviceBuffer<uint16_t> dw_in(bits_of(permute(w, s.co, s.ci, 3, 3, false)), "w");       // (Co, kh, kw, Ci)
-  DeviceBuffer<uint16_t> ddy_in(bits_of(permute(dy, s.n, s.co, ho, wo, false)), "dy");   // (N, Ho, Wo, Co)
+  DeviceBuffer<uint16_t> dx_in(bf16_bits(permute(x, s.n, s.ci, s.h, s.w, false)), "x");     // (N, H, W, Ci)
+  DeviceBuffer<uint16_t> dw_in(bf16_bits(permute(w, s.co, s.ci, 3, 3, false)), "w");       // (Co, kh, kw, Ci)
+  DeviceBuffer<uint16_t> ddy_in(bf16_bits(permute(dy, s.n, s.co, ho, wo, false)), "dy");   // (N, Ho, Wo, Co)
   DeviceBuffer<uint16_t> y(ny, "y"), dx(nx, "dx"), dw(nw, "dw");                          // same layouts
   y.poison();
   dx.poison();
@@ -108,7 +101,7 @@ bool correct() {
 // Random bf16 values: one random block, uploaded over the whole buffer (the values only need to be ordinary
 // numbers; generating hundreds of millions on the host would dominate the run).
 void fill_random(DeviceBuffer<uint16_t>& buf, uint64_t stream) {
-  const std::vector<uint16_t> block = bits_of(bf16_normals((size_t)1 << 20, stream));
+  const std::vector<uint16_t> block = bf16_bits(bf16_normals((size_t)1 << 20, stream));
   for (size_t at = 0; at < buf.size(); at += block.size()) {
     const size_t n = std::min(block.size(), buf.size() - at);
     MOCO_CUDA_CHECK(cudaMemcpy(buf.get() + at, block.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));

@@ -9,18 +9,14 @@
 
 #include "flat_update.cuh"
 #include "gpu_bench.h"
+#include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
 
 using namespace moco;
 using cuda::DeviceBuffer;
 
-static std::vector<float> random_floats(size_t n, uint64_t stream) {
-  Rng r(17, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)r.normal();
-  return v;
-}
+static std::vector<float> random_floats(size_t n, uint64_t stream) { return normal_floats(n, 17, stream); }
 
 // Both kernels against cpu::momentum_update / cpu::sgd_momentum_step at a size with a float4 tail.
 static bool correct() {

@@ -34,16 +34,6 @@ static std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
   }
   return v;
 }
-static std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = moco::bf16_bits(v[i]);
-  return b;
-}
-static std::vector<float> widen(const std::vector<uint16_t>& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = moco::bf16_value(b[i]);
-  return v;
-}
 static std::vector<float> abs_of(std::vector<float> v) {
   for (auto& x : v) x = std::fabs(x);
   return v;
@@ -78,11 +68,11 @@ static bool correct(cublasHandle_t blas) {
     if (!close(logits.download(), ref, mag, 1e-5, "moco_logits_forward (fp32)")) return false;
   }
   {  // bf16 forward, against the CPU on the same rounded values
-    const auto qb = to_bf16(q), keyb = to_bf16(key), queueb = to_bf16(queue);
+    const auto qb = bf16_bits(q), keyb = bf16_bits(key), queueb = bf16_bits(queue);
     DeviceBuffer<uint16_t> dq(qb, "q bf16"), dkey(keyb, "key bf16"), dqueue(queueb, "queue bf16");
     logits.poison();
     kernels::moco_logits_forward_bf16(blas, n, c, k, bf(dq), bf(dkey), bf(dqueue), kInvT, logits.get(), nullptr);
-    cpu::moco_logits_forward<float>(n, c, k, widen(qb).data(), widen(keyb).data(), widen(queueb).data(), kInvT,
+    cpu::moco_logits_forward<float>(n, c, k, bf16_values(qb).data(), bf16_values(keyb).data(), bf16_values(queueb).data(), kInvT,
                                     ref.data());
     if (!close(logits.download(), ref, mag, 1e-4, "moco_logits_forward_bf16")) return false;
   }
@@ -123,7 +113,7 @@ int main() {
     DeviceBuffer<float> dq(q, "q"), dkey(key, "key"), dqueue(queue, "queue");  // (N, C), (N, C), (K, C)
     DeviceBuffer<float> logits((size_t)(n * m), "logits");                     // (N, 1+K)
     DeviceBuffer<float> plain((size_t)(n * k), "plain GEMM output");           // (N, K)
-    DeviceBuffer<uint16_t> bq(to_bf16(q), "q bf16"), bkey(to_bf16(key), "key bf16"), bqueue(to_bf16(queue), "queue bf16");
+    DeviceBuffer<uint16_t> bq(bf16_bits(q), "q bf16"), bkey(bf16_bits(key), "key bf16"), bqueue(bf16_bits(queue), "queue bf16");
     MOCO_CUBLAS_CHECK(cublasSetStream(blas.get(), nullptr));
     const float alpha = kInvT, beta = 0.f;
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace moco {
 
@@ -20,6 +21,18 @@ inline float bf16_value(uint16_t b) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+
+inline std::vector<uint16_t> bf16_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = bf16_bits(v[i]);
+  return b;
+}
+
+inline std::vector<float> bf16_values(const std::vector<uint16_t>& b) {
+  std::vector<float> v(b.size());
+  for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_value(b[i]);
+  return v;
 }
 
 }  // namespace moco

@@ -3,6 +3,7 @@
 // values the kernel reads), NCHW <-> NHWC permutations on the host, and random inputs.
 #pragma once
 #include "moco/bf16_host.h"
+#include "moco/host_layout.h"
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -77,29 +78,11 @@ class DevTensor {
   cuda::DeviceBuffer<Storage> buf_;
 };
 
-// (N, C, HW) <-> (N, HW, C) on the host.
-template <class V>
-std::vector<V> to_nhwc(const std::vector<V>& x, int64_t n, int64_t c, int64_t hw) {
-  std::vector<V> y(x.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) y[(i * hw + p) * c + ch] = x[(i * c + ch) * hw + p];
-  return y;
-}
-template <class V>
-std::vector<V> to_nchw(const std::vector<V>& x, int64_t n, int64_t c, int64_t hw) {
-  std::vector<V> y(x.size());
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) y[(i * c + ch) * hw + p] = x[(i * hw + p) * c + ch];
-  return y;
-}
+using moco::to_nchw;
+using moco::to_nhwc;
 
 inline std::vector<float> normal_floats(size_t n, uint64_t stream, double mean = 0.0, double stddev = 1.0) {
-  Rng r(4321, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)(mean + stddev * r.normal());
-  return v;
+  return moco::normal_floats(n, 4321, stream, mean, stddev);
 }
 
 // Equal, or both NaN (a NaN output must stay NaN; the payload may differ).

@@ -18,6 +18,7 @@
 // Outputs with no terms at all (input pixels a strided 1x1 kernel never reads) get a floor of rel * 1e-3 of
 // the mean magnitude, so an algorithm that works in a transformed domain may leave rounding noise there
 // while a NaN or a stale value still fails.
+#include "moco/host_layout.h"
 #include "moco/bf16_host.h"
 #include <algorithm>
 #include <cmath>
@@ -43,12 +44,7 @@ constexpr double kRelF32 = 1e-5;
 constexpr double kRelBf16 = 1e-2;
 
 
-std::vector<float> normals(size_t n, uint64_t stream) {
-  Rng r(4242, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)r.normal();
-  return v;
-}
+std::vector<float> normals(size_t n, uint64_t stream) { return normal_floats(n, 4242, stream); }
 
 // Each value replaced by the nearest bf16, kept as float: what the GPU will see.
 std::vector<float> rounded_to_bf16(std::vector<float> v) {

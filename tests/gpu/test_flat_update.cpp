@@ -4,17 +4,13 @@
 #include "../../src/cuda/device_buffer.h"
 #include "flat_update.cuh"
 #include "gpu_test.h"
+#include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
 
 using namespace moco;
 
-static std::vector<float> random_floats(size_t n, uint64_t stream) {
-  Rng r(99, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)r.normal();
-  return v;
-}
+static std::vector<float> random_floats(size_t n, uint64_t stream) { return normal_floats(n, 99, stream); }
 
 TEST(GpuFlatUpdate, MomentumUpdateAndSgdMatchCpu) {
   MOCO_REQUIRE_GPU();

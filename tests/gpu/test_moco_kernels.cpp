@@ -7,6 +7,7 @@
 // 1e-5 of the sum of |terms| (computed by running the CPU reference on |inputs|), which is above the
 // worst case for the GEMM lengths here (C <= 128) and above the observed error for K = 4099 by orders of
 // magnitude, yet catches any wrong term (a term is ~1/C or ~1/K of the sum, far above 1e-5 of it).
+#include "moco/host_layout.h"
 #include "moco/bf16_host.h"
 #include <cmath>
 #include <cstring>
@@ -31,12 +32,7 @@ namespace {
 
 constexpr float kInvT = 1.f / 0.07f;  // MoCo v2's temperature: logits up to ~14.3 in magnitude
 
-std::vector<float> normal_floats(size_t n, uint64_t stream) {
-  Rng r(1234, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)r.normal();
-  return v;
-}
+std::vector<float> normal_floats(size_t n, uint64_t stream) { return moco::normal_floats(n, 1234, stream); }
 
 // (rows, c) standard normal rows, each L2-normalised like MoCo's features.
 std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
@@ -68,16 +64,6 @@ std::vector<float> abs_of(std::vector<float> v) {
   return v;
 }
 
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = bf16_bits(v[i]);
-  return b;
-}
-std::vector<float> widen(const std::vector<uint16_t>& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_value(b[i]);
-  return v;
-}
 const __nv_bfloat16* bf16_ptr(const DeviceBuffer<uint16_t>& b) { return reinterpret_cast<const __nv_bfloat16*>(b.get()); }
 __nv_bfloat16* bf16_ptr(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
 
@@ -126,14 +112,14 @@ TEST(GpuMocoKernels, LogitsBf16MatchCpuOnTheRoundedInputs) {
   for (int64_t n : kNs)
     for (int64_t c : kCs)
       for (int64_t k : kKs) {
-        const auto qb = to_bf16(unit_rows(n, c, 4)), queueb = to_bf16(unit_rows(k, c, 6));
-        const auto keyb = to_bf16(keys_near(widen(qb), n, c, 5));
+        const auto qb = bf16_bits(unit_rows(n, c, 4)), queueb = bf16_bits(unit_rows(k, c, 6));
+        const auto keyb = bf16_bits(keys_near(bf16_values(qb), n, c, 5));
         DeviceBuffer<uint16_t> dq(qb, "q bf16"), dkey(keyb, "key bf16"), dqueue(queueb, "queue bf16");
         DeviceBuffer<float> logits((size_t)(n * (1 + k)), "logits");  // (N, 1+K)
         logits.poison();
         kernels::moco_logits_forward_bf16(blas.get(), n, c, k, bf16_ptr(dq), bf16_ptr(dkey), bf16_ptr(dqueue), kInvT,
                                           logits.get(), nullptr);
-        check_logits(logits.download(), n, c, k, widen(qb), widen(keyb), widen(queueb), 1e-4, "bf16");
+        check_logits(logits.download(), n, c, k, bf16_values(qb), bf16_values(keyb), bf16_values(queueb), 1e-4, "bf16");
       }
 }
 
@@ -281,14 +267,14 @@ TEST(GpuMocoKernels, EnqueueWrapsLikeKeyQueue) {
     KeyQueue cpu_q(cs.k, cs.c);
     cpu_q.init_random(3);
     DeviceBuffer<float> gq(cpu_q.keys(), "queue");  // (K, C)
-    DeviceBuffer<uint16_t> gq16(to_bf16(cpu_q.keys()), "queue bf16");
-    std::vector<float> q16_ref = widen(to_bf16(cpu_q.keys()));
+    DeviceBuffer<uint16_t> gq16(bf16_bits(cpu_q.keys()), "queue bf16");
+    std::vector<float> q16_ref = bf16_values(bf16_bits(cpu_q.keys()));
     int64_t ptr = 0, ptr16 = 0, step = 0;
     for (int64_t n : cs.batches) {
       auto keys = normal_floats((size_t)(n * cs.c), 100 + step++);  // (n, C)
-      keys = widen(to_bf16(keys));  // bf16-exact, so the bf16 queue has a float twin too
+      keys = bf16_values(bf16_bits(keys));  // bf16-exact, so the bf16 queue has a float twin too
       DeviceBuffer<float> gk(keys, "keys");
-      DeviceBuffer<uint16_t> gk16(to_bf16(keys), "keys bf16");
+      DeviceBuffer<uint16_t> gk16(bf16_bits(keys), "keys bf16");
       // the bf16 reference: the same wrap on the widened copy
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(&q16_ref[(size_t)(((ptr16 + r) % cs.k) * cs.c)], &keys[(size_t)(r * cs.c)], cs.c * 4);
@@ -298,7 +284,7 @@ TEST(GpuMocoKernels, EnqueueWrapsLikeKeyQueue) {
       ASSERT_EQ(ptr, cpu_q.ptr()) << "K=" << cs.k << " after n=" << n;
       ASSERT_EQ(ptr16, cpu_q.ptr());
       ASSERT_EQ(gq.download(), cpu_q.keys()) << "K=" << cs.k << " C=" << cs.c << " after n=" << n;
-      ASSERT_EQ(widen(gq16.download()), q16_ref) << "bf16 queue, K=" << cs.k << " after n=" << n;
+      ASSERT_EQ(bf16_values(gq16.download()), q16_ref) << "bf16 queue, K=" << cs.k << " after n=" << n;
     }
   }
   DeviceBuffer<float> q(10, "queue"), keys(10, "keys");

@@ -19,6 +19,7 @@
 #include "../../src/cuda/nccl_communicator.h"
 #include "../../src/cuda/single_device_communicator.h"
 #include "gpu_test.h"
+#include "moco/host_layout.h"
 #include "moco/comm.h"
 #include "moco/rng.h"
 
@@ -27,12 +28,7 @@ using cuda::DeviceBuffer;
 
 namespace {
 
-std::vector<float> normal_floats(size_t n, uint64_t stream) {
-  Rng r(4321, stream);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)r.normal();
-  return v;
-}
+std::vector<float> normal_floats(size_t n, uint64_t stream) { return moco::normal_floats(n, 4321, stream); }
 
 // A random permutation of [0, n) (Fisher-Yates), as rank 0 draws the shuffle.
 std::vector<int64_t> random_perm(int64_t n, uint64_t stream) {
