@@ -113,11 +113,7 @@ struct BnShape {
 }  // namespace
 
 int main() {
-  if (bench::no_device()) return 0;
-  try {
-    if (!correct()) return 1;
-    bench::Timer timer;
-    const double copy_gbs = bench::print_device_and_copy_bandwidth(timer);
+  return bench::run(correct, [&](bench::Timer& timer, double copy_gbs) {
     const int64_t n = 256, groups = 1;
     const float eps = 1e-5f, momentum = 0.1f;
     const BnShape shapes[] = {{56, 64}, {56, 256}, {28, 512}, {14, 1024}, {7, 2048}};  // the stages' BN inputs
@@ -164,9 +160,5 @@ int main() {
                     gbs / copy_gbs, moved, moved / copy_gbs);
       }
     }
-  } catch (const std::exception& e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -119,11 +119,7 @@ std::string algorithm(const std::string& described, const std::string& pass) {
 }  // namespace
 
 int main() {
-  if (bench::no_device()) return 0;
-  try {
-    if (!correct()) return 1;
-    bench::Timer timer;
-    std::printf("device: %s\n", cuda::device_description(0).c_str());
+  return bench::run(correct, [&](bench::Timer& timer, double /*copy_gbs: conv is compute-bound*/) {
     const auto convs = cuda::resnet50_convs(kBatch);
     size_t max_x = 0, max_w = 0, max_y = 0;
     for (const auto& c : convs) {
@@ -173,9 +169,5 @@ int main() {
                 "wgrad %.1f us  total %.1f us = %.0f img/s for the convolutions alone, %.1f TFLOP/s\n",
                 net_ms[0] * 1e3 / kBatch, net_ms[1] * 1e3 / kBatch, net_ms[2] * 1e3 / kBatch, total * 1e3 / kBatch,
                 kBatch / (total * 1e-3), net_flop / (total * 1e-3) / 1e12);
-  } catch (const std::exception& e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

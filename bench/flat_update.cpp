@@ -40,11 +40,7 @@ static bool correct() {
 }
 
 int main() {
-  if (bench::no_device()) return 0;
-  try {
-    if (!correct()) return 1;
-    bench::Timer timer;
-    const double copy_gbs = bench::print_device_and_copy_bandwidth(timer);
+  return bench::run(correct, [&](bench::Timer& timer, double copy_gbs) {
     const int64_t n = 28000000;  // (n) fp32 each
     DeviceBuffer<float> q(random_floats(n, 5), "theta_q"), k(random_floats(n, 6), "theta_k");
     DeviceBuffer<float> g(random_floats(n, 7), "grad"), b(random_floats(n, 8), "momentum buffer");
@@ -57,9 +53,5 @@ int main() {
       std::printf("%-18s n=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of copy\n", l.name, (long long)n, l.ms, gbs,
                   l.bytes_per, gbs / copy_gbs);
     }
-  } catch (const std::exception& e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

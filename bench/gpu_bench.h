@@ -99,4 +99,22 @@ inline double print_device_and_copy_bandwidth(Timer& timer) {
   return bw;
 }
 
+// The main of a GPU benchmark: exits 0 without a device; runs `check` (the kernels against the CPU) and
+// refuses to time when it fails; prints the device and its copy ceiling; runs `time(timer, copy_gbs)`. An
+// error is printed and exits 1.
+template <class Check, class Time>
+int run(Check&& check, Time&& time) {
+  if (no_device()) return 0;
+  try {
+    if (!check()) return 1;
+    Timer timer;
+    const double copy_gbs = print_device_and_copy_bandwidth(timer);
+    time(timer, copy_gbs);
+    return 0;
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace moco::bench

@@ -7,6 +7,7 @@
 //   build/bench_moco_logits
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "../src/cuda/blas_handle.h"
@@ -97,12 +98,9 @@ static void print_line(const char* name, double flop, double ms, double ref_ms, 
 }
 
 int main() {
-  if (bench::no_device()) return 0;
-  try {
-    cuda::BlasHandle blas;
-    if (!correct(blas.get())) return 1;
-    bench::Timer timer;
-    const double copy_gbs = bench::print_device_and_copy_bandwidth(timer);
+  std::unique_ptr<cuda::BlasHandle> blas;  // made once a device is known to exist
+  return bench::run([&] { blas = std::make_unique<cuda::BlasHandle>(); return correct(blas->get()); },
+                    [&](bench::Timer& timer, double copy_gbs) {
     const int64_t n = 256, k = 65536, c = 128, m = 1 + k;
     const double flop = 2.0 * n * k * c;
     // bytes over copy bandwidth (both count reads + writes): the GEMM cannot beat reading its inputs and
@@ -114,23 +112,23 @@ int main() {
     DeviceBuffer<float> logits((size_t)(n * m), "logits");                     // (N, 1+K)
     DeviceBuffer<float> plain((size_t)(n * k), "plain GEMM output");           // (N, K)
     DeviceBuffer<uint16_t> bq(bf16_bits(q), "q bf16"), bkey(bf16_bits(key), "key bf16"), bqueue(bf16_bits(queue), "queue bf16");
-    MOCO_CUBLAS_CHECK(cublasSetStream(blas.get(), nullptr));
+    MOCO_CUBLAS_CHECK(cublasSetStream(blas->get(), nullptr));
     const float alpha = kInvT, beta = 0.f;
 
     auto plain_forward = [&](const void* a, const void* b, cudaDataType_t t) {
-      MOCO_CUBLAS_CHECK(cublasGemmEx(blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)n, (int)c, &alpha, a, t,
+      MOCO_CUBLAS_CHECK(cublasGemmEx(blas->get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)n, (int)c, &alpha, a, t,
                                      (int)c, b, t, (int)c, &beta, plain.get(), CUDA_R_32F, (int)k, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT));
     };
     const double f32_ms = timer.median_ms([&] {
-      kernels::moco_logits_forward(blas.get(), n, c, k, dq.get(), dkey.get(), dqueue.get(), kInvT, logits.get(),
+      kernels::moco_logits_forward(blas->get(), n, c, k, dq.get(), dkey.get(), dqueue.get(), kInvT, logits.get(),
                                    nullptr);
     });
     const double f32_ref = timer.median_ms([&] { plain_forward(dqueue.get(), dq.get(), CUDA_R_32F); });
     print_line("moco_logits_forward fp32", flop, f32_ms, f32_ref, floor_ms(4.0 * (n * m + k * c + 2 * n * c)));
 
     const double b16_ms = timer.median_ms([&] {
-      kernels::moco_logits_forward_bf16(blas.get(), n, c, k, bf(bq), bf(bkey), bf(bqueue), kInvT, logits.get(),
+      kernels::moco_logits_forward_bf16(blas->get(), n, c, k, bf(bq), bf(bkey), bf(bqueue), kInvT, logits.get(),
                                         nullptr);
     });
     const double b16_ref = timer.median_ms([&] { plain_forward(bqueue.get(), bq.get(), CUDA_R_16BF); });
@@ -138,18 +136,14 @@ int main() {
 
     DeviceBuffer<float> dqo((size_t)(n * c), "dq");  // (N, C); the logits buffer serves as dlogits (finite values)
     const double bwd_ms = timer.median_ms([&] {
-      kernels::moco_logits_backward(blas.get(), n, c, k, logits.get(), dkey.get(), dqueue.get(), kInvT, dqo.get(),
+      kernels::moco_logits_backward(blas->get(), n, c, k, logits.get(), dkey.get(), dqueue.get(), kInvT, dqo.get(),
                                     nullptr);
     });
     const double bwd_ref = timer.median_ms([&] {
-      MOCO_CUBLAS_CHECK(cublasGemmEx(blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, (int)c, (int)n, (int)k, &alpha,
+      MOCO_CUBLAS_CHECK(cublasGemmEx(blas->get(), CUBLAS_OP_N, CUBLAS_OP_N, (int)c, (int)n, (int)k, &alpha,
                                      dqueue.get(), CUDA_R_32F, (int)c, plain.get(), CUDA_R_32F, (int)k, &beta,
                                      dqo.get(), CUDA_R_32F, (int)c, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     });
     print_line("moco_logits_backward fp32", flop, bwd_ms, bwd_ref, floor_ms(4.0 * (n * m + k * c + 2 * n * c)));
-  } catch (const std::exception& e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -60,11 +60,7 @@ static bool correct() {
 }
 
 int main() {
-  if (bench::no_device()) return 0;
-  try {
-    if (!correct()) return 1;
-    bench::Timer timer;
-    const double copy_gbs = bench::print_device_and_copy_bandwidth(timer);
+  return bench::run(correct, [&](bench::Timer& timer, double copy_gbs) {
     const int64_t n = 256, k = 65536, m = 1 + k;
     DeviceBuffer<float> z(moco_like_logits(n, m, 2), "logits"), d((size_t)(n * m), "dlogits");  // (N, 1+K) each
     DeviceBuffer<float> loss(1, "loss");
@@ -81,9 +77,5 @@ int main() {
       std::printf("softmax_xent_label0 %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of copy\n",
                   l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per, gbs / copy_gbs);
     }
-  } catch (const std::exception& e) {
-    std::printf("error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }
