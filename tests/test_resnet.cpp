@@ -122,3 +122,27 @@ TEST(Tape, SavedBytesCountEachBufferOnce) {
   tape.run(conv2, h);
   EXPECT_EQ(tape.saved_bytes(), (int64_t)(2 * 3 * 5 * 5 + 2 * 4 * 5 * 5) * 4);
 }
+
+// The ranges the GPU step hands to the gradient all-reduce as each tensor's gradient becomes final: one per
+// learnable tensor, each covering the tensor, and together exactly the flat buffer (padding included).
+TEST(Registry, ParamExtentsTileTheFlatBuffer) {
+  Encoder enc(ResNetConfig{50, false, 64, Head::Mlp, 128, 3});
+  const ParamRegistry& reg = enc.registry();
+  const auto extents = reg.param_extents();
+  int64_t covered = 0, entries = 0;
+  for (const RegistryEntry& e : reg.entries()) {
+    if (e.slot != Slot::Param) continue;
+    ++entries;
+    ASSERT_EQ(extents.count(e.offset), 1u) << e.name;
+    EXPECT_GE(extents.at(e.offset), e.offset + e.numel()) << e.name << " is cut short";
+    EXPECT_EQ(e.offset % ParamRegistry::kParamAlign, 0) << e.name;
+  }
+  EXPECT_EQ((int64_t)extents.size(), entries);
+  int64_t expect_start = 0;
+  for (const auto& [begin, end] : extents) {
+    EXPECT_EQ(begin, expect_start) << "a gap or an overlap before offset " << begin;
+    covered += end - begin;
+    expect_start = end;
+  }
+  EXPECT_EQ(covered, reg.size(Slot::Param));
+}

@@ -6,6 +6,7 @@
 // One buffer per kind is what makes the momentum update, SGD, the gradient all-reduce, checkpoints and the
 // safetensors export each a single loop (or launch) over contiguous memory.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ class ParamRegistry {
   // Where the Param entries would start (in entry order), and the buffer's length, had the offsets been
   // rounded to `align` elements: reads checkpoints written with another alignment.
   std::vector<int64_t> param_offsets(int64_t align, int64_t* total) const;
+  // Each Param entry's range in the flat buffer, padding up to the next entry included, keyed by offset:
+  // the ranges tile [0, size(Param)) exactly, so a gradient all-reduce that waits for every range to be
+  // final waits for the whole buffer (src/cuda/gpu_moco.cpp).
+  std::map<int64_t, int64_t> param_extents() const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
   const RegistryEntry& find(const std::string& name) const;  // throws naming the missing key
   int64_t size(Slot slot) const { return sizes_[(int)slot]; }

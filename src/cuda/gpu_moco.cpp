@@ -99,10 +99,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.k_compute = DeviceBuffer<char>(b.params * es, "key compute weights");
   b.host_slots = compute_weight_slots(reg);
   b.slots = DeviceBuffer<kernels::WeightSlot>(b.host_slots, "compute weight slots");
-  for (const RegistryEntry& e : reg.entries())
-    if (e.slot == Slot::Param) b.grad_ranges[e.offset] = {};
-  for (auto it = b.grad_ranges.begin(); it != b.grad_ranges.end(); ++it)
-    it->second.end = std::next(it) == b.grad_ranges.end() ? b.params : std::next(it)->first;
+  for (const auto& [offset, end] : reg.param_extents()) b.grad_ranges[offset].end = end;
   for (size_t i = 0; i < b.host_slots.size(); ++i) b.grad_ranges.at(b.host_slots[i].offset).slot = (int)i;
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));

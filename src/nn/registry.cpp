@@ -32,6 +32,15 @@ std::vector<int64_t> ParamRegistry::param_offsets(int64_t align, int64_t* total)
   return offsets;
 }
 
+std::map<int64_t, int64_t> ParamRegistry::param_extents() const {
+  std::map<int64_t, int64_t> extents;  // offset -> end
+  for (const RegistryEntry& e : entries_)
+    if (e.slot == Slot::Param) extents[e.offset] = 0;
+  for (auto it = extents.begin(); it != extents.end(); ++it)
+    it->second = std::next(it) == extents.end() ? size(Slot::Param) : std::next(it)->first;
+  return extents;
+}
+
 int64_t ParamRegistry::parameter_count() const { return parameter_count(""); }
 
 int64_t ParamRegistry::parameter_count(const std::string& prefix) const {
