@@ -105,6 +105,12 @@ rc=$?
 row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$test_log" | tr '\n' ' ')"
 while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
 
+# training end to end on the GPU: kNN monitor, resume bit for bit, moco knn --device cuda
+train_log=$out/gpu_train.log
+timeout 600 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
+rc=$?
+row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|knn_top1' "$train_log" | tr '\n' ' ' | cut -c1-120)"
+
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
 for b in $benches; do
   log=$out/$b.log
