@@ -10,7 +10,8 @@ using namespace moco::test;
 using V = std::vector<double>;
 
 TEST(Gradcheck, Conv2dStridedPadded) {
-  for (auto [stride, pad, k] : {std::tuple{1, 1, 3}, std::tuple{2, 1, 3}, std::tuple{2, 0, 1}, std::tuple{2, 3, 7}}) {
+  for (auto [stride, pad, k] :
+       {std::tuple{1, 1, 3}, std::tuple{2, 1, 3}, std::tuple{2, 0, 1}, std::tuple{1, 0, 1}, std::tuple{2, 3, 7}}) {
     cpu::ConvShape s{2, 3, 9, 8, 4, k, k, stride, pad};
     V x = random_vector(s.n * s.ci * s.h * s.w, 1), w = random_vector(s.co * s.ci * k * k, 2);
     V r = random_vector(s.n * s.co * s.ho() * s.wo(), 3), y(r.size());

@@ -1,4 +1,5 @@
-// Convolution as im2col + GEMM. The receptive fields of a chunk of g images sit side by side in col
+// Convolution as im2col + GEMM; a 1x1 stride-1 convolution without padding (ResNet-50's conv1 and conv3 of
+// every bottleneck) needs no im2col at all: its "columns" are the input image itself. The receptive fields of a chunk of g images sit side by side in col
 // (Ci*kh*kw, g*Ho*Wo); each image's GEMM reads its column block (leading dimension g*P) and writes its
 // output, or reads its dy, in place in the (N, C, H, W) tensors, so no layout copies are needed. g is chosen
 // so col stays near kColBudget floats and every thread of the pool gets chunks; chunk c belongs to slot
@@ -24,6 +25,9 @@ struct Scratch {
   explicit Scratch(int64_t n) : p(new T[(size_t)n]) {}
   T* data() { return p.get(); }
 };
+
+// x[n] (Ci, H*W) is already the (R, P) column matrix: no copy, no scatter back.
+static bool is_pointwise(const ConvShape& s) { return s.kh == 1 && s.kw == 1 && s.stride == 1 && s.pad == 0; }
 
 static int64_t images_per_chunk(const ConvShape& s, int threads) {
   const int64_t per_image = s.ci * s.kh * s.kw * s.ho() * s.wo();
@@ -82,8 +86,16 @@ static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
 
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+  const int64_t P = s.ho() * s.wo();
+  if (is_pointwise(s)) {  // y[n] (Co, P) = w (Co, Ci) * x[n] (Ci, P), images spread over the pool
+    parallel_range(s.n, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        gemm_ld<T>(false, false, s.co, P, s.ci, T(1), w, s.ci, x + n * s.ci * P, P, T(0), y + n * s.co * P, P);
+    });
+    return;
+  }
   const int threads = cpu_threads();
-  const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
+  const int64_t R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
   const int64_t chunks = (s.n + G - 1) / G;
   parallel_slots([&](int slot) {
     Scratch<T> col(R * G * P);  // (R, g*P) receptive fields of a chunk
@@ -103,17 +115,28 @@ void conv2d_backward(const ConvShape& s, const T* x, const T* w, const T* dy, T*
   const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
   const int64_t chunks = (s.n + G - 1) / G;
   std::vector<std::vector<T>> dw_slot(dw ? threads : 0, std::vector<T>((size_t)(s.co * R), T(0)));  // (Co, R) each
+  const bool pointwise = is_pointwise(s);
   parallel_slots([&](int slot) {
-    Scratch<T> col(R * G * P);  // (R, g*P) receptive fields, then their gradient
+    Scratch<T> col(pointwise ? 0 : R * G * P);  // (R, g*P) receptive fields, then their gradient
     for (int64_t chunk = slot; chunk < chunks; chunk += threads) {
-      const int64_t n0 = chunk * G, g = std::min(G, s.n - n0), ld = g * P;
+      const int64_t n0 = chunk * G, g = std::min(G, s.n - n0);
+      // image j's columns: its block of col (leading dim g*P), or for a pointwise conv x[n] itself (dim P)
+      const int64_t ld = pointwise ? P : g * P;
+      auto cols = [&](int64_t j) -> const T* {
+        return pointwise ? x + (n0 + j) * s.ci * P : col.data() + j * P;
+      };
       if (dw) {
-        for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
+        if (!pointwise)
+          for (int64_t j = 0; j < g; ++j) im2col(s, x + (n0 + j) * s.ci * s.h * s.w, col.data() + j * P, ld);
         for (int64_t j = 0; j < g; ++j)  // dw += dy[n] (Co, P) * col_n^T (P, R)
-          gemm_ld<T>(false, true, s.co, R, P, T(1), dy + (n0 + j) * s.co * P, P, col.data() + j * P, ld, T(1),
+          gemm_ld<T>(false, true, s.co, R, P, T(1), dy + (n0 + j) * s.co * P, P, cols(j), ld, T(1),
                      dw_slot[slot].data(), R);
       }
-      if (dx) {
+      if (dx && pointwise) {
+        for (int64_t j = 0; j < g; ++j)  // dx[n] (Ci, P) = w^T (Ci, Co) * dy[n] (Co, P), written in place
+          gemm_ld<T>(true, false, R, P, s.co, T(1), w, R, dy + (n0 + j) * s.co * P, P, T(0),
+                     dx + (n0 + j) * s.ci * P, P);
+      } else if (dx) {
         for (int64_t j = 0; j < g; ++j)  // dcol_n (R, P) = w^T (R, Co) * dy[n] (Co, P)
           gemm_ld<T>(true, false, R, P, s.co, T(1), w, R, dy + (n0 + j) * s.co * P, P, T(0), col.data() + j * P, ld);
         for (int64_t j = 0; j < g; ++j) {
