@@ -154,21 +154,37 @@ for head in v2 v1; do
 done
 [ $have_torch = 1 ] || row "torch_peer" 127 "PyTorch with CUDA not available"
 
-# ---- 6. the table ---------------------------------------------------------------------------------------------
-echo
-echo "device-run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
-printf '%-22s %4s  %s\n' step rc note
+# ---- 6. the table, printed and written as a bench/results record ------------------------------------------
+commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev/null || echo '?')
+{
+  echo "device-run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit ${commit:0:12}, device: ${gpu_name:-?}"
+  printf '%-22s %4s  %s\n' step rc note
+  for i in "${!T_STEP[@]}"; do printf '%-22s %4s  %s\n' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"; done
+  echo
+  echo "whole steps (ratios measured in this run):"
+  cat "$ratios"
+  echo
+  echo "benchmark lines:"
+  for b in $benches; do
+    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|TFLOP|no CUDA device|refusing|error' "$out/$b.log"
+  done | awk '!seen[$0]++'
+} >"$out/table.txt"
+# The record to commit under bench/results/ (GPU.md: device, commit, command, raw table), logs beside it.
+{
+  echo "# GPU run: tests, kernel benchmarks, MoCo steps against the PyTorch peer"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- commit: $commit"
+  echo "- device: ${gpu_name:-?} ($(nvidia-smi --query-gpu=memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1))"
+  echo "- torch: $(python3 -c 'import torch;print(torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || echo none)"
+  echo "- command: bash tools/device-run.sh $1 OUT"
+  echo
+  echo '```'
+  cat "$out/table.txt"
+  echo '```'
+} >"$out/bench-record.md"
+cat "$out/table.txt"
+echo "(record for bench/results/: $out/bench-record.md)"
 status=0
-for i in "${!T_STEP[@]}"; do
-  printf '%-22s %4s  %s\n' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"
-  [ "${T_RC[$i]}" -ne 0 ] && status=1
-done
-echo
-echo "whole steps (ratios measured in this run):"
-cat "$ratios"
-echo
-echo "benchmark lines:"
-for b in $benches; do
-  [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|no CUDA device|refusing|error' "$out/$b.log"
-done | awk '!seen[$0]++'
+for rc in "${T_RC[@]}"; do [ "$rc" -ne 0 ] && status=1; done
 exit $status
