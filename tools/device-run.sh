@@ -3,18 +3,32 @@
 # beside the PyTorch peer, write the full logs into OUT_DIR and print a short table last (the ratios
 # included).
 #
-#   bash tools/build-device.sh device-bundle          # here: binaries + the non-CUDA libraries they need
-#   bash tools/device-run.sh device-bundle OUT_DIR    # there, from the repository root
+#   bash tools/build-device.sh device-bundle                  # here: binaries + the libraries they need
+#   bash tools/device-run.sh device-bundle OUT_DIR [PART...]  # there, from the repository root
+#
+# PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile.
+# One call of the device tool may run 10 minutes, so a whole run is three calls, e.g.
+#   env tests train kernels  |  env steps-v2 steps-v1  |  env steps-compile
+# DEVICE_RUN_BUDGET_S (default 560) bounds one call: a step that would run past it is skipped and says so.
 #
 # BUILD_DIR may also be a build folder; without binaries in it the script builds REPO/build-device there
 # when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
 set -u
 
-usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|steps-v2|steps-v1|steps-compile ...]" >&2; exit 2; }
+[ $# -ge 2 ] || usage
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$1
 out=$2
+shift 2
+parts=" ${*:-env tests train kernels steps-v2 steps-v1 steps-compile} "
+for p in $parts; do
+  case $p in env|tests|train|kernels|steps-v2|steps-v1|steps-compile) ;; *) usage ;; esac
+done
+want() { [[ $parts == *" $1 "* ]]; }
+deadline=$(( $(date +%s) + ${DEVICE_RUN_BUDGET_S:-560} ))
+# seconds a step may take: its own limit, or what is left of the budget (0: skip it)
+limit() { local left=$(( deadline - $(date +%s) - 10 )); (( left < 20 )) && { echo 0; return; }; (( left < $1 )) && echo $left || echo $1; }
 mkdir -p "$out" || { echo "cannot create $out" >&2; exit 2; }
 out=$(cd "$out" && pwd)
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
@@ -98,61 +112,75 @@ done >"$ldd_log" 2>&1
 if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
 else row "libraries" 0 "all resolved: $ldd_log"; fi
 
+# Runs "$@" under the budget with limit $1 seconds (shifted off); rc 124 when skipped or cut.
+bounded() {
+  local t; t=$(limit "$1"); shift
+  (( t == 0 )) && { echo "skipped: the call's budget (DEVICE_RUN_BUDGET_S) is spent"; return 124; }
+  timeout "$t" "$@"
+}
+
 # ---- 3. the gpu-labelled tests: the gtest binary itself (ctest files hold another machine's paths) ---------
-test_log=$out/moco_gpu_tests.log
-timeout 900 "$build/moco_gpu_tests" >"$test_log" 2>&1
-rc=$?
-row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?' "$test_log" | tr '\n' ' ')"
-while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
+if want tests; then
+  test_log=$out/moco_gpu_tests.log
+  bounded 420 "$build/moco_gpu_tests" >"$test_log" 2>&1
+  rc=$?
+  row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^skipped' "$test_log" | tr '\n' ' ')"
+  while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
+fi
 
 # training end to end on the GPU: kNN monitor, resume bit for bit, moco knn --device cuda
-train_log=$out/gpu_train.log
-timeout 600 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
-rc=$?
-row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|knn_top1' "$train_log" | tr '\n' ' ' | cut -c1-120)"
+if want train; then
+  train_log=$out/gpu_train.log
+  bounded 300 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
+  rc=$?
+  row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|knn_top1' "$train_log" | tr '\n' ' ' | cut -c1-120)"
+fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
-for b in $benches; do
-  log=$out/$b.log
-  if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
-  timeout 300 "$build/$b" >"$log" 2>&1
-  rc=$?
-  row "$b" $rc "$log"
-done
+if want kernels; then
+  for b in $benches; do
+    log=$out/$b.log
+    if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
+    bounded 240 "$build/$b" >"$log" 2>&1
+    row "$b" $? "$log"
+  done
+fi
 
 # ---- 5. whole MoCo steps: the engine and its PyTorch peer, same configuration, same machine, same minute -----
-# ResNet-50 at 224 px, K 65536, one BN group per GPU; v1 (fc head, T 0.07) and v2 (MLP head, T 0.2).
+# ResNet-50 at 224 px, K 65536, one BN group per GPU; v1 (fc head, T 0.07) and v2 (MLP head, T 0.2). Each
+# engine run is followed at once by the peer's; the ratio lines collect in step-ratios.txt.
 ratios=$out/step-ratios.txt
 : >"$ratios"
 have_torch=0
 python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && have_torch=1
+step_pair() {  # head batch mode(eager|compile)
+  local head=$1 bs=$2 mode=$3 mlp="" flags="--amp --channels-last"
+  [ "$head" = v2 ] && mlp="--mlp"
+  [ "$mode" = compile ] && flags="$flags --compile"
+  local ours=$out/moco_bench_${head}_b${bs}_${mode}.log peer=$out/torch_peer_${head}_b${bs}_${mode}.log
+  bounded 150 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b "$bs" --moco-k 65536 $mlp \
+    --steps 20 --warmup 5 >"$ours" 2>&1
+  row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
+  [ $have_torch = 1 ] || { row "torch_peer" 127 "PyTorch with CUDA not available"; return; }
+  bounded 300 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
+    -b "$bs" --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
+  row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
+  awk -v head="$head" -v bs="$bs" -v mode="$mode" '
+    FNR == 1 { f++ }
+    f == 1 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") a = $(i + 1) }
+    f == 1 && /memory MiB/ { for (i = 1; i < NF; i++) if ($i == "total") am = $(i + 1) }
+    f == 2 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") b = $(i + 1) }
+    f == 2 && /peak_memory_mib/ { bm = $2 }
+    END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
+                              head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
+}
 for head in v2 v1; do
-  mlp=""; [ $head = v2 ] && mlp="--mlp"
-  for bs in 32 64 128 256; do
-    ours=$out/moco_bench_${head}_b${bs}.log
-    timeout 300 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b $bs --moco-k 65536 $mlp \
-      --steps 20 --warmup 5 >"$ours" 2>&1
-    row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
-    [ $have_torch = 1 ] || continue
-    modes="eager"; [ $head = v2 ] && { [ $bs = 32 ] || [ $bs = 256 ]; } && modes="eager compile"
-    for mode in $modes; do
-      flags="--amp --channels-last"; [ $mode = compile ] && flags="$flags --compile"
-      peer=$out/torch_peer_${head}_b${bs}_${mode}.log
-      timeout 400 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
-        -b $bs --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
-      row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
-      awk -v head=$head -v bs=$bs -v mode=$mode '
-        FNR == 1 { f++ }
-        f == 1 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") a = $(i + 1) }
-        f == 1 && /memory MiB/ { for (i = 1; i < NF; i++) if ($i == "total") am = $(i + 1) }
-        f == 2 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") b = $(i + 1) }
-        f == 2 && /peak_memory_mib/ { bm = $2 }
-        END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
-                                  head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
-    done
-  done
+  want "steps-$head" || continue
+  for bs in 32 64 128 256; do step_pair $head $bs eager; done
 done
-[ $have_torch = 1 ] || row "torch_peer" 127 "PyTorch with CUDA not available"
+if want steps-compile; then
+  for bs in 256 32; do step_pair v2 $bs compile; done
+fi
 
 # ---- 6. the table, printed and written as a bench/results record ------------------------------------------
 commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev/null || echo '?')
