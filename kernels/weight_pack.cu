@@ -1,12 +1,12 @@
 // The compute copy of the weights (declared in nhwc_ops.cuh): fp32 master parameters in torchvision's layout
 // to a copy of type T in the convolutions' layout, and the weight gradients back.
 //
-// What it computes, per slot at offset off with conv shape (Co, Ci, kh, kw) (linear weights and biases are
+// What it computes, per slot at offset off with conv shape (Co, Ci, kh, kw) (linear weights are
 // (numel, 1, 1, 1), for which the permutation is the identity), with
 //   m = off + ((o * Ci + i) * kh + a) * kw + b   (master layout)   and   k = off + ((o * kh + a) * kw + b) * Ci + i
 // (compute layout):
 //   pack_weights:        mirror[k] = (T) params[m]
-//   unpack_weight_grads: grads[m] += (float) mirror_grads[k]
+//   unpack_weight_grads: grads[m] += (float) mirror_grads[k]   (unpack_weight_grad: the same for one slot)
 // Elements outside every slot are not touched.
 // CPU reference: the same permutation on the host (tests/gpu/test_nhwc_kernels.cpp).
 // One launch covers every slot: one thread per element of the flat buffer (grid-stride) finds its slot by
