@@ -203,7 +203,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   };
   if (o.resume.empty()) {  // the first line says what the run is, for whoever reads the log later
     JsonRecord config;
-    config.add("event", "config").add("world_size", world);
+    config.add("event", "config").add("world_size", world).add("device", device ? device->describe() : "cpu");
+    if (device) config.add("precision", o.precision);
     for (const auto& [key, value] : rc) config.add(key, value);
     log(config);
   }
