@@ -34,6 +34,29 @@ TEST(Tensor, ErrorsNameTheBadValue) {
   EXPECT_THROW(t.slice_rows(1, 3), Error);
 }
 
+// Tensor::adopt owns any allocation through its release function, and lays 4-D tensors out channels-last on
+// request (the GPU's activations): logical (N, C, H, W) shape, NHWC strides.
+TEST(Tensor, AdoptReleasesOnceAndKnowsChannelsLast) {
+  int released = 0;
+  float buffer[2 * 3 * 4 * 5];
+  {
+    Tensor t = Tensor::adopt(buffer, sizeof buffer, {2, 3, 4, 5}, DType::F32, Device::CPU,
+                             [&](void* p) { EXPECT_EQ(p, buffer); ++released; }, MemoryFormat::ChannelsLast);
+    EXPECT_TRUE(t.is_channels_last());
+    EXPECT_FALSE(t.is_contiguous());
+    EXPECT_EQ(t.strides(), (Shape{4 * 5 * 3, 1, 5 * 3, 3}));
+    Tensor view = t.slice_rows(1, 2);  // shares the storage: no release yet
+    EXPECT_EQ(static_cast<float*>(view.raw()), buffer + 60);
+    t = Tensor();
+    EXPECT_EQ(released, 0);
+  }
+  EXPECT_EQ(released, 1);
+  EXPECT_THROW(Tensor::adopt(buffer, sizeof buffer, {2, 60}, DType::F32, Device::CPU, nullptr,
+                             MemoryFormat::ChannelsLast),
+               Error);  // channels-last needs 4-D
+  EXPECT_THROW(Tensor::adopt(buffer, 8, {2, 3}, DType::F32, Device::CPU, nullptr), Error);  // too few bytes
+}
+
 TEST(Rng, CounterBasedAndReproducible) {
   Rng a(7, mix_stream(1, 2)), b(7, mix_stream(1, 2)), c(7, mix_stream(1, 3));
   bool differs = false;

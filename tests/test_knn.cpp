@@ -47,3 +47,21 @@ TEST(Knn, SampleIndicesIsASeededSubsetWithoutRepeats) {
   for (int64_t i : a) EXPECT_TRUE(i >= 0 && i < 100);
   EXPECT_EQ(sample_indices(5, 0, 1), (std::vector<int64_t>{0, 1, 2, 3, 4}));
 }
+
+// The CPU feature extractor evaluates with BN in eval mode and leaves the encoder's mode as it found it (the
+// kNN monitor runs in the middle of training).
+TEST(Features, CpuExtractorUsesEvalModeAndRestoresTrainMode) {
+  Encoder enc(ResNetConfig{18, true, 2, Head::None, 0, 3});
+  enc.init(3);
+  Tensor x = Tensor::empty({4, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = (float)std::sin(0.3 * (double)i);
+  enc.set_train(false);
+  const Tensor want = enc.features(x);  // (N, D) in eval mode
+  enc.set_train(true);
+  CpuFeatures fx(enc);
+  const Tensor got = fx.features(x);
+  ASSERT_EQ(got.shape(), want.shape());
+  for (int64_t i = 0; i < got.numel(); ++i) EXPECT_EQ(got.data<float>()[i], want.data<float>()[i]) << i;
+  EXPECT_TRUE(enc.is_train());
+  EXPECT_EQ(enc.counts()[0], 0) << "eval mode must not count a BN batch";
+}

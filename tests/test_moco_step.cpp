@@ -36,6 +36,14 @@ TEST(MocoStep, NonFiniteLossStopsBeforeTheUpdate) {
   EXPECT_EQ(m.steps_done(), 0);
 }
 
+TEST(MocoStep, InversePermutationUndoesAndRejectsNonPermutations) {
+  const std::vector<int64_t> perm = {2, 0, 3, 1};
+  const std::vector<int64_t> inv = inverse_permutation(perm);
+  for (size_t j = 0; j < perm.size(); ++j) EXPECT_EQ(inv[(size_t)perm[j]], (int64_t)j);
+  EXPECT_THROW(inverse_permutation({0, 0, 1}), Error);  // repeated
+  EXPECT_THROW(inverse_permutation({0, 3, 1}), Error);  // out of range
+}
+
 TEST(MocoStep, EnqueueWrapsAroundTheEnd) {
   KeyQueue q(5, 2);
   const float a[6] = {1, 2, 3, 4, 5, 6}, b[8] = {7, 8, 9, 10, 11, 12, 13, 14};
