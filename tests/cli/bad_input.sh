@@ -36,6 +36,9 @@ expect "--moco-t" train --moco-t 0
 expect "--bn-splits" train -b 30 --bn-splits 8
 expect "larger than the dataset" train "$dir/tiny" -b 8 --out "$dir/out/t"
 expect "--device" train --device tpu
+expect "--precision" train --precision fp16
+expect "--device" bench --device tpu
+expect "--precision" bench --precision int8
 expect "unknown command 'trian'" trian
 expect "--checkpoint" knn
 expect "missing.mocockpt" knn --checkpoint "$dir/missing.mocockpt"
