@@ -6,6 +6,7 @@
 #include <map>
 #include <cmath>
 #include <cuda_bf16.h>
+#include <nvtx3/nvToolsExt.h>
 #include <type_traits>
 
 #include "blas_handle.h"
@@ -222,7 +223,13 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   }
   CudaBackend& ops = *backend_;
   const float inv_t = 1.f / cfg_.temperature;
-  auto mark = [&](int i) { MOCO_CUDA_CHECK(cudaEventRecord(b.marks[i], stream_)); };
+  // mark(i) ends phase i - 1 and starts phase i: a CUDA event for the phase times, and an NVTX range so that
+  // a profiler (nsys) shows the phases on the timeline.
+  auto mark = [&](int i) {
+    MOCO_CUDA_CHECK(cudaEventRecord(b.marks[i], stream_));
+    if (i > 0) nvtxRangePop();
+    if (i < kPhases) nvtxRangePushA(phase_name(i));
+  };
   // Host fp32 NCHW images -> device -> the network's layout and dtype.
   auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) fp32 on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
