@@ -68,15 +68,10 @@ struct WeightSlot {
 template <class T>
 void pack_weights(const WeightSlot* slots, int num_slots, int64_t total, const float* params, T* mirror,
                   cudaStream_t stream);
-// grads[slot] += unpermute(mirror_grads[slot]) in fp32, for every slot: the convolutions' and linear
-// layers' weight gradients (computed in T, in the compute layout) onto the fp32 master gradients.
-template <class T>
-void unpack_weight_grads(const WeightSlot* slots, int num_slots, int64_t total, const T* mirror_grads,
-                         float* grads, cudaStream_t stream);
-
-// The same for ONE slot (described on the host), launched over that slot's elements only: backward folds
-// each layer's weight gradient as soon as cuDNN or cuBLAS has written it, so that its all-reduce bucket can
-// start early (src/cuda/gpu_moco.cpp).
+// grads[slot] += unpermute(mirror_grads[slot]) in fp32 for ONE slot (described on the host), launched over
+// that slot's elements only: the convolutions' and linear layers' weight gradients, computed in T in the
+// compute layout, onto the fp32 master gradients. Backward folds each layer's weight gradient as soon as cuDNN
+// or cuBLAS has written it, so that its all-reduce bucket can start early (src/cuda/gpu_moco.cpp).
 template <class T>
 void unpack_weight_grad(const WeightSlot& slot, const T* mirror_grads, float* grads, cudaStream_t stream);
 

@@ -6,7 +6,7 @@
 //   m = off + ((o * Ci + i) * kh + a) * kw + b   (master layout)   and   k = off + ((o * kh + a) * kw + b) * Ci + i
 // (compute layout):
 //   pack_weights:        mirror[k] = (T) params[m]
-//   unpack_weight_grads: grads[m] += (float) mirror_grads[k]   (unpack_weight_grad: the same for one slot)
+//   unpack_weight_grad:  grads[m] += (float) mirror_grads[k]   (one slot, launched as its gradient is ready)
 // Elements outside every slot are not touched.
 // CPU reference: the same permutation on the host (tests/gpu/test_nhwc_kernels.cpp).
 // One launch covers every slot: one thread per element of the flat buffer (grid-stride) finds its slot by
@@ -58,27 +58,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Thread per master element j (the (Co, Ci, kh, kw) position); gathers its mirror gradient and adds it.
-template <class T>
-__global__ void __launch_bounds__(kThreads)
-    unpack_kernel(const WeightSlot* __restrict__ slots, int num_slots, int64_t total,
-                  const T* __restrict__ mirror_grads,  // (total), compute layout
-                  float* __restrict__ grads) {         // (total), master layout, accumulated
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < total; j += stride) {
-    const int s = slot_of(slots, num_slots, j);
-    if (s < 0) continue;
-    const WeightSlot w = slots[s];
-    int64_t t = j - w.offset;
-    const int64_t b = t % w.kw;
-    t /= w.kw;
-    const int64_t a = t % w.kh;
-    t /= w.kh;
-    const int64_t i = t % w.ci, o = t / w.ci;
-    grads[j] += vec::to_f(mirror_grads[w.offset + ((o * w.kh + a) * w.kw + b) * w.ci + i]);
-  }
-}
-
 // Thread per master element of one slot (passed by value: no search).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
@@ -116,16 +95,6 @@ void pack_weights(const WeightSlot* slots, int num_slots, int64_t total, const f
 }
 
 template <class T>
-void unpack_weight_grads(const WeightSlot* slots, int num_slots, int64_t total, const T* mirror_grads,
-                         float* grads, cudaStream_t stream) {
-  check_args("unpack_weight_grads", slots, num_slots, total, mirror_grads, grads);
-  if (num_slots == 0 || total == 0) return;
-  unpack_kernel<T><<<vec::grid_for(total, kThreads), kThreads, 0, stream>>>(slots, num_slots, total, mirror_grads,
-                                                                            grads);
-  MOCO_CUDA_CHECK_LAUNCH();
-}
-
-template <class T>
 void unpack_weight_grad(const WeightSlot& slot, const T* mirror_grads, float* grads, cudaStream_t stream) {
   const int64_t numel = slot.co * slot.ci * slot.kh * slot.kw;
   MOCO_CHECK(slot.offset >= 0 && numel >= 0, "unpack_weight_grad: bad slot at offset ", slot.offset, " with ",
@@ -140,8 +109,5 @@ template void unpack_weight_grad<float>(const WeightSlot&, const float*, float*,
 template void unpack_weight_grad<__nv_bfloat16>(const WeightSlot&, const __nv_bfloat16*, float*, cudaStream_t);
 template void pack_weights<float>(const WeightSlot*, int, int64_t, const float*, float*, cudaStream_t);
 template void pack_weights<__nv_bfloat16>(const WeightSlot*, int, int64_t, const float*, __nv_bfloat16*, cudaStream_t);
-template void unpack_weight_grads<float>(const WeightSlot*, int, int64_t, const float*, float*, cudaStream_t);
-template void unpack_weight_grads<__nv_bfloat16>(const WeightSlot*, int, int64_t, const __nv_bfloat16*, float*,
-                                                 cudaStream_t);
 
 }  // namespace moco::kernels

@@ -35,7 +35,6 @@ class BlockCache {
   size_t reserved_bytes() const { return reserved_; }  // everything taken from the device
   size_t live_bytes() const { return live_; }          // handed out now
   size_t peak_live_bytes() const { return peak_live_; }
-  void reset_peak() { peak_live_ = live_; }
   int64_t device_allocations() const { return allocations_; }
 
   static size_t rounded(size_t bytes) { return (bytes + kGranule - 1) / kGranule * kGranule; }

@@ -101,6 +101,7 @@ class Tensor {
   Device device_ = Device::CPU;
   Shape shape_, strides_;
   static Shape contiguous_strides(const Shape& s);
+  static Shape channels_last_strides(const Shape& s);  // (N, C, H, W) laid out NHWC
 };
 
 }  // namespace moco

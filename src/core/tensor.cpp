@@ -102,10 +102,7 @@ Tensor Tensor::adopt(void* data, size_t bytes, const Shape& shape, DType dtype, 
              dtype_name(dtype), " needs more than the ", bytes, " bytes given");
   Tensor t = wrap(data, shape, dtype, device);
   t.storage_ = std::make_shared<Storage>(data, bytes, device, std::move(release));
-  if (format == MemoryFormat::ChannelsLast) {
-    const int64_t c = shape[1], h = shape[2], w = shape[3];
-    t.strides_ = {h * w * c, 1, w * c, c};
-  }
+  if (format == MemoryFormat::ChannelsLast) t.strides_ = channels_last_strides(shape);
   return t;
 }
 
@@ -117,11 +114,9 @@ int64_t Tensor::size(int64_t i) const {
 
 bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
 
-bool Tensor::is_channels_last() const {
-  if (dim() != 4) return false;
-  const int64_t c = shape_[1], h = shape_[2], w = shape_[3];
-  return strides_ == Shape{h * w * c, 1, w * c, c};
-}
+Shape Tensor::channels_last_strides(const Shape& s) { return {s[2] * s[3] * s[1], 1, s[3] * s[1], s[1]}; }
+
+bool Tensor::is_channels_last() const { return dim() == 4 && strides_ == channels_last_strides(shape_); }
 
 Tensor Tensor::reshape(const Shape& shape) const {
   MOCO_CHECK(is_contiguous(), "reshape of a non-contiguous tensor ", shape_str(shape_));

@@ -30,7 +30,6 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   DType activation_dtype() const override { return act_; }
   Tensor empty(const Shape& shape, DType dtype) override;
-  cudaStream_t stream() const { return stream_; }
 
   Tensor conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) override;
   Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
