@@ -9,10 +9,11 @@
 //   unpack_weight_grad:  grads[m] += (float) mirror_grads[k]   (one slot, launched as its gradient is ready)
 // Elements outside every slot are not touched.
 // CPU reference: the same permutation on the host (tests/gpu/test_nhwc_kernels.cpp).
-// One launch covers every slot: one thread per element of the flat buffer (grid-stride) finds its slot by
-// binary search over the sorted slot offsets, then gathers its one source element, so every output element
-// is written by exactly one thread (the writes are coalesced; the gathered reads are strided by Ci, which is
-// cheap next to a training step, which packs twice (query and key encoder)).
+// pack_weights covers every slot in one launch: one thread per element of the flat buffer (grid-stride)
+// finds its slot by binary search over the sorted slot offsets, then gathers its one source element, so
+// every output element is written by exactly one thread (the writes are coalesced; the gathered reads are
+// strided by Ci, cheap next to a training step, which packs twice: query and key encoder).
+// unpack_weight_grad gets its slot by value and needs no search.
 #include "../src/cuda/check.h"
 #include "nhwc_ops.cuh"
 #include "vec_io.cuh"
