@@ -26,8 +26,9 @@
 // Welford (mean, M2), blocks merge them with Chan's formula, and the finaliser sums the chunk M2s plus
 // n_k (mean_k - shift)^2 in double with the shift at chunk 0's mean (the parallel-axis theorem, exact in
 // exact arithmetic, and cancelling little because the shift sits near the group mean).
-// The chunking depends on the shape only (not on the device or the pointers' alignment), so results are
-// bit-identical across runs and devices.
+// The chunking depends on the shape only; the thread block's shape also depends on whether the activation
+// pointers allow 16-byte vectors. So results are bit-identical across runs for the same shapes and
+// alignments (the step's activations always start 256-byte aligned, as cudaMalloc returns them).
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -537,6 +538,7 @@ void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, 
   MOCO_CHECK(x && gamma && save_mean && save_invstd && dy && dx, who,
              ": x, gamma, save_mean, save_invstd, dy and dx must be non-null");
   MOCO_CHECK(!relu || y, who, ": relu needs the forward output y to rebuild the mask, but y is null");
+  MOCO_CHECK(!d_residual || d_residual != dx, who, ": d_residual and dx must be different buffers");
   check_workspace(who, workspace);
   const Geometry geo = geometry(n, hw, groups);
   const Stats st{save_mean, save_invstd, nullptr, 0.f};

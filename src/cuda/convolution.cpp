@@ -295,13 +295,7 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
   MOCO_CHECK(!frozen, "Convolutions: the workspace is frozen at ", workspace_bytes, " bytes, but ", pass_name(pass),
              " of ", shape_string(e.shape, e.dtype), " needs ", bytes, " bytes (algorithm ",
              algo_name(pass, e.plan[pass].algo), "); run this shape during the warm-up, before freeze()");
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));  // work already queued may still read the old buffer
-  if (workspace) {
-    void* old = workspace;
-    workspace = nullptr;
-    workspace_bytes = 0;
-    MOCO_CUDA_CHECK(cudaFree(old));
-  }
+  // the new block first: if it cannot be had, the old one stays and the plans cached so far still work
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, bytes);
   if (err != cudaSuccess) {
@@ -309,6 +303,8 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
     ::moco::fail("cudaMalloc(", bytes, " bytes) for the convolution workspace (", pass_name(pass), " of ",
                  shape_string(e.shape, e.dtype), ") failed: ", cudaGetErrorString(err));
   }
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));  // work already queued may still read the old buffer
+  if (workspace) MOCO_CUDA_CHECK(cudaFree(workspace));
   workspace = p;
   workspace_bytes = bytes;
 }

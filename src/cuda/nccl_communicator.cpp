@@ -229,6 +229,9 @@ void NcclCommunicator::permute_rows(const float* send, int64_t n, int64_t row, c
                                     float* recv) {
   check_usable("permute_rows");
   const RowRoute route = route_rows(rank_, world_, n, row, perm);  // checks perm; the same traffic on every rank
+  MOCO_CHECK((int64_t)route.pack.size() == n && (int64_t)route.unpack.size() == n, "permute_rows: the ",
+             "permutation routes ", route.pack.size(), " rows from this rank and ", route.unpack.size(),
+             " to it, expected ", n, " each; it must be a permutation of [0, ", n * world_, ")");
   if (n == 0 || row == 0) return;  // n and row are the same on every rank, so all skip the all-to-all
   const size_t floats = (size_t)(n * row);
   if (packed_.size() < floats || route_.size() < (size_t)(2 * n)) {

@@ -13,7 +13,7 @@ namespace moco::cuda {
 inline std::vector<kernels::WeightSlot> compute_weight_slots(const ParamRegistry& reg) {
   std::vector<kernels::WeightSlot> slots;
   for (const RegistryEntry& e : reg.entries()) {
-    if (e.slot != Slot::Param) continue;
+    if (e.slot != Slot::Param || e.numel() == 0) continue;  // an empty slot would shadow its neighbour
     if (e.shape.size() == 4) slots.push_back({e.offset, e.shape[0], e.shape[1], e.shape[2], e.shape[3]});
     if (e.shape.size() == 2) slots.push_back({e.offset, e.numel(), 1, 1, 1});
   }
