@@ -35,7 +35,7 @@ inline std::vector<CountedConv> resnet50_convs(int64_t batch, int64_t image = 22
   int64_t inplanes = width;
   const int64_t planes[4] = {64, 128, 256, 512}, blocks[4] = {3, 4, 6, 3}, strides[4] = {1, 2, 2, 2};
   for (int stage = 0; stage < 4; ++stage) {
-    const int64_t p = planes[stage] * width / 64;
+    const int64_t p = planes[stage];
     for (int64_t b = 0; b < blocks[stage]; ++b) {
       const int64_t s = b == 0 ? strides[stage] : 1;
       const int64_t hw_out = (hw + 2 * 1 - 3) / s + 1;

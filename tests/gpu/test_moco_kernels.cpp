@@ -34,15 +34,16 @@ constexpr float kInvT = 1.f / 0.07f;  // MoCo v2's temperature: logits up to ~14
 
 std::vector<float> normal_floats(size_t n, uint64_t stream) { return moco::normal_floats(n, 1234, stream); }
 
+// Rows of v (rows, c) L2-normalised in place, by the CPU op the kernels are checked against anyway.
+void normalize_rows(std::vector<float>& v, int64_t rows, int64_t c) {
+  std::vector<float> norms((size_t)rows);  // (rows)
+  cpu::l2_normalize_forward<float>(rows, c, v.data(), v.data(), norms.data());
+}
+
 // (rows, c) standard normal rows, each L2-normalised like MoCo's features.
 std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
   std::vector<float> v = normal_floats((size_t)(rows * c), stream);
-  for (int64_t i = 0; i < rows; ++i) {
-    double sq = 0;
-    for (int64_t j = 0; j < c; ++j) sq += (double)v[i * c + j] * v[i * c + j];
-    const double inv = 1.0 / std::max(std::sqrt(sq), 1e-12);
-    for (int64_t j = 0; j < c; ++j) v[i * c + j] = (float)(v[i * c + j] * inv);
-  }
+  normalize_rows(v, rows, c);
   return v;
 }
 
@@ -50,12 +51,7 @@ std::vector<float> unit_rows(int64_t rows, int64_t c, uint64_t stream) {
 std::vector<float> keys_near(const std::vector<float>& q, int64_t n, int64_t c, uint64_t stream) {
   std::vector<float> k = normal_floats(q.size(), stream);
   for (size_t i = 0; i < k.size(); ++i) k[i] = q[i] + 0.5f * k[i] / std::sqrt((float)c);
-  for (int64_t i = 0; i < n; ++i) {
-    double sq = 0;
-    for (int64_t j = 0; j < c; ++j) sq += (double)k[i * c + j] * k[i * c + j];
-    const double inv = 1.0 / std::max(std::sqrt(sq), 1e-12);
-    for (int64_t j = 0; j < c; ++j) k[i * c + j] = (float)(k[i * c + j] * inv);
-  }
+  normalize_rows(k, n, c);
   return k;
 }
 
