@@ -463,7 +463,7 @@ TEST(DecodeImage, CmykJpegAndUnsupportedJpegs) {
   for (int p = 0; p < 64; ++p) want.insert(want.end(), {200, 30, 60});
   expect_pixels(img, 8, 8, want, 4);
 
-  // Variants stb cannot decode, made by editing the start-of-frame of a good baseline JPEG (FF C0, length,
+  // Variants moco does not decode, made by editing the start-of-frame of a good baseline JPEG (FF C0, length,
   // precision): arithmetic coding (SOF9) and 12-bit samples. Both must be refused with a reason.
   Tree t;
   auto jpg = read_bytes(t.root + "/cat/b.JPG");
@@ -481,7 +481,7 @@ TEST(DecodeImage, CmykJpegAndUnsupportedJpegs) {
   auto twelve_bit = jpg;
   twelve_bit[sof + 4] = 12;
   EXPECT_FALSE(decode_image(twelve_bit.data(), twelve_bit.size(), img, &why));
-  EXPECT_HAS(why, "corrupt or unsupported JPEG header");
+  EXPECT_HAS(why, "Unsupported JPEG data precision 12");
 
   // The two Huffman-table faults that crash stb 2.27 (found by tests/fuzz): a table of more than 256 codes,
   // and a scan naming a table no DHT defined.

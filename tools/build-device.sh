@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, on a development machine, what a GPU machine without network or Debian's -dev packages can run:
 # the `moco` program, the gpu tests and the GPU benchmarks for Hopper (sm_90a), with the non-CUDA shared
-# libraries they need (OpenBLAS and its Fortran runtime, stb, zlib) copied beside them. CUDA's own libraries
+# libraries they need (OpenBLAS and its Fortran runtime, libjpeg-turbo, stb, zlib) copied beside them. CUDA's own libraries
 # (cudart, cuBLAS, cuDNN, NCCL) are taken from the GPU machine (tools/device-run.sh finds them).
 #
 #   bash tools/build-device.sh [BUNDLE]     # default BUNDLE: device-bundle (ignored by git; a few MiB)
@@ -20,7 +20,7 @@ cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOCO_CUDA=ON 
 targets="moco moco_gpu_tests"
 for b in "$repo"/bench/*.cpp; do
   name=bench_$(basename "$b" .cpp)
-  [ "$name" = bench_augment ] || targets="$targets $name"
+  case $name in bench_augment | bench_decode) ;; *) targets="$targets $name" ;; esac
 done
 cmake --build "$build" -j"${JOBS:-2}" --target $targets
 

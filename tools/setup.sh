@@ -9,7 +9,8 @@ APT_PACKAGES=(
   cmake ninja-build g++ pkg-config
   libopenblas-dev         # OpenBLAS: the float GEMMs of the CPU path
   libgtest-dev            # GoogleTest
-  libstb-dev              # stb_image (JPEG/PNG decode)
+  libjpeg62-turbo-dev     # libjpeg-turbo: JPEG decode with Pillow's pixels
+  libstb-dev              # stb_image: PNG/BMP decode
   zlib1g-dev              # reading the Fashion-MNIST .gz files directly
   dataset-fashion-mnist   # the embedded default data set
   openmpi-bin libopenmpi-dev   # CPU ranks for the distributed tests

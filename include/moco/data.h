@@ -77,10 +77,16 @@ struct DecodeLimits {
   int64_t max_pixels = int64_t(64) << 20;  // width * height
 };
 
-// Decodes a JPEG, PNG or BMP held in memory into 8-bit RGB (grey replicated, alpha dropped). Returns false
-// with the reason in *why for an empty, unknown, truncated, corrupt, unsupported or too large image; the
-// header is checked against limits before any pixel buffer is allocated. Thread-safe.
-bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits = {});
+// Which library decodes JPEG files. libjpeg-turbo (the default) gives Pillow's pixels exactly and is the
+// faster (bench/decode.cpp); stb_image is kept for that benchmark. PNG and BMP always go through stb_image.
+enum class JpegDecoder { LibjpegTurbo, Stb };
+
+// Decodes a JPEG, PNG or BMP held in memory into 8-bit RGB (grey replicated, alpha dropped, CMYK converted as
+// Pillow converts it). Returns false with the reason in *why for an empty, unknown, truncated, corrupt,
+// unsupported or too large image; the header is checked against limits before any pixel buffer is
+// allocated. Thread-safe.
+bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits = {},
+                  JpegDecoder jpeg = JpegDecoder::LibjpegTurbo);
 
 // Reads a whole file, refusing one larger than max_bytes. Returns false with the reason in *why.
 bool read_file(const std::string& path, std::vector<uint8_t>& bytes, size_t max_bytes, std::string* why);

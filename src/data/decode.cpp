@@ -1,5 +1,6 @@
-// Decoding one untrusted image file with stb_image (Debian's libstb, 2.27, older than upstream's security
-// fixes). Defences, in order:
+// Decoding one untrusted image file: JPEG with libjpeg-turbo (decode_jpeg.cpp: Pillow's pixels, and faster
+// than stb_image, bench/decode.cpp), PNG and BMP with stb_image (Debian's libstb, 2.27, older than upstream's
+// security fixes). Defences, in order:
 //   - our own magic-number check admits only JPEG, PNG and BMP (stb would otherwise try every format it
 //     knows, TGA included, which has no magic and accepts random bytes);
 //   - a structural walk of the file: truncation that stb silently pads with grey (JPEG, BMP); JPEG Huffman
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <memory>
 
+#include "image_decoders.h"
 #include "jpeg_check.h"
 #include "moco/data.h"
 
@@ -81,7 +83,8 @@ struct StbFree {
 
 }  // namespace
 
-bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits) {
+bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits,
+                  JpegDecoder jpeg) {
   if (n == 0 || data == nullptr) return fail_with(why, "empty file (0 bytes)");
   if (n > limits.max_bytes || n > (size_t)INT_MAX)  // stb takes the length as an int
     return fail_with(why, "file of " + std::to_string(n) + " bytes, expected at most " +
@@ -102,6 +105,14 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
     return fail_with(why, "truncated BMP: " + std::to_string(n) + " bytes, header says " +
                               std::to_string(le32(data + 2)));
 
+  if (fmt == Format::Jpeg && jpeg == JpegDecoder::LibjpegTurbo) return detail::decode_jpeg(data, n, out, why, limits);
+  return detail::decode_with_stb(data, n, fname, out, why, limits);
+}
+
+namespace detail {
+
+bool decode_with_stb(const uint8_t* data, size_t n, const char* fname, Image& out, std::string* why,
+                     const DecodeLimits& limits) {
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, (int)n, &w, &h, &comp))
     return fail_with(why, std::string("corrupt or unsupported ") + fname + " header: " + stbi_failure_reason());
@@ -122,5 +133,7 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
   out.pixels.assign(px.get(), px.get() + (size_t)w * h * 3);  // (H, W, 3)
   return true;
 }
+
+}  // namespace detail
 
 }  // namespace moco

@@ -1,0 +1,19 @@
+// The decoders behind decode_image (decode.cpp), each called after the format was sniffed and the file's
+// structure walked. Internal to src/data.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "moco/data.h"
+
+namespace moco::detail {
+
+// libjpeg-turbo, Pillow's settings (decode_jpeg.cpp).
+bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
+
+// stb_image for PNG, BMP and (for comparison only) JPEG; format_name goes into the reasons (decode.cpp).
+bool decode_with_stb(const uint8_t* data, size_t n, const char* format_name, Image& out, std::string* why,
+                     const DecodeLimits& limits);
+
+}  // namespace moco::detail
