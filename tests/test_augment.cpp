@@ -370,6 +370,41 @@ TEST(AugmentColor, HueShiftTurnsRedIntoGreenAndBlue) {
   EXPECT_NEAR(z[2], 0.4f, 1e-6);
 }
 
+// The textbook sector-by-sector HSV round trip in double (torchvision's _rgb2hsv and _hsv2rgb): the oracle
+// for the branch-free rotation, on random pixels plus greys and ties between channels. 1000 pixels, so the
+// 64-pixel blocks of adjust_hue end on a partial one.
+TEST(AugmentColor, HueMatchesTheSectorFormulasOnRandomPixels) {
+  Rng rng(21, 2);
+  std::vector<float> px;  // (n, 3)
+  for (int i = 0; i < 1000; ++i) {
+    float r = (float)rng.uniform(), g = (float)rng.uniform(), b = (float)rng.uniform();
+    if (i % 10 == 1) g = r;          // ties decide which channel is the max
+    if (i % 10 == 2) b = g;
+    if (i % 10 == 3) r = g = b;      // grey
+    if (i % 10 == 4) r = std::max(g, b);
+    px.insert(px.end(), {r, g, b});
+  }
+  for (float shift : {-0.5f, -0.31f, -0.02f, 0.f, 0.1f, 0.25f, 0.49f}) {
+    std::vector<float> got = px;
+    adjust_hue(got.data(), 1000, shift);
+    for (int i = 0; i < 1000; ++i) {
+      const double r = px[(size_t)i * 3], g = px[(size_t)i * 3 + 1], b = px[(size_t)i * 3 + 2];
+      const double v = std::max({r, g, b}), cr = v - std::min({r, g, b});
+      double want[3] = {r, g, b};
+      if (cr > 0) {
+        double h = v == r ? std::fmod((g - b) / cr + 6.0, 6.0) : v == g ? (b - r) / cr + 2.0 : (r - g) / cr + 4.0;
+        h = std::fmod(h / 6.0 + shift + 1.0, 1.0);
+        const double s = cr / v, i6 = std::floor(h * 6.0), f = h * 6.0 - i6;
+        const double pp = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+        const double sectors[6][3] = {{v, t, pp}, {q, v, pp}, {pp, v, t}, {pp, q, v}, {t, pp, v}, {v, pp, q}};
+        for (int c = 0; c < 3; ++c) want[c] = sectors[(int)i6 % 6][c];
+      }
+      for (int c = 0; c < 3; ++c)
+        ASSERT_NEAR(got[(size_t)i * 3 + c], want[c], 3e-6) << "pixel " << i << " channel " << c << " shift " << shift;
+    }
+  }
+}
+
 TEST(AugmentColor, JitterOrderMattersAsHandComputed) {
   // Pixels 0.8 and 0.2 grey. Brightness 1.5 then contrast 0: (1.0 clamped, 0.3) -> mean 0.65.
   // Contrast 0 then brightness 1.5: mean 0.5 -> 0.75.

@@ -51,24 +51,48 @@ void adjust_saturation(float* rgb, int64_t n, float factor) {
 void adjust_hue(float* rgb, int64_t n, float shift) {
   // HSV rotation without a per-pixel sector switch: with hue h in sextants [0, 6), value v = max and chroma
   // d = max - min, channel k of the result is v - d * clamp(min(t, 4 - t), 0, 1), t = (m_k + h) mod 6,
-  // m = (5, 3, 1) for (R, G, B). This is the same colour as the sector-by-sector HSV -> RGB conversion,
-  // with fewer hard-to-predict branches on a busy image. A grey pixel (d = 0) has no hue and is skipped.
+  // m = (5, 3, 1) for (R, G, B). This is the same colour as the sector-by-sector HSV -> RGB conversion.
+  // The loop has no branches (every choice is a select), so the compiler vectorises it; on a busy image the
+  // branchy form mispredicted on every pixel (bench_augment). A grey pixel (d = 0) comes back unchanged:
+  // its hue term is multiplied by d = 0, and v - 0 = v. Every float operation is unconditional and every
+  // choice picks between computed values (x += c ? 6 : 0, not c ? x + 6 : x): GCC will not if-convert an
+  // operation that may trap, and a loop with control flow is not vectorised.
   const float shift6 = 6.f * shift;
-  const float offset[3] = {5.f, 3.f, 1.f};
-  for (int64_t i = 0; i < n; ++i) {
-    float* p = rgb + i * 3;
-    const float r = p[0], g = p[1], b = p[2];
-    const float v = std::max(r, std::max(g, b));
-    const float d = v - std::min(r, std::min(g, b));
-    if (d <= 0.f) continue;
-    const float inv_d = 1.f / d;
-    float h6 = (v == r ? (g - b) * inv_d : (v == g ? (b - r) * inv_d + 2.f : (r - g) * inv_d + 4.f)) + shift6;
-    h6 = h6 < 0.f ? h6 + 6.f : h6;  // h6 lies in [-4, 8): one turn either way wraps it into [0, 6)
-    h6 = h6 >= 6.f ? h6 - 6.f : h6;
-    for (int c = 0; c < 3; ++c) {
-      float t = h6 + offset[c];
-      t = t >= 6.f ? t - 6.f : t;
-      p[c] = clamp01(v - d * clamp01(std::min(t, 4.f - t)));
+  constexpr int64_t kBlock = 64;  // pixels de-interleaved at a time
+  float r[kBlock], g[kBlock], b[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t m = std::min(kBlock, n - start);
+    float* p = rgb + start * 3;  // (m, 3)
+    for (int64_t i = 0; i < m; ++i) {
+      r[i] = p[i * 3];
+      g[i] = p[i * 3 + 1];
+      b[i] = p[i * 3 + 2];
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const float rr = r[i], gg = g[i], bb = b[i];
+      const float v = std::max(rr, std::max(gg, bb));
+      const float d = v - std::min(rr, std::min(gg, bb));
+      // Grey (d = 0) divides by 1 instead: any finite value does, as d multiplies the hue term out. Written as
+      // an addition because GCC turns "d > 0 ? d : 1" followed by a division into a branch.
+      const float safe_d = d + (d > 0.f ? 0.f : 1.f);
+      const float inv_d = 1.f / safe_d;
+      const float h_r = (gg - bb) * inv_d, h_g = (bb - rr) * inv_d + 2.f, h_b = (rr - gg) * inv_d + 4.f;
+      const float h_gb = v == gg ? h_g : h_b;
+      float h6 = (v == rr ? h_r : h_gb) + shift6;
+      h6 += h6 < 0.f ? 6.f : 0.f;  // h6 lies in [-4, 8): one turn either way wraps it into [0, 6)
+      h6 -= h6 >= 6.f ? 6.f : 0.f;
+      float t_r = h6 + 5.f, t_g = h6 + 3.f, t_b = h6 + 1.f;
+      t_r -= t_r >= 6.f ? 6.f : 0.f;
+      t_g -= t_g >= 6.f ? 6.f : 0.f;
+      t_b -= t_b >= 6.f ? 6.f : 0.f;
+      r[i] = clamp01(v - d * clamp01(std::min(t_r, 4.f - t_r)));
+      g[i] = clamp01(v - d * clamp01(std::min(t_g, 4.f - t_g)));
+      b[i] = clamp01(v - d * clamp01(std::min(t_b, 4.f - t_b)));
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      p[i * 3] = r[i];
+      p[i * 3 + 1] = g[i];
+      p[i * 3 + 2] = b[i];
     }
   }
 }
