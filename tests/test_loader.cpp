@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -92,6 +94,61 @@ TEST(Loader, BatchesDependOnlyOnTheirPosition) {
     EXPECT_EQ(tail[s].indices, a[s + 6].indices);
     EXPECT_TRUE(same_pixels(tail[s].views[1], a[s + 6].views[1]));
   }
+}
+
+// A view allocator (GPU training passes page-locked memory) changes where the views live, not what they hold:
+// the batches equal those in ordinary memory, every view comes from the allocator, and a recycling pool
+// (blocks handed back when a batch dies, as PinnedPool does) stays bounded by the batches alive at once.
+TEST(Loader, ViewAllocatorRecyclesBlocksAndChangesNoPixel) {
+  CountingDataset d(60, {});
+  LoaderConfig plain;
+  plain.batch = 4;
+  plain.workers = 3;
+  plain.prefetch = 2;
+  struct Pool {
+    std::mutex mu;
+    std::vector<float*> free_blocks, all;
+    std::atomic<int> taken{0};
+    ~Pool() {
+      for (float* p : all) delete[] p;
+    }
+  };
+  auto pool = std::make_shared<Pool>();
+  LoaderConfig pooled = plain;
+  pooled.view_allocator = [pool](const Shape& shape, DType dtype) {
+    EXPECT_EQ(dtype, DType::F32);
+    const size_t n = (size_t)shape_numel(shape);
+    float* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(pool->mu);
+      if (!pool->free_blocks.empty()) {
+        p = pool->free_blocks.back();
+        pool->free_blocks.pop_back();
+      } else {
+        p = new float[n];
+        pool->all.push_back(p);
+      }
+    }
+    ++pool->taken;
+    return Tensor::adopt(p, n * sizeof(float), shape, DType::F32, Device::CPU, [pool](void* q) {
+      std::lock_guard<std::mutex> lock(pool->mu);
+      pool->free_blocks.push_back(static_cast<float*>(q));
+    });
+  };
+  const auto want = epoch_batches(d, plain, 1);
+  Loader l(d, recipe_from_name("small", 8), pooled);
+  l.start_epoch(1);
+  size_t s = 0;
+  for (Batch b; l.next(b); ++s) {  // each batch is dropped (its blocks handed back) when the next one comes
+    ASSERT_LT(s, want.size());
+    EXPECT_EQ(b.indices, want[s].indices);
+    EXPECT_TRUE(same_pixels(b.views[0], want[s].views[0]) && same_pixels(b.views[1], want[s].views[1])) << s;
+  }
+  EXPECT_EQ(s, want.size());
+  EXPECT_EQ(pool->taken.load(), 2 * (int)want.size());
+  // at most: the batch held here, the prefetched ones, one being built per worker, one being handed over
+  EXPECT_LE(pool->all.size(), (size_t)2 * (1 + plain.prefetch + plain.workers + 1));
+  EXPECT_LT(pool->all.size(), (size_t)pool->taken.load());  // blocks were reused
 }
 
 // W ranks with N images each see exactly the rows of one process's W*N global batch, rank r the r-th slice.

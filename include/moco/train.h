@@ -3,6 +3,7 @@
 // every checkpoint, so a resume can check it and `moco knn` / `moco export` can rebuild the model.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,9 @@ class DeviceStep {
   virtual Communicator& communicator() = 0;
   // Backbone features of `host` (its current weights) on the device, for the kNN monitor.
   virtual std::unique_ptr<FeatureExtractor> feature_extractor(const Encoder& host) = 0;
+  // How the loader should allocate the views it hands to step() (LoaderConfig::view_allocator): the CUDA
+  // step gives page-locked memory. Empty: ordinary host memory.
+  virtual std::function<Tensor(const Shape&, DType)> view_allocator() { return {}; }
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
 // communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after

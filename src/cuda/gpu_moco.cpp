@@ -262,8 +262,10 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   StepStats stats;
   mark(0);
 
-  // Both views cross to the device first: a copy from pageable memory blocks the host, and here the GPU has
-  // nothing queued yet to stall behind.
+  // Both views cross to the device first. `moco train` hands page-locked batches (PinnedPool), so this is a
+  // DMA that returns at once; from pageable memory (tests, other callers) the copy blocks the host, and here
+  // the GPU has nothing queued yet to stall behind. Either way the copy is done when step returns (the loss
+  // is read back after it, in stream order), so the caller may reuse the batch's memory then.
   Tensor x_q_staged = upload(x_q), x_k_staged = upload(x_k);  // (N, 3*H*W) each
 
   // 1. q = normalize(f_q(x_q)), recording for backward

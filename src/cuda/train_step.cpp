@@ -6,6 +6,7 @@
 #include "device_communicator.h"
 #include "gpu_features.h"
 #include "gpu_moco.h"
+#include "pinned_host.h"
 #include "moco/cuda_runtime.h"
 
 namespace moco::cuda {
@@ -23,6 +24,7 @@ class CudaTrainStep final : public DeviceStep {
     const DType act = o.precision == "fp32" ? DType::F32 : DType::BF16;
     gpu_ = std::make_unique<GpuMoco>(host.config(), *comm_, act);
     gpu_->load_from(host);
+    pinned_ = PinnedPool::create(device);
     what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
             (act == DType::BF16 ? "bf16" : "fp32") +
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
@@ -45,11 +47,16 @@ class CudaTrainStep final : public DeviceStep {
   std::unique_ptr<FeatureExtractor> feature_extractor(const Encoder& host) override {
     return make_gpu_features(host, gpu_->compute_dtype());
   }
+  std::function<Tensor(const Shape&, DType)> view_allocator() override {
+    std::shared_ptr<PinnedPool> pool = pinned_;
+    return [pool](const Shape& shape, DType dtype) { return pool->take(shape, dtype); };
+  }
 
  private:
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceCommunicator> comm_;
   std::unique_ptr<GpuMoco> gpu_;
+  std::shared_ptr<PinnedPool> pinned_;  // the loader's batches (view_allocator)
   std::string what_;
   int steps_ = 0;
 };

@@ -122,7 +122,9 @@ void Loader::build(int64_t step, Batch& b) {
   b.epoch = epoch_;
   b.step = step;
   b.views.clear();
-  for (int v = 0; v < cfg_.views; ++v) b.views.push_back(Tensor::empty({n, 3, s, s}, DType::F32));
+  for (int v = 0; v < cfg_.views; ++v)  // (N, 3, S, S) each
+    b.views.push_back(cfg_.view_allocator ? cfg_.view_allocator({n, 3, s, s}, DType::F32)
+                                          : Tensor::empty({n, 3, s, s}, DType::F32));
   b.labels.resize((size_t)n);
   b.indices.resize((size_t)n);
   Image img;

@@ -150,15 +150,6 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
                (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
 
-  LoaderConfig lc;
-  lc.batch = o.batch_size;
-  lc.workers = o.workers;
-  lc.seed = o.seed;
-  lc.rank = o.launch.rank;  // each rank takes its own N of every W*N images
-  lc.world = world;
-  lc.failure_log = &std::cerr;
-  Loader loader(*train, recipe, lc);
-
   // model: query and key encoders, queue, SGD
   Moco moco(moco_config(rc), *host_comm);
   moco.init();  // the same seed on every rank, so every rank starts from the same weights and queue
@@ -192,6 +183,16 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
              " moco train ...`");
   Communicator* comm = device ? &device->communicator() : host_comm.get();  // the run's collectives
   if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
+
+  LoaderConfig lc;
+  lc.batch = o.batch_size;
+  lc.workers = o.workers;
+  lc.seed = o.seed;
+  lc.rank = o.launch.rank;  // each rank takes its own N of every W*N images
+  lc.world = world;
+  lc.failure_log = &std::cerr;
+  if (device) lc.view_allocator = device->view_allocator();  // page-locked batches for the GPU
+  Loader loader(*train, recipe, lc);
   auto sync_host = [&] {
     if (device) device->store_to(moco);
   };
