@@ -208,6 +208,14 @@ struct Convolutions::Impl {
   size_t workspace_bytes = 0;
   std::unordered_map<Key, std::unique_ptr<Entry>, KeyHash> entries;
   std::vector<const Entry*> order;  // first-seen order, so describe() is stable
+  std::function<void()> host_wait;  // set_host_wait; empty: cudaStreamSynchronize
+
+  void wait_for_stream() {
+    if (host_wait)
+      host_wait();
+    else
+      MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
 
   Impl() = default;
   Impl(const Impl&) = delete;
@@ -303,7 +311,7 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
     ::moco::fail("cudaMalloc(", bytes, " bytes) for the convolution workspace (", pass_name(pass), " of ",
                  shape_string(e.shape, e.dtype), ") failed: ", cudaGetErrorString(err));
   }
-  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));  // work already queued may still read the old buffer
+  wait_for_stream();  // work already queued may still read the old buffer
   if (workspace) MOCO_CUDA_CHECK(cudaFree(workspace));
   workspace = p;
   workspace_bytes = bytes;
@@ -312,6 +320,8 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
 // Measures the pass's algorithms on the caller's buffers (in0, in1 read; out overwritten with arbitrary
 // values) and records the chosen plan, growing the workspace for it (or throwing when frozen).
 void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen) {
+  // cudnnFind* waits for the device; wait for the queued work first, under the caller's bound (set_host_wait).
+  wait_for_stream();
   // The search's workspace: the persistent one, or a temporary one large enough for every candidate when
   // that is bigger, so the choice does not depend on what earlier shapes happened to allocate. If the
   // temporary allocation fails, the search runs within the persistent workspace (candidates that need more
@@ -375,6 +385,19 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   // bf16 runs with the math type the algorithm was measured with (cuDNN picks the kernel from algorithm
   // and math type together); fp32 keeps FMA, which excludes TF32 whatever the candidate reported.
   if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], plan.math));
+  // The workspace the algorithm needs with the descriptor as it now is: the search measured it under the
+  // math type cuDNN tried, and the larger of the two is safe either way.
+  size_t needed = 0;
+  if (pass == kForward)
+    MOCO_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y,
+                                                             (cudnnConvolutionFwdAlgo_t)plan.algo, &needed));
+  else if (pass == kBackwardData)
+    MOCO_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
+                                                                  (cudnnConvolutionBwdDataAlgo_t)plan.algo, &needed));
+  else
+    MOCO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        handle, e.x, e.y, e.conv[pass], e.w, (cudnnConvolutionBwdFilterAlgo_t)plan.algo, &needed));
+  plan.bytes = std::max(plan.bytes, needed);
   e.plan[pass] = plan;  // recorded before the growth so a frozen error can name the algorithm
   try {
     grow_workspace(plan.bytes, frozen, e, pass);
@@ -392,6 +415,8 @@ Convolutions::Convolutions(cudaStream_t stream) : impl_(std::make_unique<Impl>()
 }
 
 Convolutions::~Convolutions() = default;
+
+void Convolutions::set_host_wait(std::function<void()> wait) { impl_->host_wait = std::move(wait); }
 
 void Convolutions::forward(const cpu::ConvShape& s, DType dtype, const void* x, const void* w, void* y) {
   check_args("forward", s, dtype);

@@ -14,6 +14,7 @@
 // CPU reference: cpu::conv2d_forward / cpu::conv2d_backward (NCHW, (Co, Ci, kh, kw) weights).
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,11 @@ class Convolutions {
   void backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx);
   // dw = correlation of x and dy                      (overwrites dw)
   void backward_filter(const cpu::ConvShape& s, DType dtype, const void* x, const void* dy, void* dw);
+
+  // How the host waits for the stream before a search or a workspace growth (both need the queued work
+  // done): cudaStreamSynchronize by default. GPU ranks pass their communicator's bounded wait, so that a
+  // collective stuck on a dead peer during the warm-up ends in the watchdog's error, not a hang here.
+  void set_host_wait(std::function<void()> wait);
 
   // After warm-up: a shape that needs more workspace than already allocated throws instead of growing.
   void freeze() { frozen_ = true; }

@@ -49,6 +49,11 @@ CudaBackend::~CudaBackend() {
   if (impl_ && impl_->bn_ws) cudaFree(impl_->bn_ws);
 }
 
+void CudaBackend::set_host_wait(std::function<void()> wait) {
+  host_wait_ = wait;
+  impl_->conv.set_host_wait(std::move(wait));
+}
+
 void CudaBackend::freeze() {
   cache_->freeze();
   impl_->conv.freeze();
@@ -70,8 +75,13 @@ void* CudaBackend::bn_workspace(const cpu::BNShape& s) {
   if (need > impl_->bn_ws_bytes) {
     MOCO_CHECK(!cache_->frozen(), "the BN workspace must grow to ", need, " bytes after warm-up (shape n=", s.n,
                " hw=", s.hw, " c=", s.c, ")");
-    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old workspace may still be in use
-    if (impl_->bn_ws) MOCO_CUDA_CHECK(cudaFree(impl_->bn_ws));
+    if (impl_->bn_ws) {
+      if (host_wait_)  // the old workspace may still be in use
+        host_wait_();
+      else
+        MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      MOCO_CUDA_CHECK(cudaFree(impl_->bn_ws));
+    }
     impl_->bn_ws = nullptr;
     MOCO_CUDA_CHECK(cudaMalloc(&impl_->bn_ws, need));
     impl_->bn_ws_bytes = need;

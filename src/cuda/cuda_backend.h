@@ -60,6 +60,10 @@ class CudaBackend final : public Backend {
   // the fp32 gradients), so the step can fold it and start its all-reduce while backward goes on.
   void on_gradient_ready(std::function<void(int64_t offset)> f) { grad_ready_ = std::move(f); }
 
+  // How the host waits for the stream before a cuDNN search or a workspace growth (warm-up only); see
+  // Convolutions::set_host_wait. Empty: cudaStreamSynchronize.
+  void set_host_wait(std::function<void()> wait);
+
   // After warm-up: no new device memory from here on (asserted by the caches).
   void freeze();
   BlockCache& activations() { return *cache_; }
@@ -72,6 +76,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<BlockCache> cache_;
   std::unique_ptr<Impl> impl_;
   std::function<void(int64_t)> grad_ready_;
+  std::function<void()> host_wait_;  // set_host_wait
   void* bn_workspace(const cpu::BNShape& s);
   void ready(int64_t offset) {
     if (grad_ready_) grad_ready_(offset);

@@ -36,6 +36,10 @@ class DeviceCommunicator : public Communicator {
   // The host waits until the compute stream's work and every collective are done; under the watchdog
   // (MOCO_COMM_TIMEOUT_S) where peers are involved.
   virtual void synchronize() = 0;
+  // For teardown after an error: ends this rank's part at once, without waiting for peers (a dead one would
+  // never answer) and cancelling its collectives still queued, so that freeing device memory afterwards does
+  // not wait behind them. The communicator is unusable after it. Nothing to do for one device.
+  virtual void abandon() noexcept {}
 };
 
 // Makes device li.local_rank current (cudaSetDevice), so streams and buffers are created on the rank's GPU.

@@ -111,6 +111,9 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   WeightsView k{b.k_params.get(), nullptr, b.k_stats.get(), b.k_counts.get(), b.k_compute.get(), nullptr};
   b.buckets = std::make_unique<GradientBuckets>(comm_, b.q_grads.get(), b.params);
   backend_->on_gradient_ready([this](int64_t offset) { gradient_ready(offset); });
+  // The warm-up's cuDNN searches and workspace growths wait for the device, which may sit behind a collective
+  // of this step: wait under the communicator's watchdog, so a dead peer is an error, not a hang.
+  backend_->set_host_wait([this] { comm_.synchronize(); });
   encoder_q_.bind(backend_.get(), q);
   encoder_k_.bind(backend_.get(), k);
   encoder_q_.set_bn_groups(cfg.bn_splits);

@@ -108,6 +108,13 @@ void NcclCommunicator::release() noexcept {
 
 NcclCommunicator::~NcclCommunicator() { release(); }
 
+void NcclCommunicator::abandon() noexcept {
+  broken_ = true;
+  if (comm_) ncclCommAbort(comm_);  // cancels this rank's queued NCCL kernels and returns without the peers
+  comm_ = nullptr;
+  cudaGetLastError();
+}
+
 void NcclCommunicator::check_usable(const char* what) const {
   MOCO_CHECK(!broken_ && comm_, "NCCL ", what, " on rank ", rank_, " of ", world_, ": the communicator was aborted "
              "after an earlier error (reported first); the ranks no longer agree, so the run cannot continue");

@@ -58,6 +58,7 @@ class NcclCommunicator final : public DeviceCommunicator {
   void start_all_reduce_mean(float* data, int64_t n) override;
   void join() override;
   void synchronize() override;
+  void abandon() noexcept override;  // ncclCommAbort
 
  private:
   void check_usable(const char* what) const;

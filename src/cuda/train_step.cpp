@@ -1,6 +1,7 @@
 #include "train_step.h"
 
 #include <cstdio>
+#include <exception>
 
 #include "check.h"
 #include "device_communicator.h"
@@ -30,6 +31,9 @@ class CudaTrainStep final : public DeviceStep {
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
   }
   ~CudaTrainStep() override {
+    // Torn down by an error (this destructor runs while it propagates): a collective of this step may still
+    // wait for a peer that died, and freeing device memory would wait behind it. Abort the communicator first.
+    if (std::uncaught_exceptions() > 0 && comm_) comm_->abandon();
     gpu_.reset();
     comm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
