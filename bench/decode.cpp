@@ -5,12 +5,6 @@
 // agree with each other (mean absolute difference under 2 levels: they differ only in IDCT rounding and
 // chroma upsampling), then times each over the same bytes on one thread.
 //   build/bench_decode
-// jpeglib.h uses size_t and FILE without including their headers.
-#include <cstddef>
-#include <cstdio>
-
-#include <jpeglib.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,60 +12,11 @@
 #include <vector>
 
 #include "moco/data.h"
-#include "moco/rng.h"
+#include "synthetic_jpeg.h"
 
 using namespace moco;
 
 namespace {
-
-// A photograph-like picture: two soft gradients, a disc with a hard edge, stripes, and per-pixel grain.
-Image photo(int w, int h) {
-  Image img;
-  img.w = w;
-  img.h = h;
-  img.pixels.resize((size_t)w * h * 3);  // (H, W, 3)
-  Rng rng(3, 4);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) {
-      const double dx = x - 0.6 * w, dy = y - 0.45 * h;
-      const bool disc = dx * dx + dy * dy < 0.06 * w * h;
-      const double stripes = (x / 7 + y / 11) % 2 ? 18.0 : -18.0;
-      for (int c = 0; c < 3; ++c) {
-        double v = 60 + 120.0 * x / w + 40.0 * std::sin(0.02 * y + c) + (disc ? 50.0 - 30 * c : 0.0);
-        if (y > h * 2 / 3) v += stripes;
-        v += (double)rng.below(17) - 8.0;
-        img.pixels[((size_t)y * w + x) * 3 + c] = (uint8_t)std::lround(v < 0 ? 0 : v > 255 ? 255 : v);
-      }
-    }
-  return img;
-}
-
-std::vector<uint8_t> encode(const Image& img, int quality, bool progressive) {
-  jpeg_compress_struct c;
-  jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);  // a failure here is a bug in this benchmark: libjpeg's default exits
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = (JDIMENSION)img.w;
-  c.image_height = (JDIMENSION)img.h;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);  // 4:2:0 chroma, as most camera and web JPEGs
-  jpeg_set_quality(&c, quality, TRUE);
-  if (progressive) jpeg_simple_progression(&c);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(img.pixels.data()) + (size_t)c.next_scanline * img.w * 3;
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  std::vector<uint8_t> bytes(buf, buf + size);
-  jpeg_destroy_compress(&c);
-  std::free(buf);
-  return bytes;
-}
 
 double psnr(const Image& a, const Image& b) {
   double se = 0;
@@ -102,11 +47,11 @@ double time_decode(const std::vector<uint8_t>& bytes, JpegDecoder dec, int reps)
 }  // namespace
 
 int main() {
-  const Image src = photo(500, 375);
+  const Image src = bench::photo(500, 375);
   std::printf("%-26s %8s %12s %12s %8s\n", "file (500x375, 4:2:0)", "bytes", "stb us", "libjpeg us", "speedup");
   for (int quality : {75, 95})
     for (bool progressive : {false, true}) {
-      const std::vector<uint8_t> bytes = encode(src, quality, progressive);
+      const std::vector<uint8_t> bytes = bench::encode_jpeg(src, quality, progressive);
       Image a, b;
       std::string why;
       if (!decode_image(bytes.data(), bytes.size(), a, &why, {}, JpegDecoder::Stb) ||

@@ -20,7 +20,7 @@ cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOCO_CUDA=ON 
 targets="moco moco_gpu_tests"
 for b in "$repo"/bench/*.cpp; do
   name=bench_$(basename "$b" .cpp)
-  case $name in bench_augment | bench_decode) ;; *) targets="$targets $name" ;; esac
+  case $name in bench_augment | bench_decode | bench_loader) ;; *) targets="$targets $name" ;; esac
 done
 cmake --build "$build" -j"${JOBS:-2}" --target $targets
 

@@ -1,0 +1,104 @@
+// What the data path delivers: images per second from `Loader` (JPEG decode, then two MoCo v2 views at
+// 224 px each, as `moco train` asks for) with 1 worker and with one worker per core, on an ImageFolder of
+// synthetic ImageNet-like JPEGs (500 x 375, quality 90) written to a temporary folder. It says how many CPU
+// cores per GPU it takes to keep a given step rate fed. Checks first that every batch is full, has the
+// right shape and holds finite values, then times whole epochs.
+//   build/bench_loader [images [folder]]   (default 256 images in a temporary folder, removed at the end;
+//                                         a folder given here is kept, for bench/loader_vs_torchvision.sh)
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "moco/augment.h"
+#include "moco/data.h"
+#include "moco/loader.h"
+#include "synthetic_jpeg.h"
+
+using namespace moco;
+namespace fs = std::filesystem;
+
+namespace {
+
+// root/<class>/<i>.JPEG, `count` files over two classes; each picture shifted so the files differ.
+void write_folder(const fs::path& root, int count) {
+  fs::remove_all(root);
+  const Image base = bench::photo(500 + 64, 375);
+  for (int i = 0; i < count; ++i) {
+    const fs::path dir = root / (i % 2 ? "n02" : "n01");
+    fs::create_directories(dir);
+    Image img;
+    img.w = 500;
+    img.h = 375;
+    img.pixels.resize((size_t)img.w * img.h * 3);  // (H, W, 3): a window of the base picture
+    const int dx = i % 64;
+    for (int y = 0; y < img.h; ++y)
+      for (int x = 0; x < img.w * 3; ++x)
+        img.pixels[(size_t)y * img.w * 3 + x] = base.pixels[(size_t)y * base.w * 3 + (size_t)dx * 3 + x];
+    const std::vector<uint8_t> jpg = bench::encode_jpeg(img, 90, false);
+    std::ofstream(dir / (std::to_string(i) + ".JPEG"), std::ios::binary)
+        .write(reinterpret_cast<const char*>(jpg.data()), (std::streamsize)jpg.size());
+  }
+}
+
+// Images per second over `epochs` epochs of the data set with `workers` threads; false if a batch is wrong.
+bool run(const Dataset& data, int workers, int epochs, double& img_per_s) {
+  LoaderConfig c;
+  c.batch = 32;
+  c.workers = workers;
+  c.prefetch = workers + 1;
+  Loader loader(data, recipe_from_name("v2", 224), c);
+  int64_t images = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int e = 0; e < epochs; ++e) {
+    loader.start_epoch(e);
+    for (Batch b; loader.next(b);) {
+      if (b.views.size() != 2 || b.views[0].shape() != Shape{32, 3, 224, 224}) return false;
+      const float* v = b.views[1].data<float>();
+      for (int64_t i = 0; i < b.views[1].numel(); i += 997)
+        if (!std::isfinite(v[i])) return false;
+      images += 32;
+    }
+  }
+  img_per_s = (double)images / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return images == (int64_t)epochs * loader.steps_per_epoch() * 32 && loader.skipped() == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int count = argc > 1 ? std::atoi(argv[1]) : 256;
+  if (count < 64) {
+    std::fprintf(stderr, "bench_loader: images %d, expected at least 64\n", count);
+    return 2;
+  }
+  const bool keep = argc > 2;
+  const fs::path root =
+      keep ? fs::path(argv[2]) : fs::temp_directory_path() / ("moco-bench-loader-" + std::to_string(::getpid()));
+  write_folder(root, count);
+  ImageFolderDataset data(root.string());
+  const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
+  std::printf("loader: %lld JPEGs of 500x375 (q90, 4:2:0), recipe v2 at 224 px, 2 views per image, batch 32\n",
+              (long long)data.size());
+  int status = 0;
+  for (int workers : {1, cores}) {
+    double ips = 0;
+    if (!run(data, workers, 2, ips)) {
+      std::printf("a batch was incomplete, misshapen or not finite: refusing to report a rate\n");
+      status = 1;
+      break;
+    }
+    std::printf("workers %2d: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n", workers, ips,
+                ips / workers, 1000.0 * workers / ips);
+    if (workers == cores) break;
+  }
+  if (!keep) fs::remove_all(root);
+  return status;
+}
