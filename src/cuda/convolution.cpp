@@ -303,6 +303,7 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
   MOCO_CHECK(!frozen, "Convolutions: the workspace is frozen at ", workspace_bytes, " bytes, but ", pass_name(pass),
              " of ", shape_string(e.shape, e.dtype), " needs ", bytes, " bytes (algorithm ",
              algo_name(pass, e.plan[pass].algo), "); run this shape during the warm-up, before freeze()");
+  wait_for_stream();  // work already queued may still read the old buffer (waited first: it may throw)
   // the new block first: if it cannot be had, the old one stays and the plans cached so far still work
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, bytes);
@@ -311,7 +312,6 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
     ::moco::fail("cudaMalloc(", bytes, " bytes) for the convolution workspace (", pass_name(pass), " of ",
                  shape_string(e.shape, e.dtype), ") failed: ", cudaGetErrorString(err));
   }
-  wait_for_stream();  // work already queued may still read the old buffer
   if (workspace) MOCO_CUDA_CHECK(cudaFree(workspace));
   workspace = p;
   workspace_bytes = bytes;
@@ -386,18 +386,20 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   // and math type together); fp32 keeps FMA, which excludes TF32 whatever the candidate reported.
   if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], plan.math));
   // The workspace the algorithm needs with the descriptor as it now is: the search measured it under the
-  // math type cuDNN tried, and the larger of the two is safe either way.
+  // math type cuDNN tried, and the larger of the two is safe either way. A refused query keeps the measured
+  // size (the pair was just run by the search).
   size_t needed = 0;
+  cudnnStatus_t asked = CUDNN_STATUS_SUCCESS;
   if (pass == kForward)
-    MOCO_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y,
-                                                             (cudnnConvolutionFwdAlgo_t)plan.algo, &needed));
+    asked = cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y,
+                                                    (cudnnConvolutionFwdAlgo_t)plan.algo, &needed);
   else if (pass == kBackwardData)
-    MOCO_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
-                                                                  (cudnnConvolutionBwdDataAlgo_t)plan.algo, &needed));
+    asked = cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
+                                                         (cudnnConvolutionBwdDataAlgo_t)plan.algo, &needed);
   else
-    MOCO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        handle, e.x, e.y, e.conv[pass], e.w, (cudnnConvolutionBwdFilterAlgo_t)plan.algo, &needed));
-  plan.bytes = std::max(plan.bytes, needed);
+    asked = cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, e.x, e.y, e.conv[pass], e.w,
+                                                           (cudnnConvolutionBwdFilterAlgo_t)plan.algo, &needed);
+  if (asked == CUDNN_STATUS_SUCCESS) plan.bytes = std::max(plan.bytes, needed);
   e.plan[pass] = plan;  // recorded before the growth so a frozen error can name the algorithm
   try {
     grow_workspace(plan.bytes, frozen, e, pass);

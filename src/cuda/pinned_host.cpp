@@ -54,7 +54,10 @@ std::shared_ptr<PinnedPool> PinnedPool::create(int device) {
 }
 
 PinnedPool::~PinnedPool() {
+  if (all_.empty()) return;
+  cudaSetDevice(device_);  // the last tensor may die on a thread that never chose a device: not GPU 0's context
   for (void* p : all_) cudaFreeHost(p);  // never throws; every tensor holding a block is gone by now
+  cudaGetLastError();
 }
 
 Tensor PinnedPool::take(const Shape& shape, DType dtype) {
@@ -74,11 +77,16 @@ Tensor PinnedPool::take(const Shape& shape, DType dtype) {
     if (err != cudaSuccess) {
       cudaGetLastError();
       fail("cudaHostAlloc(", bytes, " bytes) for a pinned batch of images failed: ", cudaGetErrorString(err),
-           "; fewer --workers (fewer batches alive at once) need less pinned memory");
+           "; a smaller --batch-size needs less (about 2 x (1 + prefetch) batches of views are alive at once)");
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    all_.push_back(p);
-    pinned_bytes_ += bytes;
+    try {
+      std::lock_guard<std::mutex> lock(mu_);
+      all_.push_back(p);
+      pinned_bytes_ += bytes;
+    } catch (...) {
+      cudaFreeHost(p);
+      throw;
+    }
   }
   std::shared_ptr<PinnedPool> self = shared_from_this();
   return Tensor::adopt(p, bytes, shape, dtype, Device::CPU, [self, bytes](void* q) { self->give_back(q, bytes); });

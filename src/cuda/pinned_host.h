@@ -60,11 +60,13 @@ class PinnedUploads {
 // PCIe rate that does not block the host, instead of a staged copy from pageable memory. Pinning is slow (the
 // driver locks every page), so each block is pinned once and recycled by exact size: a tensor taken here
 // gives its block back when its last view dies, and the loader's next batch reuses it. Blocks in use are
-// bounded by the batches alive at once (prefetched, being built, being trained on). Thread-safe: loader
+// bounded by the batches alive at once (prefetched or being built, and the one being trained on). Thread-safe: loader
 // workers take, the training thread releases. The pool lives until its last tensor is gone.
 //
 // The caller must not release a tensor while a copy from it may still be running: GpuMoco::step reads the
-// loss back at its end, after the uploads in stream order, so a batch is free again once step returns.
+// loss back at its end, after the uploads in stream order, so a batch is free again once step returns. (A
+// step that throws midway may release its batch while the copy still reads it; a worker may then refill the
+// block, and only that dying step sees the mixed bytes.)
 class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
  public:
   // device: the GPU whose context pins the blocks; set on every thread that allocates, so that loader

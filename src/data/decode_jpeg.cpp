@@ -19,7 +19,6 @@
 #include <jpeglib.h>
 
 #include <csetjmp>
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -74,18 +73,24 @@ inline uint8_t cmyk_channel(int c, int nk) {
 namespace detail {
 
 bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits) {
-  jpeg_decompress_struct cinfo;
+  jpeg_decompress_struct cinfo{};  // zeroed: destroying it before jpeg_create_decompress is a no-op
+  // Destroys the decompressor on every way out: returns, the jump back from libjpeg, and a bad_alloc from
+  // the pixel buffers.
+  struct Destroy {
+    jpeg_decompress_struct* c;
+    ~Destroy() { jpeg_destroy_decompress(c); }
+  } destroy{&cinfo};
   ErrorTrap trap;
   ScanLimit progress;
   std::vector<uint8_t> cmyk_row;  // (W, 4), only for CMYK/YCCK files
-  // Everything the jump may skip over is declared above; after setjmp only libjpeg calls and writes into
-  // objects that outlive the jump.
+  // Everything the jump may skip over is declared above (so no lifetime ends by it); after setjmp only
+  // libjpeg calls and writes into objects that outlive the jump.
   cinfo.err = jpeg_std_error(&trap.pub);
   trap.pub.error_exit = on_fatal_error;
   trap.pub.emit_message = ignore_message;
   trap.message[0] = '\0';
   if (setjmp(trap.back)) {
-    jpeg_destroy_decompress(&cinfo);
+    out = Image{};
     if (why) *why = std::string("cannot decode JPEG: ") + trap.message;
     return false;
   }
@@ -98,7 +103,6 @@ bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, co
 
   const int w = (int)cinfo.image_width, h = (int)cinfo.image_height;
   if (w < 1 || h < 1 || w > limits.max_side || h > limits.max_side || (int64_t)w * h > limits.max_pixels) {
-    jpeg_destroy_decompress(&cinfo);
     if (why)
       *why = "JPEG of " + std::to_string(w) + " x " + std::to_string(h) + " pixels, expected each side in 1.." +
              std::to_string(limits.max_side) + " and at most " + std::to_string(limits.max_pixels) + " pixels";
@@ -130,7 +134,6 @@ bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, co
     }
   }
   jpeg_finish_decompress(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
   return true;
 }
 
