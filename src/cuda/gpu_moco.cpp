@@ -56,6 +56,9 @@ struct GpuMoco::Buffers {
   PinnedBuffer global_host;     // (3) the same read back: pinned, so the copy does not block the host
   BlasHandle blas;
   cudaEvent_t marks[kPhases + 1] = {};
+  // The key view's upload runs here while the query forward computes; the shuffle waits for the event.
+  cudaStream_t copy_stream = nullptr;
+  cudaEvent_t keys_uploaded = nullptr;
   // Backward folds each weight gradient and hands its range to the bucketed all-reduce as soon as it is
   // computed (CudaBackend::on_gradient_ready):
   struct GradRange {
@@ -68,6 +71,8 @@ struct GpuMoco::Buffers {
   ~Buffers() {
     for (cudaEvent_t e : marks)
       if (e) cudaEventDestroy(e);
+    if (keys_uploaded) cudaEventDestroy(keys_uploaded);
+    if (copy_stream) cudaStreamDestroy(copy_stream);
   }
 };
 
@@ -105,6 +110,8 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
   for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
+  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&b.copy_stream, cudaStreamNonBlocking));
+  MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&b.keys_uploaded, cudaEventDisableTiming));
 
   WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),
                 b.q_compute_grads.get()};
@@ -242,10 +249,10 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     });
     return x;
   };
-  auto upload = [&](const Tensor& x) {  // images already on the device (synthetic benchmark input) stay
+  auto upload = [&](const Tensor& x, cudaStream_t on) {  // images already on the device (benchmarks) stay
     if (x.device() == Device::CUDA) return x.reshape({n, img});
     Tensor staged = ops.empty({n, img}, DType::F32);  // (N, 3*H*W)
-    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, stream_));
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, on));
     return staged;
   };
   auto to_f32 = [&](const Tensor& t) {  // (N, C) compute dtype -> fp32
@@ -265,11 +272,16 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   StepStats stats;
   mark(0);
 
-  // Both views cross to the device first. `moco train` hands page-locked batches (PinnedPool), so this is a
-  // DMA that returns at once; from pageable memory (tests, other callers) the copy blocks the host, and here
-  // the GPU has nothing queued yet to stall behind. Either way the copy is done when step returns (the loss
-  // is read back after it, in stream order), so the caller may reuse the batch's memory then.
-  Tensor x_q_staged = upload(x_q), x_k_staged = upload(x_k);  // (N, 3*H*W) each
+  // The views cross to the device: the query view on the compute stream, which needs it first; the key view
+  // on the copy stream, overlapping the query forward, with the shuffle below waiting for it. Both buffers
+  // are fresh from the cache and the previous step is finished (its loss was read), so nothing else touches
+  // them. `moco train` hands page-locked batches (PinnedPool), so these are DMAs that return at once; from
+  // pageable memory (tests, other callers) a copy blocks the host, with nothing queued yet to stall behind.
+  // Either way the copies are done when step returns (the loss is read back after them in stream order), so
+  // the caller may reuse the batch's memory then.
+  Tensor x_q_staged = upload(x_q, stream_);       // (N, 3*H*W)
+  Tensor x_k_staged = upload(x_k, b.copy_stream);  // (N, 3*H*W)
+  MOCO_CUDA_CHECK(cudaEventRecord(b.keys_uploaded, b.copy_stream));
 
   // 1. q = normalize(f_q(x_q)), recording for backward
   pack(b.q_params.get(), b.q_compute.get());
@@ -289,6 +301,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
 
   // 3-5. keys: shuffle (the fp32 images, before conversion), forward without a tape, normalize, unshuffle
   Tensor x_k_shuffled = ops.empty({n, img}, DType::F32);  // (N, 3*H*W) this rank's slice of the shuffled batch
+  MOCO_CUDA_CHECK(cudaStreamWaitEvent(stream_, b.keys_uploaded, 0));
   comm_.permute_rows(x_k_staged.data<float>(), n, img, perm, x_k_shuffled.data<float>());
   Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)
   Tensor k_shuffled = ops.empty({n, c}, DType::F32);                                  // (N, C)
