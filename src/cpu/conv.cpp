@@ -65,7 +65,9 @@ static void im2col(const ConvShape& s, const T* x, T* col, int64_t ld) {
       }
 }
 
-// The adjoint of im2col: adds each column entry back to the input position it was read from.
+// The adjoint of im2col: adds each column entry back to the input position it was read from. The valid
+// output columns of each row are computed once, as in im2col, so the inner loop has no bounds test and a
+// stride-1 row is a contiguous, vectorised add.
 template <class T>
 static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
   const int64_t ho = s.ho(), wo = s.wo();
@@ -73,13 +75,17 @@ static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
         const T* in = col + ((c * s.kh + i) * s.kw + j) * ld;
+        const int64_t ox_lo = std::min(wo, std::max<int64_t>(0, (s.pad - j + s.stride - 1) / s.stride));
+        const int64_t ox_hi = std::max(ox_lo, std::min(wo, (s.w + s.pad - j + s.stride - 1) / s.stride));
         for (int64_t oy = 0; oy < ho; ++oy) {
           const int64_t iy = oy * s.stride - s.pad + i;
           if (iy < 0 || iy >= s.h) continue;
-          for (int64_t ox = 0; ox < wo; ++ox) {
-            const int64_t ix = ox * s.stride - s.pad + j;
-            if (ix >= 0 && ix < s.w) dx[(c * s.h + iy) * s.w + ix] += in[oy * wo + ox];
-          }
+          const T* row = in + oy * wo;
+          T* out = dx + (c * s.h + iy) * s.w - s.pad + j;  // out[ox * stride] is dx(c, iy, ox*stride - pad + j)
+          if (s.stride == 1)
+            for (int64_t ox = ox_lo; ox < ox_hi; ++ox) out[ox] += row[ox];
+          else
+            for (int64_t ox = ox_lo; ox < ox_hi; ++ox) out[ox * s.stride] += row[ox];
         }
       }
 }
