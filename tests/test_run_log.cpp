@@ -42,3 +42,15 @@ TEST(RunLog, DurationFormat) {
   EXPECT_EQ(Progress::duration(185), "3m05s");
   EXPECT_EQ(Progress::duration(3725), "1h02m");
 }
+
+// The progress line's "data" share: the time steps waited for the loader over the interval since the last
+// line, accumulated over the steps that printed nothing, and capped at 100%.
+TEST(RunLog, ProgressShowsTheShareOfTimeSpentWaitingForData) {
+  Progress p(/*total_steps=*/10, /*first_step=*/0, /*every=*/2, /*images_per_step=*/8);
+  // Step 1 is not a printing step (it only accumulates), except on a terminal, which redraws every step.
+  const std::string first = p.update(1, 0, 1, 1, 10, 1.0, 0.0, 1e6);
+  const std::string line = first.empty() ? p.update(2, 0, 1, 2, 10, 1.0, 0.0, 0.0) : first;
+  EXPECT_NE(line.find("data 100%"), std::string::npos) << line;
+  const std::string fed = p.update(4, 0, 1, 4, 10, 1.0, 0.0, 0.0);  // the wait was counted once, then reset
+  EXPECT_NE(fed.find("data 0%"), std::string::npos) << fed;
+}

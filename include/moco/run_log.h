@@ -46,8 +46,10 @@ class Progress {
   Progress(int64_t total_steps, int64_t first_step, int every, int64_t images_per_step);
   // Returns the line it printed (empty when it printed nothing). img/s is the mean since the previous line:
   // one step's rate jumps with the loader and the OS, the mean over the printed interval does not.
+  // data_seconds: how long this step waited for the loader; the line shows that share of the interval's
+  // time ("data 40%": the loader, not the step, sets the pace; give it more --workers).
   std::string update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,
-                     double loss, double acc1);
+                     double loss, double acc1, double data_seconds = 0);
   void finish();  // ends a redrawn line
   static std::string duration(double seconds);  // "1h02m", "3m05s", "12s"
 
@@ -57,6 +59,7 @@ class Progress {
   bool tty_;
   std::chrono::steady_clock::time_point start_, last_time_;
   int64_t last_step_;
+  double data_seconds_ = 0;  // waited for the loader since the last line
 };
 
 }  // namespace moco

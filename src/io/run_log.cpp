@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -98,21 +99,25 @@ std::string Progress::duration(double s) {
 }
 
 std::string Progress::update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch,
-                             int64_t steps_per_epoch, double loss, double acc1) {
+                             int64_t steps_per_epoch, double loss, double acc1, double data_seconds) {
+  data_seconds_ += data_seconds;
   const bool last = step >= total_;
   if (!tty_ && step % every_ != 0 && !last) return "";
   const auto now = std::chrono::steady_clock::now();
   const double interval = std::chrono::duration<double>(now - last_time_).count();
   const double img_per_s = interval > 0 ? (double)((step - last_step_) * images_per_step_) / interval : 0;
+  const double data_share = interval > 0 ? std::min(1.0, data_seconds_ / interval) : 0;
   last_time_ = now;
   last_step_ = step;
+  data_seconds_ = 0;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double done = (double)(step - first_);
   const double eta = done > 0 ? elapsed / done * (double)(total_ - step) : 0;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "epoch %lld/%lld  step %lld/%lld  loss %.4f  acc@1 %5.1f  %.1f img/s  eta %s",
+  std::snprintf(buf, sizeof buf,
+                "epoch %lld/%lld  step %lld/%lld  loss %.4f  acc@1 %5.1f  %.1f img/s  data %.0f%%  eta %s",
                 (long long)epoch + 1, (long long)epochs, (long long)step_in_epoch, (long long)steps_per_epoch, loss,
-                acc1, img_per_s, duration(eta).c_str());
+                acc1, img_per_s, 100.0 * data_share, duration(eta).c_str());
   std::fprintf(stderr, tty_ ? "\r%s\033[K" : "%s\n", buf);
   std::fflush(stderr);
   return buf;

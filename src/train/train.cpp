@@ -243,8 +243,10 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
     loader.start_epoch(epoch, epoch == pos.epoch ? pos.step_in_epoch : 0);
     Batch batch;
-    auto last = std::chrono::steady_clock::now();
+    auto last = std::chrono::steady_clock::now();  // the previous step's end: img/s is wall-clock
+    auto wait_from = last;                          // when this iteration started waiting for the loader
     while (loader.next(batch)) {
+      const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts
       StepStats st;
       try {
         // (N, 3, S, S) query and key views
@@ -254,6 +256,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       }
       const auto now = std::chrono::steady_clock::now();
       const double img_per_s = (double)(o.batch_size * world) / std::chrono::duration<double>(now - last).count();
+      const double data_s = std::chrono::duration<double>(got - wait_from).count();
+      const double step_s = std::chrono::duration<double>(now - got).count();
       last = now;
       pos = {epoch, batch.step + 1, pos.steps_done + 1};
       log(JsonRecord()
@@ -263,13 +267,17 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
               .add("acc1", (double)st.acc1)
               .add("acc5", (double)st.acc5)
               .add("lr", (double)lr)
-              .add("img_per_s", img_per_s));
-      if (lead) progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1);
+              .add("img_per_s", img_per_s)
+              .add("data_ms", 1000.0 * data_s)    // waiting for the loader: the data path is the bottleneck
+              .add("step_ms", 1000.0 * step_s));  // the MoCo step itself, on the CPU or the GPU
+      if (lead)
+        progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, data_s);
       done = pos.steps_done >= total_steps;
       if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
       if (done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0))
         save(pos);
       if (done) break;
+      wait_from = std::chrono::steady_clock::now();
     }
     if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) monitor();
   }
