@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -149,6 +151,45 @@ TEST(Loader, ViewAllocatorRecyclesBlocksAndChangesNoPixel) {
   // at most: the batch held here, the prefetched ones, one being built per worker, one being handed over
   EXPECT_LE(pool->all.size(), (size_t)2 * (1 + plain.prefetch + plain.workers + 1));
   EXPECT_LT(pool->all.size(), (size_t)pool->taken.load());  // blocks were reused
+}
+
+// Every worker helps even when only one batch may be built ahead: workers take a few rows of a batch at a
+// time, so with prefetch 1 and 4 workers, loads overlap. (When each worker built whole batches, prefetch
+// capped the workers in use, and `--workers 32` ran two.) Each load sleeps, so the overlap does not depend on
+// how fast this machine is.
+TEST(Loader, AllWorkersShareOneBatch) {
+  class SlowDataset : public CountingDataset {
+   public:
+    SlowDataset() : CountingDataset(64, {}) {}
+    bool load(int64_t i, Image& out, std::string* why) const override {
+      const int now = ++active_;
+      int seen = most_.load();
+      while (now > seen && !most_.compare_exchange_weak(seen, now)) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      --active_;
+      return CountingDataset::load(i, out, why);
+    }
+    int most() const { return most_.load(); }
+
+   private:
+    mutable std::atomic<int> active_{0}, most_{0};
+  };
+  SlowDataset d;
+  LoaderConfig c;
+  c.batch = 16;
+  c.workers = 4;
+  c.prefetch = 1;
+  const auto got = epoch_batches(d, c, 0);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_GE(d.most(), 3) << "loads never overlapped: the workers did not share the batch";
+  LoaderConfig one = c;
+  one.workers = 1;
+  const auto want = epoch_batches(d, one, 0);
+  for (size_t s = 0; s < got.size(); ++s) {
+    EXPECT_EQ(got[s].indices, want[s].indices);
+    EXPECT_TRUE(same_pixels(got[s].views[0], want[s].views[0]) && same_pixels(got[s].views[1], want[s].views[1]));
+  }
 }
 
 // W ranks with N images each see exactly the rows of one process's W*N global batch, rank r the r-th slice.

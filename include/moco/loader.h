@@ -29,7 +29,7 @@ namespace moco {
 struct LoaderConfig {
   int64_t batch = 256;    // N, images per rank and step
   int rank = 0, world = 1;
-  int workers = 2;        // threads building batches
+  int workers = 2;        // threads building batches, a few rows of a batch at a time
   int prefetch = 2;       // batches built ahead of the consumer
   int views = 2;          // 2 for MoCo (query, key), 1 for evaluation
   bool shuffle = true;    // a permutation per epoch; false keeps dataset order (evaluation)
@@ -44,6 +44,7 @@ struct LoaderConfig {
 
 struct Batch {
   int64_t epoch = 0, step = 0;    // position of this batch
+  int64_t first = 0;              // position in the epoch's order of row 0
   std::vector<Tensor> views;      // `views` tensors, each (N, 3, S, S)
   std::vector<int> labels;        // (N)
   std::vector<int64_t> indices;   // (N) dataset index of each row
@@ -68,7 +69,8 @@ class Loader {
  private:
   void stop_workers();
   void worker_loop();
-  void build(int64_t step, Batch& b);
+  void start_batch(int64_t step, Batch& b);          // position and (uninitialised) views of a batch
+  void build_rows(Batch& b, int64_t r0, int64_t r1);  // decodes and augments rows [r0, r1)
   int64_t load_or_substitute(int64_t index, Image& img);
 
   const Dataset& data_;
@@ -78,7 +80,17 @@ class Loader {
   std::vector<int64_t> order_;       // (samples) this epoch's order
 
   int64_t epoch_ = 0, end_step_ = 0;
+  // Workers share the batches being built: each takes the next kRowsPerTask rows of the oldest one, so every
+  // worker helps however few batches may be ahead of the consumer (prefetch), and host memory stays at
+  // about (1 + prefetch) batches whatever the number of workers.
+  static constexpr int64_t kRowsPerTask = 4;
+  struct InFlight {
+    Batch batch;
+    int64_t rows_left = 0;  // rows handed out but not yet built, plus rows not yet handed out
+  };
   int64_t next_to_build_ = 0, next_to_take_ = 0;
+  int64_t next_row_ = 0;                  // the next row of step next_to_build_ to hand out
+  std::map<int64_t, InFlight> building_;  // steps with rows still being built
   std::map<int64_t, Batch> ready_;
   std::exception_ptr error_;
   bool stopping_ = false;

@@ -60,26 +60,49 @@ void Loader::start_epoch(int64_t epoch, int64_t first_step) {
   epoch_ = epoch;
   end_step_ = steps_per_epoch();
   next_to_build_ = next_to_take_ = first_step;
+  next_row_ = 0;
   ready_.clear();
+  building_.clear();
   error_ = nullptr;
   for (int w = 0; w < cfg_.workers; ++w) threads_.emplace_back([this] { worker_loop(); });
 }
 
 void Loader::worker_loop() {
   for (;;) {
-    int64_t step;
+    int64_t step = 0, r0 = 0, r1 = 0;
+    Batch* b = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // build at most `prefetch` batches ahead of the consumer
+      // work on at most `prefetch` batches ahead of the consumer; every worker takes rows of the oldest one
       cv_.wait(lock, [&] {
         return stopping_ || error_ || next_to_build_ >= end_step_ || next_to_build_ < next_to_take_ + cfg_.prefetch;
       });
       if (stopping_ || next_to_build_ >= end_step_ || error_) return;
-      step = next_to_build_++;
+      step = next_to_build_;
+      auto it = building_.find(step);
+      if (it == building_.end()) {  // the first rows of a new batch: allocate it (its views are (N, 3, S, S))
+        try {
+          it = building_.emplace(step, InFlight{}).first;
+          start_batch(step, it->second.batch);
+        } catch (...) {
+          error_ = std::current_exception();
+          cv_.notify_all();
+          return;
+        }
+        it->second.rows_left = (int64_t)it->second.batch.indices.size();
+      }
+      const int64_t n = (int64_t)it->second.batch.indices.size();
+      r0 = next_row_;
+      r1 = std::min(n, r0 + kRowsPerTask);
+      next_row_ = r1;
+      if (r1 == n) {  // every row of this batch is handed out: the next worker starts the next batch
+        ++next_to_build_;
+        next_row_ = 0;
+      }
+      b = &it->second.batch;  // map nodes stay put until this batch is complete
     }
-    Batch b;
     try {
-      build(step, b);
+      build_rows(*b, r0, r1);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
       error_ = std::current_exception();
@@ -88,7 +111,12 @@ void Loader::worker_loop() {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ready_[step] = std::move(b);
+      auto it = building_.find(step);
+      it->second.rows_left -= r1 - r0;
+      if (it->second.rows_left == 0) {
+        ready_[step] = std::move(it->second.batch);
+        building_.erase(it);
+      }
     }
     cv_.notify_all();
   }
@@ -114,22 +142,27 @@ int64_t Loader::load_or_substitute(int64_t index, Image& img) {
   fail("no image of ", data_.name(), " could be decoded (", data_.size(), " files tried)");
 }
 
-void Loader::build(int64_t step, Batch& b) {
+void Loader::start_batch(int64_t step, Batch& b) {
   const int64_t global = cfg_.batch * cfg_.world;
   const int64_t begin = step * global + cfg_.rank * cfg_.batch;
   const int64_t n = std::max<int64_t>(0, std::min<int64_t>(cfg_.batch, samples() - begin));
   const int64_t s = recipe_.size;
   b.epoch = epoch_;
   b.step = step;
+  b.first = begin;
   b.views.clear();
   for (int v = 0; v < cfg_.views; ++v)  // (N, 3, S, S) each
     b.views.push_back(cfg_.view_allocator ? cfg_.view_allocator({n, 3, s, s}, DType::F32)
                                           : Tensor::empty({n, 3, s, s}, DType::F32));
   b.labels.resize((size_t)n);
   b.indices.resize((size_t)n);
+}
+
+void Loader::build_rows(Batch& b, int64_t r0, int64_t r1) {
+  const int64_t s = recipe_.size;
   Image img;
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t i = load_or_substitute(order_[(size_t)(begin + r)], img);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t i = load_or_substitute(order_[(size_t)(b.first + r)], img);
     b.indices[(size_t)r] = i;
     b.labels[(size_t)r] = data_.label(i);
     for (int v = 0; v < cfg_.views; ++v)
