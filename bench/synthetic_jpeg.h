@@ -1,5 +1,5 @@
-// Synthetic ImageNet-like JPEGs for the data-path benchmarks (bench/decode.cpp, bench/loader.cpp), so they
-// need no data set: a photograph-like picture, encoded by libjpeg with its default 4:2:0 chroma.
+// Synthetic JPEGs for the data-path benchmarks (bench/decode.cpp, bench/loader.cpp) and the decoder's tests
+// (tests/test_decode_jpeg.cpp), so none needs a data set: a photograph-like picture, and libjpeg's encoder.
 #pragma once
 // jpeglib.h uses size_t and FILE without including their headers.
 #include <cstddef>
@@ -38,24 +38,32 @@ inline Image photo(int w, int h) {
   return img;
 }
 
-inline std::vector<uint8_t> encode_jpeg(const Image& img, int quality, bool progressive) {
+// Encodes (h, w, components) bytes, RGB or grey, with libjpeg's defaults (4:2:0 chroma, as most camera and
+// web JPEGs) at `quality`; progressive with libjpeg's simple script, or with `scans` when it is not empty.
+inline std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int w, int h, int components, int quality,
+                                        bool progressive, const std::vector<jpeg_scan_info>& scans = {}) {
   jpeg_compress_struct c;
   jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);  // a failure here is a bug in this benchmark: libjpeg's default exits
+  c.err = jpeg_std_error(&err);  // a failure here is a bug in the caller: libjpeg's default exits
   jpeg_create_compress(&c);
   unsigned char* buf = nullptr;
   unsigned long size = 0;
   jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = (JDIMENSION)img.w;
-  c.image_height = (JDIMENSION)img.h;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);  // 4:2:0 chroma, as most camera and web JPEGs
+  c.image_width = (JDIMENSION)w;
+  c.image_height = (JDIMENSION)h;
+  c.input_components = components;
+  c.in_color_space = components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&c);
   jpeg_set_quality(&c, quality, TRUE);
-  if (progressive) jpeg_simple_progression(&c);
+  if (!scans.empty()) {
+    c.scan_info = scans.data();
+    c.num_scans = (int)scans.size();
+  } else if (progressive) {
+    jpeg_simple_progression(&c);
+  }
   jpeg_start_compress(&c, TRUE);
   while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(img.pixels.data()) + (size_t)c.next_scanline * img.w * 3;
+    JSAMPROW row = const_cast<uint8_t*>(pixels) + (size_t)c.next_scanline * w * components;
     jpeg_write_scanlines(&c, &row, 1);
   }
   jpeg_finish_compress(&c);
@@ -63,6 +71,10 @@ inline std::vector<uint8_t> encode_jpeg(const Image& img, int quality, bool prog
   jpeg_destroy_compress(&c);
   std::free(buf);
   return bytes;
+}
+
+inline std::vector<uint8_t> encode_jpeg(const Image& img, int quality, bool progressive) {
+  return encode_jpeg(img.pixels.data(), img.w, img.h, 3, quality, progressive);
 }
 
 }  // namespace moco::bench

@@ -5,12 +5,6 @@
 // its transforms. decode_image must return those bytes exactly, in every chroma layout, progressive, grey and
 // Adobe CMYK (with and without black ink).
 #include <gtest/gtest.h>
-// jpeglib.h uses size_t and FILE without including their headers.
-#include <cstddef>
-#include <cstdio>
-#include <cstdlib>
-
-#include <jpeglib.h>
 
 #include <fstream>
 #include <iterator>
@@ -18,6 +12,7 @@
 #include <vector>
 
 #include "moco/data.h"
+#include "synthetic_jpeg.h"  // bench/
 
 namespace moco {
 namespace {
@@ -75,29 +70,7 @@ std::vector<uint8_t> progressive_jpeg(int successive_scans) {
   for (int k = 1; k < 64; ++k)
     for (int bit = successive_scans - 1; bit >= 0; --bit)
       scans.push_back({1, {0, 0, 0, 0}, k, k, bit == successive_scans - 1 ? 0 : bit + 1, bit});
-  jpeg_compress_struct c;
-  jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = c.image_height = side;
-  c.input_components = 1;
-  c.in_color_space = JCS_GRAYSCALE;
-  jpeg_set_defaults(&c);
-  c.scan_info = scans.data();
-  c.num_scans = (int)scans.size();
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = grey.data() + (size_t)c.next_scanline * side;
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  std::vector<uint8_t> bytes(buf, buf + size);
-  jpeg_destroy_compress(&c);
-  std::free(buf);
-  return bytes;
+  return bench::encode_jpeg(grey.data(), side, side, 1, 75, true, scans);
 }
 
 // Each progressive scan makes the decoder pass over every coefficient again, so a small file with thousands of
