@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <memory>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "moco/loader.h"
+#include "moco/recycling_pool.h"
 
 using namespace moco;
 
@@ -99,43 +101,26 @@ TEST(Loader, BatchesDependOnlyOnTheirPosition) {
 }
 
 // A view allocator (GPU training passes page-locked memory) changes where the views live, not what they hold:
-// the batches equal those in ordinary memory, every view comes from the allocator, and a recycling pool
-// (blocks handed back when a batch dies, as PinnedPool does) stays bounded by the batches alive at once.
+// the batches equal those in ordinary memory, every view comes from the allocator, and the recycling pool
+// behind it stays bounded by the batches alive at once.
 TEST(Loader, ViewAllocatorRecyclesBlocksAndChangesNoPixel) {
   CountingDataset d(60, {});
   LoaderConfig plain;
   plain.batch = 4;
   plain.workers = 3;
   plain.prefetch = 2;
-  struct Pool {
-    std::mutex mu;
-    std::vector<float*> free_blocks, all;
-    std::atomic<int> taken{0};
-    ~Pool() {
-      for (float* p : all) delete[] p;
-    }
-  };
-  auto pool = std::make_shared<Pool>();
+  auto allocated = std::make_shared<std::atomic<int>>(0);
+  auto taken = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<RecyclingPool> pool = RecyclingPool::create(
+      [allocated](size_t bytes) {
+        ++*allocated;
+        return std::malloc(bytes);
+      },
+      [](void* p) { std::free(p); }, "test batches");
   LoaderConfig pooled = plain;
-  pooled.view_allocator = [pool](const Shape& shape, DType dtype) {
-    EXPECT_EQ(dtype, DType::F32);
-    const size_t n = (size_t)shape_numel(shape);
-    float* p = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(pool->mu);
-      if (!pool->free_blocks.empty()) {
-        p = pool->free_blocks.back();
-        pool->free_blocks.pop_back();
-      } else {
-        p = new float[n];
-        pool->all.push_back(p);
-      }
-    }
-    ++pool->taken;
-    return Tensor::adopt(p, n * sizeof(float), shape, DType::F32, Device::CPU, [pool](void* q) {
-      std::lock_guard<std::mutex> lock(pool->mu);
-      pool->free_blocks.push_back(static_cast<float*>(q));
-    });
+  pooled.view_allocator = [pool, taken](const Shape& shape, DType dtype) {
+    ++*taken;
+    return pool->take(shape, dtype);
   };
   const auto want = epoch_batches(d, plain, 1);
   Loader l(d, recipe_from_name("small", 8), pooled);
@@ -147,10 +132,10 @@ TEST(Loader, ViewAllocatorRecyclesBlocksAndChangesNoPixel) {
     EXPECT_TRUE(same_pixels(b.views[0], want[s].views[0]) && same_pixels(b.views[1], want[s].views[1])) << s;
   }
   EXPECT_EQ(s, want.size());
-  EXPECT_EQ(pool->taken.load(), 2 * (int)want.size());
-  // at most: the batch held here, the prefetched ones, one being built per worker, one being handed over
-  EXPECT_LE(pool->all.size(), (size_t)2 * (1 + plain.prefetch + plain.workers + 1));
-  EXPECT_LT(pool->all.size(), (size_t)pool->taken.load());  // blocks were reused
+  EXPECT_EQ(taken->load(), 2 * (int)want.size());
+  // at most: the batch held here, the ones being built or ready (prefetch), one being handed over
+  EXPECT_LE(allocated->load(), 2 * (1 + plain.prefetch + 1));
+  EXPECT_EQ((size_t)allocated->load(), pool->blocks());
 }
 
 // Every worker helps even when only one batch may be built ahead: workers take a few rows of a batch at a

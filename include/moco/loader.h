@@ -37,8 +37,9 @@ struct LoaderConfig {
   uint64_t seed = 0;
   std::vector<int64_t> subset;  // when non-empty, the dataset indices to use (in this order before shuffling)
   std::ostream* failure_log = nullptr;  // where each undecodable file is reported once; null: count only
-  // Makes each view tensor (called from worker threads); empty: ordinary host memory. GPU training passes
-  // page-locked memory here (DeviceStep::view_allocator) so that a batch crosses to the device by DMA.
+  // Makes each view tensor (called from worker threads); empty: host memory recycled by the loader
+  // (RecyclingPool::host). GPU training passes page-locked memory here (DeviceStep::view_allocator) so that
+  // a batch crosses to the device by DMA.
   std::function<Tensor(const Shape&, DType)> view_allocator;
 };
 

@@ -58,7 +58,7 @@ struct GpuMoco::Buffers {
   cudaEvent_t marks[kPhases + 1] = {};
   // The key view's upload runs here while the query forward computes; the shuffle waits for the event.
   cudaStream_t copy_stream = nullptr;
-  cudaEvent_t keys_uploaded = nullptr;
+  cudaEvent_t query_uploaded = nullptr, keys_uploaded = nullptr;
   // Backward folds each weight gradient and hands its range to the bucketed all-reduce as soon as it is
   // computed (CudaBackend::on_gradient_ready):
   struct GradRange {
@@ -71,6 +71,8 @@ struct GpuMoco::Buffers {
   ~Buffers() {
     for (cudaEvent_t e : marks)
       if (e) cudaEventDestroy(e);
+    if (copy_stream) cudaStreamSynchronize(copy_stream);  // a copy may still be in flight after an error
+    if (query_uploaded) cudaEventDestroy(query_uploaded);
     if (keys_uploaded) cudaEventDestroy(keys_uploaded);
     if (copy_stream) cudaStreamDestroy(copy_stream);
   }
@@ -111,6 +113,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
   for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
   MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&b.copy_stream, cudaStreamNonBlocking));
+  MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&b.query_uploaded, cudaEventDisableTiming));
   MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&b.keys_uploaded, cudaEventDisableTiming));
 
   WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),
@@ -273,15 +276,32 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   mark(0);
 
   // The views cross to the device: the query view on the compute stream, which needs it first; the key view
-  // on the copy stream, overlapping the query forward, with the shuffle below waiting for it. Both buffers
+  // on the copy stream after it, overlapping the query forward, with the shuffle below waiting for it. Both buffers
   // are fresh from the cache and the previous step is finished (its loss was read), so nothing else touches
-  // them. `moco train` hands page-locked batches (PinnedPool), so these are DMAs that return at once; from
+  // them. `moco train` hands page-locked batches (make_pinned_pool), so these are DMAs that return at once; from
   // pageable memory (tests, other callers) a copy blocks the host, with nothing queued yet to stall behind.
   // Either way the copies are done when step returns (the loss is read back after them in stream order), so
   // the caller may reuse the batch's memory then.
-  Tensor x_q_staged = upload(x_q, stream_);       // (N, 3*H*W)
+  Tensor x_q_staged = upload(x_q, stream_);  // (N, 3*H*W)
+  // The key copy queues behind the query copy, so the two do not share PCIe while the first layer waits.
+  MOCO_CUDA_CHECK(cudaEventRecord(b.query_uploaded, stream_));
+  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));
   Tensor x_k_staged = upload(x_k, b.copy_stream);  // (N, 3*H*W)
   MOCO_CUDA_CHECK(cudaEventRecord(b.keys_uploaded, b.copy_stream));
+  // The compute stream waits for the key copy before the shuffle reads it, and also if anything throws
+  // before that: x_k_staged then goes back to the cache, and no later work may reuse it under the copy.
+  struct KeyCopyJoin {
+    cudaStream_t compute;
+    cudaEvent_t copied;
+    bool joined = false;
+    void join() {
+      MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute, copied, 0));
+      joined = true;
+    }
+    ~KeyCopyJoin() {
+      if (!joined) cudaStreamWaitEvent(compute, copied, 0);  // unwinding: no throw
+    }
+  } key_copy{stream_, b.keys_uploaded};
 
   // 1. q = normalize(f_q(x_q)), recording for backward
   pack(b.q_params.get(), b.q_compute.get());
@@ -301,7 +321,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
 
   // 3-5. keys: shuffle (the fp32 images, before conversion), forward without a tape, normalize, unshuffle
   Tensor x_k_shuffled = ops.empty({n, img}, DType::F32);  // (N, 3*H*W) this rank's slice of the shuffled batch
-  MOCO_CUDA_CHECK(cudaStreamWaitEvent(stream_, b.keys_uploaded, 0));
+  key_copy.join();
   comm_.permute_rows(x_k_staged.data<float>(), n, img, perm, x_k_shuffled.data<float>());
   Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)
   Tensor k_shuffled = ops.empty({n, c}, DType::F32);                                  // (N, C)

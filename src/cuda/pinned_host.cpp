@@ -49,63 +49,24 @@ void PinnedUploads::upload(void* dev, const void* host, size_t bytes, cudaStream
   s.used = true;
 }
 
-std::shared_ptr<PinnedPool> PinnedPool::create(int device) {
-  return std::shared_ptr<PinnedPool>(new PinnedPool(device));
-}
-
-PinnedPool::~PinnedPool() {
-  if (all_.empty()) return;
-  cudaSetDevice(device_);  // the last tensor may die on a thread that never chose a device: not GPU 0's context
-  for (void* p : all_) cudaFreeHost(p);  // never throws; every tensor holding a block is gone by now
-  cudaGetLastError();
-}
-
-Tensor PinnedPool::take(const Shape& shape, DType dtype) {
-  const size_t bytes = (size_t)shape_numel(shape) * dtype_size(dtype);
-  void* p = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.find(bytes);
-    if (it != free_.end()) {
-      p = it->second;
-      free_.erase(it);
-    }
-  }
-  if (!p && bytes > 0) {
-    MOCO_CUDA_CHECK(cudaSetDevice(device_));
+std::shared_ptr<RecyclingPool> make_pinned_pool(int device) {
+  auto allocate = [device](size_t bytes) {
+    MOCO_CUDA_CHECK(cudaSetDevice(device));
+    void* p = nullptr;
     const cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
     if (err != cudaSuccess) {
       cudaGetLastError();
       fail("cudaHostAlloc(", bytes, " bytes) for a pinned batch of images failed: ", cudaGetErrorString(err),
            "; a smaller --batch-size needs less (about 2 x (1 + prefetch) batches of views are alive at once)");
     }
-    try {
-      std::lock_guard<std::mutex> lock(mu_);
-      all_.push_back(p);
-      pinned_bytes_ += bytes;
-    } catch (...) {
-      cudaFreeHost(p);
-      throw;
-    }
-  }
-  std::shared_ptr<PinnedPool> self = shared_from_this();
-  return Tensor::adopt(p, bytes, shape, dtype, Device::CPU, [self, bytes](void* q) { self->give_back(q, bytes); });
-}
-
-void PinnedPool::give_back(void* p, size_t bytes) {
-  if (!p) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  free_.emplace(bytes, p);
-}
-
-size_t PinnedPool::pinned_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return pinned_bytes_;
-}
-
-size_t PinnedPool::blocks() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return all_.size();
+    return p;
+  };
+  auto release = [device](void* p) {  // may run on a thread that never chose a device: not GPU 0's context
+    cudaSetDevice(device);
+    cudaFreeHost(p);  // never throws; an error here would be reported by the next checked call
+    cudaGetLastError();
+  };
+  return RecyclingPool::create(allocate, release, "pinned batches");
 }
 
 }  // namespace moco::cuda

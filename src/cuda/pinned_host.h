@@ -4,13 +4,11 @@
 #pragma once
 #include <cstddef>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "check.h"
-#include "moco/tensor.h"
+#include "moco/recycling_pool.h"
 
 namespace moco::cuda {
 
@@ -58,38 +56,16 @@ class PinnedUploads {
 
 // Page-locked host tensors for the loader's views, so that the step's upload of a batch is a DMA at full
 // PCIe rate that does not block the host, instead of a staged copy from pageable memory. Pinning is slow (the
-// driver locks every page), so each block is pinned once and recycled by exact size: a tensor taken here
-// gives its block back when its last view dies, and the loader's next batch reuses it. Blocks in use are
-// bounded by the batches alive at once (prefetched or being built, and the one being trained on). Thread-safe: loader
-// workers take, the training thread releases. The pool lives until its last tensor is gone.
+// driver locks every page), so the blocks are recycled by size (RecyclingPool): a batch's views go back to
+// the pool when the batch dies, and a later batch reuses them.
+//
+// device: the GPU whose context pins the blocks, made current before every allocation and the final frees,
+// so that loader threads do not open a context on GPU 0 (which would cost every rank of a node memory there).
 //
 // The caller must not release a tensor while a copy from it may still be running: GpuMoco::step reads the
 // loss back at its end, after the uploads in stream order, so a batch is free again once step returns. (A
 // step that throws midway may release its batch while the copy still reads it; a worker may then refill the
 // block, and only that dying step sees the mixed bytes.)
-class PinnedPool : public std::enable_shared_from_this<PinnedPool> {
- public:
-  // device: the GPU whose context pins the blocks; set on every thread that allocates, so that loader
-  // threads do not open a context on GPU 0 (which would cost every rank of a node memory on GPU 0).
-  static std::shared_ptr<PinnedPool> create(int device);
-  ~PinnedPool();
-  PinnedPool(const PinnedPool&) = delete;
-  PinnedPool& operator=(const PinnedPool&) = delete;
-
-  // A contiguous host tensor in pinned memory, uninitialised.
-  Tensor take(const Shape& shape, DType dtype);
-  size_t pinned_bytes() const;  // all blocks, free or in use
-  size_t blocks() const;
-
- private:
-  explicit PinnedPool(int device) : device_(device) {}
-  void give_back(void* p, size_t bytes);
-
-  const int device_;
-  mutable std::mutex mu_;
-  std::multimap<size_t, void*> free_;  // bytes -> block
-  std::vector<void*> all_;             // every block, for the destructor
-  size_t pinned_bytes_ = 0;
-};
+std::shared_ptr<RecyclingPool> make_pinned_pool(int device);
 
 }  // namespace moco::cuda

@@ -25,7 +25,7 @@ class CudaTrainStep final : public DeviceStep {
     const DType act = o.precision == "fp32" ? DType::F32 : DType::BF16;
     gpu_ = std::make_unique<GpuMoco>(host.config(), *comm_, act);
     gpu_->load_from(host);
-    pinned_ = PinnedPool::create(device);
+    pinned_ = make_pinned_pool(device);
     what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
             (act == DType::BF16 ? "bf16" : "fp32") +
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
@@ -52,7 +52,7 @@ class CudaTrainStep final : public DeviceStep {
     return make_gpu_features(host, gpu_->compute_dtype());
   }
   std::function<Tensor(const Shape&, DType)> view_allocator() override {
-    std::shared_ptr<PinnedPool> pool = pinned_;
+    std::shared_ptr<RecyclingPool> pool = pinned_;
     return [pool](const Shape& shape, DType dtype) { return pool->take(shape, dtype); };
   }
 
@@ -60,7 +60,7 @@ class CudaTrainStep final : public DeviceStep {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceCommunicator> comm_;
   std::unique_ptr<GpuMoco> gpu_;
-  std::shared_ptr<PinnedPool> pinned_;  // the loader's batches (view_allocator)
+  std::shared_ptr<RecyclingPool> pinned_;  // page-locked: the loader's batches (view_allocator)
   std::string what_;
   int steps_ = 0;
 };

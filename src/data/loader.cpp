@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "moco/error.h"
+#include "moco/recycling_pool.h"
 #include "moco/rng.h"
 
 namespace moco {
@@ -28,6 +29,10 @@ Loader::Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderCon
              cfg.world, " ranks) is larger than the dataset ", data.name(), " of ", samples(),
              " images; use a smaller --batch-size");
   cfg_.prefetch = std::max(cfg.prefetch, 1);
+  if (!cfg_.view_allocator) {  // recycled host blocks: a fresh batch would fault in and zero its pages again
+    std::shared_ptr<RecyclingPool> pool = RecyclingPool::host();
+    cfg_.view_allocator = [pool](const Shape& shape, DType dtype) { return pool->take(shape, dtype); };
+  }
 }
 
 Loader::~Loader() { stop_workers(); }
@@ -80,7 +85,9 @@ void Loader::worker_loop() {
       if (stopping_ || next_to_build_ >= end_step_ || error_) return;
       step = next_to_build_;
       auto it = building_.find(step);
-      if (it == building_.end()) {  // the first rows of a new batch: allocate it (its views are (N, 3, S, S))
+      // The first rows of a new batch: allocate it (its views are (N, 3, S, S)). Under the lock, which makes
+      // the others wait while a pinned pool grows (cudaHostAlloc): only for the first 1 + prefetch batches.
+      if (it == building_.end()) {
         try {
           it = building_.emplace(step, InFlight{}).first;
           start_batch(step, it->second.batch);
@@ -109,16 +116,18 @@ void Loader::worker_loop() {
       cv_.notify_all();
       return;
     }
+    bool complete = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = building_.find(step);
       it->second.rows_left -= r1 - r0;
-      if (it->second.rows_left == 0) {
+      complete = it->second.rows_left == 0;
+      if (complete) {
         ready_[step] = std::move(it->second.batch);
         building_.erase(it);
       }
     }
-    cv_.notify_all();
+    if (complete) cv_.notify_all();  // a finished chunk changes no one's wait; a finished batch does
   }
 }
 
@@ -152,8 +161,7 @@ void Loader::start_batch(int64_t step, Batch& b) {
   b.first = begin;
   b.views.clear();
   for (int v = 0; v < cfg_.views; ++v)  // (N, 3, S, S) each
-    b.views.push_back(cfg_.view_allocator ? cfg_.view_allocator({n, 3, s, s}, DType::F32)
-                                          : Tensor::empty({n, 3, s, s}, DType::F32));
+    b.views.push_back(cfg_.view_allocator({n, 3, s, s}, DType::F32));
   b.labels.resize((size_t)n);
   b.indices.resize((size_t)n);
 }

@@ -243,7 +243,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
     loader.start_epoch(epoch, epoch == pos.epoch ? pos.step_in_epoch : 0);
     Batch batch;
-    auto last = std::chrono::steady_clock::now();  // the previous step's end: img/s is wall-clock
+    auto last = std::chrono::steady_clock::now();  // the previous step's end: img/s is wall-clock (saves too)
     auto wait_from = last;                          // when this iteration started waiting for the loader
     while (loader.next(batch)) {
       const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts

@@ -1,4 +1,4 @@
-// PinnedPool, the page-locked home of `moco train`'s batches: its tensors are pinned host memory that a copy
+// make_pinned_pool, the page-locked home of `moco train`'s batches: its tensors are pinned host memory that a copy
 // on a non-blocking stream reads correctly, blocks come back when a tensor dies and are reused by size, and
 // a thread that never chose a device allocates for the pool's device.
 #include <cuda_runtime.h>
@@ -14,7 +14,7 @@ using namespace moco;
 
 TEST(GpuPinnedPool, TensorsArePinnedRecycledAndCopyAsynchronously) {
   MOCO_REQUIRE_GPU();
-  auto pool = cuda::PinnedPool::create(0);
+  auto pool = cuda::make_pinned_pool(0);
   const Shape shape{3, 3, 5, 7};  // (N, 3, H, W), an odd size
   const size_t n = (size_t)shape_numel(shape);
   void* first = nullptr;
@@ -45,7 +45,7 @@ TEST(GpuPinnedPool, TensorsArePinnedRecycledAndCopyAsynchronously) {
   EXPECT_NE(other.raw(), first);
   Tensor bigger = pool->take({4, 3, 5, 7}, DType::F32);  // another size: its own block
   EXPECT_EQ(pool->blocks(), 3u);
-  EXPECT_EQ(pool->pinned_bytes(), 2 * n * sizeof(float) + (size_t)4 * 3 * 5 * 7 * sizeof(float));
+  EXPECT_EQ(pool->bytes(), 2 * n * sizeof(float) + (size_t)4 * 3 * 5 * 7 * sizeof(float));
 
   // From a fresh thread (a loader worker): pinned as well, and usable after the pool handle is dropped,
   // since each tensor keeps the pool alive.
