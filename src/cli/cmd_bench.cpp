@@ -1,5 +1,7 @@
 // `moco bench`: whole MoCo steps on synthetic images, timed. The same configuration runs in the PyTorch twin
 // (tools/torch_twin.py bench) so that a speed claim is a ratio measured side by side (bench/).
+// `moco bench --data DIR` times the data path instead: what the loader delivers from the user's own images
+// (decode and two augmented views per image), so they can see how many --workers a step rate needs.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -8,6 +10,8 @@
 
 #include "moco/args.h"
 #include "moco/commands.h"
+#include "moco/loader.h"
+#include "moco/open_dataset.h"
 #include "moco/parallel.h"
 #include "moco/rng.h"
 #include "moco/step_timing.h"
@@ -18,6 +22,38 @@
 #endif
 
 namespace moco {
+
+namespace {
+
+// Images per second from the loader over `steps` batches after `warmup` batches, one line per worker count.
+int bench_data(const std::string& data, const std::string& recipe_name, int image_size, int64_t batch,
+               const std::vector<int>& workers, int warmup, int steps) {
+  std::unique_ptr<Dataset> ds = open_dataset(data, "train");
+  const AugmentRecipe recipe = recipe_from_name(recipe_name, image_size);
+  std::printf("moco bench --data: %s, %lld images; recipe %s at %d px, 2 views per image, batch %lld\n",
+              ds->name().c_str(), (long long)ds->size(), recipe_name.c_str(), recipe.size, (long long)batch);
+  for (int w : workers) {
+    LoaderConfig c;
+    c.batch = batch;
+    c.workers = w;
+    Loader loader(*ds, recipe, c);
+    MOCO_CHECK(loader.steps_per_epoch() >= warmup + steps, ds->name(), " has ", loader.steps_per_epoch(),
+               " batches of ", batch, ", fewer than --warmup ", warmup, " + --steps ", steps,
+               "; lower them or --batch-size");
+    loader.start_epoch(0);
+    Batch b;
+    for (int i = 0; i < warmup; ++i) loader.next(b);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) loader.next(b);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double ips = (double)(batch * steps) / s;
+    std::printf("workers %3d: %8.1f images/s  (%.1f per worker)%s\n", w, ips, ips / w,
+                loader.skipped() ? "  (some images could not be decoded; see above)" : "");
+  }
+  return 0;
+}
+
+}  // namespace
 
 int cmd_bench(int argc, char** argv) {
   Args a("moco bench", "Time whole MoCo steps (query forward+backward, key forward, loss, update) on synthetic input.");
@@ -34,7 +70,18 @@ int cmd_bench(int argc, char** argv) {
   a.option("--warmup", "2", "untimed steps first");
   a.option("--device", "cpu", "cpu | cuda");
   a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
+  a.option("--data", "", "time the data path on this ImageFolder (or 'fashion-mnist') instead of the step");
+  a.option("--recipe", "v2", "with --data: augmentation recipe (v1 | v2 | small)");
+  a.option("-j,--workers", "0", "with --data: loader threads (0: 1 and then one per core)");
   if (!a.parse(argc, argv, 2)) return 0;
+  if (!a.str("--data").empty()) {
+    const int cores = cpu_threads();
+    const int w = (int)a.integer("--workers", 0, 4096);
+    const std::string data = a.str("--data") == "fashion-mnist" ? "" : a.str("--data");
+    return bench_data(data, a.str("--recipe"), (int)a.integer("--image-size", 8, 4096),
+                      a.integer("--batch-size", 1, 1 << 20), w > 0 ? std::vector<int>{w} : cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1},
+                      (int)a.integer("--warmup", 0, 1 << 20), (int)a.integer("--steps", 1, 1 << 20));
+  }
   const std::string device = a.str("--device"), precision = a.str("--precision");
   MOCO_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cpu or cuda");
   MOCO_CHECK(precision == "bf16" || precision == "fp32", "--precision ", precision, ": expected bf16 or fp32");

@@ -47,6 +47,8 @@ expect "not a moco checkpoint" export --checkpoint "$dir/garbage.mocockpt" --out
 expect "Not a directory" train --out /etc/hostname/run
 expect "--out must name a folder" train --out ""
 expect "is not a file" knn --checkpoint "$dir"
+expect "$dir/empty" bench --data "$dir/empty"
+expect "recipe 'v3'" bench --data "$dir/tiny" --recipe v3
 
 # resume with a damaged checkpoint: refused, and the run folder is left exactly as it was
 root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
@@ -64,6 +66,11 @@ if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
   expect "already holds a run" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run"
   after=$(cat "$ck" "$dir/run/metrics.jsonl" | md5sum)
   [ "$before" = "$after" ] && echo "ok: the run folder is unchanged" || { echo "FAIL: the run folder changed"; failed=1; }
+  # the data-path benchmark: a rate per worker count, and a refusal when the data set is too small for it
+  out=$("$moco" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 2 --warmup 1 -j 2 2>&1)
+  if [[ "$out" == *"workers   2:"*"images/s"* ]]; then echo "ok: bench --data -> $(echo "$out" | tail -1)"
+  else echo "FAIL: bench --data printed: $out"; failed=1; fi
+  expect "fewer than --warmup 1 + --steps 100000" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 100000 --warmup 1
 else
   echo "Fashion-MNIST not installed: checkpoint cases not run"
 fi
