@@ -8,6 +8,7 @@ set -euo pipefail
 APT_PACKAGES=(
   cmake ninja-build g++ pkg-config
   libopenblas-dev         # OpenBLAS: the float GEMMs of the CPU path
+  libdnnl-dev             # oneDNN: the CPU path's float convolutions
   libgtest-dev            # GoogleTest
   libjpeg62-turbo-dev     # libjpeg-turbo: JPEG decode with Pillow's pixels
   libstb-dev              # stb_image: PNG/BMP decode

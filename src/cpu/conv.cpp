@@ -1,4 +1,5 @@
-// Convolution as im2col + GEMM; a 1x1 stride-1 convolution without padding (ResNet-50's conv1 and conv3 of
+// Convolution as im2col + GEMM, the reference: doubles always, floats when the build has no oneDNN or
+// MOCO_CONV=im2col (conv_onednn.cpp takes floats otherwise); a 1x1 stride-1 convolution without padding (ResNet-50's conv1 and conv3 of
 // every bottleneck) needs no im2col at all: its "columns" are the input image itself. The receptive fields of a chunk of g images sit side by side in col
 // (Ci*kh*kw, g*Ho*Wo); each image's GEMM reads its column block (leading dimension g*P) and writes its
 // output, or reads its dy, in place in the (N, C, H, W) tensors, so no layout copies are needed. g is chosen
@@ -8,7 +9,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <memory>
+#include <type_traits>
 #include <vector>
+
+#include "conv_onednn.h"
 
 #include "moco/cpu_ops.h"
 #include "moco/parallel.h"
@@ -92,6 +96,10 @@ static void col2im_add(const ConvShape& s, const T* col, int64_t ld, T* dx) {
 
 template <class T>
 void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+#ifdef MOCO_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>)
+    if (onednn_conv_enabled()) return onednn_conv_forward(s, x, w, y);
+#endif
   const int64_t P = s.ho() * s.wo();
   if (is_pointwise(s)) {  // y[n] (Co, P) = w (Co, Ci) * x[n] (Ci, P), images spread over the pool
     parallel_range(s.n, 1, [&](int64_t n0, int64_t n1) {
@@ -117,6 +125,10 @@ void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
 
 template <class T>
 void conv2d_backward(const ConvShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw) {
+#ifdef MOCO_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>)
+    if (onednn_conv_enabled()) return onednn_conv_backward(s, x, w, dy, dx, dw);
+#endif
   const int threads = cpu_threads();
   const int64_t P = s.ho() * s.wo(), R = s.ci * s.kh * s.kw, G = images_per_chunk(s, threads);
   const int64_t chunks = (s.n + G - 1) / G;
