@@ -1,5 +1,9 @@
 #include "moco/parallel.h"
 
+#ifdef MOCO_HAVE_ONEDNN
+#include <omp.h>
+#endif
+
 #include <cblas.h>
 
 #include <condition_variable>
@@ -29,7 +33,9 @@ class Pool {
     // The pool owns the parallelism: BLAS runs single-threaded inside each slot. OpenBLAS's own threads
     // would otherwise spin (sched_yield) beside ours and fight them for the same cores.
     openblas_set_num_threads(1);
+#ifndef MOCO_HAVE_ONEDNN
     for (int s = 1; s < n; ++s) workers_.emplace_back([this, s] { loop(s); });
+#endif
   }
   ~Pool() {
     {
@@ -43,6 +49,15 @@ class Pool {
   void run(const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> serial(run_mu_);
     if (n_ == 1) return fn(0);
+#ifdef MOCO_HAVE_ONEDNN
+    // oneDNN's convolutions run on an OpenMP team: the slots run on that same team, so one set of threads
+    // serves both instead of two sets taking turns on the cores (OpenMP's threads spin for a while after each
+    // convolution, which starved ours: a fifth of the step). Each slot keeps its fixed share whatever size
+    // the team gets.
+#pragma omp parallel num_threads(n_)
+    for (int slot = omp_get_thread_num(); slot < n_; slot += omp_get_num_threads()) fn(slot);
+    return;
+#endif
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &fn;
