@@ -11,6 +11,50 @@
 
 namespace moco::cpu {
 
+namespace {
+
+// Sums over one (H*W) plane in double, each over four interleaved partial sums: a single running sum is a
+// chain of dependent adds that neither pipelines nor vectorises. The order is fixed by the plane size alone.
+template <class T>
+double plane_sum(const T* p, int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] += (double)p[i + k];
+  for (; i < n; ++i) s[0] += (double)p[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+template <class T>
+double plane_sq_dev(const T* p, int64_t n, double mean) {  // sum (p - mean)^2
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) s[k] += ((double)p[i + k] - mean) * ((double)p[i + k] - mean);
+  for (; i < n; ++i) s[0] += ((double)p[i] - mean) * ((double)p[i] - mean);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// sum dy and sum dy * (x - mean) * invstd over one plane
+template <class T>
+void plane_dy_sums(const T* x, const T* dy, int64_t n, double mean, double invstd, double& sum_dy, double& sum_dy_xhat) {
+  double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) {
+      a[k] += dy[i + k];
+      b[k] += dy[i + k] * ((double)x[i + k] - mean) * invstd;
+    }
+  for (; i < n; ++i) {
+    a[0] += dy[i];
+    b[0] += dy[i] * ((double)x[i] - mean) * invstd;
+  }
+  sum_dy += (a[0] + a[1]) + (a[2] + a[3]);
+  sum_dy_xhat += (b[0] + b[1]) + (b[2] + b[3]);
+}
+
+}  // namespace
+
 template <class T>
 void batchnorm_train_forward(const BNShape& s, const T* x, const T* gamma, const T* beta, T eps, T momentum, T* y,
                              T* save_mean, T* save_invstd, T* running_mean, T* running_var, int64_t* num_batches_tracked) {
@@ -22,15 +66,9 @@ void batchnorm_train_forward(const BNShape& s, const T* x, const T* gamma, const
   for (int64_t g = 0; g < s.groups; ++g)
     for (int64_t c = c0; c < c1; ++c) {
       double sum = 0, sq = 0;
-      for (int64_t n = g * per; n < (g + 1) * per; ++n) {
-        const T* p = x + (n * s.c + c) * s.hw;
-        for (int64_t i = 0; i < s.hw; ++i) sum += (double)p[i];
-      }
+      for (int64_t n = g * per; n < (g + 1) * per; ++n) sum += plane_sum(x + (n * s.c + c) * s.hw, s.hw);
       double mean = sum / count;
-      for (int64_t n = g * per; n < (g + 1) * per; ++n) {
-        const T* p = x + (n * s.c + c) * s.hw;
-        for (int64_t i = 0; i < s.hw; ++i) sq += ((double)p[i] - mean) * ((double)p[i] - mean);
-      }
+      for (int64_t n = g * per; n < (g + 1) * per; ++n) sq += plane_sq_dev(x + (n * s.c + c) * s.hw, s.hw, mean);
       double var = sq / count;
       double invstd = 1.0 / std::sqrt(var + (double)eps);
       save_mean[g * s.c + c] = (T)mean;
@@ -64,14 +102,8 @@ void batchnorm_train_backward(const BNShape& s, const T* x, const T* gamma, cons
     for (int64_t c = c0; c < c1; ++c) {
       const double mean = save_mean[g * s.c + c], invstd = save_invstd[g * s.c + c];
       double sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t n = g * per; n < (g + 1) * per; ++n) {
-        const T* px = x + (n * s.c + c) * s.hw;
-        const T* pd = dy + (n * s.c + c) * s.hw;
-        for (int64_t i = 0; i < s.hw; ++i) {
-          sum_dy += pd[i];
-          sum_dy_xhat += pd[i] * ((double)px[i] - mean) * invstd;
-        }
-      }
+      for (int64_t n = g * per; n < (g + 1) * per; ++n)
+        plane_dy_sums(x + (n * s.c + c) * s.hw, dy + (n * s.c + c) * s.hw, s.hw, mean, invstd, sum_dy, sum_dy_xhat);
       dg[c] += sum_dy_xhat;
       db[c] += sum_dy;
       // dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))

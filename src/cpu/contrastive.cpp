@@ -9,6 +9,27 @@
 
 namespace moco::cpu {
 
+namespace {
+
+// a . b in double, over four interleaved partial sums: one running sum is a chain of dependent adds that
+// neither pipelines nor vectorises; four independent ones do both (the fused head spent most of its time
+// here). The order is fixed, so the result does not depend on anything but the inputs.
+template <class T>
+double dot_double(const T* a, const T* b, int64_t c) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t j = 0;
+  for (; j + 4 <= c; j += 4) {
+    s0 += (double)a[j] * b[j];
+    s1 += (double)a[j + 1] * b[j + 1];
+    s2 += (double)a[j + 2] * b[j + 2];
+    s3 += (double)a[j + 3] * b[j + 3];
+  }
+  for (; j < c; ++j) s0 += (double)a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+}  // namespace
+
 template <class T>
 void moco_logits_forward(int64_t n, int64_t c, int64_t k, const T* q, const T* key, const T* queue, T inv_t, T* logits) {
   for (int64_t i = 0; i < n; ++i) {
@@ -88,15 +109,8 @@ T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q,
     std::vector<double> acc((size_t)c);  // (C) one row of dq
     for (int64_t i = i0; i < i1; ++i) {
       const T* qi = q + i * c;
-      double pos = 0;
-      for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
-      z[0] = pos * inv_t;
-      for (int64_t r = 0; r < k; ++r) {
-        const T* e = queue + r * c;
-        double dot = 0;
-        for (int64_t j = 0; j < c; ++j) dot += (double)qi[j] * e[j];
-        z[1 + r] = dot * inv_t;
-      }
+      z[0] = dot_double(qi, key + i * c, c) * inv_t;
+      for (int64_t r = 0; r < k; ++r) z[1 + r] = dot_double(qi, queue + r * c, c) * inv_t;
       double mx = z[0];
       int64_t above = 0;
       for (int64_t r = 1; r < m; ++r) {
@@ -104,16 +118,20 @@ T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q,
         above += z[r] > z[0];
       }
       row_above[(size_t)i] = above;
+      const double z0 = z[0];
       double sum = 0;
-      for (int64_t r = 0; r < m; ++r) sum += std::exp(z[r] - mx);
+      for (int64_t r = 0; r < m; ++r) {  // z becomes exp(z - max): each exponential is taken once
+        z[r] = std::exp(z[r] - mx);
+        sum += z[r];
+      }
       const double lse = mx + std::log(sum);
-      row_loss[(size_t)i] = lse - z[0];
+      row_loss[(size_t)i] = lse - z0;
       // dloss/dz_r = (softmax_r - [r == 0]) / n; dq = inv_t * (dz_0 * key_i + sum_r dz_r * queue_r)
-      const double scale = (double)inv_t / (double)n;
-      const double dz0 = std::exp(z[0] - lse) - 1.0;
+      const double scale = (double)inv_t / (double)n, inv_sum = 1.0 / sum;
+      const double dz0 = z[0] * inv_sum - 1.0;
       for (int64_t j = 0; j < c; ++j) acc[j] = dz0 * key[i * c + j];
       for (int64_t r = 0; r < k; ++r) {
-        const double dz = std::exp(z[1 + r] - lse);
+        const double dz = z[1 + r] * inv_sum;
         const T* e = queue + r * c;
         for (int64_t j = 0; j < c; ++j) acc[j] += dz * e[j];
       }
