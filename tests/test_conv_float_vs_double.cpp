@@ -1,7 +1,7 @@
 // Float convolutions (oneDNN where the build has it, else im2col) against the double im2col reference that
 // the finite-difference checks hold to, over the shapes ResNets use (7x7/2 stem, 3x3/1 and /2, 1x1/1 and /2
 // downsamples) at odd sizes: the output, the data gradient (overwritten, or skipped when null) and the weight
-// gradient (accumulated into what is there).
+// gradient (accumulated into what is there); each gradient also alone.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -69,5 +69,9 @@ TEST(ConvFloatVsDouble, ResNetShapesForwardAndBothGradients) {
     std::vector<float> dw_only(nw, 1.f);
     cpu::conv2d_backward<float>(s, xf.data(), wf.data(), dyf.data(), nullptr, dw_only.data());
     EXPECT_LT(rel_err(dw_only, dw), 1e-5) << what << " (dx skipped)";
+    // without the weight gradient: dx alone, overwritten
+    std::vector<float> dx_only(nx, -7.f);
+    cpu::conv2d_backward<float>(s, xf.data(), wf.data(), dyf.data(), dx_only.data(), nullptr);
+    EXPECT_LT(rel_err(dx_only, dx), 1e-5) << what << " (dw skipped)";
   }
 }

@@ -11,7 +11,8 @@ namespace moco {
 // Threads of the pool: MOCO_THREADS if set, else the number of cores.
 int cpu_threads();
 
-// Runs fn(slot) for every slot in [0, cpu_threads()) concurrently and returns when all are done. Calls are
+// Runs fn(slot) for every slot in [0, cpu_threads()), concurrently (on OpenMP's team when the build has
+// oneDNN, which may run several slots on one thread), and returns when all are done. Calls are
 // serialised; fn must not call parallel_slots itself.
 void parallel_slots(const std::function<void(int slot)>& fn);
 

@@ -35,15 +35,8 @@ void moco_logits_forward(int64_t n, int64_t c, int64_t k, const T* q, const T* k
   for (int64_t i = 0; i < n; ++i) {
     const T* qi = q + i * c;
     T* row = logits + i * (1 + k);
-    double pos = 0;
-    for (int64_t j = 0; j < c; ++j) pos += (double)qi[j] * key[i * c + j];
-    row[0] = (T)(pos * inv_t);
-    for (int64_t r = 0; r < k; ++r) {
-      const T* e = queue + r * c;
-      double acc = 0;
-      for (int64_t j = 0; j < c; ++j) acc += (double)qi[j] * e[j];
-      row[1 + r] = (T)(acc * inv_t);
-    }
+    row[0] = (T)(dot_double(qi, key + i * c, c) * inv_t);  // the same sums as the fused head below
+    for (int64_t r = 0; r < k; ++r) row[1 + r] = (T)(dot_double(qi, queue + r * c, c) * inv_t);
   }
 }
 

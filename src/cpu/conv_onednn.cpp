@@ -4,7 +4,7 @@
 // (Co, Ci, kh, kw) at the interface; each call reorders in and out of the layouts oneDNN picked.
 //
 // The im2col path (conv.cpp) stays the reference: doubles always take it (the finite-difference checks),
-// MOCO_CONV=im2col forces it for floats, and tests/test_conv_onednn.cpp holds this file to it.
+// MOCO_CONV=im2col forces it for floats, and tests/test_conv_float_vs_double.cpp holds this file to it.
 //
 // Primitives are built once per shape and cached, with their reordered buffers. oneDNN runs on OpenMP here;
 // its team is sized to cpu_threads() so that MOCO_THREADS bounds both pools. Summation orders are fixed for
@@ -32,9 +32,9 @@ namespace {
 
 using dnnl::memory;
 using Tag = memory::format_tag;
-using F32 = float;
 
 struct Cached {
+  std::mutex busy;  // held for a whole call: the buffers below are shared by every call of this shape
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_backward_data::primitive_desc bwd_data_pd;
   dnnl::convolution_backward_weights::primitive_desc bwd_weights_pd;
@@ -54,7 +54,8 @@ struct Runtime {
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
            std::unique_ptr<Cached>>
       cache;
-  Runtime() { omp_set_num_threads(cpu_threads()); }
+  // Which thread calls, and what else set the team size (an OpenMP build of OpenBLAS, told to use one
+  // thread), is not ours to know: each call sets the team to cpu_threads() for the calling thread.
 };
 
 Runtime& runtime() {
@@ -133,6 +134,8 @@ bool onednn_conv_enabled() { return !forced_im2col(); }
 void onednn_conv_forward(const ConvShape& s, const float* x, const float* w, float* y) {
   Runtime& rt = runtime();
   Cached& c = cached(s);
+  std::lock_guard<std::mutex> hold(c.busy);
+  omp_set_num_threads(cpu_threads());
   memory xu = plain(dims4(s.n, s.ci, s.h, s.w), Tag::nchw, rt.engine, x);          // (N, Ci, H, W)
   memory wu = plain(dims4(s.co, s.ci, s.kh, s.kw), Tag::oihw, rt.engine, w);       // (Co, Ci, kh, kw)
   memory yu = plain(dims4(s.n, s.co, s.ho(), s.wo()), Tag::nchw, rt.engine, y);    // (N, Co, Ho, Wo)
@@ -148,6 +151,8 @@ void onednn_conv_backward(const ConvShape& s, const float* x, const float* w, co
                           float* dw) {
   Runtime& rt = runtime();
   Cached& c = cached(s);
+  std::lock_guard<std::mutex> hold(c.busy);
+  omp_set_num_threads(cpu_threads());
   memory xu = plain(dims4(s.n, s.ci, s.h, s.w), Tag::nchw, rt.engine, x);          // (N, Ci, H, W)
   memory wu = plain(dims4(s.co, s.ci, s.kh, s.kw), Tag::oihw, rt.engine, w);       // (Co, Ci, kh, kw)
   memory dyu = plain(dims4(s.n, s.co, s.ho(), s.wo()), Tag::nchw, rt.engine, dy);  // (N, Co, Ho, Wo)
