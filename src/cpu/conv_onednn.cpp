@@ -127,17 +127,32 @@ bool forced_im2col() {
   return forced;
 }
 
+// One call on one shape: its cache entry, held for the whole call, the OpenMP team sized for the calling
+// thread, and the caller's x and w as plain oneDNN memories.
+struct Call {
+  Runtime& rt;
+  Cached& c;
+  std::lock_guard<std::mutex> hold;
+  memory xu, wu;
+  Call(const ConvShape& s, const float* x, const float* w)
+      : rt(runtime()),
+        c(cached(s)),
+        hold(c.busy),
+        xu(plain(dims4(s.n, s.ci, s.h, s.w), Tag::nchw, rt.engine, x)),       // (N, Ci, H, W)
+        wu(plain(dims4(s.co, s.ci, s.kh, s.kw), Tag::oihw, rt.engine, w)) {  // (Co, Ci, kh, kw)
+    omp_set_num_threads(cpu_threads());
+  }
+};
+
 }  // namespace
 
 bool onednn_conv_enabled() { return !forced_im2col(); }
 
 void onednn_conv_forward(const ConvShape& s, const float* x, const float* w, float* y) {
-  Runtime& rt = runtime();
-  Cached& c = cached(s);
-  std::lock_guard<std::mutex> hold(c.busy);
-  omp_set_num_threads(cpu_threads());
-  memory xu = plain(dims4(s.n, s.ci, s.h, s.w), Tag::nchw, rt.engine, x);          // (N, Ci, H, W)
-  memory wu = plain(dims4(s.co, s.ci, s.kh, s.kw), Tag::oihw, rt.engine, w);       // (Co, Ci, kh, kw)
+  Call call(s, x, w);
+  Runtime& rt = call.rt;
+  Cached& c = call.c;
+  const memory &xu = call.xu, &wu = call.wu;
   memory yu = plain(dims4(s.n, s.co, s.ho(), s.wo()), Tag::nchw, rt.engine, y);    // (N, Co, Ho, Wo)
   memory xi = input(xu, c.fwd_pd.src_desc(), c.fwd_x, rt.stream);
   memory wi = input(wu, c.fwd_pd.weights_desc(), c.fwd_w, rt.stream);
@@ -149,12 +164,10 @@ void onednn_conv_forward(const ConvShape& s, const float* x, const float* w, flo
 
 void onednn_conv_backward(const ConvShape& s, const float* x, const float* w, const float* dy, float* dx,
                           float* dw) {
-  Runtime& rt = runtime();
-  Cached& c = cached(s);
-  std::lock_guard<std::mutex> hold(c.busy);
-  omp_set_num_threads(cpu_threads());
-  memory xu = plain(dims4(s.n, s.ci, s.h, s.w), Tag::nchw, rt.engine, x);          // (N, Ci, H, W)
-  memory wu = plain(dims4(s.co, s.ci, s.kh, s.kw), Tag::oihw, rt.engine, w);       // (Co, Ci, kh, kw)
+  Call call(s, x, w);
+  Runtime& rt = call.rt;
+  Cached& c = call.c;
+  const memory &xu = call.xu, &wu = call.wu;
   memory dyu = plain(dims4(s.n, s.co, s.ho(), s.wo()), Tag::nchw, rt.engine, dy);  // (N, Co, Ho, Wo)
   memory dy_data;  // dy in the data gradient's layout, reused by the weight gradient when it wants the same
   if (dx) {
