@@ -3,7 +3,7 @@
 # the kNN top-1 of the trained network next to the same network at its random initialisation.
 #
 # It trains on the GPU where one is usable (--device auto) and on the CPU otherwise; the numbers in the
-# README are the CPU's (pass --device cpu to reproduce them on a GPU machine). To fit in about 10 minutes on
+# README are the CPU's (pass --device cpu to reproduce them on a GPU machine). To fit in a few minutes on
 # 2 cores it trains a narrow ResNet-18 (small-image stem, width 8) with batch 64 for 1400 steps
 # (1.5 epochs, cosine schedule over 2); everything else is the small-image recipe (SPEC: lr 0.06, K 4096,
 # m 0.99, T 0.1, wd 5e-4, 8 BN groups). Flags appended to the command go to `moco train` and override these:
