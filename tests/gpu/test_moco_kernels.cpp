@@ -329,7 +329,8 @@ TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
           ASSERT_EQ(got, same) << "fp32 NCHW image " << i << " pixel " << p << " ch " << ch;
           const uint16_t gotb = gb[(size_t)((i * hw + p) * 3 + ch)];
           ASSERT_EQ(gotb, bf16_bits(same)) << "bf16 NHWC image " << i << " pixel " << p << " ch " << ch;
-          ASSERT_NEAR(bf16_value(gotb), plain, std::fabs(plain) / 512 + 2e-6) << "bf16 NHWC pixel " << p;
+          // bf16 keeps 8 significant bits: rounding to nearest moves a value by at most 2^-8 of itself
+          ASSERT_NEAR(bf16_value(gotb), plain, std::fabs(plain) / 256 + 2e-6) << "bf16 NHWC pixel " << p;
         }
   }
 }

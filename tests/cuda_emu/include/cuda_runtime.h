@@ -1,0 +1,75 @@
+// Stand-in for CUDA's <cuda_runtime.h> in the emulated kernel tests (tests/cuda_emu): the function-space
+// qualifiers, the builtin variables, the intrinsics the kernels use, and the few runtime calls that the
+// kernels, their launchers and the gpu tests make. It is found before the toolkit's header only by the
+// emulator's targets; see ../emu_runtime.h for what the emulation models.
+#pragma once
+#include <math.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../emu_runtime.h"
+#include "../emu_types.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+// The block's threads are fibers of one host thread, so a function-local static is shared by exactly them.
+#define __shared__ static thread_local
+
+#define threadIdx (::cuda_emu::thread_idx())
+#define blockIdx (::cuda_emu::block_idx())
+#define blockDim (::cuda_emu::block_dim())
+#define gridDim (::cuda_emu::grid_dim())
+#define warpSize 32
+
+inline void __syncthreads() { ::cuda_emu::sync_threads(); }
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
+  return ::cuda_emu::shfl_xor(mask, var, lane_mask, width);
+}
+
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+
+// CUDA's global min/max overloads, which device code calls unqualified (the usual arithmetic conversions
+// pick the common type, as CUDA's overload set does for the mixes the kernels use).
+template <class A, class B, class = std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>>>
+constexpr std::common_type_t<A, B> min(A a, B b) {
+  return b < a ? b : a;
+}
+template <class A, class B, class = std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>>>
+constexpr std::common_type_t<A, B> max(A a, B b) {
+  return a < b ? b : a;
+}
+
+// ---- runtime calls (emu_cuda_api.cpp): memory is host memory, every call is synchronous.
+cudaError_t cudaMalloc(void** p, size_t bytes);
+template <class T>
+cudaError_t cudaMalloc(T** p, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(p), bytes);
+}
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* p, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorString(cudaError_t err);

@@ -1,0 +1,191 @@
+// The emulator itself (emu_runtime.h), before it is trusted with the kernels of kernels/: the builtin
+// variables, barriers, warp shuffles, launch-configuration errors and the emulated cuBLAS GEMM, each against
+// values worked out by hand. Two tests show that a kernel missing a __syncthreads computes a wrong answer here,
+// which is what makes a passing kernel test mean something. Translated like the kernels
+// (translate_cu.py), so the launches below are written as on the device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "../src/cuda/device_buffer.h"
+
+using moco::cuda::DeviceBuffer;
+
+namespace {
+
+constexpr int kBlock = 64;  // two warps
+
+__global__ void write_linear_ids(int* out) {  // out (grid threads)
+  const unsigned bx = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  const unsigned tx = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned id = bx * (blockDim.x * blockDim.y * blockDim.z) + tx;
+  out[id] += (int)id + 1;  // += so that a thread run twice shows
+}
+
+// out[t] = in[n - 1 - t] through shared memory, with or without the barrier between the write and the read.
+template <bool kBarrier>
+__global__ void reverse_block(const int* in, int* out) {  // in, out (kBlock)
+  __shared__ int s[kBlock];
+  const int t = threadIdx.x;
+  s[t] = in[t];
+  if (kBarrier) __syncthreads();
+  out[t] = s[kBlock - 1 - t];
+}
+
+// Reads its partner's slot, then overwrites its own slot: the second barrier (before the overwrite) is what
+// keeps the partner's read valid.
+template <bool kSecondBarrier>
+__global__ void read_then_overwrite(int* out) {  // out (kBlock)
+  __shared__ int s[kBlock];
+  const int t = threadIdx.x;
+  s[t] = t;
+  __syncthreads();
+  const int v = s[kBlock - 1 - t];
+  if (kSecondBarrier) __syncthreads();
+  s[t] = 1000 + t;
+  __syncthreads();
+  out[t] = v;
+}
+
+// Butterfly sum over segments of `width` lanes: every lane ends with its segment's sum.
+__global__ void segment_sums(const float* in, float* out, int width) {  // in, out (blockDim.x)
+  float v = in[threadIdx.x];
+  for (int o = width / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o, width);
+  out[threadIdx.x] = v;
+}
+
+// The upper half-warp returns before a full-mask shuffle: undefined on the device.
+__global__ void shuffle_after_partial_return(float* out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+
+// Half a warp at a shuffle while the other half waits at __syncthreads: a deadlock on the device.
+__global__ void shuffle_beside_barrier(float* out) {
+  if (threadIdx.x < 16) {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+  } else {
+    __syncthreads();
+  }
+}
+
+__global__ void set_one(int* out) { out[0] = 1; }
+
+}  // namespace
+
+TEST(CudaEmulator, EveryThreadOfA3dGridRunsOnceWithItsIndices) {
+  const dim3 grid(3, 2, 2), block(5, 4, 3);
+  const int total = 3 * 2 * 2 * 5 * 4 * 3;
+  DeviceBuffer<int> out((size_t)total, "ids");
+  out.fill_bytes(0);
+  write_linear_ids<<<grid, block>>>(out.get());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> got = out.download();
+  for (int i = 0; i < total; ++i) ASSERT_EQ(got[i], i + 1) << "thread " << i;
+}
+
+TEST(CudaEmulator, BarrierMakesSharedWritesVisibleAndItsAbsenceShows) {
+  std::vector<int> in(kBlock);
+  std::iota(in.begin(), in.end(), 7);
+  DeviceBuffer<int> din(in, "in"), good(kBlock, "with barrier"), racy(kBlock, "without barrier");
+  reverse_block<true><<<1, kBlock>>>(din.get(), good.get());
+  reverse_block<false><<<1, kBlock>>>(din.get(), racy.get());
+  const std::vector<int> g = good.download(), r = racy.download();
+  int wrong = 0;
+  for (int t = 0; t < kBlock; ++t) {
+    EXPECT_EQ(g[t], in[kBlock - 1 - t]) << "t=" << t;
+    wrong += r[t] != in[kBlock - 1 - t];
+  }
+  // Without the barrier, the first half reads slots their partners have not written yet.
+  EXPECT_GE(wrong, kBlock / 2) << "the emulator hid a missing __syncthreads";
+}
+
+TEST(CudaEmulator, AMissingBarrierBeforeAnOverwriteShows) {
+  DeviceBuffer<int> good(kBlock, "with barrier"), racy(kBlock, "without barrier");
+  read_then_overwrite<true><<<1, kBlock>>>(good.get());
+  read_then_overwrite<false><<<1, kBlock>>>(racy.get());
+  const std::vector<int> g = good.download(), r = racy.download();
+  int wrong = 0;
+  for (int t = 0; t < kBlock; ++t) {
+    EXPECT_EQ(g[t], kBlock - 1 - t) << "t=" << t;
+    wrong += r[t] != kBlock - 1 - t;
+  }
+  // The phase after the first barrier runs the threads in descending order, so the low threads read slots
+  // the high threads have already overwritten.
+  EXPECT_GE(wrong, kBlock / 2) << "the emulator hid a missing __syncthreads";
+}
+
+TEST(CudaEmulator, ShuffleXorSumsWithinSegments) {
+  std::vector<float> in(kBlock);
+  for (int i = 0; i < kBlock; ++i) in[i] = (float)(i * i % 13);
+  DeviceBuffer<float> din(in, "in");
+  for (int width : {32, 16, 4}) {
+    DeviceBuffer<float> out(kBlock, "sums");
+    segment_sums<<<1, kBlock>>>(din.get(), out.get(), width);
+    const std::vector<float> got = out.download();
+    for (int i = 0; i < kBlock; ++i) {
+      float want = 0;
+      for (int j = i / width * width; j < (i / width + 1) * width; ++j) want += in[j];
+      EXPECT_EQ(got[i], want) << "width " << width << " lane " << i;
+    }
+  }
+}
+
+TEST(CudaEmulatorDeathTest, UndefinedShufflesStopTheRun) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the CPU backend's thread pool may already be running
+  DeviceBuffer<float> out(kBlock, "out");
+  EXPECT_DEATH(shuffle_after_partial_return<<<1, 32>>>(out.get()), "has returned");
+  EXPECT_DEATH(shuffle_beside_barrier<<<1, 32>>>(out.get()), "waits at __syncthreads");
+  EXPECT_DEATH(segment_sums<<<1, 48>>>(out.get(), out.get(), 32), "partial warp");
+}
+
+TEST(CudaEmulator, BadLaunchConfigurationsAreReportedAndRunNothing) {
+  DeviceBuffer<int> out(1, "out");
+  out.fill_bytes(0);
+  set_one<<<1, 1025>>>(out.get());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "cudaGetLastError clears the error";
+  set_one<<<dim3(1, 65536), 32>>>(out.get());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  set_one<<<0, 32>>>(out.get());
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(out.download()[0], 0);
+  set_one<<<1, 1024>>>(out.get());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(out.download()[0], 1);
+}
+
+// C = alpha * op(A) op(B) (+ beta * C), column-major, against products worked out by hand.
+TEST(CudaEmulator, GemmFollowsCublasColumnMajorDefinition) {
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  // A (2, 3) column-major = [[1, 3, 5], [2, 4, 6]]; B (3, 2) = [[1, 0], [0, 1], [1, 1]]
+  const float a[] = {1, 2, 3, 4, 5, 6}, b[] = {1, 0, 1, 0, 1, 1};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  float c[] = {nan, nan, -1, nan, nan, -1};  // (2, 2) with ldc 3; the -1 rows must stay
+  const float alpha = 2, beta = 0;
+  ASSERT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, a, CUDA_R_32F, 2, b, CUDA_R_32F, 3, &beta, c,
+                         CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  // A B = [[1 + 5, 3 + 5], [2 + 6, 4 + 6]] = [[6, 8], [8, 10]], times 2; beta = 0 ignores the NaNs
+  const float want[] = {12, 16, -1, 16, 20, -1};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(c[i], want[i]) << i;
+  // op = T: A^T (3, 2) . A (2, 3) would need lda >= 2 for the stored (2, 3): C = A^T A (3, 3), beta = 1
+  float ata[9];
+  for (float& v : ata) v = 1;
+  const float one = 1;
+  ASSERT_EQ(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 3, 3, 2, &one, a, CUDA_R_32F, 2, a, CUDA_R_32F, 2, &one, ata,
+                         CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  // (A^T A)[i][j] = <column i, column j> of A: columns (1,2), (3,4), (5,6)
+  const float gram[] = {5, 11, 17, 11, 25, 39, 17, 39, 61};
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(ata[i], gram[i] + 1) << i;
+  // A leading dimension shorter than the stored rows is refused, as cuBLAS does.
+  EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, a, CUDA_R_32F, 1, b, CUDA_R_32F, 3, &beta, c,
+                         CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);
+  cublasDestroy(h);
+}
