@@ -1,21 +1,181 @@
 // The runtime and cuBLAS calls of the emulated kernel tests (include/cuda_runtime.h, include/cublas_v2.h):
 // device memory is host memory, every call completes before it returns, and the GEMM is the textbook loop
 // over cuBLAS's column-major definition.
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "include/cublas_v2.h"
 #include "include/cuda_bf16.h"
 #include "include/cuda_runtime.h"
 
+namespace {
+
+constexpr size_t kDeviceBytes = size_t(16) << 30;  // what cudaMemGetInfo reports as the device's total
+
+// Live device allocations and their sizes, for cudaMemGetInfo and to refuse freeing what was not allocated;
+// pinned host allocations, for cudaPointerGetAttributes.
+struct Allocations {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;  // device
+  std::map<const char*, size_t> pinned;     // start -> bytes
+  size_t live = 0;
+};
+Allocations& allocations() {
+  static Allocations a;
+  return a;
+}
+
+}  // namespace
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   // 256-byte aligned like cudaMalloc's allocations (the launchers' vector paths rely on 16).
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  if (a.live + rounded > kDeviceBytes) return cudaErrorMemoryAllocation;
+  *p = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  if (!*p) return cudaErrorMemoryAllocation;
+  a.sizes[*p] = rounded;
+  a.live += rounded;
+  return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  auto it = a.sizes.find(p);
+  if (it == a.sizes.end()) return cudaErrorInvalidValue;  // as the device does for a pointer it did not allocate
+  a.live -= it->second;
+  a.sizes.erase(it);
   std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  *free_bytes = kDeviceBytes - a.live;
+  *total_bytes = kDeviceBytes;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  const size_t rounded = (bytes + 255) / 256 * 256 + 256;
+  *p = std::aligned_alloc(256, rounded);
+  if (!*p) return cudaErrorMemoryAllocation;
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  a.pinned[static_cast<const char*>(*p)] = rounded;
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
+cudaError_t cudaFreeHost(void* p) {
+  if (!p) return cudaSuccess;
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  if (a.pinned.erase(static_cast<const char*>(p)) == 0) return cudaErrorInvalidValue;
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p) {
+  *attr = cudaPointerAttributes{cudaMemoryTypeUnregistered, -1, nullptr, nullptr};
+  const char* c = static_cast<const char*>(p);
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  auto it = a.pinned.upper_bound(c);
+  if (it != a.pinned.begin() && c < (--it)->first + it->second) {
+    *attr = cudaPointerAttributes{cudaMemoryTypeHost, 0, const_cast<void*>(p), const_cast<void*>(p)};
+    return cudaSuccess;
+  }
+  for (const auto& [start, bytes] : a.sizes) {
+    const char* s0 = static_cast<const char*>(start);
+    if (c >= s0 && c < s0 + bytes) {
+      *attr = cudaPointerAttributes{cudaMemoryTypeDevice, 0, const_cast<void*>(p), nullptr};
+      break;
+    }
+  }
+  return cudaSuccess;
+}
+
+// ---- the device
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "CUDA kernel emulator (tests/cuda_emu)");
+  prop->totalGlobalMem = kDeviceBytes;
+  prop->major = 9;  // the limits it checks are sm_90's
+  prop->minor = 0;
+  prop->multiProcessorCount = 1;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+
+// ---- streams and events
+struct CUstream_st {
+  unsigned flags;
+};
+struct CUevent_st {
+  unsigned flags;
+  std::chrono::steady_clock::time_point at;
+  bool recorded = false;
+};
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  *stream = new CUstream_st{flags};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  if (!stream) return cudaErrorInvalidResourceHandle;
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t) { return cuda_emu::peek_last_error(); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
+  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaStreamGetDevice(cudaStream_t, int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  *event = new CUevent_st{flags, {}, false};
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  event->at = std::chrono::steady_clock::now();
+  event->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end) return cudaErrorInvalidResourceHandle;
+  // as the device: timing needs two recorded events made without cudaEventDisableTiming
+  if ((start->flags | end->flags) & cudaEventDisableTiming) return cudaErrorInvalidResourceHandle;
+  if (!start->recorded || !end->recorded) return cudaErrorInvalidResourceHandle;
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
@@ -41,6 +201,9 @@ const char* cudaGetErrorString(cudaError_t err) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
   }
   return "unknown error";
 }
@@ -96,9 +259,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
   if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
     return CUBLAS_STATUS_INVALID_VALUE;
-  if (ctype != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || atype != btype) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // the combinations cuBLAS documents for CUBLAS_COMPUTE_32F that moco uses: A = B = fp32 or bf16, C fp32 or
+  // (with bf16 inputs) bf16
+  if (compute != CUBLAS_COMPUTE_32F || atype != btype || (ctype == CUDA_R_16BF && atype != CUDA_R_16BF))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  float* cf = static_cast<float*>(c);
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) {
       double acc = 0;
@@ -107,8 +272,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
         const long long bi = transb == CUBLAS_OP_N ? l + (long long)j * ldb : j + (long long)l * ldb;
         acc += element(a, atype, ai) * element(b, btype, bi);
       }
-      float& out = cf[i + (long long)j * ldc];
-      out = be == 0.f ? (float)(al * acc) : (float)(al * acc + be * (double)out);  // beta = 0: C is not read
+      const long long ci = i + (long long)j * ldc;
+      // beta = 0: C is not read (it may hold NaN)
+      const float v = be == 0.f ? (float)(al * acc) : (float)(al * acc + be * element(c, ctype, ci));
+      if (ctype == CUDA_R_32F) static_cast<float*>(c)[ci] = v;
+      else static_cast<__nv_bfloat16*>(c)[ci] = __float2bfloat16_rn(v);
     }
   return CUBLAS_STATUS_SUCCESS;
 }
