@@ -16,12 +16,18 @@
 //    (Fp32StepMatchesTheCpuStep) therefore bounds gradients loosely (whole 5e-2, each tensor 0.25: a wrong term
 //    is an O(1) error), and a well-conditioned network without such near-ties (Fp32GradientIsTight: ResNet-18,
 //    32 images at 16 px in BN groups of 8) holds the whole gradient to 1e-4 (seen: 3.4e-6).
-//  - bf16 activations and conv weights: every activation is rounded to 8 significant bits (2^-9 relative),
-//    which compounds over the layers: the loss must agree to 2e-2 relative and the whole gradient to a
-//    relative L2 error of 0.1. On the emulator the bf16 gradient of the tiny network differs by far more than
-//    that (see Bf16StepTracksTheCpuStep); whether that is bf16 arithmetic or a fault is open, so the two bf16
-//    trajectory tests say so and skip there.
+//  - bf16 activations and conv weights: every activation and activation gradient is rounded to 8 significant
+//    bits, and at these sizes that moves the gradient a long way. PyTorch's own bf16 autocast step is 0.30
+//    (ResNet-18 below) to 1.4 (the width-4 ResNet-50) away from its float64 step in relative L2
+//    (tools/bf16_gradient_noise.py, bench/results/2026-11-25-bf16-gradient-noise.md). On the emulator, this
+//    step's bf16 gradient is 0.37 from the CPU's, and two bf16 runs with stochastic rounding are 0.51 from each
+//    other: the distance is rounding, not a fault. Bf16StepTracksTheCpuStep therefore uses the ResNet-18: the
+//    loss within 2e-2, the head's gradients (the least amplified) within 0.25, the whole gradient within 0.75
+//    (a wiring fault puts it at 1 or more: a zero gradient is 1, an unrelated one about 1.4).
+//  - LossCurveTracksTheCpuRun holds 240 bf16 steps to 10% per 40-step window. It takes about 15 minutes on the
+//    emulator, so there it runs only with MOCO_EMU_SLOW=1.
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "../../src/cuda/check.h"
@@ -46,6 +52,16 @@ MocoConfig tiny_v2() {
   c.temperature = 0.2f;
   c.bn_splits = 2;
   c.seed = 7;
+  return c;
+}
+
+// ResNet-18 with the small stem, width 8, BN groups of 8 at batch 32: its fp32 gradient at 16 px has no
+// near-ties, so GPU and CPU agree to rounding.
+MocoConfig well_conditioned() {
+  MocoConfig c;
+  c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
+  c.encoder.head = Head::Mlp, c.encoder.out_dim = 32;
+  c.queue_size = 512, c.temperature = 0.2f, c.momentum = 0.99f, c.bn_splits = 4, c.seed = 3;
   return c;
 }
 
@@ -157,11 +173,7 @@ TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
 // to rounding.
 TEST(GpuMocoStep, Fp32GradientIsTight) {
   MOCO_REQUIRE_GPU();
-  MocoConfig cfg;
-  cfg.encoder.depth = 18, cfg.encoder.width = 8, cfg.encoder.small_stem = true;
-  cfg.encoder.head = Head::Mlp, cfg.encoder.out_dim = 32;
-  cfg.queue_size = 512, cfg.temperature = 0.2f, cfg.momentum = 0.99f, cfg.bn_splits = 4, cfg.seed = 3;
-  Both m(cfg, DType::F32);
+  Both m(well_conditioned(), DType::F32);
   Tensor xq = images(32, 16, 0, 0), xk = images(32, 16, 0, 1);
   const StepStats c = m.cpu.step(xq, xk, 0.03f);
   const StepStats g = m.gpu->step(xq, xk, 0.03f);
@@ -175,22 +187,19 @@ TEST(GpuMocoStep, Fp32GradientIsTight) {
 
 TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
   MOCO_REQUIRE_GPU();
-  if (cuda::device_description(0).find("emulator") != std::string::npos)
-    GTEST_SKIP() << "on the CUDA emulator the bf16 gradient differs from the CPU's by 37% (relative L2) even on the "
-                    "well-conditioned ResNet-18, while fp32 agrees to 3e-6; open until a GPU run tells bf16 "
-                    "arithmetic from a fault";
-  Both m(tiny_v2(), DType::BF16);
-  const int64_t n = 8, s = 32;
-  Tensor xq = images(n, s, 0, 0), xk = images(n, s, 0, 1);
+  Both m(well_conditioned(), DType::BF16);
+  Tensor xq = images(32, 16, 0, 0), xk = images(32, 16, 0, 1);
   const StepStats c = m.cpu.step(xq, xk, 0.03f);
   const StepStats g = m.gpu->step(xq, xk, 0.03f);
   EXPECT_NEAR(g.loss, c.loss, 2e-2 * std::fabs(c.loss));
   m.gpu->store_to(m.readback);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
-  EXPECT_LE(std::sqrt(num / den), 0.1) << "relative L2 error of the whole gradient";
+  for (const RegistryEntry& e : m.cpu.encoder_q().registry().entries())
+    if (e.slot == Slot::Param && e.name.rfind("fc.", 0) == 0)
+      EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, (size_t)e.numel()), 0.25)
+          << "gradient of the head's " << e.name;
+  EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 0.75) << "relative L2 error of the whole gradient";
 }
 
 TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {
@@ -209,10 +218,8 @@ TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {
 // rounding over hundreds of steps, while a wrong op shows as a different curve), and both must fall.
 TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
   MOCO_REQUIRE_GPU();
-  if (cuda::device_description(0).find("emulator") != std::string::npos)
-    GTEST_SKIP() << "on the CUDA emulator the bf16 gradient differs from the CPU's by 37% (relative L2) even on the "
-                    "well-conditioned ResNet-18, while fp32 agrees to 3e-6; open until a GPU run tells bf16 "
-                    "arithmetic from a fault";
+  if (cuda::device_description(0).find("emulator") != std::string::npos && !std::getenv("MOCO_EMU_SLOW"))
+    GTEST_SKIP() << "240 steps take about 15 minutes on the CUDA emulator; MOCO_EMU_SLOW=1 runs them";
   MocoConfig cfg;
   cfg.encoder.depth = 18, cfg.encoder.width = 8, cfg.encoder.small_stem = true;
   cfg.encoder.head = Head::Mlp, cfg.encoder.out_dim = 32;
