@@ -124,6 +124,16 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   return cudaSuccess;
 }
 
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 1; return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = 50 * 1024 * 1024; return cudaSuccess;  // an H100's 50 MiB
+  }
+  return cudaErrorInvalidValue;
+}
+
 // ---- streams and events
 struct CUstream_st {
   unsigned flags;
