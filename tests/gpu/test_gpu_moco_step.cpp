@@ -28,6 +28,7 @@
 //    18 minutes on 2 busy cores, so there it runs only with MOCO_EMU_SLOW=1.
 #include <cmath>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "../../src/cuda/check.h"
@@ -169,16 +170,23 @@ TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
   EXPECT_LE(worst_grad, 5e-2) << "relative L2 error of the whole gradient";
 }
 
+// One step of the CPU and of the GPU on the same 32 images at 16 px (the well-conditioned network's inputs);
+// the GPU's state is then read back into m.readback. Returns (CPU, GPU) statistics.
+static std::pair<StepStats, StepStats> step_well_conditioned(Both& m) {
+  Tensor xq = images(32, 16, 0, 0), xk = images(32, 16, 0, 1);
+  const StepStats c = m.cpu.step(xq, xk, 0.03f);
+  const StepStats g = m.gpu->step(xq, xk, 0.03f);
+  m.gpu->store_to(m.readback);
+  return {c, g};
+}
+
 // One step of a network whose gradients have no near-ties at these inputs: fp32 GPU and CPU gradients agree
 // to rounding.
 TEST(GpuMocoStep, Fp32GradientIsTight) {
   MOCO_REQUIRE_GPU();
   Both m(well_conditioned(), DType::F32);
-  Tensor xq = images(32, 16, 0, 0), xk = images(32, 16, 0, 1);
-  const StepStats c = m.cpu.step(xq, xk, 0.03f);
-  const StepStats g = m.gpu->step(xq, xk, 0.03f);
+  const auto [c, g] = step_well_conditioned(m);
   EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
-  m.gpu->store_to(m.readback);
   expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
@@ -188,11 +196,8 @@ TEST(GpuMocoStep, Fp32GradientIsTight) {
 TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
   MOCO_REQUIRE_GPU();
   Both m(well_conditioned(), DType::BF16);
-  Tensor xq = images(32, 16, 0, 0), xk = images(32, 16, 0, 1);
-  const StepStats c = m.cpu.step(xq, xk, 0.03f);
-  const StepStats g = m.gpu->step(xq, xk, 0.03f);
+  const auto [c, g] = step_well_conditioned(m);
   EXPECT_NEAR(g.loss, c.loss, 2e-2 * std::fabs(c.loss));
-  m.gpu->store_to(m.readback);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
   for (const RegistryEntry& e : m.cpu.encoder_q().registry().entries())
