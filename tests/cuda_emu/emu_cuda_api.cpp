@@ -31,15 +31,18 @@ Allocations& allocations() {
   return a;
 }
 
+// Allocations are whole 256-byte blocks, 256-byte aligned like cudaMalloc's (the launchers' vector paths rely
+// on 16); a zero-byte request still gets one block, so it has a distinct address.
+size_t block_bytes(size_t bytes) { return bytes == 0 ? 256 : (bytes + 255) / 256 * 256; }
+
 }  // namespace
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  // 256-byte aligned like cudaMalloc's allocations (the launchers' vector paths rely on 16).
-  const size_t rounded = (bytes + 255) / 256 * 256;
+  const size_t rounded = block_bytes(bytes);
   Allocations& a = allocations();
   std::lock_guard<std::mutex> lock(a.mu);
   if (a.live + rounded > kDeviceBytes) return cudaErrorMemoryAllocation;
-  *p = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  *p = std::aligned_alloc(256, rounded);
   if (!*p) return cudaErrorMemoryAllocation;
   a.sizes[*p] = rounded;
   a.live += rounded;
@@ -64,7 +67,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
-  const size_t rounded = (bytes + 255) / 256 * 256 + 256;
+  const size_t rounded = block_bytes(bytes);
   *p = std::aligned_alloc(256, rounded);
   if (!*p) return cudaErrorMemoryAllocation;
   Allocations& a = allocations();

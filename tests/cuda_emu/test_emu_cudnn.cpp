@@ -238,22 +238,31 @@ std::string name(const Shape& sh) {
          " pad=" + std::to_string(sh.ph()) + "," + std::to_string(sh.pw());
 }
 
+// Runs `pass(algo, out)` for every algorithm number below `count`: each one the fake has (not NOT_SUPPORTED) must
+// succeed and match `want`, and at least two must exist, so the algorithm bookkeeping is exercised too.
+template <class Pass>
+void expect_every_algorithm(const Shape& sh, int count, size_t out_count, const std::vector<double>& want,
+                            const char* what, Pass&& pass) {
+  int ran = 0;
+  for (int a = 0; a < count; ++a) {
+    std::vector<float> out(out_count);
+    const cudnnStatus_t st = pass(a, out);
+    if (st == CUDNN_STATUS_NOT_SUPPORTED) continue;
+    ASSERT_EQ(st, CUDNN_STATUS_SUCCESS) << name(sh) << " " << what << " algo " << a;
+    expect_close_f32(out, want, name(sh) + " " + what + " algo " + std::to_string(a));
+    ++ran;
+  }
+  EXPECT_GE(ran, 2) << name(sh) << " " << what;
+}
+
 TEST(EmulatedCudnn, ForwardMatchesTheDirectFormula) {
   for (const Shape& sh : kShapes) {
     Descs d(sh, CUDNN_DATA_FLOAT);
     CUDNN_OK(d.status);
     const std::vector<float> x = random_floats(sh.x_count(), 1), w = random_floats(sh.w_count(), 2);
-    const std::vector<double> want = ref_forward(sh, to_double(x), to_double(w));
-    int ran = 0;  // every algorithm the fake has computes the same thing
-    for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
-      std::vector<float> y(sh.y_count());
-      const cudnnStatus_t st = forward(d, a, x, w, y);
-      if (st == CUDNN_STATUS_NOT_SUPPORTED) continue;
-      ASSERT_EQ(st, CUDNN_STATUS_SUCCESS) << name(sh) << " algo " << a;
-      expect_close_f32(y, want, name(sh) + " forward algo " + std::to_string(a));
-      ++ran;
-    }
-    EXPECT_GE(ran, 2) << name(sh);
+    expect_every_algorithm(sh, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, sh.y_count(),
+                           ref_forward(sh, to_double(x), to_double(w)), "forward",
+                           [&](int a, std::vector<float>& y) { return forward(d, a, x, w, y); });
   }
 }
 
@@ -262,17 +271,9 @@ TEST(EmulatedCudnn, BackwardDataMatchesTheDirectFormula) {
     Descs d(sh, CUDNN_DATA_FLOAT);
     CUDNN_OK(d.status);
     const std::vector<float> dy = random_floats(sh.y_count(), 3), w = random_floats(sh.w_count(), 4);
-    const std::vector<double> want = ref_backward_data(sh, to_double(dy), to_double(w));
-    int ran = 0;
-    for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
-      std::vector<float> dx(sh.x_count());
-      const cudnnStatus_t st = backward_data(d, a, dy, w, dx);
-      if (st == CUDNN_STATUS_NOT_SUPPORTED) continue;
-      ASSERT_EQ(st, CUDNN_STATUS_SUCCESS) << name(sh) << " algo " << a;
-      expect_close_f32(dx, want, name(sh) + " backward_data algo " + std::to_string(a));
-      ++ran;
-    }
-    EXPECT_GE(ran, 2) << name(sh);
+    expect_every_algorithm(sh, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, sh.x_count(),
+                           ref_backward_data(sh, to_double(dy), to_double(w)), "backward_data",
+                           [&](int a, std::vector<float>& dx) { return backward_data(d, a, dy, w, dx); });
   }
 }
 
@@ -281,17 +282,9 @@ TEST(EmulatedCudnn, BackwardFilterMatchesTheDirectFormula) {
     Descs d(sh, CUDNN_DATA_FLOAT);
     CUDNN_OK(d.status);
     const std::vector<float> x = random_floats(sh.x_count(), 5), dy = random_floats(sh.y_count(), 6);
-    const std::vector<double> want = ref_backward_filter(sh, to_double(x), to_double(dy));
-    int ran = 0;
-    for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; ++a) {
-      std::vector<float> dw(sh.w_count());
-      const cudnnStatus_t st = backward_filter(d, a, x, dy, dw);
-      if (st == CUDNN_STATUS_NOT_SUPPORTED) continue;
-      ASSERT_EQ(st, CUDNN_STATUS_SUCCESS) << name(sh) << " algo " << a;
-      expect_close_f32(dw, want, name(sh) + " backward_filter algo " + std::to_string(a));
-      ++ran;
-    }
-    EXPECT_GE(ran, 2) << name(sh);
+    expect_every_algorithm(sh, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, sh.w_count(),
+                           ref_backward_filter(sh, to_double(x), to_double(dy)), "backward_filter",
+                           [&](int a, std::vector<float>& dw) { return backward_filter(d, a, x, dy, dw); });
   }
 }
 
