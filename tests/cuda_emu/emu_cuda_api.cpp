@@ -1,11 +1,12 @@
 // The runtime and cuBLAS calls of the emulated kernel tests (include/cuda_runtime.h, include/cublas_v2.h):
-// device memory is host memory, every call completes before it returns, and the GEMM is the textbook loop
-// over cuBLAS's column-major definition.
+// device memory is host memory, asynchronous calls are queued on their stream (emu_streams.h), and the GEMM
+// is the textbook loop over cuBLAS's column-major definition.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "include/cublas_v2.h"
 #include "include/cuda_bf16.h"
 #include "include/cuda_runtime.h"
+#include "emu_streams.h"
 
 namespace {
 
@@ -50,6 +52,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  cuda_emu::sync_device();  // cudaFree synchronises the device: queued work may still use p
   Allocations& a = allocations();
   std::lock_guard<std::mutex> lock(a.mu);
   auto it = a.sizes.find(p);
@@ -78,6 +81,7 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
+  cuda_emu::sync_device();  // as cudaFree
   Allocations& a = allocations();
   std::lock_guard<std::mutex> lock(a.mu);
   if (a.pinned.erase(static_cast<const char*>(p)) == 0) return cudaErrorInvalidValue;
@@ -103,6 +107,17 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p)
   }
   return cudaSuccess;
 }
+
+namespace {
+
+// Ordinary host memory: neither a device allocation nor page-locked.
+bool pageable(const void* p) {
+  cudaPointerAttributes a;
+  cudaPointerGetAttributes(&a, p);
+  return a.type == cudaMemoryTypeUnregistered;
+}
+
+}  // namespace
 
 // ---- the device
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -137,29 +152,24 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return cudaErrorInvalidValue;
 }
 
-// ---- streams and events
-struct CUstream_st {
-  unsigned flags;
-};
-struct CUevent_st {
-  unsigned flags;
-  std::chrono::steady_clock::time_point at;
-  bool recorded = false;
-};
-
+// ---- streams and events: queued work, run in the most hostile legal order (emu_streams.h)
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  *stream = new CUstream_st{flags};
+  *stream = cuda_emu::create_stream(flags);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return cudaErrorInvalidResourceHandle;
-  delete stream;
+  cuda_emu::destroy_stream(stream);
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cuda_emu::peek_last_error(); }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned) {
-  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  return cuda_emu::poll_stream(stream) ? cuda_emu::peek_last_error() : cudaErrorNotReady;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  cuda_emu::wait_event(stream, event);
+  return cudaSuccess;
 }
 cudaError_t cudaStreamGetDevice(cudaStream_t, int* device) {
   *device = 0;
@@ -167,44 +177,71 @@ cudaError_t cudaStreamGetDevice(cudaStream_t, int* device) {
 }
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
-  *event = new CUevent_st{flags, {}, false};
+  *event = cuda_emu::create_event(flags);
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (!event) return cudaErrorInvalidResourceHandle;
-  delete event;
+  cuda_emu::destroy_event(event);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return cudaErrorInvalidResourceHandle;
-  event->at = std::chrono::steady_clock::now();
-  event->recorded = true;
+  cuda_emu::record_event(event, stream);
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  return cuda_emu::poll_event(event) ? cudaSuccess : cudaErrorNotReady;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  cuda_emu::sync_event(event);
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start || !end) return cudaErrorInvalidResourceHandle;
-  // as the device: timing needs two recorded events made without cudaEventDisableTiming
-  if ((start->flags | end->flags) & cudaEventDisableTiming) return cudaErrorInvalidResourceHandle;
-  if (!start->recorded || !end->recorded) return cudaErrorInvalidResourceHandle;
-  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
-  return cudaSuccess;
+  // as the device: timing needs two events made without cudaEventDisableTiming whose records have completed
+  if ((cuda_emu::event_flags(start) | cuda_emu::event_flags(end)) & cudaEventDisableTiming)
+    return cudaErrorInvalidResourceHandle;
+  return cuda_emu::elapsed_ms(start, end, ms) ? cudaSuccess : cudaErrorNotReady;
 }
+
+// Copies: pageable host memory is staged (read) at the call and written before it returns, as CUDA does;
+// device and page-locked memory are touched only when the copy runs.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (bytes) std::memmove(dst, src, bytes);
+  cuda_emu::run_blocking(nullptr, [=] { if (bytes) std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  if (pageable(dst)) {
+    cuda_emu::run_blocking(stream, [=] { std::memmove(dst, src, bytes); });
+  } else if (pageable(src)) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+    cuda_emu::enqueue(stream, [=] { std::memcpy(dst, staged->data(), bytes); });
+  } else {
+    cuda_emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); });
+  }
+  (void)kind;
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-  if (bytes) std::memset(p, value, bytes);
+  cuda_emu::run_blocking(nullptr, [=] { if (bytes) std::memset(p, value, bytes); });
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
-cudaError_t cudaDeviceSynchronize() { return cuda_emu::peek_last_error(); }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cuda_emu::peek_last_error(); }
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes) cuda_emu::enqueue(stream, [=] { std::memset(p, value, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  cuda_emu::sync_device();
+  return cuda_emu::peek_last_error();
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  cuda_emu::sync_stream(stream);
+  return cuda_emu::peek_last_error();
+}
 cudaError_t cudaGetLastError() { return cuda_emu::take_last_error(); }
 cudaError_t cudaPeekAtLastError() { return cuda_emu::peek_last_error(); }
 const char* cudaGetErrorString(cudaError_t err) {
@@ -224,6 +261,7 @@ const char* cudaGetErrorString(cudaError_t err) {
 // ---- cuBLAS
 struct cublasContext {
   cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  cudaStream_t stream = nullptr;  // where calls are queued
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
@@ -234,8 +272,10 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
   delete handle;
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t) {
-  return handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetPointerMode(cublasHandle_t handle, cublasPointerMode_t mode) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -276,20 +316,23 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   // (with bf16 inputs) bf16
   if (compute != CUBLAS_COMPUTE_32F || atype != btype || (ctype == CUDA_R_16BF && atype != CUDA_R_16BF))
     return CUBLAS_STATUS_NOT_SUPPORTED;
+  // host pointer mode: alpha and beta are read at the call, the matrices when the GEMM runs
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      double acc = 0;
-      for (int l = 0; l < k; ++l) {
-        const long long ai = transa == CUBLAS_OP_N ? i + (long long)l * lda : l + (long long)i * lda;
-        const long long bi = transb == CUBLAS_OP_N ? l + (long long)j * ldb : j + (long long)l * ldb;
-        acc += element(a, atype, ai) * element(b, btype, bi);
+  cuda_emu::enqueue(handle->stream, [=] {
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
+        double acc = 0;
+        for (int l = 0; l < k; ++l) {
+          const long long ai = transa == CUBLAS_OP_N ? i + (long long)l * lda : l + (long long)i * lda;
+          const long long bi = transb == CUBLAS_OP_N ? l + (long long)j * ldb : j + (long long)l * ldb;
+          acc += element(a, atype, ai) * element(b, btype, bi);
+        }
+        const long long ci = i + (long long)j * ldc;
+        // beta = 0: C is not read (it may hold NaN)
+        const float v = be == 0.f ? (float)(al * acc) : (float)(al * acc + be * element(c, ctype, ci));
+        if (ctype == CUDA_R_32F) static_cast<float*>(c)[ci] = v;
+        else static_cast<__nv_bfloat16*>(c)[ci] = __float2bfloat16_rn(v);
       }
-      const long long ci = i + (long long)j * ldc;
-      // beta = 0: C is not read (it may hold NaN)
-      const float v = be == 0.f ? (float)(al * acc) : (float)(al * acc + be * element(c, ctype, ci));
-      if (ctype == CUDA_R_32F) static_cast<float*>(c)[ci] = v;
-      else static_cast<__nv_bfloat16*>(c)[ci] = __float2bfloat16_rn(v);
-    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -18,14 +18,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "include/cuda_bf16.h"
 #include "include/cuda_runtime.h"
 #include "include/cudnn.h"
+#include "emu_streams.h"
 
 struct cudnnContext {
-  cudaStream_t stream = nullptr;  // recorded only: every call has finished when it returns
+  cudaStream_t stream = nullptr;  // where convolutions are queued (emu_streams.h)
 };
 
 struct cudnnTensorStruct {
@@ -534,14 +536,23 @@ void scribble(void* p, size_t bytes) {
   if (p && bytes) std::memset(p, 0xFF, bytes);
 }
 
-// The checks every run of a pass makes before computing: the algorithm exists here and the workspace is as
-// large as it needs (then scribbled over, as the real kernels would use it).
-cudnnStatus_t prepare(Pass pass, int algo, const Problem& p, void* ws, size_t ws_bytes) {
-  size_t need = 0;
-  if (const cudnnStatus_t st = workspace_need(pass, algo, p, &need)) return st;
-  if (ws_bytes < need || (need > 0 && !ws)) return CUDNN_STATUS_BAD_PARAM;
-  scribble(ws, need);
+// The checks every run of a pass makes at the call: the algorithm exists here and the workspace is as large
+// as it needs. *need is what the run will scribble over, as the real kernels would use it.
+cudnnStatus_t prepare(Pass pass, int algo, const Problem& p, void* ws, size_t ws_bytes, size_t* need) {
+  if (const cudnnStatus_t st = workspace_need(pass, algo, p, need)) return st;
+  if (ws_bytes < *need || (*need > 0 && !ws)) return CUDNN_STATUS_BAD_PARAM;
   return CUDNN_STATUS_SUCCESS;
+}
+
+// Queues a convolution on the handle's stream. The descriptors (in p) and the scaling factors are read at the
+// call, as cuDNN reads them; the data and the workspace when it runs.
+void queue_run(cudnnHandle_t handle, const void* alpha, const void* beta, void* ws, size_t need,
+               std::function<void(const float*, const float*)> run) {
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  cuda_emu::enqueue(handle->stream, [=] {
+    scribble(ws, need);
+    run(&al, &be);
+  });
 }
 
 // The find calls: every algorithm of the pass, the ones that ran (status SUCCESS) first by time, then those
@@ -552,6 +563,7 @@ template <class Perf, class Algo>
 cudnnStatus_t find(Pass pass, const Problem& p, void* out, size_t out_bytes, int requested, int* returned,
                    Perf* perf, void* ws, size_t ws_bytes) {
   if (requested <= 0 || !returned || !perf) return CUDNN_STATUS_BAD_PARAM;
+  cuda_emu::sync_device();  // the find calls block the host; they run after the work queued before them
   if (!ws) ws_bytes = 0;  // no buffer: only algorithms without a workspace can run
   std::vector<Perf> all;
   size_t used = 0;  // the most workspace any algorithm that ran wrote
@@ -637,8 +649,11 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha, c
   Problem p;
   if (!handle || !alpha || !beta || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(xDesc, wDesc, convDesc, yDesc, &p)) return st;
-  if (const cudnnStatus_t st = prepare(kForward, algo, p, workSpace, workSpaceSizeInBytes)) return st;
-  scatter(forward(p, gather(x, x_array(p)), gather(w, w_array(p))), y_array(p), alpha, beta, y);
+  size_t need = 0;
+  if (const cudnnStatus_t st = prepare(kForward, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
+  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+    scatter(forward(p, gather(x, x_array(p)), gather(w, w_array(p))), y_array(p), al, be, y);
+  });
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -684,8 +699,11 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
   Problem p;
   if (!handle || !alpha || !beta || !w || !dy || !dx) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(dxDesc, wDesc, convDesc, dyDesc, &p)) return st;
-  if (const cudnnStatus_t st = prepare(kBackwardData, algo, p, workSpace, workSpaceSizeInBytes)) return st;
-  scatter(backward_data(p, gather(dy, y_array(p)), gather(w, w_array(p))), x_array(p), alpha, beta, dx);
+  size_t need = 0;
+  if (const cudnnStatus_t st = prepare(kBackwardData, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
+  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+    scatter(backward_data(p, gather(dy, y_array(p)), gather(w, w_array(p))), x_array(p), al, be, dx);
+  });
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -733,7 +751,10 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
   Problem p;
   if (!handle || !alpha || !beta || !x || !dy || !dw) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(xDesc, dwDesc, convDesc, dyDesc, &p)) return st;
-  if (const cudnnStatus_t st = prepare(kBackwardFilter, algo, p, workSpace, workSpaceSizeInBytes)) return st;
-  scatter(backward_filter(p, gather(x, x_array(p)), gather(dy, y_array(p))), w_array(p), alpha, beta, dw);
+  size_t need = 0;
+  if (const cudnnStatus_t st = prepare(kBackwardFilter, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
+  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+    scatter(backward_filter(p, gather(x, x_array(p)), gather(dy, y_array(p))), w_array(p), al, be, dw);
+  });
   return CUDNN_STATUS_SUCCESS;
 }

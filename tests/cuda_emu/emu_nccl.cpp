@@ -1,10 +1,12 @@
 // The one-rank NCCL of the emulated tests (include/nccl.h): collectives copy, sends and receives to oneself are
-// matched in issue order when their group ends, as NCCL pairs them.
+// matched in issue order when their group ends, as NCCL pairs them. Every operation is queued on its stream
+// (emu_streams.h) and runs when the host next needs it; arguments are checked at the call.
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "include/nccl.h"
+#include "emu_streams.h"
 
 struct ncclComm {
   bool aborted = false;
@@ -26,10 +28,12 @@ size_t type_bytes(ncclDataType_t t) {
 struct PendingSend {
   const void* data;
   size_t bytes;
+  cudaStream_t stream;
 };
 struct PendingRecv {
   void* data;
   size_t bytes;
+  cudaStream_t stream;
 };
 
 // The open group of this host thread (NCCL's groups are per thread).
@@ -50,11 +54,12 @@ ncclResult_t refuse(ncclComm_t comm, ncclResult_t r, const std::string& why) {
   return r;
 }
 
-ncclResult_t copy(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm) {
+ncclResult_t copy(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
+                  cudaStream_t stream) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
   const size_t b = type_bytes(type);
   if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
-  if (count && send != recv) std::memmove(recv, send, count * b);
+  if (count && send != recv) cuda_emu::enqueue(stream, [=] { std::memmove(recv, send, count * b); });
   return ncclSuccess;
 }
 
@@ -87,46 +92,50 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int ra
   return ncclSuccess;
 }
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  cuda_emu::sync_device();  // the communicator's queued operations finish first
   delete comm;
   return ncclSuccess;
 }
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  cuda_emu::sync_device();  // nothing can hang on one rank: its queued operations just finish
   delete comm;
   return ncclSuccess;
 }
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
-  *async_error = ncclSuccess;  // every operation has completed when it returned
+  *async_error = ncclSuccess;  // nothing can fail asynchronously on one rank
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   if (op < ncclSum || op > ncclAvg) return refuse(comm, ncclInvalidArgument, "unknown reduction");
-  return copy(send, recv, count, type, comm);  // any reduction over one rank is that rank's value
+  return copy(send, recv, count, type, comm, stream);  // any reduction over one rank is that rank's value
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
-                           cudaStream_t) {
-  return copy(send, recv, count, type, comm);
+                           cudaStream_t stream) {
+  return copy(send, recv, count, type, comm, stream);
 }
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   if (root != 0) return refuse(comm, ncclInvalidArgument, "root " + std::to_string(root) + " of 1 rank");
-  return copy(send, recv, count, type, comm);
+  return copy(send, recv, count, type, comm, stream);
 }
 
-ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t) {
+ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                      cudaStream_t stream) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
   if (peer != 0) return refuse(comm, ncclInvalidArgument, "peer " + std::to_string(peer) + " of 1 rank");
   if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a send to oneself outside a group never completes");
-  group.sends.push_back({send, count * type_bytes(type)});
+  group.sends.push_back({send, count * type_bytes(type), stream});
   return ncclSuccess;
 }
-ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t) {
+ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                      cudaStream_t stream) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
   if (peer != 0) return refuse(comm, ncclInvalidArgument, "peer " + std::to_string(peer) + " of 1 rank");
   if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a receive from oneself outside a group never completes");
-  group.recvs.push_back({recv, count * type_bytes(type)});
+  group.recvs.push_back({recv, count * type_bytes(type), stream});
   return ncclSuccess;
 }
 ncclResult_t ncclGroupStart() {
@@ -137,12 +146,19 @@ ncclResult_t ncclGroupEnd() {
   if (group.depth == 0) return ncclInvalidUsage;
   if (--group.depth > 0) return ncclSuccess;
   // The k-th send to a peer meets the k-th receive from it, and their sizes must agree.
+  // The whole group is one piece of work on one stream (moco issues each group on one stream; several
+  // streams in one group would need their cross-stream joins modelled).
   ncclResult_t r = ncclSuccess;
   if (group.sends.size() != group.recvs.size()) r = ncclInvalidUsage;
-  for (size_t i = 0; r == ncclSuccess && i < group.sends.size(); ++i) {
-    if (group.sends[i].bytes != group.recvs[i].bytes) r = ncclInvalidUsage;
-    else if (group.sends[i].bytes) std::memmove(group.recvs[i].data, group.sends[i].data, group.sends[i].bytes);
-  }
+  for (size_t i = 0; r == ncclSuccess && i < group.sends.size(); ++i)
+    if (group.sends[i].bytes != group.recvs[i].bytes || group.sends[i].stream != group.sends[0].stream ||
+        group.recvs[i].stream != group.sends[0].stream)
+      r = ncclInvalidUsage;
+  if (r == ncclSuccess && !group.sends.empty())
+    cuda_emu::enqueue(group.sends[0].stream, [sends = group.sends, recvs = group.recvs] {
+      for (size_t i = 0; i < sends.size(); ++i)
+        if (sends[i].bytes) std::memmove(recvs[i].data, sends[i].data, sends[i].bytes);
+    });
   group.sends.clear();
   group.recvs.clear();
   return r;

@@ -236,12 +236,14 @@ void fresh_shared(void* p, size_t bytes) {
   g.fresh.push_back(p);
 }
 
-void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
+bool launch_ok(const LaunchConfig& cfg) {
   if (g.active) die("a kernel launched from inside a kernel (dynamic parallelism is not used by moco)");
-  if (!config_ok(cfg)) {
-    last_error = cudaErrorInvalidConfiguration;
-    return;
-  }
+  if (config_ok(cfg)) return true;
+  last_error = cudaErrorInvalidConfiguration;
+  return false;
+}
+
+void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
   while ((int)g.fibers.size() < threads) {
     g.fibers.emplace_back();

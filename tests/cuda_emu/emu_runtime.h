@@ -20,18 +20,23 @@
 //   bad one is reported by the next cudaGetLastError(), as on the device, without running anything.
 // - Device memory is host memory from malloc, so AddressSanitizer sees out-of-bounds kernel accesses.
 //
-// What it does not model: concurrency between blocks (they never overlap here), the memory model, streams
-// (everything is synchronous), device-side rounding of expf/logf (host libm is used; the tests' tolerances
+// - A launch is queued on its stream and runs when the host next needs its result (emu_streams.h), in the most
+//   hostile order that stream order and events allow.
+//
+// What it does not model: concurrency between blocks (they never overlap here), the memory model, two pieces
+// of stream work overlapping in time (they run one at a time, in an adversarial order), device-side rounding of expf/logf (host libm is used; the tests' tolerances
 // cover both), and tensor-core accumulation order in the emulated cuBLAS.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
+#include "emu_streams.h"
 #include "emu_types.h"
 
 namespace cuda_emu {
@@ -62,16 +67,21 @@ int lane_id();
 // time a thread of the current block gets there.
 void fresh_shared(void* p, size_t bytes);
 
-// Runs body once per CUDA thread of the grid. A bad configuration is recorded for cudaGetLastError() instead.
+// Checks a launch configuration against the device's limits; a bad one is recorded for cudaGetLastError().
+bool launch_ok(const LaunchConfig& cfg);
+
+// Runs body once per CUDA thread of the grid (the configuration already checked).
 void run_grid(const LaunchConfig& cfg, const std::function<void()>& body);
 
 // What a kernel launch `kernel<<<cfg>>>(args...)` becomes (translate_cu.py writes these calls). The
-// arguments are converted to the kernel's parameter types once, as a launch copies them.
+// arguments are converted to the kernel's parameter types once, at the launch, as a launch copies them; the
+// grid runs later on its stream.
 template <class... P, class... A>
 void launch(void (*kernel)(P...), const LaunchConfig& cfg, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
-  std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
-  run_grid(cfg, [&] { std::apply(kernel, params); });
+  if (!launch_ok(cfg)) return;
+  auto params = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(args)...);
+  enqueue(cfg.stream, [kernel, cfg, params] { run_grid(cfg, [&] { std::apply(kernel, *params); }); });
 }
 
 // Errors recorded by launches, returned and cleared by cudaGetLastError().

@@ -15,11 +15,19 @@
 #include <vector>
 
 #include "include/cuda_bf16.h"
+#include "include/cuda_runtime.h"
 #include "include/cudnn.h"
 
 namespace {
 
 #define CUDNN_OK(call) ASSERT_EQ((call), CUDNN_STATUS_SUCCESS) << #call
+
+// A convolution is queued on the handle's stream and runs when the host synchronises (emu_streams.h); these
+// tests read its output at once, so each call is followed by the synchronisation a program would make first.
+cudnnStatus_t finished(cudnnStatus_t status) {
+  cudaDeviceSynchronize();
+  return status;
+}
 
 struct Shape {
   int n, c, h, w;      // x: images, input channels, rows, columns
@@ -195,8 +203,8 @@ cudnnStatus_t forward(const Descs& d, int algo, const std::vector<T>& x, const s
     return st;
   std::vector<unsigned char> ws(bytes);  // (bytes) workspace
   std::memset(y.data(), 0xFF, y.size() * sizeof(T));
-  return cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv, (cudnnConvolutionFwdAlgo_t)algo,
-                                 ws.data(), bytes, &kZero, d.y, y.data());
+  return finished(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv, (cudnnConvolutionFwdAlgo_t)algo,
+                                 ws.data(), bytes, &kZero, d.y, y.data()));
 }
 template <class T>
 cudnnStatus_t backward_data(const Descs& d, int algo, const std::vector<T>& dy, const std::vector<T>& w,
@@ -207,8 +215,8 @@ cudnnStatus_t backward_data(const Descs& d, int algo, const std::vector<T>& dy, 
     return st;
   std::vector<unsigned char> ws(bytes);  // (bytes) workspace
   std::memset(dx.data(), 0xFF, dx.size() * sizeof(T));
-  return cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), d.y, dy.data(), d.conv,
-                                      (cudnnConvolutionBwdDataAlgo_t)algo, ws.data(), bytes, &kZero, d.x, dx.data());
+  return finished(cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), d.y, dy.data(), d.conv,
+                                      (cudnnConvolutionBwdDataAlgo_t)algo, ws.data(), bytes, &kZero, d.x, dx.data()));
 }
 template <class T>
 cudnnStatus_t backward_filter(const Descs& d, int algo, const std::vector<T>& x, const std::vector<T>& dy,
@@ -219,9 +227,9 @@ cudnnStatus_t backward_filter(const Descs& d, int algo, const std::vector<T>& x,
     return st;
   std::vector<unsigned char> ws(bytes);  // (bytes) workspace
   std::memset(dw.data(), 0xFF, dw.size() * sizeof(T));
-  return cudnnConvolutionBackwardFilter(d.handle, &kOne, d.x, x.data(), d.y, dy.data(), d.conv,
+  return finished(cudnnConvolutionBackwardFilter(d.handle, &kOne, d.x, x.data(), d.y, dy.data(), d.conv,
                                         (cudnnConvolutionBwdFilterAlgo_t)algo, ws.data(), bytes, &kZero, d.w,
-                                        dw.data());
+                                        dw.data()));
 }
 
 // fp32: the fake rounds a double sum once, so it is within a few ulps of the double reference.
@@ -354,8 +362,8 @@ TEST(EmulatedCudnn, AlphaScalesAndBetaBlends) {
   const std::vector<double> conv = ref_forward(sh, to_double(x), to_double(w));
   std::vector<float> y = y0;
   const float alpha = 2.f, beta = 0.5f;
-  CUDNN_OK(cudnnConvolutionForward(d.handle, &alpha, d.x, x.data(), d.w, w.data(), d.conv,
-                                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &beta, d.y, y.data()));
+  CUDNN_OK(finished(cudnnConvolutionForward(d.handle, &alpha, d.x, x.data(), d.w, w.data(), d.conv,
+                                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &beta, d.y, y.data())));
   std::vector<double> want(conv.size());
   for (size_t i = 0; i < want.size(); ++i) want[i] = alpha * conv[i] + beta * y0[i];
   expect_close_f32(y, want, "alpha 2, beta 0.5");
@@ -446,27 +454,27 @@ TEST(EmulatedCudnn, WorkspaceTooSmallIsRefused) {
   ASSERT_GT(bwd_filter, 0u);
   std::vector<unsigned char> ws(std::max({fwd, bwd_data, bwd_filter}), 0);  // (bytes) workspace
 
-  EXPECT_EQ(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
+  EXPECT_EQ(finished(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
                                     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.data(), fwd - 1, &kZero, d.y,
-                                    y.data()),
+                                    y.data())),
             CUDNN_STATUS_BAD_PARAM);
-  EXPECT_EQ(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
+  EXPECT_EQ(finished(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
                                     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, nullptr, fwd, &kZero, d.y,
-                                    y.data()),
+                                    y.data())),
             CUDNN_STATUS_BAD_PARAM);
-  EXPECT_EQ(cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), d.y, dy.data(), d.conv,
+  EXPECT_EQ(finished(cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), d.y, dy.data(), d.conv,
                                          CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, ws.data(), bwd_data - 1, &kZero, d.x,
-                                         dx.data()),
+                                         dx.data())),
             CUDNN_STATUS_BAD_PARAM);
-  EXPECT_EQ(cudnnConvolutionBackwardFilter(d.handle, &kOne, d.x, x.data(), d.y, dy.data(), d.conv,
+  EXPECT_EQ(finished(cudnnConvolutionBackwardFilter(d.handle, &kOne, d.x, x.data(), d.y, dy.data(), d.conv,
                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, ws.data(), bwd_filter - 1, &kZero,
-                                           d.w, dw.data()),
+                                           d.w, dw.data())),
             CUDNN_STATUS_BAD_PARAM);
 
   // exactly enough: runs, and the workspace has been used
-  CUDNN_OK(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
+  CUDNN_OK(finished(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, ws.data(), fwd, &kZero, d.y,
-                                   y.data()));
+                                   y.data())));
   EXPECT_EQ(ws[0], 0xFF);
   EXPECT_EQ(ws[fwd - 1], 0xFF);
 
@@ -475,8 +483,8 @@ TEST(EmulatedCudnn, WorkspaceTooSmallIsRefused) {
   EXPECT_EQ(cudnnGetConvolutionForwardWorkspaceSize(d.handle, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_FFT,
                                                     &bytes),
             CUDNN_STATUS_NOT_SUPPORTED);
-  EXPECT_EQ(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
-                                    CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, ws.data(), ws.size(), &kZero, d.y, y.data()),
+  EXPECT_EQ(finished(cudnnConvolutionForward(d.handle, &kOne, d.x, x.data(), d.w, w.data(), d.conv,
+                                    CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, ws.data(), ws.size(), &kZero, d.y, y.data())),
             CUDNN_STATUS_NOT_SUPPORTED);
   EXPECT_EQ(cudnnGetConvolutionForwardWorkspaceSize(d.handle, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                     &bytes),
@@ -490,8 +498,8 @@ TEST(EmulatedCudnn, InconsistentDescriptorsAreRefused) {
   const std::vector<float> x = random_floats(sh.x_count() * 2, 21), w = random_floats(sh.w_count() * 2, 22);
   std::vector<float> y(sh.y_count() * 2);
   auto run = [&](cudnnTensorDescriptor_t xd, cudnnFilterDescriptor_t wd, cudnnTensorDescriptor_t yd) {
-    return cudnnConvolutionForward(d.handle, &kOne, xd, x.data(), wd, w.data(), d.conv,
-                                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &kZero, yd, y.data());
+    return finished(cudnnConvolutionForward(d.handle, &kOne, xd, x.data(), wd, w.data(), d.conv,
+                                   CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, nullptr, 0, &kZero, yd, y.data()));
   };
   ASSERT_EQ(run(d.x, d.w, d.y), CUDNN_STATUS_SUCCESS);
 
@@ -514,8 +522,8 @@ TEST(EmulatedCudnn, InconsistentDescriptorsAreRefused) {
   EXPECT_EQ(run(d.x, d.w, t_other), CUDNN_STATUS_BAD_PARAM);
   // the backward passes check the same consistency (dy as y, dx as x)
   std::vector<float> dx(sh.x_count());
-  EXPECT_EQ(cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), t_other, y.data(), d.conv,
-                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, nullptr, 0, &kZero, d.x, dx.data()),
+  EXPECT_EQ(finished(cudnnConvolutionBackwardData(d.handle, &kOne, d.w, w.data(), t_other, y.data(), d.conv,
+                                         CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, nullptr, 0, &kZero, d.x, dx.data())),
             CUDNN_STATUS_BAD_PARAM);
   // a descriptor created but never set
   cudnnTensorDescriptor_t unset;

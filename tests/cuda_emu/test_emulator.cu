@@ -1,7 +1,8 @@
-// The emulator itself (emu_runtime.h), before it is trusted with the kernels of kernels/: the builtin
-// variables, barriers, warp shuffles, launch-configuration errors and the emulated cuBLAS GEMM, each against
-// values worked out by hand. Two tests show that a kernel missing a __syncthreads computes a wrong answer here,
-// which is what makes a passing kernel test mean something. Translated like the kernels
+// The emulator itself (emu_runtime.h, emu_streams.h), before it is trusted with the kernels of kernels/: the
+// builtin variables, barriers, warp shuffles, launch-configuration errors, stream ordering and the emulated
+// cuBLAS GEMM, each against values worked out by hand. Two tests show that a kernel missing a __syncthreads
+// computes a wrong answer here, and four that a missing stream wait or an early refill of page-locked memory
+// does, which is what makes a passing test of the device code mean something. Translated like the kernels
 // (translate_cu.py), so the launches below are written as on the device.
 #include <gtest/gtest.h>
 
@@ -74,6 +75,34 @@ __global__ void shuffle_beside_barrier(float* out) {
 
 __global__ void set_one(int* out) { out[0] = 1; }
 
+__global__ void fill_ints(int* out, int n, int value) {  // out (n)
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = value;
+}
+
+__global__ void copy_ints(const int* in, int* out, int n) {  // in, out (n)
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = in[i];
+}
+
+// Two streams and an event, released at the end.
+struct TwoStreams {
+  cudaStream_t a = nullptr, b = nullptr;
+  cudaEvent_t done = nullptr;
+  explicit TwoStreams(unsigned flags = cudaStreamDefault) {
+    cudaStreamCreateWithFlags(&a, flags);
+    cudaStreamCreateWithFlags(&b, flags);
+    cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+  }
+  ~TwoStreams() {
+    cudaEventDestroy(done);
+    cudaStreamDestroy(a);
+    cudaStreamDestroy(b);
+  }
+};
+
+constexpr int kInts = 100;
+
 }  // namespace
 
 TEST(CudaEmulator, EveryThreadOfA3dGridRunsOnceWithItsIndices) {
@@ -137,9 +166,10 @@ TEST(CudaEmulator, ShuffleXorSumsWithinSegments) {
 TEST(CudaEmulatorDeathTest, UndefinedShufflesStopTheRun) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // the CPU backend's thread pool may already be running
   DeviceBuffer<float> out(kBlock, "out");
-  EXPECT_DEATH(shuffle_after_partial_return<<<1, 32>>>(out.get()), "has returned");
-  EXPECT_DEATH(shuffle_beside_barrier<<<1, 32>>>(out.get()), "waits at __syncthreads");
-  EXPECT_DEATH(segment_sums<<<1, 48>>>(out.get(), out.get(), 32), "partial warp");
+  // (a launch runs when the host synchronises)
+  EXPECT_DEATH({ shuffle_after_partial_return<<<1, 32>>>(out.get()); cudaDeviceSynchronize(); }, "has returned");
+  EXPECT_DEATH({ shuffle_beside_barrier<<<1, 32>>>(out.get()); cudaDeviceSynchronize(); }, "waits at __syncthreads");
+  EXPECT_DEATH({ segment_sums<<<1, 48>>>(out.get(), out.get(), 32); cudaDeviceSynchronize(); }, "partial warp");
 }
 
 TEST(CudaEmulator, BadLaunchConfigurationsAreReportedAndRunNothing) {
@@ -170,6 +200,7 @@ TEST(CudaEmulator, GemmFollowsCublasColumnMajorDefinition) {
   ASSERT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, a, CUDA_R_32F, 2, b, CUDA_R_32F, 3, &beta, c,
                          CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the GEMM is queued; it runs now
   // A B = [[1 + 5, 3 + 5], [2 + 6, 4 + 6]] = [[6, 8], [8, 10]], times 2; beta = 0 ignores the NaNs
   const float want[] = {12, 16, -1, 16, 20, -1};
   for (int i = 0; i < 6; ++i) EXPECT_EQ(c[i], want[i]) << i;
@@ -180,6 +211,7 @@ TEST(CudaEmulator, GemmFollowsCublasColumnMajorDefinition) {
   ASSERT_EQ(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 3, 3, 2, &one, a, CUDA_R_32F, 2, a, CUDA_R_32F, 2, &one, ata,
                          CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // (A^T A)[i][j] = <column i, column j> of A: columns (1,2), (3,4), (5,6)
   const float gram[] = {5, 11, 17, 11, 25, 39, 17, 39, 61};
   for (int i = 0; i < 9; ++i) EXPECT_EQ(ata[i], gram[i] + 1) << i;
@@ -188,4 +220,85 @@ TEST(CudaEmulator, GemmFollowsCublasColumnMajorDefinition) {
                          CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_INVALID_VALUE);
   cublasDestroy(h);
+}
+
+// ---- stream ordering (emu_streams.h)
+
+// Read after write: stream b copies what stream a fills. Without b waiting for a's event, the copy runs first.
+TEST(CudaEmulatorStreams, AMissingWaitBeforeARead) {
+  for (bool wait : {true, false}) {
+    TwoStreams s;
+    DeviceBuffer<int> x(kInts, "x"), y(kInts, "y");
+    x.fill_bytes(0);
+    fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, 7);
+    cudaEventRecord(s.done, s.a);
+    if (wait) cudaStreamWaitEvent(s.b, s.done, 0);
+    copy_ints<<<1, 128, 0, s.b>>>(x.get(), y.get(), kInts);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(y.download(), std::vector<int>(kInts, wait ? 7 : 0)) << (wait ? "with" : "without") << " the wait";
+  }
+}
+
+// Write after read: stream b overwrites what stream a still has to read. Without the wait, the overwrite wins.
+TEST(CudaEmulatorStreams, AMissingWaitBeforeAnOverwrite) {
+  for (bool wait : {true, false}) {
+    TwoStreams s;
+    DeviceBuffer<int> x(std::vector<int>(kInts, 7), "x"), y(kInts, "y");
+    copy_ints<<<1, 128, 0, s.a>>>(x.get(), y.get(), kInts);
+    cudaEventRecord(s.done, s.a);
+    if (wait) cudaStreamWaitEvent(s.b, s.done, 0);
+    fill_ints<<<1, 128, 0, s.b>>>(x.get(), kInts, 9);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(y.download(), std::vector<int>(kInts, wait ? 7 : 9)) << (wait ? "with" : "without") << " the wait";
+  }
+}
+
+// A copy from page-locked memory reads it when the copy runs, so refilling it before the copy's event has
+// completed corrupts the upload; pageable memory is staged at the call, so the caller may reuse it at once.
+TEST(CudaEmulatorStreams, PageLockedMemoryIsReadWhenTheCopyRuns) {
+  TwoStreams s;
+  DeviceBuffer<int> d(kInts, "d");
+  int* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), kInts * sizeof(int)), cudaSuccess);
+  std::fill(pinned, pinned + kInts, 5);
+  cudaMemcpyAsync(d.get(), pinned, kInts * sizeof(int), cudaMemcpyHostToDevice, s.a);
+  std::fill(pinned, pinned + kInts, 6);  // too early: the copy has not run
+  cudaStreamSynchronize(s.a);
+  EXPECT_EQ(d.download(), std::vector<int>(kInts, 6));
+  cudaFreeHost(pinned);
+
+  std::vector<int> pageable(kInts, 5);
+  cudaMemcpyAsync(d.get(), pageable.data(), kInts * sizeof(int), cudaMemcpyHostToDevice, s.a);
+  std::fill(pageable.begin(), pageable.end(), 6);  // allowed: the call staged it
+  cudaStreamSynchronize(s.a);
+  EXPECT_EQ(d.download(), std::vector<int>(kInts, 5));
+}
+
+// The blocking cudaMemcpy runs on the legacy default stream, which waits for earlier work on blocking streams
+// but not on streams made with cudaStreamNonBlocking.
+TEST(CudaEmulatorStreams, TheLegacyStreamJoinsOnlyBlockingStreams) {
+  for (unsigned flags : {(unsigned)cudaStreamDefault, (unsigned)cudaStreamNonBlocking}) {
+    TwoStreams s(flags);
+    DeviceBuffer<int> x(kInts, "x");
+    x.fill_bytes(0);
+    fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, 3);
+    const int want = flags == cudaStreamNonBlocking ? 0 : 3;
+    EXPECT_EQ(x.download(), std::vector<int>(kInts, want)) << "stream flags " << flags;
+    cudaStreamSynchronize(s.a);
+  }
+}
+
+// A query does not block: it lets one piece of queued work run and says whether the stream (or event) is done,
+// so a host polling with a deadline sees the work finish.
+TEST(CudaEmulatorStreams, QueriesLetTheDeviceProgress) {
+  TwoStreams s;
+  DeviceBuffer<int> x(kInts, "x");
+  for (int v = 1; v <= 3; ++v) fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, v);
+  cudaEventRecord(s.done, s.a);
+  EXPECT_EQ(cudaEventQuery(s.done), cudaErrorNotReady);
+  int polls = 1;
+  while (cudaStreamQuery(s.a) == cudaErrorNotReady) ASSERT_LT(++polls, 10);
+  EXPECT_EQ(polls, 4) << "four pieces of work (three launches, a record), one per query, the event query's included";
+  EXPECT_EQ(cudaEventQuery(s.done), cudaSuccess);
+  EXPECT_EQ(x.download(), std::vector<int>(kInts, 3));
 }
