@@ -1,12 +1,14 @@
-// make_pinned_pool, the page-locked home of `moco train`'s batches: its tensors are pinned host memory that a copy
-// on a non-blocking stream reads correctly, blocks come back when a tensor dies and are reused by size, and
-// a thread that never chose a device allocates for the pool's device.
+// The page-locked host memory of src/cuda/pinned_host.h. make_pinned_pool, the home of `moco train`'s batches:
+// its tensors are pinned host memory that a copy on a non-blocking stream reads correctly, blocks come back
+// when a tensor dies and are reused by size, and a thread that never chose a device allocates for the pool's
+// device. PinnedUploads: a staging slot is not refilled before its copy has read it.
 #include <cuda_runtime.h>
 
 #include <thread>
 #include <vector>
 
 #include "../../src/cuda/check.h"
+#include "../../src/cuda/device_buffer.h"
 #include "../../src/cuda/pinned_host.h"
 #include "gpu_test.h"
 
@@ -57,4 +59,32 @@ TEST(GpuPinnedPool, TensorsArePinnedRecycledAndCopyAsynchronously) {
   MOCO_CUDA_CHECK(cudaPointerGetAttributes(&attr, from_worker.raw()));
   EXPECT_EQ(attr.type, cudaMemoryTypeHost);
   from_worker.data<float>()[31] = 1.f;
+}
+
+// PinnedUploads, the page-locked staging of the communicators' small uploads: a slot is refilled only after
+// its previous copy has read it, so more uploads than slots, queued with no synchronisation between them, all
+// arrive intact. (On the emulator the copies run only at the final synchronisation, so a slot refilled too
+// early hands its new contents to the older copy every time.)
+TEST(GpuPinnedPool, UploadsRefillASlotOnlyAfterItsCopyRan) {
+  MOCO_REQUIRE_GPU();
+  constexpr int kSlots = 2, kUploads = 5, kInts = 33;
+  cudaStream_t s = nullptr;
+  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::vector<cuda::DeviceBuffer<int>> dev;  // kUploads x (kInts)
+  for (int i = 0; i < kUploads; ++i) dev.emplace_back((size_t)kInts, "upload target");
+  int waits = 0;
+  {
+    cuda::PinnedUploads uploads(kSlots);
+    for (int i = 0; i < kUploads; ++i) {
+      std::vector<int> host(kInts, i + 1);  // reused by the caller at once: the upload must not need it
+      uploads.upload(dev[i].get(), host.data(), kInts * sizeof(int), s, [&](cudaEvent_t e) {
+        ++waits;
+        MOCO_CUDA_CHECK(cudaEventSynchronize(e));
+      });
+    }
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  EXPECT_EQ(waits, kUploads - kSlots) << "each reuse of a slot waits for its previous copy, and only a reuse";
+  for (int i = 0; i < kUploads; ++i) EXPECT_EQ(dev[i].download(), std::vector<int>(kInts, i + 1)) << "upload " << i;
+  MOCO_CUDA_CHECK(cudaStreamDestroy(s));
 }

@@ -1,0 +1,57 @@
+#!/bin/bash
+# Does the CUDA emulator's stream model catch missing cross-stream ordering in the real device code?
+# Deletes (or misplaces) one wait at a time in src/cuda/, rebuilds the emulated tests, runs the tests that
+# cover that code, and restores the file. Each mutation must fail with the stream model and, to show the model
+# is what catches it, pass with MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (it
+# only orders the two uploads on PCIe) and must pass both ways.
+#
+#   bash tools/emu_stream_mutations.sh [BUILD_DIR]     (default: build; about 10 minutes on 2 cores)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+backup=$(mktemp -d)
+
+mutate() {  # name file old new filter expect(fail|pass)
+  local name=$1 file=$2 old=$3 new=$4 filter=$5 expect=$6
+  cp "$file" "$backup/file"
+  trap 'cp "$backup/file" "'"$file"'"' EXIT INT TERM
+  python3 - "$file" "$old" "$new" <<'PY' || { echo "$name: the code to mutate was not found (has it changed?)"; exit 1; }
+import sys
+path, old, new = sys.argv[1:]
+s = open(path).read()
+if s.count(old) != 1: sys.exit(1)
+open(path, "w").write(s.replace(old, new))
+PY
+  cmake --build "$build" -j2 --target moco_emu_tests > "$backup/build.log" 2>&1 || { cat "$backup/build.log"; exit 1; }
+  local modelled eager
+  (cd "$build" && ./moco_emu_tests --gtest_filter="$filter" --gtest_brief=1 > "$backup/run.log" 2>&1) && modelled=pass || modelled=fail
+  (cd "$build" && MOCO_EMU_EAGER=1 ./moco_emu_tests --gtest_filter="$filter" --gtest_brief=1 > "$backup/run.log" 2>&1) && eager=pass || eager=fail
+  cp "$backup/file" "$file"
+  trap - EXIT INT TERM
+  local verdict=ok
+  if [ "$expect" = fail ] && { [ "$modelled" != fail ] || [ "$eager" != pass ]; }; then verdict=UNEXPECTED; fi
+  if [ "$expect" = pass ] && { [ "$modelled" != pass ] || [ "$eager" != pass ]; }; then verdict=UNEXPECTED; fi
+  printf '%-34s streams modelled: %-4s  eager: %-4s  (%s)\n' "$name" "$modelled" "$eager" "$verdict"
+  [ "$verdict" = ok ] || failures=$((failures + 1))
+}
+
+failures=0
+mutate "step: key copy not joined" src/cuda/gpu_moco.cpp \
+  '      MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute, copied, 0));
+      joined = true;' '      joined = true;' 'GpuMocoStep.Fp32GradientIsTight' fail
+mutate "nccl: comm ignores compute" src/cuda/nccl_communicator.cpp \
+  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));' '' 'GpuCommunicator.*' fail
+mutate "nccl: compute ignores comm" src/cuda/nccl_communicator.cpp \
+  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute_, comm_done_, 0));' '' 'GpuCommunicator.*' fail
+mutate "pinned: slot refilled before wait" src/cuda/pinned_host.cpp \
+  "  if (s.used) wait(s.copied);  // the slot's previous copy must have read it before it is refilled (or freed)
+  void* staged = s.buffer.reserve(bytes);
+  std::memcpy(staged, host, bytes);" '  void* staged = s.buffer.reserve(bytes);
+  std::memcpy(staged, host, bytes);
+  if (s.used) wait(s.copied);' 'GpuPinnedPool.*' fail
+mutate "step: key copy before query copy" src/cuda/gpu_moco.cpp \
+  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));' '' 'GpuMocoStep.Fp32GradientIsTight' pass
+cmake --build "$build" -j2 --target moco_emu_tests > /dev/null 2>&1
+rm -rf "$backup"
+echo "$failures unexpected result(s)"
+[ "$failures" = 0 ]
