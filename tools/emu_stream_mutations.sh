@@ -3,7 +3,8 @@
 # Deletes (or misplaces) one wait at a time in src/cuda/, rebuilds the emulated tests, runs the tests that
 # cover that code, and restores the file. Each mutation must fail with the stream model and, to show the model
 # is what catches it, pass with MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (it
-# only orders the two uploads on PCIe) and must pass both ways.
+# only orders the two uploads on PCIe) and must pass both ways. (Fp32StepMatchesTheCpuStep is the step test
+# whose images come from host memory, so it is the one that uploads them.)
 #
 #   bash tools/emu_stream_mutations.sh [BUILD_DIR]     (default: build; about 10 minutes on 2 cores)
 set -uo pipefail
@@ -38,7 +39,7 @@ PY
 failures=0
 mutate "step: key copy not joined" src/cuda/gpu_moco.cpp \
   '      MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute, copied, 0));
-      joined = true;' '      joined = true;' 'GpuMocoStep.Fp32GradientIsTight' fail
+      joined = true;' '      joined = true;' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' fail
 mutate "nccl: comm ignores compute" src/cuda/nccl_communicator.cpp \
   '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));' '' 'GpuCommunicator.*' fail
 mutate "nccl: compute ignores comm" src/cuda/nccl_communicator.cpp \
@@ -50,7 +51,7 @@ mutate "pinned: slot refilled before wait" src/cuda/pinned_host.cpp \
   std::memcpy(staged, host, bytes);
   if (s.used) wait(s.copied);' 'GpuPinnedPool.*' fail
 mutate "step: key copy before query copy" src/cuda/gpu_moco.cpp \
-  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));' '' 'GpuMocoStep.Fp32GradientIsTight' pass
+  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));' '' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' pass
 cmake --build "$build" -j2 --target moco_emu_tests > /dev/null 2>&1
 rm -rf "$backup"
 echo "$failures unexpected result(s)"
