@@ -119,18 +119,39 @@ bool pageable(const void* p) {
 
 }  // namespace
 
-// ---- the device
+// ---- the devices: one by default; MOCO_EMU_DEVICES=<n> shows n, so that n ranks under mpirun can each
+// select their own (local rank = device), as on a node with n GPUs. Each rank is its own process, so the
+// devices share nothing but their number.
+namespace {
+
+int emulated_devices() {
+  static const int n = [] {
+    const char* e = std::getenv("MOCO_EMU_DEVICES");
+    const int v = e ? std::atoi(e) : 1;
+    return v >= 1 && v <= 64 ? v : 1;
+  }();
+  return n;
+}
+thread_local int current_device = 0;  // cudaSetDevice is per host thread
+bool valid_device(int device) { return device >= 0 && device < emulated_devices(); }
+
+}  // namespace
+
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = emulated_devices();
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
-  *device = 0;
+  *device = current_device;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int device) {
+  if (!valid_device(device)) return cudaErrorInvalidDevice;
+  current_device = device;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (!valid_device(device)) return cudaErrorInvalidDevice;
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "CUDA kernel emulator (tests/cuda_emu)");
   prop->totalGlobalMem = kDeviceBytes;
@@ -143,7 +164,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (!valid_device(device)) return cudaErrorInvalidDevice;
   switch (attr) {
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
     case cudaDevAttrMultiProcessorCount: *value = 1; return cudaSuccess;
@@ -155,7 +176,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 // ---- streams and events: queued work, run in the most hostile legal order (emu_streams.h)
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  *stream = cuda_emu::create_stream(flags);
+  *stream = cuda_emu::create_stream(flags, current_device);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
@@ -171,8 +192,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   cuda_emu::wait_event(stream, event);
   return cudaSuccess;
 }
-cudaError_t cudaStreamGetDevice(cudaStream_t, int* device) {
-  *device = 0;
+cudaError_t cudaStreamGetDevice(cudaStream_t stream, int* device) {
+  *device = stream ? cuda_emu::stream_device(stream) : current_device;
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }

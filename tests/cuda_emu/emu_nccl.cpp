@@ -1,16 +1,35 @@
-// The one-rank NCCL of the emulated tests (include/nccl.h): collectives copy, sends and receives to oneself are
-// matched in issue order when their group ends, as NCCL pairs them. Every operation is queued on its stream
-// (emu_streams.h) and runs when the host next needs it; arguments are checked at the call.
+// The NCCL of the emulated tests (include/nccl.h).
+//
+// One rank: collectives copy (a sum or mean over one rank is the value itself), and sends and receives to
+// oneself are matched in issue order when their group ends, as NCCL pairs them. Every operation is queued on
+// its stream (emu_streams.h) and runs when the host next needs it, so a missing wait between the compute and
+// the communication stream shows.
+//
+// Several ranks (under mpirun, one process per rank, built with MPI): each operation is carried out over MPI
+// on a duplicate of MPI_COMM_WORLD. Device memory is host memory here, so MPI reads and writes it directly. The
+// operation runs at the call, after the work queued on its stream before it: a blocking MPI call must run on
+// the host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
+// That gives up the stream model's hostile ordering for the communication of several ranks (one rank keeps
+// it); what it checks is the traffic itself: which rank sends which rows where.
+//
+// Arguments are checked at the call in both cases.
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "include/nccl.h"
 #include "emu_streams.h"
+#ifdef MOCO_EMU_MPI
+#include <mpi.h>
+#endif
 
 struct ncclComm {
+  int nranks = 1, rank = 0;
   bool aborted = false;
   std::string last_error;
+#ifdef MOCO_EMU_MPI
+  MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1
+#endif
 };
 
 namespace {
@@ -28,17 +47,20 @@ size_t type_bytes(ncclDataType_t t) {
 struct PendingSend {
   const void* data;
   size_t bytes;
+  int peer;
   cudaStream_t stream;
 };
 struct PendingRecv {
   void* data;
   size_t bytes;
+  int peer;
   cudaStream_t stream;
 };
 
 // The open group of this host thread (NCCL's groups are per thread).
 struct Group {
   int depth = 0;
+  ncclComm_t comm = nullptr;
   std::vector<PendingSend> sends;
   std::vector<PendingRecv> recvs;
 };
@@ -54,14 +76,58 @@ ncclResult_t refuse(ncclComm_t comm, ncclResult_t r, const std::string& why) {
   return r;
 }
 
-ncclResult_t copy(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
-                  cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
-  const size_t b = type_bytes(type);
-  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
-  if (count && send != recv) cuda_emu::enqueue(stream, [=] { std::memmove(recv, send, count * b); });
+ncclResult_t check_peer(ncclComm_t comm, int peer) {
+  if (peer < 0 || peer >= comm->nranks)
+    return refuse(comm, ncclInvalidArgument, "peer " + std::to_string(peer) + " of " + std::to_string(comm->nranks) +
+                                                 " ranks");
   return ncclSuccess;
 }
+
+// Runs an operation of comm on `stream`: queued with one rank, at the call (after the stream's earlier work)
+// with several.
+void run_on(ncclComm_t comm, cudaStream_t stream, std::function<void()> work) {
+  if (comm->nranks == 1)
+    cuda_emu::enqueue(stream, std::move(work));
+  else
+    cuda_emu::run_blocking(stream, std::move(work));
+}
+
+#ifdef MOCO_EMU_MPI
+// MPI's type for a reduction over NCCL's; MPI_DATATYPE_NULL for the types moco never reduces (fp16, bf16).
+MPI_Datatype mpi_type(ncclDataType_t t) {
+  switch (t) {
+    case ncclInt8: return MPI_INT8_T;
+    case ncclUint8: return MPI_UINT8_T;
+    case ncclInt32: return MPI_INT32_T;
+    case ncclUint32: return MPI_UINT32_T;
+    case ncclInt64: return MPI_INT64_T;
+    case ncclUint64: return MPI_UINT64_T;
+    case ncclFloat32: return MPI_FLOAT;
+    case ncclFloat64: return MPI_DOUBLE;
+    default: return MPI_DATATYPE_NULL;
+  }
+}
+MPI_Op mpi_op(ncclRedOp_t op) {
+  switch (op) {
+    case ncclProd: return MPI_PROD;
+    case ncclMax: return MPI_MAX;
+    case ncclMin: return MPI_MIN;
+    default: return MPI_SUM;  // ncclSum, and ncclAvg before its division
+  }
+}
+// ncclAvg: the sum divided by the number of ranks, in the data's type.
+template <class T>
+void divide(void* p, size_t count, int by) {
+  T* v = static_cast<T*>(p);
+  for (size_t i = 0; i < count; ++i) v[i] = (T)(v[i] / (T)by);
+}
+void average(void* p, size_t count, ncclDataType_t t, int nranks) {
+  if (t == ncclFloat32) divide<float>(p, count, nranks);
+  else if (t == ncclFloat64) divide<double>(p, count, nranks);
+  else if (t == ncclInt32) divide<int32_t>(p, count, nranks);
+  else if (t == ncclInt64) divide<int64_t>(p, count, nranks);
+}
+#endif
 
 }  // namespace
 
@@ -87,55 +153,126 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
 }
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
-  if (nranks != 1) return ncclSystemError;  // the other ranks would be other processes; the emulator has none
-  *comm = new ncclComm;
+  auto c = new ncclComm;
+  c->nranks = nranks;
+  c->rank = rank;
+  if (nranks > 1) {
+#ifdef MOCO_EMU_MPI
+    // The ranks must be MPI's: the same processes in the same order (mpirun, with the id bootstrapped over MPI).
+    int initialised = 0, size = 0, me = -1;
+    MPI_Initialized(&initialised);
+    if (initialised) {
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    }
+    if (!initialised || size != nranks || me != rank) {
+      delete c;
+      return ncclSystemError;  // the emulator's peers can only be MPI's ranks, started by mpirun
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
+#else
+    delete c;
+    return ncclSystemError;  // built without MPI: the other ranks would be processes it cannot reach
+#endif
+  }
+  *comm = c;
   return ncclSuccess;
 }
+// Neither frees the MPI communicator: MPI_Comm_free is collective and would wait for ranks that may be gone.
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   cuda_emu::sync_device();  // the communicator's queued operations finish first
   delete comm;
   return ncclSuccess;
 }
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
-  cuda_emu::sync_device();  // nothing can hang on one rank: its queued operations just finish
+  cuda_emu::sync_device();  // nothing queued can hang: several ranks' operations ran at their call
   delete comm;
   return ncclSuccess;
 }
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
-  *async_error = ncclSuccess;  // nothing can fail asynchronously on one rank
+  *async_error = ncclSuccess;  // operations either ran at their call or cannot fail (one rank)
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
+  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
   if (op < ncclSum || op > ncclAvg) return refuse(comm, ncclInvalidArgument, "unknown reduction");
-  return copy(send, recv, count, type, comm, stream);  // any reduction over one rank is that rank's value
+  const size_t b = type_bytes(type);
+  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  if (count == 0) return ncclSuccess;
+  if (comm->nranks == 1) {
+    if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
+    return ncclSuccess;
+  }
+#ifdef MOCO_EMU_MPI
+  if (mpi_type(type) == MPI_DATATYPE_NULL) return refuse(comm, ncclInvalidArgument, "the emulator reduces no fp16/bf16");
+  run_on(comm, stream, [=] {
+    MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, mpi_type(type), mpi_op(op), comm->mpi);
+    if (op == ncclAvg) average(recv, count, type, comm->nranks);
+  });
+#endif
+  return ncclSuccess;
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
-  return copy(send, recv, count, type, comm, stream);
+  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  const size_t b = type_bytes(type);
+  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  if (count == 0) return ncclSuccess;
+  if (comm->nranks == 1) {
+    if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
+    return ncclSuccess;
+  }
+#ifdef MOCO_EMU_MPI
+  const bool in_place = send == static_cast<const char*>(recv) + comm->rank * count * b;
+  run_on(comm, stream, [=] {
+    MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)(count * b), MPI_BYTE, recv, (int)(count * b), MPI_BYTE,
+                  comm->mpi);
+  });
+#endif
+  return ncclSuccess;
 }
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
-  if (root != 0) return refuse(comm, ncclInvalidArgument, "root " + std::to_string(root) + " of 1 rank");
-  return copy(send, recv, count, type, comm, stream);
+  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  if (root < 0 || root >= comm->nranks)
+    return refuse(comm, ncclInvalidArgument, "root " + std::to_string(root) + " of " + std::to_string(comm->nranks) +
+                                                 " ranks");
+  const size_t b = type_bytes(type);
+  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  if (count == 0) return ncclSuccess;
+  const bool copy_first = comm->rank == root && send != recv;
+  if (comm->nranks == 1) {
+    if (copy_first) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
+    return ncclSuccess;
+  }
+#ifdef MOCO_EMU_MPI
+  run_on(comm, stream, [=] {
+    if (copy_first) std::memmove(recv, send, count * b);
+    MPI_Bcast(recv, (int)(count * b), MPI_BYTE, root, comm->mpi);
+  });
+#endif
+  return ncclSuccess;
 }
 
 ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
-  if (peer != 0) return refuse(comm, ncclInvalidArgument, "peer " + std::to_string(peer) + " of 1 rank");
-  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a send to oneself outside a group never completes");
-  group.sends.push_back({send, count * type_bytes(type), stream});
+  if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
+  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a send outside a group (moco always groups them)");
+  group.comm = comm;
+  group.sends.push_back({send, count * type_bytes(type), peer, stream});
   return ncclSuccess;
 }
 ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
-  if (peer != 0) return refuse(comm, ncclInvalidArgument, "peer " + std::to_string(peer) + " of 1 rank");
-  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a receive from oneself outside a group never completes");
-  group.recvs.push_back({recv, count * type_bytes(type), stream});
+  if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
+  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a receive outside a group (moco always groups them)");
+  group.comm = comm;
+  group.recvs.push_back({recv, count * type_bytes(type), peer, stream});
   return ncclSuccess;
 }
 ncclResult_t ncclGroupStart() {
@@ -145,21 +282,40 @@ ncclResult_t ncclGroupStart() {
 ncclResult_t ncclGroupEnd() {
   if (group.depth == 0) return ncclInvalidUsage;
   if (--group.depth > 0) return ncclSuccess;
-  // The k-th send to a peer meets the k-th receive from it, and their sizes must agree.
-  // The whole group is one piece of work on one stream (moco issues each group on one stream; several
-  // streams in one group would need their cross-stream joins modelled).
-  ncclResult_t r = ncclSuccess;
-  if (group.sends.size() != group.recvs.size()) r = ncclInvalidUsage;
-  for (size_t i = 0; r == ncclSuccess && i < group.sends.size(); ++i)
-    if (group.sends[i].bytes != group.recvs[i].bytes || group.sends[i].stream != group.sends[0].stream ||
-        group.recvs[i].stream != group.sends[0].stream)
-      r = ncclInvalidUsage;
-  if (r == ncclSuccess && !group.sends.empty())
-    cuda_emu::enqueue(group.sends[0].stream, [sends = group.sends, recvs = group.recvs] {
+  // The whole group is one operation on one stream (moco issues each group on one stream; several streams in
+  // one group would need their cross-stream joins modelled). The k-th send to a peer meets that peer's k-th
+  // receive from this rank; on one rank their sizes must agree.
+  Group g;
+  std::swap(g, group);
+  if (g.sends.empty() && g.recvs.empty()) return ncclSuccess;
+  const cudaStream_t stream = !g.sends.empty() ? g.sends[0].stream : g.recvs[0].stream;
+  for (const PendingSend& s : g.sends)
+    if (s.stream != stream) return ncclInvalidUsage;
+  for (const PendingRecv& r : g.recvs)
+    if (r.stream != stream) return ncclInvalidUsage;
+  if (g.comm->nranks == 1) {
+    if (g.sends.size() != g.recvs.size()) return ncclInvalidUsage;
+    for (size_t i = 0; i < g.sends.size(); ++i)
+      if (g.sends[i].bytes != g.recvs[i].bytes) return ncclInvalidUsage;
+    run_on(g.comm, stream, [sends = g.sends, recvs = g.recvs] {
       for (size_t i = 0; i < sends.size(); ++i)
         if (sends[i].bytes) std::memmove(recvs[i].data, sends[i].data, sends[i].bytes);
     });
-  group.sends.clear();
-  group.recvs.clear();
-  return r;
+    return ncclSuccess;
+  }
+#ifdef MOCO_EMU_MPI
+  run_on(g.comm, stream, [g] {
+    std::vector<MPI_Request> reqs;
+    for (const PendingRecv& r : g.recvs) {
+      reqs.emplace_back();
+      MPI_Irecv(r.data, (int)r.bytes, MPI_BYTE, r.peer, 0, g.comm->mpi, &reqs.back());
+    }
+    for (const PendingSend& s : g.sends) {
+      reqs.emplace_back();
+      MPI_Isend(s.data, (int)s.bytes, MPI_BYTE, s.peer, 0, g.comm->mpi, &reqs.back());
+    }
+    MPI_Waitall((int)reqs.size(), reqs.data(), MPI_STATUSES_IGNORE);
+  });
+#endif
+  return ncclSuccess;
 }

@@ -38,6 +38,7 @@ struct EventState {
 
 struct CUstream_st {
   unsigned flags;
+  int device;          // current when the stream was made
   std::deque<Op> ops;  // (queued work) in stream order
 };
 struct CUevent_st {
@@ -60,7 +61,7 @@ bool eager_from_env() {
 struct Scheduler {
   std::recursive_mutex mu;  // one host thread at a time queues, drains or runs work
   const bool eager = eager_from_env();
-  CUstream_st legacy{cudaStreamDefault, {}};
+  CUstream_st legacy{cudaStreamDefault, -1, {}};
   std::vector<CUstream_st*> streams{&legacy};  // every live stream, the legacy default stream first
   std::unordered_set<uint64_t> pending;         // sequence numbers queued and not yet run
   uint64_t issued = 0;
@@ -183,12 +184,14 @@ bool poll_event(cudaEvent_t event) {
   return false;
 }
 
-cudaStream_t create_stream(unsigned flags) {
+cudaStream_t create_stream(unsigned flags, int device) {
   Scheduler& s = sched();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
-  s.streams.push_back(new CUstream_st{flags, {}});
+  s.streams.push_back(new CUstream_st{flags, device, {}});
   return s.streams.back();
 }
+
+int stream_device(cudaStream_t stream) { return stream ? stream->device : -1; }
 
 // cudaStreamDestroy returns at once on a device and the stream's work still runs; here that work is finished
 // first, so the queue can go with the handle.

@@ -44,7 +44,8 @@ void sync_device();
 bool poll_stream(cudaStream_t stream);
 bool poll_event(cudaEvent_t event);
 
-cudaStream_t create_stream(unsigned flags);
+cudaStream_t create_stream(unsigned flags, int device);
+int stream_device(cudaStream_t stream);  // the device current when it was made; -1 for the legacy stream
 void destroy_stream(cudaStream_t stream);
 cudaEvent_t create_event(unsigned flags);
 void destroy_event(cudaEvent_t event);

@@ -19,81 +19,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
-#include "dist_common.h"
-#include "moco/moco.h"
-#include "../tiny_moco.h"
+#include "equivalence_common.h"
 
 using namespace moco;
 using namespace moco::test;
-
-namespace {
-
-constexpr int64_t kN = 4;      // images per rank
-constexpr int kSteps = 3;
-constexpr float kLr = 0.03f;
-
-// 16 px, not 8: with 8 px the small stem leaves layer4 at 1x1, where BN normalises 4 values per channel;
-// that is so ill-conditioned that one step's rounding grows to 1e-2 in the next step's gradients, on either
-// side alone. At 16 px (2x2 in layer4) the same 3 steps stay at rounding level.
-constexpr int64_t kSize = 16;
-
-// Agreement tolerance, relative to the largest entry of the reference tensor. Float32 rounding in another
-// summation order, carried through 3 steps, was measured at most 2e-5 (gradients and SGD momentum; W = 2 and
-// 4, lr up to 0.05); 1e-4 leaves headroom for other BLAS builds and thread counts. A wrong BN grouping moves
-// the loss by far more (checked at the end of the test).
-constexpr double kRel = 1e-4;
-
-MocoConfig tiny(int bn_splits) {
-  MocoConfig c = test::tiny_moco(8, 40);  // with W = 4 the 3 enqueues of 16 keys wrap around
-  c.momentum = 0.9f;  // the key encoder moves visibly in 3 steps
-  c.temperature = 0.2f;
-  c.bn_splits = bn_splits;
-  c.sgd.momentum = 0.9f;
-  c.sgd.weight_decay = 1e-4f;
-  c.seed = 3;
-  return c;
-}
-
-// View `view` of global images [first, first + n) at `step`, (n, 3, kSize, kSize): any image is recomputable by any rank.
-Tensor views(int64_t first, int64_t n, int step, int view) {
-  Tensor x = Tensor::empty({n, 3, kSize, kSize}, DType::F32);
-  const int64_t per = 3 * kSize * kSize;
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t e = 0; e < per; ++e)
-      x.data<float>()[i * per + e] =
-          std::cos(0.37f * (float)e + 1.3f * (float)(first + i) + 0.7f * (float)view + 2.1f * (float)step) +
-          0.1f * (float)((first + i) % 3);
-  return x;
-}
-
-// max |a - b| over the largest |b|, and a readable failure.
-void expect_close(const char* what, const float* a, const float* b, size_t n, double rel = kRel) {
-  double diff = 0, scale = 0;
-  size_t worst = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = std::fabs((double)a[i] - (double)b[i]);
-    if (d > diff) diff = d, worst = i;
-    scale = std::max(scale, std::fabs((double)b[i]));
-  }
-  EXPECT_LE(diff, rel * scale + 1e-9) << what << ": largest difference " << diff << " at " << worst << " ("
-                                      << a[worst] << " vs " << b[worst] << "), largest entry " << scale;
-}
-void expect_close(const char* what, const std::vector<float>& a, const std::vector<float>& b) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  expect_close(what, a.data(), b.data(), a.size());
-}
-
-// Every rank holds the same bytes as rank 0.
-void expect_same_on_every_rank(Communicator& comm, const char* what, const std::vector<float>& v) {
-  std::vector<float> root(v);  // (len) rank 0's copy
-  comm.broadcast(root.data(), root.size() * sizeof(float), 0);
-  EXPECT_EQ(std::memcmp(root.data(), v.data(), v.size() * sizeof(float)), 0)
-      << what << " on rank " << comm.rank() << " differs from rank 0's";
-}
-
-}  // namespace
 
 TEST(DistEquivalence, ShuffleBnOnWRanksEqualsSplitBnOnOneRank) {
   MpiCommunicator comm = test_comm();

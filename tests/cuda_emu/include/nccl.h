@@ -1,8 +1,7 @@
-// Stand-in for <nccl.h> in the emulated tests: one communicator of ONE rank in this process, which is what the
-// gpu tests can build on a single device. Collectives over one rank move data without arithmetic (a sum or
-// mean over one rank is the value itself), send/receive to oneself pair up inside a group, and a
-// communicator of more ranks is refused (its peers would be other processes). Names and values follow NCCL
-// 2.x's header.
+// Stand-in for <nccl.h> in the emulated tests (emu_nccl.cpp). One rank: collectives move data without
+// arithmetic (a sum or mean over one rank is the value itself) and send/receive to oneself pair up inside a
+// group. Several ranks: only under mpirun, one process per rank, where every operation is carried out over
+// MPI. Names and values follow NCCL 2.x's header.
 #pragma once
 #include <cstddef>
 

@@ -1,0 +1,83 @@
+// THE EQUIVALENCE TEST on GPU ranks: W processes, one GPU each, NcclCommunicator between them (the NCCL id
+// bootstrapped over MPI), N images per rank and shuffle BN by all-to-all, compute what ONE GPU computes with
+// all W*N images and W split-BN groups (SingleDeviceCommunicator), given the same global permutation. The
+// argument and the comparisons are test_equivalence.cpp's (the CPU ranks' version); here both sides are
+// GpuMoco in fp32, and the state is read back to the host after each step to compare.
+//
+// It needs W GPUs, so it runs on a multi-GPU node (label gpu) and, everywhere, on the CUDA emulator (label
+// emu) with W processes under mpirun, each on its own emulated device, the NCCL traffic carried over MPI.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "../../src/cuda/check.h"
+#include "../../src/cuda/device_communicator.h"
+#include "../../src/cuda/gpu_moco.h"
+#include "../../src/cuda/nccl_communicator.h"
+#include "../../src/cuda/single_device_communicator.h"
+#include "equivalence_common.h"
+#include "gpu_test.h"
+
+using namespace moco;
+using namespace moco::test;
+
+namespace {
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  Stream() { MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(s); }
+};
+
+}  // namespace
+
+TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
+  MOCO_REQUIRE_GPU();
+  MpiCommunicator host = test_comm();
+  const int w = host.world_size(), r = host.rank();
+  const LaunchInfo li = launch_from_env(process_environment());
+  ASSERT_EQ(li.world, w) << "the launcher's world size";
+  cuda::select_device(li);  // before any stream: they belong to the device current at their creation
+  Stream dist_stream, ref_stream;
+  cuda::NcclCommunicator nccl(li, dist_stream.s, 60.0, &host);
+  cuda::SingleDeviceCommunicator one_gpu(ref_stream.s);
+  SingleCommunicator alone;
+  Moco dist_state(tiny(1), alone), ref_state(tiny(w), alone);  // the start, then each step's read-back
+  dist_state.init();
+  ref_state.init();
+  cuda::GpuMoco dist(tiny(1), nccl, DType::F32);    // this rank's N images, plain BN over them
+  cuda::GpuMoco ref(tiny(w), one_gpu, DType::F32);  // all W*N images, W BN groups
+  dist.load_from(dist_state);
+  ref.load_from(ref_state);
+  float worst_loss_gap = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    SCOPED_TRACE("step " + std::to_string(s));
+    const std::vector<int64_t> perm = shared_permutation(w * kN, 100 + s);  // (W*N) the same on every rank
+    const StepStats sd = dist.step_with_permutation(views(r * kN, kN, s, 0), views(r * kN, kN, s, 1), kLr, perm);
+    const StepStats sr = ref.step_with_permutation(views(0, w * kN, s, 0), views(0, w * kN, s, 1), kLr, perm);
+    dist.store_to(dist_state);
+    ref.store_to(ref_state);
+
+    EXPECT_NEAR(sd.loss, sr.loss, kRel * std::fabs(sr.loss)) << "loss";
+    EXPECT_NEAR(sd.acc1, sr.acc1, 1e-3) << "acc@1 of the global batch";
+    // The gradients themselves stay on the device; after the first step the SGD momentum buffer is exactly
+    // the gradient plus weight decay, and later it carries every step's gradient.
+    expect_close("SGD momentum", dist_state.optimizer().momentum_buffer(), ref_state.optimizer().momentum_buffer());
+    expect_close("query parameters", dist_state.encoder_q().params(), ref_state.encoder_q().params());
+    expect_close("key parameters", dist_state.encoder_k().params(), ref_state.encoder_k().params());
+    expect_close("queue", dist_state.queue().keys(), ref_state.queue().keys());
+    EXPECT_EQ(dist_state.queue().ptr(), ref_state.queue().ptr());
+    for (bool query : {true, false}) {
+      std::vector<float> mean_stats = (query ? dist_state.encoder_q() : dist_state.encoder_k()).stats();
+      host.all_reduce_mean(mean_stats.data(), (int64_t)mean_stats.size());  // (S) mean over ranks
+      expect_close(query ? "query BN running statistics, mean over ranks" : "key BN running statistics, mean over ranks",
+                   mean_stats, (query ? ref_state.encoder_q() : ref_state.encoder_k()).stats());
+    }
+    expect_same_on_every_rank(host, "queue", dist_state.queue().keys());
+    expect_same_on_every_rank(host, "query parameters", dist_state.encoder_q().params());
+    expect_same_on_every_rank(host, "key parameters", dist_state.encoder_k().params());
+    worst_loss_gap = std::max(worst_loss_gap, std::fabs(sd.loss - sr.loss) / std::fabs(sr.loss));
+  }
+  if (r == 0) std::printf("GPU ranks: largest relative loss gap over %d steps: %.3g\n", kSteps, worst_loss_gap);
+}
