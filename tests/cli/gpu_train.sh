@@ -15,20 +15,8 @@ if [ "$device" = cuda ] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a
     >"$dir/probe.log" 2>&1; then
   echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77
 fi
-python3 - "$dir/data" <<'PY' || { echo "python3 with numpy and Pillow is needed to write the images: skipped"; exit 77; }
-import os, sys
-import numpy as np
-from PIL import Image
-root = sys.argv[1]
-rng = np.random.default_rng(0)
-for split, count in (("train", 64), ("val", 32)):
-    for c in range(4):
-        os.makedirs(f"{root}/{split}/class{c}", exist_ok=True)
-        for i in range(count // 4):
-            base = np.zeros((40, 40, 3)) + 60 * c  # the class sets the brightness
-            img = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(f"{root}/{split}/class{c}/{i}.png")
-PY
+python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
+  { echo "python3 with numpy and Pillow is needed to write the images: skipped"; exit 77; }
 args=(train "$dir/data" --device "$device" -a resnet18 --width 8 --image-size 32 --recipe small -b 16 --bn-splits 2
       --moco-k 64 --moco-dim 16 --epochs 2 --seed 3 -j 2)
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
