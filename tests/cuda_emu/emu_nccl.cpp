@@ -92,6 +92,19 @@ void run_on(ncclComm_t comm, cudaStream_t stream, std::function<void()> work) {
     cuda_emu::run_blocking(stream, std::move(work));
 }
 
+// The checks every collective makes at the call; *bytes is then the element size.
+ncclResult_t check_collective(ncclComm_t comm, ncclDataType_t type, size_t* bytes) {
+  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  *bytes = type_bytes(type);
+  return *bytes ? ncclSuccess : refuse(comm, ncclInvalidArgument, "unknown data type");
+}
+
+// A collective over one rank moves the data to its place, if it is not there already.
+ncclResult_t copy_on_one_rank(ncclComm_t comm, cudaStream_t stream, const void* send, void* recv, size_t bytes) {
+  if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, bytes); });
+  return ncclSuccess;
+}
+
 #ifdef MOCO_EMU_MPI
 // MPI's type for a reduction over NCCL's; MPI_DATATYPE_NULL for the types moco never reduces (fp16, bf16).
 MPI_Datatype mpi_type(ncclDataType_t t) {
@@ -197,15 +210,11 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  size_t b = 0;
+  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
   if (op < ncclSum || op > ncclAvg) return refuse(comm, ncclInvalidArgument, "unknown reduction");
-  const size_t b = type_bytes(type);
-  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
   if (count == 0) return ncclSuccess;
-  if (comm->nranks == 1) {
-    if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
-    return ncclSuccess;
-  }
+  if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
 #ifdef MOCO_EMU_MPI
   if (mpi_type(type) == MPI_DATATYPE_NULL) return refuse(comm, ncclInvalidArgument, "the emulator reduces no fp16/bf16");
   run_on(comm, stream, [=] {
@@ -217,14 +226,10 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
-  const size_t b = type_bytes(type);
-  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  size_t b = 0;
+  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
-  if (comm->nranks == 1) {
-    if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
-    return ncclSuccess;
-  }
+  if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
 #ifdef MOCO_EMU_MPI
   const bool in_place = send == static_cast<const char*>(recv) + comm->rank * count * b;
   run_on(comm, stream, [=] {
@@ -236,18 +241,12 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
 }
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
-  if (root < 0 || root >= comm->nranks)
-    return refuse(comm, ncclInvalidArgument, "root " + std::to_string(root) + " of " + std::to_string(comm->nranks) +
-                                                 " ranks");
-  const size_t b = type_bytes(type);
-  if (b == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  size_t b = 0;
+  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
+  if (const ncclResult_t r = check_peer(comm, root); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
+  if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
   const bool copy_first = comm->rank == root && send != recv;
-  if (comm->nranks == 1) {
-    if (copy_first) run_on(comm, stream, [=] { std::memmove(recv, send, count * b); });
-    return ncclSuccess;
-  }
 #ifdef MOCO_EMU_MPI
   run_on(comm, stream, [=] {
     if (copy_first) std::memmove(recv, send, count * b);

@@ -79,4 +79,24 @@ inline void expect_same_on_every_rank(Communicator& comm, const char* what, cons
 }
 
 
+// After a step: dist's state (this rank's, over W ranks) against ref's (one rank, W BN groups). SGD momentum,
+// both encoders' parameters and the queue to kRel; BN running statistics as their mean over ranks (the
+// running update is linear); the queue and the parameters bit-identical on every rank.
+inline void expect_equivalent(Communicator& comm, Moco& dist, Moco& ref) {
+  expect_close("SGD momentum", dist.optimizer().momentum_buffer(), ref.optimizer().momentum_buffer());
+  expect_close("query parameters", dist.encoder_q().params(), ref.encoder_q().params());
+  expect_close("key parameters", dist.encoder_k().params(), ref.encoder_k().params());
+  expect_close("queue", dist.queue().keys(), ref.queue().keys());
+  EXPECT_EQ(dist.queue().ptr(), ref.queue().ptr());
+  for (bool query : {true, false}) {
+    std::vector<float> mean_stats = (query ? dist.encoder_q() : dist.encoder_k()).stats();  // (S)
+    comm.all_reduce_mean(mean_stats.data(), (int64_t)mean_stats.size());
+    expect_close(query ? "query BN running statistics, mean over ranks" : "key BN running statistics, mean over ranks",
+                 mean_stats, (query ? ref.encoder_q() : ref.encoder_k()).stats());
+  }
+  expect_same_on_every_rank(comm, "queue", dist.queue().keys());
+  expect_same_on_every_rank(comm, "query parameters", dist.encoder_q().params());
+  expect_same_on_every_rank(comm, "key parameters", dist.encoder_k().params());
+}
+
 }  // namespace moco::test

@@ -43,21 +43,7 @@ TEST(DistEquivalence, ShuffleBnOnWRanksEqualsSplitBnOnOneRank) {
     EXPECT_NEAR(sd.loss, sr.loss, kRel * std::fabs(sr.loss)) << "loss";
     EXPECT_NEAR(sd.acc1, sr.acc1, 1e-3) << "acc@1 of the global batch";
     expect_close("query gradients (averaged over ranks)", dist.encoder_q().grads(), ref.encoder_q().grads());
-    expect_close("query parameters", dist.encoder_q().params(), ref.encoder_q().params());
-    expect_close("key parameters", dist.encoder_k().params(), ref.encoder_k().params());
-    expect_close("SGD momentum", dist.optimizer().momentum_buffer(), ref.optimizer().momentum_buffer());
-    expect_close("queue", dist.queue().keys(), ref.queue().keys());
-    EXPECT_EQ(dist.queue().ptr(), ref.queue().ptr());
-    for (Encoder* e : {&dist.encoder_q(), &dist.encoder_k()}) {
-      std::vector<float> mean_stats = e->stats();  // (S) this rank's BN running statistics, then their mean
-      comm.all_reduce_mean(mean_stats.data(), (int64_t)mean_stats.size());
-      expect_close(e == &dist.encoder_q() ? "query BN running statistics, mean over ranks"
-                                          : "key BN running statistics, mean over ranks",
-                   mean_stats, e == &dist.encoder_q() ? ref.encoder_q().stats() : ref.encoder_k().stats());
-    }
-    expect_same_on_every_rank(comm, "queue", dist.queue().keys());
-    expect_same_on_every_rank(comm, "query parameters", dist.encoder_q().params());
-    expect_same_on_every_rank(comm, "key parameters", dist.encoder_k().params());
+    expect_equivalent(comm, dist, ref);
     worst_loss_gap = std::max(worst_loss_gap, std::fabs(sd.loss - sr.loss) / std::fabs(sr.loss));
   }
   if (r == 0) std::printf("largest relative loss gap over %d steps: %.3g\n", kSteps, worst_loss_gap);

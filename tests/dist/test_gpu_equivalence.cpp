@@ -63,20 +63,7 @@ TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
     EXPECT_NEAR(sd.acc1, sr.acc1, 1e-3) << "acc@1 of the global batch";
     // The gradients themselves stay on the device; after the first step the SGD momentum buffer is exactly
     // the gradient plus weight decay, and later it carries every step's gradient.
-    expect_close("SGD momentum", dist_state.optimizer().momentum_buffer(), ref_state.optimizer().momentum_buffer());
-    expect_close("query parameters", dist_state.encoder_q().params(), ref_state.encoder_q().params());
-    expect_close("key parameters", dist_state.encoder_k().params(), ref_state.encoder_k().params());
-    expect_close("queue", dist_state.queue().keys(), ref_state.queue().keys());
-    EXPECT_EQ(dist_state.queue().ptr(), ref_state.queue().ptr());
-    for (bool query : {true, false}) {
-      std::vector<float> mean_stats = (query ? dist_state.encoder_q() : dist_state.encoder_k()).stats();
-      host.all_reduce_mean(mean_stats.data(), (int64_t)mean_stats.size());  // (S) mean over ranks
-      expect_close(query ? "query BN running statistics, mean over ranks" : "key BN running statistics, mean over ranks",
-                   mean_stats, (query ? ref_state.encoder_q() : ref_state.encoder_k()).stats());
-    }
-    expect_same_on_every_rank(host, "queue", dist_state.queue().keys());
-    expect_same_on_every_rank(host, "query parameters", dist_state.encoder_q().params());
-    expect_same_on_every_rank(host, "key parameters", dist_state.encoder_k().params());
+    expect_equivalent(host, dist_state, ref_state);
     worst_loss_gap = std::max(worst_loss_gap, std::fabs(sd.loss - sr.loss) / std::fabs(sr.loss));
   }
   if (r == 0) std::printf("GPU ranks: largest relative loss gap over %d steps: %.3g\n", kSteps, worst_loss_gap);
