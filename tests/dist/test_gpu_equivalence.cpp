@@ -40,7 +40,7 @@ TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
   ASSERT_EQ(li.world, w) << "the launcher's world size";
   cuda::select_device(li);  // before any stream: they belong to the device current at their creation
   Stream dist_stream, ref_stream;
-  cuda::NcclCommunicator nccl(li, dist_stream.s, 60.0, &host);
+  cuda::NcclCommunicator nccl(li, dist_stream.s, comm_timeout_seconds(process_environment()), &host);
   cuda::SingleDeviceCommunicator one_gpu(ref_stream.s);
   SingleCommunicator alone;
   Moco dist_state(tiny(1), alone), ref_state(tiny(w), alone);  // the start, then each step's read-back

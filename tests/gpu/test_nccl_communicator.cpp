@@ -56,7 +56,10 @@ struct Stream {
 // Both device communicators of one rank, on `compute`.
 std::vector<std::unique_ptr<cuda::DeviceCommunicator>> one_rank_communicators(cudaStream_t compute) {
   std::vector<std::unique_ptr<cuda::DeviceCommunicator>> v;
-  v.push_back(std::make_unique<cuda::NcclCommunicator>(LaunchInfo{}, compute, 60.0));
+  // the product's watchdog limit (MOCO_COMM_TIMEOUT_S, default 300 s): on the CUDA emulator the queued kernels
+  // run inside the bounded waits, and the largest case here takes a minute there
+  v.push_back(std::make_unique<cuda::NcclCommunicator>(LaunchInfo{}, compute,
+                                                       comm_timeout_seconds(process_environment())));
   v.push_back(std::make_unique<cuda::SingleDeviceCommunicator>(compute));
   return v;
 }
