@@ -110,12 +110,14 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p)
 
 namespace {
 
-// Ordinary host memory: neither a device allocation nor page-locked.
-bool pageable(const void* p) {
+cudaMemoryType memory_type(const void* p) {
   cudaPointerAttributes a;
   cudaPointerGetAttributes(&a, p);
-  return a.type == cudaMemoryTypeUnregistered;
+  return a.type;
 }
+// Ordinary host memory: neither a device allocation nor page-locked.
+bool pageable(const void* p) { return memory_type(p) == cudaMemoryTypeUnregistered; }
+bool device_memory(const void* p) { return memory_type(p) == cudaMemoryTypeDevice; }
 
 }  // namespace
 
@@ -230,8 +232,24 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 
 // Copies: pageable host memory is staged (read) at the call and written before it returns, as CUDA does;
 // device and page-locked memory are touched only when the copy runs.
+//
+// The "synchronous" cudaMemcpy and cudaMemset run on the legacy default stream, and CUDA documents how far
+// they are synchronous with the host: a copy device to device, a memset of device memory, and the DMA of a
+// copy from pageable memory (staged after the legacy stream's earlier work) may still be running when they
+// return. So here they stay queued, and a kernel on a non-blocking stream that uses their result without a
+// synchronisation first reads what was there before. Copies to the host, and from page-locked memory, have
+// finished when they return.
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  cuda_emu::run_blocking(nullptr, [=] { if (bytes) std::memmove(dst, src, bytes); });
+  if (bytes == 0) return cudaSuccess;
+  if (device_memory(dst) && device_memory(src)) {
+    cuda_emu::enqueue(nullptr, [=] { std::memmove(dst, src, bytes); });
+  } else if (device_memory(dst) && pageable(src)) {
+    cuda_emu::sync_stream(nullptr);
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+    cuda_emu::enqueue(nullptr, [=] { std::memcpy(dst, staged->data(), bytes); });
+  } else {
+    cuda_emu::run_blocking(nullptr, [=] { std::memmove(dst, src, bytes); });
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
@@ -248,7 +266,11 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-  cuda_emu::run_blocking(nullptr, [=] { if (bytes) std::memset(p, value, bytes); });
+  if (bytes == 0) return cudaSuccess;
+  if (device_memory(p))
+    cuda_emu::enqueue(nullptr, [=] { std::memset(p, value, bytes); });
+  else
+    cuda_emu::run_blocking(nullptr, [=] { std::memset(p, value, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {

@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -58,9 +59,17 @@ bool eager_from_env() {
   return e && *e && *e != '0';
 }
 
+StreamOrder order_from_env() {
+  const char* e = std::getenv("MOCO_EMU_STREAM_ORDER");
+  if (!e || !*e || std::string(e) == "head") return StreamOrder::LatestHead;
+  if (std::string(e) == "tail") return StreamOrder::LatestTail;
+  die("MOCO_EMU_STREAM_ORDER must be head or tail");
+}
+
 struct Scheduler {
   std::recursive_mutex mu;  // one host thread at a time queues, drains or runs work
   const bool eager = eager_from_env();
+  const StreamOrder order = order_from_env();
   CUstream_st legacy{cudaStreamDefault, -1, {}};
   std::vector<CUstream_st*> streams{&legacy};  // every live stream, the legacy default stream first
   std::unordered_set<uint64_t> pending;         // sequence numbers queued and not yet run
@@ -105,11 +114,13 @@ struct Scheduler {
     return std::none_of(op.after.begin(), op.after.end(), [&](uint64_t d) { return pending.count(d) > 0; });
   }
 
-  // Runs one piece of work: of the streams whose head may run, the head queued last. False if none is queued.
+  // Runs one piece of work: the head of a stream whose head may run, the stream chosen by `order`. False if
+  // nothing is queued.
   bool step() {
+    auto rank = [&](const CUstream_st* s) { return order == StreamOrder::LatestHead ? s->ops.front().seq : tail(s); };
     CUstream_st* pick = nullptr;
     for (CUstream_st* s : streams)
-      if (!s->ops.empty() && ready(s->ops.front()) && (!pick || s->ops.front().seq > pick->ops.front().seq)) pick = s;
+      if (!s->ops.empty() && ready(s->ops.front()) && (!pick || rank(s) > rank(pick))) pick = s;
     if (!pick) {
       if (pending.empty()) return false;
       die("queued work waits in a cycle (cannot happen: every wait is on earlier work)");
@@ -136,6 +147,8 @@ Scheduler& sched() {
 }
 
 }  // namespace
+
+StreamOrder stream_order() { return sched().order; }
 
 void enqueue(cudaStream_t stream, std::function<void()> work) {
   Scheduler& s = sched();

@@ -12,7 +12,12 @@
 //   query (which lets one piece of work run and says "not ready").
 // - Then, of the stream heads whose waits are met, the one queued *last* runs first. Work that should have
 //   waited for earlier work on another stream, and does not, therefore overtakes it, whichever direction the
-//   hazard has (read before write, or write before read). Correctly ordered work is unaffected.
+//   hazard has (read before write, or write before read), as long as nothing queued earlier on its own
+//   stream holds it back. Correctly ordered work is unaffected.
+// - MOCO_EMU_STREAM_ORDER=tail runs instead the stream whose latest work was queued last, as far as its waits
+//   allow. That catches the case the default misses (the late work sits behind earlier work on its own
+//   stream) and misses one the default catches (the earlier work has later work behind it on its stream), so
+//   ctest runs the stream-heavy tests under both (emu.stream_order_tail).
 // - The legacy default stream (nullptr) waits for all earlier work on blocking streams, and they wait for it,
 //   as CUDA documents; streams made with cudaStreamNonBlocking do not.
 // - Copies from pageable host memory are staged at the call (the caller may reuse the memory at once, as with
@@ -27,6 +32,9 @@
 #include "emu_types.h"
 
 namespace cuda_emu {
+
+enum class StreamOrder { LatestHead, LatestTail };
+StreamOrder stream_order();  // MOCO_EMU_STREAM_ORDER: head (the default) or tail
 
 // Queues work on `stream` (nullptr: the legacy default stream). It runs on whichever host thread drains the
 // queues, with the emulator's lock held.

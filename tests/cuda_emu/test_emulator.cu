@@ -302,3 +302,31 @@ TEST(CudaEmulatorStreams, QueriesLetTheDeviceProgress) {
   EXPECT_EQ(cudaEventQuery(s.done), cudaSuccess);
   EXPECT_EQ(x.download(), std::vector<int>(kInts, 3));
 }
+
+// The two shapes of a missing wait that one order alone does not cover (emu_streams.h). Both must give the
+// right answer with the wait; without it, the order named catches it (ctest runs these under both orders).
+//   behind: the late read on b sits behind earlier work on b   -> caught by the tail order
+//   ahead:  the early write on a has later work behind it on a  -> caught by the head order (the default)
+TEST(CudaEmulatorStreams, EachShapeOfAMissingWaitIsCaughtByOneOrder) {
+  for (bool behind : {true, false})
+    for (bool wait : {true, false}) {
+      TwoStreams s;
+      DeviceBuffer<int> x(kInts, "x"), y(kInts, "y"), other(kInts, "other");
+      x.fill_bytes(0);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      if (behind) fill_ints<<<1, 128, 0, s.b>>>(other.get(), kInts, 1);  // earlier work on b
+      fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, 7);                  // the write
+      cudaEventRecord(s.done, s.a);
+      if (wait) cudaStreamWaitEvent(s.b, s.done, 0);
+      copy_ints<<<1, 128, 0, s.b>>>(x.get(), y.get(), kInts);            // the read
+      if (!behind) fill_ints<<<1, 128, 0, s.a>>>(other.get(), kInts, 2);  // later work on a
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::vector<int> got = y.download();
+      const char* shape = behind ? "behind" : "ahead";
+      if (wait) {
+        EXPECT_EQ(got, std::vector<int>(kInts, 7)) << shape << ", with the wait";
+      } else if (behind == (cuda_emu::stream_order() == cuda_emu::StreamOrder::LatestTail)) {
+        EXPECT_EQ(got, std::vector<int>(kInts, 0)) << shape << ": the order meant to catch it did not";
+      }
+    }
+}
