@@ -27,7 +27,7 @@ constexpr int64_t kSize = 16;
 // Agreement tolerance, relative to the largest entry of the reference tensor. Float32 rounding in another
 // summation order, carried through 3 steps, was measured at most 2e-5 (gradients and SGD momentum; W = 2 and
 // 4, lr up to 0.05); 1e-4 leaves headroom for other BLAS builds and thread counts. A wrong BN grouping moves
-// the loss by far more (checked at the end of the test).
+// the loss by far more (checked at the end of test_equivalence.cpp).
 constexpr double kRel = 1e-4;
 
 inline MocoConfig tiny(int bn_splits) {

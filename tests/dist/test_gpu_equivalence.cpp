@@ -4,8 +4,10 @@
 // argument and the comparisons are test_equivalence.cpp's (the CPU ranks' version); here both sides are
 // GpuMoco in fp32, and the state is read back to the host after each step to compare.
 //
-// It needs W GPUs, so it runs on a multi-GPU node (label gpu) and, everywhere, on the CUDA emulator (label
-// emu) with W processes under mpirun, each on its own emulated device, the NCCL traffic carried over MPI.
+// It needs W GPUs: on a multi-GPU node it is `mpirun -np W build/moco_gpu_dist_tests` (no ctest entry, since a
+// one-GPU machine cannot run it); everywhere, ctest runs it on the CUDA emulator (emu.dist.gpu_equivalence_np2
+// and _np4), W processes each on its own emulated device, the NCCL traffic carried over MPI. The tolerance
+// is the CPU test's, which that test shows is tight enough to see a wrong BN grouping.
 #include <gtest/gtest.h>
 
 #include <cmath>
