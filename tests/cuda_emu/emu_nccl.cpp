@@ -9,10 +9,15 @@
 // on a duplicate of MPI_COMM_WORLD. Device memory is host memory here, so MPI reads and writes it directly. The
 // operation runs at the call, after the work queued on its stream before it: a blocking MPI call must run on
 // the host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
-// That gives up the stream model's hostile ordering for the communication of several ranks (one rank keeps
-// it); what it checks is the traffic itself: which rank sends which rows where.
+// What that gives up, with several ranks (one rank keeps all of it):
+// - a missing wait *after* a collective cannot show, since its result exists when the call returns (a
+//   missing wait before it still shows: the collective then runs before the work it should follow);
+// - a peer that hangs blocks this rank inside MPI, where the communicator's watchdog cannot fire; the test's
+//   own time limit ends it.
+// What it checks is the traffic itself: which rank sends which rows where.
 //
 // Arguments are checked at the call in both cases.
+#include <climits>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -93,10 +98,14 @@ void run_on(ncclComm_t comm, cudaStream_t stream, std::function<void()> work) {
 }
 
 // The checks every collective makes at the call; *bytes is then the element size.
-ncclResult_t check_collective(ncclComm_t comm, ncclDataType_t type, size_t* bytes) {
+ncclResult_t check_collective(ncclComm_t comm, ncclDataType_t type, size_t count, size_t* bytes) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
   *bytes = type_bytes(type);
-  return *bytes ? ncclSuccess : refuse(comm, ncclInvalidArgument, "unknown data type");
+  if (*bytes == 0) return refuse(comm, ncclInvalidArgument, "unknown data type");
+  // MPI's counts are int; the emulator's transfers are counted in bytes
+  if (comm->nranks > 1 && count * *bytes > (size_t)INT_MAX)
+    return refuse(comm, ncclInvalidArgument, "the emulated NCCL moves at most INT_MAX bytes per call");
+  return ncclSuccess;
 }
 
 // A collective over one rank moves the data to its place, if it is not there already.
@@ -128,17 +137,15 @@ MPI_Op mpi_op(ncclRedOp_t op) {
     default: return MPI_SUM;  // ncclSum, and ncclAvg before its division
   }
 }
-// ncclAvg: the sum divided by the number of ranks, in the data's type.
+// ncclAvg: the sum divided by the number of ranks, in the data's type (float or double: what moco averages).
 template <class T>
 void divide(void* p, size_t count, int by) {
   T* v = static_cast<T*>(p);
-  for (size_t i = 0; i < count; ++i) v[i] = (T)(v[i] / (T)by);
+  for (size_t i = 0; i < count; ++i) v[i] = v[i] / (T)by;
 }
 void average(void* p, size_t count, ncclDataType_t t, int nranks) {
   if (t == ncclFloat32) divide<float>(p, count, nranks);
-  else if (t == ncclFloat64) divide<double>(p, count, nranks);
-  else if (t == ncclInt32) divide<int32_t>(p, count, nranks);
-  else if (t == ncclInt64) divide<int64_t>(p, count, nranks);
+  else divide<double>(p, count, nranks);
 }
 #endif
 
@@ -211,12 +218,14 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
   size_t b = 0;
-  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
+  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (op < ncclSum || op > ncclAvg) return refuse(comm, ncclInvalidArgument, "unknown reduction");
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
 #ifdef MOCO_EMU_MPI
   if (mpi_type(type) == MPI_DATATYPE_NULL) return refuse(comm, ncclInvalidArgument, "the emulator reduces no fp16/bf16");
+  if (op == ncclAvg && type != ncclFloat32 && type != ncclFloat64)
+    return refuse(comm, ncclInvalidArgument, "the emulator averages only float and double");
   run_on(comm, stream, [=] {
     MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, mpi_type(type), mpi_op(op), comm->mpi);
     if (op == ncclAvg) average(recv, count, type, comm->nranks);
@@ -227,7 +236,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
   size_t b = 0;
-  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
+  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
 #ifdef MOCO_EMU_MPI
@@ -242,7 +251,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
   size_t b = 0;
-  if (const ncclResult_t r = check_collective(comm, type, &b); r != ncclSuccess) return r;
+  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (const ncclResult_t r = check_peer(comm, root); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
@@ -258,20 +267,22 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
 
 ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  size_t b = 0;
+  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
   if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a send outside a group (moco always groups them)");
   group.comm = comm;
-  group.sends.push_back({send, count * type_bytes(type), peer, stream});
+  group.sends.push_back({send, count * b, peer, stream});
   return ncclSuccess;
 }
 ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  size_t b = 0;
+  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
   if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a receive outside a group (moco always groups them)");
   group.comm = comm;
-  group.recvs.push_back({recv, count * type_bytes(type), peer, stream});
+  group.recvs.push_back({recv, count * b, peer, stream});
   return ncclSuccess;
 }
 ncclResult_t ncclGroupStart() {

@@ -211,8 +211,10 @@ int stream_device(cudaStream_t stream) { return stream ? stream->device : -1; }
 void destroy_stream(cudaStream_t stream) {
   Scheduler& s = sched();
   std::lock_guard<std::recursive_mutex> lock(s.mu);
+  const auto it = std::find(s.streams.begin(), s.streams.end(), stream);
+  if (it == s.streams.end()) die("cudaStreamDestroy of a stream that does not exist (destroyed twice?)");
   s.complete(Scheduler::tail(stream));
-  s.streams.erase(std::find(s.streams.begin(), s.streams.end(), stream));
+  s.streams.erase(it);
   delete stream;
 }
 

@@ -90,7 +90,8 @@ struct Both {
   std::unique_ptr<cuda::GpuMoco> gpu;
   Both(const MocoConfig& cfg, DType act) : cpu(cfg, host_comm), readback(cfg, host_comm) {
     cpu.init();
-    MOCO_CUDA_CHECK(cudaStreamCreate(&stream));
+    // non-blocking, as `moco train`'s (train_step.cpp): the step must not lean on the legacy stream's joins
+    MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     dev_comm = std::make_unique<cuda::SingleDeviceCommunicator>(stream);
     gpu = std::make_unique<cuda::GpuMoco>(cfg, *dev_comm, act);
     gpu->load_from(cpu);
