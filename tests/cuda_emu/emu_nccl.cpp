@@ -265,25 +265,30 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   return ncclSuccess;
 }
 
-ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
-                      cudaStream_t stream) {
+namespace {
+
+// A send or a receive joins the open group (to be matched when it ends) after the checks of a collective.
+template <class Transfer, class Data>
+ncclResult_t add_to_group(std::vector<Transfer>& list, Data data, size_t count, ncclDataType_t type, int peer,
+                          ncclComm_t comm, cudaStream_t stream, const char* what) {
   size_t b = 0;
   if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
-  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a send outside a group (moco always groups them)");
+  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, std::string(what) + " outside a group (moco always groups them)");
   group.comm = comm;
-  group.sends.push_back({send, count * b, peer, stream});
+  list.push_back({data, count * b, peer, stream});
   return ncclSuccess;
+}
+
+}  // namespace
+
+ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                      cudaStream_t stream) {
+  return add_to_group(group.sends, send, count, type, peer, comm, stream, "a send");
 }
 ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-  size_t b = 0;
-  if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
-  if (const ncclResult_t r = check_peer(comm, peer); r != ncclSuccess) return r;
-  if (group.depth == 0) return refuse(comm, ncclInvalidUsage, "a receive outside a group (moco always groups them)");
-  group.comm = comm;
-  group.recvs.push_back({recv, count * b, peer, stream});
-  return ncclSuccess;
+  return add_to_group(group.recvs, recv, count, type, peer, comm, stream, "a receive");
 }
 ncclResult_t ncclGroupStart() {
   ++group.depth;
