@@ -230,6 +230,16 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   return cuda_emu::elapsed_ms(start, end, ms) ? cudaSuccess : cudaErrorNotReady;
 }
 
+namespace {
+
+// A copy from pageable memory: the bytes are staged now (the caller may reuse src at once), the copy queued.
+void queue_staged_copy(cudaStream_t stream, void* dst, const void* src, size_t bytes) {
+  auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+  cuda_emu::enqueue(stream, [=] { std::memcpy(dst, staged->data(), bytes); });
+}
+
+}  // namespace
+
 // Copies: pageable host memory is staged (read) at the call and written before it returns, as CUDA does;
 // device and page-locked memory are touched only when the copy runs.
 //
@@ -245,24 +255,21 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind)
     cuda_emu::enqueue(nullptr, [=] { std::memmove(dst, src, bytes); });
   } else if (device_memory(dst) && pageable(src)) {
     cuda_emu::sync_stream(nullptr);
-    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
-    cuda_emu::enqueue(nullptr, [=] { std::memcpy(dst, staged->data(), bytes); });
+    queue_staged_copy(nullptr, dst, src, bytes);
   } else {
     cuda_emu::run_blocking(nullptr, [=] { std::memmove(dst, src, bytes); });
   }
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t stream) {
   if (bytes == 0) return cudaSuccess;
   if (pageable(dst)) {
     cuda_emu::run_blocking(stream, [=] { std::memmove(dst, src, bytes); });
   } else if (pageable(src)) {
-    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
-    cuda_emu::enqueue(stream, [=] { std::memcpy(dst, staged->data(), bytes); });
+    queue_staged_copy(stream, dst, src, bytes);
   } else {
     cuda_emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); });
   }
-  (void)kind;
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {

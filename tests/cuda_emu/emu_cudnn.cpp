@@ -544,15 +544,18 @@ cudnnStatus_t prepare(Pass pass, int algo, const Problem& p, void* ws, size_t ws
   return CUDNN_STATUS_SUCCESS;
 }
 
-// Queues a convolution on the handle's stream. The descriptors (in p) and the scaling factors are read at the
-// call, as cuDNN reads them; the data and the workspace when it runs.
-void queue_run(cudnnHandle_t handle, const void* alpha, const void* beta, void* ws, size_t need,
-               std::function<void(const float*, const float*)> run) {
+// Checks a run of a pass (prepare) and queues it on the handle's stream. The descriptors (in p) and the scaling
+// factors are read at the call, as cuDNN reads them; the data and the workspace when it runs.
+cudnnStatus_t queue_run(cudnnHandle_t handle, Pass pass, int algo, const Problem& p, void* ws, size_t ws_bytes,
+                        const void* alpha, const void* beta, std::function<void(const float*, const float*)> run) {
+  size_t need = 0;
+  if (const cudnnStatus_t st = prepare(pass, algo, p, ws, ws_bytes, &need)) return st;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   cuda_emu::enqueue(handle->stream, [=] {
     scribble(ws, need);
     run(&al, &be);
   });
+  return CUDNN_STATUS_SUCCESS;
 }
 
 // The find calls: every algorithm of the pass, the ones that ran (status SUCCESS) first by time, then those
@@ -649,12 +652,10 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha, c
   Problem p;
   if (!handle || !alpha || !beta || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(xDesc, wDesc, convDesc, yDesc, &p)) return st;
-  size_t need = 0;
-  if (const cudnnStatus_t st = prepare(kForward, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
-  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+  return queue_run(handle, kForward, algo, p, workSpace, workSpaceSizeInBytes, alpha, beta,
+                   [=](const float* al, const float* be) {
     scatter(forward(p, gather(x, x_array(p)), gather(w, w_array(p))), y_array(p), al, be, y);
   });
-  return CUDNN_STATUS_SUCCESS;
 }
 
 // ---- backward data
@@ -699,12 +700,10 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
   Problem p;
   if (!handle || !alpha || !beta || !w || !dy || !dx) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(dxDesc, wDesc, convDesc, dyDesc, &p)) return st;
-  size_t need = 0;
-  if (const cudnnStatus_t st = prepare(kBackwardData, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
-  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+  return queue_run(handle, kBackwardData, algo, p, workSpace, workSpaceSizeInBytes, alpha, beta,
+                   [=](const float* al, const float* be) {
     scatter(backward_data(p, gather(dy, y_array(p)), gather(w, w_array(p))), x_array(p), al, be, dx);
   });
-  return CUDNN_STATUS_SUCCESS;
 }
 
 // ---- backward filter
@@ -751,10 +750,8 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
   Problem p;
   if (!handle || !alpha || !beta || !x || !dy || !dw) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = make_problem(xDesc, dwDesc, convDesc, dyDesc, &p)) return st;
-  size_t need = 0;
-  if (const cudnnStatus_t st = prepare(kBackwardFilter, algo, p, workSpace, workSpaceSizeInBytes, &need)) return st;
-  queue_run(handle, alpha, beta, workSpace, need, [=](const float* al, const float* be) {
+  return queue_run(handle, kBackwardFilter, algo, p, workSpace, workSpaceSizeInBytes, alpha, beta,
+                   [=](const float* al, const float* be) {
     scatter(backward_filter(p, gather(x, x_array(p)), gather(dy, y_array(p))), w_array(p), al, be, dw);
   });
-  return CUDNN_STATUS_SUCCESS;
 }
