@@ -1,7 +1,8 @@
 // What the data path delivers: images per second from `Loader` (JPEG decode, then two MoCo v2 views at
 // 224 px each, as `moco train` asks for) with 1 worker and with one worker per core, on an ImageFolder of
 // synthetic ImageNet-like JPEGs (500 x 375, quality 90) written to a temporary folder. It says how many CPU
-// cores per GPU it takes to keep a given step rate fed. Checks first that every batch is full, has the
+// cores per GPU it takes to keep a given step rate fed. Both forms of the views are timed: normalised fp32
+// (the CPU step's) and 8-bit (what GPU training copies). Checks first that every batch is full, has the
 // right shape and holds finite values, then times whole epochs.
 //   build/bench_loader [images [folder]]   (default 256 images in a temporary folder, removed at the end;
 //                                         a folder given here is kept, for bench/loader_vs_torchvision.sh)
@@ -48,21 +49,26 @@ void write_folder(const fs::path& root, int count) {
   }
 }
 
-// Images per second over `epochs` epochs of the data set with `workers` threads; false if a batch is wrong.
-bool run(const Dataset& data, int workers, int epochs, double& img_per_s) {
+// Images per second over `epochs` epochs of the data set with `workers` threads, views in the form `views`
+// (F32 normalised (N, 3, S, S) for the CPU step, U8 (N, S, S, 3) for GPU training); false if a batch is wrong.
+bool run(const Dataset& data, int workers, int epochs, DType views, double& img_per_s) {
   LoaderConfig c;
   c.batch = 32;
   c.workers = workers;  // prefetch stays at its default, as in `moco train`
+  c.view_dtype = views;
   Loader loader(data, recipe_from_name("v2", 224), c);
+  const Shape want = views == DType::U8 ? Shape{32, 224, 224, 3} : Shape{32, 3, 224, 224};
   int64_t images = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (int e = 0; e < epochs; ++e) {
     loader.start_epoch(e);
     for (Batch b; loader.next(b);) {
-      if (b.views.size() != 2 || b.views[0].shape() != Shape{32, 3, 224, 224}) return false;
-      const float* v = b.views[1].data<float>();
-      for (int64_t i = 0; i < b.views[1].numel(); i += 997)
-        if (!std::isfinite(v[i])) return false;
+      if (b.views.size() != 2 || b.views[0].shape() != want || b.views[1].dtype() != views) return false;
+      if (views == DType::F32) {
+        const float* v = b.views[1].data<float>();
+        for (int64_t i = 0; i < b.views[1].numel(); i += 997)
+          if (!std::isfinite(v[i])) return false;
+      }
       images += 32;
     }
   }
@@ -88,15 +94,18 @@ int main(int argc, char** argv) {
               (long long)data.size());
   int status = 0;
   for (int workers : {1, cores}) {
-    double ips = 0;
-    if (!run(data, workers, 2, ips)) {
-      std::printf("a batch was incomplete, misshapen or not finite: refusing to report a rate\n");
-      status = 1;
-      break;
+    for (DType views : {DType::F32, DType::U8}) {
+      double ips = 0;
+      if (!run(data, workers, 2, views, ips)) {
+        std::printf("a batch was incomplete, misshapen or not finite: refusing to report a rate\n");
+        status = 1;
+        break;
+      }
+      std::printf("workers %2d, views %s: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n",
+                  workers, views == DType::U8 ? "u8 (GPU training)" : "f32 (CPU step)   ", ips, ips / workers,
+                  1000.0 * workers / ips);
     }
-    std::printf("workers %2d: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n", workers, ips,
-                ips / workers, 1000.0 * workers / ips);
-    if (workers == cores) break;
+    if (workers == cores || status) break;
   }
   if (!keep) fs::remove_all(root);
   return status;

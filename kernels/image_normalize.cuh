@@ -1,4 +1,4 @@
-// Launchers for turning decoded uint8 images into normalised network input (raw pointers and sizes only).
+// Launcher for turning augmented uint8 views into normalised network input (raw pointers and sizes only).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -12,10 +12,8 @@ namespace moco::kernels {
 constexpr float kImageMean[3] = {0.485f, 0.456f, 0.406f};
 constexpr float kImageStd[3] = {0.229f, 0.224f, 0.225f};
 
-// images (N, H, W, 3) uint8 -> out (N, H, W, 3) bf16 (round to nearest even), the GPU layout.
-void image_to_bf16_nhwc(int64_t n, int64_t h, int64_t w, const uint8_t* images, __nv_bfloat16* out,
-                        cudaStream_t stream);
-// images (N, H, W, 3) uint8 -> out (N, 3, H, W) fp32, the CPU path's layout.
-void image_to_f32_nchw(int64_t n, int64_t h, int64_t w, const uint8_t* images, float* out, cudaStream_t stream);
+// images (N, H, W, 3) uint8 -> out (N, H, W, 3) of T: float, or __nv_bfloat16 (rounded to nearest even).
+template <class T>
+void image_to_nhwc(int64_t n, int64_t h, int64_t w, const uint8_t* images, T* out, cudaStream_t stream);
 
 }  // namespace moco::kernels

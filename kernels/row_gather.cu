@@ -1,12 +1,13 @@
 // Row gather by index: the pack (rows grouped by destination rank) and the unpack (rows into batch order)
 // around the all-to-all of the device permute_rows.
 //
-// What it computes: dst[i, :] = src[index[i], :] for i < rows, rows of `row` floats.
+// What it computes: dst[i, :] = src[index[i], :] for i < rows, rows of `row_bytes` bytes (fp32 features,
+// uint8 key images: the copy does not care what the bytes hold).
 // CPU reference: the memcpy loops of Communicator::permute_rows (src/comm/communicator.cpp), which pack with
 // RowRoute::pack and unpack with RowRoute::unpack exactly as the device path does.
 // Nothing is fused: it is a pure copy, so the measure is the fraction of copy bandwidth. Blocks along y take
-// rows, blocks along x take spans of one row, so a 150,528-float key image is spread over many blocks while a
-// 128-float feature row is one block; float4 when rows and pointers allow it.
+// rows, blocks along x take spans of one row, so a 150,528-byte key image is spread over many blocks while a
+// 512-byte feature row is one block; 16 or 4 bytes per thread when rows and pointers allow it, else 1.
 #include "../src/cuda/check.h"
 #include "row_gather.cuh"
 
@@ -31,7 +32,10 @@ __global__ void gather_rows_kernel(const V* __restrict__ src,          // (?, ro
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// Rows of `bytes` bytes at p and q can move in units of `unit` bytes.
+bool fits(const void* p, const void* q, int64_t bytes, int64_t unit) {
+  return bytes % unit == 0 && reinterpret_cast<uintptr_t>(p) % unit == 0 && reinterpret_cast<uintptr_t>(q) % unit == 0;
+}
 
 template <class V>
 void launch(const V* src, const int64_t* index, int64_t rows, int64_t row_v, V* dst, cudaStream_t stream) {
@@ -44,13 +48,16 @@ void launch(const V* src, const int64_t* index, int64_t rows, int64_t row_v, V* 
 
 }  // namespace
 
-void gather_rows(const float* src, const int64_t* index, int64_t rows, int64_t row, float* dst, cudaStream_t stream) {
-  MOCO_CHECK(rows >= 0 && row >= 0, "gather_rows: ", rows, " rows of ", row, " floats; expected sizes >= 0");
-  if (rows == 0 || row == 0) return;
-  if (row % 4 == 0 && aligned16(src) && aligned16(dst))
-    launch(reinterpret_cast<const float4*>(src), index, rows, row / 4, reinterpret_cast<float4*>(dst), stream);
+void gather_rows(const void* src, const int64_t* index, int64_t rows, int64_t row_bytes, void* dst,
+                 cudaStream_t stream) {
+  MOCO_CHECK(rows >= 0 && row_bytes >= 0, "gather_rows: ", rows, " rows of ", row_bytes, " bytes; expected sizes >= 0");
+  if (rows == 0 || row_bytes == 0) return;
+  if (fits(src, dst, row_bytes, 16))
+    launch(static_cast<const uint4*>(src), index, rows, row_bytes / 16, static_cast<uint4*>(dst), stream);
+  else if (fits(src, dst, row_bytes, 4))
+    launch(static_cast<const uint32_t*>(src), index, rows, row_bytes / 4, static_cast<uint32_t*>(dst), stream);
   else
-    launch(src, index, rows, row, dst, stream);
+    launch(static_cast<const uint8_t*>(src), index, rows, row_bytes, static_cast<uint8_t*>(dst), stream);
 }
 
 }  // namespace moco::kernels

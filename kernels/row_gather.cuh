@@ -6,9 +6,11 @@
 
 namespace moco::kernels {
 
-// dst (rows, row) row i = src row index[i]; index (rows) is DEVICE memory and every entry must be a row of
-// src (the caller checked them on the host). dst must not overlap src. CPU reference: the pack and unpack
-// loops of Communicator::permute_rows (src/comm/communicator.cpp).
-void gather_rows(const float* src, const int64_t* index, int64_t rows, int64_t row, float* dst, cudaStream_t stream);
+// dst (rows, row_bytes) row i = src row index[i], rows of `row_bytes` bytes of any element type (fp32
+// features, uint8 images); index (rows) is DEVICE memory and every entry must be a row of src (the caller
+// checked them on the host). dst must not overlap src. CPU reference: the pack and unpack loops of
+// Communicator::permute_rows (src/comm/communicator.cpp).
+void gather_rows(const void* src, const int64_t* index, int64_t rows, int64_t row_bytes, void* dst,
+                 cudaStream_t stream);
 
 }  // namespace moco::kernels

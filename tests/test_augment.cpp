@@ -701,3 +701,33 @@ TEST(AugmentView, SameKeySameBytesOtherViewDiffers) {
   }
 }
 
+
+// The 8-bit form of a view: quantize_to_u8 on hand values (clamped, rounded to nearest; 0.5 is 127.5 and
+// 0.1 is 25.5 in float, halves that go up), then whole views of
+// every training recipe against the float view de-normalised here with SPEC's constants. Each byte is within
+// half a level of 255 x (the float view's value), and the layout is (S, S, 3) where the float one is (3, S, S).
+TEST(AugmentView, EightBitViewIsTheFloatViewRoundedOnce) {
+  const float in[8 * 3] = {0.f,   1.f,   0.25f,  0.75f, 0.002f, 0.001f, -0.5f, 2.f,  0.5f,  0.998f, 1.5f, -1e-9f,
+                           0.02f, 0.98f, 0.333f, 0.6f,  0.4f,   0.1f,   0.91f, 0.05f, 0.95f, 0.71f,  0.31f, 0.15f};
+  const uint8_t want[8 * 3] = {0, 255, 64, 191, 1,   0,   0,   255, 128, 254, 255, 0,
+                               5, 250, 85, 153, 102, 26,  232, 13,  242, 181, 79,  38};
+  uint8_t got[8 * 3];
+  quantize_to_u8(in, 8, got);
+  for (int i = 0; i < 8 * 3; ++i) EXPECT_EQ((int)got[i], (int)want[i]) << "value " << in[i];
+
+  Image img = noise_image(64, 48, 5);
+  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+  for (const char* name : {"v1", "v2", "small", "lincls_train", "eval"}) {
+    const AugmentRecipe rec = recipe_from_name(name, 24);
+    const int64_t plane = 24 * 24;
+    std::vector<float> f((size_t)(3 * plane));    // (3, S, S)
+    std::vector<uint8_t> u((size_t)(plane * 3));  // (S, S, 3)
+    augment_view(img, rec, 8, 1, 30, 1, f.data());
+    augment_view_u8(img, rec, 8, 1, 30, 1, u.data());
+    for (int64_t p = 0; p < plane; ++p)
+      for (int c = 0; c < 3; ++c) {
+        const double level = 255.0 * (f[(size_t)(c * plane + p)] * sd[c] + mean[c]);
+        ASSERT_NEAR((double)u[(size_t)(p * 3 + c)], level, 0.5 + 1e-3) << name << " pixel " << p << " channel " << c;
+      }
+  }
+}

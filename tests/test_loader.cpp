@@ -14,6 +14,7 @@
 
 #include "moco/loader.h"
 #include "moco/recycling_pool.h"
+#include "moco/rng.h"
 
 using namespace moco;
 
@@ -244,4 +245,70 @@ TEST(Loader, BadConfigurationsAreRefusedWithTheValues) {
   l.start_epoch(0);
   Batch b;
   EXPECT_THROW(l.next(b), Error);  // no image decodes at all: the worker's error reaches the consumer
+}
+
+namespace {
+// Image i is 10x12 colour noise keyed by i, so a view's channels and positions differ.
+class NoiseDataset : public Dataset {
+ public:
+  explicit NoiseDataset(int64_t n) : n_(n) {}
+  int64_t size() const override { return n_; }
+  int num_classes() const override { return 1; }
+  int label(int64_t) const override { return 0; }
+  bool load(int64_t i, Image& out, std::string*) const override {
+    out.h = 10;
+    out.w = 12;
+    out.pixels.resize(10 * 12 * 3);
+    Rng r(5, (uint64_t)i);
+    for (auto& p : out.pixels) p = (uint8_t)r.below(256);
+    return true;
+  }
+  std::string name() const override { return "noise"; }
+  std::string source(int64_t i) const override { return "noise[" + std::to_string(i) + "]"; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  int64_t n_;
+  std::vector<std::string> names_ = {"a"};
+};
+}  // namespace
+
+// view_dtype U8 (GPU training): each view is (N, S, S, 3) uint8, the same images as the float batches at the
+// same positions, each byte within half a level of 255 x the float view de-normalised with SPEC's constants.
+TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
+  NoiseDataset d(24);
+  LoaderConfig f32;
+  f32.batch = 5;
+  f32.workers = 2;
+  LoaderConfig u8 = f32;
+  u8.view_dtype = DType::U8;
+  const auto want = epoch_batches(d, f32, 2);
+  const auto got = epoch_batches(d, u8, 2);
+  ASSERT_EQ(got.size(), want.size());
+  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+  const int64_t s = 8, plane = s * s;
+  for (size_t b = 0; b < got.size(); ++b) {
+    EXPECT_EQ(got[b].indices, want[b].indices);
+    for (int v = 0; v < 2; ++v) {
+      const Tensor& g = got[b].views[(size_t)v];
+      const Tensor& w = want[b].views[(size_t)v];
+      ASSERT_EQ(g.dtype(), DType::U8);
+      ASSERT_EQ(g.shape(), (Shape{5, s, s, 3}));
+      for (int64_t i = 0; i < 5; ++i)
+        for (int64_t p = 0; p < plane; ++p)
+          for (int c = 0; c < 3; ++c) {
+            const double level = 255.0 * (w.data<float>()[(i * 3 + c) * plane + p] * sd[c] + mean[c]);
+            ASSERT_NEAR((double)g.data<uint8_t>()[(i * plane + p) * 3 + c], level, 0.5 + 1e-3)
+                << "batch " << b << " view " << v << " row " << i << " pixel " << p << " channel " << c;
+          }
+    }
+  }
+  LoaderConfig bad = f32;
+  bad.view_dtype = DType::BF16;
+  try {
+    Loader l(d, recipe_from_name("small", 8), bad);
+    FAIL() << "bf16 views must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+  }
 }

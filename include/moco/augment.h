@@ -8,6 +8,7 @@
 //
 // Pixel work happens in float on a (S, S, 3) buffer in [0, 1]; torchvision on PIL images would round to
 // uint8 after the crop and after each colour op, we do not (the rounding is noise, not part of the recipe).
+// The 8-bit form of a view (augment_view_u8, what GPU training copies) rounds once, at the end.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -50,6 +51,11 @@ const char* recipe_name(AugmentKind kind);
 // by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), to `out`. Thread-safe (scratch is per thread).
 void augment_view(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                   uint64_t view, float* out /* (3, S, S) */);
+// The same view, before normalisation, as 8-bit RGB (S, S, 3): each value in [0, 1] times 255, rounded to
+// nearest. This is the image torchvision's ToTensor would see (PIL keeps 8 bits), a quarter of the fp32 bytes;
+// the GPU step normalises it on the device (kernels/image_normalize.cu). Thread-safe like augment_view.
+void augment_view_u8(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
+                     uint64_t view, uint8_t* out /* (S, S, 3) */);
 
 // ---- building blocks (public so that tests can check each against an independent reference)
 
@@ -101,6 +107,8 @@ void hflip(float* hwc /* (h, w, 3) */, int h, int w);
 extern const float kImageMean[3];
 extern const float kImageStd[3];
 void normalize_to_chw(const float* hwc /* (h, w, 3) */, int h, int w, float* chw /* (3, h, w) */);
+// n RGB pixels in [0, 1] (clamped first) -> 255 x rounded to nearest, halves up.
+void quantize_to_u8(const float* hwc /* (n, 3) */, int64_t n, uint8_t* out /* (n, 3) */);
 
 // Every decision of one view, in the order the recipe draws them.
 struct ViewParams {
@@ -114,5 +122,6 @@ struct ViewParams {
 };
 ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& rng);
 void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* out /* (3, S, S) */);
+void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out /* (S, S, 3) */);
 
 }  // namespace moco

@@ -41,12 +41,15 @@ struct LoaderConfig {
   // (RecyclingPool::host). GPU training passes page-locked memory here (DeviceStep::view_allocator) so that
   // a batch crosses to the device by DMA.
   std::function<Tensor(const Shape&, DType)> view_allocator;
+  // The form of each view: F32, normalised (3, S, S) (the CPU step's input); or U8, the 8-bit (S, S, 3) image
+  // before normalisation (augment_view_u8), which GPU training copies and normalises on the device.
+  DType view_dtype = DType::F32;
 };
 
 struct Batch {
   int64_t epoch = 0, step = 0;    // position of this batch
   int64_t first = 0;              // position in the epoch's order of row 0
-  std::vector<Tensor> views;      // `views` tensors, each (N, 3, S, S)
+  std::vector<Tensor> views;      // `views` tensors, each (N, 3, S, S) F32 or (N, S, S, 3) U8 (view_dtype)
   std::vector<int> labels;        // (N)
   std::vector<int64_t> indices;   // (N) dataset index of each row
 };

@@ -69,6 +69,8 @@ class DeviceStep {
   // How the loader should allocate the views it hands to step() (LoaderConfig::view_allocator): the CUDA
   // step gives page-locked memory. Empty: ordinary host memory.
   virtual std::function<Tensor(const Shape&, DType)> view_allocator() { return {}; }
+  // The form of the views step() takes from the loader (LoaderConfig::view_dtype).
+  virtual DType view_dtype() const { return DType::F32; }
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
 // communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after

@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <vector>
 
 #include "moco/comm.h"
 #include "moco/launch.h"
@@ -27,6 +28,15 @@ class DeviceCommunicator : public Communicator {
   Device memory() const override { return Device::CUDA; }
   // The stream given at construction: the collectives are ordered with it.
   virtual cudaStream_t compute_stream() const = 0;
+  // permute_rows on rows of `row_bytes` bytes, whatever they hold: the shuffle moves the key images as the
+  // uint8 the loader made (a quarter of their fp32 size). send and recv may be the same buffer.
+  virtual void permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
+                                 void* recv) = 0;
+  // Rows of floats are rows of bytes.
+  void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
+                    float* recv) final {
+    permute_row_bytes(send, n, row * (int64_t)sizeof(float), perm, recv);
+  }
   // In place over data (n floats, device): the mean over ranks, ordered after the compute stream's work so far,
   // but the compute stream does not wait for it: nothing on the compute stream may read or write data[0, n)
   // until join(). Collectives (started or not) must be issued in the same order on every rank.

@@ -17,6 +17,7 @@
 #include "enqueue.cuh"
 #include "flat_update.cuh"
 #include "grad_buckets.h"
+#include "image_normalize.cuh"
 #include "l2_normalize.cuh"
 #include "moco_logits.cuh"
 #include "nhwc_ops.cuh"
@@ -28,10 +29,13 @@ namespace moco::cuda {
 
 namespace {
 
+// The two forms of a batch of views (LoaderConfig::view_dtype): normalised fp32 (N, 3, H, W), or 8-bit
+// (N, H, W, 3), normalised here on the device.
 void expect_images(const Tensor& x, const char* what) {
-  MOCO_CHECK(x.dtype() == DType::F32 && x.is_contiguous() && x.dim() == 4 && x.size(1) == 3, what,
-             " must be a contiguous f32 (N, 3, H, W) tensor, got ", device_name(x.device()), " ",
-             dtype_name(x.dtype()), " ", shape_str(x.shape()));
+  const bool f32 = x.dtype() == DType::F32 && x.dim() == 4 && x.size(1) == 3;
+  const bool u8 = x.dtype() == DType::U8 && x.dim() == 4 && x.size(3) == 3;
+  MOCO_CHECK(x.is_contiguous() && (f32 || u8), what, " must be a contiguous f32 (N, 3, H, W) or u8 (N, H, W, 3) ",
+             "tensor, got ", device_name(x.device()), " ", dtype_name(x.dtype()), " ", shape_str(x.shape()));
 }
 
 }  // namespace
@@ -218,9 +222,12 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
                                          const std::vector<int64_t>& perm) {
   expect_images(x_q, "the query batch");
   expect_images(x_k, "the key batch");
-  MOCO_CHECK(x_q.shape() == x_k.shape(), "query and key batches differ: ", shape_str(x_q.shape()), " vs ",
+  MOCO_CHECK(x_q.shape() == x_k.shape() && x_q.dtype() == x_k.dtype(), "query and key batches differ: ",
+             dtype_name(x_q.dtype()), " ", shape_str(x_q.shape()), " vs ", dtype_name(x_k.dtype()), " ",
              shape_str(x_k.shape()));
-  const int64_t n = x_q.size(0), h = x_q.size(2), w = x_q.size(3), img = 3 * h * w;
+  const DType pixel = x_q.dtype();  // U8: (N, H, W, 3) 8-bit views; F32: (N, 3, H, W) normalised
+  const int64_t n = x_q.size(0), h = x_q.size(pixel == DType::U8 ? 1 : 2), w = x_q.size(pixel == DType::U8 ? 2 : 3);
+  const int64_t img = 3 * h * w, img_bytes = img * (int64_t)dtype_size(pixel);
   const int64_t c = cfg_.encoder.out_dim, k_len = cfg_.queue_size, world = comm_.world_size();
   MOCO_CHECK(n % cfg_.bn_splits == 0, "batch of ", n, " images does not split into ", cfg_.bn_splits, " BN groups");
   MOCO_CHECK(n * world <= k_len, "the global batch (", n * world, ") must not exceed the queue (", k_len, ")");
@@ -243,18 +250,22 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     if (i > 0) nvtxRangePop();
     if (i < kPhases) nvtxRangePushA(phase_name(i));
   };
-  // Host fp32 NCHW images -> device -> the network's layout and dtype.
-  auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) fp32 on the device
+  // Staged views on the device -> the network's layout and dtype: 8-bit ones normalised (ToTensor + Normalize),
+  // fp32 ones (already normalised) moved to channels-last.
+  auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) of `pixel` on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(x.raw()), stream_);
+      if (pixel == DType::U8)
+        kernels::image_to_nhwc<T>(n, h, w, staged.data<uint8_t>(), static_cast<T*>(x.raw()), stream_);
+      else
+        kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(x.raw()), stream_);
     });
     return x;
   };
   auto upload = [&](const Tensor& x, cudaStream_t on) {  // images already on the device (benchmarks) stay
     if (x.device() == Device::CUDA) return x.reshape({n, img});
-    Tensor staged = ops.empty({n, img}, DType::F32);  // (N, 3*H*W)
+    Tensor staged = ops.empty({n, img}, pixel);  // (N, 3*H*W)
     MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, on));
     return staged;
   };
@@ -319,10 +330,11 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   pack(b.k_params.get(), b.k_compute.get());
   mark(2);
 
-  // 3-5. keys: shuffle (the fp32 images, before conversion), forward without a tape, normalize, unshuffle
-  Tensor x_k_shuffled = ops.empty({n, img}, DType::F32);  // (N, 3*H*W) this rank's slice of the shuffled batch
+  // 3-5. keys: shuffle (the images as they arrived, before conversion: 8-bit ones move a quarter of the fp32
+  // bytes), forward without a tape, normalize, unshuffle
+  Tensor x_k_shuffled = ops.empty({n, img}, pixel);  // (N, 3*H*W) this rank's slice of the shuffled batch
   key_copy.join();
-  comm_.permute_rows(x_k_staged.data<float>(), n, img, perm, x_k_shuffled.data<float>());
+  comm_.permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
   Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)
   Tensor k_shuffled = ops.empty({n, c}, DType::F32);                                  // (N, C)
   Tensor k_norms = ops.empty({n}, DType::F32);                                        // (N)

@@ -204,6 +204,11 @@ void NcclCommunicator::all_gather(const float* send, int64_t n, float* recv) {
 
 void NcclCommunicator::all_to_all(const float* send, const int64_t* send_counts, float* recv,
                                   const int64_t* recv_counts) {
+  send_recv_all(send, send_counts, recv, recv_counts, ncclFloat, sizeof(float));
+}
+
+void NcclCommunicator::send_recv_all(const void* send, const int64_t* send_counts, void* recv,
+                                     const int64_t* recv_counts, ncclDataType_t type, size_t elem_bytes) {
   check_usable("all_to_all");
   for (int p = 0; p < world_; ++p) {
     as_size(send_counts[p], "all_to_all");
@@ -211,20 +216,20 @@ void NcclCommunicator::all_to_all(const float* send, const int64_t* send_counts,
   }
   // Mismatched counts between two ranks hang NCCL; the pair with itself can at least be checked here.
   MOCO_CHECK(send_counts[rank_] == recv_counts[rank_], "all_to_all on rank ", rank_, " sends ", send_counts[rank_],
-             " floats to itself but expects to receive ", recv_counts[rank_]);
+             " elements to itself but expects to receive ", recv_counts[rank_]);
   comm_waits_for_compute();
   // Every call inside the group is checked, but ncclGroupEnd must run even after a failure, or the next NCCL
   // call on this thread would still be inside the group.
   ncclResult_t first = ncclSuccess;
   check(ncclGroupStart(), "ncclGroupStart (all_to_all)");
-  int64_t s_at = 0, r_at = 0;  // offsets in floats
+  const char* out = static_cast<const char*>(send);
+  char* in = static_cast<char*>(recv);
   for (int p = 0; p < world_ && first == ncclSuccess; ++p) {
-    if (send_counts[p] > 0)
-      first = ncclSend(send + s_at, (size_t)send_counts[p], ncclFloat, p, comm_, comm_stream_);
+    if (send_counts[p] > 0) first = ncclSend(out, (size_t)send_counts[p], type, p, comm_, comm_stream_);
     if (first == ncclSuccess && recv_counts[p] > 0)
-      first = ncclRecv(recv + r_at, (size_t)recv_counts[p], ncclFloat, p, comm_, comm_stream_);
-    s_at += send_counts[p];
-    r_at += recv_counts[p];
+      first = ncclRecv(in, (size_t)recv_counts[p], type, p, comm_, comm_stream_);
+    out += (size_t)send_counts[p] * elem_bytes;
+    in += (size_t)recv_counts[p] * elem_bytes;
   }
   const ncclResult_t end = ncclGroupEnd();
   check(first, "ncclSend/ncclRecv (all_to_all)");
@@ -232,22 +237,23 @@ void NcclCommunicator::all_to_all(const float* send, const int64_t* send_counts,
   compute_waits_for_comm();
 }
 
-void NcclCommunicator::permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
-                                    float* recv) {
+void NcclCommunicator::permute_row_bytes(const void* send, int64_t n, int64_t row_bytes,
+                                         const std::vector<int64_t>& perm, void* recv) {
   check_usable("permute_rows");
-  const RowRoute route = route_rows(rank_, world_, n, row, perm);  // checks perm; the same traffic on every rank
+  // checks perm; the same traffic on every rank; counts in bytes
+  const RowRoute route = route_rows(rank_, world_, n, row_bytes, perm);
   MOCO_CHECK((int64_t)route.pack.size() == n && (int64_t)route.unpack.size() == n, "permute_rows: the ",
              "permutation routes ", route.pack.size(), " rows from this rank and ", route.unpack.size(),
              " to it, expected ", n, " each; it must be a permutation of [0, ", n * world_, ")");
-  if (n == 0 || row == 0) return;  // n and row are the same on every rank, so all skip the all-to-all
-  const size_t floats = (size_t)(n * row);
-  if (packed_.size() < floats || route_.size() < (size_t)(2 * n)) {
+  if (n == 0 || row_bytes == 0) return;  // n and row_bytes are the same on every rank, so all skip the all-to-all
+  const size_t bytes = (size_t)(n * row_bytes);
+  if (packed_.size() < bytes || route_.size() < (size_t)(2 * n)) {
     // the old buffers may still be used by work in flight on either stream: let it finish before freeing
     wait_bounded("permute_rows", [&] { return cudaStreamQuery(compute_); });
     wait_bounded("permute_rows", [&] { return cudaStreamQuery(comm_stream_); });
-    if (packed_.size() < floats) {
-      packed_ = DeviceBuffer<float>(floats, "permute_rows rows by destination");
-      arrived_ = DeviceBuffer<float>(floats, "permute_rows rows by source");
+    if (packed_.size() < bytes) {
+      packed_ = DeviceBuffer<char>(bytes, "permute_rows rows by destination");
+      arrived_ = DeviceBuffer<char>(bytes, "permute_rows rows by source");
     }
     if (route_.size() < (size_t)(2 * n)) route_ = DeviceBuffer<int64_t>((size_t)(2 * n), "permute_rows routes");
   }
@@ -255,9 +261,9 @@ void NcclCommunicator::permute_rows(const float* send, int64_t n, int64_t row, c
   routes.insert(routes.end(), route.unpack.begin(), route.unpack.end());
   uploads_.upload(route_.get(), routes.data(), routes.size() * sizeof(int64_t), compute_,
                   [&](cudaEvent_t e) { wait_bounded("permute_rows", [e] { return cudaEventQuery(e); }); });
-  kernels::gather_rows(send, route_.get(), n, row, packed_.get(), compute_);
-  all_to_all(packed_.get(), route.send_counts.data(), arrived_.get(), route.recv_counts.data());
-  kernels::gather_rows(arrived_.get(), route_.get() + n, n, row, recv, compute_);
+  kernels::gather_rows(send, route_.get(), n, row_bytes, packed_.get(), compute_);
+  send_recv_all(packed_.get(), route.send_counts.data(), arrived_.get(), route.recv_counts.data(), ncclUint8, 1);
+  kernels::gather_rows(arrived_.get(), route_.get() + n, n, row_bytes, recv, compute_);
 }
 
 void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {

@@ -44,10 +44,10 @@ class NcclCommunicator final : public DeviceCommunicator {
   // ncclSend / ncclRecv pairs in one group; zero counts are skipped (the counts agree pairwise, so both sides
   // skip the same pair).
   void all_to_all(const float* send, const int64_t* send_counts, float* recv, const int64_t* recv_counts) override;
-  // Pack (row gather by RowRoute::pack) -> all_to_all -> unpack (row gather by RowRoute::unpack), on the device.
-  // send and recv may be the same buffer.
-  void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
-                    float* recv) override;
+  // Pack (row gather by RowRoute::pack) -> all-to-all of bytes -> unpack (row gather by RowRoute::unpack), on
+  // the device. send and recv may be the same buffer.
+  void permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
+                         void* recv) override;
   // data is HOST memory, bounced through pinned host and device buffers. Waits under the watchdog.
   void broadcast(void* data, size_t bytes, int root) override;
   // A one-float all-reduce, waited for under the watchdog.
@@ -64,6 +64,9 @@ class NcclCommunicator final : public DeviceCommunicator {
   void check_usable(const char* what) const;
   // An NCCL call's result; a failure aborts the communicator (the ranks may no longer agree) and throws.
   void check(ncclResult_t st, const char* what);
+  // all_to_all's body for elements of `elem_bytes` bytes of NCCL type `type` (counts are in elements).
+  void send_recv_all(const void* send, const int64_t* send_counts, void* recv, const int64_t* recv_counts,
+                     ncclDataType_t type, size_t elem_bytes);
   void comm_waits_for_compute();
   void compute_waits_for_comm();
   // Polls `query` (cudaStreamQuery / cudaEventQuery) until it stops returning cudaErrorNotReady, watching
@@ -78,7 +81,7 @@ class NcclCommunicator final : public DeviceCommunicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t compute_ = nullptr, comm_stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr, comm_done_ = nullptr;
-  DeviceBuffer<float> packed_, arrived_;  // (n, row) permute_rows: rows by destination / by source
+  DeviceBuffer<char> packed_, arrived_;   // (n, row_bytes) permute_row_bytes: rows by destination / by source
   DeviceBuffer<int64_t> route_;           // (2n) RowRoute::pack then RowRoute::unpack, on the device
   DeviceBuffer<char> bounce_;             // (bytes) broadcast
   DeviceBuffer<float> barrier_word_;      // (1)

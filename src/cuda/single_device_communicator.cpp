@@ -7,8 +7,9 @@ namespace moco::cuda {
 
 namespace {
 
-// Ranges [a, a + n) and [b, b + n) of floats share an element.
-bool overlap(const float* a, const float* b, int64_t n) { return n > 0 && a < b + n && b < a + n; }
+// Ranges [a, a + n) and [b, b + n) of elements share one.
+template <class T>
+bool overlap(const T* a, const T* b, int64_t n) { return n > 0 && a < b + n && b < a + n; }
 
 }  // namespace
 
@@ -31,25 +32,23 @@ void SingleDeviceCommunicator::all_to_all(const float* send, const int64_t* send
     MOCO_CUDA_CHECK(cudaMemcpyAsync(recv, send, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, compute_));
 }
 
-void SingleDeviceCommunicator::permute_rows(const float* send, int64_t n, int64_t row,
-                                            const std::vector<int64_t>& perm, float* recv) {
-  const RowRoute route = route_rows(0, 1, n, row, perm);  // checks perm; with one rank route.pack == perm
-  if (n == 0 || row == 0) return;
-  const bool aliased = overlap(send, recv, n * row);
-  if (perm_.size() < (size_t)n || (aliased && scratch_.size() < (size_t)(n * row))) {
+void SingleDeviceCommunicator::permute_row_bytes(const void* send, int64_t n, int64_t row_bytes,
+                                                 const std::vector<int64_t>& perm, void* recv) {
+  const RowRoute route = route_rows(0, 1, n, row_bytes, perm);  // checks perm; with one rank route.pack == perm
+  if (n == 0 || row_bytes == 0) return;
+  const int64_t bytes = n * row_bytes;
+  const bool aliased = overlap(static_cast<const char*>(send), static_cast<const char*>(recv), bytes);
+  if (perm_.size() < (size_t)n || (aliased && scratch_.size() < (size_t)bytes)) {
     // the old buffers may still be read by kernels in flight: let them finish before they are freed
     MOCO_CUDA_CHECK(cudaStreamSynchronize(compute_));
     if (perm_.size() < (size_t)n) perm_ = DeviceBuffer<int64_t>((size_t)n, "permute_rows permutation");
-    if (aliased && scratch_.size() < (size_t)(n * row))
-      scratch_ = DeviceBuffer<float>((size_t)(n * row), "permute_rows scratch");
+    if (aliased && scratch_.size() < (size_t)bytes) scratch_ = DeviceBuffer<char>((size_t)bytes, "permute_rows scratch");
   }
   uploads_.upload(perm_.get(), route.pack.data(), (size_t)n * sizeof(int64_t), compute_,
                   [](cudaEvent_t e) { MOCO_CUDA_CHECK(cudaEventSynchronize(e)); });
-  float* out = aliased ? scratch_.get() : recv;  // (n, row)
-  kernels::gather_rows(send, perm_.get(), n, row, out, compute_);
-  if (aliased)
-    MOCO_CUDA_CHECK(
-        cudaMemcpyAsync(recv, out, (size_t)(n * row) * sizeof(float), cudaMemcpyDeviceToDevice, compute_));
+  void* out = aliased ? static_cast<void*>(scratch_.get()) : recv;  // (n, row_bytes)
+  kernels::gather_rows(send, perm_.get(), n, row_bytes, out, compute_);
+  if (aliased) MOCO_CUDA_CHECK(cudaMemcpyAsync(recv, out, (size_t)bytes, cudaMemcpyDeviceToDevice, compute_));
 }
 
 void SingleDeviceCommunicator::broadcast(void*, size_t, int root) {

@@ -20,9 +20,9 @@ class SingleDeviceCommunicator final : public DeviceCommunicator {
   // send and recv (n floats) must be the same buffer or disjoint.
   void all_gather(const float* send, int64_t n, float* recv) override;
   void all_to_all(const float* send, const int64_t* send_counts, float* recv, const int64_t* recv_counts) override;
-  // recv (n, row) row i = send row perm[i]; send and recv may be the same buffer.
-  void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
-                    float* recv) override;
+  // recv (n, row_bytes) row i = send row perm[i]; send and recv may be the same buffer.
+  void permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
+                         void* recv) override;
   void broadcast(void*, size_t, int root) override;
   void barrier() override {}
 
@@ -34,7 +34,7 @@ class SingleDeviceCommunicator final : public DeviceCommunicator {
  private:
   cudaStream_t compute_;
   DeviceBuffer<int64_t> perm_;   // (n) the permutation, on the device
-  DeviceBuffer<float> scratch_;  // (n, row) permute_rows when send and recv overlap
+  DeviceBuffer<char> scratch_;   // (n, row_bytes) permute_row_bytes when send and recv overlap
   PinnedUploads uploads_;
 };
 

@@ -28,6 +28,8 @@ Loader::Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderCon
   MOCO_CHECK(!cfg.drop_last || samples() >= global, "the global batch of ", global, " images (", cfg.batch, " x ",
              cfg.world, " ranks) is larger than the dataset ", data.name(), " of ", samples(),
              " images; use a smaller --batch-size");
+  MOCO_CHECK(cfg.view_dtype == DType::F32 || cfg.view_dtype == DType::U8, "loader views as ",
+             dtype_name(cfg.view_dtype), ": expected f32 (normalised) or u8 (8-bit images)");
   cfg_.prefetch = std::max(cfg.prefetch, 1);
   if (!cfg_.view_allocator) {  // recycled host blocks: a fresh batch would fault in and zero its pages again
     std::shared_ptr<RecyclingPool> pool = RecyclingPool::host();
@@ -85,8 +87,9 @@ void Loader::worker_loop() {
       if (stopping_ || next_to_build_ >= end_step_ || error_) return;
       step = next_to_build_;
       auto it = building_.find(step);
-      // The first rows of a new batch: allocate it (its views are (N, 3, S, S)). Under the lock, which makes
-      // the others wait while a pinned pool grows (cudaHostAlloc): only for the first 1 + prefetch batches.
+      // The first rows of a new batch: allocate it (its views in LoaderConfig::view_dtype's form). Under the
+      // lock, which makes the others wait while a pinned pool grows (cudaHostAlloc): only for the first
+      // 1 + prefetch batches.
       if (it == building_.end()) {
         try {
           it = building_.emplace(step, InFlight{}).first;
@@ -160,8 +163,8 @@ void Loader::start_batch(int64_t step, Batch& b) {
   b.step = step;
   b.first = begin;
   b.views.clear();
-  for (int v = 0; v < cfg_.views; ++v)  // (N, 3, S, S) each
-    b.views.push_back(cfg_.view_allocator({n, 3, s, s}, DType::F32));
+  const Shape shape = cfg_.view_dtype == DType::U8 ? Shape{n, s, s, 3} : Shape{n, 3, s, s};
+  for (int v = 0; v < cfg_.views; ++v) b.views.push_back(cfg_.view_allocator(shape, cfg_.view_dtype));
   b.labels.resize((size_t)n);
   b.indices.resize((size_t)n);
 }
@@ -173,9 +176,15 @@ void Loader::build_rows(Batch& b, int64_t r0, int64_t r1) {
     const int64_t i = load_or_substitute(order_[(size_t)(b.first + r)], img);
     b.indices[(size_t)r] = i;
     b.labels[(size_t)r] = data_.label(i);
-    for (int v = 0; v < cfg_.views; ++v)
-      augment_view(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
-                   b.views[(size_t)v].data<float>() + r * 3 * s * s);
+    for (int v = 0; v < cfg_.views; ++v) {
+      Tensor& out = b.views[(size_t)v];
+      if (cfg_.view_dtype == DType::U8)
+        augment_view_u8(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
+                        out.data<uint8_t>() + r * s * s * 3);
+      else
+        augment_view(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
+                     out.data<float>() + r * 3 * s * s);
+    }
   }
 }
 

@@ -191,7 +191,10 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   lc.rank = o.launch.rank;  // each rank takes its own N of every W*N images
   lc.world = world;
   lc.failure_log = &std::cerr;
-  if (device) lc.view_allocator = device->view_allocator();  // page-locked batches for the GPU
+  if (device) {
+    lc.view_allocator = device->view_allocator();  // page-locked batches for the GPU
+    lc.view_dtype = device->view_dtype();          // 8-bit views for the GPU, normalised there
+  }
   Loader loader(*train, recipe, lc);
   auto sync_host = [&] {
     if (device) device->store_to(moco);
@@ -249,7 +252,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts
       StepStats st;
       try {
-        // (N, 3, S, S) query and key views
+        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit for the GPU
         st = device ? device->step(batch.views[0], batch.views[1], lr) : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");

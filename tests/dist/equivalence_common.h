@@ -53,6 +53,21 @@ inline Tensor views(int64_t first, int64_t n, int step, int view) {
   return x;
 }
 
+// The same views in the 8-bit form GPU training hands its step, (n, kSize, kSize, 3) uint8: 127.5 + 100 times
+// the float view above, rounded.
+inline Tensor views_u8(int64_t first, int64_t n, int step, int view) {
+  const Tensor f = views(first, n, step, view);  // (n, 3, S, S)
+  Tensor x = Tensor::empty({n, kSize, kSize, 3}, DType::U8);
+  const int64_t plane = kSize * kSize;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t p = 0; p < plane; ++p) {
+        const float v = f.data<float>()[(i * 3 + c) * plane + p];
+        x.data<uint8_t>()[(i * plane + p) * 3 + c] = (uint8_t)std::lround(std::clamp(127.5f + 100.f * v, 0.f, 255.f));
+      }
+  return x;
+}
+
 // max |a - b| over the largest |b|, and a readable failure.
 inline void expect_close(const char* what, const float* a, const float* b, size_t n, double rel = kRel) {
   double diff = 0, scale = 0;

@@ -7,7 +7,9 @@
 // It needs W GPUs: on a multi-GPU node it is `mpirun -np W build/moco_gpu_dist_tests` (no ctest entry, since a
 // one-GPU machine cannot run it); everywhere, ctest runs it on the CUDA emulator (emu.dist.gpu_equivalence_np2
 // and _np4), W processes each on its own emulated device, the NCCL traffic carried over MPI. The tolerance
-// is the CPU test's, which that test shows is tight enough to see a wrong BN grouping.
+// is the CPU test's; at its end this test shows, as the CPU one does, that a wrong BN grouping lands far
+// outside it. The views are 8-bit (views_u8), the form `moco train` hands the GPU step, so the key images
+// cross between ranks as bytes in the shuffle's all-to-all.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -56,8 +58,10 @@ TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
   for (int s = 0; s < kSteps; ++s) {
     SCOPED_TRACE("step " + std::to_string(s));
     const std::vector<int64_t> perm = shared_permutation(w * kN, 100 + s);  // (W*N) the same on every rank
-    const StepStats sd = dist.step_with_permutation(views(r * kN, kN, s, 0), views(r * kN, kN, s, 1), kLr, perm);
-    const StepStats sr = ref.step_with_permutation(views(0, w * kN, s, 0), views(0, w * kN, s, 1), kLr, perm);
+    const StepStats sd =
+        dist.step_with_permutation(views_u8(r * kN, kN, s, 0), views_u8(r * kN, kN, s, 1), kLr, perm);
+    const StepStats sr =
+        ref.step_with_permutation(views_u8(0, w * kN, s, 0), views_u8(0, w * kN, s, 1), kLr, perm);
     dist.store_to(dist_state);
     ref.store_to(ref_state);
 
@@ -69,4 +73,22 @@ TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
     worst_loss_gap = std::max(worst_loss_gap, std::fabs(sd.loss - sr.loss) / std::fabs(sr.loss));
   }
   if (r == 0) std::printf("GPU ranks: largest relative loss gap over %d steps: %.3g\n", kSteps, worst_loss_gap);
+
+  // The negative control: from a fresh start, one GPU with plain BN over all W*N images (no split) against
+  // the W ranks' first step. Its loss must land far outside the tolerance the comparisons above use.
+  Moco start_wrong(tiny(1), alone), start_right(tiny(1), alone);
+  start_wrong.init();
+  start_right.init();
+  cuda::GpuMoco wrong(tiny(1), one_gpu, DType::F32);
+  cuda::GpuMoco right(tiny(1), nccl, DType::F32);
+  wrong.load_from(start_wrong);
+  right.load_from(start_right);
+  const std::vector<int64_t> perm = shared_permutation(w * kN, 100);
+  const float l_wrong =
+      wrong.step_with_permutation(views_u8(0, w * kN, 0, 0), views_u8(0, w * kN, 0, 1), kLr, perm).loss;
+  const float l_right =
+      right.step_with_permutation(views_u8(r * kN, kN, 0, 0), views_u8(r * kN, kN, 0, 1), kLr, perm).loss;
+  if (r == 0) std::printf("GPU ranks: relative loss gap with plain BN instead: %.3g\n", std::fabs(l_wrong - l_right) / l_right);
+  EXPECT_GT(std::fabs(l_wrong - l_right), 100 * kRel * std::fabs(l_right))
+      << "plain BN over the global batch should differ clearly from shuffle BN over ranks";
 }

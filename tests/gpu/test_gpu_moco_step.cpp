@@ -26,6 +26,7 @@
 //    (a wiring fault puts it at 1 or more: a zero gradient is 1, an unrelated one about 1.4).
 //  - LossCurveTracksTheCpuRun holds 240 bf16 steps to 10% per 40-step window. On the emulator it passed, but took
 //    18 minutes on 2 busy cores, so there it runs only with MOCO_EMU_SLOW=1.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <utility>
@@ -194,6 +195,45 @@ TEST(GpuMocoStep, Fp32GradientIsTight) {
   EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
 }
 
+// The 8-bit form of the views (what `moco train` hands the GPU step: (N, S, S, 3) uint8, normalised on the
+// device, the key view shuffled as bytes) gives the step of the normalised images: the CPU step gets them as
+// torchvision's ToTensor + Normalize would make them, (u / 255 - mean) / std in double, written here. The
+// well-conditioned network, so the bound is as tight as Fp32GradientIsTight's.
+TEST(GpuMocoStep, EightBitViewsGiveTheStepOfTheirNormalisedImages) {
+  MOCO_REQUIRE_GPU();
+  Both m(well_conditioned(), DType::F32);
+  const int64_t n = 32, s = 16;
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  auto eight_bit = [&](int view) {  // (N, S, S, 3) from the smooth test images, and their normalised (N, 3, S, S)
+    const Tensor smooth = images(n, s, 0, view);  // (N, 3, S, S)
+    Tensor u8 = Tensor::empty({n, s, s, 3}, DType::U8);
+    Tensor f32 = Tensor::empty({n, 3, s, s}, DType::F32);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t ch = 0; ch < 3; ++ch)
+        for (int64_t p = 0; p < s * s; ++p) {
+          const float v = smooth.data<float>()[(i * 3 + ch) * s * s + p];
+          const uint8_t u = (uint8_t)std::lround(std::clamp(127.5 + 60.0 * v, 0.0, 255.0));
+          u8.data<uint8_t>()[(i * s * s + p) * 3 + ch] = u;
+          f32.data<float>()[(i * 3 + ch) * s * s + p] = (float)((u / 255.0 - mean[ch]) / stdev[ch]);
+        }
+    return std::make_pair(u8, f32);
+  };
+  const auto [q8, qf] = eight_bit(0);
+  const auto [k8, kf] = eight_bit(1);
+  const StepStats c = m.cpu.step(qf, kf, 0.03f);
+  const StepStats g = m.gpu->step(q8, k8, 0.03f);
+  m.gpu->store_to(m.readback);
+  EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
+  expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
+  const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
+  const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
+  EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
+  // the two forms may not be mixed, and a u8 batch must be (N, S, S, 3)
+  EXPECT_THROW(m.gpu->step(q8, kf, 0.03f), Error);
+  EXPECT_THROW(m.gpu->step(Tensor::empty({n, 3, s, s}, DType::U8), Tensor::empty({n, 3, s, s}, DType::U8), 0.03f),
+               Error);
+}
+
 TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
   MOCO_REQUIRE_GPU();
   Both m(well_conditioned(), DType::BF16);
@@ -201,10 +241,12 @@ TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
   EXPECT_NEAR(g.loss, c.loss, 2e-2 * std::fabs(c.loss));
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
-  for (const RegistryEntry& e : m.cpu.encoder_q().registry().entries())
-    if (e.slot == Slot::Param && e.name.rfind("fc.", 0) == 0)
+  for (const RegistryEntry& e : m.cpu.encoder_q().registry().entries()) {
+    if (e.slot == Slot::Param && e.name.rfind("fc.", 0) == 0) {
       EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, (size_t)e.numel()), 0.25)
           << "gradient of the head's " << e.name;
+    }
+  }
   EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 0.75) << "relative L2 error of the whole gradient";
 }
 

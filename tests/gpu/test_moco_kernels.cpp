@@ -60,7 +60,6 @@ std::vector<float> abs_of(std::vector<float> v) {
   return v;
 }
 
-const __nv_bfloat16* bf16_ptr(const DeviceBuffer<uint16_t>& b) { return reinterpret_cast<const __nv_bfloat16*>(b.get()); }
 __nv_bfloat16* bf16_ptr(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
 
 const int64_t kNs[] = {1, 3, 37};
@@ -310,12 +309,12 @@ TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
       bias[ch] = -kernels::kImageMean[ch] / kernels::kImageStd[ch];
     }
     DeviceBuffer<uint8_t> gimg(img, "images");
-    DeviceBuffer<float> f32((size_t)total, "nchw");        // (N, 3, H, W)
+    DeviceBuffer<float> f32((size_t)total, "nhwc fp32");     // (N, H, W, 3)
     DeviceBuffer<uint16_t> b16((size_t)total, "nhwc bf16");  // (N, H, W, 3)
     f32.poison();
     b16.poison();
-    kernels::image_to_f32_nchw(s.n, s.h, s.w, gimg.get(), f32.get(), nullptr);
-    kernels::image_to_bf16_nhwc(s.n, s.h, s.w, gimg.get(), bf16_ptr(b16), nullptr);
+    kernels::image_to_nhwc(s.n, s.h, s.w, gimg.get(), f32.get(), nullptr);
+    kernels::image_to_nhwc(s.n, s.h, s.w, gimg.get(), bf16_ptr(b16), nullptr);
     const auto gf = f32.download();
     const auto gb = b16.download();
     for (int64_t i = 0; i < s.n; ++i)
@@ -324,9 +323,9 @@ TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
           const uint8_t u = img[(size_t)((i * hw + p) * 3 + ch)];
           const double plain = ((double)u / 255.0 - kernels::kImageMean[ch]) / kernels::kImageStd[ch];
           const float same = std::fma((float)u, scale[ch], bias[ch]);
-          const float got = gf[(size_t)((i * 3 + ch) * hw + p)];
-          ASSERT_NEAR(got, plain, 2e-6) << "fp32 NCHW image " << i << " pixel " << p << " ch " << ch;
-          ASSERT_EQ(got, same) << "fp32 NCHW image " << i << " pixel " << p << " ch " << ch;
+          const float got = gf[(size_t)((i * hw + p) * 3 + ch)];
+          ASSERT_NEAR(got, plain, 2e-6) << "fp32 NHWC image " << i << " pixel " << p << " ch " << ch;
+          ASSERT_EQ(got, same) << "fp32 NHWC image " << i << " pixel " << p << " ch " << ch;
           const uint16_t gotb = gb[(size_t)((i * hw + p) * 3 + ch)];
           ASSERT_EQ(gotb, bf16_bits(same)) << "bf16 NHWC image " << i << " pixel " << p << " ch " << ch;
           // bf16 keeps 8 significant bits: rounding to nearest moves a value by at most 2^-8 of itself

@@ -8,6 +8,7 @@
 // cannot run on a one-GPU machine: NCCL refuses two ranks on one device. Those paths are exercised by
 // `mpirun -np W build/bench_comm` on a multi-GPU node, which checks the collectives before timing them.
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -163,6 +164,48 @@ TEST(GpuCommunicator, PermuteRowsMatchesTheHostPermuteRows) {
     DeviceBuffer<float> a(6, "a"), b(6, "b");
     EXPECT_THROW(comm->permute_rows(a.get(), 3, 2, {0, 1}, b.get()), Error) << who;
     EXPECT_THROW(comm->permute_rows(a.get(), 3, 2, {0, 1, 3}, b.get()), Error) << who;
+  }
+}
+
+// permute_row_bytes (the key images as uint8) against a plain loop: recv row i = send row perm[i]. Widths on
+// each of the gather's paths (16-byte, 4-byte and single-byte units), rows starting off alignment (one byte
+// into the buffers), one row, and the unshuffle in place. Bytes are poisoned with 0xA5 first.
+TEST(GpuCommunicator, PermuteRowBytesMovesWholeRowsOfAnyWidth) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  for (auto& comm : one_rank_communicators(stream.s)) {
+    const std::string who = name_of(*comm);
+    struct Case { int64_t n, row_bytes, offset; };
+    for (const Case c : {Case{1, 3, 0}, Case{5, 1, 0}, Case{7, 105, 0}, Case{9, 48, 0}, Case{6, 12, 0},
+                         Case{8, 48, 1}, Case{4, 3 * 16 * 16, 0}, Case{3, 3 * 16 * 16, 1}}) {
+      const std::string what = who + " permute_row_bytes n=" + std::to_string(c.n) + " row_bytes=" +
+                               std::to_string(c.row_bytes) + " offset=" + std::to_string(c.offset);
+      const size_t bytes = (size_t)(c.n * c.row_bytes);
+      std::vector<uint8_t> x(bytes + (size_t)c.offset);  // (offset + n * row_bytes)
+      Rng r(17, (uint64_t)c.row_bytes);
+      for (auto& b : x) b = (uint8_t)r.below(256);
+      const std::vector<int64_t> perm = random_perm(c.n, (uint64_t)(c.row_bytes + c.offset));
+      std::vector<uint8_t> want(bytes);  // (n, row_bytes)
+      for (int64_t i = 0; i < c.n; ++i)
+        std::memcpy(&want[(size_t)(i * c.row_bytes)], &x[(size_t)(c.offset + perm[(size_t)i] * c.row_bytes)],
+                    (size_t)c.row_bytes);
+      std::vector<int64_t> inverse((size_t)c.n);
+      for (int64_t i = 0; i < c.n; ++i) inverse[(size_t)perm[(size_t)i]] = i;
+
+      DeviceBuffer<uint8_t> send(x, "permute send");
+      DeviceBuffer<uint8_t> recv(std::vector<uint8_t>(bytes + (size_t)c.offset, 0xA5), "permute recv");
+      comm->permute_row_bytes(send.get() + c.offset, c.n, c.row_bytes, perm, recv.get() + c.offset);
+      comm->synchronize();
+      std::vector<uint8_t> got = recv.download();
+      ASSERT_TRUE(std::equal(want.begin(), want.end(), got.begin() + c.offset)) << what;
+
+      comm->permute_row_bytes(recv.get() + c.offset, c.n, c.row_bytes, inverse, recv.get() + c.offset);
+      comm->synchronize();
+      got = recv.download();
+      ASSERT_TRUE(std::equal(x.begin() + c.offset, x.end(), got.begin() + c.offset)) << what << " unshuffled in place";
+    }
+    DeviceBuffer<uint8_t> a(6, "a"), b(6, "b");
+    EXPECT_THROW(comm->permute_row_bytes(a.get(), 3, 2, {0, 1}, b.get()), Error) << who;
   }
 }
 
