@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   write_folder(root, count);
   ImageFolderDataset data(root.string());
   const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
-  std::printf("loader: %lld JPEGs of 500x375 (q90, 4:2:0), recipe v2 at 224 px, 2 views per image, batch 32\n",
+  std::printf("loader: %lld JPEGs of 500x375 (q90, 4:2:0), recipe v2 at 224 px, 2 views per image, batch 32\n"
+              "views: f32 = normalised (3, S, S), the CPU step's; u8 = 8-bit (S, S, 3), what GPU training copies\n",
               (long long)data.size());
   int status = 0;
   for (int workers : {1, cores}) {
@@ -101,9 +102,8 @@ int main(int argc, char** argv) {
         status = 1;
         break;
       }
-      std::printf("workers %2d, views %s: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n",
-                  workers, views == DType::U8 ? "u8 (GPU training)" : "f32 (CPU step)   ", ips, ips / workers,
-                  1000.0 * workers / ips);
+      std::printf("workers %2d %s: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n", workers,
+                  views == DType::U8 ? " u8" : "f32", ips, ips / workers, 1000.0 * workers / ips);
     }
     if (workers == cores || status) break;
   }
