@@ -3,8 +3,9 @@
 // all-to-all: algbw * (W-1)/W), comparable with the hardware's link bandwidth whatever W is.
 //   - all-reduce (mean, as the gradients) of the ResNet-50 MoCo v2 gradients, 23,508,032 + 4,458,624 floats
 //     (encoder + MLP head) in one call, and of one 25 MiB bucket (GradientBuckets' default);
-//   - the all-to-all of the shuffled key images, N x 3 x 224 x 224 floats per rank for N = 32 and 256: as equal
-//     chunks (the raw all-to-all) and as permute_rows with a random shuffle (pack + all-to-all + unpack).
+//   - the all-to-all of the shuffled key images, N x 224 x 224 x 3 bytes per rank (the 8-bit views training
+//     shuffles) for N = 32 and 256: as equal chunks (the raw all-to-all) and as permute_row_bytes with a
+//     random shuffle (pack + all-to-all + unpack), as the MoCo step calls it.
 // Every collective is checked across ranks first (values that only the right traffic produces); nothing is
 // timed if any rank finds a wrong value. Times are the slowest rank's median.
 //   build/bench_comm                  (one GPU: busbw is 0, the times measure only local copies)
@@ -28,7 +29,7 @@ namespace {
 
 constexpr int64_t kGradFloats = 23508032 + 4458624;             // ResNet-50 encoder + MoCo v2 MLP head
 constexpr int64_t kBucketFloats = (int64_t(25) << 20) / 4;      // 25 MiB
-constexpr int64_t kImageFloats = 3 * 224 * 224;                 // one key image (3, 224, 224)
+constexpr int64_t kImageBytes = 224 * 224 * 3;                  // one 8-bit key image (224, 224, 3)
 
 // The first wrong value on this rank, or "" when all are right.
 std::string first_mismatch(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
@@ -39,7 +40,7 @@ std::string first_mismatch(const std::vector<float>& got, const std::vector<floa
   return "";
 }
 
-// Every collective with values that only the right traffic produces (small integers, exact in fp32).
+// Every collective with values that only the right traffic produces (small integers, exact in fp32; bytes).
 std::string check_collectives(cuda::NcclCommunicator& comm) {
   const int w = comm.world_size(), r = comm.rank();
   const int64_t n = 1000003;
@@ -93,6 +94,25 @@ std::string check_collectives(cuda::NcclCommunicator& comm) {
   comm.synchronize();
   bad = first_mismatch(pr.download(), rows_want, "permute_rows");
   if (!bad.empty()) return bad;
+
+  // the same shuffle on rows of 7 bytes (odd, so the single-byte gather), as the 8-bit key images move;
+  // byte = (global row * 7 + column) mod 251
+  const int64_t row_bytes = 7;
+  std::vector<uint8_t> bytes_in((size_t)(rows * row_bytes)), bytes_want((size_t)(rows * row_bytes));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < row_bytes; ++c) {
+      bytes_in[(size_t)(i * row_bytes + c)] = (uint8_t)(((r * rows + i) * row_bytes + c) % 251);
+      bytes_want[(size_t)(i * row_bytes + c)] = (uint8_t)((perm[(size_t)(r * rows + i)] * row_bytes + c) % 251);
+    }
+  DeviceBuffer<uint8_t> bs(bytes_in, "check permute_row_bytes send"), br(bytes_in.size(), "check permute_row_bytes recv");
+  br.poison();
+  comm.permute_row_bytes(bs.get(), rows, row_bytes, perm, br.get());
+  comm.synchronize();
+  const std::vector<uint8_t> got = br.download();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != bytes_want[i])
+      return "permute_row_bytes: byte " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " +
+             std::to_string(bytes_want[i]);
   comm.barrier();
   return "";
 }
@@ -107,9 +127,9 @@ double slowest(Communicator& host, double ms) {
   return worst;
 }
 
-void report(bool root, const char* what, int64_t floats, double ms, double bus_factor) {
+void report(bool root, const char* what, int64_t byte_count, double ms, double bus_factor) {
   if (!root) return;
-  const double bytes = (double)floats * sizeof(float);
+  const double bytes = (double)byte_count;
   const double algbw = bytes / (ms * 1e-3) / 1e9;
   std::printf("%-44s %11.1f MB  %9.3f ms  algbw %7.1f GB/s  busbw %7.1f GB/s\n", what, bytes / 1e6, ms, algbw,
               algbw * bus_factor);
@@ -154,29 +174,34 @@ int main() {
       host->barrier();
       const double ms = slowest(*host, timer.median_ms([&] { comm.all_reduce_mean(g.get(), n); }));
       report(root, n == kGradFloats ? "all_reduce_mean ResNet-50 MoCo v2 gradients" : "all_reduce_mean one 25 MiB bucket",
-             n, ms, ar_factor);
+             n * (int64_t)sizeof(float), ms, ar_factor);
     }
     for (const int64_t batch : {32, 256}) {
-      const int64_t floats = batch * kImageFloats;  // (N, 3, 224, 224) per rank
-      DeviceBuffer<float> send((size_t)floats, "keys"), recv((size_t)floats, "shuffled keys");
+      const int64_t bytes = batch * kImageBytes;  // (N, 224, 224, 3) uint8 per rank
+      DeviceBuffer<uint8_t> send((size_t)bytes, "keys"), recv((size_t)bytes, "shuffled keys");
       send.fill_bytes(0);
-      const int64_t chunk = floats / w;  // equal chunks; (W * chunk) floats move
+      // equal chunks through the float all-to-all (the bytes are what counts); (W * chunk) floats move
+      const int64_t chunk = bytes / (int64_t)sizeof(float) / w;
+      float* send_f = reinterpret_cast<float*>(send.get());
+      float* recv_f = reinterpret_cast<float*>(recv.get());
       const std::vector<int64_t> counts((size_t)w, chunk);
       host->barrier();
       double ms = slowest(*host, timer.median_ms([&] {
-        comm.all_to_all(send.get(), counts.data(), recv.get(), counts.data());
+        comm.all_to_all(send_f, counts.data(), recv_f, counts.data());
       }));
       const std::string a2a = "all_to_all keys N=" + std::to_string(batch) + " (equal chunks)";
-      report(root, a2a.c_str(), chunk * w, ms, a2a_factor);
+      report(root, a2a.c_str(), chunk * w * (int64_t)sizeof(float), ms, a2a_factor);
 
       std::vector<int64_t> perm((size_t)(w * batch));
       Rng rng(11, 0);  // the same shuffle on every rank
       for (int64_t i = 0; i < w * batch; ++i) perm[(size_t)i] = i;
       for (int64_t i = w * batch - 1; i > 0; --i) std::swap(perm[(size_t)i], perm[(size_t)rng.below((uint64_t)(i + 1))]);
       host->barrier();
-      ms = slowest(*host, timer.median_ms([&] { comm.permute_rows(send.get(), batch, kImageFloats, perm, recv.get()); }));
-      const std::string pr = "permute_rows keys N=" + std::to_string(batch) + " (shuffle)";
-      report(root, pr.c_str(), floats, ms, a2a_factor);
+      ms = slowest(*host, timer.median_ms([&] {
+        comm.permute_row_bytes(send.get(), batch, kImageBytes, perm, recv.get());
+      }));
+      const std::string pr = "permute_row_bytes keys N=" + std::to_string(batch) + " (shuffle)";
+      report(root, pr.c_str(), bytes, ms, a2a_factor);
     }
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
