@@ -2,8 +2,8 @@
 // 224 px each, as `moco train` asks for) with 1 worker and with one worker per core, on an ImageFolder of
 // synthetic ImageNet-like JPEGs (500 x 375, quality 90) written to a temporary folder. It says how many CPU
 // cores per GPU it takes to keep a given step rate fed. Both forms of the views are timed: normalised fp32
-// (the CPU step's) and 8-bit (what GPU training copies). Checks first that every batch is full, has the
-// right shape and holds finite values, then times whole epochs.
+// (the CPU step's) and 8-bit (what GPU training copies). Checks, while timing, that every batch is full and
+// has the right shape and dtype, and that fp32 views hold finite values (8-bit ones have no other state).
 //   build/bench_loader [images [folder]]   (default 256 images in a temporary folder, removed at the end;
 //                                         a folder given here is kept, for bench/loader_vs_torchvision.sh)
 #include <chrono>

@@ -1,5 +1,5 @@
 // Row gather by index: the pack (rows grouped by destination rank) and the unpack (rows into batch order)
-// around the all-to-all of the device permute_rows.
+// around the all-to-all of the device permute_row_bytes.
 //
 // What it computes: dst[i, :] = src[index[i], :] for i < rows, rows of `row_bytes` bytes (fp32 features,
 // uint8 key images: the copy does not care what the bytes hold).

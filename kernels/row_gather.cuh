@@ -1,4 +1,4 @@
-// Launcher for the row gather of the device permute_rows (raw pointers and sizes only; no Tensor).
+// Launcher for the row gather of the device permute_row_bytes (raw pointers and sizes only; no Tensor).
 #pragma once
 #include <cuda_runtime.h>
 

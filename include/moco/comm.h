@@ -15,11 +15,12 @@ namespace moco {
 // How permute_rows moves rows, derived from the permutation alone, so every rank (and every backend) computes
 // the same traffic. Rows to one destination are packed in the order the destination will place them.
 struct RowRoute {
-  std::vector<int64_t> send_counts, recv_counts;  // (W) floats to / from each rank, as all_to_all takes them
+  std::vector<int64_t> send_counts, recv_counts;  // (W) units of a row's element (floats; bytes for the device's
+                                                  // permute_row_bytes) to / from each rank, as all_to_all takes them
   std::vector<int64_t> pack;    // (n) packed row k (grouped by destination, rank order) is send row pack[k]
   std::vector<int64_t> unpack;  // (n) recv row i is arrived row unpack[i] (arrived: grouped by source, rank order)
 };
-// Checks `perm` (W*n entries in [0, W*n)) and routes rank `rank`'s rows of `row` floats.
+// Checks `perm` (W*n entries in [0, W*n)) and routes rank `rank`'s rows of `row` elements (floats, or bytes).
 RowRoute route_rows(int rank, int world, int64_t n, int64_t row, const std::vector<int64_t>& perm);
 
 class Communicator {

@@ -1,6 +1,8 @@
-// Backbone features for evaluation (the kNN monitor, `moco knn`, `moco lincls`): host images (N, 3, H, W)
-// fp32 in, host features (N, D) fp32 out, BN in eval mode, no gradient. The CPU extractor runs the Encoder
-// itself; the GPU one (src/cuda/gpu_features.h) runs a copy of its weights on the device.
+// Backbone features for evaluation (the kNN monitor, `moco knn`, `moco lincls`): host views in, host
+// features (N, D) fp32 out, BN in eval mode, no gradient. The CPU extractor runs the Encoder itself on
+// normalised fp32 (N, 3, H, W) views; the GPU one (src/cuda/gpu_features.h) runs a copy of its weights on the
+// device and asks for 8-bit (N, H, W, 3) views, which it normalises there (it takes fp32 ones too). Loaders
+// that feed an extractor make the views in its view_dtype().
 #pragma once
 #include <memory>
 #include <string>
@@ -12,8 +14,10 @@ namespace moco {
 class FeatureExtractor {
  public:
   virtual ~FeatureExtractor() = default;
-  virtual Tensor features(const Tensor& x) = 0;  // (N, 3, H, W) -> (N, D), both on the host
+  virtual Tensor features(const Tensor& x) = 0;  // views (LoaderConfig::view_dtype) -> (N, D), both on the host
   virtual std::string describe() const = 0;      // "cpu", "cuda: NVIDIA H100 ..., bf16"
+  // The form of the views features() wants: DType::F32 (normalised) or DType::U8 (8-bit).
+  virtual DType view_dtype() const { return DType::F32; }
 };
 
 class CpuFeatures final : public FeatureExtractor {

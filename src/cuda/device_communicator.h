@@ -1,5 +1,6 @@
 // DeviceCommunicator: the Communicator of GPU ranks. Every buffer passed to a collective is DEVICE memory
-// (float), except broadcast's, which is host memory (the shuffle permutation, small configuration).
+// (floats; bytes for permute_row_bytes), except broadcast's, which is host memory (the shuffle permutation,
+// small configuration).
 //
 // Ordering with the caller's compute stream: a collective runs after all the work enqueued on the compute
 // stream before the call, and work enqueued on the compute stream after the call sees its result. The host

@@ -1,5 +1,5 @@
 // SingleDeviceCommunicator: one GPU rank. The reductions and broadcast are the identity, the all-gather and
-// all-to-all are device copies and permute_rows is one row gather, all on the compute stream, so the MoCo step
+// all-to-all are device copies and permute_row_bytes is one row gather, all on the compute stream, so the MoCo step
 // for one GPU is the same code as for W (the device twin of SingleCommunicator).
 #pragma once
 #include "device_buffer.h"

@@ -40,6 +40,9 @@ class CudaTrainStep final : public DeviceStep {
   }
 
   StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) override {
+    // GpuMoco takes fp32 views too; training must hand the 8-bit ones it asked the loader for (view_dtype)
+    MOCO_CHECK(x_q.dtype() == view_dtype(), "the GPU training step got ", dtype_name(x_q.dtype()), " views, ",
+               "expected ", dtype_name(view_dtype()), " ones from the loader (LoaderConfig::view_dtype)");
     const StepStats st = gpu_->step(x_q, x_k, lr);
     // The shapes repeat from here on: a new device allocation after two steps is a bug, not a warm-up.
     if (++steps_ == 2) gpu_->freeze();

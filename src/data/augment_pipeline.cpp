@@ -158,7 +158,7 @@ void quantize_to_u8(const float* __restrict hwc, int64_t n, uint8_t* __restrict 
   // build/bench_loader), and std::min/std::max on references left a branch that stopped the vectoriser.
   for (int64_t i = 0; i < n * 3; ++i) {
     float v = hwc[i] * 255.f + 0.5f;
-    v = v < 0.f ? 0.f : v;
+    v = v > 0.f ? v : 0.f;  // NaN goes to 0 here, by this comparison, not by an undefined conversion
     v = v > 255.f ? 255.f : v;
     out[i] = (uint8_t)(int)v;
   }

@@ -30,6 +30,7 @@ FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& da
   lc.shuffle = false;
   lc.drop_last = false;
   lc.subset = indices;
+  lc.view_dtype = fx.view_dtype();
   Loader loader(data, eval_recipe, lc);
   loader.start_epoch(0);
   FeatureSet fs;

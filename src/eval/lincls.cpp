@@ -37,6 +37,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   lc.views = 1;
   lc.seed = o.seed;
   lc.subset = sample_indices(train.size(), o.train_limit, o.seed);
+  lc.view_dtype = fx.view_dtype();
   Loader loader(train, recipe_from_name("lincls_train", o.image_size), lc);
   LinclsResult result;
   std::vector<float> logits, dlogits;  // (N, classes)
@@ -74,6 +75,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   ec.shuffle = false;
   ec.drop_last = false;
   ec.subset = sample_indices(test.size(), o.test_limit, o.seed);
+  ec.view_dtype = fx.view_dtype();
   Loader eval(test, recipe_from_name("eval", o.image_size), ec);
   eval.start_epoch(0);
   int64_t correct = 0, total = 0;
