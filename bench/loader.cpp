@@ -1,9 +1,10 @@
 // What the data path delivers: images per second from `Loader` (JPEG decode, then two MoCo v2 views at
 // 224 px each, as `moco train` asks for) with 1 worker and with one worker per core, on an ImageFolder of
 // synthetic ImageNet-like JPEGs (500 x 375, quality 90) written to a temporary folder. It says how many CPU
-// cores per GPU it takes to keep a given step rate fed. Both forms of the views are timed: normalised fp32
-// (the CPU step's) and 8-bit (what GPU training copies). Checks, while timing, that every batch is full and
-// has the right shape and dtype, and that fp32 views hold finite values (8-bit ones have no other state).
+// cores per GPU it takes to keep a given step rate fed. Three forms of the batches are timed: normalised
+// fp32 views (the CPU step's), 8-bit views, and 8-bit crops with their stages' decisions (what GPU training
+// takes; the GPU applies the stages). Checks, while timing, that every batch is full and has the right shape
+// and dtype, and that fp32 views hold finite values (8-bit ones have no other state).
 //   build/bench_loader [images [folder]]   (default 256 images in a temporary folder, removed at the end;
 //                                         a folder given here is kept, for bench/loader_vs_torchvision.sh)
 #include <chrono>
@@ -49,13 +50,20 @@ void write_folder(const fs::path& root, int count) {
   }
 }
 
-// Images per second over `epochs` epochs of the data set with `workers` threads, views in the form `views`
-// (F32 normalised (N, 3, S, S) for the CPU step, U8 (N, S, S, 3) for GPU training); false if a batch is wrong.
-bool run(const Dataset& data, int workers, int epochs, DType views, double& img_per_s) {
+// What the loader hands over: normalised fp32 views (the CPU step's), 8-bit views, or 8-bit crops whose
+// stages the GPU applies (GPU training).
+enum class Form { F32, U8, Crops };
+const char* form_name(Form f) { return f == Form::F32 ? "f32" : f == Form::U8 ? "u8" : "crops"; }
+
+// Images per second over `epochs` epochs of the data set with `workers` threads, batches in form `form`;
+// false if a batch is wrong.
+bool run(const Dataset& data, int workers, int epochs, Form form, double& img_per_s) {
+  const DType views = form == Form::F32 ? DType::F32 : DType::U8;
   LoaderConfig c;
   c.batch = 32;
   c.workers = workers;  // prefetch stays at its default, as in `moco train`
   c.view_dtype = views;
+  c.stages_on_device = form == Form::Crops;
   Loader loader(data, recipe_from_name("v2", 224), c);
   const Shape want = views == DType::U8 ? Shape{32, 224, 224, 3} : Shape{32, 3, 224, 224};
   int64_t images = 0;
@@ -64,6 +72,7 @@ bool run(const Dataset& data, int workers, int epochs, DType views, double& img_
     loader.start_epoch(e);
     for (Batch b; loader.next(b);) {
       if (b.views.size() != 2 || b.views[0].shape() != want || b.views[1].dtype() != views) return false;
+      if (form == Form::Crops && (b.params.size() != 2 || b.params[1].size() != 32)) return false;
       if (views == DType::F32) {
         const float* v = b.views[1].data<float>();
         for (int64_t i = 0; i < b.views[1].numel(); i += 997)
@@ -91,19 +100,20 @@ int main(int argc, char** argv) {
   ImageFolderDataset data(root.string());
   const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
   std::printf("loader: %lld JPEGs of 500x375 (q90, 4:2:0), recipe v2 at 224 px, 2 views per image, batch 32\n"
-              "views: f32 = normalised (3, S, S), the CPU step's; u8 = 8-bit (S, S, 3), what GPU training copies\n",
+              "views: f32 = normalised (3, S, S), the CPU step's; u8 = 8-bit (S, S, 3); crops = 8-bit crops whose\n"
+              "jitter, grayscale, blur and flip the GPU applies, what GPU training copies\n",
               (long long)data.size());
   int status = 0;
   for (int workers : {1, cores}) {
-    for (DType views : {DType::F32, DType::U8}) {
+    for (Form form : {Form::F32, Form::U8, Form::Crops}) {
       double ips = 0;
-      if (!run(data, workers, 2, views, ips)) {
+      if (!run(data, workers, 2, form, ips)) {
         std::printf("a batch was incomplete, misshapen or not finite: refusing to report a rate\n");
         status = 1;
         break;
       }
-      std::printf("workers %2d %s: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n", workers,
-                  views == DType::U8 ? " u8" : "f32", ips, ips / workers, 1000.0 * workers / ips);
+      std::printf("workers %2d %5s: %7.1f images/s  (%6.1f per worker; %.2f ms per image per worker)\n", workers,
+                  form_name(form), ips, ips / workers, 1000.0 * workers / ips);
     }
     if (workers == cores || status) break;
   }

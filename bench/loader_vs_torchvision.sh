@@ -23,16 +23,19 @@ out="bench/results/$(date +%Y-%m-%d)-loader-vs-torchvision.md"
   echo "- torch: $(python3 -c 'import torch, torchvision, PIL; print(torch.__version__, "torchvision", torchvision.__version__, "Pillow", PIL.__version__)')"
   echo "- command: bash bench/loader_vs_torchvision.sh $images"
   echo
-  echo "torchvision's views are normalised fp32, as moco's f32 ones; the ratio compares those. The u8 views are"
-  echo "what GPU training copies (the same views rounded once to 8 bits, normalised on the device)."
+  echo "torchvision's views are normalised fp32, as moco's f32 ones; the first ratio compares those. The u8"
+  echo "views are the same views rounded once to 8 bits. The crops are what GPU training takes: the crop alone"
+  echo "on the CPU, its colour jitter, grayscale, blur and flip on the GPU; the second ratio compares the CPU work"
+  echo "of that data path with torchvision's whole one."
   echo
-  echo "| workers | moco f32 images/s | moco u8 images/s | torchvision images/s | moco f32 / torchvision |"
-  echo "|---|---|---|---|---|"
+  echo "| workers | moco f32 images/s | moco u8 images/s | moco crops images/s | torchvision images/s | f32 / torchvision | crops / torchvision |"
+  echo "|---|---|---|---|---|---|---|"
   for w in $(echo "$m" | awk '$1 == "workers" && $3 == "f32:" {print $2}'); do
     mf=$(echo "$m" | awk -v w="$w" '$1 == "workers" && $2 == w && $3 == "f32:" {print $4}')
     mu=$(echo "$m" | awk -v w="$w" '$1 == "workers" && $2 == w && $3 == "u8:" {print $4}')
+    mc=$(echo "$m" | awk -v w="$w" '$1 == "workers" && $2 == w && $3 == "crops:" {print $4}')
     ti=$(echo "$t" | awk -v w="$w:" '$1 == "workers" && $2 == w {print $3}')
-    echo "| $w | $mf | $mu | $ti | $(awk -v a="$mf" -v b="$ti" 'BEGIN { printf "%.2fx", a / b }') |"
+    echo "| $w | $mf | $mu | $mc | $ti | $(awk -v a="$mf" -v b="$ti" 'BEGIN { printf "%.2fx", a / b }') | $(awk -v a="$mc" -v b="$ti" 'BEGIN { printf "%.2fx", a / b }') |"
   done
   echo
   echo "Raw output:"

@@ -312,3 +312,55 @@ TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
     EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
   }
 }
+
+// stages_on_device (GPU training): each view holds only its crop, resized and rounded to 8 bits, and the batch
+// carries the decisions augment_view would have drawn for it. The crop plus the stages on the host
+// (apply_view_stages_u8, the device's twin) gives the 8-bit view of the one-piece pipeline up to the extra
+// rounding after the crop, which the stages carry on. The two start up to half a level apart, and a jitter op
+// can scale a difference by up to 1.8 (contrast and saturation at factor 1.4: 1.4 + 0.4), so a few levels
+// apart at the end is rounding, not a fault; here every byte is within 3 levels of augment_view_u8's and
+// most are equal.
+TEST(Loader, StagesOnDeviceHandCropsAndTheirDecisions) {
+  NoiseDataset d(12);
+  LoaderConfig c;
+  c.batch = 4;
+  c.workers = 2;
+  c.view_dtype = DType::U8;
+  c.stages_on_device = true;
+  const AugmentRecipe rec = recipe_from_name("small", 8);
+  Loader l(d, rec, c);
+  l.start_epoch(3);
+  const int64_t per = 8 * 8 * 3;
+  int64_t values = 0, equal = 0;
+  Image img;
+  for (Batch b; l.next(b);) {
+    ASSERT_EQ(b.params.size(), 2u);
+    for (int v = 0; v < 2; ++v) {
+      ASSERT_EQ(b.params[(size_t)v].size(), 4u);
+      for (int64_t i = 0; i < 4; ++i) {
+        ASSERT_TRUE(d.load(b.indices[(size_t)i], img, nullptr));
+        const ViewParams want = draw_view_params(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v);
+        const ViewParams& got = b.params[(size_t)v][(size_t)i];
+        EXPECT_TRUE(got.crop == want.crop && got.jitter == want.jitter && got.gray == want.gray &&
+                    got.flip == want.flip && got.jitter_params.brightness == want.jitter_params.brightness);
+        std::vector<uint8_t> crop((size_t)per), staged((size_t)per), whole((size_t)per);
+        apply_view_geometry_u8(img, rec, want, crop.data());
+        const uint8_t* held = b.views[(size_t)v].data<uint8_t>() + i * per;
+        ASSERT_TRUE(std::equal(crop.begin(), crop.end(), held)) << "view " << v << " row " << i;
+        apply_view_stages_u8(rec, want, crop.data(), staged.data());
+        augment_view_u8(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v, whole.data());
+        for (int64_t e = 0; e < per; ++e) {
+          ASSERT_LE(std::abs((int)staged[(size_t)e] - (int)whole[(size_t)e]), 3) << "view " << v << " row " << i;
+          equal += staged[(size_t)e] == whole[(size_t)e];
+          ++values;
+        }
+      }
+    }
+  }
+  std::printf("crop rounded to 8 bits, then the stages: %lld of %lld bytes equal the one-piece view's\n",
+              (long long)equal, (long long)values);
+  EXPECT_GT(equal * 2, values);
+  LoaderConfig bad = c;
+  bad.view_dtype = DType::F32;
+  EXPECT_THROW(Loader(d, rec, bad), Error);
+}

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moco/image.h"
 #include "moco/rng.h"
@@ -100,6 +101,8 @@ void apply_color_jitter(float* rgb /* (n, 3) */, int64_t n, const ColorJitterPar
 // Separable Gaussian blur of a (h, w, 3) buffer in place: kernel exp(-x^2 / (2 sigma^2)) normalised to sum 1,
 // radius ceil(3 sigma), reflect padding (the edge pixel is not repeated).
 void gaussian_blur(float* hwc /* (h, w, 3) */, int h, int w, float sigma);
+// Its kernel: (2 ceil(3 sigma) + 1) weights, computed in double, normalised, rounded to float.
+std::vector<float> gaussian_kernel(float sigma);
 
 void hflip(float* hwc /* (h, w, 3) */, int h, int w);
 
@@ -121,7 +124,30 @@ struct ViewParams {
   bool flip = false;            // horizontal flip
 };
 ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& rng);
+// The decisions augment_view makes: drawn from Rng(seed, view_stream(epoch, sample, view)).
+ViewParams draw_view_params(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch,
+                            uint64_t sample, uint64_t view);
 void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* out /* (3, S, S) */);
 void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out /* (S, S, 3) */);
+
+// A view in two halves, for GPU training, where the stages after the crop run on the device
+// (kernels/view_stages.cu): the geometry on the host, rounded to 8 bits as PIL holds the crop,
+// then the recipe's random stages (grayscale, colour jitter, blur, flip) on those values.
+void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p,
+                            uint8_t* out /* (S, S, 3) */);
+// The stages alone, in the recipe's order, in place on (S, S, 3) RGB in [0, 1] (what apply_view runs after the
+// crop); and on 8-bit input to 8-bit output (u / 255, the stages, quantize_to_u8): the CPU twin of the device
+// stages.
+void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view /* (S, S, 3) */);
+void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in /* (S, S, 3) */,
+                          uint8_t* out /* (S, S, 3) */);
+// Which stages a recipe has after its crop, and whether it converts to grey before its colour jitter (v1)
+// or after it (v2, small). Flip commutes with every stage, and the blur, where there is one, comes after
+// both: so the device runs gray (if first), jitter, gray (if after), blur, flip.
+struct RecipeStages {
+  bool gray = false, jitter = false, blur = false, flip = false;
+  bool gray_first = false;
+};
+RecipeStages recipe_stages(AugmentKind kind);
 
 }  // namespace moco

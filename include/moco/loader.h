@@ -44,6 +44,10 @@ struct LoaderConfig {
   // The form of each view: F32, normalised (3, S, S) (the CPU step's input); or U8, the 8-bit (S, S, 3) image
   // before normalisation (augment_view_u8), which GPU training copies and normalises on the device.
   DType view_dtype = DType::F32;
+  // GPU training: the host makes only each view's crop, resized and rounded to 8 bits
+  // (apply_view_geometry_u8), and hands the decisions of the stages after it in Batch::params, for the
+  // device to apply (cuda::GpuViewStages). Needs view_dtype U8.
+  bool stages_on_device = false;
 };
 
 struct Batch {
@@ -52,6 +56,9 @@ struct Batch {
   std::vector<Tensor> views;      // `views` tensors, each (N, 3, S, S) F32 or (N, S, S, 3) U8 (view_dtype)
   std::vector<int> labels;        // (N)
   std::vector<int64_t> indices;   // (N) dataset index of each row
+  // With LoaderConfig::stages_on_device: params[v][i] are the decisions of view v of row i, whose crop alone
+  // views[v] holds. Empty otherwise.
+  std::vector<std::vector<ViewParams>> params;
 };
 
 class Loader {

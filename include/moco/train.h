@@ -11,6 +11,7 @@
 #include "moco/checkpoint.h"
 #include "moco/features.h"
 #include "moco/launch.h"
+#include "moco/loader.h"
 #include "moco/moco.h"
 
 namespace moco {
@@ -59,7 +60,9 @@ const std::vector<std::string>& resume_must_match();
 class DeviceStep {
  public:
   virtual ~DeviceStep() = default;
-  virtual StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) = 0;
+  // One step on a loader batch (views[0] queries, views[1] keys, in the form view_dtype() and
+  // stages_on_device() asked for).
+  virtual StepStats step(const Batch& batch, float lr) = 0;
   virtual void store_to(Moco& host) = 0;
   virtual std::string describe() const = 0;  // "cuda: NVIDIA H100 ..., bf16"
   // The ranks' communicator on the device side (barriers around checkpoints use it).
@@ -69,13 +72,16 @@ class DeviceStep {
   // How the loader should allocate the views it hands to step() (LoaderConfig::view_allocator): the CUDA
   // step gives page-locked memory. Empty: ordinary host memory.
   virtual std::function<Tensor(const Shape&, DType)> view_allocator() { return {}; }
-  // The form of the views step() takes from the loader (LoaderConfig::view_dtype).
+  // The form of the views step() takes from the loader (LoaderConfig::view_dtype), and whether the
+  // augmentation stages after the crop run on the device (LoaderConfig::stages_on_device).
   virtual DType view_dtype() const { return DType::F32; }
+  virtual bool stages_on_device() const { return false; }
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
-// communicator (it bootstraps the device one). Returns nullptr where the device cannot be used, after
+// communicator (it bootstraps the device one); `recipe` is the training views' (the device applies its stages). Returns nullptr where the device cannot be used, after
 // printing why (only --device auto accepts that).
-using DeviceStepFactory = std::unique_ptr<DeviceStep> (*)(Moco& host, Communicator& comm, const TrainOptions& o);
+using DeviceStepFactory = std::unique_ptr<DeviceStep> (*)(Moco& host, Communicator& comm, const TrainOptions& o,
+                                                           const AugmentRecipe& recipe);
 
 // Runs training; returns the process exit code. `cuda`: the CUDA step's factory, or nullptr in a CPU-only
 // build (then --device cuda is refused).

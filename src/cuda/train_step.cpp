@@ -8,6 +8,7 @@
 #include "gpu_features.h"
 #include "gpu_moco.h"
 #include "pinned_host.h"
+#include "view_stages.h"
 #include "moco/cuda_runtime.h"
 
 namespace moco::cuda {
@@ -16,7 +17,7 @@ namespace {
 
 class CudaTrainStep final : public DeviceStep {
  public:
-  CudaTrainStep(Moco& host, Communicator& host_comm, const TrainOptions& o) {
+  CudaTrainStep(Moco& host, Communicator& host_comm, const TrainOptions& o, const AugmentRecipe& recipe) {
     const LaunchInfo& li = o.launch;
     const int device = select_device(li);  // before the stream: it belongs to this rank's GPU
     MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -26,6 +27,7 @@ class CudaTrainStep final : public DeviceStep {
     gpu_ = std::make_unique<GpuMoco>(host.config(), *comm_, act);
     gpu_->load_from(host);
     pinned_ = make_pinned_pool(device);
+    stages_ = std::make_unique<GpuViewStages>(recipe, stream_);
     what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
             (act == DType::BF16 ? "bf16" : "fp32") +
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
@@ -39,11 +41,23 @@ class CudaTrainStep final : public DeviceStep {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  StepStats step(const Tensor& x_q, const Tensor& x_k, float lr) override {
-    // GpuMoco takes fp32 views too; training must hand the 8-bit ones it asked the loader for (view_dtype)
-    MOCO_CHECK(x_q.dtype() == view_dtype(), "the GPU training step got ", dtype_name(x_q.dtype()), " views, ",
-               "expected ", dtype_name(view_dtype()), " ones from the loader (LoaderConfig::view_dtype)");
-    const StepStats st = gpu_->step(x_q, x_k, lr);
+  StepStats step(const Batch& batch, float lr) override {
+    MOCO_CHECK(batch.views.size() == 2 && batch.params.size() == 2, "the GPU training step needs 2 views and ",
+               "their decisions (LoaderConfig::stages_on_device), got ", batch.views.size(), " views and ",
+               batch.params.size(), " sets of decisions");
+    // The crops cross to the device, where their stages run: both on the compute stream, so the step's
+    // kernels come after them, and the loss it reads back comes after the copies out of the batch's memory.
+    Tensor views[2];
+    for (int v = 0; v < 2; ++v) {
+      const Tensor& host = batch.views[(size_t)v];  // (N, S, S, 3) u8 crops
+      MOCO_CHECK(host.dtype() == DType::U8 && host.dim() == 4, "the GPU training step got ",
+                 dtype_name(host.dtype()), " views, expected the loader's u8 crops");
+      if (crops_[v].size() != host.nbytes()) crops_[v] = DeviceBuffer<uint8_t>(host.nbytes(), "view crops");
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
+      views[v] = Tensor::wrap(crops_[v].get(), host.shape(), DType::U8, Device::CUDA);
+      stages_->apply(views[v], batch.params[(size_t)v]);
+    }
+    const StepStats st = gpu_->step(views[0], views[1], lr);
     // The shapes repeat from here on: a new device allocation after two steps is a bug, not a warm-up.
     if (++steps_ == 2) gpu_->freeze();
     return st;
@@ -58,27 +72,32 @@ class CudaTrainStep final : public DeviceStep {
     std::shared_ptr<RecyclingPool> pool = pinned_;
     return [pool](const Shape& shape, DType dtype) { return pool->take(shape, dtype); };
   }
-  // 8-bit views: a quarter of the bytes through pinned memory, PCIe and the shuffle; the GPU normalises them.
+  // 8-bit crops: a quarter of the bytes through pinned memory, PCIe and the shuffle; the GPU applies their
+  // colour jitter, grayscale, blur and flip (GpuViewStages) and normalises them.
   DType view_dtype() const override { return DType::U8; }
+  bool stages_on_device() const override { return true; }
 
  private:
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceCommunicator> comm_;
   std::unique_ptr<GpuMoco> gpu_;
   std::shared_ptr<RecyclingPool> pinned_;  // page-locked: the loader's batches (view_allocator)
+  std::unique_ptr<GpuViewStages> stages_;    // the views' stages after the crop
+  DeviceBuffer<uint8_t> crops_[2];           // (N, S, S, 3) each: the query and key views on the device
   std::string what_;
   int steps_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<DeviceStep> make_train_step(Moco& host, Communicator& comm, const TrainOptions& o) {
+std::unique_ptr<DeviceStep> make_train_step(Moco& host, Communicator& comm, const TrainOptions& o,
+                                            const AugmentRecipe& recipe) {
   const std::string reason = no_device_reason();
   if (!reason.empty()) {
     if (o.launch.rank == 0) std::fprintf(stderr, "cuda: %s\n", reason.c_str());
     return nullptr;
   }
-  return std::make_unique<CudaTrainStep>(host, comm, o);
+  return std::make_unique<CudaTrainStep>(host, comm, o, recipe);
 }
 
 }  // namespace moco::cuda

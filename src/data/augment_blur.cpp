@@ -88,8 +88,7 @@ void blur_cols(const float* src /* (h, w, 3) */, float* dst /* (h, w, 3) */, int
 
 }  // namespace
 
-void gaussian_blur(float* hwc, int h, int w, float sigma) {
-  MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
+std::vector<float> gaussian_kernel(float sigma) {
   MOCO_CHECK(sigma > 0.f && sigma <= 100.f, "gaussian_blur: sigma ", sigma, " expected in (0, 100]");
   const int radius = (int)std::ceil(3.0 * sigma);
   std::vector<float> kernel((size_t)(2 * radius + 1));  // (2 * radius + 1)
@@ -97,6 +96,13 @@ void gaussian_blur(float* hwc, int h, int w, float sigma) {
   for (int j = -radius; j <= radius; ++j) sum += std::exp(-(double)j * j / (2.0 * sigma * sigma));
   for (int j = -radius; j <= radius; ++j)
     kernel[(size_t)(j + radius)] = (float)(std::exp(-(double)j * j / (2.0 * sigma * sigma)) / sum);
+  return kernel;
+}
+
+void gaussian_blur(float* hwc, int h, int w, float sigma) {
+  MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
+  const std::vector<float> kernel = gaussian_kernel(sigma);  // (2 * radius + 1)
+  const int radius = (int)(kernel.size() / 2);
   thread_local std::vector<float> tmp;  // (h, w, 3): the image after the horizontal pass
   tmp.resize((size_t)h * w * 3);
   blur_rows(hwc, tmp.data(), h, w, kernel, radius);

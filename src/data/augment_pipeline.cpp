@@ -122,35 +122,78 @@ ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& r
 
 namespace {
 
-// The view's pixels before normalisation: (S, S, 3) RGB in [0, 1], in a per-thread buffer (loader workers
-// each keep one instead of allocating per view) that the next call on this thread overwrites.
-const float* render_view(const Image& img, const AugmentRecipe& r, const ViewParams& p) {
+// The view's geometry: the crop (eval: the resize and centre crop) resized to S x S, as (S, S, 3) RGB in [0, 1].
+void render_geometry(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* view) {
   check_recipe(r);
   check_image(img);
   const int s = r.size;
-  const int64_t n = (int64_t)s * s;
-  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
-  view.resize((size_t)n * 3);
   if (r.kind == AugmentKind::Eval) {
     int dst_h = 0, dst_w = 0;
     CropBox win;
     eval_geometry(r, img.h, img.w, &dst_h, &dst_w, &win);
-    resize_bilinear(img, CropBox{0, 0, img.h, img.w}, dst_h, dst_w, win, view.data());
+    resize_bilinear(img, CropBox{0, 0, img.h, img.w}, dst_h, dst_w, win, view);
   } else {
-    resize_bilinear(img, p.crop, s, s, CropBox{0, 0, s, s}, view.data());
-    for (Stage st : stages_of(r.kind)) {
-      switch (st) {
-        case Stage::Gray: if (p.gray) to_grayscale(view.data(), n); break;
-        case Stage::Jitter: if (p.jitter) apply_color_jitter(view.data(), n, p.jitter_params); break;
-        case Stage::Blur: if (p.blur) gaussian_blur(view.data(), s, s, p.sigma); break;
-        case Stage::Flip: if (p.flip) hflip(view.data(), s, s); break;
-        }
-    }
+    resize_bilinear(img, p.crop, s, s, CropBox{0, 0, s, s}, view);
   }
+}
+
+// The view's pixels before normalisation: (S, S, 3) RGB in [0, 1], in a per-thread buffer (loader workers
+// each keep one instead of allocating per view) that the next call on this thread overwrites.
+const float* render_view(const Image& img, const AugmentRecipe& r, const ViewParams& p) {
+  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
+  view.resize((size_t)r.size * r.size * 3);
+  render_geometry(img, r, p, view.data());
+  apply_view_stages(r, p, view.data());
   return view.data();
 }
 
 }  // namespace
+
+void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view) {
+  check_recipe(r);
+  const int s = r.size;
+  const int64_t n = (int64_t)s * s;
+  for (Stage st : stages_of(r.kind)) {
+    switch (st) {
+      case Stage::Gray: if (p.gray) to_grayscale(view, n); break;
+      case Stage::Jitter: if (p.jitter) apply_color_jitter(view, n, p.jitter_params); break;
+      case Stage::Blur: if (p.blur) gaussian_blur(view, s, s, p.sigma); break;
+      case Stage::Flip: if (p.flip) hflip(view, s, s); break;
+    }
+  }
+}
+
+RecipeStages recipe_stages(AugmentKind kind) {
+  RecipeStages r;
+  for (Stage st : stages_of(kind)) {
+    switch (st) {
+      case Stage::Gray: r.gray = true, r.gray_first = !r.jitter; break;
+      case Stage::Jitter: r.jitter = true; break;
+      case Stage::Blur: r.blur = true; break;
+      case Stage::Flip: r.flip = true; break;
+    }
+  }
+  return r;
+}
+
+void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out) {
+  MOCO_CHECK(out != nullptr, "apply_view_geometry_u8: output pointer is null, expected room for (", r.size, ", ",
+             r.size, ", 3) bytes");
+  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
+  view.resize((size_t)r.size * r.size * 3);
+  render_geometry(img, r, p, view.data());
+  quantize_to_u8(view.data(), (int64_t)r.size * r.size, out);
+}
+
+void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in, uint8_t* out) {
+  const int64_t values = (int64_t)r.size * r.size * 3;
+  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
+  view.resize((size_t)values);
+  const float inv255 = 1.f / 255.f;
+  for (int64_t i = 0; i < values; ++i) view[(size_t)i] = (float)in[i] * inv255;
+  apply_view_stages(r, p, view.data());
+  quantize_to_u8(view.data(), (int64_t)r.size * r.size, out);
+}
 
 void quantize_to_u8(const float* __restrict hwc, int64_t n, uint8_t* __restrict out) {
   // Truncating 255 x + 0.5, clamped to [0, 255], rounds to nearest with halves up. Written with selects and
@@ -178,25 +221,21 @@ void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p
   quantize_to_u8(view, (int64_t)r.size * r.size, out);
 }
 
-namespace {
-
-ViewParams draw_for(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
-                    uint64_t view) {
+ViewParams draw_view_params(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch,
+                            uint64_t sample, uint64_t view) {
   check_image(img);
   Rng rng(seed, view_stream(epoch, sample, view));
   return draw_view_params(r, img.h, img.w, rng);
 }
 
-}  // namespace
-
 void augment_view(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                   uint64_t view, float* out) {
-  apply_view(img, r, draw_for(img, r, seed, epoch, sample, view), out);
+  apply_view(img, r, draw_view_params(img, r, seed, epoch, sample, view), out);
 }
 
 void augment_view_u8(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                      uint64_t view, uint8_t* out) {
-  apply_view_u8(img, r, draw_for(img, r, seed, epoch, sample, view), out);
+  apply_view_u8(img, r, draw_view_params(img, r, seed, epoch, sample, view), out);
 }
 
 }  // namespace moco

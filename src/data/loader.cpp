@@ -30,6 +30,8 @@ Loader::Loader(const Dataset& data, const AugmentRecipe& recipe, const LoaderCon
              " images; use a smaller --batch-size");
   MOCO_CHECK(cfg.view_dtype == DType::F32 || cfg.view_dtype == DType::U8, "loader views as ",
              dtype_name(cfg.view_dtype), ": expected f32 (normalised) or u8 (8-bit images)");
+  MOCO_CHECK(!cfg.stages_on_device || cfg.view_dtype == DType::U8, "loader: the stages run on the device only ",
+             "for u8 views, got ", dtype_name(cfg.view_dtype));
   cfg_.prefetch = std::max(cfg.prefetch, 1);
   if (!cfg_.view_allocator) {  // recycled host blocks: a fresh batch would fault in and zero its pages again
     std::shared_ptr<RecyclingPool> pool = RecyclingPool::host();
@@ -167,6 +169,7 @@ void Loader::start_batch(int64_t step, Batch& b) {
   for (int v = 0; v < cfg_.views; ++v) b.views.push_back(cfg_.view_allocator(shape, cfg_.view_dtype));
   b.labels.resize((size_t)n);
   b.indices.resize((size_t)n);
+  b.params.assign(cfg_.stages_on_device ? (size_t)cfg_.views : 0, std::vector<ViewParams>((size_t)n));
 }
 
 void Loader::build_rows(Batch& b, int64_t r0, int64_t r1) {
@@ -178,7 +181,11 @@ void Loader::build_rows(Batch& b, int64_t r0, int64_t r1) {
     b.labels[(size_t)r] = data_.label(i);
     for (int v = 0; v < cfg_.views; ++v) {
       Tensor& out = b.views[(size_t)v];
-      if (cfg_.view_dtype == DType::U8)
+      if (cfg_.stages_on_device) {  // the crop here, its decisions for the device
+        ViewParams& p = b.params[(size_t)v][(size_t)r];
+        p = draw_view_params(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v);
+        apply_view_geometry_u8(img, recipe_, p, out.data<uint8_t>() + r * s * s * 3);
+      } else if (cfg_.view_dtype == DType::U8)
         augment_view_u8(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
                         out.data<uint8_t>() + r * s * s * 3);
       else

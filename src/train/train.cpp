@@ -175,7 +175,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   // keeps the state that checkpoints and the kNN monitor read, refreshed through sync_host()
   std::unique_ptr<DeviceStep> device;
   if (o.device != "cpu" && cuda) {
-    device = cuda(moco, *host_comm, o);
+    device = cuda(moco, *host_comm, o, recipe);
     MOCO_CHECK(device || o.device == "auto", "--device cuda: no usable CUDA device (see above)");
   }
   MOCO_CHECK(device || !gpu_ranks_without_mpi, "the ", o.launch.source, " environment asks for ", world,
@@ -194,6 +194,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   if (device) {
     lc.view_allocator = device->view_allocator();  // page-locked batches for the GPU
     lc.view_dtype = device->view_dtype();          // 8-bit views for the GPU, normalised there
+    lc.stages_on_device = device->stages_on_device();  // the host crops; the GPU jitters, blurs and flips
   }
   Loader loader(*train, recipe, lc);
   auto sync_host = [&] {
@@ -252,8 +253,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts
       StepStats st;
       try {
-        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit for the GPU
-        st = device ? device->step(batch.views[0], batch.views[1], lr) : moco.step(batch.views[0], batch.views[1], lr);
+        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU
+        st = device ? device->step(batch, lr) : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
       }

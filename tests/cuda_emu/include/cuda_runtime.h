@@ -45,6 +45,10 @@ inline unsigned __float_as_uint(float f) {
   return u;
 }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+// Rounded separately, never fused (the host compiler targets baseline x86-64, which has no FMA to contract to).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 
 // CUDA's global min/max overloads, which device code calls unqualified (the usual arithmetic conversions
 // pick the common type, as CUDA's overload set does for the mixes the kernels use).
