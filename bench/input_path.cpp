@@ -3,17 +3,22 @@
 //   - the copy of one view batch from page-locked host memory (cudaMemcpy host to device);
 //   - its conversion into the network's bf16 channels-last input: nchw_to_nhwc (fp32 -> bf16 transpose)
 //     against image_to_nhwc (uint8 -> normalised bf16, kernels/image_normalize.cu);
-//   - the key shuffle's row gather on one GPU (kernels/row_gather.cu) over rows of fp32 and of uint8 images.
+//   - the key shuffle's row gather on one GPU (kernels/row_gather.cu) over rows of fp32 and of uint8 images;
+//   - the augmentation stages training runs on the device (GpuViewStages: v2 jitter, grayscale, blur, flip) on
+//     a batch of 8-bit crops, every stage drawn on, with the blur at its widest (sigma 2, 13 taps).
 // The conversions and gathers are memory-bound: GB/s and the fraction of the device's copy bandwidth; the
 // host copy is reported in GB/s. The last line is the ratio of the fp32 path to the 8-bit one, per view batch.
-// Checks image_to_nhwc and the byte gather against plain loops first, and refuses to time wrong ones.
+// Checks image_to_nhwc and the byte gather against plain loops, and the stages against their CPU twin
+// (apply_view_stages_u8), first, and refuses to time wrong ones.
 //   build/bench_input_path      (batch 256 at 224 px, MoCo v2's per-GPU batch of the authors' 8-GPU run x 8)
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "../src/cuda/pinned_host.h"
+#include "../src/cuda/view_stages.h"
 #include "gpu_bench.h"
 #include "image_normalize.cuh"
 #include "moco/rng.h"
@@ -24,6 +29,44 @@ using namespace moco;
 using cuda::DeviceBuffer;
 
 namespace {
+
+// Every v2 stage on, the blur at sigma 2: the worst case of the device stages.
+ViewParams every_stage(int i) {
+  ViewParams p;
+  p.jitter = true;
+  for (int k = 0; k < 4; ++k) p.jitter_params.order[k] = (k + i) % 4;
+  p.jitter_params.brightness = 1.2f, p.jitter_params.contrast = 0.8f, p.jitter_params.saturation = 1.3f;
+  p.jitter_params.hue = 0.05f;
+  p.gray = i % 2 == 0, p.blur = true, p.sigma = 2.f, p.flip = true;
+  return p;
+}
+
+// GpuViewStages against apply_view_stages_u8 on 4 noise crops at 17 px.
+bool stages_correct() {
+  const AugmentRecipe rec = recipe_from_name("v2", 17);
+  const int64_t n = 4, per = 17 * 17 * 3;
+  std::vector<uint8_t> in((size_t)(n * per));
+  Rng r(3, 5);
+  for (auto& b : in) b = (uint8_t)r.below(256);
+  std::vector<ViewParams> params;
+  for (int i = 0; i < n; ++i) params.push_back(every_stage(i));
+  DeviceBuffer<uint8_t> views(in, "crops");
+  MOCO_CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::GpuViewStages stages(rec, nullptr);
+  stages.apply(Tensor::wrap(views.get(), {n, 17, 17, 3}, DType::U8, Device::CUDA), params);
+  const std::vector<uint8_t> got = views.download();
+  std::vector<uint8_t> want((size_t)per);
+  for (int64_t i = 0; i < n; ++i) {
+    apply_view_stages_u8(rec, params[(size_t)i], in.data() + i * per, want.data());
+    for (int64_t e = 0; e < per; ++e)
+      if (std::abs((int)got[(size_t)(i * per + e)] - (int)want[(size_t)e]) > 1) {
+        std::printf("view stages: crop %lld value %lld is %d, the CPU's %d; refusing to time them\n", (long long)i,
+                    (long long)e, got[(size_t)(i * per + e)], want[(size_t)e]);
+        return false;
+      }
+  }
+  return true;
+}
 
 // image_to_nhwc<bf16> against fma(u, scale, bias) rounded to bf16 on the host (the kernel's documented
 // arithmetic), and the byte gather against memcpy rows, on odd sizes.
@@ -61,7 +104,7 @@ bool correct() {
                   (long long)index[(size_t)i]);
       return false;
     }
-  return true;
+  return stages_correct();
 }
 
 }  // namespace
@@ -113,6 +156,13 @@ int main() {
       const double g = gbs(l.bytes, l.ms);
       std::printf("%-34s %8.3f ms  %7.1f GB/s  %.2f of copy\n", l.name, l.ms, g, g / copy_gbs);
     }
+    std::vector<ViewParams> params;
+    for (int i = 0; i < n; ++i) params.push_back(every_stage(i));
+    cuda::GpuViewStages stages(recipe_from_name("v2", (int)s), nullptr);
+    const Tensor crops = Tensor::wrap(dev_u8.get(), {n, s, s, 3}, DType::U8, Device::CUDA);
+    const double stages_ms = timer.median_ms([&] { stages.apply(crops, params); });
+    std::printf("%-34s %8.3f ms  (every v2 stage on, blur sigma 2: the worst case)\n", "view stages on the device",
+                stages_ms);
     const double path_f32 = up_f32 + conv_f32, path_u8 = up_u8 + conv_u8;
     std::printf("copy + conversion per view batch: fp32 %.3f ms, 8-bit %.3f ms: %.2fx less time with 8-bit views\n",
                 path_f32, path_u8, path_f32 / path_u8);

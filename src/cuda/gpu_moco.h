@@ -47,9 +47,9 @@ class GpuMoco {
   void store_to(Moco& host);
 
   // One step on this rank's N query and N key views, both in one of the loader's two forms: 8-bit (N, H, W, 3)
-  // uint8 (what `moco train` hands: a quarter of the bytes to copy and shuffle, normalised on the device), or
+  // uint8 (what `moco train` hands, on the device: a quarter of the bytes to shuffle, normalised here), or
   // normalised fp32 (N, 3, H, W) (the CPU step's input, which the tests compare against). On the host
-  // (uploaded here) or already on the device (benchmarks). The loss and accuracies are read back (the NaN
+  // (uploaded here) or already on the device (training, benchmarks). The loss and accuracies are read back (the NaN
   // check happens before any update, as on the CPU).
   StepStats step(const Tensor& x_q, const Tensor& x_k, float lr);
   StepStats step_with_permutation(const Tensor& x_q, const Tensor& x_k, float lr, const std::vector<int64_t>& perm);
