@@ -506,6 +506,48 @@ TEST(AugmentBlur, ReflectPaddingDoesNotRepeatTheEdge) {
   for (float v : flat) EXPECT_NEAR(v, 0.25f, 1e-6);
 }
 
+// The blur against the plain separable loop written here: per output value, 0 plus each tap's weight times
+// its reflected input, taps in order, rows first, in float. The blur keeps 16 sums in registers but adds in
+// this same order, so the results must be equal bit for bit (the device blur of kernels/view_stages.cu
+// follows the same order too). Sizes from 1 to wider than a 16-value block, and kernels wider than the image.
+TEST(AugmentBlur, SameBitsAsThePlainTapLoop) {
+  auto reflect = [](int i, int n) {
+    if (n == 1) return 0;
+    const int period = 2 * (n - 1);
+    i = ((i % period) + period) % period;
+    return i < n ? i : period - i;
+  };
+  Rng r(12, 34);
+  for (int h : {1, 2, 7, 24}) {
+    for (int w : {1, 5, 6, 23}) {
+      for (float sigma : {0.1f, 0.8f, 2.0f, 3.5f}) {
+        std::vector<float> img((size_t)h * w * 3);  // (h, w, 3)
+        for (float& v : img) v = (float)r.uniform();
+        const std::vector<float> k = gaussian_kernel(sigma);
+        const int radius = (int)(k.size() / 2);
+        std::vector<float> rows(img.size()), want(img.size());  // (h, w, 3) each
+        for (int y = 0; y < h; ++y)
+          for (int x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c) {
+              float acc = 0.f;
+              for (int j = 0; j <= 2 * radius; ++j) acc += k[(size_t)j] * img[((size_t)y * w + reflect(x + j - radius, w)) * 3 + c];
+              rows[((size_t)y * w + x) * 3 + c] = acc;
+            }
+        for (int y = 0; y < h; ++y)
+          for (int x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c) {
+              float acc = 0.f;
+              for (int j = 0; j <= 2 * radius; ++j) acc += k[(size_t)j] * rows[((size_t)reflect(y + j - radius, h) * w + x) * 3 + c];
+              want[((size_t)y * w + x) * 3 + c] = acc;
+            }
+        gaussian_blur(img.data(), h, w, sigma);
+        ASSERT_EQ(std::memcmp(img.data(), want.data(), img.size() * sizeof(float)), 0)
+            << h << "x" << w << " sigma " << sigma;
+      }
+    }
+  }
+}
+
 TEST(AugmentFlipNormalize, MirrorColumnsAndNormaliseToChw) {
   float img[2 * 3 * 3];  // (2, 3, 3): value 10 y + x in every channel, plus the channel
   for (int y = 0; y < 2; ++y)

@@ -142,8 +142,8 @@ void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view 
 void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in /* (S, S, 3) */,
                           uint8_t* out /* (S, S, 3) */);
 // Which stages a recipe has after its crop, and whether it converts to grey before its colour jitter (v1)
-// or after it (v2, small). Flip commutes with every stage, and the blur, where there is one, comes after
-// both: so the device runs gray (if first), jitter, gray (if after), blur, flip.
+// or after it (v2, small). The flip commutes with the per-pixel stages, and the one recipe that blurs (v2)
+// blurs after both and flips last: so the device runs gray (if first), jitter, gray (if after), blur, flip.
 struct RecipeStages {
   bool gray = false, jitter = false, blur = false, flip = false;
   bool gray_first = false;

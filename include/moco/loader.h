@@ -42,7 +42,7 @@ struct LoaderConfig {
   // a batch crosses to the device by DMA.
   std::function<Tensor(const Shape&, DType)> view_allocator;
   // The form of each view: F32, normalised (3, S, S) (the CPU step's input); or U8, the 8-bit (S, S, 3) image
-  // before normalisation (augment_view_u8), which GPU training copies and normalises on the device.
+  // before normalisation (augment_view_u8; the GPU features normalise it on the device).
   DType view_dtype = DType::F32;
   // GPU training: the host makes only each view's crop, resized and rounded to 8 bits
   // (apply_view_geometry_u8), and hands the decisions of the stages after it in Batch::params, for the

@@ -287,9 +287,9 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   mark(0);
 
   // The views cross to the device: the query view on the compute stream, which needs it first; the key view
-  // on the copy stream after it, overlapping the query forward, with the shuffle below waiting for it. Both buffers
-  // are fresh from the cache and the previous step is finished (its loss was read), so nothing else touches
-  // them. Views already on the device (`moco train`'s, after their stages on the device; benchmarks) are not
+  // on the copy stream after it, overlapping the query forward, with the shuffle below waiting for it. Both staging
+  // buffers are fresh from the cache and the previous step is finished (its loss was read), so nothing else
+  // touches them. Views already on the device (`moco train`'s, after their stages on the device; benchmarks) are not
   // copied at all. From page-locked memory these are DMAs that return at once; from pageable memory (tests,
   // other callers) a copy blocks the host, with nothing queued yet to stall behind.
   // Either way the copies are done when step returns (the loss is read back after them in stream order), so

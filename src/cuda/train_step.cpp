@@ -47,15 +47,22 @@ class CudaTrainStep final : public DeviceStep {
                batch.params.size(), " sets of decisions");
     // The crops cross to the device, where their stages run: both on the compute stream, so the step's
     // kernels come after them, and the loss it reads back comes after the copies out of the batch's memory.
-    Tensor views[2];
-    for (int v = 0; v < 2; ++v) {
-      const Tensor& host = batch.views[(size_t)v];  // (N, S, S, 3) u8 crops
+    for (const Tensor& host : batch.views)
       MOCO_CHECK(host.dtype() == DType::U8 && host.dim() == 4, "the GPU training step got ",
                  dtype_name(host.dtype()), " views, expected the loader's u8 crops");
-      if (crops_[v].size() != host.nbytes()) crops_[v] = DeviceBuffer<uint8_t>(host.nbytes(), "view crops");
-      MOCO_CUDA_CHECK(cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
-      views[v] = Tensor::wrap(crops_[v].get(), host.shape(), DType::U8, Device::CUDA);
-      stages_->apply(views[v], batch.params[(size_t)v]);
+    Tensor views[2];
+    try {
+      for (int v = 0; v < 2; ++v) {
+        const Tensor& host = batch.views[(size_t)v];  // (N, S, S, 3) u8 crops
+        if (crops_[v].size() != host.nbytes()) crops_[v] = DeviceBuffer<uint8_t>(host.nbytes(), "view crops");
+        MOCO_CUDA_CHECK(
+            cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
+        views[v] = Tensor::wrap(crops_[v].get(), host.shape(), DType::U8, Device::CUDA);
+        stages_->apply(views[v], batch.params[(size_t)v]);
+      }
+    } catch (...) {
+      cudaStreamSynchronize(stream_);  // no copy may still read the batch's memory once it goes back to the pool
+      throw;
     }
     const StepStats st = gpu_->step(views[0], views[1], lr);
     // The shapes repeat from here on: a new device allocation after two steps is a bug, not a warm-up.

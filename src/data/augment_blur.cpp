@@ -31,7 +31,8 @@ int reflect_index(int i, int n) {
 // d[i] = sum over taps j in order of w[j] * rows[j][i], for i < n. The sum runs in registers, 16 outputs at a
 // time, and each output is stored once: accumulating tap by tap into d (load, add, store per tap) spent most
 // of its time moving d through memory. The order of the additions per output is unchanged (0, then tap 0, 1,
-// ...), so the result is bit for bit what the tap-by-tap loop gave; 1.2x to 1.45x faster (bench_augment).
+// ...), so the result is bit for bit what the tap-by-tap loop gave; 1.45x to 1.9x faster (bench_augment,
+// bench/results/2026-11-25-blur-register-blocks.md).
 void weighted_rows(const float* const* rows, const float* w, int taps, size_t n, float* __restrict d) {
   constexpr size_t kBlock = 16;  // four SSE registers of accumulators
   size_t i = 0;

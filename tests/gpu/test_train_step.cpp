@@ -1,0 +1,119 @@
+// The GPU training step as `moco train` drives it (make_train_step, DeviceStep::step on a loader batch of 8-bit
+// crops and their decisions) against the CPU step on the views the CPU twin of the device stages makes from
+// the same crops (apply_view_stages_u8), normalised here as torchvision's ToTensor + Normalize would
+// ((u / 255 - mean) / std in double). One step of the well-conditioned network (ResNet-18, small stem, BN
+// groups of 8, 16 px, fp32), the v2 recipe so that every stage can fire: the loss and the whole gradient to
+// the bounds of GpuMocoStep.EightBitViewsGiveTheStepOfTheirNormalisedImages. The same batch with the two
+// views' decisions swapped must give another loss, so the decisions reach the views they belong to.
+#include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../src/cuda/train_step.h"
+#include "gpu_test.h"
+#include "moco/loader.h"
+#include "moco/rng.h"
+
+using namespace moco;
+
+namespace {
+
+// Image i is 20x24 colour noise keyed by i.
+class NoiseImages : public Dataset {
+ public:
+  int64_t size() const override { return 64; }
+  int num_classes() const override { return 1; }
+  int label(int64_t) const override { return 0; }
+  bool load(int64_t i, Image& out, std::string*) const override {
+    out.h = 20;
+    out.w = 24;
+    out.pixels.resize(20 * 24 * 3);
+    Rng r(9, (uint64_t)i);
+    for (auto& p : out.pixels) p = (uint8_t)r.below(256);
+    return true;
+  }
+  std::string name() const override { return "noise"; }
+  std::string source(int64_t i) const override { return "noise[" + std::to_string(i) + "]"; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  std::vector<std::string> names_ = {"a"};
+};
+
+MocoConfig well_conditioned() {
+  MocoConfig c;
+  c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
+  c.encoder.head = Head::Mlp, c.encoder.out_dim = 32;
+  c.queue_size = 512, c.temperature = 0.2f, c.momentum = 0.99f, c.bn_splits = 4, c.seed = 3;
+  return c;
+}
+
+// View v of the batch as the CPU step takes it: each crop through the CPU stages, normalised, (N, 3, S, S).
+Tensor cpu_views(const Batch& b, int v, const AugmentRecipe& rec) {
+  const int64_t n = b.views[(size_t)v].size(0), s = rec.size, plane = s * s;
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);
+  std::vector<uint8_t> staged((size_t)(plane * 3));  // (S, S, 3)
+  for (int64_t i = 0; i < n; ++i) {
+    apply_view_stages_u8(rec, b.params[(size_t)v][(size_t)i], b.views[(size_t)v].data<uint8_t>() + i * plane * 3,
+                         staged.data());
+    for (int64_t p = 0; p < plane; ++p)
+      for (int c = 0; c < 3; ++c)
+        out.data<float>()[(i * 3 + c) * plane + p] =
+            (float)((staged[(size_t)(p * 3 + c)] / 255.0 - mean[c]) / stdev[c]);
+  }
+  return out;
+}
+
+double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+  return std::sqrt(num / den);
+}
+
+}  // namespace
+
+TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
+  MOCO_REQUIRE_GPU();
+  NoiseImages data;
+  const AugmentRecipe rec = recipe_from_name("v2", 16);
+  LoaderConfig lc;
+  lc.batch = 32;
+  lc.workers = 2;
+  lc.seed = 5;
+  lc.view_dtype = DType::U8;
+  lc.stages_on_device = true;
+  Loader loader(data, rec, lc);
+  loader.start_epoch(0);
+  Batch b;
+  ASSERT_TRUE(loader.next(b));
+
+  TrainOptions o;
+  o.precision = "fp32";
+  SingleCommunicator comm;
+  Moco cpu(well_conditioned(), comm), gpu_host(well_conditioned(), comm), readback(well_conditioned(), comm);
+  cpu.init();
+  gpu_host.init();
+  std::unique_ptr<DeviceStep> device = cuda::make_train_step(gpu_host, comm, o, rec);
+  ASSERT_TRUE(device);
+  EXPECT_EQ(device->view_dtype(), DType::U8);
+  EXPECT_TRUE(device->stages_on_device());
+
+  const StepStats c = cpu.step(cpu_views(b, 0, rec), cpu_views(b, 1, rec), 0.03f);
+  const StepStats g = device->step(b, 0.03f);
+  device->store_to(readback);
+  EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
+  EXPECT_LE(relative_l2(cpu.optimizer().momentum_buffer(), readback.optimizer().momentum_buffer()), 1e-4)
+      << "relative L2 error of the whole gradient";
+
+  // the decisions swapped between the views: another pair of views, another loss
+  Moco fresh(well_conditioned(), comm);
+  fresh.init();
+  std::unique_ptr<DeviceStep> other = cuda::make_train_step(fresh, comm, o, rec);
+  Batch swapped = b;
+  std::swap(swapped.params[0], swapped.params[1]);
+  const StepStats w = other->step(swapped, 0.03f);
+  EXPECT_GT(std::fabs(w.loss - c.loss), 1e-3 * std::fabs(c.loss)) << "the views' decisions were swapped";
+}
