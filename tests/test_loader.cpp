@@ -15,6 +15,7 @@
 #include "moco/loader.h"
 #include "moco/recycling_pool.h"
 #include "moco/rng.h"
+#include "tiny_moco.h"
 
 using namespace moco;
 
@@ -247,36 +248,11 @@ TEST(Loader, BadConfigurationsAreRefusedWithTheValues) {
   EXPECT_THROW(l.next(b), Error);  // no image decodes at all: the worker's error reaches the consumer
 }
 
-namespace {
-// Image i is 10x12 colour noise keyed by i, so a view's channels and positions differ.
-class NoiseDataset : public Dataset {
- public:
-  explicit NoiseDataset(int64_t n) : n_(n) {}
-  int64_t size() const override { return n_; }
-  int num_classes() const override { return 1; }
-  int label(int64_t) const override { return 0; }
-  bool load(int64_t i, Image& out, std::string*) const override {
-    out.h = 10;
-    out.w = 12;
-    out.pixels.resize(10 * 12 * 3);
-    Rng r(5, (uint64_t)i);
-    for (auto& p : out.pixels) p = (uint8_t)r.below(256);
-    return true;
-  }
-  std::string name() const override { return "noise"; }
-  std::string source(int64_t i) const override { return "noise[" + std::to_string(i) + "]"; }
-  const std::vector<std::string>& class_names() const override { return names_; }
-
- private:
-  int64_t n_;
-  std::vector<std::string> names_ = {"a"};
-};
-}  // namespace
 
 // view_dtype U8 (GPU training): each view is (N, S, S, 3) uint8, the same images as the float batches at the
 // same positions, each byte within half a level of 255 x the float view de-normalised with SPEC's constants.
 TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
-  NoiseDataset d(24);
+  test::NoiseDataset d(24, 10, 12, 5);
   LoaderConfig f32;
   f32.batch = 5;
   f32.workers = 2;
@@ -321,7 +297,7 @@ TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
 // apart at the end is rounding, not a fault; here every byte is within 3 levels of augment_view_u8's and
 // most are equal.
 TEST(Loader, StagesOnDeviceHandCropsAndTheirDecisions) {
-  NoiseDataset d(12);
+  test::NoiseDataset d(12, 10, 12, 5);
   LoaderConfig c;
   c.batch = 4;
   c.workers = 2;

@@ -1,9 +1,14 @@
 // A MoCo model small enough for unit tests (ResNet-18, small stem, width 2, fc head), and smooth synthetic
-// images for it. Shared by the cpu and dist tests.
+// images for it; a well-conditioned one for the GPU tests; a data set of colour noise. Shared by the cpu,
+// gpu and dist tests.
 #pragma once
 #include <cmath>
+#include <string>
+#include <vector>
 
+#include "moco/data.h"
 #include "moco/moco.h"
+#include "moco/rng.h"
 
 namespace moco::test {
 
@@ -24,5 +29,42 @@ inline Tensor wave_images(int64_t n, float freq, float phase) {
   for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(freq * (float)i + phase);
   return x;
 }
+
+// ResNet-18 with the small stem, width 8, MLP head, BN groups of 8 at batch 32: its fp32 gradient at 16 px has
+// no near-ties, so GPU and CPU agree to rounding (tests/gpu/test_gpu_moco_step.cpp).
+inline MocoConfig well_conditioned_moco() {
+  MocoConfig c;
+  c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
+  c.encoder.head = Head::Mlp, c.encoder.out_dim = 32;
+  c.queue_size = 512, c.temperature = 0.2f, c.momentum = 0.99f, c.bn_splits = 4, c.seed = 3;
+  return c;
+}
+
+// n images of h x w colour noise, image i keyed by (seed, i), one class: views whose channels and positions
+// all differ, so layout mistakes show.
+class NoiseDataset : public Dataset {
+ public:
+  NoiseDataset(int64_t n, int h, int w, uint64_t seed) : n_(n), h_(h), w_(w), seed_(seed) {}
+  int64_t size() const override { return n_; }
+  int num_classes() const override { return 1; }
+  int label(int64_t) const override { return 0; }
+  bool load(int64_t i, Image& out, std::string*) const override {
+    out.h = h_;
+    out.w = w_;
+    out.pixels.resize((size_t)h_ * w_ * 3);
+    Rng r(seed_, (uint64_t)i);
+    for (auto& p : out.pixels) p = (uint8_t)r.below(256);
+    return true;
+  }
+  std::string name() const override { return "noise"; }
+  std::string source(int64_t i) const override { return "noise[" + std::to_string(i) + "]"; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  int64_t n_;
+  int h_, w_;
+  uint64_t seed_;
+  std::vector<std::string> names_ = {"a"};
+};
 
 }  // namespace moco::test

@@ -35,6 +35,7 @@
 #include "../../src/cuda/check.h"
 #include "../../src/cuda/gpu_moco.h"
 #include "../../src/cuda/single_device_communicator.h"
+#include "../tiny_moco.h"
 #include "gpu_test.h"
 #include "moco/rng.h"
 
@@ -57,15 +58,7 @@ MocoConfig tiny_v2() {
   return c;
 }
 
-// ResNet-18 with the small stem, width 8, BN groups of 8 at batch 32: its fp32 gradient at 16 px has no
-// near-ties, so GPU and CPU agree to rounding.
-MocoConfig well_conditioned() {
-  MocoConfig c;
-  c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
-  c.encoder.head = Head::Mlp, c.encoder.out_dim = 32;
-  c.queue_size = 512, c.temperature = 0.2f, c.momentum = 0.99f, c.bn_splits = 4, c.seed = 3;
-  return c;
-}
+MocoConfig well_conditioned() { return test::well_conditioned_moco(); }
 
 // (N, 3, S, S) smooth images with per-sample noise; `view` makes the second augmentation-like view.
 Tensor images(int64_t n, int64_t s, uint64_t step, int view) {

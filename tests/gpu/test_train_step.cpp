@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../../src/cuda/train_step.h"
+#include "../tiny_moco.h"
 #include "gpu_test.h"
 #include "moco/loader.h"
 #include "moco/rng.h"
@@ -19,36 +20,6 @@
 using namespace moco;
 
 namespace {
-
-// Image i is 20x24 colour noise keyed by i.
-class NoiseImages : public Dataset {
- public:
-  int64_t size() const override { return 64; }
-  int num_classes() const override { return 1; }
-  int label(int64_t) const override { return 0; }
-  bool load(int64_t i, Image& out, std::string*) const override {
-    out.h = 20;
-    out.w = 24;
-    out.pixels.resize(20 * 24 * 3);
-    Rng r(9, (uint64_t)i);
-    for (auto& p : out.pixels) p = (uint8_t)r.below(256);
-    return true;
-  }
-  std::string name() const override { return "noise"; }
-  std::string source(int64_t i) const override { return "noise[" + std::to_string(i) + "]"; }
-  const std::vector<std::string>& class_names() const override { return names_; }
-
- private:
-  std::vector<std::string> names_ = {"a"};
-};
-
-MocoConfig well_conditioned() {
-  MocoConfig c;
-  c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
-  c.encoder.head = Head::Mlp, c.encoder.out_dim = 32;
-  c.queue_size = 512, c.temperature = 0.2f, c.momentum = 0.99f, c.bn_splits = 4, c.seed = 3;
-  return c;
-}
 
 // View v of the batch as the CPU step takes it: each crop through the CPU stages, normalised, (N, 3, S, S).
 Tensor cpu_views(const Batch& b, int v, const AugmentRecipe& rec) {
@@ -77,7 +48,7 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
   MOCO_REQUIRE_GPU();
-  NoiseImages data;
+  test::NoiseDataset data(64, 20, 24, 9);
   const AugmentRecipe rec = recipe_from_name("v2", 16);
   LoaderConfig lc;
   lc.batch = 32;
@@ -93,7 +64,8 @@ TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
   TrainOptions o;
   o.precision = "fp32";
   SingleCommunicator comm;
-  Moco cpu(well_conditioned(), comm), gpu_host(well_conditioned(), comm), readback(well_conditioned(), comm);
+  const MocoConfig cfg = test::well_conditioned_moco();
+  Moco cpu(cfg, comm), gpu_host(cfg, comm), readback(cfg, comm);
   cpu.init();
   gpu_host.init();
   std::unique_ptr<DeviceStep> device = cuda::make_train_step(gpu_host, comm, o, rec);
@@ -109,7 +81,7 @@ TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
       << "relative L2 error of the whole gradient";
 
   // the decisions swapped between the views: another pair of views, another loss
-  Moco fresh(well_conditioned(), comm);
+  Moco fresh(cfg, comm);
   fresh.init();
   std::unique_ptr<DeviceStep> other = cuda::make_train_step(fresh, comm, o, rec);
   Batch swapped = b;
