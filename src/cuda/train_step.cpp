@@ -36,6 +36,8 @@ class CudaTrainStep final : public DeviceStep {
     // Torn down by an error (this destructor runs while it propagates): a collective of this step may still
     // wait for a peer that died, and freeing device memory would wait behind it. Abort the communicator first.
     if (std::uncaught_exceptions() > 0 && comm_) comm_->abandon();
+    stages_.reset();  // everything that works on stream_ goes before it
+    for (auto& c : crops_) c = DeviceBuffer<uint8_t>();
     gpu_.reset();
     comm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
