@@ -56,6 +56,10 @@ mutate "pinned: slot refilled before wait" src/cuda/pinned_host.cpp \
 mutate "step: state uploads not awaited" src/cuda/gpu_moco.cpp \
   '  MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // the uploads (legacy stream) land before the next step reads them' \
   '' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' fail
+mutate "train: crops copied on the legacy stream" src/cuda/train_step.cpp \
+  'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));' \
+  'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, nullptr));' \
+  'GpuTrainStep.*' fail
 mutate "step: key copy before query copy" src/cuda/gpu_moco.cpp \
   '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));' '' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' pass
 cmake --build "$build" -j2 --target moco_emu_tests > /dev/null 2>&1
