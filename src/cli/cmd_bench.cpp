@@ -25,7 +25,8 @@ namespace moco {
 
 namespace {
 
-// Images per second from the loader over `steps` batches after `warmup` batches, one line per worker count.
+// Images per second from the loader over `steps` batches after `warmup` batches, for each worker count: the
+// whole views the CPU step takes, and the crops GPU training takes (the GPU applies the rest of each view).
 int bench_data(const std::string& data, const std::string& recipe_name, int image_size, int64_t batch,
                const std::vector<int>& workers, int warmup, int steps) {
   std::unique_ptr<Dataset> ds = open_dataset(data, "train");
@@ -33,22 +34,26 @@ int bench_data(const std::string& data, const std::string& recipe_name, int imag
   std::printf("moco bench --data: %s, %lld images; recipe %s at %d px, 2 views per image, batch %lld\n",
               ds->name().c_str(), (long long)ds->size(), recipe_name.c_str(), recipe.size, (long long)batch);
   for (int w : workers) {
-    LoaderConfig c;
-    c.batch = batch;
-    c.workers = w;
-    Loader loader(*ds, recipe, c);
-    MOCO_CHECK(loader.steps_per_epoch() >= warmup + steps, ds->name(), " has ", loader.steps_per_epoch(),
-               " batches of ", batch, ", fewer than --warmup ", warmup, " + --steps ", steps,
-               "; lower them or --batch-size");
-    loader.start_epoch(0);
-    Batch b;
-    for (int i = 0; i < warmup; ++i) loader.next(b);
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; ++i) loader.next(b);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double ips = (double)(batch * steps) / s;
-    std::printf("workers %3d: %8.1f images/s  (%.1f per worker)%s\n", w, ips, ips / w,
-                loader.skipped() ? "  (some images could not be decoded; see above)" : "");
+    for (bool crops : {false, true}) {
+      LoaderConfig c;
+      c.batch = batch;
+      c.workers = w;
+      if (crops) c.view_dtype = DType::U8, c.stages_on_device = true;
+      Loader loader(*ds, recipe, c);
+      MOCO_CHECK(loader.steps_per_epoch() >= warmup + steps, ds->name(), " has ", loader.steps_per_epoch(),
+                 " batches of ", batch, ", fewer than --warmup ", warmup, " + --steps ", steps,
+                 "; lower them or --batch-size");
+      loader.start_epoch(0);
+      Batch b;
+      for (int i = 0; i < warmup; ++i) loader.next(b);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < steps; ++i) loader.next(b);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double ips = (double)(batch * steps) / s;
+      std::printf("workers %3d, %-40s %8.1f images/s  (%.1f per worker)%s\n", w,
+                  crops ? "crops (GPU training, --device cuda):" : "whole views (the CPU step):", ips, ips / w,
+                  loader.skipped() ? "  (some images could not be decoded; see above)" : "");
+    }
   }
   return 0;
 }

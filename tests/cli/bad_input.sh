@@ -68,7 +68,8 @@ if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
   [ "$before" = "$after" ] && echo "ok: the run folder is unchanged" || { echo "FAIL: the run folder changed"; failed=1; }
   # the data-path benchmark: a rate per worker count, and a refusal when the data set is too small for it
   out=$("$moco" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 2 --warmup 1 -j 2 2>&1)
-  if [[ "$out" == *"workers   2:"*"images/s"* ]]; then echo "ok: bench --data -> $(echo "$out" | tail -1)"
+  if [[ "$out" == *"workers   2, whole views"*"images/s"*"workers   2, crops"*"images/s"* ]]; then
+    echo "ok: bench --data -> $(echo "$out" | tail -2 | tr '\n' ' ')"
   else echo "FAIL: bench --data printed: $out"; failed=1; fi
   expect "fewer than --warmup 1 + --steps 100000" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 100000 --warmup 1
 else
