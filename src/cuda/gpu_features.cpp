@@ -4,8 +4,8 @@
 #include "cuda_backend.h"
 #include "device_buffer.h"
 #include "dtype_dispatch.h"
-#include "image_normalize.cuh"
 #include "moco/cuda_runtime.h"
+#include "network_input.h"
 #include "nhwc_ops.cuh"
 #include "weight_slots.h"
 
@@ -47,22 +47,15 @@ class GpuFeatures final : public FeatureExtractor {
   }
 
   Tensor features(const Tensor& x) override {
-    const bool u8 = x.dtype() == DType::U8 && x.dim() == 4 && x.size(3) == 3;
-    const bool f32 = x.dtype() == DType::F32 && x.dim() == 4 && x.size(1) == 3;
-    MOCO_CHECK(x.device() == Device::CPU && x.is_contiguous() && (u8 || f32), "images must be a contiguous host u8 "
-               "(N, H, W, 3) or f32 (N, 3, H, W) tensor, got ", device_name(x.device()), " ", dtype_name(x.dtype()),
-               " ", shape_str(x.shape()));
-    const int64_t n = x.size(0), h = x.size(u8 ? 1 : 2), w = x.size(u8 ? 2 : 3);
-    Tensor staged = backend_->empty({n, 3 * h * w}, x.dtype());  // (N, 3*H*W) as the host holds it
+    MOCO_CHECK(x.device() == Device::CPU, "images must be on the host, got ", device_name(x.device()));
+    const ViewBatch v = view_batch(x, "the images");
+    Tensor staged = backend_->empty({v.n, 3 * v.h * v.w}, v.pixel);  // (N, 3*H*W) as the host holds it
     MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, stream_));
-    Tensor input = backend_->empty({n, 3, h, w}, act_);  // (N, 3, H, W) channels-last
-    Tensor out;                                          // (N, D) fp32 on the device
+    Tensor input = backend_->empty({v.n, 3, v.h, v.w}, act_);  // (N, 3, H, W) channels-last
+    to_network_input(v, staged.raw(), act_, input.raw(), stream_);
+    Tensor out;  // (N, D) fp32 on the device
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      if (u8)
-        kernels::image_to_nhwc<T>(n, h, w, staged.data<uint8_t>(), static_cast<T*>(input.raw()), stream_);
-      else
-        kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(input.raw()), stream_);
       Tensor f = enc_.features(input);  // (N, D) compute dtype
       out = backend_->empty(f.shape(), DType::F32);
       kernels::cast<T, float>(f.numel(), static_cast<const T*>(f.raw()), out.data<float>(), stream_);

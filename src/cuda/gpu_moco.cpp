@@ -17,28 +17,15 @@
 #include "enqueue.cuh"
 #include "flat_update.cuh"
 #include "grad_buckets.h"
-#include "image_normalize.cuh"
 #include "l2_normalize.cuh"
 #include "moco_logits.cuh"
+#include "network_input.h"
 #include "nhwc_ops.cuh"
 #include "pinned_host.h"
 #include "softmax_xent.cuh"
 #include "weight_slots.h"
 
 namespace moco::cuda {
-
-namespace {
-
-// The two forms of a batch of views (LoaderConfig::view_dtype): normalised fp32 (N, 3, H, W), or 8-bit
-// (N, H, W, 3), normalised here on the device.
-void expect_images(const Tensor& x, const char* what) {
-  const bool f32 = x.dtype() == DType::F32 && x.dim() == 4 && x.size(1) == 3;
-  const bool u8 = x.dtype() == DType::U8 && x.dim() == 4 && x.size(3) == 3;
-  MOCO_CHECK(x.is_contiguous() && (f32 || u8), what, " must be a contiguous f32 (N, 3, H, W) or u8 (N, H, W, 3) ",
-             "tensor, got ", device_name(x.device()), " ", dtype_name(x.dtype()), " ", shape_str(x.shape()));
-}
-
-}  // namespace
 
 struct GpuMoco::Buffers {
   int64_t params = 0, stats = 0, counts = 0;  // element counts of the three flat buffers (registry sizes)
@@ -220,13 +207,13 @@ StepStats GpuMoco::step(const Tensor& x_q, const Tensor& x_k, float lr) {
 
 StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, float lr,
                                          const std::vector<int64_t>& perm) {
-  expect_images(x_q, "the query batch");
-  expect_images(x_k, "the key batch");
+  const ViewBatch views = view_batch(x_q, "the query batch");  // 8-bit (N, H, W, 3) or fp32 (N, 3, H, W)
+  view_batch(x_k, "the key batch");
   MOCO_CHECK(x_q.shape() == x_k.shape() && x_q.dtype() == x_k.dtype(), "query and key batches differ: ",
              dtype_name(x_q.dtype()), " ", shape_str(x_q.shape()), " vs ", dtype_name(x_k.dtype()), " ",
              shape_str(x_k.shape()));
-  const DType pixel = x_q.dtype();  // U8: (N, H, W, 3) 8-bit views; F32: (N, 3, H, W) normalised
-  const int64_t n = x_q.size(0), h = x_q.size(pixel == DType::U8 ? 1 : 2), w = x_q.size(pixel == DType::U8 ? 2 : 3);
+  const DType pixel = views.pixel;
+  const int64_t n = views.n, h = views.h, w = views.w;
   const int64_t img = 3 * h * w, img_bytes = img * (int64_t)dtype_size(pixel);
   const int64_t c = cfg_.encoder.out_dim, k_len = cfg_.queue_size, world = comm_.world_size();
   MOCO_CHECK(n % cfg_.bn_splits == 0, "batch of ", n, " images does not split into ", cfg_.bn_splits, " BN groups");
@@ -250,17 +237,9 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     if (i > 0) nvtxRangePop();
     if (i < kPhases) nvtxRangePushA(phase_name(i));
   };
-  // Staged views on the device -> the network's layout and dtype: 8-bit ones normalised (ToTensor + Normalize),
-  // fp32 ones (already normalised) moved to channels-last.
   auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) of `pixel` on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      if (pixel == DType::U8)
-        kernels::image_to_nhwc<T>(n, h, w, staged.data<uint8_t>(), static_cast<T*>(x.raw()), stream_);
-      else
-        kernels::nchw_to_nhwc<T>(n, 3, h * w, staged.data<float>(), static_cast<T*>(x.raw()), stream_);
-    });
+    to_network_input(views, staged.raw(), act_, x.raw(), stream_);
     return x;
   };
   auto upload = [&](const Tensor& x, cudaStream_t on) {  // images already on the device (benchmarks) stay
