@@ -35,7 +35,7 @@ static bool correct() {
   const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, z.data(), 5);
   DeviceBuffer<float> dz(z, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
   DeviceBuffer<int64_t> hits(2, "hits");
-  DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+  DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
   dd.poison();
   loss.poison();
   hits.poison();
@@ -65,7 +65,7 @@ int main() {
     DeviceBuffer<float> z(moco_like_logits(n, m, 2), "logits"), d((size_t)(n * m), "dlogits");  // (N, 1+K) each
     DeviceBuffer<float> loss(1, "loss");
     DeviceBuffer<int64_t> hits(2, "hits");
-    DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+    DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
     const double both_ms = timer.median_ms(
         [&] { kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr); });
     const double loss_ms = timer.median_ms(

@@ -1,13 +1,17 @@
-// Softmax cross-entropy with label 0 over the MoCo logits (N, 1+K): loss, dlogits and top-1/top-5 hits in
-// one pass over each row.
+// Softmax cross-entropy over rows of logits: loss, dlogits and top-1/top-5 hits in one pass over each row.
+// The MoCo logits (N, 1+K) with label 0 for every row (labels == nullptr), and the linear probe's class
+// scores (N, classes) with a label per row.
 //
-// What it computes, per row i of z (N, M):
-//   mx = max_j z_ij, s = sum_j exp(z_ij - mx), loss_i = mx + log(s) - z_i0
-//   dlogits_ij = (exp(z_ij - mx) / s - [j == 0]) / N
-//   above_i = #{ j >= 1 : z_ij > z_i0 }; top-1 hit when above_i < 1, top-5 hit when above_i < 5
+// What it computes, per row i of z (N, M) with label y = y_i (0 without labels):
+//   mx = max_j z_ij, s = sum_j exp(z_ij - mx), loss_i = mx + log(s) - z_iy
+//   dlogits_ij = (exp(z_ij - mx) / s - [j == y]) / N
+//   above_i = #{ j != y : z_ij > z_iy, or z_ij == z_iy and j < y }; top-1 hit when above_i < 1, top-5 hit
+//   when above_i < 5
 // then loss = mean_i loss_i and the two hit counts.
-// CPU references: cpu::softmax_xent_label0 (loss, dlogits) and cpu::count_label0_in_topk (hits), in
-// src/cpu/contrastive.cpp; the tie rule (strictly greater beats the positive) is theirs.
+// CPU references: cpu::softmax_xent (loss, dlogits; cpu::softmax_xent_label0 without labels) and
+// cpu::count_label0_in_topk (hits), in src/cpu/contrastive.cpp. The tie rule is theirs for label 0 (a tie does
+// not beat the positive) and, for other labels, the argmax's (std::max_element: the first of equal maxima wins),
+// which is what the linear probe's accuracy counts on the CPU.
 //
 // What is fused and why: the row is memory-bound (65537 floats, a few flops each), so max, sum of
 // exponentials and rank are one read (online softmax: each thread keeps a running max and a sum rescaled
@@ -39,6 +43,7 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b
 
 __global__ void __launch_bounds__(kRowThreads)
     rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
+                const int64_t* labels,                        // (N) or null: label 0
                 float* dlogits,                               // (N, M) or null; may alias logits
                 double* row_loss,                             // (N)
                 int* row_above) {                             // (N)
@@ -46,12 +51,13 @@ __global__ void __launch_bounds__(kRowThreads)
   __shared__ int sh_above[kRowThreads / kWarp];
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
-  const float z0 = z[0];  // read by every thread before any write of this row (the reductions below sync)
+  const int64_t y = labels ? labels[row] : 0;
+  const float zy = z[y];  // read by every thread before any write of this row (the reductions below sync)
   float mx = -INFINITY, s = 0.f;
   int above = 0;
   for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
     const float v = z[j];
-    above += (j > 0) & (v > z0);
+    above += (v > zy) | ((v == zy) & (j < y));  // j == y: neither
     if (v > mx) {
       s = s * expf(mx - v) + 1.f;  // expf(-inf) = 0 on the first element
       mx = v;
@@ -87,7 +93,7 @@ __global__ void __launch_bounds__(kRowThreads)
     if (lane == 0) {
       sh_mx[0] = mx;
       sh_s[0] = s;
-      row_loss[row] = (double)mx + log((double)s) - (double)z0;
+      row_loss[row] = (double)mx + log((double)s) - (double)zy;
       row_above[row] = above;
     }
   }
@@ -98,7 +104,7 @@ __global__ void __launch_bounds__(kRowThreads)
   float* d = dlogits + row * m;
   for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
     float p = expf(z[j] - mx) * inv_s;  // each element is read and written by the same thread: in place is safe
-    if (j == 0) p -= 1.f;
+    if (j == y) p -= 1.f;
     d[j] = p * inv_n;
   }
 }
@@ -141,20 +147,21 @@ size_t align8(size_t b) { return (b + 7) / 8 * 8; }
 
 }  // namespace
 
-size_t softmax_xent_label0_workspace_bytes(int64_t n) {
+size_t softmax_xent_workspace_bytes(int64_t n) {
   return align8((size_t)n * sizeof(double)) + align8((size_t)n * sizeof(int));
 }
 
-void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss, int64_t* hits,
-                         void* workspace, cudaStream_t stream) {
-  MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent_label0: need N, M >= 1, got N=", n, " M=", m);
-  MOCO_CHECK(n <= INT32_MAX, "softmax_xent_label0: N=", n, " exceeds the grid (one block per row)");
-  MOCO_CHECK(logits && loss && workspace, "softmax_xent_label0: logits, loss and workspace must be non-null");
-  MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 8 == 0, "softmax_xent_label0: workspace ", workspace,
+void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
+                  int64_t* hits, void* workspace, cudaStream_t stream) {
+  MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent: need N, M >= 1, got N=", n, " M=", m);
+  MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
+  MOCO_CHECK(logits && loss && workspace, "softmax_xent: logits, loss and workspace must be non-null");
+  MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 8 == 0, "softmax_xent: workspace ", workspace,
              " is not 8-byte aligned");
   double* row_loss = static_cast<double*>(workspace);                                             // (N)
   int* row_above = reinterpret_cast<int*>(static_cast<char*>(workspace) + align8(n * sizeof(double)));  // (N)
-  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, dlogits, row_loss, row_above);
+  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, row_loss,
+                                                       row_above);
   MOCO_CUDA_CHECK_LAUNCH();
   reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
   MOCO_CUDA_CHECK_LAUNCH();

@@ -1,4 +1,5 @@
-// Launcher for the (1+K)-way softmax cross-entropy with label 0 (raw pointers and sizes only; no Tensor).
+// Launchers for the softmax cross-entropy over rows of logits: the MoCo step's (1+K)-way one with label 0 and
+// the linear probe's with a label per row (raw pointers and sizes only; no Tensor).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -7,20 +8,28 @@
 
 namespace moco::kernels {
 
-// Bytes of device workspace softmax_xent_label0 needs for n rows (per-row losses and ranks).
-size_t softmax_xent_label0_workspace_bytes(int64_t n);
+// Bytes of device workspace softmax_xent needs for n rows (per-row losses and ranks).
+size_t softmax_xent_workspace_bytes(int64_t n);
 
-// Rows of logits (N, M) with label 0 for every row:
-//   loss[0]   = mean_i (logsumexp(z_i) - z_i0)                     (device fp32 scalar; reduced in double)
-//   dlogits   = (softmax(z_i) - onehot0) / N                        (N, M); nullable (loss only); may equal
+// Rows of logits (N, M) with labels y (N) in [0, M) (device int64; nullptr: 0 for every row):
+//   loss[0]   = mean_i (logsumexp(z_i) - z_iy)                     (device fp32 scalar; reduced in double)
+//   dlogits   = (softmax(z_i) - onehot(y_i)) / N                    (N, M); nullable (loss only); may equal
 //                                                                  logits (computed in place)
-//   hits[0/1] = rows whose z_i0 is beaten by fewer than 1 / 5 negatives (strictly greater ones; a tie does
-//               not beat the positive)                             (device int64 (2)); nullable
-// workspace: softmax_xent_label0_workspace_bytes(n) bytes of device memory, 8-byte aligned.
+//   hits[0/1] = rows whose z_iy is beaten by fewer than 1 / 5 others (device int64 (2)); nullable. Beaten:
+//               strictly greater, or equal at a lower column, so a top-1 hit is "the argmax is y" with the
+//               first of equal maxima winning; with label 0 a tie never beats the positive.
+// workspace: softmax_xent_workspace_bytes(n) bytes of device memory, 8-byte aligned.
 // Deterministic: the same inputs give bit-identical outputs (no floating-point atomics).
-// CPU references: cpu::softmax_xent_label0 and cpu::count_label0_in_topk (topk 1 and 5).
-void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss, int64_t* hits,
-                         void* workspace, cudaStream_t stream);
+// CPU references: cpu::softmax_xent, cpu::count_label0_in_topk (topk 1 and 5; label 0) and std::max_element
+// (the probe's top-1, run_lincls).
+void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
+                  int64_t* hits, void* workspace, cudaStream_t stream);
+
+// The MoCo step's: label 0 for every row. CPU reference: cpu::softmax_xent_label0.
+inline void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss,
+                                int64_t* hits, void* workspace, cudaStream_t stream) {
+  softmax_xent(n, m, logits, nullptr, dlogits, loss, hits, workspace, stream);
+}
 
 // summary (3) fp32 = {loss[0], hits[0], hits[1]}: the step's numbers as one small buffer that the ranks can
 // average with one all-reduce and the host can read back with one copy. CPU reference: the float array the

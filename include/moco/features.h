@@ -2,11 +2,14 @@
 // features (N, D) fp32 out, BN in eval mode, no gradient. The CPU extractor runs the Encoder itself on
 // normalised fp32 (N, 3, H, W) views; the GPU one (src/cuda/gpu_features.h) runs a copy of its weights on the
 // device and asks for 8-bit (N, H, W, 3) views, which it normalises there (it takes fp32 ones too). Loaders
-// that feed an extractor make the views in its view_dtype().
+// that feed an extractor make the views in its view_dtype(). The linear probe trains where the features are
+// made: linear_probe() gives the CPU probe, or the GPU one for the GPU extractor.
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "moco/linear_probe.h"
 #include "moco/resnet.h"
 
 namespace moco {
@@ -18,6 +21,11 @@ class FeatureExtractor {
   virtual std::string describe() const = 0;      // "cpu", "cuda: NVIDIA H100 ..., bf16"
   // The form of the views features() wants: DType::F32 (normalised) or DType::U8 (8-bit).
   virtual DType view_dtype() const { return DType::F32; }
+  // A linear probe on this extractor's features (make_cpu_linear_probe's arguments), on the same device.
+  virtual std::unique_ptr<LinearProbe> linear_probe(int64_t dim, int64_t classes, std::vector<float> initial,
+                                                    const SgdConfig& sgd) {
+    return make_cpu_linear_probe(dim, classes, std::move(initial), sgd);
+  }
 };
 
 class CpuFeatures final : public FeatureExtractor {

@@ -30,7 +30,7 @@ struct LinclsResult {
 };
 
 // `on_epoch(epoch, loss)` is called after each epoch (progress, logs). `features`: where the frozen
-// backbone runs (nullptr: on the CPU, the backbone itself); the probe itself always trains on the CPU.
+// backbone runs (nullptr: on the CPU, the backbone itself); the fc trains there too (its linear_probe()).
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
                         const std::function<void(int, double)>& on_epoch, FeatureExtractor* features = nullptr);
 

@@ -17,7 +17,7 @@ void declare_eval_options(Args& a, const char* what_is_evaluated, const char* ba
   a.option("-b,--batch-size", "256", batch_help);
   a.option("-j,--workers", "2", "data loading threads");
   a.option("--image-size", "", "eval size (default: the checkpoint's)");
-  a.option("--device", "auto", "where the backbone runs: cpu | cuda | auto (cuda when a GPU is usable)");
+  a.option("--device", "auto", "where the backbone (and the probe) run: cpu | cuda | auto (cuda when a GPU is usable)");
   a.option("--precision", "bf16", "on the GPU: bf16 | fp32");
 }
 

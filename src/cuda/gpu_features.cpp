@@ -4,6 +4,7 @@
 #include "cuda_backend.h"
 #include "device_buffer.h"
 #include "dtype_dispatch.h"
+#include "gpu_linear_probe.h"
 #include "moco/cuda_runtime.h"
 #include "network_input.h"
 #include "nhwc_ops.cuh"
@@ -67,6 +68,11 @@ class GpuFeatures final : public FeatureExtractor {
   }
   // 8-bit views: a quarter of the bytes to copy, normalised on the device as in training.
   DType view_dtype() const override { return DType::U8; }
+  // The probe trains on this device, on this extractor's stream, so its steps follow the features in order.
+  std::unique_ptr<LinearProbe> linear_probe(int64_t dim, int64_t classes, std::vector<float> initial,
+                                            const SgdConfig& sgd) override {
+    return make_gpu_linear_probe(dim, classes, initial, sgd, stream_);
+  }
   std::string describe() const override { return what_; }
 
  private:

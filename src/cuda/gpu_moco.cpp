@@ -223,7 +223,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     MOCO_CHECK(b.batch == 0, "the GPU step was sized for batches of ", b.batch, " and got ", n);
     b.batch = n;
     b.logits = DeviceBuffer<float>(n * (1 + k_len), "logits");
-    b.xent_ws = DeviceBuffer<char>(kernels::softmax_xent_label0_workspace_bytes(n), "softmax-CE workspace");
+    b.xent_ws = DeviceBuffer<char>(kernels::softmax_xent_workspace_bytes(n), "softmax-CE workspace");
     b.loss = DeviceBuffer<float>(1, "loss");
     b.hits = DeviceBuffer<int64_t>(2, "hits");
     b.global = DeviceBuffer<float>(3, "loss and hits for the all-reduce");

@@ -1,9 +1,7 @@
 #include "moco/lincls.h"
 
 #include <algorithm>
-#include <cstring>
 
-#include "moco/cpu_ops.h"
 #include "moco/error.h"
 #include "moco/knn.h"
 #include "moco/loader.h"
@@ -23,13 +21,13 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   const std::vector<int64_t> counts0 = backbone.counts();
   backbone.set_train(false);  // BN in eval mode: running statistics, no updates
 
-  // the new fc: one flat buffer [weight (classes, D), bias (classes)]
-  std::vector<float> fc((size_t)(classes * d + classes), 0.f), grad(fc.size());
+  // the new fc: one flat buffer [weight (classes, D) ~ N(0, 0.01), bias (classes) = 0], trained where the
+  // features are made
+  std::vector<float> fc0((size_t)(classes * d + classes), 0.f);
   Rng rng(o.seed, mix_stream(0x11C, 0));
-  for (int64_t i = 0; i < classes * d; ++i) fc[(size_t)i] = (float)(0.01 * rng.normal());
-  float* w = fc.data();
-  float* b = fc.data() + classes * d;
-  Sgd sgd((int64_t)fc.size(), SgdConfig{(float)o.momentum, (float)o.weight_decay});
+  for (int64_t i = 0; i < classes * d; ++i) fc0[(size_t)i] = (float)(0.01 * rng.normal());
+  std::unique_ptr<LinearProbe> probe =
+      fx.linear_probe(d, classes, std::move(fc0), SgdConfig{(float)o.momentum, (float)o.weight_decay});
 
   LoaderConfig lc;
   lc.batch = o.batch_size;
@@ -40,8 +38,6 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   lc.view_dtype = fx.view_dtype();
   Loader loader(train, recipe_from_name("lincls_train", o.image_size), lc);
   LinclsResult result;
-  std::vector<float> logits, dlogits;  // (N, classes)
-  std::vector<int64_t> labels;         // (N)
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     float lr = (float)o.lr;
     for (int64_t m : o.schedule) lr *= epoch >= m ? 0.1f : 1.f;
@@ -51,16 +47,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     Batch batch;
     while (loader.next(batch)) {
       Tensor feat = fx.features(batch.views[0]);  // (N, D), no tape: nothing flows back into the backbone
-      const int64_t n = feat.size(0);
-      logits.resize((size_t)(n * classes));
-      dlogits.resize(logits.size());
-      labels.assign(batch.labels.begin(), batch.labels.end());
-      cpu::linear_forward<float>(n, d, classes, feat.data<float>(), w, b, logits.data());
-      loss_sum += cpu::softmax_xent<float>(n, classes, logits.data(), labels.data(), dlogits.data());
-      std::fill(grad.begin(), grad.end(), 0.f);
-      cpu::linear_backward<float>(n, d, classes, feat.data<float>(), w, dlogits.data(), nullptr, grad.data(),
-                                  grad.data() + classes * d);
-      sgd.step(fc.data(), grad.data(), lr);
+      loss_sum += probe->train_step(feat, batch.labels, lr);
       ++steps;
     }
     result.epoch_loss.push_back(loss_sum / (double)std::max<int64_t>(steps, 1));
@@ -82,14 +69,8 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   Batch batch;
   while (eval.next(batch)) {
     Tensor feat = fx.features(batch.views[0]);  // (N, D)
-    const int64_t n = feat.size(0);
-    logits.resize((size_t)(n * classes));
-    cpu::linear_forward<float>(n, d, classes, feat.data<float>(), w, b, logits.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = logits.data() + i * classes;
-      correct += (std::max_element(row, row + classes) - row) == batch.labels[(size_t)i];
-    }
-    total += n;
+    correct += probe->count_correct(feat, batch.labels);
+    total += feat.size(0);
   }
   result.top1 = 100.0 * (double)correct / (double)std::max<int64_t>(total, 1);
 

@@ -2,8 +2,8 @@
 # `moco train --device cuda` end to end on a small ImageFolder made here (random images of four classes, so
 # no data set needs to be installed on the GPU machine): a run with the kNN monitor, then the same run
 # stopped half way and resumed, whose losses must equal the first run's bit for bit (cuDNN's algorithms are
-# chosen deterministic and every kernel reduces in a fixed order), and `moco knn --device cuda` on its
-# checkpoint.
+# chosen deterministic and every kernel reduces in a fixed order), and `moco knn` and `moco lincls` (backbone
+# and probe on the device) on its checkpoint.
 #   gpu_train.sh <moco binary>            (MOCO_TEST_DEVICE=cpu runs the same checks on the CPU path)
 # Exits 77 (skipped) without a usable GPU or without python3 + Pillow to write the images.
 set -euo pipefail
@@ -31,3 +31,7 @@ else
   echo "FAIL: the resumed $device run's losses differ"; exit 1
 fi
 "$moco" knn "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device"
+"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 \
+  >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
+grep -q '^lincls_top1 [0-9.]* ' "$dir/lincls.out" || { echo "FAIL: no lincls_top1 line"; cat "$dir/lincls.out"; exit 1; }
+cat "$dir/lincls.out"

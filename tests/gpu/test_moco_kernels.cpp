@@ -9,6 +9,7 @@
 // magnitude, yet catches any wrong term (a term is ~1/C or ~1/K of the sum, far above 1e-5 of it).
 #include "moco/host_layout.h"
 #include "moco/bf16_host.h"
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -164,7 +165,7 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
 
       DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
       DeviceBuffer<int64_t> hits(2, "hits");
-      DeviceBuffer<double> ws((kernels::softmax_xent_label0_workspace_bytes(n) + 7) / 8, "workspace");
+      DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
       auto check = [&](const std::vector<float>& d, float l, const std::vector<int64_t>& h, const char* what) {
         ASSERT_NEAR(l, ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << what << " N=" << n << " K=" << k;
         EXPECT_EQ(h[0], ref_h1) << what << " top-1 hits, N=" << n << " K=" << k;
@@ -205,6 +206,58 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
       hits.poison();
       kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr);
       check(dz.download(), loss.download()[0], hits.download(), "in place");
+    }
+}
+
+// The linear probe's form: a label per row. Loss and dlogits against cpu::softmax_xent; the hits against
+// counts written here: top-1 is "std::max_element is the label" (the CPU probe's rule), top-5 is "fewer than
+// 5 columns beat the label", a column beating it when greater, or equal at a lower index. Rows with ties
+// around their label make the two tie rules matter.
+TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  for (int64_t n : kNs)
+    for (int64_t m : {int64_t(1), int64_t(10), int64_t(1000), int64_t(1013)}) {
+      auto logits = normal_floats((size_t)(n * m), 31);  // (N, M)
+      std::vector<int64_t> labels((size_t)n);           // (N)
+      Rng rng(31, 0);
+      for (auto& y : labels) y = (int64_t)rng.below((uint64_t)m);
+      for (int64_t i = 0; i < n; i += 2) {  // ties: the label's score also at a column before and after it
+        const int64_t y = labels[(size_t)i];
+        if (y > 0) logits[i * m + y - 1] = logits[i * m + y];
+        if (y + 1 < m) logits[i * m + y + 1] = logits[i * m + y];
+        if (i % 4 == 0)  // and in some rows the tie is the row's maximum
+          logits[i * m + y] = logits[i * m + std::max<int64_t>(y - 1, 0)] =
+              logits[i * m + std::min<int64_t>(y + 1, m - 1)] = 9.f;
+      }
+      std::vector<float> ref_d((size_t)(n * m));
+      const float ref_loss = cpu::softmax_xent<float>(n, m, logits.data(), labels.data(), ref_d.data());
+      int64_t ref_h1 = 0, ref_h5 = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* z = logits.data() + i * m;
+        const int64_t y = labels[(size_t)i];
+        ref_h1 += std::max_element(z, z + m) - z == y;
+        int64_t beat = 0;
+        for (int64_t j = 0; j < m; ++j) beat += z[j] > z[y] || (z[j] == z[y] && j < y);
+        ref_h5 += beat < 5;
+      }
+
+      DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+      DeviceBuffer<int64_t> dlabels(labels, "labels"), hits(2, "hits");
+      DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
+      dd.poison();
+      loss.poison();
+      hits.poison();
+      kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
+      const auto d = dd.download();
+      const auto h = hits.download();
+      ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "N=" << n << " M=" << m;
+      EXPECT_EQ(h[0], ref_h1) << "top-1 hits, N=" << n << " M=" << m;
+      EXPECT_EQ(h[1], ref_h5) << "top-5 hits, N=" << n << " M=" << m;
+      for (int64_t i = 0; i < n * m; ++i) {
+        const double scale = std::fabs(ref_d[i]) + (i % m == labels[(size_t)(i / m)] ? 1.0 / n : 0.0);
+        ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30) << "N=" << n << " M=" << m << " row " << i / m
+                                                          << " col " << i % m;
+      }
     }
 }
 

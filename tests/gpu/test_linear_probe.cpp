@@ -1,0 +1,95 @@
+// The linear probe's classifier on the GPU against the CPU one, its reference (cpu::linear_*,
+// cpu::softmax_xent and Sgd, each checked by finite differences or fixtures elsewhere): the same initial
+// parameters and batches through several SGD steps with momentum and weight decay, batch sizes changing
+// (one larger than any before, so the device buffers grow mid-run). Losses and parameters agree to fp32
+// rounding: the GEMMs sum D = 37 and N <= 50 products in another order, so 1e-5 relative is far above the
+// rounding and far below any wrong term.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../../src/cuda/gpu_linear_probe.h"
+#include "gpu_test.h"
+#include "moco/host_layout.h"
+#include "moco/linear_probe.h"
+#include "moco/rng.h"
+
+using namespace moco;
+
+namespace {
+
+Tensor random_features(int64_t n, int64_t d, uint64_t stream) {
+  Tensor t = Tensor::empty({n, d}, DType::F32);  // (N, D)
+  const std::vector<float> v = normal_floats((size_t)(n * d), 77, stream);
+  std::copy(v.begin(), v.end(), t.data<float>());
+  return t;
+}
+
+std::vector<int> random_labels(int64_t n, int64_t classes, uint64_t stream) {
+  Rng rng(78, stream);
+  std::vector<int> y((size_t)n);  // (N)
+  for (auto& v : y) v = (int)rng.below((uint64_t)classes);
+  return y;
+}
+
+}  // namespace
+
+TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
+  MOCO_REQUIRE_GPU();
+  const int64_t d = 37, classes = 11;
+  std::vector<float> initial = normal_floats((size_t)(classes * d + classes), 76, 0);
+  for (auto& v : initial) v *= 0.1f;
+  const SgdConfig sgd{0.9f, 1e-3f};
+  auto cpu_probe = make_cpu_linear_probe(d, classes, initial, sgd);
+  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, sgd, nullptr);
+  const int64_t batches[] = {29, 29, 7, 50, 29};
+  const float lrs[] = {3.f, 3.f, 1.f, 0.5f, 0.5f};
+  for (int s = 0; s < 5; ++s) {
+    const Tensor x = random_features(batches[s], d, (uint64_t)s);
+    const std::vector<int> y = random_labels(batches[s], classes, (uint64_t)s);
+    const double ref = cpu_probe->train_step(x, y, lrs[s]);
+    const double got = gpu_probe->train_step(x, y, lrs[s]);
+    ASSERT_NEAR(got, ref, 1e-5 * std::fabs(ref)) << "loss of step " << s;
+    const std::vector<float> want = cpu_probe->parameters(), have = gpu_probe->parameters();
+    ASSERT_EQ(have.size(), want.size());
+    double scale = 0, diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, (double)std::fabs(want[i]));
+      diff = std::max(diff, (double)std::fabs(have[i] - want[i]));
+    }
+    EXPECT_LT(diff, 1e-5 * scale) << "parameters after step " << s;
+    EXPECT_GT(std::fabs(have[0] - initial[0]), 1e-3) << "the probe did not move";
+  }
+  const Tensor x = random_features(41, d, 9);
+  const std::vector<int> y = random_labels(41, classes, 9);
+  const int64_t correct = gpu_probe->count_correct(x, y);
+  EXPECT_EQ(correct, cpu_probe->count_correct(x, y));
+  EXPECT_GT(correct, 0);
+  EXPECT_LT(correct, 41);
+}
+
+// Every row scores the classes by the bias alone (zero weight): classes 1, 2 and 4 tie for the maximum, and
+// the argmax is the first of them, so exactly the rows labelled 1 count as correct.
+TEST(GpuLinearProbe, TiedScoresGoToTheFirstClass) {
+  MOCO_REQUIRE_GPU();
+  const int64_t d = 5, classes = 6;
+  std::vector<float> initial((size_t)(classes * d), 0.f);
+  const std::vector<float> bias = {0.f, 2.f, 2.f, -1.f, 2.f, 1.f};
+  initial.insert(initial.end(), bias.begin(), bias.end());
+  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, SgdConfig{0.9f, 0.f}, nullptr);
+  const std::vector<int> y = {1, 2, 4, 1, 0, 5, 1, 3, 2};
+  const Tensor x = random_features((int64_t)y.size(), d, 3);
+  EXPECT_EQ(gpu_probe->count_correct(x, y), 3);
+}
+
+TEST(GpuLinearProbe, RejectsLabelsOutsideTheClasses) {
+  MOCO_REQUIRE_GPU();
+  auto probe = cuda::make_gpu_linear_probe(4, 3, std::vector<float>(15, 0.f), SgdConfig{}, nullptr);
+  const Tensor x = random_features(2, 4, 1);
+  try {
+    probe->train_step(x, {0, 3}, 1.f);
+    FAIL() << "label 3 of 3 classes was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("label 3 outside [0, 3)"), std::string::npos) << e.what();
+  }
+}
