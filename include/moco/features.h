@@ -3,7 +3,8 @@
 // normalised fp32 (N, 3, H, W) views; the GPU one (src/cuda/gpu_features.h) runs a copy of its weights on the
 // device and asks for 8-bit (N, H, W, 3) views, which it normalises there (it takes fp32 ones too). Loaders
 // that feed an extractor make the views in its view_dtype(). The linear probe trains where the features are
-// made: linear_probe() gives the CPU probe, or the GPU one for the GPU extractor.
+// made: linear_probe() gives the CPU probe, or the GPU one for the GPU extractor; knn_top1() scores a kNN vote
+// there too.
 #pragma once
 #include <memory>
 #include <string>
@@ -13,6 +14,8 @@
 #include "moco/resnet.h"
 
 namespace moco {
+
+struct FeatureSet;  // moco/knn.h
 
 class FeatureExtractor {
  public:
@@ -26,6 +29,8 @@ class FeatureExtractor {
                                                     const SgdConfig& sgd) {
     return make_cpu_linear_probe(dim, classes, std::move(initial), sgd);
   }
+  // moco::knn_top1 (moco/knn.h) on this extractor's device: on the CPU unless overridden.
+  virtual double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t);
 };
 
 class CpuFeatures final : public FeatureExtractor {

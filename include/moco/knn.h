@@ -27,8 +27,12 @@ inline FeatureSet extract_features(Encoder& enc, const Dataset& data, const Augm
   return extract_features(fx, enc.config().feature_dim(), data, eval_recipe, indices, batch, workers);
 }
 
-// Top-1 accuracy in percent of the weighted kNN vote of `bank` for every row of `query`.
+// Top-1 accuracy in percent of the weighted kNN vote of `bank` for every row of `query`, on the CPU (the
+// reference of the GPU one, FeatureExtractor::knn_top1 of the GPU extractor).
 double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t);
+// Its argument checks, shared with the GPU one: same dims, non-empty, consistent sizes, bank labels in
+// [0, classes), t > 0.
+void check_knn_inputs(const FeatureSet& bank, const FeatureSet& query, int classes, double t);
 
 // `count` indices of a dataset of `size`, drawn without replacement from a permutation keyed by `seed`
 // (all of them, in order, when count <= 0 or count >= size).

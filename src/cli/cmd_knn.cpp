@@ -28,7 +28,7 @@ int cmd_knn(int argc, char** argv) {
   FeatureSet query = extract_features(*t.features, dim, *t.test, eval,
                                       sample_indices(t.test->size(), a.integer("--queries", 0, INT64_MAX), seed),
                                       t.batch_size, t.workers);
-  const double top1 = knn_top1(bank, query, t.train->num_classes(), k, a.real("--knn-t", 1e-6, 1e6));
+  const double top1 = t.features->knn_top1(bank, query, t.train->num_classes(), k, a.real("--knn-t", 1e-6, 1e6));
   std::printf("knn_top1 %.2f (%s, %s; bank %lld, queries %lld, k %d)\n", top1, t.label(), t.checkpoint.c_str(),
               (long long)bank.n, (long long)query.n, k);
   return 0;

@@ -4,6 +4,7 @@
 #include "cuda_backend.h"
 #include "device_buffer.h"
 #include "dtype_dispatch.h"
+#include "gpu_knn.h"
 #include "gpu_linear_probe.h"
 #include "moco/cuda_runtime.h"
 #include "network_input.h"
@@ -72,6 +73,9 @@ class GpuFeatures final : public FeatureExtractor {
   std::unique_ptr<LinearProbe> linear_probe(int64_t dim, int64_t classes, std::vector<float> initial,
                                             const SgdConfig& sgd) override {
     return make_gpu_linear_probe(dim, classes, initial, sgd, stream_);
+  }
+  double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) override {
+    return cuda::knn_top1(bank, query, classes, k, t, stream_);
   }
   std::string describe() const override { return what_; }
 

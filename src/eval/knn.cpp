@@ -51,10 +51,22 @@ FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& da
   return fs;
 }
 
-double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
+void check_knn_inputs(const FeatureSet& bank, const FeatureSet& query, int classes, double t) {
   MOCO_CHECK(bank.dim == query.dim, "kNN: bank features have dim ", bank.dim, ", queries ", query.dim);
   MOCO_CHECK(bank.n >= 1 && query.n >= 1, "kNN needs a non-empty bank and query set");
   MOCO_CHECK(t > 0, "kNN temperature must be > 0, got ", t);
+  MOCO_CHECK((int64_t)bank.features.size() == bank.n * bank.dim && (int64_t)bank.labels.size() == bank.n &&
+                 (int64_t)query.features.size() == query.n * query.dim && (int64_t)query.labels.size() == query.n,
+             "kNN: feature sets of inconsistent sizes");
+  for (int y : bank.labels) MOCO_CHECK(y >= 0 && y < classes, "kNN: bank label ", y, " outside [0, ", classes, ")");
+}
+
+double FeatureExtractor::knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
+  return moco::knn_top1(bank, query, classes, k, t);
+}
+
+double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
+  check_knn_inputs(bank, query, classes, t);
   k = (int)std::min<int64_t>(k, bank.n);
   const int64_t chunk = 256;
   std::vector<float> sims((size_t)(chunk * bank.n));  // (chunk, bank.n) cosine similarities

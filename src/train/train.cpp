@@ -121,7 +121,7 @@ static double knn_monitor(FeatureExtractor& fx, const Encoder& enc, const TrainO
                                      o.workers);
   FeatureSet query = extract_features(fx, dim, test, eval, sample_indices(test.size(), o.knn_queries, o.seed), batch,
                                       o.workers);
-  return knn_top1(bank, query, train.num_classes(), o.knn_k, o.knn_t);
+  return fx.knn_top1(bank, query, train.num_classes(), o.knn_k, o.knn_t);
 }
 
 // ---------------------------------------------------------------- the run

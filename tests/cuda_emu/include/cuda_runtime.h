@@ -49,6 +49,19 @@ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
+// Integer atomics: CUDA threads here switch only at barriers and shuffles, so a read-modify-write is never
+// interleaved with another thread's and is atomic as it stands. The order in which threads arrive still varies
+// (emu_runtime.h), so code that depends on it shows.
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
 
 // CUDA's global min/max overloads, which device code calls unqualified (the usual arithmetic conversions
 // pick the common type, as CUDA's overload set does for the mixes the kernels use).

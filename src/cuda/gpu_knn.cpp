@@ -1,0 +1,48 @@
+#include "gpu_knn.h"
+
+#include <algorithm>
+
+#include "blas_handle.h"
+#include "check.h"
+#include "device_buffer.h"
+#include "knn_vote.cuh"
+
+namespace moco::cuda {
+
+double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream) {
+  check_knn_inputs(bank, query, classes, t);
+  k = (int)std::min<int64_t>(k, bank.n);
+  if (k > kernels::kKnnMaxK) return moco::knn_top1(bank, query, classes, k, t);
+  const int64_t d = bank.dim;
+  // Queries per chunk: their similarities to the whole bank take at most 256 Mi floats (1 GiB).
+  const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 28) / bank.n, 1, 1024);
+  DeviceBuffer<float> bank_dev(bank.features, "kNN bank features");  // (B, D)
+  DeviceBuffer<int> labels_dev(bank.labels, "kNN bank labels");       // (B)
+  DeviceBuffer<float> q_dev((size_t)(chunk * d), "kNN queries");      // (chunk, D)
+  DeviceBuffer<float> sims((size_t)(chunk * bank.n), "kNN similarities");  // (chunk, B)
+  DeviceBuffer<double> votes((size_t)(chunk * classes), "kNN votes");      // (chunk, classes)
+  DeviceBuffer<int> pred_dev((size_t)chunk, "kNN predictions");            // (chunk)
+  std::vector<int> pred((size_t)chunk);                                    // (chunk)
+  BlasHandle blas;
+  MOCO_CUBLAS_CHECK(cublasSetStream(blas.get(), stream));
+  MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // the uploads ran on the legacy stream
+  int64_t correct = 0;
+  for (int64_t q0 = 0; q0 < query.n; q0 += chunk) {
+    const int64_t rows = std::min(chunk, query.n - q0);
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(q_dev.get(), query.features.data() + q0 * d, (size_t)(rows * d) * sizeof(float),
+                                    cudaMemcpyHostToDevice, stream));
+    // sims^T (B, rows; column-major) = bank (B, D) . q^T (D, rows): sims (rows, B) row-major
+    const float one = 1.f, zero = 0.f;
+    MOCO_CUBLAS_CHECK(cublasGemmEx(blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)bank.n, (int)rows, (int)d, &one,
+                                   bank_dev.get(), CUDA_R_32F, (int)d, q_dev.get(), CUDA_R_32F, (int)d, &zero,
+                                   sims.get(), CUDA_R_32F, (int)bank.n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    kernels::knn_vote(rows, bank.n, k, classes, t, sims.get(), labels_dev.get(), votes.get(), pred_dev.get(), stream);
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(pred.data(), pred_dev.get(), (size_t)rows * sizeof(int), cudaMemcpyDeviceToHost,
+                                    stream));
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int64_t r = 0; r < rows; ++r) correct += pred[(size_t)r] == query.labels[(size_t)(q0 + r)];
+  }
+  return 100.0 * (double)correct / (double)query.n;
+}
+
+}  // namespace moco::cuda
