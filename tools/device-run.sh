@@ -34,7 +34,7 @@ out=$(cd "$out" && pwd)
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
-benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path"
+benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote"
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
@@ -194,7 +194,7 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo
   echo "benchmark lines:"
   for b in $benches; do
-    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|TFLOP|host->device|with 8-bit views|view stages|no CUDA device|refusing|error' "$out/$b.log"
+    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|TFLOP|host->device|with 8-bit views|view stages|extrapolated|no CUDA device|refusing|error' "$out/$b.log"
   done | awk '!seen[$0]++'
 } >"$out/table.txt"
 # The record to commit under bench/results/ (GPU.md: device, commit, command, raw table), logs beside it.
