@@ -3,9 +3,10 @@
 # Deletes (or misplaces) one wait at a time in src/cuda/, rebuilds the emulated tests, runs the tests that
 # cover that code, and restores the file. Each mutation must fail with the stream model (in the default head
 # order, or in the tail order, MOCO_EMU_STREAM_ORDER=tail) and, to show the model is what catches it, pass with
-# MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (it
-# only orders the two uploads on PCIe) and must pass both ways. (Fp32StepMatchesTheCpuStep is the step test
-# whose images come from host memory, so it is the one that uploads them.)
+# MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (the shuffle's unpack on the
+# compute stream only gives up the overlap) and must pass both ways. (Fp32StepMatchesTheCpuStep is a step test
+# whose images come from host memory, so it is one that uploads them; Fp32StepOverNcclOfOneRankIsTight runs the
+# step over NCCL, whose shuffle runs on its own stream.)
 #
 #   bash tools/emu_stream_mutations.sh [BUILD_DIR]     (default: build; about 10 minutes on 2 cores)
 set -uo pipefail
@@ -40,9 +41,11 @@ PY
 }
 
 failures=0
-mutate "step: key copy not joined" src/cuda/gpu_moco.cpp \
-  '      MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute, copied, 0));
-      joined = true;' '      joined = true;' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' fail
+mutate "step: key shuffle not joined" src/cuda/gpu_moco.cpp \
+  '      comm.join();
+      joined = true;' '      joined = true;' 'GpuMocoStep.Fp32StepOverNcclOfOneRankIsTight' fail
+mutate "nccl: started permute's buffers refilled" src/cuda/nccl_communicator.cpp \
+  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute_, permute_done_, 0));' '' 'GpuCommunicator.StartedPermute*' fail
 mutate "nccl: comm ignores compute" src/cuda/nccl_communicator.cpp \
   '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, compute_ready_, 0));' '' 'GpuCommunicator.*' fail
 mutate "nccl: compute ignores comm" src/cuda/nccl_communicator.cpp \
@@ -60,8 +63,9 @@ mutate "train: crops copied on the legacy stream" src/cuda/train_step.cpp \
   'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));' \
   'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, nullptr));' \
   'GpuTrainStep.*' fail
-mutate "step: key copy before query copy" src/cuda/gpu_moco.cpp \
-  '  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));' '' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' pass
+mutate "nccl: shuffle unpacked on compute" src/cuda/nccl_communicator.cpp \
+  '  cudaStream_t unpack_on = started ? comm_stream_ : compute_;' '  cudaStream_t unpack_on = compute_;' \
+  'GpuCommunicator.StartedPermute*:GpuMocoStep.Fp32StepOverNcclOfOneRankIsTight' pass
 cmake --build "$build" -j2 --target moco_emu_tests > /dev/null 2>&1
 rm -rf "$backup"
 echo "$failures unexpected result(s)"

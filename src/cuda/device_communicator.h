@@ -7,7 +7,8 @@
 // does not wait (except in barrier, broadcast and synchronize), so the host can run ahead of the GPU.
 //
 // For overlap with backward (cuda::GradientBuckets), start_all_reduce_mean issues a mean all-reduce that the
-// compute stream does NOT wait for; join() then makes it wait for everything started so far.
+// compute stream does NOT wait for; join() then makes it wait for everything started so far. The shuffle of
+// the key images overlaps the query forward the same way (start_permute_row_bytes, then join()).
 //
 // Use on GPU ranks:
 //   cuda::select_device(li);                 // cudaSetDevice(local rank), before creating the compute stream
@@ -33,6 +34,13 @@ class DeviceCommunicator : public Communicator {
   // uint8 the loader made (a quarter of their fp32 size). send and recv may be the same buffer.
   virtual void permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
                                  void* recv) = 0;
+  // permute_row_bytes whose result the compute stream does NOT wait for: send is read in stream order (the
+  // caller may overwrite it afterwards), but recv is written later, so nothing on the compute stream may touch
+  // recv until join(). With one device it is permute_row_bytes (nothing to overlap).
+  virtual void start_permute_row_bytes(const void* send, int64_t n, int64_t row_bytes,
+                                       const std::vector<int64_t>& perm, void* recv) {
+    permute_row_bytes(send, n, row_bytes, perm, recv);
+  }
   // Rows of floats are rows of bytes.
   void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm,
                     float* recv) final {

@@ -47,9 +47,6 @@ struct GpuMoco::Buffers {
   PinnedBuffer global_host;     // (3) the same read back: pinned, so the copy does not block the host
   BlasHandle blas;
   cudaEvent_t marks[kPhases + 1] = {};
-  // The key view's upload runs here while the query forward computes; the shuffle waits for the event.
-  cudaStream_t copy_stream = nullptr;
-  cudaEvent_t query_uploaded = nullptr, keys_uploaded = nullptr;
   // Backward folds each weight gradient and hands its range to the bucketed all-reduce as soon as it is
   // computed (CudaBackend::on_gradient_ready):
   struct GradRange {
@@ -62,10 +59,6 @@ struct GpuMoco::Buffers {
   ~Buffers() {
     for (cudaEvent_t e : marks)
       if (e) cudaEventDestroy(e);
-    if (copy_stream) cudaStreamSynchronize(copy_stream);  // a copy may still be in flight after an error
-    if (query_uploaded) cudaEventDestroy(query_uploaded);
-    if (keys_uploaded) cudaEventDestroy(keys_uploaded);
-    if (copy_stream) cudaStreamDestroy(copy_stream);
   }
 };
 
@@ -103,9 +96,6 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   b.queue = DeviceBuffer<float>(cfg.queue_size * cfg.encoder.out_dim, "key queue");
   MOCO_CUBLAS_CHECK(cublasSetStream(b.blas.get(), stream_));
   for (cudaEvent_t& e : b.marks) MOCO_CUDA_CHECK(cudaEventCreate(&e));
-  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&b.copy_stream, cudaStreamNonBlocking));
-  MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&b.query_uploaded, cudaEventDisableTiming));
-  MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&b.keys_uploaded, cudaEventDisableTiming));
 
   WeightsView q{b.q_params.get(), b.q_grads.get(), b.q_stats.get(), b.q_counts.get(), b.q_compute.get(),
                 b.q_compute_grads.get()};
@@ -242,10 +232,10 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     to_network_input(views, staged.raw(), act_, x.raw(), stream_);
     return x;
   };
-  auto upload = [&](const Tensor& x, cudaStream_t on) {  // images already on the device (benchmarks) stay
+  auto upload = [&](const Tensor& x) {  // images already on the device (training, benchmarks) stay
     if (x.device() == Device::CUDA) return x.reshape({n, img});
     Tensor staged = ops.empty({n, img}, pixel);  // (N, 3*H*W)
-    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, on));
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(staged.raw(), x.raw(), x.nbytes(), cudaMemcpyHostToDevice, stream_));
     return staged;
   };
   auto to_f32 = [&](const Tensor& t) {  // (N, C) compute dtype -> fp32
@@ -265,34 +255,34 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   StepStats stats;
   mark(0);
 
-  // The views cross to the device: the query view on the compute stream, which needs it first; the key view
-  // on the copy stream after it, overlapping the query forward, with the shuffle below waiting for it. Both staging
-  // buffers are fresh from the cache and the previous step is finished (its loss was read), so nothing else
-  // touches them. Views already on the device (`moco train`'s, after their stages on the device; benchmarks) are not
-  // copied at all. From page-locked memory these are DMAs that return at once; from pageable memory (tests,
-  // other callers) a copy blocks the host, with nothing queued yet to stall behind.
-  // Either way the copies are done when step returns (the loss is read back after them in stream order), so
-  // the caller may reuse the batch's memory then.
-  Tensor x_q_staged = upload(x_q, stream_);  // (N, 3*H*W)
-  // The key copy queues behind the query copy, so the two do not share PCIe while the first layer waits.
-  MOCO_CUDA_CHECK(cudaEventRecord(b.query_uploaded, stream_));
-  MOCO_CUDA_CHECK(cudaStreamWaitEvent(b.copy_stream, b.query_uploaded, 0));
-  Tensor x_k_staged = upload(x_k, b.copy_stream);  // (N, 3*H*W)
-  MOCO_CUDA_CHECK(cudaEventRecord(b.keys_uploaded, b.copy_stream));
-  // The compute stream waits for the key copy before the shuffle reads it, and also if anything throws
-  // before that: x_k_staged then goes back to the cache, and no later work may reuse it under the copy.
-  struct KeyCopyJoin {
-    cudaStream_t compute;
-    cudaEvent_t copied;
+  // Views on the host (tests, other callers) cross to the device here, on the compute stream; `moco train`'s
+  // and the benchmarks' are on the device already. The copies are done when step returns (the loss is read back
+  // after them in stream order), so the caller may reuse the batch's memory then.
+  Tensor x_q_staged = upload(x_q);  // (N, 3*H*W)
+  Tensor x_k_staged = upload(x_k);  // (N, 3*H*W)
+
+  // 3a. shuffle the keys' images (as they arrived, before conversion: 8-bit ones move a quarter of the fp32
+  // bytes). Started now, so that with several GPUs the all-to-all runs on the communicator's stream while the
+  // query forward computes; the key forward joins it below.
+  Tensor x_k_shuffled = ops.empty({n, img}, pixel);  // (N, 3*H*W) this rank's slice of the shuffled batch
+  comm_.start_permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
+  // Should anything below throw before the join, x_k_shuffled goes back to the cache while the shuffle may still
+  // write it: the compute stream then waits for the shuffle, so no later work can be handed that memory under it.
+  struct ShuffleJoin {
+    DeviceCommunicator& comm;
     bool joined = false;
     void join() {
-      MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute, copied, 0));
+      comm.join();
       joined = true;
     }
-    ~KeyCopyJoin() {
-      if (!joined) cudaStreamWaitEvent(compute, copied, 0);  // unwinding: no throw
+    ~ShuffleJoin() {
+      if (joined) return;
+      try {
+        comm.join();
+      } catch (...) {  // unwinding already; the communicator reports its own failure
+      }
     }
-  } key_copy{stream_, b.keys_uploaded};
+  } shuffle{comm_};
 
   // 1. q = normalize(f_q(x_q)), recording for backward
   pack(b.q_params.get(), b.q_compute.get());
@@ -310,11 +300,8 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   pack(b.k_params.get(), b.k_compute.get());
   mark(2);
 
-  // 3-5. keys: shuffle (the images as they arrived, before conversion: 8-bit ones move a quarter of the fp32
-  // bytes), forward without a tape, normalize, unshuffle
-  Tensor x_k_shuffled = ops.empty({n, img}, pixel);  // (N, 3*H*W) this rank's slice of the shuffled batch
-  key_copy.join();
-  comm_.permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
+  // 3b-5. keys: the shuffled images (join the shuffle), forward without a tape, normalize, unshuffle
+  shuffle.join();
   Tensor feat_k = to_f32(encoder_k_.forward(network_input(x_k_shuffled), nullptr));  // (N, C)
   Tensor k_shuffled = ops.empty({n, c}, DType::F32);                                  // (N, C)
   Tensor k_norms = ops.empty({n}, DType::F32);                                        // (N)

@@ -65,6 +65,7 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
     MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
     MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
     MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming));
+    MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&permute_done_, cudaEventDisableTiming));
     barrier_word_ = DeviceBuffer<float>(1, "barrier word");
     barrier_word_.fill_bytes(0);  // the barrier sums it in place: 0 stays 0
 
@@ -100,8 +101,9 @@ void NcclCommunicator::release() noexcept {
   }
   if (compute_ready_) cudaEventDestroy(compute_ready_);
   if (comm_done_) cudaEventDestroy(comm_done_);
+  if (permute_done_) cudaEventDestroy(permute_done_);
   if (comm_stream_) cudaStreamDestroy(comm_stream_);
-  compute_ready_ = comm_done_ = nullptr;
+  compute_ready_ = comm_done_ = permute_done_ = nullptr;
   comm_stream_ = nullptr;
   cudaGetLastError();  // a query's "not ready" must not surface at the next unrelated check
 }
@@ -208,7 +210,8 @@ void NcclCommunicator::all_to_all(const float* send, const int64_t* send_counts,
 }
 
 void NcclCommunicator::send_recv_all(const void* send, const int64_t* send_counts, void* recv,
-                                     const int64_t* recv_counts, ncclDataType_t type, size_t elem_bytes) {
+                                     const int64_t* recv_counts, ncclDataType_t type, size_t elem_bytes,
+                                     bool compute_waits) {
   check_usable("all_to_all");
   for (int p = 0; p < world_; ++p) {
     as_size(send_counts[p], "all_to_all");
@@ -234,11 +237,21 @@ void NcclCommunicator::send_recv_all(const void* send, const int64_t* send_count
   const ncclResult_t end = ncclGroupEnd();
   check(first, "ncclSend/ncclRecv (all_to_all)");
   check(end, "ncclGroupEnd (all_to_all)");
-  compute_waits_for_comm();
+  if (compute_waits) compute_waits_for_comm();
 }
 
 void NcclCommunicator::permute_row_bytes(const void* send, int64_t n, int64_t row_bytes,
                                          const std::vector<int64_t>& perm, void* recv) {
+  permute(send, n, row_bytes, perm, recv, /*started=*/false);
+}
+
+void NcclCommunicator::start_permute_row_bytes(const void* send, int64_t n, int64_t row_bytes,
+                                               const std::vector<int64_t>& perm, void* recv) {
+  permute(send, n, row_bytes, perm, recv, /*started=*/true);
+}
+
+void NcclCommunicator::permute(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
+                               void* recv, bool started) {
   check_usable("permute_rows");
   // checks perm; the same traffic on every rank; counts in bytes
   const RowRoute route = route_rows(rank_, world_, n, row_bytes, perm);
@@ -259,11 +272,16 @@ void NcclCommunicator::permute_row_bytes(const void* send, int64_t n, int64_t ro
   }
   std::vector<int64_t> routes(route.pack);  // (2n) pack then unpack
   routes.insert(routes.end(), route.unpack.begin(), route.unpack.end());
+  // A started permute may still be reading route_ and arrived_ on the comm stream, and its all-to-all packed_.
+  MOCO_CUDA_CHECK(cudaStreamWaitEvent(compute_, permute_done_, 0));
   uploads_.upload(route_.get(), routes.data(), routes.size() * sizeof(int64_t), compute_,
                   [&](cudaEvent_t e) { wait_bounded("permute_rows", [e] { return cudaEventQuery(e); }); });
   kernels::gather_rows(send, route_.get(), n, row_bytes, packed_.get(), compute_);
-  send_recv_all(packed_.get(), route.send_counts.data(), arrived_.get(), route.recv_counts.data(), ncclUint8, 1);
-  kernels::gather_rows(arrived_.get(), route_.get() + n, n, row_bytes, recv, compute_);
+  send_recv_all(packed_.get(), route.send_counts.data(), arrived_.get(), route.recv_counts.data(), ncclUint8, 1,
+                /*compute_waits=*/!started);
+  cudaStream_t unpack_on = started ? comm_stream_ : compute_;
+  kernels::gather_rows(arrived_.get(), route_.get() + n, n, row_bytes, recv, unpack_on);
+  MOCO_CUDA_CHECK(cudaEventRecord(permute_done_, unpack_on));
 }
 
 void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {

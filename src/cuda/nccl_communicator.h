@@ -48,6 +48,10 @@ class NcclCommunicator final : public DeviceCommunicator {
   // the device. send and recv may be the same buffer.
   void permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
                          void* recv) override;
+  // The same with the unpack on the comm stream after the all-to-all: the compute stream goes on at once and
+  // waits at join().
+  void start_permute_row_bytes(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm,
+                               void* recv) override;
   // data is HOST memory, bounced through pinned host and device buffers. Waits under the watchdog.
   void broadcast(void* data, size_t bytes, int root) override;
   // A one-float all-reduce, waited for under the watchdog.
@@ -66,7 +70,10 @@ class NcclCommunicator final : public DeviceCommunicator {
   void check(ncclResult_t st, const char* what);
   // all_to_all's body for elements of `elem_bytes` bytes of NCCL type `type` (counts are in elements).
   void send_recv_all(const void* send, const int64_t* send_counts, void* recv, const int64_t* recv_counts,
-                     ncclDataType_t type, size_t elem_bytes);
+                     ncclDataType_t type, size_t elem_bytes, bool compute_waits = true);
+  // Both permutes; `started`: the unpack runs on the comm stream and the compute stream does not wait.
+  void permute(const void* send, int64_t n, int64_t row_bytes, const std::vector<int64_t>& perm, void* recv,
+               bool started);
   void comm_waits_for_compute();
   void compute_waits_for_comm();
   // Polls `query` (cudaStreamQuery / cudaEventQuery) until it stops returning cudaErrorNotReady, watching
@@ -81,6 +88,9 @@ class NcclCommunicator final : public DeviceCommunicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t compute_ = nullptr, comm_stream_ = nullptr;
   cudaEvent_t compute_ready_ = nullptr, comm_done_ = nullptr;
+  // The last permute's unpack has run: packed_, arrived_ and route_ are free to refill (a started permute
+  // reads them on the comm stream while the compute stream runs ahead).
+  cudaEvent_t permute_done_ = nullptr;
   DeviceBuffer<char> packed_, arrived_;   // (n, row_bytes) permute_row_bytes: rows by destination / by source
   DeviceBuffer<int64_t> route_;           // (2n) RowRoute::pack then RowRoute::unpack, on the device
   DeviceBuffer<char> bounce_;             // (bytes) broadcast

@@ -34,6 +34,7 @@
 
 #include "../../src/cuda/check.h"
 #include "../../src/cuda/gpu_moco.h"
+#include "../../src/cuda/nccl_communicator.h"
 #include "../../src/cuda/single_device_communicator.h"
 #include "../tiny_moco.h"
 #include "gpu_test.h"
@@ -75,18 +76,26 @@ double max_abs(const float* a, size_t n) {
   return m;
 }
 
+// The GPU communicator of the one rank: the single-device one, or NCCL's with world size 1, whose collectives
+// run on their own stream (the key images' shuffle overlapping the query forward among them).
+enum class OneRank { SingleDevice, Nccl };
+
 struct Both {
   SingleCommunicator host_comm;
   Moco cpu;
   Moco readback;  // the GPU state copied back
   cudaStream_t stream = nullptr;
-  std::unique_ptr<cuda::SingleDeviceCommunicator> dev_comm;
+  std::unique_ptr<cuda::DeviceCommunicator> dev_comm;
   std::unique_ptr<cuda::GpuMoco> gpu;
-  Both(const MocoConfig& cfg, DType act) : cpu(cfg, host_comm), readback(cfg, host_comm) {
+  Both(const MocoConfig& cfg, DType act, OneRank one = OneRank::SingleDevice)
+      : cpu(cfg, host_comm), readback(cfg, host_comm) {
     cpu.init();
     // non-blocking, as `moco train`'s (train_step.cpp): the step must not lean on the legacy stream's joins
     MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    dev_comm = std::make_unique<cuda::SingleDeviceCommunicator>(stream);
+    if (one == OneRank::Nccl)
+      dev_comm = std::make_unique<cuda::NcclCommunicator>(LaunchInfo{}, stream, 300.0);
+    else
+      dev_comm = std::make_unique<cuda::SingleDeviceCommunicator>(stream);
     gpu = std::make_unique<cuda::GpuMoco>(cfg, *dev_comm, act);
     gpu->load_from(cpu);
   }
@@ -177,15 +186,27 @@ static std::pair<StepStats, StepStats> step_well_conditioned(Both& m) {
 
 // One step of a network whose gradients have no near-ties at these inputs: fp32 GPU and CPU gradients agree
 // to rounding.
-TEST(GpuMocoStep, Fp32GradientIsTight) {
-  MOCO_REQUIRE_GPU();
-  Both m(well_conditioned(), DType::F32);
+static void expect_tight_step(OneRank one) {
+  Both m(well_conditioned(), DType::F32, one);
   const auto [c, g] = step_well_conditioned(m);
   EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
   expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
   EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
+}
+
+TEST(GpuMocoStep, Fp32GradientIsTight) {
+  MOCO_REQUIRE_GPU();
+  expect_tight_step(OneRank::SingleDevice);
+}
+
+// The same over NCCL of one rank: the shuffle of the key images starts before the query forward and runs on
+// the communicator's stream, and the key forward must join it first (tools/emu_stream_mutations.sh deletes
+// that join and sees this test fail on the emulator's stream model).
+TEST(GpuMocoStep, Fp32StepOverNcclOfOneRankIsTight) {
+  MOCO_REQUIRE_GPU();
+  expect_tight_step(OneRank::Nccl);
 }
 
 // The 8-bit form of the views (what `moco train` hands the GPU step: (N, S, S, 3) uint8, normalised on the
