@@ -3,8 +3,8 @@
 # Deletes (or misplaces) one wait at a time in src/cuda/, rebuilds the emulated tests, runs the tests that
 # cover that code, and restores the file. Each mutation must fail with the stream model (in the default head
 # order, or in the tail order, MOCO_EMU_STREAM_ORDER=tail) and, to show the model is what catches it, pass with
-# MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (the shuffle's unpack on the
-# compute stream only gives up the overlap) and must pass both ways. (Fp32StepMatchesTheCpuStep is a step test
+# MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (a started shuffle made to wait at
+# once only gives up the overlap) and must pass both ways. (Fp32StepMatchesTheCpuStep is a step test
 # whose images come from host memory, so it is one that uploads them; Fp32StepOverNcclOfOneRankIsTight runs the
 # step over NCCL, whose shuffle runs on its own stream.)
 #
@@ -63,8 +63,8 @@ mutate "train: crops copied on the legacy stream" src/cuda/train_step.cpp \
   'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));' \
   'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, nullptr));' \
   'GpuTrainStep.*' fail
-mutate "nccl: shuffle unpacked on compute" src/cuda/nccl_communicator.cpp \
-  '  cudaStream_t unpack_on = started ? comm_stream_ : compute_;' '  cudaStream_t unpack_on = compute_;' \
+mutate "nccl: shuffle not overlapped" src/cuda/nccl_communicator.cpp \
+  '  permute(send, n, row_bytes, perm, recv, /*started=*/true);' '  permute(send, n, row_bytes, perm, recv, /*started=*/false);' \
   'GpuCommunicator.StartedPermute*:GpuMocoStep.Fp32StepOverNcclOfOneRankIsTight' pass
 cmake --build "$build" -j2 --target moco_emu_tests > /dev/null 2>&1
 rm -rf "$backup"

@@ -1,6 +1,7 @@
 #include "gpu_knn.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "blas_handle.h"
 #include "check.h"
@@ -16,6 +17,17 @@ double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, in
   const int64_t d = bank.dim;
   // Queries per chunk: their similarities to the whole bank take at most 256 Mi floats (1 GiB).
   const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 28) / bank.n, 1, 1024);
+  // The kNN monitor runs beside the training step's memory: when the bank and the chunk's buffers do not fit
+  // in what is free (with 10% to spare), score on the CPU rather than end the run.
+  const double need = 4.0 * (double)(bank.n * d + bank.n + chunk * d + chunk * bank.n) +
+                      8.0 * (double)(chunk * classes) + 4.0 * (double)chunk;
+  size_t free_bytes = 0, total_bytes = 0;
+  MOCO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (need > 0.9 * (double)free_bytes) {
+    std::fprintf(stderr, "kNN: the bank's %.2f GB do not fit in the GPU's %.2f GB free; scoring on the CPU\n",
+                 need / 1e9, (double)free_bytes / 1e9);
+    return moco::knn_top1(bank, query, classes, k, t);
+  }
   DeviceBuffer<float> bank_dev(bank.features, "kNN bank features");  // (B, D)
   DeviceBuffer<int> labels_dev(bank.labels, "kNN bank labels");       // (B)
   DeviceBuffer<float> q_dev((size_t)(chunk * d), "kNN queries");      // (chunk, D)
