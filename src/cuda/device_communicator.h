@@ -50,7 +50,8 @@ class DeviceCommunicator : public Communicator {
   // but the compute stream does not wait for it: nothing on the compute stream may read or write data[0, n)
   // until join(). Collectives (started or not) must be issued in the same order on every rank.
   virtual void start_all_reduce_mean(float* data, int64_t n) = 0;
-  // The compute stream waits for every collective started so far.
+  // The compute stream waits for every collective started so far (the wait is placed even when the
+  // communicator was aborted, which it then reports by throwing).
   virtual void join() = 0;
   // The host waits until the compute stream's work and every collective are done; under the watchdog
   // (MOCO_COMM_TIMEOUT_S) where peers are involved.

@@ -10,13 +10,17 @@
 
 namespace moco::cuda {
 
-double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream) {
+double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream,
+                int64_t max_chunk) {
   check_knn_inputs(bank, query, classes, t);
+  MOCO_CHECK(bank.n <= INT32_MAX && bank.dim <= INT32_MAX, "kNN on the GPU: a bank of ", bank.n, " features of dim ",
+             bank.dim, "; cuBLAS takes at most 2^31-1 of each");
+  MOCO_CHECK(max_chunk >= 1, "kNN on the GPU: max_chunk ", max_chunk, ", expected >= 1");
   k = (int)std::min<int64_t>(k, bank.n);
   if (k > kernels::kKnnMaxK) return moco::knn_top1(bank, query, classes, k, t);
   const int64_t d = bank.dim;
   // Queries per chunk: their similarities to the whole bank take at most 256 Mi floats (1 GiB).
-  const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 28) / bank.n, 1, 1024);
+  const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 28) / bank.n, 1, max_chunk);
   // The kNN monitor runs beside the training step's memory: when the bank and the chunk's buffers do not fit
   // in what is free (with 10% to spare), score on the CPU rather than end the run.
   const double need = 4.0 * (double)(bank.n * d + bank.n + chunk * d + chunk * bank.n) +

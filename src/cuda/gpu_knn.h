@@ -9,6 +9,8 @@
 
 namespace moco::cuda {
 
-double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream);
+// max_chunk: queries scored per GEMM and vote (at most; fewer when their similarities would pass 1 GiB).
+double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream,
+                int64_t max_chunk = 1024);
 
 }  // namespace moco::cuda

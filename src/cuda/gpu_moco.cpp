@@ -265,9 +265,9 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   // bytes). Started now, so that with several GPUs the all-to-all runs on the communicator's stream while the
   // query forward computes; the key forward joins it below.
   Tensor x_k_shuffled = ops.empty({n, img}, pixel);  // (N, 3*H*W) this rank's slice of the shuffled batch
-  comm_.start_permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
-  // Should anything below throw before the join, x_k_shuffled goes back to the cache while the shuffle may still
-  // write it: the compute stream then waits for the shuffle, so no later work can be handed that memory under it.
+  // Should anything from here on throw before the join (the start itself included), x_k_shuffled goes back to
+  // the cache while the shuffle may still write it: the compute stream then waits for the shuffle, so no later
+  // work can be handed that memory under it.
   struct ShuffleJoin {
     DeviceCommunicator& comm;
     bool joined = false;
@@ -283,6 +283,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
       }
     }
   } shuffle{comm_};
+  comm_.start_permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
 
   // 1. q = normalize(f_q(x_q)), recording for backward
   pack(b.q_params.get(), b.q_compute.get());

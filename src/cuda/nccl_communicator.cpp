@@ -192,8 +192,10 @@ void NcclCommunicator::start_all_reduce_mean(float* data, int64_t n) {
 }
 
 void NcclCommunicator::join() {
+  // The wait goes in even on an aborted communicator: the stream's non-NCCL work (a started permute's unpack)
+  // still runs and writes, and the caller is about to free what it writes. Then the abort is reported.
+  if (comm_stream_) compute_waits_for_comm();
   check_usable("join");
-  compute_waits_for_comm();
 }
 
 void NcclCommunicator::all_gather(const float* send, int64_t n, float* recv) {

@@ -3,7 +3,14 @@
 // exact in fp32 whatever order a GEMM sums it in: the GPU and the CPU see the same similarities, and with so
 // few distinct values many rows tie at the k-th place, where the lower index must win. The per-row oracle is
 // the CPU function itself, asked about one query at a time: the predicted class is the label that scores
-// 100%.
+// 100%. The votes themselves are summed as the CPU sums them (similarity descending, index ascending, in
+// double): bit for bit on the emulator, whose exp is the host's; within 1e-14 on a device, whose exp may differ
+// in the last bit.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <string>
 #include <vector>
 
 #include "../../src/cuda/device_buffer.h"
@@ -56,6 +63,24 @@ std::vector<float> similarities(const FeatureSet& bank, const FeatureSet& query)
   return s;
 }
 
+// The votes (Q, classes) of the k nearest, summed in the CPU's order (moco::knn_top1's).
+std::vector<double> cpu_order_votes(const std::vector<float>& sims, const std::vector<int>& labels, int64_t q,
+                                    int64_t b, int classes, int k, double t) {
+  std::vector<double> votes((size_t)(q * classes), 0.0);
+  std::vector<int64_t> order((size_t)b);  // (B)
+  for (int64_t r = 0; r < q; ++r) {
+    const float* s = sims.data() + r * b;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int64_t x, int64_t y) { return s[x] > s[y] || (s[x] == s[y] && x < y); });
+    for (int j = 0; j < k; ++j)
+      votes[(size_t)(r * classes + labels[(size_t)order[(size_t)j]])] += std::exp((double)s[order[(size_t)j]] / t);
+  }
+  return votes;
+}
+
+bool on_the_emulator() { return cuda::device_description(0).find("emulator") != std::string::npos; }
+
 }  // namespace
 
 TEST(GpuKnn, VotesOfEachQueryMatchTheCpu) {
@@ -65,7 +90,10 @@ TEST(GpuKnn, VotesOfEachQueryMatchTheCpu) {
   const FeatureSet bank = discrete_features(1500, 6, classes, 1);
   FeatureSet query = discrete_features(23, 6, classes, 2);
   for (int64_t j = 0; j < query.dim; ++j) query.features[(size_t)j] = 0.f;  // row 0: every similarity ties at 0
-  const std::vector<float> sims = similarities(bank, query);
+  std::vector<float> sims = similarities(bank, query);
+  // every other zero as -0: equal to +0 for the CPU's comparisons, so it must be for the radix select's too
+  for (size_t i = 0; i < sims.size(); i += 2)
+    if (sims[i] == 0.f) sims[i] = -0.f;
   DeviceBuffer<float> sims_dev(sims, "sims");
   DeviceBuffer<int> labels_dev(bank.labels, "bank labels");
   DeviceBuffer<double> votes((size_t)(query.n * classes), "votes");
@@ -77,6 +105,15 @@ TEST(GpuKnn, VotesOfEachQueryMatchTheCpu) {
     const std::vector<int> got = pred.download();
     for (int64_t i = 0; i < query.n; ++i)
       EXPECT_EQ(got[(size_t)i], cpu_prediction(bank, query, i, classes, k, t)) << "query " << i << ", k " << k;
+    const std::vector<double> want = cpu_order_votes(sims, bank.labels, query.n, bank.n, classes, k, t);
+    const std::vector<double> have = votes.download();
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (on_the_emulator())
+        ASSERT_EQ(std::memcmp(&have[i], &want[i], sizeof(double)), 0)
+            << "vote " << i << ": " << have[i] << " vs " << want[i] << " summed in the CPU's order, k " << k;
+      else
+        ASSERT_NEAR(have[i], want[i], 1e-14 * want[i]) << "vote " << i << ", k " << k;
+    }
   }
 }
 
@@ -94,8 +131,8 @@ TEST(GpuKnn, TiesAtTheKthPlaceGoToTheLowerIndex) {
   EXPECT_EQ(pred.download()[0], 1);
 }
 
-// The whole GPU scoring (GEMM, vote, count) in chunks against the CPU's accuracy, and k beyond the kernel's
-// limit, which falls back to the CPU.
+// The whole GPU scoring (GEMM, vote, count) against the CPU's accuracy: in one chunk, and in chunks of 16
+// queries (the last one partial); and k beyond the kernel's limit, which falls back to the CPU.
 TEST(GpuKnn, TopOneMatchesTheCpu) {
   MOCO_REQUIRE_GPU();
   const int classes = 4;
@@ -103,6 +140,7 @@ TEST(GpuKnn, TopOneMatchesTheCpu) {
   for (int k : {1, 20, 200, 1300}) {
     const double want = knn_top1(bank, query, classes, k, 0.07);
     EXPECT_EQ(cuda::knn_top1(bank, query, classes, k, 0.07, nullptr), want) << "k " << k;
+    EXPECT_EQ(cuda::knn_top1(bank, query, classes, k, 0.07, nullptr, /*max_chunk=*/16), want) << "k " << k;
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../../src/cuda/check.h"
 #include "../../src/cuda/gpu_linear_probe.h"
 #include "gpu_test.h"
 #include "moco/host_layout.h"
@@ -41,7 +42,10 @@ TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
   for (auto& v : initial) v *= 0.1f;
   const SgdConfig sgd{0.9f, 1e-3f};
   auto cpu_probe = make_cpu_linear_probe(d, classes, initial, sgd);
-  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, sgd, nullptr);
+  // non-blocking, as the GPU features' stream that runs it in `moco lincls`
+  cudaStream_t stream = nullptr;
+  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, sgd, stream);
   const int64_t batches[] = {29, 29, 7, 50, 29};
   const float lrs[] = {3.f, 3.f, 1.f, 0.5f, 0.5f};
   for (int s = 0; s < 5; ++s) {
@@ -66,6 +70,8 @@ TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
   EXPECT_EQ(correct, cpu_probe->count_correct(x, y));
   EXPECT_GT(correct, 0);
   EXPECT_LT(correct, 41);
+  gpu_probe.reset();
+  cudaStreamDestroy(stream);
 }
 
 // Every row scores the classes by the bias alone (zero weight): classes 1, 2 and 4 tie for the maximum, and

@@ -253,11 +253,19 @@ TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
       ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "N=" << n << " M=" << m;
       EXPECT_EQ(h[0], ref_h1) << "top-1 hits, N=" << n << " M=" << m;
       EXPECT_EQ(h[1], ref_h5) << "top-5 hits, N=" << n << " M=" << m;
-      for (int64_t i = 0; i < n * m; ++i) {
-        const double scale = std::fabs(ref_d[i]) + (i % m == labels[(size_t)(i / m)] ? 1.0 / n : 0.0);
-        ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30) << "N=" << n << " M=" << m << " row " << i / m
-                                                          << " col " << i % m;
-      }
+      auto check_d = [&](const std::vector<float>& got, const char* what) {
+        for (int64_t i = 0; i < n * m; ++i) {
+          const double scale = std::fabs(ref_d[i]) + (i % m == labels[(size_t)(i / m)] ? 1.0 / n : 0.0);
+          ASSERT_NEAR(got[i], ref_d[i], 1e-5 * scale + 1e-30)
+              << what << " N=" << n << " M=" << m << " row " << i / m << " col " << i % m;
+        }
+      };
+      check_d(d, "separate");
+      // in place, as the linear probe runs it: each row's label score is read before the row is overwritten
+      loss.poison();
+      kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dz.get(), loss.get(), nullptr, ws.get(), nullptr);
+      ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "in place, N=" << n;
+      check_d(dz.download(), "in place");
     }
 }
 
