@@ -128,12 +128,12 @@ if want tests; then
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
 fi
 
-# training end to end on the GPU: kNN monitor, resume bit for bit, moco knn --device cuda
+# training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda
 if want train; then
   train_log=$out/gpu_train.log
   bounded 300 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
   rc=$?
-  row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|knn_top1' "$train_log" | tr '\n' ' ' | cut -c1-120)"
+  row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|lincls_top1' "$train_log" | tr '\n' ' ' | cut -c1-160)"
 fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
