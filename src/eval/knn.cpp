@@ -7,6 +7,7 @@
 #include "moco/cpu_ops.h"
 #include "moco/error.h"
 #include "moco/loader.h"
+#include "moco/parallel.h"
 #include "moco/rng.h"
 
 namespace moco {
@@ -70,24 +71,29 @@ double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, in
   k = (int)std::min<int64_t>(k, bank.n);
   const int64_t chunk = 256;
   std::vector<float> sims((size_t)(chunk * bank.n));  // (chunk, bank.n) cosine similarities
-  std::vector<int64_t> order((size_t)bank.n);         // (bank.n) candidate neighbours of one query
-  std::vector<double> votes((size_t)classes);         // (classes)
+  std::vector<uint8_t> hit((size_t)chunk);             // (chunk) 1 where the vote is the query's label
   int64_t correct = 0;
   for (int64_t q0 = 0; q0 < query.n; q0 += chunk) {
     const int64_t rows = std::min(chunk, query.n - q0);
     cpu::gemm<float>(false, true, rows, bank.n, bank.dim, 1.f, query.features.data() + q0 * query.dim,
                      bank.features.data(), 0.f, sims.data());
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* s = sims.data() + r * bank.n;
-      std::iota(order.begin(), order.end(), 0);
-      // the k most similar; ties broken by index so the result does not depend on the sort
-      std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                        [&](int64_t a, int64_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
-      std::fill(votes.begin(), votes.end(), 0.0);
-      for (int j = 0; j < k; ++j) votes[(size_t)bank.labels[(size_t)order[j]]] += std::exp((double)s[order[j]] / t);
-      const int pred = (int)(std::max_element(votes.begin(), votes.end()) - votes.begin());
-      correct += pred == query.labels[(size_t)(q0 + r)];
-    }
+    // Rows are independent: each thread votes for its own, with its own buffers.
+    parallel_range(rows, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<int64_t> order((size_t)bank.n);  // (bank.n) candidate neighbours of one query
+      std::vector<double> votes((size_t)classes);  // (classes)
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* s = sims.data() + r * bank.n;
+        std::iota(order.begin(), order.end(), 0);
+        // the k most similar; ties broken by index so the result does not depend on the sort
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                          [&](int64_t a, int64_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
+        std::fill(votes.begin(), votes.end(), 0.0);
+        for (int j = 0; j < k; ++j) votes[(size_t)bank.labels[(size_t)order[j]]] += std::exp((double)s[order[j]] / t);
+        const int pred = (int)(std::max_element(votes.begin(), votes.end()) - votes.begin());
+        hit[(size_t)r] = pred == query.labels[(size_t)(q0 + r)];
+      }
+    });
+    for (int64_t r = 0; r < rows; ++r) correct += hit[(size_t)r];
   }
   return 100.0 * (double)correct / (double)query.n;
 }
