@@ -28,7 +28,9 @@ class LinearProbe {
 std::unique_ptr<LinearProbe> make_cpu_linear_probe(int64_t dim, int64_t classes, std::vector<float> initial,
                                                    const SgdConfig& sgd);
 
-// Checks shared by every probe: features (N, D) fp32 on the host, N labels in [0, classes).
+// Checks shared by every probe: `initial` holds classes * D + classes parameters; a batch is features (N, D)
+// fp32 on the host and N labels in [0, classes).
+void check_probe_parameters(const std::vector<float>& initial, int64_t dim, int64_t classes);
 void check_probe_batch(const Tensor& features, const std::vector<int>& labels, int64_t dim, int64_t classes);
 
 }  // namespace moco

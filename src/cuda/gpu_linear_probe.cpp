@@ -17,9 +17,7 @@ class GpuLinearProbe final : public LinearProbe {
   GpuLinearProbe(int64_t dim, int64_t classes, const std::vector<float>& initial, const SgdConfig& sgd,
                  cudaStream_t stream)
       : d_(dim), classes_(classes), sgd_(sgd), stream_(stream) {
-    MOCO_CHECK((int64_t)initial.size() == classes * dim + classes, "linear probe: ", initial.size(),
-               " initial parameters, expected ", classes * dim + classes, " (weight (", classes, ", ", dim,
-               ") and bias)");
+    check_probe_parameters(initial, dim, classes);
     fc_ = DeviceBuffer<float>(initial, "probe parameters");
     grad_ = DeviceBuffer<float>(initial.size(), "probe gradients");
     momentum_ = DeviceBuffer<float>(std::vector<float>(initial.size(), 0.f), "probe SGD momentum");

@@ -8,6 +8,12 @@
 
 namespace moco {
 
+void check_probe_parameters(const std::vector<float>& initial, int64_t dim, int64_t classes) {
+  MOCO_CHECK((int64_t)initial.size() == classes * dim + classes, "linear probe: ", initial.size(),
+             " initial parameters, expected ", classes * dim + classes, " (weight (", classes, ", ", dim,
+             ") and bias)");
+}
+
 void check_probe_batch(const Tensor& features, const std::vector<int>& labels, int64_t dim, int64_t classes) {
   MOCO_CHECK(features.device() == Device::CPU && features.dtype() == DType::F32 && features.dim() == 2 &&
                  features.size(1) == dim,
@@ -25,9 +31,7 @@ class CpuLinearProbe final : public LinearProbe {
  public:
   CpuLinearProbe(int64_t dim, int64_t classes, std::vector<float> initial, const SgdConfig& sgd)
       : d_(dim), classes_(classes), fc_(std::move(initial)), grad_(fc_.size()), sgd_((int64_t)fc_.size(), sgd) {
-    MOCO_CHECK((int64_t)fc_.size() == classes * dim + classes, "linear probe: ", fc_.size(),
-               " initial parameters, expected ", classes * dim + classes, " (weight (", classes, ", ", dim,
-               ") and bias)");
+    check_probe_parameters(fc_, dim, classes);
   }
 
   double train_step(const Tensor& features, const std::vector<int>& labels, float lr) override {
