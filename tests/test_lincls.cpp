@@ -4,42 +4,14 @@
 #include <gtest/gtest.h>
 
 #include "moco/lincls.h"
+#include "tiny_moco.h"
 
 using namespace moco;
 
-namespace {
-class DarkBright : public Dataset {
- public:
-  explicit DarkBright(int64_t n, uint64_t seed) : n_(n), seed_(seed) {}
-  int64_t size() const override { return n_; }
-  int num_classes() const override { return 2; }
-  int label(int64_t i) const override { return (int)(i % 2); }
-  bool load(int64_t i, Image& out, std::string*) const override {
-    Rng rng(seed_, (uint64_t)i);
-    out.h = out.w = 8;
-    out.pixels.resize(8 * 8 * 3);  // (8, 8, 3)
-    for (auto& p : out.pixels) p = (uint8_t)((i % 2 ? 150 : 20) + rng.below(80));
-    return true;
-  }
-  std::string name() const override { return "dark-bright"; }
-  std::string source(int64_t i) const override { return "dark-bright[" + std::to_string(i) + "]"; }
-  const std::vector<std::string>& class_names() const override { return names_; }
-
- private:
-  int64_t n_;
-  uint64_t seed_;
-  std::vector<std::string> names_ = {"dark", "bright"};
-};
-}  // namespace
+using test::DarkBright;
 
 TEST(Lincls, LearnsASeparableTaskAndLeavesTheBackboneUntouched) {
-  ResNetConfig cfg;
-  cfg.depth = 18;
-  cfg.width = 2;
-  cfg.small_stem = true;
-  cfg.head = Head::Linear;
-  cfg.out_dim = 4;
-  Encoder enc(cfg);
+  Encoder enc(test::probe_backbone());
   enc.init(3);
   const std::vector<float> params = enc.params(), stats = enc.stats();
   DarkBright train(64, 1), test(32, 2);

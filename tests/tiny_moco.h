@@ -1,6 +1,6 @@
 // A MoCo model small enough for unit tests (ResNet-18, small stem, width 2, fc head), and smooth synthetic
-// images for it; a well-conditioned one for the GPU tests; a data set of colour noise. Shared by the cpu,
-// gpu and dist tests.
+// images for it; a well-conditioned one for the GPU tests; a data set of colour noise and one of dark and
+// bright images. Shared by the cpu, gpu and dist tests.
 #pragma once
 #include <cmath>
 #include <string>
@@ -66,5 +66,41 @@ class NoiseDataset : public Dataset {
   uint64_t seed_;
   std::vector<std::string> names_ = {"a"};
 };
+
+// A task a frozen random backbone can solve, for the linear probe: 8 x 8 images, dark ones (class 0) and
+// bright ones (class 1), with noise keyed by (seed, i).
+class DarkBright : public Dataset {
+ public:
+  DarkBright(int64_t n, uint64_t seed) : n_(n), seed_(seed) {}
+  int64_t size() const override { return n_; }
+  int num_classes() const override { return 2; }
+  int label(int64_t i) const override { return (int)(i % 2); }
+  bool load(int64_t i, Image& out, std::string*) const override {
+    Rng rng(seed_, (uint64_t)i);
+    out.h = out.w = 8;
+    out.pixels.resize(8 * 8 * 3);  // (8, 8, 3)
+    for (auto& p : out.pixels) p = (uint8_t)((i % 2 ? 150 : 20) + rng.below(80));
+    return true;
+  }
+  std::string name() const override { return "dark-bright"; }
+  std::string source(int64_t i) const override { return "dark-bright[" + std::to_string(i) + "]"; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  int64_t n_;
+  uint64_t seed_;
+  std::vector<std::string> names_ = {"dark", "bright"};
+};
+
+// The probe's small backbone: ResNet-18, small stem, width 2, initialised with seed 3.
+inline ResNetConfig probe_backbone() {
+  ResNetConfig cfg;
+  cfg.depth = 18;
+  cfg.width = 2;
+  cfg.small_stem = true;
+  cfg.head = Head::Linear;
+  cfg.out_dim = 4;
+  return cfg;
+}
 
 }  // namespace moco::test
