@@ -144,6 +144,11 @@ if want kernels; then
     bounded 240 "$build/$b" >"$log" 2>&1
     row "$b" $? "$log"
   done
+  # the kNN scoring's peer, right after bench_knn_vote: PyTorch's matmul + topk + scatter vote, same sizes
+  if [ -z "${MOCO_BENCH_CHECK_ONLY:-}" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    bounded 240 python3 "$repo/tools/knn_peer.py" >"$out/knn_peer.log" 2>&1
+    row "torch knn peer" $? "$(grep -o 'total [0-9.]* ms' "$out/knn_peer.log")"
+  fi
 fi
 
 # ---- 5. whole MoCo steps: the engine and its PyTorch peer, same configuration, same machine, same minute -----
@@ -191,6 +196,17 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo
   echo "whole steps (ratios measured in this run):"
   cat "$ratios"
+  # the kNN scoring of one chunk (GEMM + vote), ours against PyTorch's, both from this run
+  if [ -f "$out/bench_knn_vote.log" ] && [ -f "$out/knn_peer.log" ]; then
+    echo
+    echo "kNN scoring (ratio measured in this run):"
+    awk 'FNR == 1 { f++ }
+         f == 1 && /similarities/ { for (i = 1; i < NF; i++) if ($(i + 1) == "ms") g = $i }
+         f == 1 && /^knn_vote/ { for (i = 1; i < NF; i++) if ($(i + 1) == "ms") v = $i }
+         f == 2 && /torch/ { for (i = 1; i < NF; i++) if ($i == "total") t = $(i + 1) }
+         END { if (g && v && t) printf "128 queries vs a bank of 1,281,167 x 2048: moco %.3f ms  torch %.3f ms  speed-up %.2fx (torch time / moco time)\n", g + v, t, t / (g + v) }' \
+      "$out/bench_knn_vote.log" "$out/knn_peer.log"
+  fi
   echo
   echo "benchmark lines:"
   for b in $benches; do
