@@ -15,12 +15,7 @@ TEST(Lincls, LearnsASeparableTaskAndLeavesTheBackboneUntouched) {
   enc.init(3);
   const std::vector<float> params = enc.params(), stats = enc.stats();
   DarkBright train(64, 1), test(32, 2);
-  LinclsOptions o;
-  o.epochs = 6;
-  o.lr = 1.0;
-  o.schedule = {4};
-  o.batch_size = 16;
-  o.image_size = 8;
+  const LinclsOptions o = test::probe_options(6, 4);
   std::vector<double> losses;
   LinclsResult r = run_lincls(enc, train, test, o, [&](int, double loss) { losses.push_back(loss); });
   ASSERT_EQ(losses.size(), 6u);

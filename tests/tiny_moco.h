@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moco/data.h"
+#include "moco/lincls.h"
 #include "moco/moco.h"
 #include "moco/rng.h"
 
@@ -101,6 +102,17 @@ inline ResNetConfig probe_backbone() {
   cfg.head = Head::Linear;
   cfg.out_dim = 4;
   return cfg;
+}
+
+// The probe's protocol at the DarkBright scale: lr 1, batch 16, 8 px, `epochs` with lr x0.1 at `drop_at`.
+inline LinclsOptions probe_options(int epochs, int64_t drop_at) {
+  LinclsOptions o;
+  o.epochs = epochs;
+  o.lr = 1.0;
+  o.schedule = {drop_at};
+  o.batch_size = 16;
+  o.image_size = 8;
+  return o;
 }
 
 }  // namespace moco::test

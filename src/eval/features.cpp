@@ -1,5 +1,7 @@
 #include "moco/features.h"
 
+#include "moco/knn.h"
+
 namespace moco {
 
 Tensor CpuFeatures::features(const Tensor& x) {
@@ -8,6 +10,11 @@ Tensor CpuFeatures::features(const Tensor& x) {
   Tensor f = enc_.features(x);  // (N, D)
   enc_.set_train(was_train);
   return f;
+}
+
+// The CPU's vote unless an extractor on another device scores where its features are.
+double FeatureExtractor::knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
+  return moco::knn_top1(bank, query, classes, k, t);
 }
 
 }  // namespace moco

@@ -62,10 +62,6 @@ void check_knn_inputs(const FeatureSet& bank, const FeatureSet& query, int class
   for (int y : bank.labels) MOCO_CHECK(y >= 0 && y < classes, "kNN: bank label ", y, " outside [0, ", classes, ")");
 }
 
-double FeatureExtractor::knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
-  return moco::knn_top1(bank, query, classes, k, t);
-}
-
 double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t) {
   check_knn_inputs(bank, query, classes, t);
   k = (int)std::min<int64_t>(k, bank.n);

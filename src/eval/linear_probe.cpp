@@ -36,10 +36,10 @@ class CpuLinearProbe final : public LinearProbe {
 
   double train_step(const Tensor& features, const std::vector<int>& labels, float lr) override {
     const int64_t n = forward(features, labels);
-    std::vector<float> dlogits(logits_.size());  // (N, classes)
-    const double loss = cpu::softmax_xent<float>(n, classes_, logits_.data(), labels64_.data(), dlogits.data());
+    dlogits_.resize(logits_.size());
+    const double loss = cpu::softmax_xent<float>(n, classes_, logits_.data(), labels64_.data(), dlogits_.data());
     std::fill(grad_.begin(), grad_.end(), 0.f);
-    cpu::linear_backward<float>(n, d_, classes_, features.data<float>(), fc_.data(), dlogits.data(), nullptr,
+    cpu::linear_backward<float>(n, d_, classes_, features.data<float>(), fc_.data(), dlogits_.data(), nullptr,
                                 grad_.data(), grad_.data() + classes_ * d_);
     sgd_.step(fc_.data(), grad_.data(), lr);
     return loss;
@@ -71,7 +71,7 @@ class CpuLinearProbe final : public LinearProbe {
   int64_t d_, classes_;
   std::vector<float> fc_, grad_;   // (classes * D + classes) each: [weight, bias]
   Sgd sgd_;                        // its momentum buffer: (classes * D + classes)
-  std::vector<float> logits_;      // (N, classes)
+  std::vector<float> logits_, dlogits_;  // (N, classes) each, reused from batch to batch
   std::vector<int64_t> labels64_;  // (N)
 };
 

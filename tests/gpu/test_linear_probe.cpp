@@ -113,12 +113,7 @@ TEST(GpuLinearProbe, LinclsOnTheGpuTracksTheCpuRun) {
   Encoder enc(test::probe_backbone());
   enc.init(3);
   const test::DarkBright train(64, 1), test_split(32, 2);
-  LinclsOptions o;
-  o.epochs = 4;
-  o.lr = 1.0;
-  o.schedule = {3};
-  o.batch_size = 16;
-  o.image_size = 8;
+  const LinclsOptions o = test::probe_options(4, 3);
   std::vector<double> cpu_losses, gpu_losses;
   const LinclsResult cpu = run_lincls(enc, train, test_split, o, [&](int, double l) { cpu_losses.push_back(l); });
   std::unique_ptr<FeatureExtractor> fx = cuda::make_gpu_features(enc, DType::F32);
