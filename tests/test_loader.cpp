@@ -102,6 +102,46 @@ TEST(Loader, BatchesDependOnlyOnTheirPosition) {
   }
 }
 
+// peek() shows the batch next() hands out next, sharing its memory, without taking it and without waiting:
+// the GPU step starts that batch's copy while it computes the current one.
+TEST(Loader, PeekShowsTheNextBatchWithoutTakingIt) {
+  CountingDataset d(30, {});
+  LoaderConfig c;
+  c.batch = 4;
+  c.seed = 7;
+  const auto reference = epoch_batches(d, c, 1);  // 7 steps
+  Loader l(d, recipe_from_name("small", 8), c);
+  Batch seen;
+  EXPECT_FALSE(l.peek(seen)) << "no epoch started";
+  l.start_epoch(1);
+  int64_t peeked = 0;
+  const void* peeked_memory = nullptr;  // the view memory of the last batch peek() showed
+  for (Batch b; l.next(b);) {
+    EXPECT_TRUE(same_pixels(b.views[0], reference[(size_t)b.step].views[0]));
+    if (peeked_memory) {
+      EXPECT_EQ(b.views[0].raw(), peeked_memory) << "next() handed another batch than peek()";
+    }
+    const bool last = b.step + 1 == (int64_t)reference.size();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    bool ready = false;  // the workers build it in the background; peek itself never waits
+    while (!(ready = l.peek(seen)) && !last && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (last) {
+      EXPECT_FALSE(ready) << "the epoch is done after step " << b.step;
+      break;
+    }
+    ASSERT_TRUE(ready) << "batch " << b.step + 1 << " was not built within 10 s";
+    ++peeked;
+    EXPECT_EQ(seen.step, b.step + 1);
+    EXPECT_EQ(seen.indices, reference[(size_t)b.step + 1].indices);
+    Batch again;
+    ASSERT_TRUE(l.peek(again)) << "peek() took the batch";
+    EXPECT_EQ(again.step, seen.step);
+    peeked_memory = seen.views[0].raw();
+  }
+  EXPECT_EQ(peeked, (int64_t)reference.size() - 1);
+}
+
 // A view allocator (GPU training passes page-locked memory) changes where the views live, not what they hold:
 // the batches equal those in ordinary memory, every view comes from the allocator, and the recycling pool
 // behind it stays bounded by the batches alive at once.

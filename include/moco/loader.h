@@ -74,6 +74,10 @@ class Loader {
   void start_epoch(int64_t epoch, int64_t first_step = 0);
   // The next batch of the epoch, in order; false when the epoch is done. Rethrows a worker's error.
   bool next(Batch& out);
+  // A copy of the batch next() will hand out, if the workers have finished it already: its tensors share
+  // memory with it. False, without waiting, when it is not built yet or the epoch is done. GPU training uses it
+  // to start copying that batch to the device while the current step runs.
+  bool peek(Batch& out) const;
   int64_t skipped() const { return failures_.distinct(); }  // files that failed to decode so far
   const DecodeFailures& failures() const { return failures_; }
 

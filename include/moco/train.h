@@ -61,8 +61,10 @@ class DeviceStep {
  public:
   virtual ~DeviceStep() = default;
   // One step on a loader batch (views[0] queries, views[1] keys, in the form view_dtype() and
-  // stages_on_device() asked for).
-  virtual StepStats step(const Batch& batch, float lr) = 0;
+  // stages_on_device() asked for). `next`, when not null, is the batch the following call will hand (the
+  // loader's peek): the device may start moving it in while this step computes. It only needs to live until
+  // this call returns.
+  virtual StepStats step(const Batch& batch, float lr, const Batch* next) = 0;
   virtual void store_to(Moco& host) = 0;
   virtual std::string describe() const = 0;  // "cuda: NVIDIA H100 ..., bf16"
   // The ranks' communicator on the device side (barriers around checkpoints use it).

@@ -62,10 +62,9 @@ class PinnedUploads {
 // device: the GPU whose context pins the blocks, made current before every allocation and the final frees,
 // so that loader threads do not open a context on GPU 0 (which would cost every rank of a node memory there).
 //
-// The caller must not release a tensor while a copy from it may still be running: GpuMoco::step reads the
-// loss back at its end, after the uploads in stream order, so a batch is free again once step returns. (A
-// step that throws midway may release its batch while the copy still reads it; a worker may then refill the
-// block, and only that dying step sees the mixed bytes.)
+// The caller must not release a tensor while a copy from it may still be running: the training step holds
+// a batch's views until their copy is known to have run (train_step.cpp, StagedBatch::host), and drains its
+// copy stream before it lets them go when it is torn down.
 std::shared_ptr<RecyclingPool> make_pinned_pool(int device);
 
 }  // namespace moco::cuda

@@ -148,6 +148,15 @@ bool Loader::next(Batch& out) {
   return true;
 }
 
+bool Loader::peek(Batch& out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (next_to_take_ >= end_step_) return false;
+  const auto it = ready_.find(next_to_take_);
+  if (it == ready_.end()) return false;
+  out = it->second;
+  return true;
+}
+
 int64_t Loader::load_or_substitute(int64_t index, Image& img) {
   for (int64_t tries = 0; tries < data_.size(); ++tries) {
     const int64_t i = (index + tries) % data_.size();

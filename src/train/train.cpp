@@ -246,15 +246,17 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   for (int64_t epoch = pos.epoch; epoch < o.epochs && !done; ++epoch) {
     const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
     loader.start_epoch(epoch, epoch == pos.epoch ? pos.step_in_epoch : 0);
-    Batch batch;
+    Batch batch, ahead;  // this step's batch, and the loader's next one when it is built already
     auto last = std::chrono::steady_clock::now();  // the previous step's end: img/s is wall-clock (saves too)
     auto wait_from = last;                          // when this iteration started waiting for the loader
     while (loader.next(batch)) {
       const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts
       StepStats st;
       try {
-        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU
-        st = device ? device->step(batch, lr) : moco.step(batch.views[0], batch.views[1], lr);
+        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU, which copies
+        // the next batch in while this step computes when the loader has it ready (peek never waits)
+        st = device ? device->step(batch, lr, loader.peek(ahead) ? &ahead : nullptr)
+                    : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
       }

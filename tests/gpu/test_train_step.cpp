@@ -5,6 +5,9 @@
 // groups of 8, 16 px, fp32), the v2 recipe so that every stage can fire: the loss and the whole gradient to
 // the bounds of GpuMocoStep.EightBitViewsGiveTheStepOfTheirNormalisedImages. The same batch with the two
 // views' decisions swapped must give another loss, so the decisions reach the views they belong to.
+//
+// Then the overlap of `moco train`: a batch handed as `next` is copied in and staged on the copy stream while
+// the current step computes. Steps fed that way must be the steps fed one batch at a time.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -74,7 +77,7 @@ TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
   EXPECT_TRUE(device->stages_on_device());
 
   const StepStats c = cpu.step(cpu_views(b, 0, rec), cpu_views(b, 1, rec), 0.03f);
-  const StepStats g = device->step(b, 0.03f);
+  const StepStats g = device->step(b, 0.03f, nullptr);
   device->store_to(readback);
   EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
   EXPECT_LE(relative_l2(cpu.optimizer().momentum_buffer(), readback.optimizer().momentum_buffer()), 1e-4)
@@ -86,6 +89,49 @@ TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
   std::unique_ptr<DeviceStep> other = cuda::make_train_step(fresh, comm, o, rec);
   Batch swapped = b;
   std::swap(swapped.params[0], swapped.params[1]);
-  const StepStats w = other->step(swapped, 0.03f);
+  const StepStats w = other->step(swapped, 0.03f, nullptr);
   EXPECT_GT(std::fabs(w.loss - c.loss), 1e-3 * std::fabs(c.loss)) << "the views' decisions were swapped";
+}
+
+// Four batches through two steps from the same state: one is handed each batch alone, the other is also told
+// the following batch (as `moco train` does with the loader's peek), and once a wrong one (b3 announced, b2
+// handed), which it must not use. Same losses and same gradients: the staged views are the batch's, and a
+// step never reads views that are still being copied or staged, nor has its views overwritten by the next.
+TEST(GpuTrainStep, BatchesStagedDuringThePreviousStepGiveTheSameSteps) {
+  MOCO_REQUIRE_GPU();
+  TrainOptions o;
+  o.precision = "fp32";
+  SingleCommunicator comm;
+  const MocoConfig cfg = test::well_conditioned_moco();
+  const AugmentRecipe rec = recipe_from_name("v2", 16);
+  Moco one_host(cfg, comm), ahead_host(cfg, comm), readback(cfg, comm);
+  one_host.init();
+  ahead_host.init();
+  std::unique_ptr<DeviceStep> one = cuda::make_train_step(one_host, comm, o, rec);
+  std::unique_ptr<DeviceStep> ahead = cuda::make_train_step(ahead_host, comm, o, rec);
+  ASSERT_TRUE(one && ahead);
+
+  test::NoiseDataset data(64, 20, 24, 9);
+  LoaderConfig lc;
+  lc.batch = 16;
+  lc.seed = 5;
+  lc.view_dtype = DType::U8;
+  lc.stages_on_device = true;
+  lc.view_allocator = ahead->view_allocator();  // page-locked, as in training
+  Loader loader(data, rec, lc);
+  loader.start_epoch(0);
+  std::vector<Batch> b(4);
+  for (Batch& x : b) ASSERT_TRUE(loader.next(x));
+
+  const Batch* told[4] = {&b[1], &b[3], &b[3], nullptr};  // after step 1 the announced batch is not the one
+  const int handed[4] = {0, 1, 2, 3};
+  for (int i = 0; i < 4; ++i) {
+    const StepStats want = one->step(b[(size_t)handed[i]], 0.03f, nullptr);
+    const StepStats got = ahead->step(b[(size_t)handed[i]], 0.03f, told[i]);
+    EXPECT_NEAR(got.loss, want.loss, 1e-5 * std::fabs(want.loss)) << "step " << i;
+  }
+  one->store_to(one_host);
+  ahead->store_to(readback);
+  EXPECT_LE(relative_l2(one_host.optimizer().momentum_buffer(), readback.optimizer().momentum_buffer()), 1e-4);
+  EXPECT_LE(relative_l2(one_host.encoder_k().params(), readback.encoder_k().params()), 1e-6);
 }
