@@ -34,7 +34,7 @@ out=$(cd "$out" && pwd)
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
-benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote"
+benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote bench_train_feed"
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
