@@ -10,8 +10,25 @@
 
 namespace moco::cuda {
 
+void bank_similarities(cublasHandle_t blas, const float* bank, int64_t b, int64_t d, const float* q, int64_t rows,
+                       float* sims, int64_t max_slice) {
+  // the queries and the similarities are one operand each (the caller's chunks keep them small); the bank is sliced
+  MOCO_CHECK(d >= 1 && d <= max_slice && rows * d <= kMaxGemmElements && rows * b <= kMaxGemmElements,
+             "kNN similarities: ", rows, " queries of dim ", d, " against ", b, " features do not fit GEMMs of at most ",
+             max_slice, " values per bank slice and ", kMaxGemmElements, " per operand");
+  const int64_t slice = max_slice / d;  // bank rows per GEMM
+  const float one = 1.f, zero = 0.f;
+  for (int64_t b0 = 0; b0 < b; b0 += slice) {
+    const int64_t m = std::min(slice, b - b0);
+    // sims[:, b0:b0+m]^T (m, rows; column-major, ld B) = bank[b0:b0+m] (m, D) . q^T (D, rows)
+    MOCO_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)rows, (int)d, &one, bank + b0 * d,
+                                   CUDA_R_32F, (int)d, q, CUDA_R_32F, (int)d, &zero, sims + b0, CUDA_R_32F, (int)b,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+}
+
 double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t, cudaStream_t stream,
-                int64_t max_chunk) {
+                int64_t max_chunk, int64_t max_slice) {
   check_knn_inputs(bank, query, classes, t);
   MOCO_CHECK(bank.n <= INT32_MAX && bank.dim <= INT32_MAX, "kNN on the GPU: a bank of ", bank.n, " features of dim ",
              bank.dim, "; cuBLAS takes at most 2^31-1 of each");
@@ -47,11 +64,7 @@ double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, in
     const int64_t rows = std::min(chunk, query.n - q0);
     MOCO_CUDA_CHECK(cudaMemcpyAsync(q_dev.get(), query.features.data() + q0 * d, (size_t)(rows * d) * sizeof(float),
                                     cudaMemcpyHostToDevice, stream));
-    // sims^T (B, rows; column-major) = bank (B, D) . q^T (D, rows): sims (rows, B) row-major
-    const float one = 1.f, zero = 0.f;
-    MOCO_CUBLAS_CHECK(cublasGemmEx(blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)bank.n, (int)rows, (int)d, &one,
-                                   bank_dev.get(), CUDA_R_32F, (int)d, q_dev.get(), CUDA_R_32F, (int)d, &zero,
-                                   sims.get(), CUDA_R_32F, (int)bank.n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    bank_similarities(blas.get(), bank_dev.get(), bank.n, d, q_dev.get(), rows, sims.get(), max_slice);
     kernels::knn_vote(rows, bank.n, k, classes, t, sims.get(), labels_dev.get(), votes.get(), pred_dev.get(), stream);
     MOCO_CUDA_CHECK(cudaMemcpyAsync(pred.data(), pred_dev.get(), (size_t)rows * sizeof(int), cudaMemcpyDeviceToHost,
                                     stream));

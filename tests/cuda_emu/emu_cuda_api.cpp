@@ -1,6 +1,7 @@
 // The runtime and cuBLAS calls of the emulated kernel tests (include/cuda_runtime.h, include/cublas_v2.h):
 // device memory is host memory, asynchronous calls are queued on their stream (emu_streams.h), and the GEMM
 // is the textbook loop over cuBLAS's column-major definition.
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -362,6 +363,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
   if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
     return CUBLAS_STATUS_INVALID_VALUE;
+  // An operand spanning more than 2^31 - 1 values: some cuBLAS kernels index it with 32 bits and fail at run
+  // time, so the emulator refuses it outright (moco slices such operands, cuda::bank_similarities).
+  const long long a_cols = transa == CUBLAS_OP_N ? k : m, b_cols = transb == CUBLAS_OP_N ? n : k;
+  if ((long long)lda * a_cols > INT32_MAX || (long long)ldb * b_cols > INT32_MAX || (long long)ldc * n > INT32_MAX)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   // the combinations cuBLAS documents for CUBLAS_COMPUTE_32F that moco uses: A = B = fp32 or bf16, C fp32 or
   // (with bf16 inputs) bf16
   if (compute != CUBLAS_COMPUTE_32F || atype != btype || (ctype == CUDA_R_16BF && atype != CUDA_R_16BF))

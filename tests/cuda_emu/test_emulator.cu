@@ -219,6 +219,11 @@ TEST(CudaEmulator, GemmFollowsCublasColumnMajorDefinition) {
   EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &alpha, a, CUDA_R_32F, 1, b, CUDA_R_32F, 3, &beta, c,
                          CUDA_R_32F, 3, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_INVALID_VALUE);
+  // An operand of more than 2^31 - 1 values (ImageNet's kNN bank, 1281167 x 2048) is refused before anything is
+  // read, where some cuBLAS kernels would fail at run time: moco must slice it.
+  EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 1281167, 1, 2048, &alpha, a, CUDA_R_32F, 2048, b, CUDA_R_32F,
+                         2048, &beta, c, CUDA_R_32F, 1281167, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_NOT_SUPPORTED);
   cublasDestroy(h);
 }
 

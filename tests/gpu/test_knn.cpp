@@ -132,7 +132,7 @@ TEST(GpuKnn, TiesAtTheKthPlaceGoToTheLowerIndex) {
 }
 
 // The whole GPU scoring (GEMM, vote, count) against the CPU's accuracy: in one chunk, and in chunks of 16
-// queries (the last one partial); and k beyond the kernel's limit, which falls back to the CPU.
+// queries (the last one partial), with the bank in slices too; and k beyond the kernel's limit, which falls back to the CPU.
 TEST(GpuKnn, TopOneMatchesTheCpu) {
   MOCO_REQUIRE_GPU();
   const int classes = 4;
@@ -141,6 +141,8 @@ TEST(GpuKnn, TopOneMatchesTheCpu) {
     const double want = knn_top1(bank, query, classes, k, 0.07);
     EXPECT_EQ(cuda::knn_top1(bank, query, classes, k, 0.07, nullptr), want) << "k " << k;
     EXPECT_EQ(cuda::knn_top1(bank, query, classes, k, 0.07, nullptr, /*max_chunk=*/16), want) << "k " << k;
+    // the bank in GEMMs of 7 rows (35 values; the last slice 5 rows), as ImageNet's is in slices of 2^31 values
+    EXPECT_EQ(cuda::knn_top1(bank, query, classes, k, 0.07, nullptr, 16, /*max_slice=*/37), want) << "k " << k;
   }
 }
 
