@@ -8,14 +8,21 @@
 
 namespace moco::cuda {
 
+int device_of_rank(const LaunchInfo& li, int visible) {
+  MOCO_CHECK(visible > 0, "GPU rank ", li.rank, " of ", li.world, ": no CUDA device is visible");
+  if (visible == 1) return 0;
+  MOCO_CHECK(li.local_rank < visible, "GPU rank ", li.rank, " of ", li.world, " has local rank ", li.local_rank,
+             " but this process sees ", visible, " CUDA devices (CUDA_VISIBLE_DEVICES limits them); start at most ",
+             visible, " ranks per node, one per GPU, or show each rank only its own GPU");
+  return li.local_rank;
+}
+
 int select_device(const LaunchInfo& li) {
   const int count = device_count();
   MOCO_CHECK(count > 0, "GPU rank ", li.rank, " of ", li.world, ": ", no_device_reason());
-  MOCO_CHECK(li.local_rank < count, "GPU rank ", li.rank, " of ", li.world, " has local rank ", li.local_rank,
-             " but this node shows only ", count, " CUDA device(s) (CUDA_VISIBLE_DEVICES limits them); start at "
-             "most ", count, " ranks per node, one per GPU");
-  MOCO_CUDA_CHECK(cudaSetDevice(li.local_rank));
-  return li.local_rank;
+  const int device = device_of_rank(li, count);
+  MOCO_CUDA_CHECK(cudaSetDevice(device));
+  return device;
 }
 
 std::unique_ptr<DeviceCommunicator> make_gpu_communicator(const LaunchInfo& li, cudaStream_t compute,

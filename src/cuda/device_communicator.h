@@ -11,7 +11,7 @@
 // the key images overlaps the query forward the same way (start_permute_row_bytes, then join()).
 //
 // Use on GPU ranks:
-//   cuda::select_device(li);                 // cudaSetDevice(local rank), before creating the compute stream
+//   cuda::select_device(li);                 // cudaSetDevice(the rank's GPU), before creating the compute stream
 //   cudaStream_t s; cudaStreamCreate(&s);
 //   auto comm = cuda::make_gpu_communicator(li, s, mpi_comm_or_null);
 #pragma once
@@ -62,8 +62,14 @@ class DeviceCommunicator : public Communicator {
   virtual void abandon() noexcept {}
 };
 
-// Makes device li.local_rank current (cudaSetDevice), so streams and buffers are created on the rank's GPU.
-// Throws when local_rank is not below the number of visible devices (one rank per GPU). Returns the device.
+// The GPU of a rank among the `visible` devices of its process: its local rank (one rank per GPU of the node),
+// or device 0 when only one is visible, which is how a launcher that binds each rank to its own GPU shows it
+// (srun --gpus-per-task=1, or a CUDA_VISIBLE_DEVICES per rank; two ranks on one GPU are refused by NCCL).
+// Throws, naming the fix, when several are visible and local_rank is not below their number.
+int device_of_rank(const LaunchInfo& li, int visible);
+
+// Makes device_of_rank's device current (cudaSetDevice), so streams and buffers are created on the rank's GPU.
+// Returns the device.
 int select_device(const LaunchInfo& li);
 
 // One rank -> SingleDeviceCommunicator; several -> NcclCommunicator (its constructor says how the NCCL id is

@@ -291,13 +291,20 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
   MOCO_REQUIRE_GPU();
   // one rank per GPU: a local rank past the visible devices is refused before anything is created
   LaunchInfo li;
-  li.world = cuda::device_count() + 1;
-  li.rank = li.local_rank = cuda::device_count();
+  li.world = 8;
+  li.rank = li.local_rank = 5;
+  EXPECT_EQ(cuda::device_of_rank(li, 8), 5);
   try {
-    cuda::select_device(li);
-    FAIL() << "select_device accepted local rank " << li.local_rank;
+    cuda::device_of_rank(li, 4);
+    FAIL() << "local rank 5 of a process that sees 4 GPUs was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("CUDA device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("local rank 5 but this process sees 4 CUDA devices"), std::string::npos)
+        << e.what();
+  }
+  // a launcher that binds each rank to its own GPU shows it just that one, as device 0
+  EXPECT_EQ(cuda::device_of_rank(li, 1), 0);
+  if (cuda::device_count() == 1) {
+    EXPECT_EQ(cuda::select_device(li), 0) << "select_device follows device_of_rank";
   }
   // several ranks with neither a host communicator nor NCCL_COMM_ID: no way to share the NCCL id
   const char* saved = std::getenv("NCCL_COMM_ID");
