@@ -12,7 +12,8 @@
 
 namespace moco::cuda {
 
-static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0), "all_reduce_mean uses ncclAvg (NCCL 2.10 or later)");
+static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0),
+              "non-blocking communicators, ncclInProgress and ncclCommFinalize need NCCL 2.14 or later");
 
 namespace {
 
@@ -38,6 +39,15 @@ IdSource id_source(const LaunchInfo& li, const Communicator* bootstrap) {
 
 std::string nccl_text(ncclResult_t st) { return ncclGetErrorString(st); }
 
+// Between two polls of a wait: spin briefly (collectives on a quiet node finish in microseconds), then leave
+// the core to others.
+void pause(int polls) {
+  if (polls < 1000)
+    std::this_thread::yield();
+  else
+    std::this_thread::sleep_for(std::chrono::microseconds(polls < 10000 ? 20 : 200));
+}
+
 size_t as_size(int64_t n, const char* what) {
   MOCO_CHECK(n >= 0, "NCCL ", what, ": count ", n, " is negative");
   return (size_t)n;
@@ -53,6 +63,7 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
              " is outside [0, ", li.world, ")");
   const IdSource source = id_source(li, bootstrap);  // before any device work: a bad launch fails fast
   device_ = select_device(li);
+#if CUDART_VERSION >= 12080  // cudaStreamGetDevice is CUDA 12.8's
   if (compute) {
     int stream_device = -1;
     MOCO_CUDA_CHECK(cudaStreamGetDevice(compute, &stream_device));
@@ -60,6 +71,7 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
                ") was given a compute stream of device ", stream_device, "; call cuda::select_device before "
                "creating the stream");
   }
+#endif
   try {
     // non-blocking: the comm stream must not serialise with the legacy default stream, or nothing overlaps
     MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
@@ -67,7 +79,8 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
     MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&comm_done_, cudaEventDisableTiming));
     MOCO_CUDA_CHECK(cudaEventCreateWithFlags(&permute_done_, cudaEventDisableTiming));
     barrier_word_ = DeviceBuffer<float>(1, "barrier word");
-    barrier_word_.fill_bytes(0);  // the barrier sums it in place: 0 stays 0
+    // the barrier sums it in place: 0 stays 0 (on the comm stream, which does not wait for the legacy one)
+    MOCO_CUDA_CHECK(cudaMemsetAsync(barrier_word_.get(), 0, sizeof(float), comm_stream_));
 
     ncclUniqueId id;
     std::memset(&id, 0, sizeof id);
@@ -78,11 +91,19 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
       // Local, or NCCL_COMM_ID: NCCL then fills the id from the variable on every rank
       MOCO_NCCL_CHECK(ncclGetUniqueId(&id));
     }
-    const ncclResult_t st = ncclCommInitRank(&comm_, world_, id, rank_);
-    if (st != ncclSuccess)
-      fail("ncclCommInitRank(rank ", rank_, " of ", world_, ", device ", device_, ") failed: ", nccl_text(st),
-           source == IdSource::CommIdEnv ? "; check that NCCL_COMM_ID names rank 0's host and a free port" : "",
-           " (NCCL_DEBUG=WARN prints NCCL's reason)");
+    // Non-blocking: joining, and later the connections NCCL makes at a peer's first collective, return at once
+    // (ncclInProgress) and are waited for under the watchdog (settle), so a rank that never arrives ends the
+    // others' wait after MOCO_COMM_TIMEOUT_S instead of blocking them inside NCCL for ever.
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    const ncclResult_t st = ncclCommInitRankConfig(&comm_, world_, id, rank_, &config);
+    const std::string hint = std::string(source == IdSource::CommIdEnv
+                                             ? "; check that NCCL_COMM_ID names rank 0's host and a free port"
+                                             : "") +
+                             " (NCCL_DEBUG=WARN prints NCCL's reason)";
+    if (st != ncclSuccess && st != ncclInProgress)
+      fail("ncclCommInitRank(rank ", rank_, " of ", world_, ", device ", device_, ") failed: ", nccl_text(st), hint);
+    settle("ncclCommInitRank (waiting for every rank to join)", hint);
   } catch (...) {
     release();
     throw;
@@ -91,9 +112,23 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
 
 void NcclCommunicator::release() noexcept {
   if (comm_) {
-    // Destroying waits for this rank's pending NCCL work, which may wait on peers; with work still queued
-    // (an exception left a collective unfinished) abort instead, so the process can exit.
-    if (comm_stream_ && cudaStreamQuery(comm_stream_) == cudaSuccess)
+    // A clean end: nothing queued here, and finalizing (which waits until every rank's communicator is quiet)
+    // completes within the limit; then destroy frees without blocking. Otherwise (an exception left a collective
+    // unfinished, or a peer is gone) abort, so that the process can exit.
+    bool quiet = comm_stream_ && cudaStreamQuery(comm_stream_) == cudaSuccess;
+    if (quiet) {
+      const ncclResult_t f = ncclCommFinalize(comm_);
+      quiet = f == ncclSuccess || f == ncclInProgress;
+    }
+    if (quiet) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+      ncclResult_t state = ncclInProgress;
+      while (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state == ncclInProgress &&
+             std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      quiet = state == ncclSuccess;
+    }
+    if (quiet)
       ncclCommDestroy(comm_);
     else
       ncclCommAbort(comm_);
@@ -140,8 +175,26 @@ void NcclCommunicator::abort_and_fail(const char* what, const std::string& why) 
 }
 
 void NcclCommunicator::check(ncclResult_t st, const char* what) {
+  if (st == ncclInProgress) return settle(what, "");
   if (st != ncclSuccess)  // the ranks may now disagree on what was issued: nothing after this can be trusted
     abort_and_fail(what, nccl_text(st) + " (" + ncclGetLastError(comm_) + ")");
+}
+
+void NcclCommunicator::settle(const char* what, const std::string& hint) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  for (int polls = 0;; ++polls) {
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t q = ncclCommGetAsyncError(comm_, &state);
+    if (q != ncclSuccess) abort_and_fail(what, "ncclCommGetAsyncError failed: " + nccl_text(q) + hint);
+    if (state == ncclSuccess) return;
+    if (state != ncclInProgress)
+      abort_and_fail(what, nccl_text(state) + " (" + ncclGetLastError(comm_) + ")" + hint);
+    if (std::chrono::duration<double>(clock::now() - start).count() > timeout_s_)
+      abort_and_fail(what, "did not complete within " + std::to_string(timeout_s_) +
+                               " s (MOCO_COMM_TIMEOUT_S): another rank died, hangs or never started" + hint);
+    pause(polls);
+  }
 }
 
 void NcclCommunicator::wait_bounded(const char* what, const std::function<cudaError_t()>& query) {
@@ -163,11 +216,7 @@ void NcclCommunicator::wait_bounded(const char* what, const std::function<cudaEr
     if (waited > timeout_s_)
       abort_and_fail(what, "did not complete within " + std::to_string(timeout_s_) +
                                " s (MOCO_COMM_TIMEOUT_S): another rank died, hangs or called a different collective");
-    // spin briefly (collectives on a quiet node finish in microseconds), then leave the core to others
-    if (polls < 1000)
-      std::this_thread::yield();
-    else
-      std::this_thread::sleep_for(std::chrono::microseconds(polls < 10000 ? 20 : 200));
+    pause(polls);
   }
 }
 
@@ -229,15 +278,16 @@ void NcclCommunicator::send_recv_all(const void* send, const int64_t* send_count
   check(ncclGroupStart(), "ncclGroupStart (all_to_all)");
   const char* out = static_cast<const char*>(send);
   char* in = static_cast<char*>(recv);
-  for (int p = 0; p < world_ && first == ncclSuccess; ++p) {
+  auto ok = [](ncclResult_t r) { return r == ncclSuccess || r == ncclInProgress; };
+  for (int p = 0; p < world_ && ok(first); ++p) {
     if (send_counts[p] > 0) first = ncclSend(out, (size_t)send_counts[p], type, p, comm_, comm_stream_);
-    if (first == ncclSuccess && recv_counts[p] > 0)
+    if (ok(first) && recv_counts[p] > 0)
       first = ncclRecv(in, (size_t)recv_counts[p], type, p, comm_, comm_stream_);
     out += (size_t)send_counts[p] * elem_bytes;
     in += (size_t)recv_counts[p] * elem_bytes;
   }
   const ncclResult_t end = ncclGroupEnd();
-  check(first, "ncclSend/ncclRecv (all_to_all)");
+  if (first != ncclInProgress) check(first, "ncclSend/ncclRecv (all_to_all)");  // in progress: the group's end settles it
   check(end, "ncclGroupEnd (all_to_all)");
   if (compute_waits) compute_waits_for_comm();
 }

@@ -6,6 +6,9 @@
 // wait under a watchdog: the comm stream is polled against a deadline of MOCO_COMM_TIMEOUT_S seconds, and on
 // timeout (or an NCCL asynchronous error) the communicator is aborted (ncclCommAbort) and a moco::Error names
 // the collective and the timeout. After that every call throws; the process should exit non-zero.
+// The communicator is NCCL's non-blocking kind: joining it, and the connections NCCL makes lazily at the first
+// collective between two ranks, return ncclInProgress instead of blocking the host, and are waited for under
+// the same watchdog (settle), so a rank that never starts or dies early cannot hang the others either.
 //
 // The NCCL unique id (the rendezvous of ncclCommInitRank) comes from, in this order:
 //   - world size 1: a local id;
@@ -30,7 +33,7 @@ class NcclCommunicator final : public DeviceCommunicator {
  public:
   // Joins the NCCL communicator of li.world ranks as li.rank on device li.local_rank (made current here).
   // compute: the caller's stream on that device (nullptr: the legacy default stream). timeout_s > 0: the
-  // watchdog's limit. Blocks until every rank has joined.
+  // watchdog's limit. Returns when every rank has joined; throws after timeout_s if one does not.
   NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, double timeout_s, Communicator* bootstrap = nullptr);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -66,8 +69,13 @@ class NcclCommunicator final : public DeviceCommunicator {
 
  private:
   void check_usable(const char* what) const;
-  // An NCCL call's result; a failure aborts the communicator (the ranks may no longer agree) and throws.
+  // An NCCL call's result: ncclInProgress is settled; a failure aborts the communicator (the ranks may no
+  // longer agree) and throws.
   void check(ncclResult_t st, const char* what);
+  // The communicator is non-blocking: after a call returns ncclInProgress, polls its state until it is
+  // ncclSuccess (NCCL allows no other NCCL call, and no work on its stream, before that), under the watchdog.
+  // `hint` is added to the error.
+  void settle(const char* what, const std::string& hint);
   // all_to_all's body for elements of `elem_bytes` bytes of NCCL type `type` (counts are in elements).
   void send_recv_all(const void* send, const int64_t* send_counts, void* recv, const int64_t* recv_counts,
                      ncclDataType_t type, size_t elem_bytes, bool compute_waits = true);

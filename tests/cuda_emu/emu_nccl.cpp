@@ -18,6 +18,7 @@
 //
 // Arguments are checked at the call in both cases.
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@
 struct ncclComm {
   int nranks = 1, rank = 0;
   bool aborted = false;
+  bool finalized = false;
+  // Non-blocking (ncclConfig_t::blocking = 0): every operation answers ncclInProgress and leaves `state` so
+  // until the caller polls it (ncclCommGetAsyncError reports ncclInProgress once, then ncclSuccess).
+  bool blocking = true;
+  ncclResult_t state = ncclSuccess;
+  bool never_joins = false;  // MOCO_EMU_NCCL_JOIN=never: a peer that never starts; the join stays in progress
   std::string last_error;
 #ifdef MOCO_EMU_MPI
   MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1
@@ -71,14 +78,25 @@ struct Group {
 };
 thread_local Group group;
 
-ncclResult_t usable(ncclComm_t comm) {
-  if (!comm) return ncclInvalidArgument;
-  return comm->aborted ? ncclInvalidUsage : ncclSuccess;
-}
-
 ncclResult_t refuse(ncclComm_t comm, ncclResult_t r, const std::string& why) {
   if (comm) comm->last_error = why;
   return r;
+}
+
+ncclResult_t usable(ncclComm_t comm) {
+  if (!comm) return ncclInvalidArgument;
+  if (comm->aborted || comm->finalized) return ncclInvalidUsage;
+  if (comm->state == ncclInProgress)
+    return refuse(comm, ncclInvalidUsage, "an NCCL call on a non-blocking communicator before the previous call's "
+                                          "ncclInProgress was polled to ncclSuccess (ncclCommGetAsyncError)");
+  return ncclSuccess;
+}
+
+// What an operation that was issued answers: ncclSuccess, or ncclInProgress on a non-blocking communicator.
+ncclResult_t issued(ncclComm_t comm) {
+  if (comm->blocking) return ncclSuccess;
+  comm->state = ncclInProgress;
+  return ncclInProgress;
 }
 
 ncclResult_t check_peer(ncclComm_t comm, int peer) {
@@ -111,7 +129,7 @@ ncclResult_t check_collective(ncclComm_t comm, ncclDataType_t type, size_t count
 // A collective over one rank moves the data to its place, if it is not there already.
 ncclResult_t copy_on_one_rank(ncclComm_t comm, cudaStream_t stream, const void* send, void* recv, size_t bytes) {
   if (send != recv) run_on(comm, stream, [=] { std::memmove(recv, send, bytes); });
-  return ncclSuccess;
+  return issued(comm);
 }
 
 #ifdef MOCO_EMU_MPI
@@ -198,6 +216,28 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int ra
   *comm = c;
   return ncclSuccess;
 }
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t* config) {
+  if (config && (config->size != sizeof(ncclConfig_t) || config->magic != 0xcafebeef)) return ncclInvalidArgument;
+  const char* join = std::getenv("MOCO_EMU_NCCL_JOIN");
+  if (config && config->blocking == 0 && join && std::string(join) == "never") {
+    if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
+    auto c = new ncclComm;  // no peers to reach: it never leaves ncclInProgress, until aborted
+    c->nranks = nranks, c->rank = rank, c->blocking = false, c->never_joins = true;
+    c->state = ncclInProgress;
+    *comm = c;
+    return ncclInProgress;
+  }
+  const ncclResult_t r = ncclCommInitRank(comm, nranks, id, rank);
+  if (r != ncclSuccess || !config || config->blocking != 0) return r;  // unset (NCCL_CONFIG_UNDEF_INT): blocking
+  (*comm)->blocking = false;
+  return issued(*comm);
+}
+ncclResult_t ncclCommFinalize(ncclComm_t comm) {
+  if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
+  cuda_emu::sync_device();  // its queued operations finish first
+  comm->finalized = true;
+  return issued(comm);
+}
 // Neither frees the MPI communicator: MPI_Comm_free is collective and would wait for ranks that may be gone.
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   cuda_emu::sync_device();  // the communicator's queued operations finish first
@@ -211,7 +251,9 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 }
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
-  *async_error = ncclSuccess;  // operations either ran at their call or cannot fail (one rank)
+  // operations either ran at their call or cannot fail (one rank); a non-blocking one is done at its first poll
+  *async_error = comm->state;
+  if (!comm->never_joins) comm->state = ncclSuccess;
   return ncclSuccess;
 }
 
@@ -231,7 +273,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
     if (op == ncclAvg) average(recv, count, type, comm->nranks);
   });
 #endif
-  return ncclSuccess;
+  return issued(comm);
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
@@ -246,7 +288,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
                   comm->mpi);
   });
 #endif
-  return ncclSuccess;
+  return issued(comm);
 }
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
@@ -262,7 +304,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
     MPI_Bcast(recv, (int)(count * b), MPI_BYTE, root, comm->mpi);
   });
 #endif
-  return ncclSuccess;
+  return issued(comm);
 }
 
 namespace {
@@ -316,7 +358,7 @@ ncclResult_t ncclGroupEnd() {
       for (size_t i = 0; i < sends.size(); ++i)
         if (sends[i].bytes) std::memmove(recvs[i].data, sends[i].data, sends[i].bytes);
     });
-    return ncclSuccess;
+    return issued(g.comm);
   }
 #ifdef MOCO_EMU_MPI
   run_on(g.comm, stream, [g] {
@@ -332,5 +374,5 @@ ncclResult_t ncclGroupEnd() {
     MPI_Waitall((int)reqs.size(), reqs.data(), MPI_STATUSES_IGNORE);
   });
 #endif
-  return ncclSuccess;
+  return issued(g.comm);
 }

@@ -9,6 +9,7 @@
 // `mpirun -np W build/bench_comm` on a multi-GPU node, which checks the collectives before timing them.
 #include <cstdlib>
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -321,4 +322,35 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
     EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
   }
   if (saved) setenv("NCCL_COMM_ID", saved_value.c_str(), 1);
+}
+
+// Rank 0 of 2 whose peer never starts: joining returns at once (non-blocking communicator) and is waited for
+// under the watchdog, so the constructor throws after the timeout, naming the join and the limit, instead of
+// blocking inside NCCL for ever. On a GPU the peer is simply absent at NCCL_COMM_ID; on the emulator, which
+// cannot reach a second process outside mpirun, MOCO_EMU_NCCL_JOIN=never stands for it.
+TEST(GpuCommunicator, ARankThatNeverJoinsEndsTheWaitAtTheTimeout) {
+  MOCO_REQUIRE_GPU();
+  const char* saved = std::getenv("NCCL_COMM_ID");
+  const std::string saved_value = saved ? saved : "";
+  setenv("NCCL_COMM_ID", "127.0.0.1:29517", 1);
+  setenv("MOCO_EMU_NCCL_JOIN", "never", 1);
+  LaunchInfo li;
+  li.world = 2;
+  li.source = "torchrun";
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    cuda::NcclCommunicator comm(li, nullptr, 1.0);
+    FAIL() << "rank 0 of 2 joined without rank 1";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("ncclCommInitRank"), std::string::npos) << what;
+    EXPECT_NE(what.find("did not complete within 1.0"), std::string::npos) << what;
+    EXPECT_NE(what.find("NCCL_COMM_ID"), std::string::npos) << what;
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(waited, 1.0);
+  EXPECT_LT(waited, 30.0) << "the abort after the timeout took too long";
+  unsetenv("MOCO_EMU_NCCL_JOIN");
+  if (saved) setenv("NCCL_COMM_ID", saved_value.c_str(), 1);
+  else unsetenv("NCCL_COMM_ID");
 }

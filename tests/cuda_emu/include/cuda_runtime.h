@@ -13,6 +13,7 @@
 #include "../emu_runtime.h"
 #include "../emu_types.h"
 
+#define CUDART_VERSION 13000  // the runtime the emulator stands in for (its API, not its behaviour in full)
 #define __global__
 #define __device__
 #define __host__

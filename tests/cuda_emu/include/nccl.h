@@ -1,7 +1,9 @@
 // Stand-in for <nccl.h> in the emulated tests (emu_nccl.cpp). One rank: collectives move data without
 // arithmetic (a sum or mean over one rank is the value itself) and send/receive to oneself pair up inside a
 // group. Several ranks: only under mpirun, one process per rank, where every operation is carried out over
-// MPI. Names and values follow NCCL 2.x's header.
+// MPI. Names and values follow NCCL 2.x's header. A non-blocking communicator (ncclConfig_t::blocking = 0)
+// answers every operation with ncclInProgress, which NCCL may always do, and refuses the next call until the
+// caller has polled its state back to ncclSuccess (ncclCommGetAsyncError), as NCCL's documentation requires.
 #pragma once
 #include <cstddef>
 
@@ -42,6 +44,17 @@ enum ncclDataType_t {
 };
 enum ncclRedOp_t { ncclSum = 0, ncclProd = 1, ncclMax = 2, ncclMin = 3, ncclAvg = 4 };
 
+// The communicator's configuration: only `blocking` is read (0: calls return ncclInProgress and the caller
+// polls ncclCommGetAsyncError, as with NCCL's non-blocking communicators).
+#define NCCL_CONFIG_UNDEF_INT (-2147483647 - 1)
+struct ncclConfig_t {
+  size_t size;
+  unsigned int magic;
+  unsigned int version;
+  int blocking;
+};
+#define NCCL_CONFIG_INITIALIZER {sizeof(ncclConfig_t), 0xcafebeef, NCCL_VERSION_CODE, NCCL_CONFIG_UNDEF_INT}
+
 struct ncclUniqueId {
   char internal[128];
 };
@@ -52,6 +65,8 @@ const char* ncclGetErrorString(ncclResult_t result);
 const char* ncclGetLastError(ncclComm_t comm);
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id);
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank);
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t* config);
+ncclResult_t ncclCommFinalize(ncclComm_t comm);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
 ncclResult_t ncclCommAbort(ncclComm_t comm);
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error);
