@@ -29,7 +29,6 @@ using cuda::DeviceBuffer;
 
 namespace {
 
-const __nv_bfloat16* bf(const DeviceBuffer<uint16_t>& b) { return reinterpret_cast<const __nv_bfloat16*>(b.get()); }
 __nv_bfloat16* bf(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
 
 std::vector<float> normals(size_t n, uint64_t stream, double mean, double sd) {

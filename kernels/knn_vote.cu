@@ -36,9 +36,12 @@ __device__ __forceinline__ unsigned order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// a goes before b in the CPU's order: greater similarity, then lower index.
+// a goes before b in the CPU's order: greater similarity, then lower index. Compared by order_key, as the
+// select is, so that both phases share one total order even if a similarity is NaN (which the CPU's sort leaves
+// undefined): the list's order, and so the vote, then cannot depend on the order the threads filled it in.
 __device__ __forceinline__ bool before(float sa, int ia, float sb, int ib) {
-  return sa > sb || (sa == sb && ia < ib);
+  const unsigned ka = order_key(sa), kb = order_key(sb);
+  return ka > kb || (ka == kb && ia < ib);
 }
 
 __global__ void __launch_bounds__(kThreads)
