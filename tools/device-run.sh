@@ -6,16 +6,24 @@
 #   bash tools/build-device.sh device-bundle                  # here: binaries + the libraries they need
 #   bash tools/device-run.sh device-bundle OUT_DIR [PART...]  # there, from the repository root
 #
-# PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile.
-# One call of the device tool may run 10 minutes, so a whole run is three calls, e.g.
-#   env tests train kernels  |  env steps-v2 steps-v1  |  env steps-compile
-# DEVICE_RUN_BUDGET_S (default 560) bounds one call: a step that would run past it is skipped and says so.
+# PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and two
+# short ones for a first run on little device time: `core`, the benchmarks behind the issue's targets
+# (bench_moco_logits, bench_softmax_xent, bench_flat_update) and bench_train_feed, and `headline`, the MoCo v2
+# step at batch 256 against the PyTorch twin, eager and torch.compile.
+# One call of the device tool may run 10 minutes. With 15 device minutes in all (the machine's start counted),
+# the first call is
+#   env tests headline core          (one call, within DEVICE_RUN_BUDGET_S; not yet timed on a GPU)
+# and the rest, when time is left: env train kernels steps-v2 | env steps-v1 steps-compile.
+# DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
+#
+# OUT_DIR ends up holding three files, because the device tool brings back only a few: table.txt (the short
+# table), bench-record.md (the same as a record for bench/results/) and logs.tar.gz (every log).
 #
 # BUILD_DIR may also be a build folder; without binaries in it the script builds REPO/build-device there
 # when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
 set -u
 
-usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|steps-v2|steps-v1|steps-compile ...]" >&2; exit 2; }
+usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile ...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$1
@@ -23,10 +31,10 @@ out=$2
 shift 2
 parts=" ${*:-env tests train kernels steps-v2 steps-v1 steps-compile} "
 for p in $parts; do
-  case $p in env|tests|train|kernels|steps-v2|steps-v1|steps-compile) ;; *) usage ;; esac
+  case $p in env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile) ;; *) usage ;; esac
 done
 want() { [[ $parts == *" $1 "* ]]; }
-deadline=$(( $(date +%s) + ${DEVICE_RUN_BUDGET_S:-560} ))
+deadline=$(( $(date +%s) + ${DEVICE_RUN_BUDGET_S:-540} ))
 # seconds a step may take: its own limit, or what is left of the budget (0: skip it)
 limit() { local left=$(( deadline - $(date +%s) - 10 )); (( left < 20 )) && { echo 0; return; }; (( left < $1 )) && echo $left || echo $1; }
 mkdir -p "$out" || { echo "cannot create $out" >&2; exit 2; }
@@ -35,6 +43,7 @@ out=$(cd "$out" && pwd)
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
 benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote bench_train_feed"
+core_benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_train_feed"
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
@@ -122,7 +131,10 @@ bounded() {
 # ---- 3. the gpu-labelled tests: the gtest binary itself (ctest files hold another machine's paths) ---------
 if want tests; then
   test_log=$out/moco_gpu_tests.log
-  bounded 420 "$build/moco_gpu_tests" >"$test_log" 2>&1
+  # with `headline` in the same call the tests leave it time: at most 240 s, else 420 s
+  tests_limit=420
+  want headline && tests_limit=240
+  bounded $tests_limit "$build/moco_gpu_tests" >"$test_log" 2>&1
   rc=$?
   row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^skipped' "$test_log" | tr '\n' ' ')"
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
@@ -137,15 +149,18 @@ if want train; then
 fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------
-if want kernels; then
-  for b in $benches; do
+run_benches=""
+want kernels && run_benches=$benches
+want core && ! want kernels && run_benches=$core_benches
+if [ -n "$run_benches" ]; then
+  for b in $run_benches; do
     log=$out/$b.log
     if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
     bounded 240 "$build/$b" >"$log" 2>&1
     row "$b" $? "$log"
   done
   # the kNN scoring's peer, right after bench_knn_vote: PyTorch's matmul + topk + scatter vote, same sizes
-  if [ -z "${MOCO_BENCH_CHECK_ONLY:-}" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  if want kernels && [ -z "${MOCO_BENCH_CHECK_ONLY:-}" ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     bounded 240 python3 "$repo/tools/knn_peer.py" >"$out/knn_peer.log" 2>&1
     row "torch knn peer" $? "$(grep -o 'total [0-9.]* ms' "$out/knn_peer.log")"
   fi
@@ -179,6 +194,8 @@ step_pair() {  # head batch mode(eager|compile)
     END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
                               head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
 }
+if want headline && ! want steps-v2; then step_pair v2 256 eager; fi
+if want headline && ! want steps-compile; then step_pair v2 256 compile; fi
 for head in v2 v1; do
   want "steps-$head" || continue
   for bs in 32 64 128 256; do step_pair $head $bs eager; done
@@ -229,6 +246,10 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 } >"$out/bench-record.md"
 cat "$out/table.txt"
 echo "(record for bench/results/: $out/bench-record.md)"
+# every log into one archive: the device tool brings back only a few files
+( cd "$out" && logs=$(ls | grep -vE '^(table\.txt|bench-record\.md|logs\.tar\.gz)$') &&
+  [ -n "$logs" ] && tar czf logs.tar.gz $logs && rm -rf $logs ) &&
+  echo "(every log: $out/logs.tar.gz)"
 status=0
 for rc in "${T_RC[@]}"; do [ "$rc" -ne 0 ] && status=1; done
 exit $status

@@ -3,8 +3,10 @@
 # Deletes (or misplaces) one wait at a time in src/cuda/, rebuilds the emulated tests, runs the tests that
 # cover that code, and restores the file. Each mutation must fail with the stream model (in the default head
 # order, or in the tail order, MOCO_EMU_STREAM_ORDER=tail) and, to show the model is what catches it, pass with
-# MOCO_EMU_EAGER=1 (every call run at once). The last one is not a hazard (a started shuffle made to wait at
-# once only gives up the overlap) and must pass both ways. (Fp32StepMatchesTheCpuStep is a step test
+# MOCO_EMU_EAGER=1 (every call run at once). Two are not hazards and must pass both ways: a staging that does
+# not wait for the step that last read its slot (that step has returned, and steps end with a host wait, so the
+# wait is defence for a step that would not), and a started shuffle made to wait at once (it only gives up
+# the overlap). (Fp32StepMatchesTheCpuStep is a step test
 # whose images come from host memory, so it is one that uploads them; Fp32StepOverNcclOfOneRankIsTight runs the
 # step over NCCL, whose shuffle runs on its own stream.)
 #
@@ -60,9 +62,13 @@ mutate "step: state uploads not awaited" src/cuda/gpu_moco.cpp \
   '  MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // the uploads (legacy stream) land before the next step reads them' \
   '' 'GpuMocoStep.Fp32StepMatchesTheCpuStep' fail
 mutate "train: crops copied on the legacy stream" src/cuda/train_step.cpp \
-  'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));' \
-  'cudaMemcpyAsync(crops_[v].get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, nullptr));' \
+  'cudaMemcpyAsync(crops.get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, copy_stream_));' \
+  'cudaMemcpyAsync(crops.get(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, nullptr));' \
   'GpuTrainStep.*' fail
+mutate "train: step ignores its staging" src/cuda/train_step.cpp \
+  '    MOCO_CUDA_CHECK(cudaStreamWaitEvent(stream_, staged_[cur].staged, 0));' '' 'GpuTrainStep.*' fail
+mutate "train: staging ignores the last step" src/cuda/train_step.cpp \
+  '    MOCO_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, into.consumed, 0));' '' 'GpuTrainStep.*' pass
 mutate "nccl: shuffle not overlapped" src/cuda/nccl_communicator.cpp \
   '  permute(send, n, row_bytes, perm, recv, /*started=*/true);' '  permute(send, n, row_bytes, perm, recv, /*started=*/false);' \
   'GpuCommunicator.StartedPermute*:GpuMocoStep.Fp32StepOverNcclOfOneRankIsTight' pass

@@ -102,7 +102,8 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
                                              : "") +
                              " (NCCL_DEBUG=WARN prints NCCL's reason)";
     if (st != ncclSuccess && st != ncclInProgress)
-      fail("ncclCommInitRank(rank ", rank_, " of ", world_, ", device ", device_, ") failed: ", nccl_text(st), hint);
+      fail("ncclCommInitRank(rank ", rank_, " of ", world_, ", device ", device_, ") failed: ", nccl_text(st),
+           st == ncclInvalidUsage ? "; NCCL refuses two ranks on one GPU: give each rank its own" : "", hint);
     settle("ncclCommInitRank (waiting for every rank to join)", hint);
   } catch (...) {
     release();

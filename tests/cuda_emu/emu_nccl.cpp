@@ -18,6 +18,7 @@
 //
 // Arguments are checked at the call in both cases.
 #include <climits>
+#include <unistd.h>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -208,6 +209,23 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int ra
       return ncclSystemError;  // the emulator's peers can only be MPI's ranks, started by mpirun
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
+    // As NCCL does, refuse two ranks on one GPU ("Duplicate GPU detected"): the GPU is the host and the device
+    // each rank made current.
+    struct Gpu {
+      char host[64];
+      int device;
+    } mine{}, *all = new Gpu[(size_t)nranks];
+    gethostname(mine.host, sizeof mine.host - 1);
+    cudaGetDevice(&mine.device);
+    MPI_Allgather(&mine, (int)sizeof(Gpu), MPI_BYTE, all, (int)sizeof(Gpu), MPI_BYTE, c->mpi);
+    bool duplicate = false;
+    for (int r = 0; r < nranks; ++r)
+      duplicate |= r != rank && all[r].device == mine.device && std::strcmp(all[r].host, mine.host) == 0;
+    delete[] all;
+    if (duplicate) {
+      delete c;
+      return ncclInvalidUsage;
+    }
 #else
     delete c;
     return ncclSystemError;  // built without MPI: the other ranks would be processes it cannot reach
