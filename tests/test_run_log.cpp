@@ -16,8 +16,11 @@ TEST(RunLog, JsonRecordEscapesAndHasNoNanLiteral) {
                                .add("loss", 0.5)
                                .add("path", "a\"b\\c\n")
                                .add("bad", std::nan(""))
+                               .add("next_ready", true)
+                               .add("staged", false)
                                .str();
-  EXPECT_EQ(line, "{\"step\": 3, \"loss\": 0.5, \"path\": \"a\\\"b\\\\c\\u000a\", \"bad\": null}");
+  EXPECT_EQ(line, "{\"step\": 3, \"loss\": 0.5, \"path\": \"a\\\"b\\\\c\\u000a\", \"bad\": null, "
+                  "\"next_ready\": true, \"staged\": false}");
 }
 
 TEST(RunLog, ResumedLogDropsStepsAfterTheCheckpoint) {

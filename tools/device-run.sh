@@ -140,12 +140,17 @@ if want tests; then
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
 fi
 
-# training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda
+# training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda; and
+# a run whose loss goes non-finite, which must stop with its last checkpoint whole
 if want train; then
   train_log=$out/gpu_train.log
   bounded 300 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
   rc=$?
   row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|lincls_top1' "$train_log" | tr '\n' ' ' | cut -c1-160)"
+  nan_log=$out/nan_stops_the_run.log
+  bounded 120 bash "$repo/tests/cli/nan_stops_the_run.sh" "$build/moco" --device cuda >"$nan_log" 2>&1
+  rc=$?
+  row "nan_stops_the_run.sh" $rc "$(grep -cE '^ok' "$nan_log") checks ok $(grep -E '^FAIL|skipped' "$nan_log" | tr '\n' ' ' | cut -c1-120)"
 fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------

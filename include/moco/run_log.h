@@ -18,6 +18,7 @@ class JsonRecord {
   JsonRecord& add(const std::string& key, int v) { return add(key, (int64_t)v); }
   JsonRecord& add(const std::string& key, const std::string& v);
   JsonRecord& add(const std::string& key, const char* v) { return add(key, std::string(v)); }
+  JsonRecord& add(const std::string& key, bool v);  // true / false
   std::string str() const;
 
  private:

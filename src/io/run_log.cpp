@@ -44,6 +44,10 @@ JsonRecord& JsonRecord::add(const std::string& key, int64_t v) {
   fields_.emplace_back(key, std::to_string(v));
   return *this;
 }
+JsonRecord& JsonRecord::add(const std::string& key, bool v) {
+  fields_.emplace_back(key, v ? "true" : "false");
+  return *this;
+}
 JsonRecord& JsonRecord::add(const std::string& key, const std::string& v) {
   fields_.emplace_back(key, json_string(v));
   return *this;

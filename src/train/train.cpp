@@ -252,10 +252,11 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     while (loader.next(batch)) {
       const auto got = std::chrono::steady_clock::now();  // the batch is here: data time ends, step time starts
       StepStats st;
+      // the GPU copies the next batch in while this step computes, when the loader has it built (peek never waits)
+      const bool next_ready = device && loader.peek(ahead);
       try {
-        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU, which copies
-        // the next batch in while this step computes when the loader has it ready (peek never waits)
-        st = device ? device->step(batch, lr, loader.peek(ahead) ? &ahead : nullptr)
+        // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU
+        st = device ? device->step(batch, lr, next_ready ? &ahead : nullptr)
                     : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
         fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
@@ -266,16 +267,20 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       const double step_s = std::chrono::duration<double>(now - got).count();
       last = now;
       pos = {epoch, batch.step + 1, pos.steps_done + 1};
-      log(JsonRecord()
-              .add("step", pos.steps_done)
-              .add("epoch", epoch)
-              .add("loss", (double)st.loss)  // loss and accuracies of the global batch
-              .add("acc1", (double)st.acc1)
-              .add("acc5", (double)st.acc5)
-              .add("lr", (double)lr)
-              .add("img_per_s", img_per_s)
-              .add("data_ms", 1000.0 * data_s)    // waiting for the loader: the data path is the bottleneck
-              .add("step_ms", 1000.0 * step_s));  // the MoCo step itself, on the CPU or the GPU
+      JsonRecord line;
+      line.add("step", pos.steps_done)
+          .add("epoch", epoch)
+          .add("loss", (double)st.loss)  // loss and accuracies of the global batch
+          .add("acc1", (double)st.acc1)
+          .add("acc5", (double)st.acc5)
+          .add("lr", (double)lr)
+          .add("img_per_s", img_per_s)
+          .add("data_ms", 1000.0 * data_s)   // waiting for the loader: the data path is the bottleneck
+          .add("step_ms", 1000.0 * step_s);  // the MoCo step itself, on the CPU or the GPU
+      // GPU: whether the next batch was built when this step began, so its copy overlapped the step; false on
+      // most steps means the loader does not keep up (more -j workers)
+      if (device) line.add("next_ready", next_ready);
+      log(line);
       if (lead)
         progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, data_s);
       done = pos.steps_done >= total_steps;

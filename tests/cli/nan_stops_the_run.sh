@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A run whose loss stops being finite (--lr 10000 --wd 1: the weights grow 10^4-fold a step) must stop with an error that
+# names the loss and the last good checkpoint, exit non-zero, and leave that checkpoint whole: it still reads
+# back (moco export), and it holds the last step saved before the bad one.
+#   nan_stops_the_run.sh <moco binary> [extra train flags, e.g. --device cuda --precision fp32]
+set -uo pipefail
+moco=$1
+shift
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+# the data: Fashion-MNIST (moco's default) where it is installed, else the small ImageFolder of the GPU scripts
+root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+data=()
+if [ ! -f "$root/train-images-idx3-ubyte.gz" ]; then
+  python3 "$(dirname "$0")/write_test_images.py" "$dir/data" 2>/dev/null ||
+    { echo "neither Fashion-MNIST nor python3 with numpy and Pillow: skipped"; exit 77; }
+  data=("$dir/data")
+fi
+if [[ " $* " == *" --device cuda "* ]] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a resnet18 --width 2 \
+    --image-size 16 -b 4 --moco-k 16 >"$dir/probe.log" 2>&1; then
+  echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77
+fi
+out=$("$moco" train "${data[@]}" --width 2 -b 16 --bn-splits 2 --moco-k 64 --image-size 16 --epochs 10 --max-steps 30 \
+  --save-every-steps 1 --lr 10000 --wd 1 --knn-every 0 --out "$dir/run" "$@" 2>&1)
+rc=$?
+err=$(printf '%s\n' "$out" | grep 'moco: error:' | tail -1)
+failed=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failed=1; fi; }
+check "the run exits non-zero (exit $rc)" '[ $rc -ne 0 ]'
+check "the error names the loss: ${err:-<none>}" '[[ "$err" == *"loss is "* ]] && [[ "$err" != *"loss is 0"* ]]'
+ck=$dir/run/checkpoint.mocockpt
+check "the error names the last good checkpoint" '[[ "$err" == *"the last good checkpoint is $ck"* ]]'
+# the steps that finished: each wrote a log line and then the checkpoint (--save-every-steps 1)
+last=$(grep -E '"event": ?"checkpoint"' "$dir/run/metrics.jsonl" 2>/dev/null | tail -1 | grep -oE '"step": ?[0-9]+' | grep -oE '[0-9]+$')
+steps=$(grep -c '"loss"' "$dir/run/metrics.jsonl" 2>/dev/null)
+check "some steps finished before the loss went bad (${steps:-0}), and fewer than 30" '[ "${steps:-0}" -ge 1 ] && [ "${steps:-0}" -lt 30 ]'
+check "the last checkpoint is of the last finished step (${last:-none} of ${steps:-0})" '[ "${last:-x}" = "${steps:-y}" ]'
+check "the checkpoint reads back whole (moco export)" '"$moco" export --checkpoint "$ck" --out "$dir/w.safetensors" >/dev/null 2>&1'
+check "no temporary file is left beside it" '[ -z "$(ls "$dir/run" | grep -v -E "^(checkpoint.mocockpt|metrics.jsonl)$")" ]'
+exit $failed
