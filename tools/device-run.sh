@@ -27,6 +27,7 @@ usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|tra
 [ $# -ge 2 ] || usage
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$1
+build_arg=$1  # as given, for the record's command line
 out=$2
 shift 2
 parts=" ${*:-env tests train kernels steps-v2 steps-v1 steps-compile} "
@@ -128,6 +129,39 @@ bounded() {
   timeout "$t" "$@"
 }
 
+# ---- whole MoCo steps: the engine and its PyTorch peer, same configuration, same machine, same minute -------
+# ResNet-50 at 224 px, K 65536, one BN group per GPU; v1 (fc head, T 0.07) and v2 (MLP head, T 0.2). Each
+# engine run is followed at once by the peer's (an engine log of this call for the same head and batch is
+# reused: the compile pair after the eager one); the ratio lines collect in step-ratios.txt. Run below: the
+# headline right after the tests, the sweeps (steps-*) last.
+ratios=$out/step-ratios.txt
+: >"$ratios"
+have_torch=0
+python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && have_torch=1
+step_pair() {  # head batch mode(eager|compile)
+  local head=$1 bs=$2 mode=$3 mlp="" flags="--amp --channels-last"
+  [ "$head" = v2 ] && mlp="--mlp"
+  [ "$mode" = compile ] && flags="$flags --compile"
+  local ours=$out/moco_bench_${head}_b${bs}.log peer=$out/torch_peer_${head}_b${bs}_${mode}.log
+  if [ ! -f "$ours" ]; then  # once per call, even if it failed (a second try would fail the same way)
+    bounded 150 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b "$bs" --moco-k 65536 $mlp \
+      --steps 20 --warmup 5 >"$ours" 2>&1
+    row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
+  fi
+  [ $have_torch = 1 ] || { row "torch_peer" 127 "PyTorch with CUDA not available"; return; }
+  bounded 300 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
+    -b "$bs" --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
+  row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
+  awk -v head="$head" -v bs="$bs" -v mode="$mode" '
+    FNR == 1 { f++ }
+    f == 1 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") a = $(i + 1) }
+    f == 1 && /memory MiB/ { for (i = 1; i < NF; i++) if ($i == "total") am = $(i + 1) }
+    f == 2 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") b = $(i + 1) }
+    f == 2 && /peak_memory_mib/ { bm = $2 }
+    END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
+                              head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
+}
+
 # ---- 3. the gpu-labelled tests: the gtest binary itself (ctest files hold another machine's paths) ---------
 if want tests; then
   test_log=$out/moco_gpu_tests.log
@@ -138,6 +172,12 @@ if want tests; then
   rc=$?
   row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^skipped' "$test_log" | tr '\n' ' ')"
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
+fi
+
+# the headline: MoCo v2 at batch 256 against the PyTorch twin, eager and torch.compile
+if want headline; then
+  step_pair v2 256 eager
+  step_pair v2 256 compile
 fi
 
 # training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda; and
@@ -171,42 +211,19 @@ if [ -n "$run_benches" ]; then
   fi
 fi
 
-# ---- 5. whole MoCo steps: the engine and its PyTorch peer, same configuration, same machine, same minute -----
-# ResNet-50 at 224 px, K 65536, one BN group per GPU; v1 (fc head, T 0.07) and v2 (MLP head, T 0.2). Each
-# engine run is followed at once by the peer's; the ratio lines collect in step-ratios.txt.
-ratios=$out/step-ratios.txt
-: >"$ratios"
-have_torch=0
-python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && have_torch=1
-step_pair() {  # head batch mode(eager|compile)
-  local head=$1 bs=$2 mode=$3 mlp="" flags="--amp --channels-last"
-  [ "$head" = v2 ] && mlp="--mlp"
-  [ "$mode" = compile ] && flags="$flags --compile"
-  local ours=$out/moco_bench_${head}_b${bs}_${mode}.log peer=$out/torch_peer_${head}_b${bs}_${mode}.log
-  bounded 150 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b "$bs" --moco-k 65536 $mlp \
-    --steps 20 --warmup 5 >"$ours" 2>&1
-  row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
-  [ $have_torch = 1 ] || { row "torch_peer" 127 "PyTorch with CUDA not available"; return; }
-  bounded 300 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
-    -b "$bs" --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
-  row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
-  awk -v head="$head" -v bs="$bs" -v mode="$mode" '
-    FNR == 1 { f++ }
-    f == 1 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") a = $(i + 1) }
-    f == 1 && /memory MiB/ { for (i = 1; i < NF; i++) if ($i == "total") am = $(i + 1) }
-    f == 2 && /img_per_s/ { for (i = 1; i < NF; i++) if ($i == "img_per_s") b = $(i + 1) }
-    f == 2 && /peak_memory_mib/ { bm = $2 }
-    END { if (a && b) printf "%-3s b%-4s vs torch %-8s moco %8.1f img/s  torch %8.1f img/s  ratio %.2fx   memory moco %8.1f MiB  torch %8.1f MiB\n",
-                              head, bs, mode, a, b, a / b, am, bm }' "$ours" "$peer" >>"$ratios"
-}
-if want headline && ! want steps-v2; then step_pair v2 256 eager; fi
-if want headline && ! want steps-compile; then step_pair v2 256 compile; fi
+# ---- 5. the step sweeps (the headline's pairs are not run twice) -----------------------------------------------
 for head in v2 v1; do
   want "steps-$head" || continue
-  for bs in 32 64 128 256; do step_pair $head $bs eager; done
+  for bs in 32 64 128 256; do
+    want headline && [ "$head" = v2 ] && [ "$bs" = 256 ] && continue
+    step_pair $head $bs eager
+  done
 done
 if want steps-compile; then
-  for bs in 256 32; do step_pair v2 $bs compile; done
+  for bs in 256 32; do
+    want headline && [ "$bs" = 256 ] && continue
+    step_pair v2 $bs compile
+  done
 fi
 
 # ---- 6. the table, printed and written as a bench/results record ------------------------------------------
@@ -243,7 +260,7 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo "- commit: $commit"
   echo "- device: ${gpu_name:-?} ($(nvidia-smi --query-gpu=memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1))"
   echo "- torch: $(python3 -c 'import torch;print(torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || echo none)"
-  echo "- command: bash tools/device-run.sh $1 OUT"
+  echo "- command: bash tools/device-run.sh $build_arg OUT $(echo $parts)"
   echo
   echo '```'
   cat "$out/table.txt"
@@ -252,8 +269,9 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 cat "$out/table.txt"
 echo "(record for bench/results/: $out/bench-record.md)"
 # every log into one archive: the device tool brings back only a few files
-( cd "$out" && logs=$(ls | grep -vE '^(table\.txt|bench-record\.md|logs\.tar\.gz)$') &&
-  [ -n "$logs" ] && tar czf logs.tar.gz $logs && rm -rf $logs ) &&
+# (only what this script writes: *.log and step-ratios.txt; OUT_DIR may hold other things)
+( cd "$out" && logs=$(ls -1 -- *.log step-ratios.txt 2>/dev/null) && [ -n "$logs" ] &&
+  tar czf logs.tar.gz $logs && rm -f $logs ) &&
   echo "(every log: $out/logs.tar.gz)"
 status=0
 for rc in "${T_RC[@]}"; do [ "$rc" -ne 0 ] && status=1; done

@@ -48,6 +48,9 @@ void pause(int polls) {
     std::this_thread::sleep_for(std::chrono::microseconds(polls < 10000 ? 20 : 200));
 }
 
+// NCCL's answer when two ranks share a GPU ("Duplicate GPU detected"), which a launch can cause.
+constexpr const char* kSharedGpu = "; NCCL refuses two ranks on one GPU: give each rank its own";
+
 size_t as_size(int64_t n, const char* what) {
   MOCO_CHECK(n >= 0, "NCCL ", what, ": count ", n, " is negative");
   return (size_t)n;
@@ -103,8 +106,9 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
                              " (NCCL_DEBUG=WARN prints NCCL's reason)";
     if (st != ncclSuccess && st != ncclInProgress)
       fail("ncclCommInitRank(rank ", rank_, " of ", world_, ", device ", device_, ") failed: ", nccl_text(st),
-           st == ncclInvalidUsage ? "; NCCL refuses two ranks on one GPU: give each rank its own" : "", hint);
-    settle("ncclCommInitRank (waiting for every rank to join)", hint);
+           st == ncclInvalidUsage ? kSharedGpu : "", hint);
+    // a non-blocking join reports its failures here, two ranks on one GPU among them
+    settle("ncclCommInitRank (waiting for every rank to join)", hint, kSharedGpu);
   } catch (...) {
     release();
     throw;
@@ -113,9 +117,9 @@ NcclCommunicator::NcclCommunicator(const LaunchInfo& li, cudaStream_t compute, d
 
 void NcclCommunicator::release() noexcept {
   if (comm_) {
-    // A clean end: nothing queued here, and finalizing (which waits until every rank's communicator is quiet)
-    // completes within the limit; then destroy frees without blocking. Otherwise (an exception left a collective
-    // unfinished, or a peer is gone) abort, so that the process can exit.
+    // A clean end: nothing queued here, and finalizing (which flushes this rank's NCCL work and, in recent
+    // NCCL, meets the node's other ranks) completes within the limit; then destroy frees without blocking.
+    // Otherwise (an exception left a collective unfinished, or a peer is gone) abort, so the process can exit.
     bool quiet = comm_stream_ && cudaStreamQuery(comm_stream_) == cudaSuccess;
     if (quiet) {
       const ncclResult_t f = ncclCommFinalize(comm_);
@@ -176,12 +180,12 @@ void NcclCommunicator::abort_and_fail(const char* what, const std::string& why) 
 }
 
 void NcclCommunicator::check(ncclResult_t st, const char* what) {
-  if (st == ncclInProgress) return settle(what, "");
+  if (st == ncclInProgress) return settle(what, "", "");
   if (st != ncclSuccess)  // the ranks may now disagree on what was issued: nothing after this can be trusted
     abort_and_fail(what, nccl_text(st) + " (" + ncclGetLastError(comm_) + ")");
 }
 
-void NcclCommunicator::settle(const char* what, const std::string& hint) {
+void NcclCommunicator::settle(const char* what, const std::string& hint, const char* if_invalid_usage) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   for (int polls = 0;; ++polls) {
@@ -190,7 +194,8 @@ void NcclCommunicator::settle(const char* what, const std::string& hint) {
     if (q != ncclSuccess) abort_and_fail(what, "ncclCommGetAsyncError failed: " + nccl_text(q) + hint);
     if (state == ncclSuccess) return;
     if (state != ncclInProgress)
-      abort_and_fail(what, nccl_text(state) + " (" + ncclGetLastError(comm_) + ")" + hint);
+      abort_and_fail(what, nccl_text(state) + " (" + ncclGetLastError(comm_) + ")" +
+                               (state == ncclInvalidUsage ? if_invalid_usage : "") + hint);
     if (std::chrono::duration<double>(clock::now() - start).count() > timeout_s_)
       abort_and_fail(what, "did not complete within " + std::to_string(timeout_s_) +
                                " s (MOCO_COMM_TIMEOUT_S): another rank died, hangs or never started" + hint);

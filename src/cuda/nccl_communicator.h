@@ -74,8 +74,8 @@ class NcclCommunicator final : public DeviceCommunicator {
   void check(ncclResult_t st, const char* what);
   // The communicator is non-blocking: after a call returns ncclInProgress, polls its state until it is
   // ncclSuccess (NCCL allows no other NCCL call, and no work on its stream, before that), under the watchdog.
-  // `hint` is added to the error.
-  void settle(const char* what, const std::string& hint);
+  // `hint` is added to the error, and `if_invalid_usage` too when that is NCCL's answer.
+  void settle(const char* what, const std::string& hint, const char* if_invalid_usage);
   // all_to_all's body for elements of `elem_bytes` bytes of NCCL type `type` (counts are in elements).
   void send_recv_all(const void* send, const int64_t* send_counts, void* recv, const int64_t* recv_counts,
                      ncclDataType_t type, size_t elem_bytes, bool compute_waits = true);

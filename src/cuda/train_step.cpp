@@ -77,6 +77,8 @@ class CudaTrainStep final : public DeviceStep {
   }
 
   StepStats step(const Batch& batch, float lr, const Batch* next) override {
+    MOCO_CHECK(!failed_, "the GPU training step failed earlier (reported then); its device state is no longer "
+               "known, so it takes no more steps: resume from the last checkpoint");
     check_batch(batch);
     if (next) check_batch(*next);
     // This batch's views: staged during the previous step when it was that step's `next`, else now.
@@ -92,8 +94,15 @@ class CudaTrainStep final : public DeviceStep {
     }
     StagedBatch& in = staged_[cur];
     const Shape shape = batch.views[0].shape();
-    const StepStats st = gpu_->step(Tensor::wrap(in.crops[0].get(), shape, DType::U8, Device::CUDA),
-                                    Tensor::wrap(in.crops[1].get(), shape, DType::U8, Device::CUDA), lr);
+    StepStats st;
+    try {
+      st = gpu_->step(Tensor::wrap(in.crops[0].get(), shape, DType::U8, Device::CUDA),
+                      Tensor::wrap(in.crops[1].get(), shape, DType::U8, Device::CUDA), lr);
+    } catch (...) {
+      // Its kernels may still read the slots, which a later stage would overwrite: no more steps.
+      failed_ = true;
+      throw;
+    }
     MOCO_CUDA_CHECK(cudaEventRecord(in.consumed, stream_));
     in.step = -1;  // used: a later call with the same batch copies it again
     last_ = cur;
@@ -169,6 +178,7 @@ class CudaTrainStep final : public DeviceStep {
   StagedBatch staged_[2];
   int ahead_ = -1;  // which of staged_ holds the batch the next step was told of (-1: none)
   int last_ = 1;    // which fed the previous step
+  bool failed_ = false;  // a step threw: the run is over (moco train stops on the error anyway)
   std::string what_;
   int steps_ = 0;
 };

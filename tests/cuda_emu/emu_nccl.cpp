@@ -190,7 +190,12 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   std::memcpy(id->internal, "cuda_emu", 8);
   return ncclSuccess;
 }
-ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
+namespace {
+
+// The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
+// finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
+// return (blocking) or for the polls to report (non-blocking).
+ncclResult_t join(int nranks, int rank, ncclComm_t* out) {
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
   auto c = new ncclComm;
   c->nranks = nranks;
@@ -214,30 +219,45 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int ra
     struct Gpu {
       char host[64];
       int device;
-    } mine{}, *all = new Gpu[(size_t)nranks];
+    } mine{};
+    std::vector<Gpu> all((size_t)nranks);
     gethostname(mine.host, sizeof mine.host - 1);
     cudaGetDevice(&mine.device);
-    MPI_Allgather(&mine, (int)sizeof(Gpu), MPI_BYTE, all, (int)sizeof(Gpu), MPI_BYTE, c->mpi);
-    bool duplicate = false;
+    MPI_Allgather(&mine, (int)sizeof(Gpu), MPI_BYTE, all.data(), (int)sizeof(Gpu), MPI_BYTE, c->mpi);
     for (int r = 0; r < nranks; ++r)
-      duplicate |= r != rank && all[r].device == mine.device && std::strcmp(all[r].host, mine.host) == 0;
-    delete[] all;
-    if (duplicate) {
-      delete c;
-      return ncclInvalidUsage;
-    }
+      if (r != rank && all[(size_t)r].device == mine.device && std::strcmp(all[(size_t)r].host, mine.host) == 0) {
+        c->state = ncclInvalidUsage;
+        c->last_error = "Duplicate GPU detected: ranks " + std::to_string(r) + " and " + std::to_string(rank) +
+                        " are both on device " + std::to_string(mine.device);
+      }
 #else
     delete c;
     return ncclSystemError;  // built without MPI: the other ranks would be processes it cannot reach
 #endif
+  }
+  *out = c;
+  return ncclSuccess;
+}
+
+}  // namespace
+
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
+  ncclComm_t c = nullptr;
+  if (const ncclResult_t r = join(nranks, rank, &c); r != ncclSuccess) return r;
+  if (c->state != ncclSuccess) {  // a blocking join returns its failure
+    const ncclResult_t r = c->state;
+    delete c;
+    return r;
   }
   *comm = c;
   return ncclSuccess;
 }
 ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t* config) {
   if (config && (config->size != sizeof(ncclConfig_t) || config->magic != 0xcafebeef)) return ncclInvalidArgument;
-  const char* join = std::getenv("MOCO_EMU_NCCL_JOIN");
-  if (config && config->blocking == 0 && join && std::string(join) == "never") {
+  // unset (NCCL_CONFIG_UNDEF_INT) or 1: blocking
+  if (!config || config->blocking != 0) return ncclCommInitRank(comm, nranks, id, rank);
+  const char* never = std::getenv("MOCO_EMU_NCCL_JOIN");
+  if (never && std::string(never) == "never") {
     if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
     auto c = new ncclComm;  // no peers to reach: it never leaves ncclInProgress, until aborted
     c->nranks = nranks, c->rank = rank, c->blocking = false, c->never_joins = true;
@@ -245,10 +265,12 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
     *comm = c;
     return ncclInProgress;
   }
-  const ncclResult_t r = ncclCommInitRank(comm, nranks, id, rank);
-  if (r != ncclSuccess || !config || config->blocking != 0) return r;  // unset (NCCL_CONFIG_UNDEF_INT): blocking
-  (*comm)->blocking = false;
-  return issued(*comm);
+  ncclComm_t c = nullptr;
+  if (const ncclResult_t r = join(nranks, rank, &c); r != ncclSuccess) return r;
+  c->blocking = false;
+  *comm = c;
+  if (c->state != ncclSuccess) return ncclInProgress;  // the polls report the failure
+  return issued(c);
 }
 ncclResult_t ncclCommFinalize(ncclComm_t comm) {
   if (const ncclResult_t r = usable(comm); r != ncclSuccess) return r;
@@ -271,7 +293,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
   // operations either ran at their call or cannot fail (one rank); a non-blocking one is done at its first poll
   *async_error = comm->state;
-  if (!comm->never_joins) comm->state = ncclSuccess;
+  if (comm->state == ncclInProgress && !comm->never_joins) comm->state = ncclSuccess;  // errors stay
   return ncclSuccess;
 }
 

@@ -135,3 +135,39 @@ TEST(GpuTrainStep, BatchesStagedDuringThePreviousStepGiveTheSameSteps) {
   EXPECT_LE(relative_l2(one_host.optimizer().momentum_buffer(), readback.optimizer().momentum_buffer()), 1e-4);
   EXPECT_LE(relative_l2(one_host.encoder_k().params(), readback.encoder_k().params()), 1e-6);
 }
+
+// A step that throws leaves the device in an unknown state (its kernels may still read the staged views): the
+// step refuses every later call, saying so, rather than stage a batch over views still in use.
+TEST(GpuTrainStep, AFailedStepRefusesTheNextOne) {
+  MOCO_REQUIRE_GPU();
+  TrainOptions o;
+  o.precision = "fp32";
+  SingleCommunicator comm;
+  const MocoConfig cfg = test::well_conditioned_moco();
+  const AugmentRecipe rec = recipe_from_name("v2", 16);
+  Moco host(cfg, comm);
+  host.init();
+  std::unique_ptr<DeviceStep> device = cuda::make_train_step(host, comm, o, rec);
+  test::NoiseDataset data(64, 20, 24, 9);
+  LoaderConfig lc;
+  lc.seed = 5;
+  lc.view_dtype = DType::U8;
+  lc.stages_on_device = true;
+  lc.batch = 16;
+  Loader sixteen(data, rec, lc);
+  lc.batch = 8;
+  Loader eight(data, rec, lc);
+  sixteen.start_epoch(0);
+  eight.start_epoch(0);
+  Batch a, b;
+  ASSERT_TRUE(sixteen.next(a));
+  ASSERT_TRUE(eight.next(b));
+  device->step(a, 0.03f, nullptr);
+  EXPECT_THROW(device->step(b, 0.03f, nullptr), Error) << "the step is sized for batches of 16";
+  try {
+    device->step(a, 0.03f, nullptr);
+    FAIL() << "a step after a failed one was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("failed earlier"), std::string::npos) << e.what();
+  }
+}
