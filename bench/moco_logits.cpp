@@ -145,5 +145,19 @@ int main() {
                                      dqo.get(), CUDA_R_32F, (int)c, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     });
     print_line("moco_logits_backward fp32", flop, bwd_ms, bwd_ref, floor_ms(4.0 * (n * m + k * c + 2 * n * c)));
+
+    // Where a gap to cuBLAS would come from: the forward GEMM alone into rows of 1+K floats from column 1 (the
+    // in-place layout: only 4-byte aligned) against rows of K+4 from column 4 (16-byte aligned, a padded
+    // layout the logits could take instead), both plain cuBLAS calls with the same shape.
+    DeviceBuffer<float> padded((size_t)(n * (k + 4)), "padded logits");  // (N, K+4)
+    auto offset_forward = [&](float* out, int64_t ld) {
+      MOCO_CUBLAS_CHECK(cublasGemmEx(blas->get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)n, (int)c, &alpha,
+                                     dqueue.get(), CUDA_R_32F, (int)c, dq.get(), CUDA_R_32F, (int)c, &beta, out,
+                                     CUDA_R_32F, (int)ld, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    };
+    const double odd_ms = timer.median_ms([&] { offset_forward(logits.get() + 1, m); });
+    const double pad_ms = timer.median_ms([&] { offset_forward(padded.get() + 4, k + 4); });
+    std::printf("logits GEMM output alignment (fp32 forward, cuBLAS alone): rows of 1+K from column 1 %8.4f ms, "
+                "rows of K+4 from column 4 %8.4f ms (%.2fx)\n", odd_ms, pad_ms, odd_ms / pad_ms);
   });
 }
