@@ -136,6 +136,7 @@ int main() {
     fill_random(dy, 13);
 
     double net_ms[3] = {0, 0, 0}, net_flop = 0;
+    double stem_ms[2] = {0, 0};  // the stem's forward and filter gradient, with its 3 input channels
     std::printf("bf16, N=%lld, median of %d runs, L2 flushed; TFLOP/s = 2*N*Ho*Wo*Co*Ci*kh*kw / time\n",
                 (long long)kBatch, bench::kReps);
     for (const auto& c : convs) {
@@ -158,6 +159,7 @@ int main() {
       std::printf("%s\n", described.find("NON-DETERMINISTIC") != std::string::npos ? "  (non-deterministic)" : "");
       // training never needs the image's gradient, so the stem's data gradient is left out of the total
       const bool stem = s.ci == 3;
+      if (stem) stem_ms[0] = ms[0], stem_ms[1] = ms[2];
       for (int p = 0; p < 3; ++p)
         if (!(p == 1 && stem)) {
           net_ms[p] += c.count * ms[p];
@@ -169,5 +171,20 @@ int main() {
                 "wgrad %.1f us  total %.1f us = %.0f img/s for the convolutions alone, %.1f TFLOP/s\n",
                 net_ms[0] * 1e3 / kBatch, net_ms[1] * 1e3 / kBatch, net_ms[2] * 1e3 / kBatch, total * 1e3 / kBatch,
                 kBatch / (total * 1e-3), net_flop / (total * 1e-3) / 1e12);
+
+    // The stem with a zero fourth input channel: cuDNN's tensor-core kernels want channel counts that are
+    // multiples of 4 or 8 in bf16, so 3 channels may leave the stem on slower ones. Timed here so that a
+    // measurement, not a guess, decides whether the input should carry a fourth channel.
+    for (const auto& c : convs) {
+      if (c.shape.ci != 3) continue;
+      ConvShape s4 = c.shape;
+      s4.ci = 4;
+      cuda::Convolutions conv(nullptr);
+      const double fwd = timer.median_ms([&] { conv.forward(s4, DType::BF16, x.get(), w.get(), y.get()); });
+      const double wgrad = timer.median_ms([&] { conv.backward_filter(s4, DType::BF16, x.get(), dy.get(), dw.get()); });
+      std::printf("stem with a zero fourth channel (Ci 4): fwd %7.3f ms  wgrad %7.3f ms  against Ci 3: fwd %7.3f ms  "
+                  "wgrad %7.3f ms  (%.2fx together)\n", fwd, wgrad, stem_ms[0], stem_ms[1],
+                  (stem_ms[0] + stem_ms[1]) / (fwd + wgrad));
+    }
   });
 }
