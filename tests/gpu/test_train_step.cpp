@@ -47,25 +47,34 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
+// What `moco train` gives the GPU step: batches of n 8-bit crops with their views' decisions.
+LoaderConfig crop_batches(int64_t n) {
+  LoaderConfig lc;
+  lc.batch = n;
+  lc.seed = 5;
+  lc.view_dtype = DType::U8;
+  lc.stages_on_device = true;
+  return lc;
+}
+
+TrainOptions fp32_step() {
+  TrainOptions o;
+  o.precision = "fp32";
+  return o;
+}
+
 }  // namespace
 
 TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
   MOCO_REQUIRE_GPU();
   test::NoiseDataset data(64, 20, 24, 9);
   const AugmentRecipe rec = recipe_from_name("v2", 16);
-  LoaderConfig lc;
-  lc.batch = 32;
-  lc.workers = 2;
-  lc.seed = 5;
-  lc.view_dtype = DType::U8;
-  lc.stages_on_device = true;
-  Loader loader(data, rec, lc);
+  Loader loader(data, rec, crop_batches(32));
   loader.start_epoch(0);
   Batch b;
   ASSERT_TRUE(loader.next(b));
 
-  TrainOptions o;
-  o.precision = "fp32";
+  const TrainOptions o = fp32_step();
   SingleCommunicator comm;
   const MocoConfig cfg = test::well_conditioned_moco();
   Moco cpu(cfg, comm), gpu_host(cfg, comm), readback(cfg, comm);
@@ -99,8 +108,7 @@ TEST(GpuTrainStep, CropsAndDecisionsGiveTheCpuStepOfTheirViews) {
 // step never reads views that are still being copied or staged, nor has its views overwritten by the next.
 TEST(GpuTrainStep, BatchesStagedDuringThePreviousStepGiveTheSameSteps) {
   MOCO_REQUIRE_GPU();
-  TrainOptions o;
-  o.precision = "fp32";
+  const TrainOptions o = fp32_step();
   SingleCommunicator comm;
   const MocoConfig cfg = test::well_conditioned_moco();
   const AugmentRecipe rec = recipe_from_name("v2", 16);
@@ -112,11 +120,7 @@ TEST(GpuTrainStep, BatchesStagedDuringThePreviousStepGiveTheSameSteps) {
   ASSERT_TRUE(one && ahead);
 
   test::NoiseDataset data(64, 20, 24, 9);
-  LoaderConfig lc;
-  lc.batch = 16;
-  lc.seed = 5;
-  lc.view_dtype = DType::U8;
-  lc.stages_on_device = true;
+  LoaderConfig lc = crop_batches(16);
   lc.view_allocator = ahead->view_allocator();  // page-locked, as in training
   Loader loader(data, rec, lc);
   loader.start_epoch(0);
@@ -140,8 +144,7 @@ TEST(GpuTrainStep, BatchesStagedDuringThePreviousStepGiveTheSameSteps) {
 // step refuses every later call, saying so, rather than stage a batch over views still in use.
 TEST(GpuTrainStep, AFailedStepRefusesTheNextOne) {
   MOCO_REQUIRE_GPU();
-  TrainOptions o;
-  o.precision = "fp32";
+  const TrainOptions o = fp32_step();
   SingleCommunicator comm;
   const MocoConfig cfg = test::well_conditioned_moco();
   const AugmentRecipe rec = recipe_from_name("v2", 16);
@@ -149,14 +152,7 @@ TEST(GpuTrainStep, AFailedStepRefusesTheNextOne) {
   host.init();
   std::unique_ptr<DeviceStep> device = cuda::make_train_step(host, comm, o, rec);
   test::NoiseDataset data(64, 20, 24, 9);
-  LoaderConfig lc;
-  lc.seed = 5;
-  lc.view_dtype = DType::U8;
-  lc.stages_on_device = true;
-  lc.batch = 16;
-  Loader sixteen(data, rec, lc);
-  lc.batch = 8;
-  Loader eight(data, rec, lc);
+  Loader sixteen(data, rec, crop_batches(16)), eight(data, rec, crop_batches(8));
   sixteen.start_epoch(0);
   eight.start_epoch(0);
   Batch a, b;
