@@ -174,7 +174,10 @@ if want tests; then
   lone=GpuCommunicator.ARankThatNeverJoinsEndsTheWaitAtTheTimeout
   bounded $tests_limit "$build/moco_gpu_tests" --gtest_filter="-$lone" >"$test_log" 2>&1
   rc=$?
-  row "moco_gpu_tests" $rc "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^skipped' "$test_log" | tr '\n' ' ')"
+  summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?|^skipped' "$test_log" | tr '\n' ' ')
+  # cut by its limit: say how far it got
+  [ $rc -eq 124 ] && summary="stopped at its limit after $(grep -c '^\[       OK \]' "$test_log") passed and $(grep -c '^\[  FAILED  \]' "$test_log") failed; last: $(grep -E '^\[ RUN' "$test_log" | tail -1 | cut -c14-)"
+  row "moco_gpu_tests" $rc "$summary"
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
   lone_log=$out/nccl_join_timeout.log
   bounded 60 "$build/moco_gpu_tests" --gtest_filter="$lone" >"$lone_log" 2>&1
