@@ -113,6 +113,10 @@ std::string check_collectives(cuda::NcclCommunicator& comm) {
     if (got[i] != bytes_want[i])
       return "permute_row_bytes: byte " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " +
              std::to_string(bytes_want[i]);
+  // any: true on every rank when only the last votes true, false when none does
+  const bool last = comm.rank() == comm.world_size() - 1;
+  if (!comm.any(last)) return "any: the last rank's true vote did not reach rank " + std::to_string(comm.rank());
+  if (comm.any(false)) return "any: true on rank " + std::to_string(comm.rank()) + " though no rank voted true";
   comm.barrier();
   return "";
 }

@@ -48,6 +48,9 @@ class Communicator {
   virtual void permute_rows(const float* send, int64_t n, int64_t row, const std::vector<int64_t>& perm, float* recv);
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // True on every rank when any rank passes true (a stop asked of one rank stops them all). The default sums
+  // a host float; device communicators override it.
+  virtual bool any(bool mine);
 };
 
 class SingleCommunicator final : public Communicator {

@@ -6,6 +6,12 @@
 
 namespace moco {
 
+bool Communicator::any(bool mine) {
+  float votes = mine ? 1.f : 0.f;
+  all_reduce_sum(&votes, 1);
+  return votes > 0.f;
+}
+
 void Communicator::all_reduce_mean(float* data, int64_t n) {
   all_reduce_sum(data, n);
   const float inv = 1.f / (float)world_size();

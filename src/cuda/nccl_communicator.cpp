@@ -357,6 +357,20 @@ void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {
   std::memcpy(data, host, bytes);
 }
 
+bool NcclCommunicator::any(bool mine) {
+  check_usable("any");
+  // The previous broadcast or any finished before it returned, so the bounce buffers are free.
+  float* host = static_cast<float*>(bounce_host_.reserve(sizeof(float)));
+  if (bounce_.size() < sizeof(float)) bounce_ = DeviceBuffer<char>(sizeof(float), "broadcast bounce buffer");
+  *host = mine ? 1.f : 0.f;
+  float* votes = reinterpret_cast<float*>(bounce_.get());
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(votes, host, sizeof(float), cudaMemcpyHostToDevice, comm_stream_));
+  check(ncclAllReduce(votes, votes, 1, ncclFloat, ncclSum, comm_, comm_stream_), "ncclAllReduce (any)");
+  MOCO_CUDA_CHECK(cudaMemcpyAsync(host, votes, sizeof(float), cudaMemcpyDeviceToHost, comm_stream_));
+  wait_bounded("any", [&] { return cudaStreamQuery(comm_stream_); });
+  return *host > 0.f;
+}
+
 void NcclCommunicator::barrier() {
   check_usable("barrier");
   check(ncclAllReduce(barrier_word_.get(), barrier_word_.get(), 1, ncclFloat, ncclSum, comm_, comm_stream_),

@@ -59,6 +59,8 @@ class NcclCommunicator final : public DeviceCommunicator {
   void broadcast(void* data, size_t bytes, int root) override;
   // A one-float all-reduce, waited for under the watchdog.
   void barrier() override;
+  // A one-float sum through the broadcast's bounce buffers, waited for under the watchdog.
+  bool any(bool mine) override;
 
   cudaStream_t compute_stream() const override { return compute_; }
   cudaStream_t comm_stream() const { return comm_stream_; }

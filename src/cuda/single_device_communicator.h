@@ -25,6 +25,7 @@ class SingleDeviceCommunicator final : public DeviceCommunicator {
                          void* recv) override;
   void broadcast(void*, size_t, int root) override;
   void barrier() override {}
+  bool any(bool mine) override { return mine; }
 
   cudaStream_t compute_stream() const override { return compute_; }
   void start_all_reduce_mean(float*, int64_t) override {}

@@ -1,11 +1,12 @@
 // The training loop: read it top to bottom. Setup (data, model, output folder, resume), then one MoCo step
 // per batch with a log line, checkpoints at the end of every epoch and every --save-every-steps, and the kNN
-// monitor every --knn-every epochs.
+// monitor every --knn-every epochs; SIGINT or SIGTERM ends it after the step in progress, with a checkpoint.
 #include "moco/train.h"
 
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "moco/loader.h"
 #include "moco/open_dataset.h"
 #include "moco/run_log.h"
+#include "moco/stop_request.h"
 
 namespace moco {
 
@@ -242,6 +244,11 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   };
   if (o.knn_every > 0 && pos.steps_done == 0) monitor();  // the starting point of the curve: random init
 
+  // SIGINT / SIGTERM: the run stops after the step in progress, with a checkpoint of it. Several ranks stop
+  // after the same step, when any of them was signalled: they vote after every step.
+  StopRequest stop;
+  auto stop_now = [&] { return world > 1 ? comm->any(stop.signal() != 0) : stop.signal() != 0; };
+
   bool done = pos.steps_done >= total_steps;
   for (int64_t epoch = pos.epoch; epoch < o.epochs && !done; ++epoch) {
     const float lr = learning_rate((float)o.lr, (int)epoch, o.epochs, o.cos, std::vector<int>(o.schedule.begin(), o.schedule.end()));
@@ -285,9 +292,22 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
         progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, data_s);
       done = pos.steps_done >= total_steps;
       if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
-      if (done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0))
-        save(pos);
+      const bool saved =
+          done || pos.step_in_epoch == 0 || (o.save_every_steps > 0 && pos.steps_done % o.save_every_steps == 0);
+      if (saved) save(pos);
       if (done) break;
+      if (stop_now()) {
+        if (!saved) save(pos);
+        const int sig = stop.signal();  // 0 on a rank that stops because another one was signalled
+        const std::string why = sig ? signal_name(sig) : "a signal to another rank";
+        log(JsonRecord().add("event", "stopped").add("step", pos.steps_done).add("signal", why));
+        if (lead) {
+          progress.finish();
+          std::fprintf(stderr, "stopped by %s after step %lld; checkpoint %s (continue with --resume %s)\n",
+                       why.c_str(), (long long)pos.steps_done, ckpt.c_str(), ckpt.c_str());
+        }
+        return 128 + (sig ? sig : SIGTERM);  // as a shell reports a process ended by that signal
+      }
       wait_from = std::chrono::steady_clock::now();
     }
     if (o.knn_every > 0 && pos.step_in_epoch == 0 && pos.epoch % o.knn_every == 0) monitor();

@@ -53,6 +53,14 @@ TEST(DistCollectives, BroadcastFromTheLastRank) {
   EXPECT_THROW(comm.broadcast(data.data(), 8, comm.world_size()), Error);
 }
 
+// any: one rank's true vote, whichever, is every rank's answer; no vote, no rank's.
+TEST(DistCollectives, AnyIsTrueEverywhereWhenOneRankVotesTrue) {
+  MpiCommunicator comm = test_comm();
+  for (int voter = 0; voter < comm.world_size(); ++voter)
+    EXPECT_TRUE(comm.any(comm.rank() == voter)) << "rank " << voter << " voted true";
+  EXPECT_FALSE(comm.any(false));
+}
+
 TEST(DistCollectives, BarrierWaitsForTheSlowestRank) {
   MpiCommunicator comm = test_comm();
   using clock = std::chrono::steady_clock;

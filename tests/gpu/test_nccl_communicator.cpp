@@ -125,6 +125,9 @@ TEST(GpuCommunicator, CollectivesOfOneRankMatchTheHostCommunicator) {
     EXPECT_EQ(perm, sent) << who;
     EXPECT_THROW(comm->broadcast(perm.data(), perm.size() * sizeof(int64_t), 1), Error) << who;
     comm->barrier();
+    // any: one rank's vote is the answer
+    EXPECT_TRUE(comm->any(true)) << who;
+    EXPECT_FALSE(comm->any(false)) << who;
     // what a rank sends to itself must be what it expects from itself (the rest only the peers can check)
     const int64_t bad[1] = {3}, good[1] = {4};
     DeviceBuffer<float> a(4, "a"), b(4, "b");
