@@ -189,12 +189,16 @@ fi
 if want headline; then step_pair v2 256 eager; fi
 
 # training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda; and
-# a run whose loss goes non-finite, which must stop with its last checkpoint whole
+# a run stopped by SIGTERM and resumed bit for bit; a run whose loss goes non-finite, which must stop with its
+# last checkpoint whole
 if want train; then
   train_log=$out/gpu_train.log
   bounded 300 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
   rc=$?
   row "gpu_train.sh" $rc "$(grep -E 'bit for bit|FAIL|skipped|lincls_top1' "$train_log" | tr '\n' ' ' | cut -c1-160)"
+  stop_log=$out/stop_on_signal.log
+  MOCO_TEST_DEVICE=cuda bounded 120 bash "$repo/tests/cli/stop_on_signal.sh" "$build/moco" >"$stop_log" 2>&1
+  row "stop_on_signal.sh" $? "$(grep -E '^(ok|FAIL)|skipped' "$stop_log" | tr '\n' ' ' | cut -c1-160)"
   nan_log=$out/nan_stops_the_run.log
   bounded 120 bash "$repo/tests/cli/nan_stops_the_run.sh" "$build/moco" --device cuda >"$nan_log" 2>&1
   rc=$?

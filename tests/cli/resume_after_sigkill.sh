@@ -8,7 +8,8 @@ moco=$1
 root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 [ -f "$root/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not installed at $root: skipped"; exit 77; }
 dir=$(mktemp -d)
-trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+# pid 0 would name the whole process group (the test runner too): only a started run is killed
+trap '{ [ "$pid" -gt 0 ] && kill -9 $pid; } 2>/dev/null || true; rm -rf "$dir"' EXIT
 pid=0
 steps=14
 # a small, fast configuration: every flag that shapes the run is the same for all three runs

@@ -6,19 +6,36 @@
 #   stop_on_signal.sh <moco binary>                  one process: SIGTERM, then SIGINT
 #   stop_on_signal.sh <moco binary> <mpiexec> <W>    W CPU ranks, of which only the last is sent SIGTERM: every
 #                                                    rank stops after the same step (they vote after each one)
-# Uses Fashion-MNIST (tools/setup.sh installs it); exits 77 (skipped) when it is not installed.
+# MOCO_TEST_DEVICE=cuda runs the single-process SIGTERM case on the GPU (exit 77 without one).
+# Uses Fashion-MNIST where it is installed, else the small ImageFolder of the GPU scripts (python3, Pillow).
 set -euo pipefail
 moco=$1
 mpiexec=${2:-}
 w=${3:-1}
-root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-[ -f "$root/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST not installed at $root: skipped"; exit 77; }
 dir=$(mktemp -d)
 pid=0
-trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+# pid 0 would name the whole process group (the test runner too): only a started run is killed
+trap '{ [ "$pid" -gt 0 ] && kill -9 $pid; } 2>/dev/null || true; rm -rf "$dir"' EXIT
+root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+data=()
+if [ ! -f "$root/train-images-idx3-ubyte.gz" ]; then
+  python3 "$(dirname "$0")/write_test_images.py" "$dir/data" 2>/dev/null ||
+    { echo "neither Fashion-MNIST nor python3 with numpy and Pillow: skipped"; exit 77; }
+  data=("$dir/data")  # 64 images: 2 steps of 32 an epoch
+fi
 steps=14
-args=(train --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 2 --max-steps $steps --save-every-steps 1000 -j 2
-      --seed 5)
+args=(train "${data[@]}" --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 10 --max-steps $steps
+      --save-every-steps 1000 -j 2 --seed 5)
+sigs="TERM INT"
+if [ "${MOCO_TEST_DEVICE:-cpu}" = cuda ]; then
+  "$moco" bench --device cuda --steps 1 --warmup 1 -a resnet18 --width 2 --image-size 16 -b 4 --moco-k 16 \
+    >"$dir/probe.log" 2>&1 || { echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77; }
+  # smaller and shorter on the device (the emulator runs its kernels thread by thread)
+  steps=8
+  args=(train "${data[@]}" --width 2 --image-size 16 -b 32 --bn-splits 4 --moco-k 256 --epochs 10 --max-steps $steps
+        --save-every-steps 1000 -j 2 --seed 5 --device cuda)
+  sigs=TERM
+fi
 launch=("$moco")
 [ -n "$mpiexec" ] && launch=("$mpiexec" -n "$w" "$moco")
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
@@ -34,15 +51,14 @@ target() {
 }
 
 "${launch[@]}" "${args[@]}" --out "$dir/a" 2>"$dir/a.err"
-sigs="TERM INT"
 [ -n "$mpiexec" ] && sigs=TERM
 for sig in $sigs; do
   out=$dir/$sig
   "${launch[@]}" "${args[@]}" --out "$out" 2>"$out.err" &
   pid=$!
-  for _ in $(seq 1 1500); do  # the signal lands mid-run: once the 4th step is logged
+  for _ in $(seq 1 15000); do  # the signal lands mid-run: once the 3rd step is logged
     n=$(grep -c '"loss"' "$out/metrics.jsonl" 2>/dev/null || true)
-    [ "${n:-0}" -ge 4 ] && break
+    [ "${n:-0}" -ge 3 ] && break
     sleep 0.02
   done
   victim=$(target)
