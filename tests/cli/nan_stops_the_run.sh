@@ -8,14 +8,7 @@ moco=$1
 shift
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-# the data: Fashion-MNIST (moco's default) where it is installed, else the small ImageFolder of the GPU scripts
-root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-data=()
-if [ ! -f "$root/train-images-idx3-ubyte.gz" ]; then
-  python3 "$(dirname "$0")/write_test_images.py" "$dir/data" 2>/dev/null ||
-    { echo "neither Fashion-MNIST nor python3 with numpy and Pillow: skipped"; exit 77; }
-  data=("$dir/data")
-fi
+source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
 if [[ " $* " == *" --device cuda "* ]] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a resnet18 --width 2 \
     --image-size 16 -b 4 --moco-k 16 >"$dir/probe.log" 2>&1; then
   echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77

@@ -16,13 +16,7 @@ dir=$(mktemp -d)
 pid=0
 # pid 0 would name the whole process group (the test runner too): only a started run is killed
 trap '{ [ "$pid" -gt 0 ] && kill -9 $pid; } 2>/dev/null || true; rm -rf "$dir"' EXIT
-root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-data=()
-if [ ! -f "$root/train-images-idx3-ubyte.gz" ]; then
-  python3 "$(dirname "$0")/write_test_images.py" "$dir/data" 2>/dev/null ||
-    { echo "neither Fashion-MNIST nor python3 with numpy and Pillow: skipped"; exit 77; }
-  data=("$dir/data")  # 64 images: 2 steps of 32 an epoch
-fi
+source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
 steps=14
 args=(train "${data[@]}" --width 4 -b 32 --bn-splits 4 --moco-k 256 --epochs 10 --max-steps $steps
       --save-every-steps 1000 -j 2 --seed 5)
