@@ -448,6 +448,9 @@ def bench(a):
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: PyTorch sees no CUDA device")
+    # As the authors' main_moco.py does: cuDNN times its algorithms per shape (our engine does the same with
+    # cudnnFind), so both sides run their measured-fastest convolutions.
+    torch.backends.cudnn.benchmark = True
     depth = int(a.arch.replace("resnet", ""))
     small = a.image_size <= 64 if a.stem == "auto" else a.stem == "small"
     enc = dict(depth=depth, width=a.width, small_stem=small, head="mlp" if a.mlp else "linear", out_dim=a.moco_dim,
