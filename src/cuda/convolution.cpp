@@ -1,4 +1,4 @@
-// Convolutions through cuDNN's legacy convolution API (see convolution.h for the contract).
+// Convolutions through cuDNN's legacy convolution API or its graph API (see convolution.h for the contract).
 //
 // Per distinct (ConvShape, dtype) an Entry holds cuDNN's descriptors and, per pass, the plan: the algorithm
 // picked from cuDNN's measured candidates (cudnnFind*AlgorithmEx, run once, on the caller's buffers, the
@@ -6,17 +6,24 @@
 // The search may borrow a temporary workspace as large as the greediest candidate (up to kMaxAlgoWorkspace),
 // frozen or not, so the choice is the same either way; the persistent workspace only grows to what the
 // chosen algorithms need, and freeze() turns that growth into an error.
+//
+// Unless the API is legacy, the same first call then builds the graph API's qualifying plans for the pass
+// (conv_graph.h) and times them and the legacy algorithm alike, with events around kTimedRuns runs each on
+// the caller's buffers after one untimed run, and keeps the graph plan the mode asks for.
 #include "convolution.h"
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <unordered_map>
 #include <vector>
 
 #include "check.h"
+#include "conv_graph.h"
 
 namespace moco::cuda {
 
@@ -26,7 +33,12 @@ namespace {
 // for gigabytes) cannot take the memory the activations need.
 constexpr size_t kMaxAlgoWorkspace = size_t(512) << 20;
 
-enum Pass { kForward = 0, kBackwardData = 1, kBackwardFilter = 2, kPasses = 3 };
+enum Pass { kForward = kConvForward, kBackwardData = kConvBackwardData, kBackwardFilter = kConvBackwardFilter,
+            kPasses = kConvPasses };
+
+// Graph-API plans timed per pass (heuristics' best first), and the runs each is timed over.
+constexpr int kMaxGraphPlans = 4;
+constexpr int kTimedRuns = 3;
 const char* pass_name(int pass) {
   static const char* const names[kPasses] = {"forward", "backward_data", "backward_filter"};
   return names[pass];
@@ -138,6 +150,12 @@ struct Plan {
   size_t bytes = 0;
   bool deterministic = true;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  // The graph API, when considered: the plan in use (empty: the legacy algorithm runs), both sides' times
+  // as timed here (-1: not timed), and what the graph API offered when it is not used.
+  GraphConvPlan graph;
+  int64_t best_graph_engine = -1;
+  float legacy_timed_ms = -1, graph_timed_ms = -1;
+  std::string graph_note;
 };
 
 // cuDNN's view of one shape: x (N, H, W, Ci), w (Co, kh, kw, Ci), y (N, Ho, Wo, Co), and one convolution
@@ -232,7 +250,13 @@ struct Convolutions::Impl {
   Entry& entry(const cpu::ConvShape& s, DType dtype);
   size_t largest_workspace(const Entry& e, int pass) const;
   void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);
+  // Queues the pass with the legacy algorithm, or with the graph plan when one is in use and the pointers
+  // are aligned for it; `ws` holds the workspace that run needs.
+  void run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws, size_t ws_bytes);
+  void run(const Entry& e, int pass, const void* in0, const void* in1, void* out);
+  ConvApi api = ConvApi::kLegacy;
 };
 
 Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype) {
@@ -408,9 +432,138 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
     throw;
   }
   e.plan[pass].found = true;
+  if (api != ConvApi::kLegacy) consider_graph(e, pass, in0, in1, out, frozen);
 }
 
-Convolutions::Convolutions(cudaStream_t stream) : impl_(std::make_unique<Impl>()) {
+void Convolutions::Impl::run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws,
+                                    size_t ws_bytes) {
+  const float one = 1.f, zero = 0.f;  // float scalars for both fp32 and bf16 data; beta 0: out is not read
+  const int algo = e.plan[pass].algo;
+  if (pass == kForward)
+    MOCO_CUDNN_CHECK(cudnnConvolutionForward(handle, &one, e.x, in0, e.w, in1, e.conv[pass],
+                                             (cudnnConvolutionFwdAlgo_t)algo, ws, ws_bytes, &zero, e.y, out));
+  else if (pass == kBackwardData)
+    MOCO_CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, e.w, in1, e.y, in0, e.conv[pass],
+                                                  (cudnnConvolutionBwdDataAlgo_t)algo, ws, ws_bytes, &zero, e.x,
+                                                  out));
+  else
+    MOCO_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, e.x, in0, e.y, in1, e.conv[pass],
+                                                    (cudnnConvolutionBwdFilterAlgo_t)algo, ws, ws_bytes, &zero,
+                                                    e.w, out));
+}
+
+void Convolutions::Impl::run(const Entry& e, int pass, const void* in0, const void* in1, void* out) {
+  const Plan& plan = e.plan[pass];
+  if (plan.graph.plan && graph_conv_aligned(in0, in1, out))
+    run_graph_conv(handle, plan.graph, pass, in0, in1, out, workspace);
+  else
+    run_legacy(e, pass, in0, in1, out, workspace, workspace_bytes);
+}
+
+// Builds the graph API's qualifying plans for the pass and times them and the legacy algorithm found just
+// before, each the same way, on the caller's buffers (their output is overwritten; the caller computes it
+// again). Records the times and, as the mode asks, the graph plan to use. In auto mode anything the graph
+// API refuses only leaves a note; in graph mode it is an error.
+void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out,
+                                        bool frozen) {
+  Plan& plan = e.plan[pass];
+  const bool required = api == ConvApi::kGraph;
+  if (!graph_conv_aligned(in0, in1, out)) {
+    MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the first ", pass_name(pass), " call of ",
+               shape_string(e.shape, e.dtype), " has a pointer that is not ", kGraphConvAlignment,
+               "-byte aligned, so no graph plan can be timed on it");
+    plan.graph_note = "not timed: unaligned buffers";
+    return;
+  }
+  // A frozen workspace cannot grow, so only plans that fit it are candidates.
+  const size_t limit = frozen ? std::min(workspace_bytes, kMaxAlgoWorkspace) : kMaxAlgoWorkspace;
+  GraphConvCandidates found;
+  try {
+    found = graph_conv_candidates(handle, e.shape, e.dtype, pass, limit, kMaxGraphPlans);
+  } catch (const Error& err) {
+    if (required) throw;
+    plan.graph_note = std::string("graph API refused: ") + err.what();
+    return;
+  }
+  MOCO_CHECK(!found.plans.empty() || !required, "Convolutions: MOCO_CONV_API=graph, but no cuDNN graph-API engine "
+             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), ":", found.dropped);
+  if (found.plans.empty()) {
+    plan.graph_note = "no graph engine qualified";
+    return;
+  }
+
+  size_t most = workspace_bytes;  // the timing runs' workspace: the persistent one, or scratch when larger
+  for (const GraphConvPlan& g : found.plans) most = std::max(most, g.workspace);
+  SearchScratch scratch;
+  void* ws = workspace;
+  if (most > workspace_bytes) {
+    if (cudaMalloc(&scratch.p, most) != cudaSuccess) {
+      scratch.p = nullptr;
+      cudaGetLastError();  // not sticky; cleared so later checks are not confused
+      MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the ", most, "-byte workspace to time the graph "
+                 "plans of ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), " cannot be allocated");
+      plan.graph_note = "not timed: no memory for the graph plans' workspace";
+      return;
+    }
+    ws = scratch.p;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MOCO_CUDA_CHECK(cudaEventCreate(&start));
+  MOCO_CUDA_CHECK(cudaEventCreate(&stop));
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {  // unchecked: a destructor must not throw
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } events{start, stop};
+  auto time_ms = [&](const std::function<void()>& launch) {
+    launch();  // untimed: first-use costs stay out of the measurement
+    MOCO_CUDA_CHECK(cudaEventRecord(start, stream));
+    for (int i = 0; i < kTimedRuns; ++i) launch();
+    MOCO_CUDA_CHECK(cudaEventRecord(stop, stream));
+    wait_for_stream();
+    float ms = 0;
+    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return ms / kTimedRuns;
+  };
+  // graph mode needs no legacy time, nor any time when only one plan qualifies
+  if (!required) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
+  int best = 0;
+  float best_ms = -1;
+  if (!required || found.plans.size() > 1)
+    for (size_t i = 0; i < found.plans.size(); ++i) {
+      const GraphConvPlan& g = found.plans[i];
+      const float ms = time_ms([&] { run_graph_conv(handle, g, pass, in0, in1, out, ws); });
+      if (best_ms < 0 || ms < best_ms) best = (int)i, best_ms = ms;
+    }
+  if (scratch.p) {  // the timing runs must be done before their buffer goes
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOCO_CUDA_CHECK(cudaFree(scratch.p));
+    scratch.p = nullptr;
+  }
+  plan.best_graph_engine = found.plans[(size_t)best].engine;
+  plan.graph_timed_ms = best_ms;
+  const bool take = required || best_ms < plan.legacy_timed_ms * (1.0 - kGraphMargin);
+  if (!take) return;
+  grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);
+  plan.graph = found.plans[(size_t)best];
+}
+
+ConvApi conv_api_from_env() {
+  const char* v = std::getenv("MOCO_CONV_API");
+  if (!v || !*v || std::strcmp(v, "legacy") == 0) return ConvApi::kLegacy;
+  if (std::strcmp(v, "graph") == 0) return ConvApi::kGraph;
+  if (std::strcmp(v, "auto") == 0) return ConvApi::kAuto;
+  ::moco::fail("MOCO_CONV_API=", v, " is not a cuDNN API choice (expected legacy, graph or auto)");
+}
+
+const char* conv_api_name(ConvApi api) {
+  return api == ConvApi::kGraph ? "graph" : api == ConvApi::kAuto ? "auto" : "legacy";
+}
+
+Convolutions::Convolutions(cudaStream_t stream, ConvApi api) : impl_(std::make_unique<Impl>()), api_(api) {
+  impl_->api = api;
   impl_->stream = stream;
   MOCO_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   MOCO_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
@@ -426,10 +579,7 @@ void Convolutions::forward(const cpu::ConvShape& s, DType dtype, const void* x, 
              shape_string(s, dtype));
   Entry& e = impl_->entry(s, dtype);
   if (!e.plan[kForward].found) impl_->find(e, kForward, x, w, y, frozen_);
-  const float one = 1.f, zero = 0.f;  // float scalars for both fp32 and bf16 data; beta 0: y is not read
-  MOCO_CUDNN_CHECK(cudnnConvolutionForward(impl_->handle, &one, e.x, x, e.w, w, e.conv[kForward],
-                                           (cudnnConvolutionFwdAlgo_t)e.plan[kForward].algo, impl_->workspace,
-                                           impl_->workspace_bytes, &zero, e.y, y));
+  impl_->run(e, kForward, x, w, y);
 }
 
 void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx) {
@@ -438,10 +588,7 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
              shape_string(s, dtype));
   Entry& e = impl_->entry(s, dtype);
   if (!e.plan[kBackwardData].found) impl_->find(e, kBackwardData, dy, w, dx, frozen_);
-  const float one = 1.f, zero = 0.f;
-  MOCO_CUDNN_CHECK(cudnnConvolutionBackwardData(impl_->handle, &one, e.w, w, e.y, dy, e.conv[kBackwardData],
-                                                (cudnnConvolutionBwdDataAlgo_t)e.plan[kBackwardData].algo,
-                                                impl_->workspace, impl_->workspace_bytes, &zero, e.x, dx));
+  impl_->run(e, kBackwardData, dy, w, dx);
 }
 
 void Convolutions::backward_filter(const cpu::ConvShape& s, DType dtype, const void* x, const void* dy, void* dw) {
@@ -450,10 +597,7 @@ void Convolutions::backward_filter(const cpu::ConvShape& s, DType dtype, const v
              shape_string(s, dtype));
   Entry& e = impl_->entry(s, dtype);
   if (!e.plan[kBackwardFilter].found) impl_->find(e, kBackwardFilter, x, dy, dw, frozen_);
-  const float one = 1.f, zero = 0.f;
-  MOCO_CUDNN_CHECK(cudnnConvolutionBackwardFilter(impl_->handle, &one, e.x, x, e.y, dy, e.conv[kBackwardFilter],
-                                                  (cudnnConvolutionBwdFilterAlgo_t)e.plan[kBackwardFilter].algo,
-                                                  impl_->workspace, impl_->workspace_bytes, &zero, e.w, dw));
+  impl_->run(e, kBackwardFilter, x, dy, dw);
 }
 
 size_t Convolutions::workspace_bytes() const { return impl_->workspace_bytes; }
@@ -471,11 +615,32 @@ std::string Convolutions::describe() const {
     for (int pass = 0; pass < kPasses; ++pass) {
       const Plan& p = e->plan[pass];
       if (!p.found) continue;
-      char buf[320];
-      std::snprintf(buf, sizeof buf, " %s: %s (%s), %.3f ms measured, workspace %s%s\n", pass_name(pass),
-                    algo_name(pass, p.algo), math_name(p.math), (double)p.ms, mib(p.bytes).c_str(),
-                    p.deterministic ? "" : ", NON-DETERMINISTIC (no deterministic algorithm qualified)");
-      out += shape_string(e->shape, e->dtype) + buf;
+      char buf[512];
+      if (p.graph.plan && p.legacy_timed_ms >= 0)
+        std::snprintf(buf, sizeof buf, " %s: graph engine %lld, %.3f ms timed against %.3f ms for %s (%s), workspace %s\n",
+                      pass_name(pass), (long long)p.graph.engine, (double)p.graph_timed_ms,
+                      (double)p.legacy_timed_ms, algo_name(pass, p.algo), math_name(p.math),
+                      mib(std::max(p.bytes, p.graph.workspace)).c_str());
+      else if (p.graph.plan)  // graph mode: the legacy algorithm is kept for unaligned calls, untimed
+        std::snprintf(buf, sizeof buf, " %s: graph engine %lld, %s, workspace %s (legacy: %s)\n", pass_name(pass),
+                      (long long)p.graph.engine, p.graph_timed_ms >= 0 ? "fastest timed" : "the one qualifying",
+                      mib(std::max(p.bytes, p.graph.workspace)).c_str(), algo_name(pass, p.algo));
+      else
+        std::snprintf(buf, sizeof buf, " %s: %s (%s), %.3f ms measured, workspace %s%s", pass_name(pass),
+                      algo_name(pass, p.algo), math_name(p.math), (double)p.ms, mib(p.bytes).c_str(),
+                      p.deterministic ? "" : ", NON-DETERMINISTIC (no deterministic algorithm qualified)");
+      std::string line = shape_string(e->shape, e->dtype) + buf;
+      if (!p.graph.plan && impl_->api != ConvApi::kLegacy) {
+        char note[256];
+        if (p.best_graph_engine >= 0)
+          std::snprintf(note, sizeof note, "; timed %.3f ms against graph engine %lld at %.3f ms", (double)p.legacy_timed_ms,
+                        (long long)p.best_graph_engine, (double)p.graph_timed_ms);
+        else
+          std::snprintf(note, sizeof note, "; %s", p.graph_note.c_str());
+        line += note;
+      }
+      if (!p.graph.plan) line += "\n";
+      out += line;
     }
   return out;
 }

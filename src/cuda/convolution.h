@@ -1,4 +1,5 @@
-// Convolutions through cuDNN, channels-last, in fp32 or bf16 (fp32 accumulation).
+// Convolutions through cuDNN, channels-last, in fp32 or bf16 (fp32 accumulation), by its legacy API or its
+// graph API (ConvApi below), chosen per shape by measurement.
 //
 // Layouts: x (N, H, W, Ci), w (Co, kh, kw, Ci) (cuDNN's NHWC filter layout), y (N, Ho, Wo, Co); every
 // pointer is device memory of the given dtype (DType::F32 or DType::BF16). No bias (ResNet's convs have none).
@@ -24,10 +25,25 @@
 
 namespace moco::cuda {
 
+// Which of cuDNN's two APIs runs each shape's passes. Both are searched per shape and pass on the first call:
+//   legacy  the legacy API's fastest deterministic algorithm (cudnnFind), the default;
+//   graph   the fastest qualifying engine of cuDNN's graph API (conv_graph.h: deterministic, not compiled at
+//           run time, fp32 accumulation, no TF32 in fp32), timed by the caller on its own buffers;
+//   auto    both timed the same way on the caller's buffers, and the graph engine taken only when it is at
+//           least kGraphMargin faster (within that, the legacy path, the long-tested one, is kept).
+// In every mode a legacy algorithm is chosen too: a call whose pointers are not 16-byte aligned (the graph
+// plans are built for aligned data) runs it instead.
+enum class ConvApi { kLegacy, kGraph, kAuto };
+constexpr double kGraphMargin = 0.03;
+// MOCO_CONV_API: legacy (unset), graph or auto; any other value throws naming it.
+ConvApi conv_api_from_env();
+const char* conv_api_name(ConvApi api);
+
 class Convolutions {
  public:
   // All work is issued on `stream`.
-  explicit Convolutions(cudaStream_t stream);
+  explicit Convolutions(cudaStream_t stream, ConvApi api = conv_api_from_env());
+  ConvApi api() const { return api_; }
   ~Convolutions();
   Convolutions(const Convolutions&) = delete;
   Convolutions& operator=(const Convolutions&) = delete;
@@ -49,12 +65,14 @@ class Convolutions {
   bool frozen() const { return frozen_; }
   size_t workspace_bytes() const;
   int cached_shapes() const;
-  // One line per cached shape and pass: the shape, the chosen algorithm, its measured time and workspace.
+  // One line per cached shape and pass: the shape, the chosen algorithm or graph engine, its measured time
+  // and workspace, and, when the graph API was considered, what it offered.
   std::string describe() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  ConvApi api_;
   bool frozen_ = false;
 };
 

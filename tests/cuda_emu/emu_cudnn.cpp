@@ -24,11 +24,8 @@
 #include "include/cuda_bf16.h"
 #include "include/cuda_runtime.h"
 #include "include/cudnn.h"
+#include "emu_conv_math.h"
 #include "emu_streams.h"
-
-struct cudnnContext {
-  cudaStream_t stream = nullptr;  // where convolutions are queued (emu_streams.h)
-};
 
 struct cudnnTensorStruct {
   bool set = false;  // cudnnSetTensor4dDescriptor has succeeded on it
@@ -201,16 +198,16 @@ cudnnStatus_t cudnnGetConvolutionMathType(cudnnConvolutionDescriptor_t convDesc,
   return CUDNN_STATUS_SUCCESS;
 }
 
-namespace {
+namespace emu_conv {
 
-// cuDNN's output size of one spatial dimension: 1 + (in + 2 * pad - ((filter - 1) * dilation + 1)) / stride,
-// or -1 when the dilated filter does not fit in the padded input.
 int output_dim(int in, int pad, int filter, int dilation, int stride) {
   const long long span = (long long)in + 2LL * pad - ((long long)(filter - 1) * dilation + 1);
   return span < 0 ? -1 : (int)(1 + span / stride);
 }
 
-}  // namespace
+}  // namespace emu_conv
+
+using namespace emu_conv;
 
 cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t convDesc,
                                                     const cudnnTensorDescriptor_t inputTensorDesc,
@@ -232,22 +229,8 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
 
 // ---- the convolution passes
 
-namespace {
+namespace emu_conv {
 
-enum Pass { kForward, kBackwardData, kBackwardFilter };
-
-// One convolution, checked: what the passes compute with, read out of its four descriptors once.
-struct Problem {
-  cudnnDataType_t type;
-  size_t elem;         // bytes per element of x, w and y
-  int n, c, h, w;      // x (and dx): images, input channels, rows, columns
-  int k, r, s;         // the filter: output channels, tap rows, tap columns
-  int ho, wo;          // y (and dy): rows, columns
-  int pad_h, pad_w, u, v, dil_h, dil_w;
-  bool flip;           // CUDNN_CONVOLUTION: the filter's taps are applied mirrored
-  cudnnMathType_t math;
-  cudnnTensorFormat_t x_format, w_format, y_format;
-};
 
 size_t element_bytes(cudnnDataType_t t) { return t == CUDNN_DATA_FLOAT ? sizeof(float) : sizeof(__nv_bfloat16); }
 
@@ -273,14 +256,6 @@ cudnnStatus_t make_problem(const cudnnTensorStruct* x, const cudnnFilterStruct* 
   return CUDNN_STATUS_SUCCESS;
 }
 
-// A 4-d array in memory: logical sizes (outer, channels, rows, columns), i.e. (N, C, H, W) for a tensor and
-// (K, C, R, S) for a filter, and the element strides the format gives them.
-struct Array4 {
-  int d0, d1, d2, d3;
-  long long s0, s1, s2, s3;
-  cudnnDataType_t type;
-  long long count() const { return (long long)d0 * d1 * d2 * d3; }
-};
 Array4 array4(cudnnTensorFormat_t format, cudnnDataType_t type, int d0, int d1, int d2, int d3) {
   Array4 a{d0, d1, d2, d3, 0, 0, 0, 0, type};
   if (format == CUDNN_TENSOR_NHWC) {  // (outer, rows, columns, channels) in memory
@@ -446,6 +421,10 @@ std::vector<double> backward_filter(const Problem& p, const std::vector<double>&
       }
   return dw;
 }
+
+}  // namespace emu_conv
+
+namespace {
 
 // ---- the algorithms the fake "has"
 

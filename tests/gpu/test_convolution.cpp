@@ -22,6 +22,7 @@
 #include "moco/bf16_host.h"
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -161,8 +162,18 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-// One shape through the three passes (each twice: searched, then cached) against the CPU reference.
-void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& s, DType dt, uint64_t seed) {
+// `offset` elements in front of `v`: on the device, the array then starts that many elements past
+// cudaMalloc's 256-byte alignment.
+std::vector<float> shifted(const std::vector<float>& v, size_t offset) {
+  std::vector<float> out(offset, 0.f);
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+
+// One shape through the three passes (each twice: searched, then cached) against the CPU reference, every
+// device array starting `offset` elements into its allocation.
+void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& s, DType dt, uint64_t seed,
+                size_t offset = 0) {
   const double rel = dt == DType::F32 ? kRelF32 : kRelBf16;
   const int64_t ho = s.ho(), wo = s.wo();
   const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * s.kh * s.kw),
@@ -188,25 +199,31 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
     cpu::conv2d_backward<double>(s, xa.data(), wa.data(), dya.data(), mag_dx.data(), mag_dw.data());
   }
 
-  DeviceValues dx_in(channels_last(x, s.n, s.ci, s.h, s.w), dt, "x");        // (N, H, W, Ci)
-  DeviceValues dw_in(channels_last(w, s.co, s.ci, s.kh, s.kw), dt, "w");     // (Co, kh, kw, Ci)
-  DeviceValues ddy_in(channels_last(dy, s.n, s.co, ho, wo), dt, "dy");       // (N, Ho, Wo, Co)
-  DeviceValues y_out(ny, dt, "y"), dx_out(nx, dt, "dx"), dw_out(nw, dt, "dw");  // same layouts
-  const std::string name = describe_shape(s, dt);
+  DeviceValues dx_in(shifted(channels_last(x, s.n, s.ci, s.h, s.w), offset), dt, "x");     // (N, H, W, Ci)
+  DeviceValues dw_in(shifted(channels_last(w, s.co, s.ci, s.kh, s.kw), offset), dt, "w");  // (Co, kh, kw, Ci)
+  DeviceValues ddy_in(shifted(channels_last(dy, s.n, s.co, ho, wo), offset), dt, "dy");    // (N, Ho, Wo, Co)
+  DeviceValues y_out(offset + ny, dt, "y"), dx_out(offset + nx, dt, "dx"), dw_out(offset + nw, dt, "dw");
+  const size_t elem = dt == DType::F32 ? 4 : 2;
+  auto at = [&](DeviceValues& v) { return static_cast<void*>(static_cast<char*>(v.get()) + offset * elem); };
+  auto values = [&](const DeviceValues& v) {
+    std::vector<float> all = v.download();
+    return std::vector<float>(all.begin() + (std::ptrdiff_t)offset, all.end());
+  };
+  const std::string name = describe_shape(s, dt) + (offset ? " at offset " + std::to_string(offset) : "");
 
   std::vector<float> first[3];
   for (int round = 0; round < 2; ++round) {
     y_out.poison();
-    conv.forward(s, dt, dx_in.get(), dw_in.get(), y_out.get());
+    conv.forward(s, dt, at(dx_in), at(dw_in), at(y_out));
     dx_out.poison();
-    conv.backward_data(s, dt, ddy_in.get(), dw_in.get(), dx_out.get());
+    conv.backward_data(s, dt, at(ddy_in), at(dw_in), at(dx_out));
     dw_out.poison();
-    conv.backward_filter(s, dt, dx_in.get(), ddy_in.get(), dw_out.get());
+    conv.backward_filter(s, dt, at(dx_in), at(ddy_in), at(dw_out));
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
 
-    const std::vector<float> y = channels_first(y_out.download(), s.n, s.co, ho, wo);
-    const std::vector<float> dxg = channels_first(dx_out.download(), s.n, s.ci, s.h, s.w);
-    const std::vector<float> dwg = channels_first(dw_out.download(), s.co, s.ci, s.kh, s.kw);
+    const std::vector<float> y = channels_first(values(y_out), s.n, s.co, ho, wo);
+    const std::vector<float> dxg = channels_first(values(dx_out), s.n, s.ci, s.h, s.w);
+    const std::vector<float> dwg = channels_first(values(dw_out), s.co, s.ci, s.kh, s.kw);
     const std::string r = round == 0 ? " (searched)" : " (cached plan)";
     EXPECT_TRUE(within(y, ref_y, mag_y, rel, name + " forward" + r)) << conv.describe();
     EXPECT_TRUE(within(dxg, ref_dx, mag_dx, rel, name + " backward_data" + r)) << conv.describe();
@@ -224,10 +241,25 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
   }
 }
 
-void check_resnet50(DType dt) {
+// Every line of describe() names a graph engine: each pass of each shape runs a graph plan.
+::testing::AssertionResult all_graph(const std::string& described) {
+  size_t at = 0, n = 0;
+  while (at < described.size()) {
+    const size_t end = described.find('\n', at);
+    const std::string line = described.substr(at, end - at);
+    if (line.find(": graph engine ") == std::string::npos)
+      return ::testing::AssertionFailure() << "a pass without a graph plan: " << line;
+    ++n;
+    at = end == std::string::npos ? described.size() : end + 1;
+  }
+  if (n == 0) return ::testing::AssertionFailure() << "no plans at all";
+  return ::testing::AssertionSuccess();
+}
+
+void check_resnet50(DType dt, cuda::ConvApi api, int64_t batch) {
   Stream stream;
-  cuda::Convolutions conv(stream.get());
-  const auto convs = cuda::resnet50_convs(2);
+  cuda::Convolutions conv(stream.get(), api);
+  const auto convs = cuda::resnet50_convs(batch);
   // the stem; 4 in stage 1 (its stride-1 downsample, 64 -> 256 at 56x56, has the shape of its conv3); 6 in
   // each later stage (first block's 1x1, strided 3x3 and downsample; later blocks' 1x1 and 3x3; the expand)
   ASSERT_EQ(convs.size(), 23u);
@@ -241,6 +273,7 @@ void check_resnet50(DType dt) {
   }
   EXPECT_EQ(conv.cached_shapes(), 23);
   EXPECT_EQ(lines(conv.describe()), 69u);
+  if (api == cuda::ConvApi::kGraph) EXPECT_TRUE(all_graph(conv.describe()));
   std::printf("%s", conv.describe().c_str());  // the chosen algorithms, for the log
 }
 
@@ -254,22 +287,10 @@ void expect_error(F&& f, const std::string& needle) {
   }
 }
 
-}  // namespace
 
-TEST(GpuConvolution, ResNet50ShapesFp32MatchCpu) {
-  MOCO_REQUIRE_GPU();
-  check_resnet50(DType::F32);
-}
-
-TEST(GpuConvolution, ResNet50ShapesBf16MatchCpu) {
-  MOCO_REQUIRE_GPU();
-  check_resnet50(DType::BF16);
-}
-
-TEST(GpuConvolution, OddShapesMatchCpu) {
-  MOCO_REQUIRE_GPU();
+void check_odd_shapes(cuda::ConvApi api) {
   Stream stream;
-  cuda::Convolutions conv(stream.get());
+  cuda::Convolutions conv(stream.get(), api);
   struct Kernel { int64_t k, stride, pad; };
   const Kernel kernels[] = {{1, 1, 0}, {1, 2, 0}, {3, 1, 1}, {3, 2, 1}, {3, 2, 0}, {5, 2, 2}};
   const int64_t cos[] = {4, 17, 3};
@@ -280,13 +301,104 @@ TEST(GpuConvolution, OddShapesMatchCpu) {
         for (const Kernel& k : kernels) {
           const ConvShape s{3, ci, hw, hw, cos[seed % 3], k.k, k.k, k.stride, k.pad};
           check_conv(conv, stream.get(), s, dt, seed++);
-          if (HasFatalFailure()) return;
+          if (::testing::Test::HasFatalFailure()) return;
         }
   // not square, stride 2 over odd sizes in both directions
   for (DType dt : {DType::F32, DType::BF16}) {
     check_conv(conv, stream.get(), ConvShape{2, 5, 7, 9, 6, 3, 3, 2, 1}, dt, seed++);
     check_conv(conv, stream.get(), ConvShape{1, 3, 9, 7, 5, 1, 1, 2, 0}, dt, seed++);
   }
+  if (api == cuda::ConvApi::kGraph) EXPECT_TRUE(all_graph(conv.describe()));
+}
+
+}  // namespace
+
+TEST(GpuConvolution, ResNet50ShapesFp32MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_resnet50(DType::F32, cuda::ConvApi::kLegacy, 2);
+}
+
+TEST(GpuConvolution, ResNet50ShapesBf16MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_resnet50(DType::BF16, cuda::ConvApi::kLegacy, 2);
+}
+
+TEST(GpuConvolution, OddShapesMatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_odd_shapes(cuda::ConvApi::kLegacy);
+}
+
+// The graph API (MOCO_CONV_API=graph): every pass of every ResNet-50 shape in bf16, and the odd shapes in
+// both dtypes, run a graph plan and match the CPU as the legacy algorithms do. Batch 1: the plans do not
+// depend on it, and each pass is run once per candidate plan, which costs minutes on the emulator.
+TEST(GpuConvolution, GraphApiResNet50ShapesBf16MatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_resnet50(DType::BF16, cuda::ConvApi::kGraph, 1);
+}
+
+TEST(GpuConvolution, GraphApiOddShapesMatchCpu) {
+  MOCO_REQUIRE_GPU();
+  check_odd_shapes(cuda::ConvApi::kGraph);
+}
+
+// auto: both APIs are timed on the first call of each pass, describe() reports both times, and whichever
+// wins computes the right values.
+TEST(GpuConvolution, AutoApiTimesBothAndMatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kAuto);
+  check_conv(conv, stream.get(), ConvShape{2, 16, 9, 9, 24, 3, 3, 1, 1}, DType::BF16, 2001);
+  check_conv(conv, stream.get(), ConvShape{2, 24, 9, 9, 16, 1, 1, 2, 0}, DType::BF16, 2002);
+  const std::string d = conv.describe();
+  EXPECT_EQ(lines(d), 6u);
+  size_t timed = 0;
+  for (size_t at = d.find("timed"); at != std::string::npos; at = d.find("timed", at + 1)) ++timed;
+  EXPECT_EQ(timed, 6u) << d;  // one per pass, whichever API it names
+  std::printf("%s", d.c_str());
+}
+
+// A graph plan is built for 16-byte-aligned data. A later call of the same shape with pointers that are not
+// aligned runs the legacy algorithm instead (a graph engine's vector loads would fault), with the same values.
+TEST(GpuConvolution, GraphPlansLeaveUnalignedCallsToTheLegacyAlgorithm) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kGraph);
+  const ConvShape s{2, 8, 7, 7, 16, 3, 3, 1, 1};
+  for (DType dt : {DType::F32, DType::BF16}) {
+    check_conv(conv, stream.get(), s, dt, 3001, 0);  // searched on aligned buffers: graph plans
+    check_conv(conv, stream.get(), s, dt, 3002, 1);  // one element off: 4 or 2 bytes past the alignment
+  }
+  EXPECT_TRUE(all_graph(conv.describe()));
+}
+
+// With MOCO_CONV_API=graph the first call must be aligned, since the graph plans are timed on its buffers.
+TEST(GpuConvolution, GraphApiRefusesAnUnalignedFirstCall) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kGraph);
+  const ConvShape s{1, 8, 5, 5, 8, 3, 3, 1, 1};
+  DeviceValues x(201, DType::BF16, "x"), w(577, DType::BF16, "w"), y(201, DType::BF16, "y");
+  x.fill_bytes(0);
+  w.fill_bytes(0);
+  auto off = [](DeviceValues& v) { return static_cast<void*>(static_cast<char*>(v.get()) + 2); };
+  expect_error([&] { conv.forward(s, DType::BF16, off(x), off(w), off(y)); }, "16-byte aligned");
+}
+
+TEST(GpuConvolution, ApiComesFromTheEnvironment) {
+  const char* before = std::getenv("MOCO_CONV_API");
+  const std::string saved = before ? before : "";
+  ::unsetenv("MOCO_CONV_API");
+  EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kLegacy);
+  ::setenv("MOCO_CONV_API", "graph", 1);
+  EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kGraph);
+  ::setenv("MOCO_CONV_API", "auto", 1);
+  EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kAuto);
+  ::setenv("MOCO_CONV_API", "fastest", 1);
+  expect_error([] { cuda::conv_api_from_env(); }, "MOCO_CONV_API=fastest");
+  if (before)
+    ::setenv("MOCO_CONV_API", saved.c_str(), 1);
+  else
+    ::unsetenv("MOCO_CONV_API");
 }
 
 TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
