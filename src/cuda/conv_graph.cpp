@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 
 #include "check.h"
 
@@ -22,6 +23,12 @@ Descriptor create(cudnnBackendDescriptorType_t type) {
   cudnnBackendDescriptor_t d = nullptr;
   MOCO_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d));
   return Descriptor(d);
+}
+
+// Moves `d` into `kept` and returns it there (a deque: earlier references stay valid).
+const Descriptor& keep(std::deque<Descriptor>& kept, Descriptor d) {
+  kept.push_back(std::move(d));
+  return kept.back();
 }
 
 void set(const Descriptor& d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
@@ -149,19 +156,20 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
              " is not supported (expected f32 or bf16)");
   MOCO_CHECK(pass >= 0 && pass < kConvPasses, "graph_conv_candidates: pass ", pass, " is not 0, 1 or 2");
   const cudnnDataType_t type = dtype == DType::F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
-  const Descriptor x = tensor(kUidX, type, s.n, s.ci, s.h, s.w);      // (N, H, W, Ci)
-  const Descriptor w = tensor(kUidW, type, s.co, s.ci, s.kh, s.kw);   // (Co, kh, kw, Ci)
-  const Descriptor y = tensor(kUidY, type, s.n, s.co, s.ho(), s.wo());  // (N, Ho, Wo, Co)
-  const Descriptor conv = convolution(s);
-  const Descriptor op = operation(pass, x, w, y, conv);
+  auto kept = std::make_shared<std::deque<Descriptor>>();  // everything the plans are built from
+  const Descriptor& x = keep(*kept, tensor(kUidX, type, s.n, s.ci, s.h, s.w));      // (N, H, W, Ci)
+  const Descriptor& w = keep(*kept, tensor(kUidW, type, s.co, s.ci, s.kh, s.kw));   // (Co, kh, kw, Ci)
+  const Descriptor& y = keep(*kept, tensor(kUidY, type, s.n, s.co, s.ho(), s.wo()));  // (N, Ho, Wo, Co)
+  const Descriptor& conv = keep(*kept, convolution(s));
+  const Descriptor& op = keep(*kept, operation(pass, x, w, y, conv));
 
-  const Descriptor graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  const Descriptor& graph = keep(*kept, create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR));
   cudnnBackendDescriptor_t ops[1] = {op.get()};
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, ops);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
   MOCO_CUDNN_CHECK(cudnnBackendFinalize(graph.get()));
 
-  const Descriptor heuristics = create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  const Descriptor& heuristics = keep(*kept, create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
   const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
   set_descriptor(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
   set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
@@ -169,12 +177,8 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
   int64_t count = 0;  // how many configs the heuristics have, then the configs themselves
   MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
-  std::vector<Descriptor> owned;
   std::vector<cudnnBackendDescriptor_t> configs;
-  for (int64_t i = 0; i < count; ++i) {
-    owned.push_back(create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-    configs.push_back(owned.back().get());
-  }
+  for (int64_t i = 0; i < count; ++i) configs.push_back(keep(*kept, create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)).get());
   if (count > 0)
     MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, configs.data()));
@@ -205,6 +209,7 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
     p.plan = std::shared_ptr<void>(plan.release(), DestroyDescriptor());
     p.workspace = (size_t)bytes;
     p.engine = notes.index;
+    p.built_from = kept;
     out.plans.push_back(std::move(p));
   }
   if (count == 0) out.dropped = " (cuDNN's heuristics offered no engine)";

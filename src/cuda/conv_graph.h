@@ -41,6 +41,9 @@ constexpr int64_t kGraphConvAlignment = 16;
 // One finalized execution plan and what it needs.
 struct GraphConvPlan {
   std::shared_ptr<void> plan;  // the cudnnBackendDescriptor_t of the execution plan, destroyed with the last copy
+  // The graph's other descriptors (tensors, node, graph, heuristics, engine configs), kept as long as the
+  // plan: cuDNN does not document that a finalized plan outlives the descriptors it was built from.
+  std::shared_ptr<const void> built_from;
   size_t workspace = 0;        // bytes
   int64_t engine = -1;         // cuDNN's global engine index, for describe()
 };
