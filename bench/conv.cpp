@@ -1,12 +1,17 @@
 // cuDNN convolutions (src/cuda/convolution.h) on every distinct ResNet-50 convolution at batch 256 in bf16:
-// forward, data gradient and filter gradient, each with the algorithm the search chose, then the whole
-// network's convolution time per image (each shape weighted by how often it occurs). Compute-bound, so the
-// measure is TFLOP/s, counting 2 * N * Ho * Wo * Co * Ci * kh * kw flops per pass (the same for all three).
-// Checks the three passes of one shape against the CPU first and refuses to time a wrong wrapper.
+// forward, data gradient and filter gradient, through the legacy API (the algorithm the search chose) and
+// through the graph API (the fastest qualifying engine), side by side, then the whole network's convolution
+// time per image (each shape weighted by how often it occurs) for each API and for the faster of the two per
+// pass, which is what MOCO_CONV_API=auto approaches. Compute-bound, so the measure is TFLOP/s, counting
+// 2 * N * Ho * Wo * Co * Ci * kh * kw flops per pass (the same for all three).
+// Checks the three passes of one shape against the CPU through each API first: a wrong legacy wrapper stops
+// the bench, a wrong or refused graph API is reported and left untimed.
 //   build/bench_conv
+//   MOCO_BENCH_CONV_BATCH=1 build/bench_conv_emu    (a smaller batch: rehearses the whole bench on the emulator)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -23,7 +28,14 @@ using cuda::DeviceBuffer;
 
 namespace {
 
-constexpr int64_t kBatch = 256;
+// The batch: 256 (the authors' per-step batch), or MOCO_BENCH_CONV_BATCH.
+int64_t batch_size() {
+  const char* v = std::getenv("MOCO_BENCH_CONV_BATCH");
+  if (!v) return 256;
+  const long long b = std::atoll(v);
+  if (b < 1) ::moco::fail("MOCO_BENCH_CONV_BATCH=", v, " is not a batch size (expected an integer >= 1)");
+  return b;
+}
 
 // (A, B, C, D) -> (A, C, D, B): NCHW to NHWC, and equally (Co, Ci, kh, kw) to (Co, kh, kw, Ci). With
 // `inverse`, the other way.
@@ -63,7 +75,7 @@ bool matches(const char* pass, const std::vector<uint16_t>& got_bits, int64_t a,
   return true;
 }
 
-bool correct() {
+bool correct_with(cuda::ConvApi api) {
   const ConvShape s{4, 64, 14, 14, 48, 3, 3, 2, 1};
   const int64_t ho = s.ho(), wo = s.wo();
   const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * 9),
@@ -88,7 +100,7 @@ bool correct() {
   y.poison();
   dx.poison();
   dw.poison();
-  cuda::Convolutions conv(nullptr);
+  cuda::Convolutions conv(nullptr, api);
   conv.forward(s, DType::BF16, dx_in.get(), dw_in.get(), y.get());
   conv.backward_data(s, DType::BF16, ddy_in.get(), dw_in.get(), dx.get());
   conv.backward_filter(s, DType::BF16, dx_in.get(), ddy_in.get(), dw.get());
@@ -96,6 +108,20 @@ bool correct() {
   return matches("forward", y.download(), s.n, s.co, ho, wo, ref_y, mag_y) &&
          matches("backward_data", dx.download(), s.n, s.ci, s.h, s.w, ref_dx, mag_dx) &&
          matches("backward_filter", dw.download(), s.co, s.ci, 3, 3, ref_dw, mag_dw);
+}
+
+// Whether the graph API passed its check (and so is timed); set by correct().
+bool g_graph_ok = false;
+
+bool correct() {
+  if (!correct_with(cuda::ConvApi::kLegacy)) return false;
+  try {
+    g_graph_ok = correct_with(cuda::ConvApi::kGraph);
+    if (!g_graph_ok) std::printf("the graph API gives wrong values (above); only the legacy API is timed\n");
+  } catch (const std::exception& e) {
+    std::printf("the graph API refused the check shape, so only the legacy API is timed: %s\n", e.what());
+  }
+  return true;
 }
 
 // Random bf16 values: one random block, uploaded over the whole buffer (the values only need to be ordinary
@@ -120,7 +146,8 @@ std::string algorithm(const std::string& described, const std::string& pass) {
 
 int main() {
   return bench::run(correct, [&](bench::Timer& timer, double /*copy_gbs: conv is compute-bound*/) {
-    const auto convs = cuda::resnet50_convs(kBatch);
+    const int64_t batch = batch_size();
+    const auto convs = cuda::resnet50_convs(batch);
     size_t max_x = 0, max_w = 0, max_y = 0;
     for (const auto& c : convs) {
       const ConvShape& s = c.shape;
@@ -135,42 +162,74 @@ int main() {
     fill_random(w, 12);
     fill_random(dy, 13);
 
-    double net_ms[3] = {0, 0, 0}, net_flop = 0;
-    double stem_ms[2] = {0, 0};  // the stem's forward and filter gradient, with its 3 input channels
-    std::printf("bf16, N=%lld, median of %d runs, L2 flushed; TFLOP/s = 2*N*Ho*Wo*Co*Ci*kh*kw / time\n",
-                (long long)kBatch, bench::kReps);
+    // per pass, over the network: the legacy API, the graph API, and the faster of the two per shape
+    double net_ms[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, net_flop = 0;
+    double stem_ms[2] = {0, 0};  // the stem's forward and filter gradient (legacy), with its 3 input channels
+    std::printf("bf16, N=%lld, median of %d runs, L2 flushed; TFLOP/s = 2*N*Ho*Wo*Co*Ci*kh*kw / time; "
+                "legacy: the legacy API's searched algorithm; graph: the graph API's fastest qualifying engine\n",
+                (long long)batch, bench::kReps);
+    const char* passes[3] = {"forward", "backward_data", "backward_filter"};
+    const char* short_names[3] = {"fwd", "dgrad", "wgrad"};
     for (const auto& c : convs) {
       const ConvShape& s = c.shape;
-      cuda::Convolutions conv(nullptr);  // one per shape, so describe() lists just this shape's plans
-      const double ms[3] = {
-          timer.median_ms([&] { conv.forward(s, DType::BF16, x.get(), w.get(), y.get()); }),
-          timer.median_ms([&] { conv.backward_data(s, DType::BF16, dy.get(), w.get(), dx.get()); }),
-          timer.median_ms([&] { conv.backward_filter(s, DType::BF16, x.get(), dy.get(), dw.get()); }),
+      // one object per shape and API, so describe() lists just this shape's plans
+      cuda::Convolutions legacy(nullptr, cuda::ConvApi::kLegacy), graph(nullptr, cuda::ConvApi::kGraph);
+      auto time_passes = [&](cuda::Convolutions& conv, double ms[3]) {
+        ms[0] = timer.median_ms([&] { conv.forward(s, DType::BF16, x.get(), w.get(), y.get()); });
+        ms[1] = timer.median_ms([&] { conv.backward_data(s, DType::BF16, dy.get(), w.get(), dx.get()); });
+        ms[2] = timer.median_ms([&] { conv.backward_filter(s, DType::BF16, x.get(), dy.get(), dw.get()); });
       };
+      double lm[3], gm[3] = {-1, -1, -1};
+      time_passes(legacy, lm);
+      std::string graph_error;
+      if (g_graph_ok) {
+        try {
+          time_passes(graph, gm);
+        } catch (const std::exception& e) {
+          graph_error = e.what();
+          gm[0] = gm[1] = gm[2] = -1;
+          MOCO_CUDA_CHECK(cudaDeviceSynchronize());
+        }
+      }
       const double flop = 2.0 * (double)(s.n * s.ho() * s.wo() * s.co * s.ci * s.kh * s.kw);
-      const std::string described = conv.describe();
-      const char* passes[3] = {"forward", "backward_data", "backward_filter"};
-      const char* short_names[3] = {"fwd", "dgrad", "wgrad"};
-      std::printf("%lldx%lld s%lld %4lld->%-4lld at %3lldx%-3lld x%d:", (long long)s.kh, (long long)s.kw,
+      const std::string lines_legacy = legacy.describe(), lines_graph = graph.describe();
+      std::printf("%lldx%lld s%lld %4lld->%-4lld at %3lldx%-3lld x%d:\n", (long long)s.kh, (long long)s.kw,
                   (long long)s.stride, (long long)s.ci, (long long)s.co, (long long)s.h, (long long)s.w, c.count);
-      for (int p = 0; p < 3; ++p)
-        std::printf("  %s %7.3f ms %5.1f TFLOP/s %s", short_names[p], ms[p], flop / (ms[p] * 1e-3) / 1e12,
-                    algorithm(described, passes[p]).c_str());
-      std::printf("%s\n", described.find("NON-DETERMINISTIC") != std::string::npos ? "  (non-deterministic)" : "");
+      for (int p = 0; p < 3; ++p) {
+        std::printf("  %-5s legacy %7.3f ms %5.1f TFLOP/s %-26s", short_names[p], lm[p],
+                    flop / (lm[p] * 1e-3) / 1e12, algorithm(lines_legacy, passes[p]).c_str());
+        if (gm[p] > 0)
+          std::printf("  graph %7.3f ms %5.1f TFLOP/s %-18s legacy/graph %.2fx\n", gm[p],
+                      flop / (gm[p] * 1e-3) / 1e12, algorithm(lines_graph, passes[p]).c_str(), lm[p] / gm[p]);
+        else
+          std::printf("  graph not timed\n");
+      }
+      if (lines_legacy.find("NON-DETERMINISTIC") != std::string::npos) std::printf("  (legacy non-deterministic)\n");
+      if (!graph_error.empty()) std::printf("  graph API: %s\n", graph_error.c_str());
       // training never needs the image's gradient, so the stem's data gradient is left out of the total
       const bool stem = s.ci == 3;
-      if (stem) stem_ms[0] = ms[0], stem_ms[1] = ms[2];
-      for (int p = 0; p < 3; ++p)
-        if (!(p == 1 && stem)) {
-          net_ms[p] += c.count * ms[p];
-          net_flop += c.count * flop;
-        }
+      if (stem) stem_ms[0] = lm[0], stem_ms[1] = lm[2];
+      for (int p = 0; p < 3; ++p) {
+        if (p == 1 && stem) continue;
+        const double g = gm[p] > 0 ? gm[p] : lm[p];  // untimed: counted at the legacy time
+        net_ms[0][p] += c.count * lm[p];
+        net_ms[1][p] += c.count * g;
+        net_ms[2][p] += c.count * std::min(lm[p], g);
+        net_flop += c.count * flop;
+      }
     }
-    const double total = net_ms[0] + net_ms[1] + net_ms[2];
-    std::printf("whole network, per image (x multiplicity, stem dgrad excluded): fwd %.1f us  dgrad %.1f us  "
-                "wgrad %.1f us  total %.1f us = %.0f img/s for the convolutions alone, %.1f TFLOP/s\n",
-                net_ms[0] * 1e3 / kBatch, net_ms[1] * 1e3 / kBatch, net_ms[2] * 1e3 / kBatch, total * 1e3 / kBatch,
-                kBatch / (total * 1e-3), net_flop / (total * 1e-3) / 1e12);
+    const char* which[3] = {"legacy", "graph", "faster of the two per pass"};
+    double totals[3];
+    for (int a = 0; a < 3; ++a) {
+      const double total = net_ms[a][0] + net_ms[a][1] + net_ms[a][2];
+      totals[a] = total;
+      std::printf("whole network, %s, per image (x multiplicity, stem dgrad excluded): fwd %.1f us  dgrad %.1f us  "
+                  "wgrad %.1f us  total %.1f us = %.0f img/s for the convolutions alone, %.1f TFLOP/s\n",
+                  which[a], net_ms[a][0] * 1e3 / batch, net_ms[a][1] * 1e3 / batch, net_ms[a][2] * 1e3 / batch,
+                  total * 1e3 / batch, batch / (total * 1e-3), net_flop / (total * 1e-3) / 1e12);
+    }
+    std::printf("convolution time, legacy / graph: %.2fx; legacy / faster per pass: %.2fx%s\n", totals[0] / totals[1],
+                totals[0] / totals[2], g_graph_ok ? "" : " (graph not timed)");
 
     // The stem with a zero fourth input channel: cuDNN's tensor-core kernels want channel counts that are
     // multiples of 4 or 8 in bf16, so 3 channels may leave the stem on slower ones. Timed here so that a

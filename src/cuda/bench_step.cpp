@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "check.h"
+#include "convolution.h"
 #include "device_buffer.h"
 #include "gpu_moco.h"
 #include "moco/cuda_runtime.h"
@@ -55,18 +56,19 @@ int run_step_bench(const StepBenchOptions& o) {
     const double step_ms = t.median_step_ms(), img_s = (double)n * 1000.0 / step_ms;
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
-    std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s\n",
+    const char* conv_api = conv_api_name(conv_api_from_env());
+    std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s, cuDNN %s API\n",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
-                device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32");
+                device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api);
     print_step_timing(t, n);
     std::printf("memory MiB: parameters %.1f  gradients %.1f  optimizer %.1f  activations %.1f (peak; %.1f saved "
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
                 m.workspace * mib, m.queue * mib, m.total() * mib, (double)(free0 - free1) * mib);
     std::printf("moco_bench_json {\"arch\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"k\":%lld,\"precision\":\"%s\","
-                "\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
+                "\"conv_api\":\"%s\",\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
-                o.compute == DType::BF16 ? "bf16" : "fp32", img_s, step_ms);
+                o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, img_s, step_ms);
     for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
     std::printf("},\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,\"optimizer\":%.1f,\"activations\":%.1f,"
                 "\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",

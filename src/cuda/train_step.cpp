@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "check.h"
+#include "convolution.h"
 #include "device_communicator.h"
 #include "gpu_features.h"
 #include "gpu_moco.h"
@@ -52,7 +53,7 @@ class CudaTrainStep final : public DeviceStep {
     pinned_ = make_pinned_pool(device);
     stages_ = std::make_unique<GpuViewStages>(recipe, copy_stream_);
     what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
-            (act == DType::BF16 ? "bf16" : "fp32") +
+            (act == DType::BF16 ? "bf16" : "fp32") + ", cuDNN " + conv_api_name(conv_api_from_env()) + " API" +
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
   }
   ~CudaTrainStep() override {
