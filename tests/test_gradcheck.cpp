@@ -2,8 +2,14 @@
 // fixed random r, so its gradient is exactly what backward(dy = r) must return.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "gradcheck.h"
+#include "moco/backend.h"
 #include "moco/cpu_ops.h"
+#include "moco/registry.h"
+#include "moco/tensor.h"
 
 using namespace moco;
 using namespace moco::test;
@@ -192,4 +198,63 @@ TEST(Gradcheck, SoftmaxCrossEntropyWithLabels) {
   V scratch(n * m);
   auto f = [&] { return cpu::softmax_xent<double>(n, m, z.data(), labels.data(), scratch.data()); };
   expect_gradient_matches("xent dz", z, f, dz);
+}
+
+// The CPU backend's fused tail of a bottleneck, y = relu(bn(x) + residual), and its backward (relu's
+// gradient, handed on as the residual's, then BN's): first the composition in double against finite
+// differences, then CpuBackend (float, what the CPU step runs) against that double composition.
+TEST(Gradcheck, BackendBatchNormWithResidualAndRelu) {
+  const cpu::BNShape s{4, 3, 5, 2};
+  const size_t n = (size_t)(s.n * s.c * s.hw);
+  V x = random_vector(n, 60), g = random_vector(s.c, 61), b = random_vector(s.c, 62), res = random_vector(n, 63);
+  V r = random_vector(n, 64), y(n), mean(s.groups * s.c), invstd(s.groups * s.c);
+  auto loss = [&] {
+    cpu::batchnorm_train_forward<double>(s, x.data(), g.data(), b.data(), 1e-5, 0.1, y.data(), mean.data(),
+                                         invstd.data(), nullptr, nullptr, nullptr);
+    cpu::add_forward<double>((int64_t)n, y.data(), res.data(), y.data());
+    cpu::relu_forward<double>((int64_t)n, y.data(), y.data());
+    return dot(r, y);
+  };
+  loss();
+  V pre(n), dx(n), dg(s.c, 0.0), db(s.c, 0.0);
+  cpu::relu_backward<double>((int64_t)n, y.data(), r.data(), pre.data());  // at the pre-ReLU sum: also d residual
+  cpu::batchnorm_train_backward<double>(s, x.data(), g.data(), mean.data(), invstd.data(), pre.data(), dx.data(),
+                                        dg.data(), db.data());
+  expect_gradient_matches("fused dx", x, loss, dx);
+  expect_gradient_matches("fused dgamma", g, loss, dg);
+  expect_gradient_matches("fused dbeta", b, loss, db);
+  expect_gradient_matches("fused dresidual", res, loss, pre);
+  loss();  // y, mean and invstd at the unperturbed point again
+
+  // CpuBackend in float: gamma and beta in the parameters, the running statistics in the stats
+  auto to_tensor = [](const V& v, const Shape& shape) {
+    Tensor t = Tensor::empty(shape, DType::F32);
+    for (size_t i = 0; i < v.size(); ++i) t.data<float>()[i] = (float)v[i];
+    return t;
+  };
+  const Shape shape{s.n, s.c, s.hw, 1};
+  std::vector<float> params(2 * s.c), grads(2 * s.c, 0.f), stats(2 * s.c, 0.f);
+  std::vector<int64_t> counts(1, 0);
+  for (int64_t c = 0; c < s.c; ++c) params[(size_t)c] = (float)g[(size_t)c], params[(size_t)(s.c + c)] = (float)b[(size_t)c];
+  for (int64_t c = 0; c < s.c; ++c) stats[(size_t)(s.c + c)] = 1.f;
+  WeightsView w;
+  w.params = params.data();
+  w.grads = grads.data();
+  w.stats = stats.data();
+  w.counts = counts.data();
+  const BnSlots slots{0, s.c, 0, s.c, 0};
+  Backend& cpu = cpu_backend();
+  const Tensor xt = to_tensor(x, shape), rest = to_tensor(res, shape), dyt = to_tensor(r, shape);
+  Tensor save_mean, save_invstd, d_res;
+  const Tensor yt = cpu.bn_train_forward(s, w, slots, xt, &rest, true, save_mean, save_invstd);
+  const Tensor dxt = cpu.bn_train_backward(s, w, slots, xt, save_mean, save_invstd, &yt, true, dyt, &d_res);
+  auto near = [](const char* what, const float* got, const V& ref) {
+    for (size_t i = 0; i < ref.size(); ++i)
+      ASSERT_NEAR(got[i], ref[i], 1e-4 * std::max(1.0, std::fabs(ref[i]))) << what << "[" << i << "]";
+  };
+  near("backend y", yt.data<float>(), y);
+  near("backend dx", dxt.data<float>(), dx);
+  near("backend d residual", d_res.data<float>(), pre);
+  near("backend dgamma", grads.data(), dg);
+  near("backend dbeta", grads.data() + s.c, db);
 }
