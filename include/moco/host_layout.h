@@ -1,6 +1,7 @@
 // Host-side data for the GPU tests and benchmarks: the NCHW <-> NHWC permutation (what the channels-last
-// kernels see of a CPU reference's tensor) and seeded normal draws.
+// kernels see of a CPU reference's tensor), seeded normal draws, and floats widened for a double reference.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -35,6 +36,14 @@ inline std::vector<float> normal_floats(size_t n, uint64_t seed, uint64_t stream
   std::vector<float> v(n);
   for (auto& x : v) x = (float)(mean + stddev * r.normal());
   return v;
+}
+
+// The values as doubles, or their magnitudes (a reference run on |inputs| gives each output's sum of |terms|,
+// the scale its rounding error is measured against).
+inline std::vector<double> widened(const std::vector<float>& v, bool magnitude) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d[i] = magnitude ? std::fabs((double)v[i]) : (double)v[i];
+  return d;
 }
 
 }  // namespace moco

@@ -53,12 +53,6 @@ std::vector<float> rounded_to_bf16(std::vector<float> v) {
   return v;
 }
 
-std::vector<double> widened(const std::vector<float>& v, bool magnitude) {
-  std::vector<double> d(v.size());
-  for (size_t i = 0; i < v.size(); ++i) d[i] = magnitude ? std::fabs((double)v[i]) : (double)v[i];
-  return d;
-}
-
 // (A, B, C, D) -> (A, C, D, B): NCHW to NHWC, and equally (Co, Ci, kh, kw) to (Co, kh, kw, Ci).
 std::vector<float> channels_last(const std::vector<float>& v, int64_t a, int64_t b, int64_t c, int64_t d) {
   std::vector<float> out(v.size());

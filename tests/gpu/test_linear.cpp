@@ -34,12 +34,6 @@ std::vector<float> values(size_t n, uint64_t stream, bool bf16) {
   return v;
 }
 
-std::vector<double> widened(const std::vector<float>& v, bool magnitude) {
-  std::vector<double> d(v.size());
-  for (size_t i = 0; i < v.size(); ++i) d[i] = magnitude ? std::fabs((double)v[i]) : (double)v[i];
-  return d;
-}
-
 // Host floats into device memory of dtype `dt` at element `at` of `dst`.
 void upload(void* dst, int64_t at, const std::vector<float>& v, DType dt) {
   if (dt == DType::F32) {
