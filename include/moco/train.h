@@ -78,6 +78,11 @@ class DeviceStep {
   // augmentation stages after the crop run on the device (LoaderConfig::stages_on_device).
   virtual DType view_dtype() const { return DType::F32; }
   virtual bool stages_on_device() const { return false; }
+  // The device's choices of kernels by measurement (cuDNN's convolution algorithms) as text, and such text
+  // given back before the first step. Measured choices can differ between two processes, and with them the
+  // rounding; a resumed run given its predecessor's computes exactly as the predecessor would have.
+  virtual std::string conv_plans() const { return {}; }
+  virtual void use_conv_plans(const std::string& /*text*/) {}
 };
 // Makes the device step from the host Moco (already initialised or resumed); `comm` is the run's host
 // communicator (it bootstraps the device one); `recipe` is the training views' (the device applies its stages). Returns nullptr where the device cannot be used, after

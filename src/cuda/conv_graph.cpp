@@ -1,6 +1,7 @@
 // cuDNN graph-API convolutions (see conv_graph.h for the contract and the engine rules).
 #include "conv_graph.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -169,32 +170,44 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
   MOCO_CUDNN_CHECK(cudnnBackendFinalize(graph.get()));
 
-  const Descriptor& heuristics = keep(*kept, create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
-  const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-  set_descriptor(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
-  set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-  MOCO_CUDNN_CHECK(cudnnBackendFinalize(heuristics.get()));
-  int64_t count = 0;  // how many configs the heuristics have, then the configs themselves
-  MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                            CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+  // The engine configs of heuristics mode A, then those of the fallback mode that A did not name (the usual
+  // safeguard: A may offer only tensor-core engines, which fp32 refuses)
   std::vector<cudnnBackendDescriptor_t> configs;
-  for (int64_t i = 0; i < count; ++i) configs.push_back(keep(*kept, create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)).get());
-  if (count > 0)
+  for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    const Descriptor& heuristics = keep(*kept, create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
+    set_descriptor(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
+    set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    MOCO_CUDNN_CHECK(cudnnBackendFinalize(heuristics.get()));
+    int64_t count = 0;  // how many configs the heuristics have, then the configs themselves
     MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, configs.data()));
+                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+    std::vector<cudnnBackendDescriptor_t> got;
+    for (int64_t i = 0; i < count; ++i) got.push_back(keep(*kept, create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)).get());
+    if (count > 0)
+      MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, got.data()));
+    configs.insert(configs.end(), got.begin(), got.begin() + count);
+  }
 
   GraphConvCandidates out;
-  for (int64_t i = 0; i < count && (int)out.plans.size() < max_plans; ++i) {
-    const EngineNotes notes = notes_of(configs[(size_t)i]);
+  std::vector<int64_t> seen;  // engines already considered: the fallback list repeats some of A's
+  for (size_t i = 0; i < configs.size() && (int)out.plans.size() < max_plans; ++i) {
+    const EngineNotes notes = notes_of(configs[i]);
+    if (std::find(seen.begin(), seen.end(), notes.index) != seen.end()) continue;
+    seen.push_back(notes.index);
     if (const char* why = disqualified(notes, dtype)) {
       out.dropped += engine_line(notes.index, why);
       continue;
     }
     Descriptor plan = create(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
     set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-    set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &configs[(size_t)i]);
-    // An engine that cannot take this graph after all refuses here; it is dropped, not an error.
+    set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &configs[i]);
+    // An engine that cannot take this graph after all says NOT_SUPPORTED (of any detail) here: it is dropped.
+    // Any other status is a mistake in the graph, reported as one.
     if (const cudnnStatus_t st = cudnnBackendFinalize(plan.get())) {
+      MOCO_CHECK((int)st / 1000 == (int)CUDNN_STATUS_NOT_SUPPORTED / 1000, "cuDNN refused the execution plan of "
+                 "engine ", notes.index, " with ", cudnnGetErrorString(st), " (a fault in the graph, not a missing "
+                 "engine)");
       out.dropped += engine_line(notes.index, cudnnGetErrorString(st));
       continue;
     }
@@ -212,7 +225,7 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
     p.built_from = kept;
     out.plans.push_back(std::move(p));
   }
-  if (count == 0) out.dropped = " (cuDNN's heuristics offered no engine)";
+  if (configs.empty()) out.dropped = " (cuDNN's heuristics offered no engine)";
   return out;
 }
 

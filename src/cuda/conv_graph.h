@@ -1,5 +1,6 @@
 // Convolutions through cuDNN's graph (backend) API: one pass of one shape as an operation graph of a single
-// convolution node, the engine configurations cuDNN's heuristics propose for it, and the execution plans made
+// convolution node, the engine configurations cuDNN's heuristics propose for it (mode A, then the fallback
+// mode's others), and the execution plans made
 // from them. Convolutions (convolution.h) uses these next to the legacy API's algorithms and keeps whichever
 // its MOCO_CONV_API setting asks for (legacy, graph, or the faster of the two by measurement).
 //

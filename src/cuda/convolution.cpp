@@ -13,12 +13,15 @@
 #include "convolution.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
+#include <sstream>
 #include <unordered_map>
 #include <vector>
 
@@ -156,6 +159,7 @@ struct Plan {
   int64_t best_graph_engine = -1;
   float legacy_timed_ms = -1, graph_timed_ms = -1;
   std::string graph_note;
+  bool given = false;  // taken from use_plans(), not searched
 };
 
 // cuDNN's view of one shape: x (N, H, W, Ci), w (Co, kh, kw, Ci), y (N, Ho, Wo, Co), and one convolution
@@ -248,7 +252,9 @@ struct Convolutions::Impl {
   }
 
   Entry& entry(const cpu::ConvShape& s, DType dtype);
+  cudnnStatus_t workspace_for(const Entry& e, int pass, int algo, size_t* bytes) const;
   size_t largest_workspace(const Entry& e, int pass) const;
+  bool use_given_plan(Entry& e, int pass, bool frozen);
   void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);
@@ -257,6 +263,13 @@ struct Convolutions::Impl {
   void run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws, size_t ws_bytes);
   void run(const Entry& e, int pass, const void* in0, const void* in1, void* out);
   ConvApi api = ConvApi::kLegacy;
+  // Plans given back by use_plans(), by shape and pass: used instead of a search.
+  struct Given {
+    int algo;
+    cudnnMathType_t math;
+    int64_t engine;  // -1: the legacy algorithm alone
+  };
+  std::unordered_map<Key, std::array<std::optional<Given>, kPasses>, KeyHash> given;
 };
 
 Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype) {
@@ -300,6 +313,17 @@ Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype) {
 
 // The most workspace any algorithm of the pass asks for, among those within kMaxAlgoWorkspace. Algorithms
 // that do not support the shape answer an error status here and are simply not counted.
+cudnnStatus_t Convolutions::Impl::workspace_for(const Entry& e, int pass, int algo, size_t* bytes) const {
+  if (pass == kForward)
+    return cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y, (cudnnConvolutionFwdAlgo_t)algo,
+                                                   bytes);
+  if (pass == kBackwardData)
+    return cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
+                                                        (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+  return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, e.x, e.y, e.conv[pass], e.w,
+                                                        (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+}
+
 size_t Convolutions::Impl::largest_workspace(const Entry& e, int pass) const {
   const int count = pass == kForward        ? (int)CUDNN_CONVOLUTION_FWD_ALGO_COUNT
                     : pass == kBackwardData ? (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT
@@ -307,17 +331,8 @@ size_t Convolutions::Impl::largest_workspace(const Entry& e, int pass) const {
   size_t most = 0;
   for (int a = 0; a < count; ++a) {
     size_t bytes = 0;
-    cudnnStatus_t st;
-    if (pass == kForward)
-      st = cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y, (cudnnConvolutionFwdAlgo_t)a,
-                                                   &bytes);
-    else if (pass == kBackwardData)
-      st = cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
-                                                        (cudnnConvolutionBwdDataAlgo_t)a, &bytes);
-    else
-      st = cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, e.x, e.y, e.conv[pass], e.w,
-                                                          (cudnnConvolutionBwdFilterAlgo_t)a, &bytes);
-    if (st == CUDNN_STATUS_SUCCESS && bytes <= kMaxAlgoWorkspace) most = std::max(most, bytes);
+    if (workspace_for(e, pass, a, &bytes) == CUDNN_STATUS_SUCCESS && bytes <= kMaxAlgoWorkspace)
+      most = std::max(most, bytes);
   }
   return most;
 }
@@ -344,6 +359,7 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
 // Measures the pass's algorithms on the caller's buffers (in0, in1 read; out overwritten with arbitrary
 // values) and records the chosen plan, growing the workspace for it (or throwing when frozen).
 void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen) {
+  if (use_given_plan(e, pass, frozen)) return;
   // cudnnFind* waits for the device; wait for the queued work first, under the caller's bound (set_host_wait).
   wait_for_stream();
   // The search's workspace: the persistent one, or a temporary one large enough for every candidate when
@@ -413,16 +429,7 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   // math type cuDNN tried, and the larger of the two is safe either way. A refused query keeps the measured
   // size (the pair was just run by the search).
   size_t needed = 0;
-  cudnnStatus_t asked = CUDNN_STATUS_SUCCESS;
-  if (pass == kForward)
-    asked = cudnnGetConvolutionForwardWorkspaceSize(handle, e.x, e.w, e.conv[pass], e.y,
-                                                    (cudnnConvolutionFwdAlgo_t)plan.algo, &needed);
-  else if (pass == kBackwardData)
-    asked = cudnnGetConvolutionBackwardDataWorkspaceSize(handle, e.w, e.y, e.conv[pass], e.x,
-                                                         (cudnnConvolutionBwdDataAlgo_t)plan.algo, &needed);
-  else
-    asked = cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, e.x, e.y, e.conv[pass], e.w,
-                                                           (cudnnConvolutionBwdFilterAlgo_t)plan.algo, &needed);
+  const cudnnStatus_t asked = workspace_for(e, pass, plan.algo, &needed);
   if (asked == CUDNN_STATUS_SUCCESS) plan.bytes = std::max(plan.bytes, needed);
   e.plan[pass] = plan;  // recorded before the growth so a frozen error can name the algorithm
   try {
@@ -550,6 +557,108 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   plan.graph = found.plans[(size_t)best];
 }
 
+// The plan use_plans() gave for this shape and pass, if any, installed without a search. A plan this
+// machine cannot run (another cuDNN, another GPU: the algorithm or graph engine is refused here) is dropped
+// with a note on stderr, and the pass is searched as usual.
+bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
+  const Key key{e.shape.n, e.shape.ci, e.shape.h, e.shape.w, e.shape.co, e.shape.kh, e.shape.kw, e.shape.stride,
+                e.shape.pad, e.dtype};
+  auto it = given.find(key);
+  if (it == given.end() || !it->second[pass]) return false;
+  const Given g = *it->second[pass];
+  it->second[pass].reset();  // tried once: a refusal below falls back to the search for good
+  auto refuse = [&](const std::string& why) {
+    // the search starts from the math type the entry was made with
+    if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], CUDNN_TENSOR_OP_MATH));
+    std::fprintf(stderr, "moco: the given cuDNN plan for %s of %s cannot be used here (%s); searching again\n",
+                 pass_name(pass), shape_string(e.shape, e.dtype).c_str(), why.c_str());
+    return false;
+  };
+  // fp32 keeps FMA math whatever the plan says (no TF32); bf16 runs the plan's math type
+  if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], g.math));
+  Plan plan;
+  plan.algo = g.algo;
+  plan.math = e.dtype == DType::BF16 ? g.math : CUDNN_FMA_MATH;
+  plan.given = true;
+  if (const cudnnStatus_t st = workspace_for(e, pass, g.algo, &plan.bytes))
+    return refuse("algorithm " + std::to_string(g.algo) + " (" + algo_name(pass, g.algo) + "): " +
+                  cudnnGetErrorString(st));
+  size_t bytes = plan.bytes;
+  if (g.engine >= 0) {
+    GraphConvCandidates found;
+    try {
+      found = graph_conv_candidates(handle, e.shape, e.dtype, pass, kMaxAlgoWorkspace, 1 << 20);
+    } catch (const Error& err) {
+      return refuse(err.what());
+    }
+    for (const GraphConvPlan& c : found.plans)
+      if (c.engine == g.engine && !plan.graph.plan) plan.graph = c;
+    if (!plan.graph.plan) return refuse("graph engine " + std::to_string(g.engine) + " is not offered");
+    bytes = std::max(bytes, plan.graph.workspace);
+  }
+  e.plan[pass] = plan;
+  try {
+    grow_workspace(bytes, frozen, e, pass);
+  } catch (...) {
+    e.plan[pass] = Plan{};
+    throw;
+  }
+  e.plan[pass].found = true;
+  return true;
+}
+
+std::string Convolutions::plans() const {
+  std::string out =
+      "# cuDNN convolution plans: N Ci H W Co kh kw stride pad dtype pass legacy-algorithm math-type "
+      "graph-engine (-1: none)\n";
+  for (const Entry* e : impl_->order)
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const Plan& p = e->plan[pass];
+      if (!p.found) continue;
+      const cpu::ConvShape& s = e->shape;
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %s %s %d %d %lld\n",
+                    (long long)s.n, (long long)s.ci, (long long)s.h, (long long)s.w, (long long)s.co,
+                    (long long)s.kh, (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(e->dtype),
+                    pass_name(pass), p.algo, (int)p.math, (long long)(p.graph.plan ? p.graph.engine : -1));
+      out += buf;
+    }
+  return out;
+}
+
+void Convolutions::use_plans(const std::string& text) {
+  std::istringstream in(text);
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream f(line);
+    long long v[9];
+    std::string dtype, pass;
+    int algo = -1, math = -1;
+    long long engine = -2;
+    for (long long& x : v) f >> x;
+    f >> dtype >> pass >> algo >> math >> engine;
+    std::string rest;
+    const bool ok = !f.fail() && !(f >> rest) && (dtype == "f32" || dtype == "bf16") && algo >= 0 &&
+                    (math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH ||
+                     math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || math == CUDNN_FMA_MATH) &&
+                    engine >= -1;
+    int p = -1;
+    for (int i = 0; i < kPasses; ++i)
+      if (pass == pass_name(i)) p = i;
+    MOCO_CHECK(ok && p >= 0, "convolution plans, line ", number, ": '", line,
+               "' is not 'N Ci H W Co kh kw stride pad f32|bf16 forward|backward_data|backward_filter algorithm "
+               "math-type graph-engine'");
+    const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
+    const cpu::ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
+    check_args("use_plans", s, dt);
+    const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dt};
+    impl_->given[key][p] = Impl::Given{algo, (cudnnMathType_t)math, engine};
+  }
+}
+
 ConvApi conv_api_from_env() {
   const char* v = std::getenv("MOCO_CONV_API");
   if (!v || !*v || std::strcmp(v, "legacy") == 0) return ConvApi::kLegacy;
@@ -616,7 +725,11 @@ std::string Convolutions::describe() const {
       const Plan& p = e->plan[pass];
       if (!p.found) continue;
       char buf[512];
-      if (p.graph.plan && p.legacy_timed_ms >= 0)
+      if (p.graph.plan && p.given)
+        std::snprintf(buf, sizeof buf, " %s: graph engine %lld, as given, workspace %s (legacy: %s)\n",
+                      pass_name(pass), (long long)p.graph.engine, mib(std::max(p.bytes, p.graph.workspace)).c_str(),
+                      algo_name(pass, p.algo));
+      else if (p.graph.plan && p.legacy_timed_ms >= 0)
         std::snprintf(buf, sizeof buf, " %s: graph engine %lld, %.3f ms timed against %.3f ms for %s (%s), workspace %s\n",
                       pass_name(pass), (long long)p.graph.engine, (double)p.graph_timed_ms,
                       (double)p.legacy_timed_ms, algo_name(pass, p.algo), math_name(p.math),
@@ -625,12 +738,15 @@ std::string Convolutions::describe() const {
         std::snprintf(buf, sizeof buf, " %s: graph engine %lld, %s, workspace %s (legacy: %s)\n", pass_name(pass),
                       (long long)p.graph.engine, p.graph_timed_ms >= 0 ? "fastest timed" : "the one qualifying",
                       mib(std::max(p.bytes, p.graph.workspace)).c_str(), algo_name(pass, p.algo));
+      else if (p.given)
+        std::snprintf(buf, sizeof buf, " %s: %s (%s), as given, workspace %s", pass_name(pass),
+                      algo_name(pass, p.algo), math_name(p.math), mib(p.bytes).c_str());
       else
         std::snprintf(buf, sizeof buf, " %s: %s (%s), %.3f ms measured, workspace %s%s", pass_name(pass),
                       algo_name(pass, p.algo), math_name(p.math), (double)p.ms, mib(p.bytes).c_str(),
                       p.deterministic ? "" : ", NON-DETERMINISTIC (no deterministic algorithm qualified)");
       std::string line = shape_string(e->shape, e->dtype) + buf;
-      if (!p.graph.plan && impl_->api != ConvApi::kLegacy) {
+      if (!p.graph.plan && !p.given && impl_->api != ConvApi::kLegacy) {
         char note[256];
         if (p.best_graph_engine >= 0)
           std::snprintf(note, sizeof note, "; timed %.3f ms against graph engine %lld at %.3f ms", (double)p.legacy_timed_ms,

@@ -60,6 +60,14 @@ class Convolutions {
   // collective stuck on a dead peer during the warm-up ends in the watchdog's error, not a hang here.
   void set_host_wait(std::function<void()> wait);
 
+  // The chosen plans as text, one line per shape and pass (see plans()'s first line), and such text given
+  // back: a shape and pass it names then runs that legacy algorithm (and graph engine) without a search.
+  // Searches pick by timing, so two processes may choose differently and round differently; a resumed run
+  // given its predecessor's plans computes exactly as it would have. A plan this machine refuses is
+  // reported on stderr and searched again; malformed text throws, naming the line.
+  std::string plans() const;
+  void use_plans(const std::string& text);
+
   // After warm-up: a shape that needs more workspace than already allocated throws instead of growing.
   void freeze() { frozen_ = true; }
   bool frozen() const { return frozen_; }

@@ -59,6 +59,9 @@ void CudaBackend::freeze() {
   impl_->conv.freeze();
 }
 
+std::string CudaBackend::conv_plans() const { return impl_->conv.plans(); }
+void CudaBackend::use_conv_plans(const std::string& text) { impl_->conv.use_plans(text); }
+
 size_t CudaBackend::workspace_bytes() const { return impl_->conv.workspace_bytes() + impl_->bn_ws_bytes; }
 
 Tensor CudaBackend::empty(const Shape& shape, DType dtype) {

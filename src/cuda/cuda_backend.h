@@ -68,6 +68,9 @@ class CudaBackend final : public Backend {
   void freeze();
   BlockCache& activations() { return *cache_; }
   size_t workspace_bytes() const;  // cuDNN + BN workspaces
+  // The convolutions' chosen cuDNN plans as text, and such text given back (Convolutions::plans/use_plans).
+  std::string conv_plans() const;
+  void use_conv_plans(const std::string& text);
 
  private:
   struct Impl;

@@ -168,6 +168,9 @@ void GpuMoco::store_to(Moco& host) {
   host.set_steps_done(steps_done_);
 }
 
+std::string GpuMoco::conv_plans() const { return backend_->conv_plans(); }
+void GpuMoco::use_conv_plans(const std::string& text) { backend_->use_conv_plans(text); }
+
 void GpuMoco::freeze() { backend_->freeze(); }
 
 GpuMemory GpuMoco::memory() const {

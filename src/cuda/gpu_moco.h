@@ -56,6 +56,9 @@ class GpuMoco {
 
   // After the warm-up steps: from now on nothing may allocate device memory (asserted by the caches).
   void freeze();
+  // cuDNN's convolution plans of this step (CudaBackend::conv_plans / use_conv_plans).
+  std::string conv_plans() const;
+  void use_conv_plans(const std::string& text);
   GpuMemory memory() const;
   int64_t steps_done() const { return steps_done_; }
   const MocoConfig& config() const { return cfg_; }

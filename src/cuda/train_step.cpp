@@ -113,6 +113,8 @@ class CudaTrainStep final : public DeviceStep {
   }
   void store_to(Moco& host) override { gpu_->store_to(host); }
   std::string describe() const override { return what_; }
+  std::string conv_plans() const override { return gpu_->conv_plans(); }
+  void use_conv_plans(const std::string& text) override { gpu_->use_conv_plans(text); }
   Communicator& communicator() override { return *comm_; }
   std::unique_ptr<FeatureExtractor> feature_extractor(const Encoder& host) override {
     return make_gpu_features(host, gpu_->compute_dtype());

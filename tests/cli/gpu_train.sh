@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `moco train --device cuda` end to end on a small ImageFolder made here (random images of four classes, so
 # no data set needs to be installed on the GPU machine): a run with the kNN monitor, then the same run
-# stopped half way and resumed, whose losses must equal the first run's bit for bit (cuDNN's algorithms are
-# chosen deterministic and every kernel reduces in a fixed order), and `moco knn` and `moco lincls` (backbone
-# and probe on the device) on its checkpoint.
+# stopped half way and resumed, whose losses must equal the first run's bit for bit, and `moco knn` and
+# `moco lincls` (backbone and probe on the device) on its checkpoint. Bit for bit because every kernel reduces
+# in a fixed order and cuDNN's algorithms are deterministic and the same in all three processes: a search
+# picks by timing, which can differ between processes, so the second run is given the first's plans
+# (MOCO_CONV_PLANS) and the resumed run finds its own beside the checkpoint (conv_plans.txt).
 #   gpu_train.sh <moco binary>            (MOCO_TEST_DEVICE=cpu runs the same checks on the CPU path)
 # Exits 77 (skipped) without a usable GPU or without python3 + Pillow to write the images.
 set -euo pipefail
@@ -30,8 +32,20 @@ if [ "$device" = cuda ]; then
   echo "$ready of $(grep -c '"loss"' "$dir/a/metrics.jsonl") steps had the next batch staged during them"
   [ "$ready" -ge 1 ] || { echo "FAIL: no step had the next batch staged during it"; exit 1; }
 fi
+if [ "$device" = cuda ]; then
+  [ -s "$dir/a/conv_plans.txt" ] || { echo "FAIL: the run wrote no conv_plans.txt beside its checkpoint"; exit 1; }
+  export MOCO_CONV_PLANS=$dir/a/conv_plans.txt
+fi
 "$moco" "${args[@]}" --max-steps 4 --out "$dir/b" 2>"$dir/b.err" || { cat "$dir/b.err"; exit 1; }
+unset MOCO_CONV_PLANS
 "$moco" "${args[@]}" --out "$dir/b" --resume "$dir/b/checkpoint.mocockpt" 2>"$dir/b2.err" || { cat "$dir/b2.err"; exit 1; }
+if [ "$device" = cuda ]; then
+  grep -q "convolution plans from $dir/b/conv_plans.txt" "$dir/b2.err" ||
+    { echo "FAIL: the resumed run did not take the plans beside its checkpoint"; cat "$dir/b2.err"; exit 1; }
+  grep -q "cannot be used here" "$dir/b.err" "$dir/b2.err" &&
+    { echo "FAIL: a given plan was refused on the machine that chose it"; exit 1; }
+  echo "the second run took the first's $(grep -vc '^#' "$dir/a/conv_plans.txt") convolution plans, the resumed run its own"
+fi
 if diff <(losses "$dir/a") <(losses "$dir/b"); then
   echo "resumed $device run logged the same $(losses "$dir/a" | wc -l) losses, bit for bit"
 else

@@ -8,10 +8,12 @@
 //   and y have the sizes its convolution gives (BAD_PARAM_SHAPE_MISMATCH otherwise); its tensors' unique ids
 //   differ. Only fp32/bf16 4-d tensors, 2-d convolutions with equal pre- and post-padding, FLOAT compute and
 //   one node per graph are modelled (NOT_SUPPORTED otherwise).
-// - The heuristics offer six made-up engines per graph, always in this order, with notes chosen so that a
-//   caller has to filter: a non-deterministic one first (as a fast atomics-based kernel would rank), one
-//   using tensor cores (TF32 for fp32 data), one compiled at run time, one accumulating in reduced precision,
-//   one that needs a workspace and refuses a strided convolution when its plan is finalized, and a plain one.
+// - The heuristics offer six made-up engines per graph, with notes chosen so that a caller has to filter.
+//   Mode A offers, in this order: a non-deterministic one first (as a fast atomics-based kernel would rank),
+//   one using tensor cores (TF32 for fp32 data), one compiled at run time, one accumulating in reduced
+//   precision, and one that needs a workspace and refuses a strided convolution when its plan is finalized.
+//   The fallback mode offers a plain one, then the tensor-core one again: a caller that asks only mode A
+//   finds no fp32 engine for a strided convolution.
 // - A variant pack must give every tensor of the plan's node, by unique id, a pointer aligned as the tensor's
 //   BYTE_ALIGNMENT promised (a misaligned vector load faults on a device), and a workspace when the plan needs
 //   one. Execution is queued on the handle's stream; it writes over the whole workspace and computes the pass
@@ -72,6 +74,7 @@ struct Descriptor {
   NodeInfo node;
   EngineInfo engine;
   cudnnHandle_t handle = nullptr;
+  cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;  // a heuristics descriptor's
   size_t workspace = 0;  // an execution plan's need
 };
 
@@ -293,16 +296,17 @@ cudnnStatus_t finalize_node(Descriptor& d, int pass) {
   return CUDNN_STATUS_SUCCESS;
 }
 
-// The made-up engines, in the order the heuristics rank them (see the top of the file).
-std::vector<EngineInfo> engines_for(const NodeInfo&) {
-  std::vector<EngineInfo> e(6);
-  e[0] = {11, {CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC, CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {}, false, false};
-  e[1] = {12, {CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {}, false, false};
-  e[2] = {13, {CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION}, false, false};
-  e[3] = {14, {CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION}, {}, false, false};
-  e[4] = {15, {}, {}, true, true};
-  e[5] = {16, {}, {}, false, false};
-  return e;
+// The made-up engines of a heuristics mode, in the order it ranks them (see the top of the file).
+std::vector<EngineInfo> engines_for(cudnnBackendHeurMode_t mode) {
+  const EngineInfo tensor_core{12, {CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {}, false, false};
+  if (mode == CUDNN_HEUR_MODE_FALLBACK) return {EngineInfo{16, {}, {}, false, false}, tensor_core};
+  return {
+      EngineInfo{11, {CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC, CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {}, false, false},
+      tensor_core,
+      EngineInfo{13, {CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, {CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION}, false, false},
+      EngineInfo{14, {CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION}, {}, false, false},
+      EngineInfo{15, {}, {}, true, true},
+  };
 }
 
 cudnnStatus_t finalize(Descriptor& d) {
@@ -335,6 +339,8 @@ cudnnStatus_t finalize(Descriptor& d) {
         return CUDNN_STATUS_BAD_PARAM;
       d.node = graph->node;
       d.handle = graph->handle;
+      d.mode = value<cudnnBackendHeurMode_t>(*find(d, CUDNN_ATTR_ENGINEHEUR_MODE));
+      if (d.mode != CUDNN_HEUR_MODE_A && d.mode != CUDNN_HEUR_MODE_FALLBACK) return CUDNN_STATUS_NOT_SUPPORTED;
       return CUDNN_STATUS_SUCCESS;
     }
     case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
@@ -467,7 +473,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor
     case CUDNN_ATTR_ENGINEHEUR_RESULTS: {
       if (d->type != CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR || attributeType != CUDNN_TYPE_BACKEND_DESCRIPTOR)
         return CUDNN_STATUS_BAD_PARAM;
-      const std::vector<EngineInfo> engines = engines_for(d->node);
+      const std::vector<EngineInfo> engines = engines_for(d->mode);
       if (requestedElementCount == 0) {  // the number available
         *elementCount = (int64_t)engines.size();
         return CUDNN_STATUS_SUCCESS;

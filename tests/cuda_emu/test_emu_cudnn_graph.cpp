@@ -95,6 +95,9 @@ TEST(EmulatedCudnnGraph, ConvGraphKeepsOnlyTheEnginesItPromises) {
   c = cuda::graph_conv_candidates(h.get(), strided, DType::BF16, cuda::kConvBackwardFilter, big, 8);
   EXPECT_EQ(engines(c), (std::vector<int64_t>{12, 16}));
   EXPECT_NE(c.dropped.find("engine 15: CUDNN_STATUS_NOT_SUPPORTED_SHAPE"), std::string::npos) << c.dropped;
+  // fp32 and strided: mode A has nothing left (TF32, refused at finalization); the fallback mode's plain one
+  c = cuda::graph_conv_candidates(h.get(), strided, DType::F32, cuda::kConvForward, big, 8);
+  EXPECT_EQ(engines(c), (std::vector<int64_t>{16}));
   // the workspace limit and the count limit
   c = cuda::graph_conv_candidates(h.get(), plain, DType::BF16, cuda::kConvForward, 0, 8);
   EXPECT_EQ(engines(c), (std::vector<int64_t>{12, 16}));

@@ -378,6 +378,39 @@ TEST(GpuConvolution, GraphApiRefusesAnUnalignedFirstCall) {
   expect_error([&] { conv.forward(s, DType::BF16, off(x), off(w), off(y)); }, "16-byte aligned");
 }
 
+// plans() and use_plans(): a second object given the first's plans runs the same algorithms (and graph
+// engines) without a search, with the right values; a plan this machine refuses is searched again; text that
+// is not plans throws, naming the line.
+TEST(GpuConvolution, GivenPlansRunWithoutASearch) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  const ConvShape a{2, 16, 9, 9, 24, 3, 3, 1, 1}, b{2, 24, 9, 9, 16, 1, 1, 2, 0};
+  for (cuda::ConvApi api : {cuda::ConvApi::kLegacy, cuda::ConvApi::kGraph}) {
+    cuda::Convolutions first(stream.get(), api);
+    check_conv(first, stream.get(), a, DType::BF16, 4001);
+    check_conv(first, stream.get(), b, DType::F32, 4002);
+    const std::string text = first.plans();
+    EXPECT_EQ(lines(text), 7u) << text;  // a header and one line per shape and pass
+    cuda::Convolutions second(stream.get(), cuda::ConvApi::kLegacy);  // the plans decide, not the mode
+    second.use_plans(text);
+    check_conv(second, stream.get(), a, DType::BF16, 4003);
+    check_conv(second, stream.get(), b, DType::F32, 4004);
+    EXPECT_EQ(second.plans(), text);
+    const std::string d = second.describe();
+    size_t given = 0;
+    for (size_t at = d.find("as given"); at != std::string::npos; at = d.find("as given", at + 1)) ++given;
+    EXPECT_EQ(given, 6u) << d;
+  }
+  // an algorithm number no cuDNN has: refused, searched again, and still right
+  cuda::Convolutions third(stream.get(), cuda::ConvApi::kLegacy);
+  third.use_plans("2 16 9 9 24 3 3 1 1 bf16 forward 99 1 -1\n");
+  check_conv(third, stream.get(), a, DType::BF16, 4005);
+  EXPECT_EQ(third.describe().find("as given"), std::string::npos) << third.describe();
+  expect_error([&] { third.use_plans("# plans\n2 16 9 9 24 3 3 1\n"); }, "line 2");
+  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 f16 forward 1 1 -1\n"); }, "line 1");
+  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 bf16 sideways 1 1 -1\n"); }, "sideways");
+}
+
 TEST(GpuConvolution, ApiComesFromTheEnvironment) {
   const char* before = std::getenv("MOCO_CONV_API");
   const std::string saved = before ? before : "";
