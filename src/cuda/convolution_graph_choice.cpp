@@ -1,0 +1,114 @@
+// Convolutions: the graph API timed against the legacy algorithm on a pass's first call (MOCO_CONV_API,
+// convolution.h), and the mode's name and parsing.
+#include <cstdlib>
+#include <cstring>
+
+#include "convolution_impl.h"
+
+namespace moco::cuda {
+
+using namespace conv_detail;
+
+// Builds the graph API's qualifying plans for the pass and times them and the legacy algorithm found just
+// before, each the same way, on the caller's buffers (their output is overwritten; the caller computes it
+// again). Records the times and, as the mode asks, the graph plan to use. In auto mode anything the graph
+// API refuses only leaves a note; in graph mode it is an error.
+void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out,
+                                        bool frozen) {
+  Plan& plan = e.plan[pass];
+  const bool required = api == ConvApi::kGraph;
+  if (!graph_conv_aligned(in0, in1, out)) {
+    MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the first ", pass_name(pass), " call of ",
+               shape_string(e.shape, e.dtype), " has a pointer that is not ", kGraphConvAlignment,
+               "-byte aligned, so no graph plan can be timed on it");
+    plan.graph_note = "not timed: unaligned buffers";
+    return;
+  }
+  // A frozen workspace cannot grow, so only plans that fit it are candidates.
+  const size_t limit = frozen ? std::min(workspace_bytes, kMaxAlgoWorkspace) : kMaxAlgoWorkspace;
+  GraphConvCandidates found;
+  try {
+    found = graph_conv_candidates(handle, e.shape, e.dtype, pass, limit, kMaxGraphPlans);
+  } catch (const Error& err) {
+    if (required) throw;
+    plan.graph_note = std::string("graph API refused: ") + err.what();
+    return;
+  }
+  MOCO_CHECK(!found.plans.empty() || !required, "Convolutions: MOCO_CONV_API=graph, but no cuDNN graph-API engine "
+             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), ":", found.dropped);
+  if (found.plans.empty()) {
+    plan.graph_note = "no graph engine qualified";
+    return;
+  }
+
+  size_t most = workspace_bytes;  // the timing runs' workspace: the persistent one, or scratch when larger
+  for (const GraphConvPlan& g : found.plans) most = std::max(most, g.workspace);
+  SearchScratch scratch;
+  void* ws = workspace;
+  if (most > workspace_bytes) {
+    if (cudaMalloc(&scratch.p, most) != cudaSuccess) {
+      scratch.p = nullptr;
+      cudaGetLastError();  // not sticky; cleared so later checks are not confused
+      MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the ", most, "-byte workspace to time the graph "
+                 "plans of ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), " cannot be allocated");
+      plan.graph_note = "not timed: no memory for the graph plans' workspace";
+      return;
+    }
+    ws = scratch.p;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MOCO_CUDA_CHECK(cudaEventCreate(&start));
+  MOCO_CUDA_CHECK(cudaEventCreate(&stop));
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {  // unchecked: a destructor must not throw
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } events{start, stop};
+  auto time_ms = [&](const std::function<void()>& launch) {
+    launch();  // untimed: first-use costs stay out of the measurement
+    MOCO_CUDA_CHECK(cudaEventRecord(start, stream));
+    for (int i = 0; i < kTimedRuns; ++i) launch();
+    MOCO_CUDA_CHECK(cudaEventRecord(stop, stream));
+    wait_for_stream();
+    float ms = 0;
+    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return ms / kTimedRuns;
+  };
+  // graph mode needs no legacy time, nor any time when only one plan qualifies
+  if (!required) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
+  int best = 0;
+  float best_ms = -1;
+  if (!required || found.plans.size() > 1)
+    for (size_t i = 0; i < found.plans.size(); ++i) {
+      const GraphConvPlan& g = found.plans[i];
+      const float ms = time_ms([&] { run_graph_conv(handle, g, pass, in0, in1, out, ws); });
+      if (best_ms < 0 || ms < best_ms) best = (int)i, best_ms = ms;
+    }
+  if (scratch.p) {  // the timing runs must be done before their buffer goes
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOCO_CUDA_CHECK(cudaFree(scratch.p));
+    scratch.p = nullptr;
+  }
+  plan.best_graph_engine = found.plans[(size_t)best].engine;
+  plan.graph_timed_ms = best_ms;
+  const bool take = required || best_ms < plan.legacy_timed_ms * (1.0 - kGraphMargin);
+  if (!take) return;
+  grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);
+  plan.graph = found.plans[(size_t)best];
+}
+
+ConvApi conv_api_from_env() {
+  const char* v = std::getenv("MOCO_CONV_API");
+  if (!v || !*v || std::strcmp(v, "legacy") == 0) return ConvApi::kLegacy;
+  if (std::strcmp(v, "graph") == 0) return ConvApi::kGraph;
+  if (std::strcmp(v, "auto") == 0) return ConvApi::kAuto;
+  ::moco::fail("MOCO_CONV_API=", v, " is not a cuDNN API choice (expected legacy, graph or auto)");
+}
+
+const char* conv_api_name(ConvApi api) {
+  return api == ConvApi::kGraph ? "graph" : api == ConvApi::kAuto ? "auto" : "legacy";
+}
+
+}  // namespace moco::cuda

@@ -1,0 +1,240 @@
+// The inside of Convolutions (convolution.h), shared by the files that implement it: convolution.cpp (the
+// legacy API's search and the runs), convolution_graph_choice.cpp (timing the graph API against it) and
+// convolution_plans.cpp (plans as text, and given plans). Not for use elsewhere.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "check.h"
+#include "conv_graph.h"
+#include "convolution.h"
+
+namespace moco::cuda::conv_detail {
+
+// No algorithm asking for more workspace than this is considered, so a greedy one (FFT variants can ask
+// for gigabytes) cannot take the memory the activations need.
+constexpr size_t kMaxAlgoWorkspace = size_t(512) << 20;
+
+enum Pass { kForward = kConvForward, kBackwardData = kConvBackwardData, kBackwardFilter = kConvBackwardFilter,
+            kPasses = kConvPasses };
+
+// Graph-API plans timed per pass (heuristics' best first), and the runs each is timed over.
+constexpr int kMaxGraphPlans = 4;
+constexpr int kTimedRuns = 3;
+inline const char* pass_name(int pass) {
+  static const char* const names[kPasses] = {"forward", "backward_data", "backward_filter"};
+  return names[pass];
+}
+
+inline const char* fwd_algo_name(int a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "IMPLICIT_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "IMPLICIT_PRECOMP_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "DIRECT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "FFT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "FFT_TILING";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "WINOGRAD";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
+  }
+  return "?";
+}
+inline const char* bwd_data_algo_name(int a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0: return "ALGO_0";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1: return "ALGO_1";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT: return "FFT";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING: return "FFT_TILING";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD: return "WINOGRAD";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
+  }
+  return "?";
+}
+inline const char* bwd_filter_algo_name(int a) {
+  switch (a) {
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0: return "ALGO_0";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1: return "ALGO_1";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT: return "FFT";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3: return "ALGO_3";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD: return "WINOGRAD";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
+    case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING: return "FFT_TILING";
+  }
+  return "?";
+}
+inline const char* algo_name(int pass, int a) {
+  return pass == kForward ? fwd_algo_name(a) : pass == kBackwardData ? bwd_data_algo_name(a) : bwd_filter_algo_name(a);
+}
+
+inline const char* math_name(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_DEFAULT_MATH: return "default math";
+    case CUDNN_TENSOR_OP_MATH: return "tensor ops";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor ops with conversion";
+    case CUDNN_FMA_MATH: return "fma";
+  }
+  return "?";
+}
+
+inline std::string shape_string(const cpu::ConvShape& s, DType dtype) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "conv N=%lld Ci=%lld %lldx%lld -> Co=%lld k=%lldx%lld stride=%lld pad=%lld %s",
+                (long long)s.n, (long long)s.ci, (long long)s.h, (long long)s.w, (long long)s.co, (long long)s.kh,
+                (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(dtype));
+  return buf;
+}
+
+inline std::string mib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
+  return buf;
+}
+
+// The cache key: the shape's fields and the dtype.
+struct Key {
+  int64_t n, ci, h, w, co, kh, kw, stride, pad;
+  DType dtype;
+  bool operator==(const Key& o) const {
+    return n == o.n && ci == o.ci && h == o.h && w == o.w && co == o.co && kh == o.kh && kw == o.kw &&
+           stride == o.stride && pad == o.pad && dtype == o.dtype;
+  }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = std::hash<int>()((int)k.dtype);
+    for (int64_t v : {k.n, k.ci, k.h, k.w, k.co, k.kh, k.kw, k.stride, k.pad})
+      h = (h * 1000003u) ^ std::hash<int64_t>()(v);
+    return h;
+  }
+};
+
+// Throws unless the call can be handed to cuDNN: a supported dtype, positive sizes, an output of at least
+// one pixel, and every dimension and tensor size within the int range of the legacy API.
+inline void check_args(const char* what, const cpu::ConvShape& s, DType dtype) {
+  MOCO_CHECK(dtype == DType::F32 || dtype == DType::BF16, "Convolutions::", what, ": dtype ", dtype_name(dtype),
+             " is not supported (expected f32 or bf16)");
+  MOCO_CHECK(s.n > 0 && s.ci > 0 && s.h > 0 && s.w > 0 && s.co > 0 && s.kh > 0 && s.kw > 0 && s.stride > 0 &&
+                 s.pad >= 0,
+             "Convolutions::", what, ": ", shape_string(s, dtype),
+             " has a non-positive size or stride, or a negative pad (expected sizes and stride >= 1, pad >= 0)");
+  MOCO_CHECK(s.h + 2 * s.pad >= s.kh && s.w + 2 * s.pad >= s.kw, "Convolutions::", what, ": ",
+             shape_string(s, dtype), " has a kernel larger than its padded input");
+  const int64_t biggest = std::max({s.n * s.ci * s.h * s.w, s.n * s.co * s.ho() * s.wo(), s.co * s.ci * s.kh * s.kw});
+  MOCO_CHECK(biggest <= INT_MAX, "Convolutions::", what, ": ", shape_string(s, dtype), " has a tensor of ", biggest,
+             " elements; cuDNN's 4-d descriptors take int sizes (at most ", INT_MAX, ")");
+}
+
+// One pass's chosen algorithm (an int holding the pass's cuDNN algorithm enum) and what the search measured.
+struct Plan {
+  bool found = false;
+  int algo = 0;
+  float ms = 0;
+  size_t bytes = 0;
+  bool deterministic = true;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  // The graph API, when considered: the plan in use (empty: the legacy algorithm runs), both sides' times
+  // as timed here (-1: not timed), and what the graph API offered when it is not used.
+  GraphConvPlan graph;
+  int64_t best_graph_engine = -1;
+  float legacy_timed_ms = -1, graph_timed_ms = -1;
+  std::string graph_note;
+  bool given = false;  // taken from use_plans(), not searched
+};
+
+// cuDNN's view of one shape: x (N, H, W, Ci), w (Co, kh, kw, Ci), y (N, Ho, Wo, Co), and one convolution
+// descriptor per pass, because each carries the math type of the algorithm chosen for that pass.
+struct Entry {
+  cpu::ConvShape shape{};
+  DType dtype = DType::F32;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv[kPasses] = {nullptr, nullptr, nullptr};
+  Plan plan[kPasses];
+
+  Entry() = default;
+  Entry(const Entry&) = delete;
+  Entry& operator=(const Entry&) = delete;
+  ~Entry() {  // destroy calls cannot usefully fail; a destructor must not throw
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    for (auto c : conv)
+      if (c) cudnnDestroyConvolutionDescriptor(c);
+  }
+};
+
+// A temporary device buffer for one search, freed when the search is over.
+struct SearchScratch {
+  void* p = nullptr;
+  ~SearchScratch() {
+    if (p) cudaFree(p);
+  }
+};
+
+}  // namespace moco::cuda::conv_detail
+
+namespace moco::cuda {
+
+struct Convolutions::Impl {
+  using Entry = conv_detail::Entry;
+  using Key = conv_detail::Key;
+  using KeyHash = conv_detail::KeyHash;
+  static constexpr int kPasses = conv_detail::kPasses;
+  cudaStream_t stream = nullptr;
+  cudnnHandle_t handle = nullptr;
+  void* workspace = nullptr;  // (workspace_bytes) bytes, shared by every plan
+  size_t workspace_bytes = 0;
+  std::unordered_map<Key, std::unique_ptr<Entry>, KeyHash> entries;
+  std::vector<const Entry*> order;  // first-seen order, so describe() is stable
+  std::function<void()> host_wait;  // set_host_wait; empty: cudaStreamSynchronize
+
+  void wait_for_stream() {
+    if (host_wait)
+      host_wait();
+    else
+      MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    entries.clear();
+    if (workspace) {
+      cudaStreamSynchronize(stream);  // queued convolutions may still use it; unchecked: a destructor must not throw
+      cudaFree(workspace);
+    }
+    if (handle) cudnnDestroy(handle);
+  }
+
+  Entry& entry(const cpu::ConvShape& s, DType dtype);
+  cudnnStatus_t workspace_for(const Entry& e, int pass, int algo, size_t* bytes) const;
+  size_t largest_workspace(const Entry& e, int pass) const;
+  bool use_given_plan(Entry& e, int pass, bool frozen);
+  void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);
+  // Queues the pass with the legacy algorithm, or with the graph plan when one is in use and the pointers
+  // are aligned for it; `ws` holds the workspace that run needs.
+  void run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws, size_t ws_bytes);
+  void run(const Entry& e, int pass, const void* in0, const void* in1, void* out);
+  ConvApi api = ConvApi::kLegacy;
+  // Plans given back by use_plans(), by shape and pass: used instead of a search.
+  struct Given {
+    int algo;
+    cudnnMathType_t math;
+    int64_t engine;  // -1: the legacy algorithm alone
+  };
+  std::unordered_map<Key, std::array<std::optional<Given>, kPasses>, KeyHash> given;
+};
+
+}  // namespace moco::cuda
