@@ -196,7 +196,7 @@ int main() {
       std::printf("%lldx%lld s%lld %4lld->%-4lld at %3lldx%-3lld x%d:\n", (long long)s.kh, (long long)s.kw,
                   (long long)s.stride, (long long)s.ci, (long long)s.co, (long long)s.h, (long long)s.w, c.count);
       for (int p = 0; p < 3; ++p) {
-        std::printf("  %-5s legacy %7.3f ms %5.1f TFLOP/s %-34s", short_names[p], lm[p],
+        std::printf("  %-5s legacy %7.3f ms %5.1f TFLOP/s %-44s", short_names[p], lm[p],
                     flop / (lm[p] * 1e-3) / 1e12, algorithm(lines_legacy, passes[p]).c_str());
         if (gm[p] > 0)
           std::printf("  graph %7.3f ms %5.1f TFLOP/s %-18s legacy/graph %.2fx\n", gm[p],

@@ -90,6 +90,16 @@ class DeviceStep {
 using DeviceStepFactory = std::unique_ptr<DeviceStep> (*)(Moco& host, Communicator& comm, const TrainOptions& o,
                                                            const AugmentRecipe& recipe);
 
+// cuDNN's convolution plans (DeviceStep::conv_plans) of rank `rank` of `world`, beside the run's checkpoint
+// in `out`: conv_plans.txt for one rank, conv_plans.rank<R>.txt for each of several (their searches choose
+// apart). Best effort: a plan file that cannot be written is reported once and costs only the resumed run's
+// exactness.
+void save_conv_plans(const DeviceStep& device, const std::string& out, int rank, int world);
+// The plans a device step starts from: MOCO_CONV_PLANS's file (every rank the same), else this rank's beside
+// the checkpoint being resumed, else none (the step searches). A named file that cannot be read, or a
+// malformed one, stops every rank (they agree over `comm`) with the reason.
+void load_conv_plans(DeviceStep& device, Communicator& comm, const std::string& resume, int rank, int world);
+
 // Runs training; returns the process exit code. `cuda`: the CUDA step's factory, or nullptr in a CPU-only
 // build (then --device cuda is refused).
 int run_train(const TrainOptions& o, DeviceStepFactory cuda = nullptr);

@@ -41,10 +41,11 @@ constexpr int64_t kGraphConvAlignment = 16;
 
 // One finalized execution plan and what it needs.
 struct GraphConvPlan {
-  std::shared_ptr<void> plan;  // the cudnnBackendDescriptor_t of the execution plan, destroyed with the last copy
   // The graph's other descriptors (tensors, node, graph, heuristics, engine configs), kept as long as the
-  // plan: cuDNN does not document that a finalized plan outlives the descriptors it was built from.
+  // plan: cuDNN does not document that a finalized plan outlives the descriptors it was built from. Declared
+  // first, so destroyed after the plan.
   std::shared_ptr<const void> built_from;
+  std::shared_ptr<void> plan;  // the cudnnBackendDescriptor_t of the execution plan, destroyed with the last copy
   size_t workspace = 0;        // bytes
   int64_t engine = -1;         // cuDNN's global engine index, for describe()
 };
@@ -57,9 +58,10 @@ struct GraphConvCandidates {
 };
 
 // Builds up to `max_plans` qualifying plans for `pass` of shape `s` in `dtype` (F32 or BF16), each needing
-// at most `max_workspace` bytes. Throws moco::Error naming the call when cuDNN refuses the graph itself.
+// at most `max_workspace` bytes; with `only_engine` >= 0, of that engine only (no other plan is finalized).
+// Throws moco::Error naming the call when cuDNN refuses the graph itself.
 GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvShape& s, DType dtype, int pass,
-                                          size_t max_workspace, int max_plans);
+                                          size_t max_workspace, int max_plans, int64_t only_engine = -1);
 
 // Queues one run of `plan` on the handle's stream: forward (x, w) -> y; backward_data (dy, w) -> dx;
 // backward_filter (x, dy) -> dw, the output overwritten. `workspace` holds at least plan.workspace bytes.

@@ -174,7 +174,7 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
     plan.ms = p.time;
     plan.bytes = p.memory;
     plan.deterministic = p.determinism == CUDNN_DETERMINISTIC;
-    plan.math = p.mathType;
+    plan.math = e.dtype == DType::F32 ? CUDNN_FMA_MATH : p.mathType;  // fp32 runs FMA whatever was reported
   };
   if (pass == kForward) {
     MOCO_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &max_count));
@@ -215,12 +215,19 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   e.plan[pass] = plan;  // recorded before the growth so a frozen error can name the algorithm
   try {
     grow_workspace(plan.bytes, frozen, e, pass);
+    e.plan[pass].found = true;
+    if (api != ConvApi::kLegacy) consider_graph(e, pass, in0, in1, out, frozen);
   } catch (...) {
-    e.plan[pass] = Plan{};  // not found: a later call searches again (and, if still frozen, throws again)
+    // not found: a later call searches again (and, if the cause stays, throws again), from the descriptor's
+    // first math type; in graph mode no legacy plan is left to run quietly in the graph plan's place
+    forget(e, pass);
     throw;
   }
-  e.plan[pass].found = true;
-  if (api != ConvApi::kLegacy) consider_graph(e, pass, in0, in1, out, frozen);
+}
+
+void Convolutions::Impl::forget(Entry& e, int pass) {
+  e.plan[pass] = Plan{};
+  if (e.dtype == DType::BF16) cudnnSetConvolutionMathType(e.conv[pass], CUDNN_TENSOR_OP_MATH);  // unchecked: unwinding
 }
 
 void Convolutions::Impl::run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws,

@@ -25,8 +25,8 @@
 
 namespace moco::cuda {
 
-// Which of cuDNN's two APIs runs each shape's passes. Both are searched per shape and pass on the first call:
-//   legacy  the legacy API's fastest deterministic algorithm (cudnnFind), the default;
+// Which of cuDNN's two APIs runs each shape's passes, chosen per shape and pass on its first call:
+//   legacy  the legacy API's fastest deterministic algorithm (cudnnFind), the default; no graph API at all;
 //   graph   the fastest qualifying engine of cuDNN's graph API (conv_graph.h: deterministic, not compiled at
 //           run time, fp32 accumulation, no TF32 in fp32), timed by the caller on its own buffers;
 //   auto    both timed the same way on the caller's buffers, and the graph engine taken only when it is at

@@ -35,7 +35,9 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
     return;
   }
   MOCO_CHECK(!found.plans.empty() || !required, "Convolutions: MOCO_CONV_API=graph, but no cuDNN graph-API engine "
-             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), ":", found.dropped);
+             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype),
+             frozen ? " within the workspace, frozen at " + std::to_string(workspace_bytes) + " bytes" : std::string(),
+             ":", found.dropped);
   if (found.plans.empty()) {
     plan.graph_note = "no graph engine qualified";
     return;
@@ -80,12 +82,18 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   if (!required) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
   int best = 0;
   float best_ms = -1;
-  if (!required || found.plans.size() > 1)
-    for (size_t i = 0; i < found.plans.size(); ++i) {
-      const GraphConvPlan& g = found.plans[i];
-      const float ms = time_ms([&] { run_graph_conv(handle, g, pass, in0, in1, out, ws); });
-      if (best_ms < 0 || ms < best_ms) best = (int)i, best_ms = ms;
-    }
+  try {
+    if (!required || found.plans.size() > 1)
+      for (size_t i = 0; i < found.plans.size(); ++i) {
+        const GraphConvPlan& g = found.plans[i];
+        const float ms = time_ms([&] { run_graph_conv(handle, g, pass, in0, in1, out, ws); });
+        if (best_ms < 0 || ms < best_ms) best = (int)i, best_ms = ms;
+      }
+  } catch (const Error& err) {  // auto mode: a graph engine that fails to run leaves the legacy plan in place
+    if (required) throw;
+    plan.graph_note = std::string("graph run failed: ") + err.what();
+    return;
+  }
   if (scratch.p) {  // the timing runs must be done before their buffer goes
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
     MOCO_CUDA_CHECK(cudaFree(scratch.p));
@@ -95,7 +103,14 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   plan.graph_timed_ms = best_ms;
   const bool take = required || best_ms < plan.legacy_timed_ms * (1.0 - kGraphMargin);
   if (!take) return;
-  grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);
+  try {
+    grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);
+  } catch (const Error& err) {  // auto mode: no memory for the faster plan's workspace keeps the legacy one
+    if (required) throw;
+    plan.graph_note = std::string("not taken: ") + err.what();
+    plan.best_graph_engine = -1;
+    return;
+  }
   plan.graph = found.plans[(size_t)best];
 }
 

@@ -208,11 +208,10 @@ struct Convolutions::Impl {
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
   ~Impl() {
+    // queued convolutions may still use the plans and the workspace; unchecked: a destructor must not throw
+    cudaStreamSynchronize(stream);
     entries.clear();
-    if (workspace) {
-      cudaStreamSynchronize(stream);  // queued convolutions may still use it; unchecked: a destructor must not throw
-      cudaFree(workspace);
-    }
+    if (workspace) cudaFree(workspace);
     if (handle) cudnnDestroy(handle);
   }
 
@@ -220,6 +219,8 @@ struct Convolutions::Impl {
   cudnnStatus_t workspace_for(const Entry& e, int pass, int algo, size_t* bytes) const;
   size_t largest_workspace(const Entry& e, int pass) const;
   bool use_given_plan(Entry& e, int pass, bool frozen);
+  // Drops the pass's plan (a later call searches again) and puts back the descriptor's first math type.
+  void forget(Entry& e, int pass);
   void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);

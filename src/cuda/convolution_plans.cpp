@@ -38,7 +38,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   if (g.engine >= 0) {
     GraphConvCandidates found;
     try {
-      found = graph_conv_candidates(handle, e.shape, e.dtype, pass, kMaxAlgoWorkspace, 1 << 20);
+      found = graph_conv_candidates(handle, e.shape, e.dtype, pass, kMaxAlgoWorkspace, 1, g.engine);
     } catch (const Error& err) {
       return refuse(err.what());
     }
@@ -51,7 +51,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   try {
     grow_workspace(bytes, frozen, e, pass);
   } catch (...) {
-    e.plan[pass] = Plan{};
+    forget(e, pass);
     throw;
   }
   e.plan[pass].found = true;

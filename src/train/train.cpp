@@ -11,14 +11,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 
-#include "moco/checkpoint.h"
 #include "moco/error.h"
 #include "moco/knn.h"
 #include "moco/loader.h"
@@ -118,28 +115,6 @@ static void make_out_dir(const std::string& dir) {
 }
 
 // The query encoder's backbone on the device the run trains on (fx), scored on seeded subsets of the splits.
-// The convolution plans a GPU step starts from: MOCO_CONV_PLANS's file, else the one beside the checkpoint
-// being resumed (every checkpoint writes it), else none: the step searches. A named file that cannot be read
-// is an error; a resumed run without one searches.
-static void use_saved_conv_plans(DeviceStep& device, const std::string& resume, bool lead) {
-  std::string path;
-  const char* env = std::getenv("MOCO_CONV_PLANS");
-  if (env && *env) {
-    path = env;
-  } else if (!resume.empty()) {
-    const std::string folder = std::filesystem::path(resume).parent_path().string();
-    const std::string beside = (folder.empty() ? std::string(".") : folder) + "/conv_plans.txt";
-    if (std::ifstream(beside).good()) path = beside;
-  }
-  if (path.empty()) return;
-  std::ifstream in(path);
-  MOCO_CHECK(in.good(), "MOCO_CONV_PLANS=", path, " cannot be read; unset it, or name a conv_plans.txt a run wrote");
-  std::stringstream text;
-  text << in.rdbuf();
-  device.use_conv_plans(text.str());
-  if (lead) std::fprintf(stderr, "convolution plans from %s\n", path.c_str());
-}
-
 static double knn_monitor(FeatureExtractor& fx, const Encoder& enc, const TrainOptions& o, const Dataset& train,
                           const Dataset& test) {
   const AugmentRecipe eval = recipe_from_name("eval", o.image_size);
@@ -208,10 +183,10 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   MOCO_CHECK(device || !gpu_ranks_without_mpi, "the ", o.launch.source, " environment asks for ", world,
              " ranks but no GPU is usable here, and CPU ranks talk over MPI: start them with `mpirun -np ", world,
              " moco train ...`");
+  Communicator* comm = device ? &device->communicator() : host_comm.get();  // the run's collectives
   // cuDNN's algorithms as the run being continued chose them: a search picks by timing, which differs from
   // process to process, and the same algorithms make the resumed run compute as the uninterrupted one
-  if (device) use_saved_conv_plans(*device, o.resume, lead);
-  Communicator* comm = device ? &device->communicator() : host_comm.get();  // the run's collectives
+  if (device) load_conv_plans(*device, *comm, o.resume, o.launch.rank, world);
   if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
 
   LoaderConfig lc;
@@ -253,9 +228,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     if (lead) {
       sync_host();  // only rank 0 writes; every rank holds the same state
       save_checkpoint(ckpt, moco, p, rc);
-      if (device) write_file_atomically(o.out + "/conv_plans.txt", device->conv_plans());  // for a resume
       log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
     }
+    if (device) save_conv_plans(*device, o.out, o.launch.rank, world);  // every rank its own, for a resume
     comm->barrier();  // no rank runs ahead of a checkpoint that is not written yet (or failed)
   };
 

@@ -392,3 +392,14 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   });
   return CUBLAS_STATUS_SUCCESS;
 }
+
+size_t cuda_emu::device_bytes_from(const void* p) {
+  Allocations& a = allocations();
+  std::lock_guard<std::mutex> lock(a.mu);
+  const char* q = static_cast<const char*>(p);
+  for (const auto& [base, bytes] : a.sizes) {
+    const char* b = static_cast<const char*>(base);
+    if (q >= b && q < b + bytes) return (size_t)(b + bytes - q);
+  }
+  return 0;
+}

@@ -16,7 +16,7 @@
 //   finds no fp32 engine for a strided convolution.
 // - A variant pack must give every tensor of the plan's node, by unique id, a pointer aligned as the tensor's
 //   BYTE_ALIGNMENT promised (a misaligned vector load faults on a device), and a workspace when the plan needs
-//   one. Execution is queued on the handle's stream; it writes over the whole workspace and computes the pass
+//   one, in device memory at least as large as it needs. Execution is queued on the handle's stream; it writes over the whole workspace and computes the pass
 //   as the legacy API does (emu_conv_math.h), so the two APIs agree exactly here.
 #include <algorithm>
 #include <cstdint>
@@ -551,7 +551,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
   const Attr* ws_attr = find(*pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE);
   void* ws = ws_attr ? value<void*>(*ws_attr) : nullptr;
   const size_t need = plan->workspace;
-  if (need > 0 && !ws) return CUDNN_STATUS_BAD_PARAM;
+  // a workspace the plan needs, in device memory at least that large (an undersized one would be overrun)
+  if (need > 0 && (!ws || cuda_emu::device_bytes_from(ws) < need)) return CUDNN_STATUS_BAD_PARAM;
 
   const emu_conv::Problem p = problem_of(node);
   const emu_conv::Array4 xa = array_of(node.x), wa = array_of(node.w), ya = array_of(node.y);

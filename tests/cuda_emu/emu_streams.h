@@ -27,6 +27,7 @@
 // MOCO_EMU_EAGER=1 runs every call to completion before it returns instead: the old behaviour, to tell an
 // ordering bug from any other.
 #pragma once
+#include <cstddef>
 #include <functional>
 
 #include "emu_types.h"
@@ -62,5 +63,8 @@ void wait_event(cudaStream_t stream, cudaEvent_t event);
 // Milliseconds between two events' completed records; false if either is still queued or was never recorded.
 bool elapsed_ms(cudaEvent_t start, cudaEvent_t end, float* ms);
 unsigned event_flags(cudaEvent_t event);
+
+// Bytes of device memory from p to the end of the cudaMalloc block holding it; 0 when p is in none.
+size_t device_bytes_from(const void* p);
 
 }  // namespace cuda_emu

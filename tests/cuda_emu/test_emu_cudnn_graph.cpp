@@ -183,6 +183,10 @@ TEST(EmulatedCudnnGraph, VariantPacksNameEveryTensorAlignedWithAWorkspace) {
   EXPECT_EQ(execute({1, 2}, {x, w}, ws), CUDNN_STATUS_BAD_PARAM);                                  // no y
   EXPECT_EQ(execute({1, 2, 3}, {static_cast<char*>(x) + 2, w, y}, ws), CUDNN_STATUS_BAD_PARAM);    // x misaligned
   EXPECT_EQ(execute({1, 2, 3}, {x, w, y}, nullptr), CUDNN_STATUS_BAD_PARAM);                        // no workspace
+  void* small = nullptr;
+  ASSERT_EQ(cudaMalloc(&small, 16), cudaSuccess);
+  EXPECT_EQ(execute({1, 2, 3}, {x, w, y}, static_cast<char*>(small) + 8), CUDNN_STATUS_BAD_PARAM);  // too small
+  cudaFree(small);
   EXPECT_EQ(execute({1, 2, 3}, {x, w, y}, ws), CUDNN_STATUS_SUCCESS);
   EXPECT_NO_THROW(cuda::run_graph_conv(h.get(), *with_ws, cuda::kConvForward, x, w, y, ws));
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
