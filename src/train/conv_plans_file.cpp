@@ -39,7 +39,8 @@ void load_conv_plans(DeviceStep& device, Communicator& comm, const std::string& 
   std::string path, error;
   const char* env = std::getenv("MOCO_CONV_PLANS");
   if (env && *env) {
-    path = env;
+    path = env;  // a file for every rank, or a run folder: each rank its own file there
+    if (std::filesystem::is_directory(path)) path = plans_path(path, rank, world);
   } else if (!resume.empty()) {
     const std::string beside = plans_path(std::filesystem::path(resume).parent_path().string(), rank, world);
     if (std::ifstream(beside).good()) path = beside;  // none: a run from before plans were kept, or CPU
@@ -47,8 +48,8 @@ void load_conv_plans(DeviceStep& device, Communicator& comm, const std::string& 
   if (!path.empty()) {
     std::ifstream in(path);
     if (!in.good()) {
-      error = "MOCO_CONV_PLANS=" + path + " cannot be read on rank " + std::to_string(rank) +
-              "; unset it, or name a conv_plans.txt a run wrote";
+      error = "MOCO_CONV_PLANS: " + path + " cannot be read on rank " + std::to_string(rank) +
+              "; unset it, or name a run folder or a conv_plans.txt a run wrote";
     } else {
       std::stringstream text;
       text << in.rdbuf();

@@ -34,7 +34,7 @@ if [ "$device" = cuda ]; then
 fi
 if [ "$device" = cuda ]; then
   [ -s "$dir/a/conv_plans.txt" ] || { echo "FAIL: the run wrote no conv_plans.txt beside its checkpoint"; exit 1; }
-  export MOCO_CONV_PLANS=$dir/a/conv_plans.txt
+  export MOCO_CONV_PLANS=$dir/a  # the run folder: each rank its own plans (here the one rank's conv_plans.txt)
 fi
 "$moco" "${args[@]}" --max-steps 4 --out "$dir/b" 2>"$dir/b.err" || { cat "$dir/b.err"; exit 1; }
 unset MOCO_CONV_PLANS

@@ -25,8 +25,16 @@ grep -q "NCCL over $w ranks" "$dir/a.err" || { echo "FAIL: the run did not use N
 grep -q "\"world_size\": $w" "$dir/a/metrics.jsonl" || { echo "FAIL: metrics.jsonl does not say world_size $w"; exit 1; }
 steps=$(losses "$dir/a" | wc -l)
 [ "$steps" -eq $((64 / (8 * w))) ] || { echo "FAIL: $steps steps logged, expected $((64 / (8 * w)))"; exit 1; }
-run "${args[@]}" --max-steps $((steps / 2)) --out "$dir/b" 2>"$dir/b.err" || { cat "$dir/b.err"; exit 1; }
+# each rank keeps its cuDNN plans (a search picks by timing, so ranks and processes choose apart): the second
+# run takes the first's, rank by rank, and the resumed run its own beside the checkpoint
+for r in $(seq 0 $((w - 1))); do
+  [ -s "$dir/a/conv_plans.rank$r.txt" ] || { echo "FAIL: rank $r kept no conv_plans.rank$r.txt"; exit 1; }
+done
+MOCO_CONV_PLANS=$dir/a run "${args[@]}" --max-steps $((steps / 2)) --out "$dir/b" 2>"$dir/b.err" ||
+  { cat "$dir/b.err"; exit 1; }
 run "${args[@]}" --out "$dir/b" --resume "$dir/b/checkpoint.mocockpt" 2>"$dir/b2.err" || { cat "$dir/b2.err"; exit 1; }
+grep -q "convolution plans from $dir/b/conv_plans.rank0.txt" "$dir/b2.err" ||
+  { echo "FAIL: the resumed run did not take the plans beside its checkpoint"; cat "$dir/b2.err"; exit 1; }
 if diff <(losses "$dir/a") <(losses "$dir/b"); then
   echo "resumed run on $w GPU ranks logged the same $steps losses, bit for bit"
 else

@@ -47,7 +47,7 @@ target() {
 "${launch[@]}" "${args[@]}" --out "$dir/a" 2>"$dir/a.err"
 # on the GPU the signalled runs take the first run's cuDNN plans (a search picks by timing, which can differ
 # between processes); their resumes find their own beside the checkpoint
-[ "${MOCO_TEST_DEVICE:-cpu}" = cuda ] && export MOCO_CONV_PLANS=$dir/a/conv_plans.txt
+[ "${MOCO_TEST_DEVICE:-cpu}" = cuda ] && export MOCO_CONV_PLANS=$dir/a
 [ -n "$mpiexec" ] && sigs=TERM
 for sig in $sigs; do
   out=$dir/$sig
