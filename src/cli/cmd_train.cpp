@@ -42,7 +42,9 @@ static void declare(Args& a) {
   a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on)");
   a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
   a.option("--image-size", "224", "crop size in pixels (Fashion-MNIST default: 32)");
-  a.option("--bn-splits", "8", "BN groups per step (split-BN, the single-process twin of 8 GPUs' shuffle BN)");
+  a.option("--bn-splits", "auto",
+           "BN groups per process (split-BN). auto: 8 on one process, the single-process twin of the authors' 8 "
+           "GPUs' shuffle BN; 1 with several ranks, where each rank is one BN group as each GPU is there");
   a.option("--device", "auto", "cpu | cuda | auto (cuda when a GPU is usable)");
   a.option("--precision", "bf16", "on the GPU: bf16 (activations and conv weights; fp32 masters, BN and loss) | fp32");
   a.option("--out", "runs/moco", "folder for checkpoint.mocockpt and metrics.jsonl");
@@ -95,7 +97,7 @@ int cmd_train(int argc, char** argv) {
   o.cos = a.on("--cos") || fmnist;
   o.recipe = a.has("--recipe") ? a.str("--recipe") : fmnist ? "small" : o.aug_plus ? "v2" : "v1";
   o.image_size = (int)a.integer("--image-size", 8, 4096);
-  o.bn_splits = (int)a.integer("--bn-splits", 1, 1 << 16);
+  o.bn_splits = a.str("--bn-splits") == "auto" ? (o.launch.world == 1 ? 8 : 1) : (int)a.integer("--bn-splits", 1, 1 << 16);
   o.device = a.str("--device");
   o.precision = a.str("--precision");
   MOCO_CHECK(o.precision == "bf16" || o.precision == "fp32", "--precision ", o.precision, ": expected bf16 or fp32");
