@@ -179,6 +179,12 @@ if want tests; then
   [ $rc -eq 124 ] && summary="stopped at its limit after $(grep -c '^\[       OK \]' "$test_log") passed and $(grep -c '^\[  FAILED  \]' "$test_log") failed; last: $(grep -E '^\[ RUN' "$test_log" | tail -1 | cut -c14-)"
   row "moco_gpu_tests" $rc "$summary"
   while read -r line; do row "  failed" 1 "$line"; done < <(grep -E '^\[  FAILED  \]' "$test_log" | head -20)
+  # the whole step against the CPU's with every convolution on cuDNN's graph API
+  graph_log=$out/graph_api_step.log
+  MOCO_CONV_API=graph bounded 90 "$build/moco_gpu_tests" \
+    --gtest_filter=GpuMocoStep.Fp32StepMatchesTheCpuStep:GpuMocoStep.Fp32GradientIsTight:GpuMocoStep.Bf16StepTracksTheCpuStep:GpuMocoStep.NothingIsAllocatedAfterWarmUp:GpuTrainStep.CropsAndDecisionsGiveTheCpuStepOfTheirViews \
+    >"$graph_log" 2>&1
+  row "gpu step, graph API" $? "$(grep -E '^\[  (PASSED|FAILED) +\]' "$graph_log" | tr '\n' ' ')"
   lone_log=$out/nccl_join_timeout.log
   bounded 60 "$build/moco_gpu_tests" --gtest_filter="$lone" >"$lone_log" 2>&1
   row "NCCL join timeout" $? "$(grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$lone_log" | head -1)"
