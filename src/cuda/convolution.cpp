@@ -323,8 +323,9 @@ std::string Convolutions::describe() const {
                       (long long)p.graph.engine, p.graph_timed_ms >= 0 ? "fastest timed" : "the one qualifying",
                       mib(std::max(p.bytes, p.graph.workspace)).c_str(), algo_name(pass, p.algo));
       else if (p.given)
-        std::snprintf(buf, sizeof buf, " %s: %s (%s), as given, workspace %s", pass_name(pass),
-                      algo_name(pass, p.algo), math_name(p.math), mib(p.bytes).c_str());
+        std::snprintf(buf, sizeof buf, " %s: %s (%s), as given, workspace %s%s", pass_name(pass),
+                      algo_name(pass, p.algo), math_name(p.math), mib(p.bytes).c_str(),
+                      p.deterministic ? "" : ", NON-DETERMINISTIC (no deterministic algorithm qualified)");
       else
         std::snprintf(buf, sizeof buf, " %s: %s (%s), %.3f ms measured, workspace %s%s", pass_name(pass),
                       algo_name(pass, p.algo), math_name(p.math), (double)p.ms, mib(p.bytes).c_str(),

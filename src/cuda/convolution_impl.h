@@ -233,6 +233,7 @@ struct Convolutions::Impl {
   struct Given {
     int algo;
     cudnnMathType_t math;
+    bool deterministic;
     int64_t engine;  // -1: the legacy algorithm alone
   };
   std::unordered_map<Key, std::array<std::optional<Given>, kPasses>, KeyHash> given;

@@ -31,6 +31,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   plan.algo = g.algo;
   plan.math = e.dtype == DType::BF16 ? g.math : CUDNN_FMA_MATH;
   plan.given = true;
+  plan.deterministic = g.deterministic;  // as the search that chose it found
   if (const cudnnStatus_t st = workspace_for(e, pass, g.algo, &plan.bytes))
     return refuse("algorithm " + std::to_string(g.algo) + " (" + algo_name(pass, g.algo) + "): " +
                   cudnnGetErrorString(st));
@@ -61,17 +62,18 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
 std::string Convolutions::plans() const {
   std::string out =
       "# cuDNN convolution plans: N Ci H W Co kh kw stride pad dtype pass legacy-algorithm math-type "
-      "graph-engine (-1: none)\n";
+      "deterministic graph-engine (-1: none)\n";
   for (const Entry* e : impl_->order)
     for (int pass = 0; pass < kPasses; ++pass) {
       const Plan& p = e->plan[pass];
       if (!p.found) continue;
       const cpu::ConvShape& s = e->shape;
       char buf[256];
-      std::snprintf(buf, sizeof buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %s %s %d %d %lld\n",
+      std::snprintf(buf, sizeof buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %s %s %d %d %d %lld\n",
                     (long long)s.n, (long long)s.ci, (long long)s.h, (long long)s.w, (long long)s.co,
                     (long long)s.kh, (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(e->dtype),
-                    pass_name(pass), p.algo, (int)p.math, (long long)(p.graph.plan ? p.graph.engine : -1));
+                    pass_name(pass), p.algo, (int)p.math, p.deterministic ? 1 : 0,
+                    (long long)(p.graph.plan ? p.graph.engine : -1));
       out += buf;
     }
   return out;
@@ -87,26 +89,26 @@ void Convolutions::use_plans(const std::string& text) {
     std::istringstream f(line);
     long long v[9];
     std::string dtype, pass;
-    int algo = -1, math = -1;
+    int algo = -1, math = -1, deterministic = -1;
     long long engine = -2;
     for (long long& x : v) f >> x;
-    f >> dtype >> pass >> algo >> math >> engine;
+    f >> dtype >> pass >> algo >> math >> deterministic >> engine;
     std::string rest;
     const bool ok = !f.fail() && !(f >> rest) && (dtype == "f32" || dtype == "bf16") && algo >= 0 &&
                     (math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH ||
                      math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || math == CUDNN_FMA_MATH) &&
-                    engine >= -1;
+                    (deterministic == 0 || deterministic == 1) && engine >= -1;
     int p = -1;
     for (int i = 0; i < kPasses; ++i)
       if (pass == pass_name(i)) p = i;
     MOCO_CHECK(ok && p >= 0, "convolution plans, line ", number, ": '", line,
                "' is not 'N Ci H W Co kh kw stride pad f32|bf16 forward|backward_data|backward_filter algorithm "
-               "math-type graph-engine'");
+               "math-type 0|1 graph-engine'");
     const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
     const cpu::ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
     check_args("use_plans", s, dt);
     const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dt};
-    impl_->given[key][p] = Impl::Given{algo, (cudnnMathType_t)math, engine};
+    impl_->given[key][p] = Impl::Given{algo, (cudnnMathType_t)math, deterministic == 1, engine};
   }
 }
 

@@ -404,12 +404,13 @@ TEST(GpuConvolution, GivenPlansRunWithoutASearch) {
   }
   // an algorithm number no cuDNN has: refused, searched again, and still right
   cuda::Convolutions third(stream.get(), cuda::ConvApi::kLegacy);
-  third.use_plans("2 16 9 9 24 3 3 1 1 bf16 forward 99 1 -1\n");
+  third.use_plans("2 16 9 9 24 3 3 1 1 bf16 forward 99 1 1 -1\n");
   check_conv(third, stream.get(), a, DType::BF16, 4005);
   EXPECT_EQ(third.describe().find("as given"), std::string::npos) << third.describe();
   expect_error([&] { third.use_plans("# plans\n2 16 9 9 24 3 3 1\n"); }, "line 2");
-  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 f16 forward 1 1 -1\n"); }, "line 1");
-  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 bf16 sideways 1 1 -1\n"); }, "sideways");
+  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 f16 forward 1 1 1 -1\n"); }, "line 1");
+  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 bf16 sideways 1 1 1 -1\n"); }, "sideways");
+  expect_error([&] { third.use_plans("2 16 9 9 24 3 3 1 1 bf16 forward 1 1 -1\n"); }, "line 1");  // a field short
 }
 
 TEST(GpuConvolution, ApiComesFromTheEnvironment) {
