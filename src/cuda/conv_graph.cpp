@@ -172,24 +172,34 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
 
   // The engine configs of heuristics mode A, then those of the fallback mode that A did not name (the usual
   // safeguard: A may offer only tensor-core engines, which fp32 refuses)
+  // Mode A must answer; the fallback mode only adds what it can (a status of its own is kept in `dropped`).
+  GraphConvCandidates out;
   std::vector<cudnnBackendDescriptor_t> configs;
   for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
     const Descriptor& heuristics = keep(*kept, create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR));
     set_descriptor(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
     set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-    MOCO_CUDNN_CHECK(cudnnBackendFinalize(heuristics.get()));
+    auto check = [&](cudnnStatus_t st, const char* call) {
+      if (st == CUDNN_STATUS_SUCCESS) return true;
+      MOCO_CHECK(mode != CUDNN_HEUR_MODE_A, call, " (heuristics mode A) failed: ", cudnnGetErrorString(st));
+      out.dropped += std::string("\n  fallback heuristics: ") + cudnnGetErrorString(st);
+      return false;
+    };
+    if (!check(cudnnBackendFinalize(heuristics.get()), "cudnnBackendFinalize")) continue;
     int64_t count = 0;  // how many configs the heuristics have, then the configs themselves
-    MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+    if (!check(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
+               "cudnnBackendGetAttribute(CUDNN_ATTR_ENGINEHEUR_RESULTS)"))
+      continue;
     std::vector<cudnnBackendDescriptor_t> got;
     for (int64_t i = 0; i < count; ++i) got.push_back(keep(*kept, create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)).get());
-    if (count > 0)
-      MOCO_CUDNN_CHECK(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, got.data()));
+    if (count > 0 && !check(cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &count, got.data()),
+                            "cudnnBackendGetAttribute(CUDNN_ATTR_ENGINEHEUR_RESULTS)"))
+      continue;
     configs.insert(configs.end(), got.begin(), got.begin() + count);
   }
 
-  GraphConvCandidates out;
   std::vector<int64_t> seen;  // engines already considered: the fallback list repeats some of A's
   for (size_t i = 0; i < configs.size() && (int)out.plans.size() < max_plans; ++i) {
     const EngineNotes notes = notes_of(configs[i]);
@@ -223,7 +233,7 @@ GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvS
     p.built_from = kept;
     out.plans.push_back(std::move(p));
   }
-  if (configs.empty()) out.dropped = " (cuDNN's heuristics offered no engine)";
+  if (configs.empty()) out.dropped += " (cuDNN's heuristics offered no engine)";
   return out;
 }
 
