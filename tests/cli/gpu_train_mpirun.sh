@@ -35,6 +35,11 @@ MOCO_CONV_PLANS=$dir/a run "${args[@]}" --max-steps $((steps / 2)) --out "$dir/b
 run "${args[@]}" --out "$dir/b" --resume "$dir/b/checkpoint.mocockpt" 2>"$dir/b2.err" || { cat "$dir/b2.err"; exit 1; }
 grep -q "convolution plans from $dir/b/conv_plans.rank0.txt" "$dir/b2.err" ||
   { echo "FAIL: the resumed run did not take the plans beside its checkpoint"; cat "$dir/b2.err"; exit 1; }
+# plans that cannot be read stop every rank with the reason, none left waiting at a collective
+if MOCO_CONV_PLANS=$dir/none.txt timeout 120 "$mpiexec" -n "$w" "$moco" "${args[@]}" --out "$dir/c" 2>"$dir/c.err"; then
+  echo "FAIL: a run given unreadable conv plans went on"; exit 1
+fi
+grep -q "cannot be read on rank" "$dir/c.err" || { echo "FAIL: no message naming the unreadable plans"; cat "$dir/c.err"; exit 1; }
 if diff <(losses "$dir/a") <(losses "$dir/b"); then
   echo "resumed run on $w GPU ranks logged the same $steps losses, bit for bit"
 else
