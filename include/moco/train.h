@@ -96,8 +96,9 @@ using DeviceStepFactory = std::unique_ptr<DeviceStep> (*)(Moco& host, Communicat
 // exactness.
 void save_conv_plans(const DeviceStep& device, const std::string& out, int rank, int world);
 // The plans a device step starts from: MOCO_CONV_PLANS's (a file for every rank, or a run folder where each
-// rank takes its own), else this rank's beside the checkpoint being resumed, else none (the step searches). A named file that cannot be read, or a
-// malformed one, stops every rank (they agree over `comm`) with the reason.
+// rank takes its own), else this rank's beside the checkpoint being resumed, else none (the step searches).
+// A named file that cannot be read, or a malformed one, stops every rank (they agree over `comm`) with the
+// reason.
 void load_conv_plans(DeviceStep& device, Communicator& comm, const std::string& resume, int rank, int world);
 
 // Runs training; returns the process exit code. `cuda`: the CUDA step's factory, or nullptr in a CPU-only

@@ -314,7 +314,8 @@ std::string Convolutions::describe() const {
                       pass_name(pass), (long long)p.graph.engine, mib(std::max(p.bytes, p.graph.workspace)).c_str(),
                       algo_name(pass, p.algo));
       else if (p.graph.plan && p.legacy_timed_ms >= 0)
-        std::snprintf(buf, sizeof buf, " %s: graph engine %lld, %.3f ms timed against %.3f ms for %s (%s), workspace %s\n",
+        std::snprintf(buf, sizeof buf,
+                      " %s: graph engine %lld, %.3f ms timed against %.3f ms for %s (%s), workspace %s\n",
                       pass_name(pass), (long long)p.graph.engine, (double)p.graph_timed_ms,
                       (double)p.legacy_timed_ms, algo_name(pass, p.algo), math_name(p.math),
                       mib(std::max(p.bytes, p.graph.workspace)).c_str());
@@ -334,8 +335,8 @@ std::string Convolutions::describe() const {
       if (!p.graph.plan && !p.given && impl_->api != ConvApi::kLegacy) {
         char note[256];
         if (p.best_graph_engine >= 0)
-          std::snprintf(note, sizeof note, "; timed %.3f ms against graph engine %lld at %.3f ms", (double)p.legacy_timed_ms,
-                        (long long)p.best_graph_engine, (double)p.graph_timed_ms);
+          std::snprintf(note, sizeof note, "; timed %.3f ms against graph engine %lld at %.3f ms",
+                        (double)p.legacy_timed_ms, (long long)p.best_graph_engine, (double)p.graph_timed_ms);
         else
           std::snprintf(note, sizeof note, "; %s", p.graph_note.c_str());
         line += note;

@@ -16,8 +16,9 @@
 //   finds no fp32 engine for a strided convolution.
 // - A variant pack must give every tensor of the plan's node, by unique id, a pointer aligned as the tensor's
 //   BYTE_ALIGNMENT promised (a misaligned vector load faults on a device), and a workspace when the plan needs
-//   one, in device memory at least as large as it needs. Execution is queued on the handle's stream; it writes over the whole workspace and computes the pass
-//   as the legacy API does (emu_conv_math.h), so the two APIs agree exactly here.
+//   one, in device memory at least as large as it needs. Execution is queued on the handle's stream; it
+//   writes over the whole workspace and computes the pass as the legacy API does (emu_conv_math.h), so the
+//   two APIs agree exactly here.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>

@@ -28,7 +28,9 @@ class Handle {
 
 class Desc {
  public:
-  explicit Desc(cudnnBackendDescriptorType_t type) { EXPECT_EQ(cudnnBackendCreateDescriptor(type, &d_), CUDNN_STATUS_SUCCESS); }
+  explicit Desc(cudnnBackendDescriptorType_t type) {
+    EXPECT_EQ(cudnnBackendCreateDescriptor(type, &d_), CUDNN_STATUS_SUCCESS);
+  }
   ~Desc() { cudnnBackendDestroyDescriptor(d_); }
   cudnnBackendDescriptor_t get() const { return d_; }
 
@@ -36,15 +38,23 @@ class Desc {
   cudnnBackendDescriptor_t d_ = nullptr;
 };
 
+// Sets one attribute unless an earlier call of the chain failed: `st` keeps the first failure.
+void chain(cudnnStatus_t& st, const Desc& d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+           int64_t count, const void* values) {
+  if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendSetAttribute(d.get(), name, type, count, values);
+}
+
 // A channels-last bf16 tensor of dims (n, c, h, w), finalized unless told not to.
-cudnnStatus_t make_tensor(const Desc& t, int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, bool finalize = true) {
+cudnnStatus_t make_tensor(const Desc& t, int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w,
+                          bool finalize = true) {
   const cudnnDataType_t type = CUDNN_DATA_BFLOAT16;
   const int64_t dims[4] = {n, c, h, w}, strides[4] = {h * w * c, 1, w * c, c}, alignment = 16;
-  cudnnStatus_t st = cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
-  if (!st) st = cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
-  if (!st) st = cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
-  if (!st) st = cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
-  if (!st) st = cudnnBackendSetAttribute(t.get(), CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
+  cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+  chain(st, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+  chain(st, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  chain(st, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  chain(st, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  chain(st, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
   if (!st && finalize) st = cudnnBackendFinalize(t.get());
   return st;
 }
@@ -53,13 +63,14 @@ cudnnStatus_t make_convolution(const Desc& c, int64_t stride, int64_t pad) {
   const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
   const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
   const int64_t dims = 2, one[2] = {1, 1}, strides[2] = {stride, stride}, pads[2] = {pad, pad};
-  cudnnStatus_t st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, one);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, strides);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pads);
-  if (!st) st = cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pads);
+  cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, one);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, strides);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pads);
+  chain(st, c, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pads);
   if (!st) st = cudnnBackendFinalize(c.get());
   return st;
 }
@@ -145,8 +156,10 @@ TEST(EmulatedCudnnGraph, NodesTakeFinalizedDescriptorsOfAgreeingShapes) {
   ASSERT_EQ(set_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w), 0);
   ASSERT_EQ(set_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y), 0);
   ASSERT_EQ(set_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv), 0);
-  ASSERT_EQ(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &one), 0);
-  ASSERT_EQ(cudnnBackendSetAttribute(op.get(), CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &zero), 0);
+  cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+  chain(st, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &one);
+  chain(st, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &zero);
+  ASSERT_EQ(st, CUDNN_STATUS_SUCCESS);
   EXPECT_EQ(cudnnBackendFinalize(op.get()), CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH);
 }
 
