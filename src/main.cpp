@@ -9,6 +9,10 @@
 #include "moco/commands.h"
 #include "moco/error.h"
 #include "moco/version.h"
+#ifdef MOCO_HAVE_CUDA
+#include "cuda/convolution.h"
+#include "moco/cuda_runtime.h"
+#endif
 
 static void print_usage() {
   std::printf(
@@ -20,7 +24,7 @@ static void print_usage() {
       "  lincls [DATA]  linear probe on the frozen backbone of a checkpoint\n"
       "  export         backbone (and head) as safetensors with torchvision names\n"
       "  bench          time whole MoCo steps on synthetic input\n"
-      "  info           build configuration\n"
+      "  info           build, CUDA libraries (run and built against), devices, convolution API\n"
       "  help           this text\n",
       moco::kVersion, moco::kHaveCuda ? " + CUDA backend" : "");
 }
@@ -38,6 +42,15 @@ int main(int argc, char** argv) {
     }
     if (cmd == "info") {
       std::printf("moco %s\ncuda backend compiled: %s\n", moco::kVersion, moco::kHaveCuda ? "yes" : "no");
+#ifdef MOCO_HAVE_CUDA
+      std::printf("libraries: %s\n", moco::cuda::library_versions().c_str());
+      const std::string why = moco::cuda::no_device_reason();
+      if (!why.empty()) std::printf("devices: %s\n", why.c_str());
+      for (int d = 0; why.empty() && d < moco::cuda::device_count(); ++d)
+        std::printf("device %d: %s\n", d, moco::cuda::device_description(d).c_str());
+      std::printf("convolutions: cuDNN %s API (MOCO_CONV_API: legacy, graph or auto)\n",
+                  moco::cuda::conv_api_name(moco::cuda::conv_api_from_env()));
+#endif
       return 0;
     }
     if (cmd == "train") return moco::cmd_train(argc, argv);

@@ -122,6 +122,10 @@ for b in moco moco_gpu_tests $benches; do
 done >"$ldd_log" 2>&1
 if grep -q "not found" "$ldd_log"; then row "libraries" 1 "a library is not found: see $ldd_log"
 else row "libraries" 0 "all resolved: $ldd_log"; fi
+# the versions they report at run time beside those built against, and the devices moco sees
+info_log=$out/moco_info.log
+timeout 30 "$build/moco" info >"$info_log" 2>&1
+row "moco info" $? "$(grep -E '^libraries:' "$info_log" | cut -c12-150)"
 
 # Runs "$@" under the budget with limit $1 seconds (shifted off); rc 124 when skipped or cut.
 bounded() {

@@ -140,6 +140,13 @@ bool valid_device(int device) { return device >= 0 && device < emulated_devices(
 
 }  // namespace
 
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  if (!version) return cudaErrorInvalidValue;
+  *version = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* version) { return cudaRuntimeGetVersion(version); }
+
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = emulated_devices();
   return cudaSuccess;

@@ -116,6 +116,9 @@ struct cudaDeviceProp {
   int maxThreadsPerBlock;
 };
 cudaError_t cudaGetDeviceCount(int* count);
+// CUDART_VERSION for both: the emulator is its own driver.
+cudaError_t cudaRuntimeGetVersion(int* version);
+cudaError_t cudaDriverGetVersion(int* version);
 cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);

@@ -30,6 +30,13 @@
 
 #include "cuda_runtime.h"
 
+// The cuDNN the stand-in models (its API, not a release's behaviour in full); cudnnGetVersion returns it.
+#define CUDNN_MAJOR 9
+#define CUDNN_MINOR 0
+#define CUDNN_PATCHLEVEL 0
+#define CUDNN_VERSION (CUDNN_MAJOR * 10000 + CUDNN_MINOR * 100 + CUDNN_PATCHLEVEL)
+size_t cudnnGetVersion();
+
 // cuDNN 9's status codes (cudnn_graph.h): category * 1000 + detail; the deprecated aliases are kept where
 // the project or its comments name them.
 enum cudnnStatus_t {
