@@ -56,7 +56,7 @@ int run_step_bench(const StepBenchOptions& o) {
     const double step_ms = t.median_step_ms(), img_s = (double)n * 1000.0 / step_ms;
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
-    const char* conv_api = conv_api_name(conv_api_from_env());
+    const char* conv_api = conv_api_name(gpu.conv_api());
     std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s, cuDNN %s API\n",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api);

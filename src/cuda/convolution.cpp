@@ -151,14 +151,9 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   size_t ws_bytes = workspace_bytes;
   SearchScratch scratch;
   const size_t want = largest_workspace(e, pass);
-  if (want > workspace_bytes) {
-    if (cudaMalloc(&scratch.p, want) == cudaSuccess) {
-      ws = scratch.p;
-      ws_bytes = want;
-    } else {
-      scratch.p = nullptr;
-      cudaGetLastError();
-    }
+  if (want > workspace_bytes && scratch.take(want)) {
+    ws = scratch.p;
+    ws_bytes = want;
   }
 
   int max_count = 0, returned = 0, pick = -1;
@@ -197,11 +192,7 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
                                                                    ws_bytes));
     take(perf);
   }
-  if (scratch.p) {  // the search's kernels must be done before its buffer goes
-    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
-    MOCO_CUDA_CHECK(cudaFree(scratch.p));
-    scratch.p = nullptr;
-  }
+  scratch.release(stream);  // after the search's kernels
 
   // bf16 runs with the math type the algorithm was measured with (cuDNN picks the kernel from algorithm
   // and math type together); fp32 keeps FMA, which excludes TF32 whatever the candidate reported.

@@ -48,9 +48,7 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   SearchScratch scratch;
   void* ws = workspace;
   if (most > workspace_bytes) {
-    if (cudaMalloc(&scratch.p, most) != cudaSuccess) {
-      scratch.p = nullptr;
-      cudaGetLastError();  // not sticky; cleared so later checks are not confused
+    if (!scratch.take(most)) {
       MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the ", most, "-byte workspace to time the graph "
                  "plans of ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), " cannot be allocated");
       plan.graph_note = "not timed: no memory for the graph plans' workspace";
@@ -94,11 +92,7 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
     plan.graph_note = std::string("graph run failed: ") + err.what();
     return;
   }
-  if (scratch.p) {  // the timing runs must be done before their buffer goes
-    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
-    MOCO_CUDA_CHECK(cudaFree(scratch.p));
-    scratch.p = nullptr;
-  }
+  scratch.release(stream);  // after the timing runs
   plan.best_graph_engine = found.plans[(size_t)best].engine;
   plan.graph_timed_ms = best_ms;
   const bool take = required || best_ms < plan.legacy_timed_ms * (1.0 - kGraphMargin);

@@ -172,11 +172,25 @@ struct Entry {
   }
 };
 
-// A temporary device buffer for one search, freed when the search is over.
+// A temporary device buffer for one search or timing, freed when it is over.
 struct SearchScratch {
   void* p = nullptr;
+  // Allocates `bytes`; false (the failure cleared: it is not sticky) when the device has no room.
+  bool take(size_t bytes) {
+    if (cudaMalloc(&p, bytes) == cudaSuccess) return true;
+    p = nullptr;
+    cudaGetLastError();
+    return false;
+  }
+  // Frees it once the work queued on `stream`, which may still use it, is done.
+  void release(cudaStream_t stream) {
+    if (!p) return;
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOCO_CUDA_CHECK(cudaFree(p));
+    p = nullptr;
+  }
   ~SearchScratch() {
-    if (p) cudaFree(p);
+    if (p) cudaFree(p);  // unwinding: unchecked, a destructor must not throw
   }
 };
 

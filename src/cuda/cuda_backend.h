@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "moco/backend.h"
+#include "convolution.h"
 #include "moco/block_cache.h"
 
 namespace moco::cuda {
@@ -70,6 +71,7 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes() const;  // cuDNN + BN workspaces
   // The convolutions' chosen cuDNN plans as text, and such text given back (Convolutions::plans/use_plans).
   std::string conv_plans() const;
+  ConvApi conv_api() const;  // the API the convolutions were made with (MOCO_CONV_API)
   void use_conv_plans(const std::string& text);
 
  private:

@@ -169,6 +169,7 @@ void GpuMoco::store_to(Moco& host) {
 }
 
 std::string GpuMoco::conv_plans() const { return backend_->conv_plans(); }
+ConvApi GpuMoco::conv_api() const { return backend_->conv_api(); }
 void GpuMoco::use_conv_plans(const std::string& text) { backend_->use_conv_plans(text); }
 
 void GpuMoco::freeze() { backend_->freeze(); }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "convolution.h"
 #include "device_communicator.h"
 #include "moco/moco.h"
 
@@ -58,6 +59,7 @@ class GpuMoco {
   void freeze();
   // cuDNN's convolution plans of this step (CudaBackend::conv_plans / use_conv_plans).
   std::string conv_plans() const;
+  ConvApi conv_api() const;
   void use_conv_plans(const std::string& text);
   GpuMemory memory() const;
   int64_t steps_done() const { return steps_done_; }

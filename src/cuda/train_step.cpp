@@ -53,7 +53,7 @@ class CudaTrainStep final : public DeviceStep {
     pinned_ = make_pinned_pool(device);
     stages_ = std::make_unique<GpuViewStages>(recipe, copy_stream_);
     what_ = "cuda " + std::to_string(device) + ": " + device_description(device) + ", " +
-            (act == DType::BF16 ? "bf16" : "fp32") + ", cuDNN " + conv_api_name(conv_api_from_env()) + " API" +
+            (act == DType::BF16 ? "bf16" : "fp32") + ", cuDNN " + conv_api_name(gpu_->conv_api()) + " API" +
             (li.world > 1 ? ", NCCL over " + std::to_string(li.world) + " ranks" : "");
   }
   ~CudaTrainStep() override {
