@@ -16,8 +16,13 @@
 // What is fused and why: the row is memory-bound (65537 floats, a few flops each), so max, sum of
 // exponentials and rank are one read (online softmax: each thread keeps a running max and a sum rescaled
 // when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
-// loss kernel and a top-k kernel would each re-read 67 MB at N=256. One block per row keeps the row's second
-// read close in time to its first, so it mostly hits L2.
+// loss kernel and a top-k kernel would each re-read 67 MB at N=256.
+// Why the block is this shape: a row is 256 KiB; one block of 1024 threads per row, and one such block per SM
+// (at 44 registers a thread, ptxas for sm_90a, a second does not fit), keeps 132 rows (34 MiB) in flight, so a row's second read mostly hits L2 (50-60 MiB on Hopper). Each
+// thread issues kUnroll independent loads before it uses any of them: with a load in flight per thread,
+// as before (0.27 of copy bandwidth on an H200, bench/results/2026-11-26-h200-run1.md), the SM waited on
+// memory latency. Rows start wherever 1+K floats put them (not 16-byte aligned), so the loads are scalar and
+// coalesced per warp rather than float4.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
 #include <cmath>
@@ -30,7 +35,8 @@ namespace moco::kernels {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kRowThreads = 512;     // one block per row
+constexpr int kRowThreads = 1024;    // one block per row
+constexpr int kUnroll = 8;           // loads each thread has in flight
 constexpr int kReduceThreads = 256;  // the single block that reduces the rows
 
 // Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
@@ -41,7 +47,7 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b
   mx = m;
 }
 
-__global__ void __launch_bounds__(kRowThreads)
+__global__ void __launch_bounds__(kRowThreads, 1)
     rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
                 const int64_t* labels,                        // (N) or null: label 0
                 float* dlogits,                               // (N, M) or null; may alias logits
@@ -49,20 +55,35 @@ __global__ void __launch_bounds__(kRowThreads)
                 int* row_above) {                             // (N)
   __shared__ float sh_mx[kRowThreads / kWarp], sh_s[kRowThreads / kWarp];
   __shared__ int sh_above[kRowThreads / kWarp];
+  constexpr int64_t kStride = (int64_t)kRowThreads * kUnroll;  // columns one pass of the block covers
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
   const int64_t y = labels ? labels[row] : 0;
   const float zy = z[y];  // read by every thread before any write of this row (the reductions below sync)
   float mx = -INFINITY, s = 0.f;
   int above = 0;
-  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
-    const float v = z[j];
-    above += (v > zy) | ((v == zy) & (j < y));  // j == y: neither
-    if (v > mx) {
-      s = s * expf(mx - v) + 1.f;  // expf(-inf) = 0 on the first element
-      mx = v;
-    } else {
-      s += expf(v - mx);
+  for (int64_t j0 = threadIdx.x; j0 < m; j0 += kStride) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = j0 + (int64_t)u * kRowThreads;
+      v[u] = j < m ? z[j] : -INFINITY;
+    }
+    // the running max grows once per group of loads, so the sum is rescaled once, not once per element
+    float group_max = mx;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) group_max = fmaxf(group_max, v[u]);
+    if (group_max > mx) {
+      s *= expf(mx - group_max);  // expf(-inf) = 0 on the first group
+      mx = group_max;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = j0 + (int64_t)u * kRowThreads;
+      if (j < m) {
+        s += expf(v[u] - mx);
+        above += (v[u] > zy) | ((v[u] == zy) & (j < y));  // j == y: neither
+      }
     }
   }
   // warp, then block reduction of (mx, s) and above
@@ -102,10 +123,19 @@ __global__ void __launch_bounds__(kRowThreads)
   mx = sh_mx[0];
   const float inv_s = 1.f / sh_s[0];
   float* d = dlogits + row * m;
-  for (int64_t j = threadIdx.x; j < m; j += kRowThreads) {
-    float p = expf(z[j] - mx) * inv_s;  // each element is read and written by the same thread: in place is safe
-    if (j == y) p -= 1.f;
-    d[j] = p * inv_n;
+  for (int64_t j0 = threadIdx.x; j0 < m; j0 += kStride) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = j0 + (int64_t)u * kRowThreads;
+      v[u] = j < m ? z[j] : 0.f;
+    }
+    // each element is read and written by the same thread, all reads before its writes: in place is safe
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = j0 + (int64_t)u * kRowThreads;
+      if (j < m) d[j] = (expf(v[u] - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n;
+    }
   }
 }
 

@@ -15,7 +15,11 @@
 #   env tests headline core          (one call, within DEVICE_RUN_BUDGET_S; not yet timed on a GPU): the tests,
 #                                    v2 b256 against eager, the core benchmarks, v2 b256 against torch.compile
 # and the rest, when time is left: env train kernels steps-v2 | env steps-v1 steps-compile.
+# `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
+# long the host takes to issue the step against the device's time and each convolution's plan.
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
+# DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
+# list of `core` and `kernels`: a short call that checks one change.
 #
 # OUT_DIR ends up holding three files, because the device tool brings back only a few: table.txt (the short
 # table), bench-record.md (the same as a record for bench/results/) and logs.tar.gz (every log).
@@ -24,7 +28,7 @@
 # when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
 set -u
 
-usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile ...]" >&2; exit 2; }
+usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile ...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$1
@@ -33,7 +37,7 @@ out=$2
 shift 2
 parts=" ${*:-env tests train kernels steps-v2 steps-v1 steps-compile} "
 for p in $parts; do
-  case $p in env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile) ;; *) usage ;; esac
+  case $p in env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile) ;; *) usage ;; esac
 done
 want() { [[ $parts == *" $1 "* ]]; }
 deadline=$(( $(date +%s) + ${DEVICE_RUN_BUDGET_S:-540} ))
@@ -188,7 +192,7 @@ if want tests; then
   for attempt in 1 2 3 4 5; do
     left=$(( tests_end - $(date +%s) ))
     (( left < 20 )) && { rc=124; break; }
-    bounded $left "$build/moco_gpu_tests" --gtest_filter="-$excluded" >>"$test_log" 2>&1
+    bounded $left "$build/moco_gpu_tests" --gtest_filter="${DEVICE_RUN_TEST_FILTER:-*}-$excluded" >>"$test_log" 2>&1
     rc=$?
     case $rc in 0|1|124) break ;; esac
     died=$(grep -E '^\[ RUN      \]' "$test_log" | tail -1 | awk '{print $4}')
@@ -238,6 +242,7 @@ fi
 run_benches=""
 want kernels && run_benches=$benches
 want core && ! want kernels && run_benches=$core_benches
+[ -n "$run_benches" ] && [ -n "${DEVICE_RUN_BENCHES:-}" ] && run_benches=$DEVICE_RUN_BENCHES
 if [ -n "$run_benches" ]; then
   for b in $run_benches; do
     log=$out/$b.log
@@ -275,6 +280,20 @@ if want steps-compile; then
   for bs in 256 32; do
     want headline && [ "$bs" = 256 ] && continue
     step_pair v2 $bs compile
+  done
+fi
+
+# ---- what bounds the step: the host's issue time against the device's, per cuDNN API and batch ----------------
+if want step-profile; then
+  for bs in 32 256; do
+    for api in legacy graph auto; do
+      log=$out/step_profile_b${bs}_${api}.log
+      report=""
+      [ "$api" = auto ] && report=--conv-report  # what auto timed and kept, shape by shape
+      MOCO_CONV_API=$api bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b $bs \
+        --moco-k 65536 --mlp --steps 10 --warmup 3 $report >"$log" 2>&1
+      row "profile v2 b$bs $api" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'host issue.*' "$log" | cut -c1-110)"
+    done
   done
 fi
 

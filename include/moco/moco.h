@@ -55,6 +55,10 @@ struct StepStats {
   float acc1 = 0, acc5 = 0;     // percent, of the (K+1)-way task
   double ms[kPhases] = {};       // wall milliseconds per phase
   int64_t activation_bytes = 0;  // what the query encoder's tape held for the backward, at its largest
+  // GPU only: host milliseconds from the step's start until the backward's last launch is issued. Set beside
+  // the GPU's own time for the same phases, it says which of the two bounds the step: when the host takes
+  // as long as the GPU, the GPU waited for launches.
+  double host_issue_ms = 0;
 };
 
 class Moco {

@@ -75,6 +75,7 @@ int cmd_bench(int argc, char** argv) {
   a.option("--warmup", "2", "untimed steps first");
   a.option("--device", "cpu", "cpu | cuda");
   a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
+  a.flag("--conv-report", "cuda only: print each convolution's cuDNN plan and the times it was chosen by");
   a.option("--data", "", "time the data path on this ImageFolder (or 'fashion-mnist') instead of the step");
   a.option("--recipe", "v2", "with --data: augmentation recipe (v1 | v2 | small)");
   a.option("-j,--workers", "0", "with --data: loader threads (0: 1 and then one per core)");
@@ -111,6 +112,7 @@ int cmd_bench(int argc, char** argv) {
     b.moco = moco_config(run_config(o));
     b.batch = o.batch_size, b.image_size = o.image_size, b.steps = steps, b.warmup = warmup;
     b.compute = precision == "bf16" ? DType::BF16 : DType::F32;
+    b.conv_report = a.on("--conv-report");
     return cuda::run_step_bench(b);
 #else
     fail("--device cuda: this build has no CUDA backend; build where nvcc is installed (see README)");

@@ -61,6 +61,7 @@ int run_step_bench(const StepBenchOptions& o) {
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api);
     print_step_timing(t, n);
+    if (o.conv_report) std::printf("convolutions (shape: pass: plan):\n%s", gpu.describe_convs().c_str());
     std::printf("memory MiB: parameters %.1f  gradients %.1f  optimizer %.1f  activations %.1f (peak; %.1f saved "
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
@@ -70,9 +71,10 @@ int run_step_bench(const StepBenchOptions& o) {
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, img_s, step_ms);
     for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
-    std::printf("},\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,\"optimizer\":%.1f,\"activations\":%.1f,"
+    const double host_issue = t.median_host_issue_ms();
+    std::printf("},\"host_issue_ms\":%.3f,\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,\"optimizer\":%.1f,\"activations\":%.1f,"
                 "\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",
-                m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, m.workspace * mib,
+                host_issue, m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, m.workspace * mib,
                 m.queue * mib, m.total() * mib);
   }
   MOCO_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -11,6 +11,7 @@ struct StepBenchOptions {
   int64_t batch = 256, image_size = 224;
   int steps = 20, warmup = 5;  // the allocation caches are frozen after the warm-up steps
   DType compute = DType::BF16;
+  bool conv_report = false;  // also print each convolution's chosen plan and what was timed to choose it
 };
 
 // Prints the configuration, img/s, the median milliseconds of each phase, and device memory by category,

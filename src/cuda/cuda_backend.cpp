@@ -61,6 +61,7 @@ void CudaBackend::freeze() {
 
 std::string CudaBackend::conv_plans() const { return impl_->conv.plans(); }
 ConvApi CudaBackend::conv_api() const { return impl_->conv.api(); }
+std::string CudaBackend::describe_convs() const { return impl_->conv.describe(); }
 void CudaBackend::use_conv_plans(const std::string& text) { impl_->conv.use_plans(text); }
 
 size_t CudaBackend::workspace_bytes() const { return impl_->conv.workspace_bytes() + impl_->bn_ws_bytes; }

@@ -72,6 +72,7 @@ class CudaBackend final : public Backend {
   // The convolutions' chosen cuDNN plans as text, and such text given back (Convolutions::plans/use_plans).
   std::string conv_plans() const;
   ConvApi conv_api() const;  // the API the convolutions were made with (MOCO_CONV_API)
+  std::string describe_convs() const;
   void use_conv_plans(const std::string& text);
 
  private:

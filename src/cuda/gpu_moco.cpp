@@ -3,6 +3,7 @@
 #include "gpu_moco.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <cmath>
 #include <cuda_bf16.h>
@@ -170,6 +171,7 @@ void GpuMoco::store_to(Moco& host) {
 
 std::string GpuMoco::conv_plans() const { return backend_->conv_plans(); }
 ConvApi GpuMoco::conv_api() const { return backend_->conv_api(); }
+std::string GpuMoco::describe_convs() const { return backend_->describe_convs(); }
 void GpuMoco::use_conv_plans(const std::string& text) { backend_->use_conv_plans(text); }
 
 void GpuMoco::freeze() { backend_->freeze(); }
@@ -257,6 +259,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     });
   };
   StepStats stats;
+  const auto issue_start = std::chrono::steady_clock::now();
   mark(0);
 
   // Views on the host (tests, other callers) cross to the device here, on the compute stream; `moco train`'s
@@ -343,6 +346,8 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   encoder_q_.backward(dfeat_act, tape);
   tape.clear();  // the saved activations go back to the cache
   mark(5);
+  stats.host_issue_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issue_start).count();
   b.buckets->finish();  // what did not overlap with backward: the last buckets, and the wait for all
   mark(6);
   // loss, top-1 hits, top-5 hits: means over ranks

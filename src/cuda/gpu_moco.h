@@ -60,6 +60,7 @@ class GpuMoco {
   // cuDNN's convolution plans of this step (CudaBackend::conv_plans / use_conv_plans).
   std::string conv_plans() const;
   ConvApi conv_api() const;
+  std::string describe_convs() const;  // Convolutions::describe(): each shape's plans with their timed costs
   void use_conv_plans(const std::string& text);
   GpuMemory memory() const;
   int64_t steps_done() const { return steps_done_; }

@@ -14,6 +14,7 @@ static double median(std::vector<double> v) {
 
 double StepTiming::median_step_ms() const { return median(step_ms); }
 double StepTiming::median_phase_ms(int phase) const { return median(phase_ms[(size_t)phase]); }
+double StepTiming::median_host_issue_ms() const { return host_issue_ms.empty() ? 0.0 : median(host_issue_ms); }
 
 StepTiming time_steps(int warmup, int steps, const std::function<StepStats()>& step,
                       const std::function<void()>& after_warmup) {
@@ -29,6 +30,12 @@ StepTiming time_steps(int warmup, int steps, const std::function<StepStats()>& s
     t.step_ms.push_back(ms);
     for (int p = 0; p < kPhases; ++p) t.phase_ms[(size_t)p].push_back(st.ms[p]);
     t.activation_bytes = std::max(t.activation_bytes, st.activation_bytes);
+    if (st.host_issue_ms > 0) {
+      double device_ms = 0;
+      for (int p = 0; p <= kBackward; ++p) device_ms += st.ms[p];
+      t.host_issue_ms.push_back(st.host_issue_ms);
+      t.issued_phases_ms.push_back(device_ms);
+    }
   }
   return t;
 }
@@ -41,6 +48,13 @@ void print_step_timing(const StepTiming& t, int64_t batch) {
   std::printf("phase ms (median):");
   for (int p = 0; p < kPhases; ++p) std::printf("  %s %.2f", phase_name(p), t.median_phase_ms(p));
   std::printf("\n");
+  if (!t.host_issue_ms.empty()) {
+    // The host issues launches ahead of the device; if it needs as long as the device takes to run them, the
+    // device waited for it (launch-bound) and faster kernels would not shorten the step.
+    const double host = t.median_host_issue_ms(), device = median(t.issued_phases_ms);
+    std::printf("host issue ms (median) %.2f for query_forward..backward, which took the device %.2f: %s\n", host,
+                device, host >= 0.9 * device ? "launch-bound (the device waits for the host)" : "device-bound");
+  }
 }
 
 }  // namespace moco

@@ -216,7 +216,8 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
 TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
   MOCO_REQUIRE_GPU();
   for (int64_t n : kNs)
-    for (int64_t m : {int64_t(1), int64_t(10), int64_t(1000), int64_t(1013)}) {
+    // 20011: more columns than one pass of a row's block covers (8192), ending part-way through the next
+    for (int64_t m : {int64_t(1), int64_t(10), int64_t(1000), int64_t(1013), int64_t(20011)}) {
       auto logits = normal_floats((size_t)(n * m), 31);  // (N, M)
       std::vector<int64_t> labels((size_t)n);           // (N)
       Rng rng(31, 0);
