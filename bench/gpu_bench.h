@@ -7,11 +7,13 @@
 #pragma once
 #include "moco/bf16_host.h"
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../src/cuda/device_buffer.h"
@@ -57,6 +59,11 @@ class Timer {
 
   // Median milliseconds of `run` (which enqueues work on the default stream) over kReps runs after kWarmup,
   // each starting with a cold L2. Every launcher checks its own launch; the last error is checked here too.
+  // The device's time, not the host's: before the start event the stream waits on a host callback that
+  // sleeps a millisecond, so `run` is fully queued before the device reaches it. Without that wait, a call
+  // whose host side is slow (cuDNN's legacy API: about 0.1 ms a call on an H200) was timed with the device
+  // idle behind it (bench/results/2026-11-26-h200-run2.md against run4.md); the host's cost is reported
+  // where it counts, beside whole steps (moco bench: host issue ms).
   template <class Run>
   double median_ms(Run&& run, int reps = kReps) {
     for (int i = 0; i < kWarmup; ++i) run();
@@ -64,6 +71,7 @@ class Timer {
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
       MOCO_CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xff, flush_.bytes(), nullptr));
+      MOCO_CUDA_CHECK(cudaLaunchHostFunc(nullptr, &hold_the_stream, nullptr));
       MOCO_CUDA_CHECK(cudaEventRecord(start_, nullptr));
       run();
       MOCO_CUDA_CHECK(cudaEventRecord(stop_, nullptr));
@@ -77,6 +85,7 @@ class Timer {
   }
 
  private:
+  static void CUDART_CB hold_the_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); }
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
   cuda::DeviceBuffer<char> flush_;
 };

@@ -26,16 +26,21 @@
 namespace moco::cuda {
 
 // Which of cuDNN's two APIs runs each shape's passes, chosen per shape and pass on its first call:
-//   legacy  the legacy API's fastest deterministic algorithm (cudnnFind), the default; no graph API at all;
+//   legacy  the legacy API's fastest deterministic algorithm (cudnnFind); no graph API at all;
 //   graph   the fastest qualifying engine of cuDNN's graph API (conv_graph.h: deterministic, not compiled at
 //           run time, fp32 accumulation, no TF32 in fp32), timed by the caller on its own buffers;
-//   auto    both timed the same way on the caller's buffers, and the graph engine taken only when it is at
-//           least kGraphMargin faster (within that, the legacy path, the long-tested one, is kept).
+//   auto    the default: both timed the same way on the caller's buffers, and the graph engine kept unless
+//           the legacy algorithm is more than kGraphMargin faster; anything the graph API refuses leaves the
+//           legacy algorithm in place.
+// Why auto prefers the graph API: on an H200 the legacy API costs the host about 0.1 ms a call, so a MoCo v2
+// step at batch 32 waited on the host (26 ms to issue, 1194 img/s) where the graph API issues it in 5 ms
+// (2543 img/s); at batch 256, where the device bounds the step, the two ran the same kernels in the same
+// time (bench/results/2026-11-26-h200-run4.md).
 // In every mode a legacy algorithm is chosen too: a call whose pointers are not 16-byte aligned (the graph
 // plans are built for aligned data) runs it instead.
 enum class ConvApi { kLegacy, kGraph, kAuto };
 constexpr double kGraphMargin = 0.03;
-// MOCO_CONV_API: legacy (unset), graph or auto; any other value throws naming it.
+// MOCO_CONV_API: auto (unset), legacy or graph; any other value throws naming it.
 ConvApi conv_api_from_env();
 const char* conv_api_name(ConvApi api);
 

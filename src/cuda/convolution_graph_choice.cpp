@@ -95,7 +95,8 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   scratch.release(stream);  // after the timing runs
   plan.best_graph_engine = found.plans[(size_t)best].engine;
   plan.graph_timed_ms = best_ms;
-  const bool take = required || best_ms < plan.legacy_timed_ms * (1.0 - kGraphMargin);
+  // ties go to the graph plan, whose calls cost the host less (convolution.h)
+  const bool take = required || best_ms * (1.0 - kGraphMargin) <= plan.legacy_timed_ms;
   if (!take) return;
   try {
     grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);
@@ -110,9 +111,9 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
 
 ConvApi conv_api_from_env() {
   const char* v = std::getenv("MOCO_CONV_API");
-  if (!v || !*v || std::strcmp(v, "legacy") == 0) return ConvApi::kLegacy;
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return ConvApi::kAuto;
+  if (std::strcmp(v, "legacy") == 0) return ConvApi::kLegacy;
   if (std::strcmp(v, "graph") == 0) return ConvApi::kGraph;
-  if (std::strcmp(v, "auto") == 0) return ConvApi::kAuto;
   ::moco::fail("MOCO_CONV_API=", v, " is not a cuDNN API choice (expected legacy, graph or auto)");
 }
 

@@ -292,6 +292,11 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
   if (bytes) cuda_emu::enqueue(stream, [=] { std::memset(p, value, bytes); });
   return cudaSuccess;
 }
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* user_data) {
+  if (!fn) return cudaErrorInvalidValue;
+  cuda_emu::enqueue(stream, [=] { fn(user_data); });
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() {
   cuda_emu::sync_device();
   return cuda_emu::peek_last_error();

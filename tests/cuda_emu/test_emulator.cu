@@ -258,6 +258,26 @@ TEST(CudaEmulatorStreams, AMissingWaitBeforeAnOverwrite) {
   }
 }
 
+// A host function runs in its stream's order: after the work queued before it, before the work after it
+// (bench/gpu_bench.h holds the stream on one so that the timed work is queued before the device reaches it).
+void record_first_value(void* arg) {
+  auto* probe = static_cast<std::pair<const int*, int>*>(arg);
+  probe->second = probe->first[0];  // emulated device memory is host memory
+}
+TEST(CudaEmulatorStreams, AHostFunctionRunsInStreamOrder) {
+  TwoStreams s;
+  DeviceBuffer<int> x(kInts, "x");
+  x.fill_bytes(0);
+  std::pair<const int*, int> probe{x.get(), -1};
+  fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, 4);
+  ASSERT_EQ(cudaLaunchHostFunc(s.a, &record_first_value, &probe), cudaSuccess);
+  fill_ints<<<1, 128, 0, s.a>>>(x.get(), kInts, 8);
+  ASSERT_EQ(cudaStreamSynchronize(s.a), cudaSuccess);
+  EXPECT_EQ(probe.second, 4);
+  EXPECT_EQ(x.download(), std::vector<int>(kInts, 8));
+  EXPECT_EQ(cudaLaunchHostFunc(s.a, nullptr, nullptr), cudaErrorInvalidValue);
+}
+
 // A copy from page-locked memory reads it when the copy runs, so refilling it before the copy's event has
 // completed corrupts the upload; pageable memory is staged at the call, so the caller may reuse it at once.
 TEST(CudaEmulatorStreams, PageLockedMemoryIsReadWhenTheCopyRuns) {

@@ -417,6 +417,8 @@ TEST(GpuConvolution, ApiComesFromTheEnvironment) {
   const char* before = std::getenv("MOCO_CONV_API");
   const std::string saved = before ? before : "";
   ::unsetenv("MOCO_CONV_API");
+  EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kAuto);
+  ::setenv("MOCO_CONV_API", "legacy", 1);
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kLegacy);
   ::setenv("MOCO_CONV_API", "graph", 1);
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kGraph);
