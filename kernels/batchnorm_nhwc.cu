@@ -45,6 +45,11 @@ constexpr int kThreads = 256;           // threads per block of the row kernels 
 constexpr int64_t kMinChunkRows = 128;  // rows per block at least: the partials stay small next to the data
 constexpr int64_t kMaxChunks = 1024;    // row blocks over all groups at most: about one full wave on an H100
 constexpr int kFinX = 32, kFinY = 32;   // finalise block: channels x lanes over chunks
+// Rows a thread loads before it uses any of them. With one row at a time each load waited out the memory
+// latency before the next was issued, and the kernels reached 0.32 to 0.59 of copy bandwidth on an H200
+// (bench/results/2026-11-26-h200-summary.md); the softmax-CE rows gained 1.64x from the same change. A thread
+// still visits its rows in the same order, so every sum, and so every result, is bit for bit as before.
+constexpr int kRowsInFlight = 4;
 
 // How the rows of one group split into chunks (one block row each).
 struct Geometry {
@@ -134,16 +139,25 @@ __global__ void __launch_bounds__(kThreads)
   int cnt = 0;
   if (p.active) {
     const T* base = x + p.g * rows * c + p.col;
-    for (int64_t r = p.r0 + ty; r < p.r1; r += blockDim.y) {
-      float v[V];
-      vec::load<T, V>(base + r * c, v);
-      ++cnt;
-      const float inv = 1.f / (float)cnt;
+    const int64_t step = blockDim.y;
+    for (int64_t r = p.r0 + ty; r < p.r1; r += kRowsInFlight * step) {
+      typename vec::Packed<T, V>::type w[kRowsInFlight] = {};  // (rows in flight) packed x
 #pragma unroll
-      for (int k = 0; k < V; ++k) {  // Welford: M2 += (v - old mean) * (v - new mean)
-        const float d = v[k] - mean[k];
-        mean[k] += d * inv;
-        m2[k] += d * (v[k] - mean[k]);
+      for (int u = 0; u < kRowsInFlight; ++u)
+        if (r + u * step < p.r1) w[u] = vec::load_packed<T, V>(base + (r + u * step) * c);
+#pragma unroll
+      for (int u = 0; u < kRowsInFlight; ++u) {
+        if (r + u * step >= p.r1) break;
+        float v[V];
+        vec::unpack<T, V>(w[u], v);
+        ++cnt;
+        const float inv = 1.f / (float)cnt;
+#pragma unroll
+        for (int k = 0; k < V; ++k) {  // Welford: M2 += (v - old mean) * (v - new mean)
+          const float d = v[k] - mean[k];
+          mean[k] += d * inv;
+          m2[k] += d * (v[k] - mean[k]);
+        }
       }
     }
   }
@@ -257,21 +271,34 @@ __global__ void __launch_bounds__(kThreads)
     a[k] = gamma[p.col + k] * is;
     b[k] = beta[p.col + k];
   }
-  const int64_t base = p.g * rows * c + p.col;
-  for (int64_t r = p.r0 + threadIdx.y; r < p.r1; r += blockDim.y) {
-    const int64_t off = base + r * c;
-    float v[V], res[V];
-    vec::load<T, V>(x + off, v);
-    if (residual) vec::load<T, V>(residual + off, res);
+  const int64_t base = p.g * rows * c + p.col, step = blockDim.y;
+  using W = typename vec::Packed<T, V>::type;
+  for (int64_t r = p.r0 + threadIdx.y; r < p.r1; r += kRowsInFlight * step) {
+    // every load of these rows before any store: a residual that aliases y is still read before it is written
+    W wx[kRowsInFlight] = {}, wres[kRowsInFlight] = {};  // (rows in flight) packed x and residual
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      // (x - mean) first: x * a + (beta - mean * a) would cancel when |mean| >> std
-      float o = fmaf(v[k] - mean[k], a[k], b[k]);
-      if (residual) o += res[k];
-      if (relu) o = o <= 0.f ? 0.f : o;  // as cpu::relu_forward: a NaN propagates
-      v[k] = o;
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      if (r + u * step >= p.r1) break;
+      const int64_t off = base + (r + u * step) * c;
+      wx[u] = vec::load_packed<T, V>(x + off);
+      if (residual) wres[u] = vec::load_packed<T, V>(residual + off);
     }
-    vec::store<T, V>(y + off, v);
+#pragma unroll
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      if (r + u * step >= p.r1) break;
+      float v[V], res[V];
+      vec::unpack<T, V>(wx[u], v);
+      if (residual) vec::unpack<T, V>(wres[u], res);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        // (x - mean) first: x * a + (beta - mean * a) would cancel when |mean| >> std
+        float o = fmaf(v[k] - mean[k], a[k], b[k]);
+        if (residual) o += res[k];
+        if (relu) o = o <= 0.f ? 0.f : o;  // as cpu::relu_forward: a NaN propagates
+        v[k] = o;
+      }
+      vec::store<T, V>(y + base + (r + u * step) * c, v);
+    }
   }
 }
 
@@ -296,18 +323,31 @@ __global__ void __launch_bounds__(kThreads)
     float mean[V], invstd[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) st.at(p.g * c + p.col + k, mean[k], invstd[k]);
-    const int64_t base = p.g * rows * c + p.col;
-    for (int64_t r = p.r0 + ty; r < p.r1; r += blockDim.y) {
-      const int64_t off = base + r * c;
-      float xv[V], gv[V], yv[V];
-      vec::load<T, V>(x + off, xv);
-      vec::load<T, V>(dy + off, gv);
-      if (relu) vec::load<T, V>(y + off, yv);
+    const int64_t base = p.g * rows * c + p.col, step = blockDim.y;
+    using W = typename vec::Packed<T, V>::type;
+    for (int64_t r = p.r0 + ty; r < p.r1; r += kRowsInFlight * step) {
+      W wx[kRowsInFlight] = {}, wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {};  // (rows in flight) packed
 #pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const float g = relu ? (yv[k] > 0.f ? gv[k] : 0.f) : gv[k];
-        sg[k] += g;
-        sgx[k] += g * ((xv[k] - mean[k]) * invstd[k]);
+      for (int u = 0; u < kRowsInFlight; ++u) {
+        if (r + u * step >= p.r1) break;
+        const int64_t off = base + (r + u * step) * c;
+        wx[u] = vec::load_packed<T, V>(x + off);
+        wg[u] = vec::load_packed<T, V>(dy + off);
+        if (relu) wy[u] = vec::load_packed<T, V>(y + off);
+      }
+#pragma unroll
+      for (int u = 0; u < kRowsInFlight; ++u) {
+        if (r + u * step >= p.r1) break;
+        float xv[V], gv[V], yv[V];
+        vec::unpack<T, V>(wx[u], xv);
+        vec::unpack<T, V>(wg[u], gv);
+        if (relu) vec::unpack<T, V>(wy[u], yv);
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const float g = relu ? (yv[k] > 0.f ? gv[k] : 0.f) : gv[k];
+          sg[k] += g;
+          sgx[k] += g * ((xv[k] - mean[k]) * invstd[k]);
+        }
       }
     }
   }
@@ -407,26 +447,42 @@ __global__ void __launch_bounds__(kThreads)
     k1[k] = q.x;
     k2[k] = q.y;
   }
-  const int64_t base = p.g * rows * c + p.col;
-  for (int64_t r = p.r0 + threadIdx.y; r < p.r1; r += blockDim.y) {
-    const int64_t off = base + r * c;
-    float gv[V], yv[V], xv[V];
-    vec::load<T, V>(dy + off, gv);
-    if (relu) {
-      vec::load<T, V>(y + off, yv);
+  const int64_t base = p.g * rows * c + p.col, step = blockDim.y;
+  using W = typename vec::Packed<T, V>::type;
+  for (int64_t r = p.r0 + threadIdx.y; r < p.r1; r += kRowsInFlight * step) {
+    // every load of these rows before any store: outputs that alias inputs (d_residual and dy) are still
+    // read before they are written
+    W wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {}, wx[kRowsInFlight] = {};  // (rows in flight) packed
 #pragma unroll
-      for (int k = 0; k < V; ++k) gv[k] = yv[k] > 0.f ? gv[k] : 0.f;
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      if (r + u * step >= p.r1) break;
+      const int64_t off = base + (r + u * step) * c;
+      wg[u] = vec::load_packed<T, V>(dy + off);
+      if (relu) wy[u] = vec::load_packed<T, V>(y + off);
+      if (coef) wx[u] = vec::load_packed<T, V>(x + off);
     }
-    if (d_residual) vec::store<T, V>(d_residual + off, gv);
-    if (coef) {
-      vec::load<T, V>(x + off, xv);
 #pragma unroll
-      for (int k = 0; k < V; ++k) gv[k] = a[k] * (gv[k] - k1[k] - ((xv[k] - mean[k]) * invstd[k]) * k2[k]);
-    } else {
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      if (r + u * step >= p.r1) break;
+      const int64_t off = base + (r + u * step) * c;
+      float gv[V], yv[V], xv[V];
+      vec::unpack<T, V>(wg[u], gv);
+      if (relu) {
+        vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
-      for (int k = 0; k < V; ++k) gv[k] = a[k] * gv[k];
+        for (int k = 0; k < V; ++k) gv[k] = yv[k] > 0.f ? gv[k] : 0.f;
+      }
+      if (d_residual) vec::store<T, V>(d_residual + off, gv);
+      if (coef) {
+        vec::unpack<T, V>(wx[u], xv);
+#pragma unroll
+        for (int k = 0; k < V; ++k) gv[k] = a[k] * (gv[k] - k1[k] - ((xv[k] - mean[k]) * invstd[k]) * k2[k]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) gv[k] = a[k] * gv[k];
+      }
+      vec::store<T, V>(dx + off, gv);
     }
-    vec::store<T, V>(dx + off, gv);
   }
 }
 

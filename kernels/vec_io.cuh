@@ -54,28 +54,52 @@ __device__ __forceinline__ uint32_t pack_word(const float* f) {
   }
 }
 
-// f[0..V) = p[0..V) widened to fp32. p must be aligned to V * sizeof(T) bytes when that is 4, 8 or 16 (the
-// launchers check the base pointers; offsets are multiples of V). V * sizeof(T) may be 2, 4, 8 or 16.
+// V elements of T as one load brings them in, still packed: uint4, uint2 or uint32_t words, or a lone bf16.
+// Kernels that keep several rows' loads in flight before using any hold them in this form, which takes a
+// quarter (bf16) or the same (fp32) registers as the widened floats.
 template <class T, int V>
-__device__ __forceinline__ void load(const T* p, float (&f)[V]) {
-  constexpr int kBytes = V * (int)sizeof(T);
-  constexpr int kPerWord = 4 / (int)sizeof(T);
+struct Packed {
+  static constexpr int kBytes = V * (int)sizeof(T);
   static_assert(kBytes == 2 || kBytes == 4 || kBytes == 8 || kBytes == 16, "unsupported vector width");
+  using type = std::conditional_t<kBytes == 16, uint4,
+               std::conditional_t<kBytes == 8, uint2, std::conditional_t<kBytes == 4, uint32_t, T>>>;
+};
+
+// p[0..V) as loaded. p must be aligned to V * sizeof(T) bytes when that is 4, 8 or 16 (the launchers check
+// the base pointers; offsets are multiples of V). V * sizeof(T) may be 2, 4, 8 or 16.
+template <class T, int V>
+__device__ __forceinline__ typename Packed<T, V>::type load_packed(const T* p) {
+  using W = typename Packed<T, V>::type;
+  if constexpr (Packed<T, V>::kBytes == 2)
+    return p[0];
+  else
+    return *reinterpret_cast<const W*>(p);
+}
+
+// f[0..V) = the packed elements widened to fp32.
+template <class T, int V>
+__device__ __forceinline__ void unpack(const typename Packed<T, V>::type& w, float (&f)[V]) {
+  constexpr int kBytes = Packed<T, V>::kBytes;
+  constexpr int kPerWord = 4 / (int)sizeof(T);
   if constexpr (kBytes == 2) {
-    f[0] = to_f(p[0]);
+    f[0] = to_f(w);
   } else if constexpr (kBytes == 4) {
-    unpack_word<T>(*reinterpret_cast<const uint32_t*>(p), f);
+    unpack_word<T>(w, f);
   } else if constexpr (kBytes == 8) {
-    const uint2 w = *reinterpret_cast<const uint2*>(p);
     unpack_word<T>(w.x, f);
     unpack_word<T>(w.y, f + kPerWord);
   } else {
-    const uint4 w = *reinterpret_cast<const uint4*>(p);
     unpack_word<T>(w.x, f);
     unpack_word<T>(w.y, f + kPerWord);
     unpack_word<T>(w.z, f + 2 * kPerWord);
     unpack_word<T>(w.w, f + 3 * kPerWord);
   }
+}
+
+// f[0..V) = p[0..V) widened to fp32; alignment as for load_packed.
+template <class T, int V>
+__device__ __forceinline__ void load(const T* p, float (&f)[V]) {
+  unpack<T, V>(load_packed<T, V>(p), f);
 }
 
 // p[0..V) = f[0..V) rounded to T; alignment as for load.
