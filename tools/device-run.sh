@@ -8,7 +8,8 @@
 #
 # PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and two
 # short ones for a first run on little device time: `core`, the benchmarks behind the issue's targets
-# (bench_moco_logits, bench_softmax_xent, bench_flat_update) and bench_train_feed, and `headline`, the MoCo v2
+# (bench_moco_logits, bench_softmax_xent, bench_flat_update), bench_batchnorm_nhwc (BN is most of the step)
+# and bench_train_feed, and `headline`, the MoCo v2
 # step at batch 256 against the PyTorch twin, eager and torch.compile.
 # One call of the device tool may run 10 minutes. With 15 device minutes in all (the machine's start counted),
 # the first call is
@@ -49,7 +50,7 @@ out=$(cd "$out" && pwd)
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
 benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote bench_train_feed"
-core_benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_train_feed"
+core_benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_train_feed"
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
