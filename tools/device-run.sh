@@ -17,7 +17,8 @@
 #                                    v2 b256 against eager, the core benchmarks, v2 b256 against torch.compile
 # and the rest, when time is left: env train kernels steps-v2 | env steps-v1 steps-compile.
 # `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
-# long the host takes to issue the step against the device's time and each convolution's plan.
+# long the host takes to issue the step against the device's time, and, for the default API, each
+# convolution's plan and the device's time per kind of op (conv, BN, ...).
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
 # list of `core` and `kernels`: a short call that checks one change.
@@ -290,7 +291,8 @@ if want step-profile; then
     for api in legacy graph auto; do
       log=$out/step_profile_b${bs}_${api}.log
       report=""
-      [ "$api" = auto ] && report=--conv-report  # what auto timed and kept, shape by shape
+      # auto, the default: what it timed and kept, shape by shape, and the device's time per kind of op
+      [ "$api" = auto ] && report="--conv-report --op-times"
       MOCO_CONV_API=$api bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b $bs \
         --moco-k 65536 --mlp --steps 10 --warmup 3 $report >"$log" 2>&1
       row "profile v2 b$bs $api" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'host issue.*' "$log" | cut -c1-110)"
@@ -318,6 +320,10 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
          END { if (g && v && t) printf "128 queries vs a bank of 1,281,167 x 2048: moco %.3f ms  torch %.3f ms  speed-up %.2fx (torch time / moco time)\n", g + v, t, t / (g + v) }' \
       "$out/bench_knn_vote.log" "$out/knn_peer.log"
   fi
+  for bs in 256 32; do  # where the device's time goes (step-profile, the default API)
+    f=$out/step_profile_b${bs}_auto.log
+    [ -f "$f" ] && grep -q 'device ms per step' "$f" && { echo; echo "v2 b$bs, by kind of op:"; sed -n '/device ms per step/,/not bracketed/p' "$f"; }
+  done
   echo
   echo "benchmark lines:"
   for b in $benches; do

@@ -76,6 +76,7 @@ int cmd_bench(int argc, char** argv) {
   a.option("--device", "cpu", "cpu | cuda");
   a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
   a.flag("--conv-report", "cuda only: print each convolution's cuDNN plan and the times it was chosen by");
+  a.flag("--op-times", "cuda only: print the device's time per kind of op (conv, bn, ...) in a step");
   a.option("--data", "", "time the data path on this ImageFolder (or 'fashion-mnist') instead of the step");
   a.option("--recipe", "v2", "with --data: augmentation recipe (v1 | v2 | small)");
   a.option("-j,--workers", "0", "with --data: loader threads (0: 1 and then one per core)");
@@ -113,6 +114,7 @@ int cmd_bench(int argc, char** argv) {
     b.batch = o.batch_size, b.image_size = o.image_size, b.steps = steps, b.warmup = warmup;
     b.compute = precision == "bf16" ? DType::BF16 : DType::F32;
     b.conv_report = a.on("--conv-report");
+    b.op_times = a.on("--op-times");
     return cuda::run_step_bench(b);
 #else
     fail("--device cuda: this build has no CUDA backend; build where nvcc is installed (see README)");

@@ -17,6 +17,23 @@
 
 namespace moco::cuda {
 
+// Device milliseconds per step by kind of op, largest first, and what no bracket covers (the MoCo head, the
+// updates, the gaps between launches).
+static void print_op_times(const OpClock& clock, int steps, double step_ms) {
+  std::vector<OpClock::Total> rows = clock.totals();
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.ms > b.ms; });
+  std::printf("device ms per step by kind of op (CUDA events around each, %d timed steps):\n", steps);
+  double covered = 0;
+  for (const OpClock::Total& r : rows) {
+    const double ms = r.ms / steps;
+    covered += ms;
+    std::printf("  %-24s %5lld calls %9.3f ms %5.1f%%\n", r.name.c_str(), (long long)(r.calls / steps), ms,
+                100.0 * ms / step_ms);
+  }
+  std::printf("  %-24s             %9.3f ms %5.1f%%  (the rest of the step: head, updates, gaps)\n", "not bracketed",
+              step_ms - covered, 100.0 * (step_ms - covered) / step_ms);
+}
+
 int run_step_bench(const StepBenchOptions& o) {
   const std::string reason = no_device_reason();
   MOCO_CHECK(reason.empty(), "--device cuda: ", reason);
@@ -34,6 +51,7 @@ int run_step_bench(const StepBenchOptions& o) {
     host.init();
     GpuMoco gpu(o.moco, comm, o.compute);
     gpu.load_from(host);
+    if (o.op_times) gpu.op_clock().enable();
 
     // 8-bit views already on the device, the form `moco train` hands the step (its normalisation is timed
     // with the query forward); the key view is the query view with noise, so the loss is not trivial.
@@ -50,7 +68,10 @@ int run_step_bench(const StepBenchOptions& o) {
     Tensor xk = Tensor::wrap(dk.get(), {n, s, s, 3}, DType::U8, Device::CUDA);
 
     // the allocation caches freeze after the warm-up: from there on a device allocation is an error
-    const StepTiming t = time_steps(o.warmup, o.steps, [&] { return gpu.step(xq, xk, 0.03f); }, [&] { gpu.freeze(); });
+    const StepTiming t = time_steps(o.warmup, o.steps, [&] { return gpu.step(xq, xk, 0.03f); }, [&] {
+      gpu.freeze();
+      gpu.op_clock().reset_totals();  // the warm-up's brackets held the cuDNN searches
+    });
     size_t free1 = 0;
     MOCO_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     const double step_ms = t.median_step_ms(), img_s = (double)n * 1000.0 / step_ms;
@@ -62,6 +83,7 @@ int run_step_bench(const StepBenchOptions& o) {
                 device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api);
     print_step_timing(t, n);
     if (o.conv_report) std::printf("convolutions (shape: pass: plan):\n%s", gpu.describe_convs().c_str());
+    if (o.op_times) print_op_times(gpu.op_clock(), o.steps, step_ms);
     std::printf("memory MiB: parameters %.1f  gradients %.1f  optimizer %.1f  activations %.1f (peak; %.1f saved "
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,

@@ -12,6 +12,7 @@ struct StepBenchOptions {
   int steps = 20, warmup = 5;  // the allocation caches are frozen after the warm-up steps
   DType compute = DType::BF16;
   bool conv_report = false;  // also print each convolution's chosen plan and what was timed to choose it
+  bool op_times = false;     // also print the device's time per kind of op (OpClock)
 };
 
 // Prints the configuration, img/s, the median milliseconds of each phase, and device memory by category,

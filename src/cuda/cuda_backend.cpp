@@ -40,6 +40,7 @@ struct CudaBackend::Impl {
 CudaBackend::CudaBackend(DType act, cudaStream_t stream)
     : act_(act),
       stream_(stream),
+      clock_(stream),
       cache_(std::make_unique<BlockCache>(&cuda_alloc, &cuda_free, "GPU activations")),
       impl_(std::make_unique<Impl>(stream)) {
   MOCO_CHECK(act == DType::BF16 || act == DType::F32, "GPU activations must be bf16 or f32, got ", dtype_name(act));
@@ -113,18 +114,20 @@ static char* at(void* base, DType dt, int64_t offset) {
 Tensor CudaBackend::conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) {
   expect_act(x, act_, "conv2d");
   Tensor y = empty({s.n, s.co, s.ho(), s.wo()}, act_);  // (N, Co, Ho, Wo) channels-last
-  impl_->conv.forward(s, act_, x.raw(), at(w.compute, act_, w_off), y.raw());
+  clock_.time("conv forward", [&] { impl_->conv.forward(s, act_, x.raw(), at(w.compute, act_, w_off), y.raw()); });
   return y;
 }
 
 Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                                   const Tensor& dy, bool want_dx) {
   expect_act(x, act_, "conv2d"), expect_act(dy, act_, "conv2d gradient");
-  impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off));
+  clock_.time("conv filter gradient",
+              [&] { impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off)); });
   ready(w_off);
   if (!want_dx) return Tensor();
   Tensor dx = empty(x.shape(), act_);  // (N, Ci, H, W) channels-last
-  impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx.raw());
+  clock_.time("conv data gradient",
+              [&] { impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx.raw()); });
   return dx;
 }
 
@@ -138,13 +141,15 @@ Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w
   save_mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
   save_invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
   void* ws = bn_workspace(s);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                        w.params + o.beta, kBnEps, kBnMomentum,
-                                        residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
-                                        static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
-                                        w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
+  clock_.time("bn forward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                          w.params + o.beta, kBnEps, kBnMomentum,
+                                          residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
+                                          static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
+                                          w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
+    });
   });
   return y;
 }
@@ -158,14 +163,16 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
   Tensor dx = empty(x.shape(), act_);
   if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                         save_mean.data<float>(), save_invstd.data<float>(),
-                                         relu ? static_cast<const T*>(y->raw()) : nullptr, relu,
-                                         static_cast<const T*>(dy.raw()),
-                                         d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
-                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+  clock_.time("bn backward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                           save_mean.data<float>(), save_invstd.data<float>(),
+                                           relu ? static_cast<const T*>(y->raw()) : nullptr, relu,
+                                           static_cast<const T*>(dy.raw()),
+                                           d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
+                                           static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+    });
   });
   ready(o.gamma), ready(o.beta);
   return dx;
@@ -174,11 +181,13 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
 Tensor CudaBackend::bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) {
   expect_act(x, act_, "batchnorm2d");
   Tensor y = empty(x.shape(), act_);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::batchnorm_eval_forward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                       w.params + o.beta, w.stats + o.mean, w.stats + o.var, kBnEps,
-                                       static_cast<T*>(y.raw()), stream_);
+  clock_.time("bn eval forward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::batchnorm_eval_forward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                         w.params + o.beta, w.stats + o.mean, w.stats + o.var, kBnEps,
+                                         static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
@@ -189,11 +198,13 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
   Tensor dx = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::batchnorm_eval_backward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                        w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
-                                        static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+  clock_.time("bn eval backward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::batchnorm_eval_backward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                          w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
+                                          static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+    });
   });
   ready(o.gamma), ready(o.beta);
   return dx;
@@ -203,9 +214,11 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
 Tensor CudaBackend::relu_forward(const Tensor& x) {
   expect_act(x, act_, "relu");
   Tensor y = empty(x.shape(), act_);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::relu_forward<T>(x.numel(), static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), stream_);
+  clock_.time("relu", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::relu_forward<T>(x.numel(), static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
@@ -213,10 +226,12 @@ Tensor CudaBackend::relu_forward(const Tensor& x) {
 Tensor CudaBackend::relu_backward(const Tensor& y, const Tensor& dy) {
   expect_act(y, act_, "relu"), expect_act(dy, act_, "relu gradient");
   Tensor dx = empty(dy.shape(), act_);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::relu_backward<T>(dy.numel(), static_cast<const T*>(y.raw()), static_cast<const T*>(dy.raw()),
-                              static_cast<T*>(dx.raw()), stream_);
+  clock_.time("relu backward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::relu_backward<T>(dy.numel(), static_cast<const T*>(y.raw()), static_cast<const T*>(dy.raw()),
+                                static_cast<T*>(dx.raw()), stream_);
+    });
   });
   return dx;
 }
@@ -225,19 +240,23 @@ Tensor CudaBackend::add(const Tensor& a, const Tensor& b) {
   expect_act(a, act_, "add"), expect_act(b, act_, "add");
   MOCO_CHECK(a.shape() == b.shape(), "add of shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
   Tensor y = empty(a.shape(), act_);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::add_forward<T>(a.numel(), static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
-                            static_cast<T*>(y.raw()), stream_);
+  clock_.time("add", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::add_forward<T>(a.numel(), static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
+                              static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
 
 Tensor CudaBackend::add_relu(const Tensor& a, const Tensor& b) {
   Tensor y = add(a, b);
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::relu_forward<T>(y.numel(), static_cast<const T*>(y.raw()), static_cast<T*>(y.raw()), stream_);
+  clock_.time("relu", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::relu_forward<T>(y.numel(), static_cast<const T*>(y.raw()), static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
@@ -249,10 +268,12 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
              s.k, "x", s.k, "/", s.stride, " pad ", s.pad);
   Tensor y = empty({s.n, s.c, s.ho(), s.wo()}, act_);  // (N, C, Ho, Wo) channels-last
   argmax = empty(y.shape(), DType::I32);               // (N, C, Ho, Wo) channels-last, position h * W + w
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
-                                     argmax.data<int32_t>(), stream_);
+  clock_.time("max-pool forward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
+                                       argmax.data<int32_t>(), stream_);
+    });
   });
   return y;
 }
@@ -260,10 +281,12 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
 Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) {
   expect_act(dy, act_, "maxpool gradient");
   Tensor dx = empty({s.n, s.c, s.h, s.w}, act_);  // (N, C, H, W) channels-last
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
-                                      static_cast<T*>(dx.raw()), stream_);
+  clock_.time("max-pool backward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
+                                        static_cast<T*>(dx.raw()), stream_);
+    });
   });
   return dx;
 }
@@ -271,10 +294,12 @@ Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argm
 Tensor CudaBackend::avgpool_forward(const Tensor& x) {
   expect_act(x, act_, "avgpool");
   Tensor y = empty({x.size(0), x.size(1)}, act_);  // (N, C)
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::global_avgpool_forward<T>(x.size(0), x.size(2) * x.size(3), x.size(1), static_cast<const T*>(x.raw()),
-                                       static_cast<T*>(y.raw()), stream_);
+  clock_.time("avg-pool forward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::global_avgpool_forward<T>(x.size(0), x.size(2) * x.size(3), x.size(1), static_cast<const T*>(x.raw()),
+                                         static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
@@ -282,10 +307,12 @@ Tensor CudaBackend::avgpool_forward(const Tensor& x) {
 Tensor CudaBackend::avgpool_backward(const Shape& s, const Tensor& dy) {
   expect_act(dy, act_, "avgpool gradient");
   Tensor dx = empty(s, act_);  // (N, C, H, W) channels-last
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::global_avgpool_backward<T>(s[0], s[2] * s[3], s[1], static_cast<const T*>(dy.raw()),
-                                        static_cast<T*>(dx.raw()), stream_);
+  clock_.time("avg-pool backward", [&] {
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::global_avgpool_backward<T>(s[0], s[2] * s[3], s[1], static_cast<const T*>(dy.raw()),
+                                          static_cast<T*>(dx.raw()), stream_);
+    });
   });
   return dx;
 }
@@ -301,12 +328,14 @@ Tensor CudaBackend::linear_forward(const WeightsView& w, int64_t w_off, int64_t 
   Tensor y = empty({n, out}, act_);  // (N, out)
   const float one = 1.f, zero = 0.f;
   const cudaDataType t = blas_type(act_);
-  MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)n, (int)in, &one,
-                                 at(w.compute, act_, w_off), t, (int)in, x.raw(), t, (int)in, &zero, y.raw(), t,
-                                 (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::bias_add_forward<T>(n, out, w.params + b_off, static_cast<T*>(y.raw()), stream_);
+  clock_.time("linear forward", [&] {
+    MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)n, (int)in, &one,
+                                   at(w.compute, act_, w_off), t, (int)in, x.raw(), t, (int)in, &zero, y.raw(), t,
+                                   (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::bias_add_forward<T>(n, out, w.params + b_off, static_cast<T*>(y.raw()), stream_);
+    });
   });
   return y;
 }
@@ -318,18 +347,20 @@ Tensor CudaBackend::linear_backward(const WeightsView& w, int64_t w_off, int64_t
   const int64_t n = x.size(0);
   const float one = 1.f, zero = 0.f;
   const cudaDataType t = blas_type(act_);
-  // dW (out, in) = dy^T x: column-major dW^T (in, out) = x^T (in, N) . dy (N, out)
-  MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_N, CUBLAS_OP_T, (int)in, (int)out, (int)n, &one,
-                                 x.raw(), t, (int)in, dy.raw(), t, (int)out, &zero, at(w.compute_grads, act_, w_off),
-                                 t, (int)in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  // dx (N, in) = dy W: column-major dx^T (in, N) = W^T (in, out) . dy^T (out, N)
   Tensor dx = empty({n, in}, act_);  // (N, in)
-  MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, (int)in, (int)n, (int)out, &one,
-                                 at(w.compute, act_, w_off), t, (int)in, dy.raw(), t, (int)out, &zero, dx.raw(), t,
-                                 (int)in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  with_compute_type(act_, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::bias_backward<T>(n, out, static_cast<const T*>(dy.raw()), w.grads + b_off, stream_);
+  clock_.time("linear backward", [&] {
+    // dW (out, in) = dy^T x: column-major dW^T (in, out) = x^T (in, N) . dy (N, out)
+    MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_N, CUBLAS_OP_T, (int)in, (int)out, (int)n, &one,
+                                   x.raw(), t, (int)in, dy.raw(), t, (int)out, &zero, at(w.compute_grads, act_, w_off),
+                                   t, (int)in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    // dx (N, in) = dy W: column-major dx^T (in, N) = W^T (in, out) . dy^T (out, N)
+    MOCO_CUBLAS_CHECK(cublasGemmEx(impl_->blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, (int)in, (int)n, (int)out, &one,
+                                   at(w.compute, act_, w_off), t, (int)in, dy.raw(), t, (int)out, &zero, dx.raw(), t,
+                                   (int)in, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    with_compute_type(act_, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      kernels::bias_backward<T>(n, out, static_cast<const T*>(dy.raw()), w.grads + b_off, stream_);
+    });
   });
   ready(w_off), ready(b_off);
   return dx;

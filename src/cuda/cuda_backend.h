@@ -19,6 +19,7 @@
 #include "moco/backend.h"
 #include "convolution.h"
 #include "moco/block_cache.h"
+#include "op_clock.h"
 
 namespace moco::cuda {
 
@@ -74,11 +75,14 @@ class CudaBackend final : public Backend {
   ConvApi conv_api() const;  // the API the convolutions were made with (MOCO_CONV_API)
   std::string describe_convs() const;
   void use_conv_plans(const std::string& text);
+  // Device time per kind of op (off unless enabled; see op_clock.h). The step brackets its own kernels too.
+  OpClock& op_clock() { return clock_; }
 
  private:
   struct Impl;
   DType act_;
   cudaStream_t stream_;
+  OpClock clock_;
   std::unique_ptr<BlockCache> cache_;
   std::unique_ptr<Impl> impl_;
   std::function<void(int64_t)> grad_ready_;

@@ -124,11 +124,13 @@ void GpuMoco::gradient_ready(int64_t offset) {
   auto range = b.grad_ranges.find(offset);
   MOCO_CHECK(range != b.grad_ranges.end(), "gradient_ready: offset ", offset, " is not the start of a parameter");
   if (range->second.slot >= 0) {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::unpack_weight_grad<T>(b.host_slots[(size_t)range->second.slot],
-                                     static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
-                                     b.q_grads.get(), stream_);
+    backend_->op_clock().time("weight gradient unpack", [&] {
+      with_compute_type(act_, [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        kernels::unpack_weight_grad<T>(b.host_slots[(size_t)range->second.slot],
+                                       static_cast<const T*>(static_cast<const void*>(b.q_compute_grads.get())),
+                                       b.q_grads.get(), stream_);
+      });
     });
   }
   b.buckets->mark_ready(offset, range->second.end);
@@ -172,6 +174,7 @@ void GpuMoco::store_to(Moco& host) {
 std::string GpuMoco::conv_plans() const { return backend_->conv_plans(); }
 ConvApi GpuMoco::conv_api() const { return backend_->conv_api(); }
 std::string GpuMoco::describe_convs() const { return backend_->describe_convs(); }
+OpClock& GpuMoco::op_clock() { return backend_->op_clock(); }
 void GpuMoco::use_conv_plans(const std::string& text) { backend_->use_conv_plans(text); }
 
 void GpuMoco::freeze() { backend_->freeze(); }
@@ -235,7 +238,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   };
   auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) of `pixel` on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
-    to_network_input(views, staged.raw(), act_, x.raw(), stream_);
+    ops.op_clock().time("network input", [&] { to_network_input(views, staged.raw(), act_, x.raw(), stream_); });
     return x;
   };
   auto upload = [&](const Tensor& x) {  // images already on the device (training, benchmarks) stay
@@ -253,9 +256,12 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     return out;
   };
   auto pack = [&](const float* params, void* compute) {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.params, params, static_cast<T*>(compute), stream_);
+    ops.op_clock().time("weight pack", [&] {
+      with_compute_type(act_, [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        kernels::pack_weights<T>(b.slots.get(), (int)b.slots.size(), b.params, params, static_cast<T*>(compute),
+                                 stream_);
+      });
     });
   };
   StepStats stats;
@@ -370,6 +376,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   mark(8);
 
   comm_.synchronize();  // the step's last event has completed: the phase times can be read
+  ops.op_clock().collect();  // and the op brackets' (none unless enabled)
   for (int p = 0; p < kPhases; ++p) {
     float ms = 0;
     MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, b.marks[p], b.marks[p + 1]));

@@ -16,6 +16,7 @@
 
 #include "convolution.h"
 #include "device_communicator.h"
+#include "op_clock.h"
 #include "moco/moco.h"
 
 namespace moco::cuda {
@@ -61,6 +62,8 @@ class GpuMoco {
   std::string conv_plans() const;
   ConvApi conv_api() const;
   std::string describe_convs() const;  // Convolutions::describe(): each shape's plans with their timed costs
+  // Device time by kind of op, summed over the steps since its reset (off unless enabled; op_clock.h).
+  OpClock& op_clock();
   void use_conv_plans(const std::string& text);
   GpuMemory memory() const;
   int64_t steps_done() const { return steps_done_; }

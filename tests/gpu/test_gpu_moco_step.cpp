@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -282,6 +283,39 @@ TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {
   m.gpu->freeze();
   for (int i = 0; i < 3; ++i) EXPECT_NO_THROW(m.gpu->step(xq, xk, 0.03f));  // a device allocation would throw
   EXPECT_GT(m.gpu->memory().activations, 0u);
+}
+
+// The op clock (moco bench --op-times) brackets every op of the step once per call. The oracle is the
+// network's structure: ResNet-50 has 53 convolutions (the stem, 3 in each of 16 bottlenecks, 4 downsamples),
+// each followed by a BN, one max-pool after the stem and one average pool before the head; the v2 head is
+// two linear layers with a ReLU between. A step runs both encoders forward and the query encoder backward,
+// where the stem needs no data gradient and each bottleneck adds its two input gradients.
+TEST(GpuMocoStep, OpClockBracketsEveryOpOfTheStep) {
+  MOCO_REQUIRE_GPU();
+  Both m(tiny_v2(), DType::BF16);
+  Tensor xq = images(8, 32, 0, 0), xk = images(8, 32, 0, 1);
+  m.gpu->step(xq, xk, 0.03f);
+  EXPECT_TRUE(m.gpu->op_clock().totals().empty()) << "off, the clock records nothing";
+  m.gpu->op_clock().enable();
+  m.gpu->step(xq, xk, 0.03f);
+  m.gpu->op_clock().reset_totals();
+  m.gpu->freeze();  // the clock's events are no device memory: the timed steps allocate nothing
+  const int steps = 2;
+  for (int i = 0; i < steps; ++i) m.gpu->step(xq, xk, 0.03f);
+  const std::map<std::string, int64_t> per_step = {
+      {"conv forward", 2 * 53}, {"conv filter gradient", 53}, {"conv data gradient", 52},
+      {"bn forward", 2 * 53},   {"bn backward", 53},          {"max-pool forward", 2},
+      {"max-pool backward", 1}, {"avg-pool forward", 2},      {"avg-pool backward", 1},
+      {"linear forward", 2 * 2}, {"linear backward", 2},      {"relu", 2},
+      {"relu backward", 1},     {"add", 16},                  {"weight pack", 2},
+      {"network input", 2},     {"weight gradient unpack", 53 + 2}};
+  std::map<std::string, int64_t> got;
+  for (const cuda::OpClock::Total& t : m.gpu->op_clock().totals()) {
+    got[t.name] = t.calls;
+    EXPECT_GE(t.ms, 0.0) << t.name;
+  }
+  for (const auto& [name, calls] : per_step) EXPECT_EQ(got[name], steps * calls) << name;
+  EXPECT_EQ(got.size(), per_step.size());
 }
 
 // A few hundred steps of a small model on learnable synthetic data (8 prototypes, two noisy views each):
