@@ -3,6 +3,7 @@
 // linear biases are read in fp32 straight from the master buffer, so they have none.
 #pragma once
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "moco/registry.h"
@@ -14,6 +15,9 @@ inline std::vector<kernels::WeightSlot> compute_weight_slots(const ParamRegistry
   std::vector<kernels::WeightSlot> slots;
   for (const RegistryEntry& e : reg.entries()) {
     if (e.slot != Slot::Param || e.numel() == 0) continue;  // an empty slot would shadow its neighbour
+    // the packing kernels index inside a slot in 32 bits (kernels/weight_pack.cu)
+    MOCO_CHECK(e.numel() <= INT32_MAX, "weight ", e.name, " has ", e.numel(), " elements; the GPU packs at most ",
+               INT32_MAX, " per tensor");
     if (e.shape.size() == 4) slots.push_back({e.offset, e.shape[0], e.shape[1], e.shape[2], e.shape[3]});
     if (e.shape.size() == 2) slots.push_back({e.offset, e.numel(), 1, 1, 1});
   }
