@@ -304,12 +304,22 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward
 
+// The ReLU's mask without the forward's output: that output recomputed from x as forward_apply_kernel made it
+// (the same fmaf on the same a = gamma * invstd and b = beta, rounded to T), so the test is bit for bit y > 0,
+// NaN included (a NaN output fails it either way). Only for a forward without a residual.
+template <class T>
+__device__ __forceinline__ bool relu_passed(float x, float mean, float a, float b) {
+  return vec::to_f(vec::from_f<T>(fmaf(x - mean, a, b))) > 0.f;
+}
+
 // Per chunk and channel: (sum g, sum g * xhat) with g = relu ? dy * (y > 0) : dy, into partial.
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
     backward_stats_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
                           const T* __restrict__ x,         // (groups, rows, C)
-                          const T* __restrict__ y,         // (groups, rows, C), read when relu
+                          const float* __restrict__ gamma,  // (C), read when relu without y
+                          const float* __restrict__ beta,   // (C), read when relu without y
+                          const T* __restrict__ y,         // (groups, rows, C), read when relu, or null
                           bool relu,
                           const T* __restrict__ dy,        // (groups, rows, C)
                           float2* __restrict__ partial) {  // (groups, chunks, C)
@@ -320,9 +330,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int k = 0; k < V; ++k) sg[k] = sgx[k] = 0.f;
   if (p.active) {
-    float mean[V], invstd[V];
+    float mean[V], invstd[V], a[V], b[V];  // a, b: the forward's affine, for a mask without y
+    const bool mask_from_x = relu && !y;
 #pragma unroll
-    for (int k = 0; k < V; ++k) st.at(p.g * c + p.col + k, mean[k], invstd[k]);
+    for (int k = 0; k < V; ++k) {
+      st.at(p.g * c + p.col + k, mean[k], invstd[k]);
+      a[k] = mask_from_x ? gamma[p.col + k] * invstd[k] : 0.f;
+      b[k] = mask_from_x ? beta[p.col + k] : 0.f;
+    }
     const int64_t base = p.g * rows * c + p.col, step = blockDim.y;
     using W = typename vec::Packed<T, V>::type;
     for (int64_t r = p.r0 + ty; r < p.r1; r += kRowsInFlight * step) {
@@ -333,7 +348,7 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t off = base + (r + u * step) * c;
         wx[u] = vec::load_packed<T, V>(x + off);
         wg[u] = vec::load_packed<T, V>(dy + off);
-        if (relu) wy[u] = vec::load_packed<T, V>(y + off);
+        if (relu && !mask_from_x) wy[u] = vec::load_packed<T, V>(y + off);
       }
 #pragma unroll
       for (int u = 0; u < kRowsInFlight; ++u) {
@@ -341,10 +356,11 @@ __global__ void __launch_bounds__(kThreads)
         float xv[V], gv[V], yv[V];
         vec::unpack<T, V>(wx[u], xv);
         vec::unpack<T, V>(wg[u], gv);
-        if (relu) vec::unpack<T, V>(wy[u], yv);
+        if (relu && !mask_from_x) vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const float g = relu ? (yv[k] > 0.f ? gv[k] : 0.f) : gv[k];
+          const bool pass = !relu || (mask_from_x ? relu_passed<T>(xv[k], mean[k], a[k], b[k]) : yv[k] > 0.f);
+          const float g = pass ? gv[k] : 0.f;
           sg[k] += g;
           sgx[k] += g * ((xv[k] - mean[k]) * invstd[k]);
         }
@@ -430,19 +446,22 @@ __global__ void __launch_bounds__(kThreads)
     backward_dx_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
                        const T* x,                       // (groups, rows, C), read in train mode
                        const float* __restrict__ gamma,  // (C)
+                       const float* __restrict__ beta,   // (C), read when relu without y
                        const float2* __restrict__ coef,  // (groups, C) or null
-                       const T* y,                       // (groups, rows, C), read when relu
+                       const T* y,                       // (groups, rows, C), read when relu, or null
                        bool relu,
                        const T* dy,                      // (groups, rows, C)
                        T* d_residual,                    // (groups, rows, C) or null
                        T* dx) {                          // (groups, rows, C)
   const Place p = place<V>(rows, chunk_rows, c);
   if (!p.active) return;
-  float mean[V], invstd[V], a[V], k1[V], k2[V];
+  float mean[V], invstd[V], a[V], b[V], k1[V], k2[V];
+  const bool mask_from_x = relu && !y;  // then x is read for the mask (train mode reads it anyway)
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     st.at(p.g * c + p.col + k, mean[k], invstd[k]);
     a[k] = gamma[p.col + k] * invstd[k];
+    b[k] = mask_from_x ? beta[p.col + k] : 0.f;
     const float2 q = coef ? coef[p.g * c + p.col + k] : make_float2(0.f, 0.f);
     k1[k] = q.x;
     k2[k] = q.y;
@@ -458,8 +477,8 @@ __global__ void __launch_bounds__(kThreads)
       if (r + u * step >= p.r1) break;
       const int64_t off = base + (r + u * step) * c;
       wg[u] = vec::load_packed<T, V>(dy + off);
-      if (relu) wy[u] = vec::load_packed<T, V>(y + off);
-      if (coef) wx[u] = vec::load_packed<T, V>(x + off);
+      if (relu && !mask_from_x) wy[u] = vec::load_packed<T, V>(y + off);
+      if (coef || mask_from_x) wx[u] = vec::load_packed<T, V>(x + off);
     }
 #pragma unroll
     for (int u = 0; u < kRowsInFlight; ++u) {
@@ -467,14 +486,17 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t off = base + (r + u * step) * c;
       float gv[V], yv[V], xv[V];
       vec::unpack<T, V>(wg[u], gv);
-      if (relu) {
+      if (coef || mask_from_x) vec::unpack<T, V>(wx[u], xv);
+      if (mask_from_x) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) gv[k] = relu_passed<T>(xv[k], mean[k], a[k], b[k]) ? gv[k] : 0.f;
+      } else if (relu) {
         vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = yv[k] > 0.f ? gv[k] : 0.f;
       }
       if (d_residual) vec::store<T, V>(d_residual + off, gv);
       if (coef) {
-        vec::unpack<T, V>(wx[u], xv);
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = a[k] * (gv[k] - k1[k] - ((xv[k] - mean[k]) * invstd[k]) * k2[k]);
       } else {
@@ -534,20 +556,20 @@ void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T*
 // `st`, no ReLU, and no coef (dx = gamma * invstd * dy).
 template <class T, int V>
 void backward_impl(const Geometry& geo, int64_t c, int64_t groups, bool train, Stats st, const T* x,
-                   const float* gamma, const T* y, bool relu, const T* dy, T* d_residual, T* dx, float* dgamma,
-                   float* dbeta, void* workspace, cudaStream_t stream) {
+                   const float* gamma, const float* beta, const T* y, bool relu, const T* dy, T* d_residual, T* dx,
+                   float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
   float2* partial = static_cast<float2*>(workspace);  // (groups, chunks, C)
   float2* coef = train ? reinterpret_cast<float2*>(static_cast<char*>(workspace) + partial_bytes(geo, groups, c))
                        : nullptr;                     // (groups, C)
   const Launch l = row_launch(geo, c, groups, V);
-  backward_stats_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, y, relu, dy,
-                                                               partial);
+  backward_stats_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, y,
+                                                               relu, dy, partial);
   MOCO_CUDA_CHECK_LAUNCH();
   backward_finalise_kernel<<<finalise_blocks(c), dim3(kFinX, kFinY), 0, stream>>>(groups, geo.chunks, geo.rows, c,
                                                                                   partial, coef, dgamma, dbeta);
   MOCO_CUDA_CHECK_LAUNCH();
-  backward_dx_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, coef, y,
-                                                            relu, dy, d_residual, dx);
+  backward_dx_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, coef,
+                                                            y, relu, dy, d_residual, dx);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
@@ -587,23 +609,27 @@ void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, c
 
 template <class T>
 void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
-                              const float* save_mean, const float* save_invstd, const T* y, bool relu, const T* dy,
-                              T* d_residual, T* dx, float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
+                              const float* beta, const float* save_mean, const float* save_invstd, const T* y,
+                              bool relu, const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta,
+                              void* workspace, cudaStream_t stream) {
   const char* who = "batchnorm_train_backward";
   check_shape(who, n, hw, c, groups);
   MOCO_CHECK(x && gamma && save_mean && save_invstd && dy && dx, who,
              ": x, gamma, save_mean, save_invstd, dy and dx must be non-null");
-  MOCO_CHECK(!relu || y, who, ": relu needs the forward output y to rebuild the mask, but y is null");
+  MOCO_CHECK(!relu || y || beta, who, ": relu needs the forward output y, or beta to recompute it from x; both are "
+             "null");
+  MOCO_CHECK(!relu || y || !d_residual, who, ": with a residual the ReLU's mask needs the forward output y (x alone "
+             "does not give it), but y is null");
   MOCO_CHECK(!d_residual || d_residual != dx, who, ": d_residual and dx must be different buffers");
   check_workspace(who, workspace);
   const Geometry geo = geometry(n, hw, groups);
   const Stats st{save_mean, save_invstd, nullptr, 0.f};
   if (vec_width<T>(c, {x, relu ? y : nullptr, dy, d_residual, dx}) == vec::kVec16<T>)
-    backward_impl<T, vec::kVec16<T>>(geo, c, groups, true, st, x, gamma, y, relu, dy, d_residual, dx, dgamma, dbeta,
-                                     workspace, stream);
+    backward_impl<T, vec::kVec16<T>>(geo, c, groups, true, st, x, gamma, beta, y, relu, dy, d_residual, dx, dgamma,
+                                     dbeta, workspace, stream);
   else
-    backward_impl<T, 1>(geo, c, groups, true, st, x, gamma, y, relu, dy, d_residual, dx, dgamma, dbeta, workspace,
-                        stream);
+    backward_impl<T, 1>(geo, c, groups, true, st, x, gamma, beta, y, relu, dy, d_residual, dx, dgamma, dbeta,
+                        workspace, stream);
 }
 
 template <class T>
@@ -640,11 +666,11 @@ void batchnorm_eval_backward(int64_t n, int64_t hw, int64_t c, const T* x, const
   const Geometry geo = geometry(n, hw, 1);
   const Stats st{running_mean, nullptr, running_var, eps};
   if (vec_width<T>(c, {x, dy, dx}) == vec::kVec16<T>)
-    backward_impl<T, vec::kVec16<T>>(geo, c, 1, false, st, x, gamma, nullptr, false, dy, nullptr, dx, dgamma, dbeta,
-                                     workspace, stream);
+    backward_impl<T, vec::kVec16<T>>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, false, dy, nullptr, dx, dgamma,
+                                     dbeta, workspace, stream);
   else
-    backward_impl<T, 1>(geo, c, 1, false, st, x, gamma, nullptr, false, dy, nullptr, dx, dgamma, dbeta, workspace,
-                        stream);
+    backward_impl<T, 1>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, false, dy, nullptr, dx, dgamma, dbeta,
+                        workspace, stream);
 }
 
 #define MOCO_INSTANTIATE_BN_NHWC(T)                                                                                 \
@@ -652,8 +678,8 @@ void batchnorm_eval_backward(int64_t n, int64_t hw, int64_t c, const T* x, const
                                            float, float, const T*, bool, T*, float*, float*, float*, float*,         \
                                            int64_t*, void*, cudaStream_t);                                            \
   template void batchnorm_train_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const float*, const float*, \
-                                            const float*, const T*, bool, const T*, T*, T*, float*, float*, void*,     \
-                                            cudaStream_t);                                                            \
+                                            const float*, const float*, const T*, bool, const T*, T*, T*, float*,     \
+                                            float*, void*, cudaStream_t);                                             \
   template void batchnorm_eval_forward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,          \
                                           const float*, const float*, float, T*, cudaStream_t);                       \
   template void batchnorm_eval_backward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,         \

@@ -40,15 +40,19 @@ void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, c
                              int64_t* num_batches_tracked, void* workspace, cudaStream_t stream);
 
 // Backward of the train-mode forward above.
-//   y: the forward's output, needed only when the forward applied the ReLU (nullable otherwise);
+//   y: the forward's output, read for the ReLU's mask (nullable otherwise);
+//   beta: read instead of y when relu is set and y is null, for a forward WITHOUT a residual: the mask is
+//         then recomputed from x, as the forward rounded its output (T(bn(x)) > 0), bit for bit y > 0, and
+//         the kernels read 2 bytes an element less in each of their two passes;
 //   g = relu ? dy * (y > 0) : dy is the gradient at the pre-ReLU sum;
 //   d_residual (nullable) receives g (the residual's gradient; may alias dy);
 //   dx = invstd * gamma * (g - mean_g(g) - xhat * mean_g(g * xhat))       (written, not accumulated);
 //   dgamma += sum(g * xhat), dbeta += sum(g)                              (fp32 (C), ACCUMULATED).
 template <class T>
 void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
-                              const float* save_mean, const float* save_invstd, const T* y, bool relu, const T* dy,
-                              T* d_residual, T* dx, float* dgamma, float* dbeta, void* workspace, cudaStream_t stream);
+                              const float* beta, const float* save_mean, const float* save_invstd, const T* y,
+                              bool relu, const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta,
+                              void* workspace, cudaStream_t stream);
 
 // Eval mode: normalise with the running statistics (groups do not apply). No fusion: eval mode serves
 // feature extraction for the kNN monitor and the linear probe, where a few passes more do not matter.

@@ -43,7 +43,8 @@ class Backend {
   virtual Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                                   const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) = 0;
   // Its backward: y is the forward's output (read only when relu, for the mask); d_residual (nullable)
-  // receives the gradient of the residual input.
+  // receives the gradient of the residual input, and is asked for exactly when the forward had one (a backend
+  // may rebuild the mask from x when it was not).
   virtual Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                                    const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
                                    const Tensor& dy, Tensor* d_residual) = 0;

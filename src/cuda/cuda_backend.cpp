@@ -160,6 +160,9 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
   expect_act(x, act_, "batchnorm2d"), expect_act(dy, act_, "batchnorm2d gradient");
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
   MOCO_CHECK(!relu || y != nullptr, "batchnorm2d backward through its ReLU needs the forward's output");
+  // Without a residual (no d_residual asked: the forward added none) the kernels rebuild the ReLU's mask from x,
+  // which they read anyway, bit for bit as y gave it, and skip reading y (kernels/batchnorm_nhwc.cuh).
+  const bool mask_needs_y = relu && d_residual != nullptr;
   Tensor dx = empty(x.shape(), act_);
   if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
@@ -167,8 +170,8 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                           save_mean.data<float>(), save_invstd.data<float>(),
-                                           relu ? static_cast<const T*>(y->raw()) : nullptr, relu,
+                                           w.params + o.beta, save_mean.data<float>(), save_invstd.data<float>(),
+                                           mask_needs_y ? static_cast<const T*>(y->raw()) : nullptr, relu,
                                            static_cast<const T*>(dy.raw()),
                                            d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
                                            static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);

@@ -16,6 +16,7 @@
 //     unbiased variance moves var by 1/M >= 3e-3 at M <= 323, a wrong group by O(1)).
 //   bf16 2^-8: the output is rounded once to bf16 (at most 2^-9 of its magnitude), doubled to cover the fp32
 //     arithmetic under it; statistics and parameter gradients stay fp32 and keep the fp32 tolerance.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -189,8 +190,9 @@ void check_train_backward(const Case& k, bool relu, int dres_mode, size_t skip, 
   dres.poison();
   dx.poison();
   T* d_residual = dres_mode == 0 ? nullptr : dres_mode == 1 ? dres.get() : dy.get();
-  kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), smean.get(), sinv.get(),
-                                       relu ? y_dev.get() : nullptr, relu, dy.get(), d_residual, dx.get(),
+  // with y: the mask as the CPU forward stored it (the mask rebuilt from x has its own test below)
+  kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), nullptr, smean.get(),
+                                       sinv.get(), relu ? y_dev.get() : nullptr, relu, dy.get(), d_residual, dx.get(),
                                        dgamma.get(), dbeta.get(), ws.get(), nullptr);
   const std::string what = std::string(nhwc_test::type_name<T>()) + " " + describe(k) + (relu ? " relu" : "") +
                            (dres_mode == 1 ? " d_residual" : dres_mode == 2 ? " d_residual over dy" : "") +
@@ -370,9 +372,9 @@ void check_deterministic() {
     kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
                                         res.get(), true, y.get(), smean.get(), sinv.get(), nullptr, nullptr, nullptr,
                                         ws.get(), nullptr);
-    kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), smean.get(), sinv.get(),
-                                         y.get(), true, dy.get(), nullptr, dx.get(), dg.get(), db.get(), ws.get(),
-                                         nullptr);
+    kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), nullptr, smean.get(),
+                                         sinv.get(), y.get(), true, dy.get(), nullptr, dx.get(), dg.get(), db.get(),
+                                         ws.get(), nullptr);
     const std::vector<float> out[5] = {y.download(), sinv.download(), dx.download(), dg.download(), db.download()};
     if (run == 0) {
       for (int j = 0; j < 5; ++j) first[j] = out[j];
@@ -381,6 +383,78 @@ void check_deterministic() {
     for (int j = 0; j < 5; ++j)
       ASSERT_EQ(0, std::memcmp(first[j].data(), out[j].data(), out[j].size() * sizeof(float)))
           << nhwc_test::type_name<T>() << " output " << j << " (y, invstd, dx, dgamma, dbeta) differs between runs";
+  }
+}
+
+// Without a residual the backward may rebuild the ReLU's mask from x instead of reading y: it must be the mask
+// y > 0 of this very forward, bit for bit, so dx, dgamma and dbeta equal those of the backward that reads y.
+// Every case, vector width and scalar, and C = 1 rows full of zeros (gamma 0: every output is beta's sign).
+template <class T>
+void check_mask_from_x(const Case& k, uint64_t seed, bool zero_gamma) {
+  Inputs in = make_inputs<T>(k, seed);
+  if (zero_gamma) std::fill(in.gamma.begin(), in.gamma.end(), 0.f);
+  const int64_t size = k.n * k.c * k.hw;
+  DevTensor<T> x(to_nhwc(in.x, k.n, k.c, k.hw), "x"), dy(to_nhwc(in.dy, k.n, k.c, k.hw), "dy"), y(size, "y");
+  DeviceBuffer<float> gamma(in.gamma, "gamma"), beta(in.beta, "beta");
+  DeviceBuffer<float> smean((size_t)(k.groups * k.c), "save_mean"), sinv((size_t)(k.groups * k.c), "save_invstd");
+  DeviceBuffer<double> ws = workspace_for(k);
+  kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
+                                      nullptr, true, y.get(), smean.get(), sinv.get(), nullptr, nullptr, nullptr,
+                                      ws.get(), nullptr);
+  std::vector<float> out[2][3];  // (with y, from x) x (dx, dgamma, dbeta)
+  for (int from_x = 0; from_x < 2; ++from_x) {
+    DevTensor<T> dx(size, "dx");
+    dx.poison();
+    DeviceBuffer<float> dg(in.dgamma0, "dgamma"), db(in.dbeta0, "dbeta");
+    kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), from_x ? beta.get() : nullptr,
+                                         smean.get(), sinv.get(), from_x ? nullptr : y.get(), true, dy.get(), nullptr,
+                                         dx.get(), dg.get(), db.get(), ws.get(), nullptr);
+    out[from_x][0] = dx.download();
+    out[from_x][1] = dg.download();
+    out[from_x][2] = db.download();
+  }
+  const char* names[3] = {"dx", "dgamma", "dbeta"};
+  for (int j = 0; j < 3; ++j)
+    ASSERT_EQ(0, std::memcmp(out[0][j].data(), out[1][j].data(), out[0][j].size() * sizeof(float)))
+        << nhwc_test::type_name<T>() << " " << describe(k) << (zero_gamma ? " gamma 0" : "") << ": " << names[j]
+        << " with the mask rebuilt from x differs from the one that read y";
+}
+
+TEST(GpuBatchnormNhwc, ReluMaskRebuiltFromXIsTheForwardsBitForBit) {
+  MOCO_REQUIRE_GPU();
+  uint64_t seed = 700;
+  for (const Case& k : kCases) {
+    check_mask_from_x<float>(k, seed, false);
+    check_mask_from_x<__nv_bfloat16>(k, seed++, false);
+  }
+  check_mask_from_x<__nv_bfloat16>(Case{6, 35, 24, 2}, seed, true);
+}
+
+TEST(GpuBatchnormNhwc, AMaskWithoutYNeedsBetaAndNoResidual) {
+  MOCO_REQUIRE_GPU();
+  const Case k{6, 35, 8, 1};
+  const int64_t size = k.n * k.c * k.hw;
+  DevTensor<float> x(size, "x"), dy(size, "dy"), dres(size, "d_residual"), dx(size, "dx");
+  DeviceBuffer<float> gamma(std::vector<float>(k.c, 1.f), "gamma"), beta(std::vector<float>(k.c, 0.f), "beta");
+  DeviceBuffer<float> smean(std::vector<float>(k.c, 0.f), "save_mean"), sinv(std::vector<float>(k.c, 1.f), "save_invstd");
+  DeviceBuffer<float> dg(std::vector<float>(k.c, 0.f), "dgamma"), db(std::vector<float>(k.c, 0.f), "dbeta");
+  DeviceBuffer<double> ws = workspace_for(k);
+  auto run = [&](const float* b, float* d_residual) {
+    kernels::batchnorm_train_backward<float>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), b, smean.get(),
+                                             sinv.get(), nullptr, true, dy.get(), d_residual, dx.get(), dg.get(),
+                                             db.get(), ws.get(), nullptr);
+  };
+  try {
+    run(nullptr, nullptr);
+    ADD_FAILURE() << "relu with neither y nor beta was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("both are null"), std::string::npos) << e.what();
+  }
+  try {
+    run(beta.get(), dres.get());
+    ADD_FAILURE() << "a mask from x with a residual was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("with a residual"), std::string::npos) << e.what();
   }
 }
 
