@@ -105,18 +105,25 @@ Launch row_launch(const Geometry& geo, int64_t c, int64_t groups, int v) {
   return l;
 }
 
-// The thread's place in a row kernel: its first channel, and the rows [r0, r1) of its block's chunk.
+// The thread's place in a row kernel: its first channel, its group and chunk, and the chunk's rows [r0, r1).
+// Blocks start roughly in the order of their index, so a kernel walks the activation from start to end;
+// `backwards` hands the blocks the (group, chunk) pairs in the reverse order, from end to start.
+// Why: the statistics kernels run backwards over an activation that the op before them wrote forwards, and
+// so start on its last-written part, still in L2; the kernel after them (apply, dx) runs forwards and starts
+// on what the statistics read last. Which block takes which chunk changes nothing else: the partials are
+// kept by chunk, and every result is bit for bit the same either way.
 struct Place {
-  int64_t col, g, r0, r1;
+  int64_t col, g, chunk, r0, r1;
   bool active;
 };
 template <int V>
-__device__ __forceinline__ Place place(int64_t rows, int64_t chunk_rows, int64_t c) {
+__device__ __forceinline__ Place place(int64_t rows, int64_t chunk_rows, int64_t c, bool backwards = false) {
   Place p;
   p.col = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   p.active = p.col < c;
-  p.g = blockIdx.z;
-  p.r0 = (int64_t)blockIdx.y * chunk_rows;
+  p.g = backwards ? gridDim.z - 1 - blockIdx.z : blockIdx.z;
+  p.chunk = backwards ? gridDim.y - 1 - blockIdx.y : blockIdx.y;
+  p.r0 = p.chunk * chunk_rows;
   p.r1 = min(p.r0 + chunk_rows, rows);
   return p;
 }
@@ -131,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
                          float2* __restrict__ partial) {    // (groups, chunks, C)
   __shared__ float sh_mean[V][kThreads], sh_m2[V][kThreads];
   __shared__ int sh_n[kThreads];
-  const Place p = place<V>(rows, chunk_rows, c);
+  const Place p = place<V>(rows, chunk_rows, c, /*backwards=*/true);
   const int ty = threadIdx.y, t = threadIdx.y * blockDim.x + threadIdx.x;
   float mean[V], m2[V];
 #pragma unroll
@@ -186,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (ty == 0 && p.active) {  // lane 0 read back its own last writes: no barrier needed
-    float2* out = partial + (p.g * gridDim.y + blockIdx.y) * c + p.col;
+    float2* out = partial + (p.g * gridDim.y + p.chunk) * c + p.col;
 #pragma unroll
     for (int k = 0; k < V; ++k) out[k] = make_float2(sh_mean[k][t], sh_m2[k][t]);
   }
@@ -324,7 +331,7 @@ __global__ void __launch_bounds__(kThreads)
                           const T* __restrict__ dy,        // (groups, rows, C)
                           float2* __restrict__ partial) {  // (groups, chunks, C)
   __shared__ float sh_g[V][kThreads], sh_gx[V][kThreads];
-  const Place p = place<V>(rows, chunk_rows, c);
+  const Place p = place<V>(rows, chunk_rows, c, /*backwards=*/true);
   const int ty = threadIdx.y, t = threadIdx.y * blockDim.x + threadIdx.x;
   float sg[V], sgx[V];
 #pragma unroll
@@ -384,7 +391,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (ty == 0 && p.active) {
-    float2* out = partial + (p.g * gridDim.y + blockIdx.y) * c + p.col;
+    float2* out = partial + (p.g * gridDim.y + p.chunk) * c + p.col;
 #pragma unroll
     for (int k = 0; k < V; ++k) out[k] = make_float2(sh_g[k][t], sh_gx[k][t]);
   }
