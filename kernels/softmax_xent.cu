@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = j0 + (int64_t)u * kRowThreads;
       if (j < m) {
-        s += expf(v[u] - mx);
+        s += v[u] == -INFINITY ? 0.f : expf(v[u] - mx);  // a row start of -inf would give expf(nan)
         above += (v[u] > zy) | ((v[u] == zy) & (j < y));  // j == y: neither
       }
     }

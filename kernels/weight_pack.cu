@@ -86,10 +86,10 @@ __global__ void __launch_bounds__(kThreads)
     unpack_slot_kernel(WeightSlot w,
                        const T* __restrict__ mirror_grads,  // the slot's elements, compute layout
                        float* __restrict__ grads) {         // the slot's elements, master layout, accumulated
-  const int numel = (int)(w.co * w.ci * w.kh * w.kw);  // < 2^31: checked by the launcher
-  const int stride = (int)(gridDim.x * blockDim.x);
-  for (int m = (int)(blockIdx.x * blockDim.x + threadIdx.x); m < numel; m += stride)
-    grads[w.offset + m] += vec::to_f(mirror_grads[w.offset + compute_index(w, m)]);
+  const int64_t numel = w.co * w.ci * w.kh * w.kw;  // < 2^31: checked by the launcher
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;  // the loop counter may pass 2^31 before it stops
+  for (int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; m < numel; m += stride)
+    grads[w.offset + m] += vec::to_f(mirror_grads[w.offset + compute_index(w, (int)m)]);
 }
 
 void check_args(const char* who, const WeightSlot* slots, int num_slots, int64_t total, const void* a,

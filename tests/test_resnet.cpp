@@ -123,6 +123,34 @@ TEST(Tape, SavedBytesCountEachBufferOnce) {
   EXPECT_EQ(tape.saved_bytes(), (int64_t)(2 * 3 * 5 * 5 + 2 * 4 * 5 * 5) * 4);
 }
 
+// A BN's backward must pair with its forward: a backend may rebuild the ReLU's mask from x when the forward
+// added no residual (the CUDA one does), which is only right if backward_add follows forward_add and backward
+// follows forward. A mismatched pair is refused, naming the fix; matched pairs run.
+TEST(Tape, BatchNormBackwardPairsWithItsForward) {
+  ParamRegistry reg;
+  NetState state;
+  BatchNorm2d bn(&state, reg, "bn", 4, /*relu=*/true);
+  std::vector<float> params((size_t)reg.size(Slot::Param), 1.f), grads(params.size(), 0.f);
+  std::vector<float> stats((size_t)reg.size(Slot::Stat), 0.f);
+  std::vector<int64_t> counts((size_t)reg.size(Slot::Count), 0);
+  state.w = {params.data(), grads.data(), stats.data(), counts.data()};
+  Tensor x = Tensor::zeros({2, 4, 3, 3}), res = Tensor::zeros({2, 4, 3, 3}), dy = Tensor::zeros({2, 4, 3, 3});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = (float)(i % 7) - 3.f;
+  Record plain, added;
+  bn.forward(x, &plain);
+  bn.forward_add(x, res, &added);
+  Tensor d_res;
+  EXPECT_NO_THROW(bn.backward(dy, plain));
+  EXPECT_NO_THROW(bn.backward_add(dy, added, &d_res));
+  try {
+    bn.backward(dy, added);
+    ADD_FAILURE() << "backward on a forward_add record was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pair forward_add with backward_add"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(bn.backward_add(dy, plain, &d_res), Error);
+}
+
 // The ranges the GPU step hands to the gradient all-reduce as each tensor's gradient becomes final: one per
 // learnable tensor, each covering the tensor, and together exactly the flat buffer (padding included).
 TEST(Registry, ParamExtentsTileTheFlatBuffer) {

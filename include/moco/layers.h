@@ -26,6 +26,7 @@ struct Record {
   std::vector<Tensor> saved;
   Shape input_shape;  // for layers whose backward needs only the input's shape (pools)
   std::vector<Record> children;
+  bool residual = false;  // BatchNorm2d: its forward added a residual, so its backward returns that gradient
 };
 
 // How the encoder runs now: on which device (backend), whose weights, train or eval BN, split-BN groups.

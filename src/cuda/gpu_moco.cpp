@@ -265,6 +265,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
     });
   };
   StepStats stats;
+  ops.op_clock().drop_pending();  // of an earlier step that threw
   const auto issue_start = std::chrono::steady_clock::now();
   mark(0);
 

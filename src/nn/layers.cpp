@@ -95,12 +95,18 @@ Tensor BatchNorm2d::run(const Tensor& x, const Tensor* residual, Record* rec) {
     if (rec) rec->saved = {x};
   }
   if (rec && relu_) rec->saved.push_back(y);
+  if (rec) rec->residual = residual != nullptr;
   return y;
 }
 
 Tensor BatchNorm2d::backward(const Tensor& dy, const Record& rec) { return backward_add(dy, rec, nullptr); }
 
 Tensor BatchNorm2d::backward_add(const Tensor& dy, const Record& rec, Tensor* d_residual) {
+  // a backend may rebuild the ReLU's mask from x when no residual was added (the CUDA one does), so the two
+  // calls must pair: forward_add with backward_add, forward with backward
+  MOCO_CHECK(rec.residual == (d_residual != nullptr), "batchnorm2d backward: the forward ",
+             rec.residual ? "added" : "did not add", " a residual, but this backward ",
+             d_residual ? "asks" : "does not ask", " for its gradient (pair forward_add with backward_add)");
   Backend& ops = *state_->ops;
   const Tensor& x = rec.saved[0];
   const Tensor* y = relu_ ? &rec.saved.back() : nullptr;
