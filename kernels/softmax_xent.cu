@@ -18,10 +18,11 @@
 // when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
 // loss kernel and a top-k kernel would each re-read 67 MB at N=256.
 // Why the block is this shape: a row is 256 KiB; one block of 1024 threads per row, and one such block per SM
-// (at 44 registers a thread, ptxas for sm_90a, a second does not fit), keeps 132 rows (34 MiB) in flight, so a row's second read mostly hits L2 (50-60 MiB on Hopper). Each
-// thread issues kUnroll independent loads before it uses any of them: with a load in flight per thread,
-// as before (0.27 of copy bandwidth on an H200, bench/results/2026-11-26-h200-run1.md), the SM waited on
-// memory latency. Rows start wherever 1+K floats put them (not 16-byte aligned), so the loads are scalar and
+// (at 44 registers a thread, ptxas for sm_90a, a second does not fit), keeps 132 rows (34 MiB) in flight,
+// so a row's second read mostly hits L2 (50-60 MiB on Hopper). Each thread issues kUnroll independent loads
+// before it uses any of them: with a load in flight per thread, as before (0.27 of copy bandwidth on an
+// H200, bench/results/2026-11-26-h200-run1.md), the SM waited on memory latency (0.44 with this shape,
+// run4.md). Rows start wherever 1+K floats put them (not 16-byte aligned), so the loads are scalar and
 // coalesced per warp rather than float4.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).

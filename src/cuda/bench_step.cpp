@@ -94,10 +94,10 @@ int run_step_bench(const StepBenchOptions& o) {
                 o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, img_s, step_ms);
     for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
     const double host_issue = t.median_host_issue_ms();
-    std::printf("},\"host_issue_ms\":%.3f,\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,\"optimizer\":%.1f,\"activations\":%.1f,"
-                "\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",
-                host_issue, m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, m.workspace * mib,
-                m.queue * mib, m.total() * mib);
+    std::printf("},\"host_issue_ms\":%.3f,\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,"
+                "\"optimizer\":%.1f,\"activations\":%.1f,\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",
+                host_issue, m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib,
+                m.workspace * mib, m.queue * mib, m.total() * mib);
   }
   MOCO_CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;

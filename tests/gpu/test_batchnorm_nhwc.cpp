@@ -436,7 +436,8 @@ TEST(GpuBatchnormNhwc, AMaskWithoutYNeedsBetaAndNoResidual) {
   const int64_t size = k.n * k.c * k.hw;
   DevTensor<float> x(size, "x"), dy(size, "dy"), dres(size, "d_residual"), dx(size, "dx");
   DeviceBuffer<float> gamma(std::vector<float>(k.c, 1.f), "gamma"), beta(std::vector<float>(k.c, 0.f), "beta");
-  DeviceBuffer<float> smean(std::vector<float>(k.c, 0.f), "save_mean"), sinv(std::vector<float>(k.c, 1.f), "save_invstd");
+  DeviceBuffer<float> smean(std::vector<float>(k.c, 0.f), "save_mean");
+  DeviceBuffer<float> sinv(std::vector<float>(k.c, 1.f), "save_invstd");
   DeviceBuffer<float> dg(std::vector<float>(k.c, 0.f), "dgamma"), db(std::vector<float>(k.c, 0.f), "dbeta");
   DeviceBuffer<double> ws = workspace_for(k);
   auto run = [&](const float* b, float* d_residual) {
