@@ -15,7 +15,9 @@
 // CPU references: cpu::maxpool_forward / _backward and cpu::avgpool_forward / _backward (src/cpu/pool.cpp,
 // NCHW, with the same argmax convention).
 // One thread per output element with C innermost: a warp covers consecutive channels, so every access is
-// coalesced without a channel-vector path.
+// coalesced without a channel-vector path. The max-pool's index arithmetic runs in 32 bits whenever every
+// index fits (the stem's at batch 256: 205M input elements): a 64-bit division is a long software routine on
+// the GPU, and each element needed six.
 #include <cmath>
 
 #include "../src/cuda/check.h"
@@ -29,25 +31,25 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kColX = 32, kRowY = 8;  // avgpool block: channels x lanes over positions
 
-template <class T>
+template <class T, class I>
 __global__ void __launch_bounds__(kThreads)
-    maxpool_forward_kernel(int64_t n, int64_t h, int64_t w, int64_t c, int64_t ho, int64_t wo,
+    maxpool_forward_kernel(I n, I h, I w, I c, I ho, I wo,
                            const T* __restrict__ x,              // (N, H, W, C)
                            T* __restrict__ y,                    // (N, Ho, Wo, C)
                            int32_t* __restrict__ argmax) {       // (N, Ho, Wo, C)
-  const int64_t total = n * ho * wo * c, stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t ch = i % c;
-    int64_t t = i / c;
-    const int64_t ox = t % wo;
+  const I total = n * ho * wo * c, stride = (I)gridDim.x * blockDim.x;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const I ch = i % c;
+    I t = i / c;
+    const I ox = t % wo;
     t /= wo;
-    const int64_t oy = t % ho, img = t / ho;
+    const I oy = t % ho, img = t / ho;
     const T* plane = x + img * h * w * c + ch;
     float best = -INFINITY;
     int32_t best_i = -1;
-    for (int64_t iy = 2 * oy - 1; iy <= 2 * oy + 1; ++iy) {
+    for (I iy = 2 * oy - 1; iy <= 2 * oy + 1; ++iy) {
       if (iy < 0 || iy >= h) continue;
-      for (int64_t ix = 2 * ox - 1; ix <= 2 * ox + 1; ++ix) {
+      for (I ix = 2 * ox - 1; ix <= 2 * ox + 1; ++ix) {
         if (ix < 0 || ix >= w) continue;
         const float v = vec::to_f(plane[(iy * w + ix) * c]);
         if (best_i < 0 || v > best || isnan(v)) {
@@ -61,26 +63,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class T>
+template <class T, class I>
 __global__ void __launch_bounds__(kThreads)
-    maxpool_backward_kernel(int64_t n, int64_t h, int64_t w, int64_t c, int64_t ho, int64_t wo,
+    maxpool_backward_kernel(I n, I h, I w, I c, I ho, I wo,
                             const int32_t* __restrict__ argmax,  // (N, Ho, Wo, C)
                             const T* __restrict__ dy,            // (N, Ho, Wo, C)
                             T* __restrict__ dx) {                // (N, H, W, C)
-  const int64_t total = n * h * w * c, stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t ch = i % c;
-    int64_t t = i / c;
-    const int64_t ix = t % w;
+  const I total = n * h * w * c, stride = (I)gridDim.x * blockDim.x;
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const I ch = i % c;
+    I t = i / c;
+    const I ix = t % w;
     t /= w;
-    const int64_t iy = t % h, img = t / h;
+    const I iy = t % h, img = t / h;
     const int32_t pos = (int32_t)(iy * w + ix);
     // windows oy with 2oy - 1 <= iy <= 2oy + 1: oy in [iy / 2, (iy + 1) / 2], clipped to the output
-    const int64_t oy1 = min((iy + 1) / 2, ho - 1), ox1 = min((ix + 1) / 2, wo - 1);
+    const I oy1 = min((iy + 1) / 2, ho - 1), ox1 = min((ix + 1) / 2, wo - 1);
     float acc = 0.f;
-    for (int64_t oy = iy / 2; oy <= oy1; ++oy)
-      for (int64_t ox = ix / 2; ox <= ox1; ++ox) {
-        const int64_t o = ((img * ho + oy) * wo + ox) * c + ch;
+    for (I oy = iy / 2; oy <= oy1; ++oy)
+      for (I ox = ix / 2; ox <= ox1; ++ox) {
+        const I o = ((img * ho + oy) * wo + ox) * c + ch;
         if (argmax[o] == pos) acc += vec::to_f(dy[o]);
       }
     dx[i] = vec::from_f<T>(acc);
@@ -120,6 +122,12 @@ __global__ void __launch_bounds__(kThreads)
     dx[i] = vec::from_f<T>(vec::to_f(dy[(i / (hw * c)) * c + i % c]) / den);  // divide, as the CPU does
 }
 
+// Whether every flat index of a max-pool over `elements` input elements (the larger side), and the grid-stride
+// loop's last step past them, fit an int32.
+bool fits_int32(int64_t elements, unsigned blocks) {
+  return elements + (int64_t)blocks * kThreads <= (int64_t)INT32_MAX;
+}
+
 void check_pool_shape(const char* who, int64_t n, int64_t h, int64_t w, int64_t c) {
   MOCO_CHECK(n >= 0 && h >= 1 && w >= 1 && c >= 1, who, ": need N >= 0, H, W, C >= 1, got N=", n, " H=", h,
              " W=", w, " C=", c);
@@ -135,8 +143,13 @@ void maxpool3x3s2_forward(int64_t n, int64_t h, int64_t w, int64_t c, const T* x
   if (n == 0) return;
   MOCO_CHECK(x && y && argmax, "maxpool3x3s2_forward: x, y and argmax must be non-null");
   const int64_t ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
-  maxpool_forward_kernel<T><<<vec::grid_for(n * ho * wo * c, kThreads), kThreads, 0, stream>>>(n, h, w, c, ho, wo,
-                                                                                              x, y, argmax);
+  const unsigned blocks = vec::grid_for(n * ho * wo * c, kThreads);
+  if (fits_int32(n * h * w * c, blocks))
+    maxpool_forward_kernel<T, int32_t><<<blocks, kThreads, 0, stream>>>((int32_t)n, (int32_t)h, (int32_t)w,
+                                                                        (int32_t)c, (int32_t)ho, (int32_t)wo, x, y,
+                                                                        argmax);
+  else
+    maxpool_forward_kernel<T, int64_t><<<blocks, kThreads, 0, stream>>>(n, h, w, c, ho, wo, x, y, argmax);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
@@ -147,8 +160,13 @@ void maxpool3x3s2_backward(int64_t n, int64_t h, int64_t w, int64_t c, const int
   if (n == 0) return;
   MOCO_CHECK(argmax && dy && dx, "maxpool3x3s2_backward: argmax, dy and dx must be non-null");
   const int64_t ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
-  maxpool_backward_kernel<T><<<vec::grid_for(n * h * w * c, kThreads), kThreads, 0, stream>>>(n, h, w, c, ho, wo,
-                                                                                             argmax, dy, dx);
+  const unsigned blocks = vec::grid_for(n * h * w * c, kThreads);
+  if (fits_int32(n * h * w * c, blocks))
+    maxpool_backward_kernel<T, int32_t><<<blocks, kThreads, 0, stream>>>((int32_t)n, (int32_t)h, (int32_t)w,
+                                                                         (int32_t)c, (int32_t)ho, (int32_t)wo, argmax,
+                                                                         dy, dx);
+  else
+    maxpool_backward_kernel<T, int64_t><<<blocks, kThreads, 0, stream>>>(n, h, w, c, ho, wo, argmax, dy, dx);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
