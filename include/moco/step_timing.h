@@ -15,7 +15,6 @@ struct StepTiming {
   std::vector<std::vector<double>> phase_ms;   // (kPhases, steps) as the step reported them
   int64_t activation_bytes = 0;                // the most any step saved for backward
   std::vector<double> host_issue_ms;           // (steps) StepStats::host_issue_ms (GPU steps; else empty)
-  std::vector<double> issued_phases_ms;        // (steps) the device's time for those phases (query forward..backward)
   double median_step_ms() const;
   double median_phase_ms(int phase) const;
   double median_host_issue_ms() const;  // 0 when the step reports none (the CPU's)

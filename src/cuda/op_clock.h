@@ -34,20 +34,15 @@ class OpClock {
       return;
     }
     const size_t i = open(name);
-    try {
-      enqueue();
-    } catch (...) {  // no end event: the bracket must not reach collect()
-      pending_.pop_back();
-      throw;
-    }
+    enqueue();  // if it throws, the bracket stays open until drop_pending()
     close(i);
   }
 
   // Once the stream has finished the brackets' work: adds each bracket's milliseconds to its name's total.
   // The events are then free for the next step.
   void collect();
-  // Drops brackets not yet collected (a step that threw before its collect()), so they are not counted with
-  // the next step's. The step calls it first.
+  // Drops brackets not yet collected, closed or not (a step that threw before its collect()), so they are not
+  // counted with the next step's. The step calls it first.
   void drop_pending() { pending_.clear(); }
   void reset_totals();  // e.g. after the warm-up steps
 

@@ -30,12 +30,7 @@ StepTiming time_steps(int warmup, int steps, const std::function<StepStats()>& s
     t.step_ms.push_back(ms);
     for (int p = 0; p < kPhases; ++p) t.phase_ms[(size_t)p].push_back(st.ms[p]);
     t.activation_bytes = std::max(t.activation_bytes, st.activation_bytes);
-    if (st.host_issue_ms > 0) {
-      double device_ms = 0;
-      for (int p = 0; p <= kBackward; ++p) device_ms += st.ms[p];
-      t.host_issue_ms.push_back(st.host_issue_ms);
-      t.issued_phases_ms.push_back(device_ms);
-    }
+    if (st.host_issue_ms > 0) t.host_issue_ms.push_back(st.host_issue_ms);
   }
   return t;
 }
@@ -51,7 +46,10 @@ void print_step_timing(const StepTiming& t, int64_t batch) {
   if (!t.host_issue_ms.empty()) {
     // The host issues launches ahead of the device; if it needs as long as the device takes to run them, the
     // device waited for it (launch-bound) and faster kernels would not shorten the step.
-    const double host = t.median_host_issue_ms(), device = median(t.issued_phases_ms);
+    std::vector<double> issued(t.step_ms.size(), 0.0);  // (steps) the device's time for query_forward..backward
+    for (int p = 0; p <= kBackward; ++p)
+      for (size_t i = 0; i < issued.size(); ++i) issued[i] += t.phase_ms[(size_t)p][i];
+    const double host = t.median_host_issue_ms(), device = median(issued);
     std::printf("host issue ms (median) %.2f for query_forward..backward, which took the device %.2f: %s\n", host,
                 device, host >= 0.9 * device ? "launch-bound (the device waits for the host)" : "device-bound");
   }
