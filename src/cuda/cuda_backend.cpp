@@ -110,6 +110,11 @@ static char* at(void* base, DType dt, int64_t offset) {
   return static_cast<char*>(base) + (size_t)offset * dtype_size(dt);
 }
 
+template <class F>
+void CudaBackend::timed(const char* name, F&& f) {
+  clock_.time(name, [&] { with_compute_type(act_, f); });
+}
+
 // ------------------------------------------------------------------------------------ convolution
 Tensor CudaBackend::conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) {
   expect_act(x, act_, "conv2d");
@@ -141,15 +146,13 @@ Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w
   save_mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
   save_invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
   void* ws = bn_workspace(s);
-  clock_.time("bn forward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                          w.params + o.beta, kBnEps, kBnMomentum,
-                                          residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
-                                          static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
-                                          w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
-    });
+  timed("bn forward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                        w.params + o.beta, kBnEps, kBnMomentum,
+                                        residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
+                                        static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
+                                        w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
   });
   return y;
 }
@@ -166,16 +169,14 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
   Tensor dx = empty(x.shape(), act_);
   if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  clock_.time("bn backward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                           w.params + o.beta, save_mean.data<float>(), save_invstd.data<float>(),
-                                           mask_needs_y ? static_cast<const T*>(y->raw()) : nullptr, relu,
-                                           static_cast<const T*>(dy.raw()),
-                                           d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
-                                           static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
-    });
+  timed("bn backward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                         w.params + o.beta, save_mean.data<float>(), save_invstd.data<float>(),
+                                         mask_needs_y ? static_cast<const T*>(y->raw()) : nullptr, relu,
+                                         static_cast<const T*>(dy.raw()),
+                                         d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
+                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
   });
   ready(o.gamma), ready(o.beta);
   return dx;
@@ -184,13 +185,11 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
 Tensor CudaBackend::bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) {
   expect_act(x, act_, "batchnorm2d");
   Tensor y = empty(x.shape(), act_);
-  clock_.time("bn eval forward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::batchnorm_eval_forward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                         w.params + o.beta, w.stats + o.mean, w.stats + o.var, kBnEps,
-                                         static_cast<T*>(y.raw()), stream_);
-    });
+  timed("bn eval forward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::batchnorm_eval_forward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                       w.params + o.beta, w.stats + o.mean, w.stats + o.var, kBnEps,
+                                       static_cast<T*>(y.raw()), stream_);
   });
   return y;
 }
@@ -201,13 +200,11 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
   Tensor dx = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
-  clock_.time("bn eval backward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::batchnorm_eval_backward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                          w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
-                                          static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
-    });
+  timed("bn eval backward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::batchnorm_eval_backward<T>(s.n, s.hw, s.c, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                        w.stats + o.mean, w.stats + o.var, kBnEps, static_cast<const T*>(dy.raw()),
+                                        static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
   });
   ready(o.gamma), ready(o.beta);
   return dx;
@@ -217,11 +214,9 @@ Tensor CudaBackend::bn_eval_backward(const cpu::BNShape& s, const WeightsView& w
 Tensor CudaBackend::relu_forward(const Tensor& x) {
   expect_act(x, act_, "relu");
   Tensor y = empty(x.shape(), act_);
-  clock_.time("relu", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::relu_forward<T>(x.numel(), static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), stream_);
-    });
+  timed("relu", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::relu_forward<T>(x.numel(), static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), stream_);
   });
   return y;
 }
@@ -229,12 +224,10 @@ Tensor CudaBackend::relu_forward(const Tensor& x) {
 Tensor CudaBackend::relu_backward(const Tensor& y, const Tensor& dy) {
   expect_act(y, act_, "relu"), expect_act(dy, act_, "relu gradient");
   Tensor dx = empty(dy.shape(), act_);
-  clock_.time("relu backward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::relu_backward<T>(dy.numel(), static_cast<const T*>(y.raw()), static_cast<const T*>(dy.raw()),
-                                static_cast<T*>(dx.raw()), stream_);
-    });
+  timed("relu backward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::relu_backward<T>(dy.numel(), static_cast<const T*>(y.raw()), static_cast<const T*>(dy.raw()),
+                              static_cast<T*>(dx.raw()), stream_);
   });
   return dx;
 }
@@ -243,23 +236,19 @@ Tensor CudaBackend::add(const Tensor& a, const Tensor& b) {
   expect_act(a, act_, "add"), expect_act(b, act_, "add");
   MOCO_CHECK(a.shape() == b.shape(), "add of shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
   Tensor y = empty(a.shape(), act_);
-  clock_.time("add", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::add_forward<T>(a.numel(), static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
-                              static_cast<T*>(y.raw()), stream_);
-    });
+  timed("add", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::add_forward<T>(a.numel(), static_cast<const T*>(a.raw()), static_cast<const T*>(b.raw()),
+                            static_cast<T*>(y.raw()), stream_);
   });
   return y;
 }
 
 Tensor CudaBackend::add_relu(const Tensor& a, const Tensor& b) {
   Tensor y = add(a, b);
-  clock_.time("relu", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::relu_forward<T>(y.numel(), static_cast<const T*>(y.raw()), static_cast<T*>(y.raw()), stream_);
-    });
+  timed("relu", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::relu_forward<T>(y.numel(), static_cast<const T*>(y.raw()), static_cast<T*>(y.raw()), stream_);
   });
   return y;
 }
@@ -271,12 +260,10 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
              s.k, "x", s.k, "/", s.stride, " pad ", s.pad);
   Tensor y = empty({s.n, s.c, s.ho(), s.wo()}, act_);  // (N, C, Ho, Wo) channels-last
   argmax = empty(y.shape(), DType::I32);               // (N, C, Ho, Wo) channels-last, position h * W + w
-  clock_.time("max-pool forward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
-                                       argmax.data<int32_t>(), stream_);
-    });
+  timed("max-pool forward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
+                                     argmax.data<int32_t>(), stream_);
   });
   return y;
 }
@@ -284,12 +271,10 @@ Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Te
 Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) {
   expect_act(dy, act_, "maxpool gradient");
   Tensor dx = empty({s.n, s.c, s.h, s.w}, act_);  // (N, C, H, W) channels-last
-  clock_.time("max-pool backward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
-                                        static_cast<T*>(dx.raw()), stream_);
-    });
+  timed("max-pool backward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
+                                      static_cast<T*>(dx.raw()), stream_);
   });
   return dx;
 }
@@ -297,12 +282,10 @@ Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argm
 Tensor CudaBackend::avgpool_forward(const Tensor& x) {
   expect_act(x, act_, "avgpool");
   Tensor y = empty({x.size(0), x.size(1)}, act_);  // (N, C)
-  clock_.time("avg-pool forward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::global_avgpool_forward<T>(x.size(0), x.size(2) * x.size(3), x.size(1), static_cast<const T*>(x.raw()),
-                                         static_cast<T*>(y.raw()), stream_);
-    });
+  timed("avg-pool forward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::global_avgpool_forward<T>(x.size(0), x.size(2) * x.size(3), x.size(1), static_cast<const T*>(x.raw()),
+                                       static_cast<T*>(y.raw()), stream_);
   });
   return y;
 }
@@ -310,12 +293,10 @@ Tensor CudaBackend::avgpool_forward(const Tensor& x) {
 Tensor CudaBackend::avgpool_backward(const Shape& s, const Tensor& dy) {
   expect_act(dy, act_, "avgpool gradient");
   Tensor dx = empty(s, act_);  // (N, C, H, W) channels-last
-  clock_.time("avg-pool backward", [&] {
-    with_compute_type(act_, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      kernels::global_avgpool_backward<T>(s[0], s[2] * s[3], s[1], static_cast<const T*>(dy.raw()),
-                                          static_cast<T*>(dx.raw()), stream_);
-    });
+  timed("avg-pool backward", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::global_avgpool_backward<T>(s[0], s[2] * s[3], s[1], static_cast<const T*>(dy.raw()),
+                                        static_cast<T*>(dx.raw()), stream_);
   });
   return dx;
 }

@@ -91,6 +91,10 @@ class CudaBackend final : public Backend {
   void ready(int64_t offset) {
     if (grad_ready_) grad_ready_(offset);
   }
+  // Runs f(T* tag) for the activation type, bracketed by the op clock under `name` (defined, and used, in
+  // cuda_backend.cpp).
+  template <class F>
+  void timed(const char* name, F&& f);
 };
 
 }  // namespace moco::cuda
