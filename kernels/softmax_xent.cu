@@ -18,12 +18,13 @@
 // when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
 // loss kernel and a top-k kernel would each re-read 67 MB at N=256.
 // Why the block is this shape: a row is 256 KiB; one block of 1024 threads per row, and one such block per SM
-// (at 44 registers a thread, ptxas for sm_90a, a second does not fit), keeps 132 rows (34 MiB) in flight,
-// so a row's second read mostly hits L2 (50-60 MiB on Hopper). Each thread issues kUnroll independent loads
-// before it uses any of them: with a load in flight per thread, as before (0.27 of copy bandwidth on an
-// H200, bench/results/2026-11-26-h200-run1.md), the SM waited on memory latency (0.44 with this shape,
-// run4.md). Rows start wherever 1+K floats put them (not 16-byte aligned), so the loads are scalar and
-// coalesced per warp rather than float4.
+// (a second does not fit at these registers), keeps 132 rows (34 MiB) in flight, so a row's second read
+// mostly hits L2 (50-60 MiB on Hopper). The SM waits on memory latency unless many bytes are in flight: one
+// scalar load per thread reached 0.27 of copy bandwidth on an H200 (bench/results/2026-11-26-h200-run1.md),
+// eight scalar loads (32 KiB per SM) 0.44 (run4.md). Now each thread issues kUnroll 16-byte loads before it
+// uses any (64 KiB per SM). Rows start wherever 1+K floats put them, so a row is a scalar head up to its first
+// 16-byte boundary, a body of float4s and a scalar tail; when dlogits and logits are not equally aligned
+// (never in the step) the whole row goes the scalar way.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
 #include <cmath>
@@ -37,7 +38,7 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kRowThreads = 1024;    // one block per row
-constexpr int kUnroll = 8;           // loads each thread has in flight
+constexpr int kUnroll = 4;           // 16-byte loads each thread has in flight
 constexpr int kReduceThreads = 256;  // the single block that reduces the rows
 
 // Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
@@ -48,46 +49,87 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b
   mx = m;
 }
 
-__global__ void __launch_bounds__(kRowThreads, 1)
-    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
-                const int64_t* labels,                        // (N) or null: label 0
-                float* dlogits,                               // (N, M) or null; may alias logits
-                double* row_loss,                             // (N)
-                int* row_above) {                             // (N)
-  __shared__ float sh_mx[kRowThreads / kWarp], sh_s[kRowThreads / kWarp];
-  __shared__ int sh_above[kRowThreads / kWarp];
-  constexpr int64_t kStride = (int64_t)kRowThreads * kUnroll;  // columns one pass of the block covers
-  const int64_t row = blockIdx.x;
-  const float* z = logits + row * m;
-  const int64_t y = labels ? labels[row] : 0;
-  const float zy = z[y];  // read by every thread before any write of this row (the reductions below sync)
+// A row's columns: [0, head) and [head + 4 * quads, m) one float at a time, the quads float4s in between.
+struct RowSplit {
+  int64_t head, quads;
+  __device__ int64_t scalars(int64_t m) const { return m - 4 * quads; }
+  __device__ int64_t scalar_col(int64_t i) const { return i < head ? i : i + 4 * quads; }  // i-th scalar column
+};
+__device__ __forceinline__ RowSplit split_row(const float* z, int64_t m, bool vectorised) {
+  if (!vectorised) return {m, 0};
+  const int64_t head = min((int64_t)((16 - (reinterpret_cast<uintptr_t>(z) & 15)) & 15) / 4, m);
+  return {head, (m - head) / 4};
+}
+
+// The statistics of one thread's columns of a row: the running (max, sum of exp) and the count of columns
+// beating the label's logit zy.
+struct RowStats {
   float mx = -INFINITY, s = 0.f;
   int above = 0;
-  for (int64_t j0 = threadIdx.x; j0 < m; j0 += kStride) {
-    float v[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t j = j0 + (int64_t)u * kRowThreads;
-      v[u] = j < m ? z[j] : -INFINITY;
-    }
-    // the running max grows once per group of loads, so the sum is rescaled once, not once per element
+  // Takes n logits v with columns col; the running max grows once per call, so the sum is rescaled once per
+  // group of loads, not once per element.
+  template <int N>
+  __device__ __forceinline__ void take(const float (&v)[N], const int64_t (&col)[N], int64_t m, float zy,
+                                       int64_t y) {
     float group_max = mx;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) group_max = fmaxf(group_max, v[u]);
+    for (int u = 0; u < N; ++u) group_max = fmaxf(group_max, v[u]);  // columns past m hold -inf
     if (group_max > mx) {
       s *= expf(mx - group_max);  // expf(-inf) = 0 on the first group
       mx = group_max;
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t j = j0 + (int64_t)u * kRowThreads;
-      if (j < m) {
-        s += v[u] == -INFINITY ? 0.f : expf(v[u] - mx);  // a row start of -inf would give expf(nan)
-        above += (v[u] > zy) | ((v[u] == zy) & (j < y));  // j == y: neither
+    for (int u = 0; u < N; ++u)
+      if (col[u] < m) {
+        s += v[u] == -INFINITY ? 0.f : expf(v[u] - mx);          // a row start of -inf would give expf(nan)
+        above += (v[u] > zy) | ((v[u] == zy) & (col[u] < y));  // col == y: neither
       }
+  }
+};
+
+__global__ void __launch_bounds__(kRowThreads, 1)
+    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
+                const int64_t* labels,                        // (N) or null: label 0
+                float* dlogits,                               // (N, M) or null; may alias logits
+                bool vectorised,                              // dlogits, if any, as aligned as logits
+                double* row_loss,                             // (N)
+                int* row_above) {                             // (N)
+  __shared__ float sh_mx[kRowThreads / kWarp], sh_s[kRowThreads / kWarp];
+  __shared__ int sh_above[kRowThreads / kWarp];
+  const int64_t row = blockIdx.x;
+  const float* z = logits + row * m;
+  const int64_t y = labels ? labels[row] : 0;
+  const float zy = z[y];  // read by every thread before any write of this row (the reductions below sync)
+  const RowSplit split = split_row(z, m, vectorised);
+  const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
+  RowStats st;
+  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
+    const int64_t col[1] = {split.scalar_col(i)};
+    const float v[1] = {z[col[0]]};
+    st.take(v, col, m, zy, y);
+  }
+  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += (int64_t)kRowThreads * kUnroll) {
+    float4 w[kUnroll];  // (kUnroll) loads in flight
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t q = q0 + (int64_t)u * kRowThreads;
+      w[u] = q < split.quads ? zq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
     }
+    float v[4 * kUnroll];
+    int64_t col[4 * kUnroll];  // columns past the row (q >= quads) are m, which take() skips
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t q = q0 + (int64_t)u * kRowThreads;
+      const int64_t c0 = q < split.quads ? split.head + 4 * q : m;
+      v[4 * u] = w[u].x, v[4 * u + 1] = w[u].y, v[4 * u + 2] = w[u].z, v[4 * u + 3] = w[u].w;
+      col[4 * u] = c0, col[4 * u + 1] = q < split.quads ? c0 + 1 : m;
+      col[4 * u + 2] = q < split.quads ? c0 + 2 : m, col[4 * u + 3] = q < split.quads ? c0 + 3 : m;
+    }
+    st.take(v, col, m, zy, y);
   }
   // warp, then block reduction of (mx, s) and above
+  float mx = st.mx, s = st.s;
+  int above = st.above;
   for (int o = kWarp / 2; o > 0; o /= 2) {
     const float mx_b = __shfl_xor_sync(0xffffffffu, mx, o);
     const float s_b = __shfl_xor_sync(0xffffffffu, s, o);
@@ -123,19 +165,27 @@ __global__ void __launch_bounds__(kRowThreads, 1)
   if (!dlogits) return;
   mx = sh_mx[0];
   const float inv_s = 1.f / sh_s[0];
+  auto grad = [&](float v, int64_t j) { return (expf(v - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n; };
+  // each element is read and written by the same thread, all reads before its writes: in place is safe
   float* d = dlogits + row * m;
-  for (int64_t j0 = threadIdx.x; j0 < m; j0 += kStride) {
-    float v[kUnroll];
+  float4* dq = reinterpret_cast<float4*>(d + split.head);  // (quads) 16-byte aligned when vectorised
+  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
+    const int64_t j = split.scalar_col(i);
+    d[j] = grad(z[j], j);
+  }
+  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += (int64_t)kRowThreads * kUnroll) {
+    float4 w[kUnroll];  // (kUnroll) loads in flight
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t j = j0 + (int64_t)u * kRowThreads;
-      v[u] = j < m ? z[j] : 0.f;
+      const int64_t q = q0 + (int64_t)u * kRowThreads;
+      if (q < split.quads) w[u] = zq[q];
     }
-    // each element is read and written by the same thread, all reads before its writes: in place is safe
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t j = j0 + (int64_t)u * kRowThreads;
-      if (j < m) d[j] = (expf(v[u] - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n;
+      const int64_t q = q0 + (int64_t)u * kRowThreads;
+      if (q >= split.quads) break;
+      const int64_t j = split.head + 4 * q;
+      dq[q] = make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3));
     }
   }
 }
@@ -191,8 +241,12 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
              " is not 8-byte aligned");
   double* row_loss = static_cast<double*>(workspace);                                             // (N)
   int* row_above = reinterpret_cast<int*>(static_cast<char*>(workspace) + align8(n * sizeof(double)));  // (N)
-  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, row_loss,
-                                                       row_above);
+  // float4 stores need dlogits' rows as far from 16-byte boundaries as the logits' rows (equal pointers, or
+  // buffers that both start aligned, as the step's do)
+  const bool vectorised =
+      !dlogits || (reinterpret_cast<uintptr_t>(dlogits) - reinterpret_cast<uintptr_t>(logits)) % 16 == 0;
+  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, vectorised,
+                                                       row_loss, row_above);
   MOCO_CUDA_CHECK_LAUNCH();
   reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
   MOCO_CUDA_CHECK_LAUNCH();

@@ -148,10 +148,13 @@ TEST(GpuMocoKernels, LogitsBackwardMatchesCpu) {
 // 1.5e-6 at worst for these row lengths; 1e-5 * (1 + |loss|) allows that. dlogits: each p_j carries the
 // rounding of z_j - max (|z| <= 1/T), of s and of expf, a few 1e-6 relative; 1e-5 relative to p_j / N
 // (for j = 0, to 1 / N, because p_0 - 1 cancels). The hit counts compare the same floats: exact.
+// K 4098 puts each row's start at a different distance from a 16-byte boundary (M = 4099), so the float4
+// body meets every head and tail length; a dlogits buffer one float off the logits' alignment takes the
+// scalar path.
 TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
   MOCO_REQUIRE_GPU();
   for (int64_t n : kNs)
-    for (int64_t k : kKs) {
+    for (int64_t k : {int64_t{1}, int64_t{5}, int64_t{4098}, int64_t{4099}}) {
       const int64_t c = 16, m = 1 + k;
       const auto q = unit_rows(n, c, 10), key = keys_near(q, n, c, 11), queue = unit_rows(k, c, 12);
       std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
@@ -200,6 +203,15 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
       kernels::softmax_xent_label0(n, m, dz.get(), nullptr, loss.get(), nullptr, ws.get(), nullptr);
       const float l3 = loss.download()[0];
       EXPECT_EQ(std::memcmp(&l1, &l3, 4), 0) << "loss-only differs, N=" << n << " K=" << k;
+
+      // dlogits one float past a 16-byte boundary: not aligned as the logits are
+      DeviceBuffer<float> offset((size_t)(n * m + 1), "dlogits + 1");
+      offset.poison();
+      loss.poison();
+      hits.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), offset.get() + 1, loss.get(), hits.get(), ws.get(), nullptr);
+      const auto d4 = offset.download();
+      check(std::vector<float>(d4.begin() + 1, d4.end()), loss.download()[0], hits.download(), "misaligned");
 
       // in place: dlogits overwrite the logits
       loss.poison();
