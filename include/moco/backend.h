@@ -36,6 +36,11 @@ class Backend {
   // Returns dx (undefined when !want_dx); dw accumulates into the gradient buffer.
   virtual Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                                const Tensor& dy, bool want_dx) = 0;
+  // The same, with dx added into dx_sum (x's shape) in place instead of returned: a residual block's two
+  // paths meet at its input, and the GPU adds as the convolution writes (no pass of its own over the sum).
+  // dx_sum must not share its storage with a tensor still in use.
+  virtual void conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                                 const Tensor& dy, Tensor& dx_sum) = 0;
 
   // BatchNorm in train mode (batch statistics per split-BN group, running statistics updated), fused with
   // the tail that follows it in a ResNet: y = [relu](bn(x) [+ residual]). The per-group mean and inverse

@@ -72,6 +72,8 @@ class Conv2d : public Layer {
          int64_t stride, int64_t pad);
   Tensor forward(const Tensor& x, Record* rec) override;
   Tensor backward(const Tensor& dy, const Record& rec) override;
+  // backward with the input gradient added into dx_sum in place (Backend::conv_backward_add)
+  void backward_add(const Tensor& dy, const Record& rec, Tensor& dx_sum);
   bool input_grad = true;  // the stem conv does not need dx
 
  private:
@@ -142,6 +144,7 @@ class ResidualBlock : public Layer {
 
  private:
   std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1+relu conv2 [bn2+relu conv3]: up to the last BN
+  Conv2d* conv1_ = nullptr;                       // main_[0]: its input gradient is added into the shortcut's
   std::unique_ptr<BatchNorm2d> last_bn_;          // bn2 (basic) or bn3 (bottleneck), fused with add + ReLU
   std::vector<std::unique_ptr<Layer>> shortcut_;  // empty, or downsample.0 (1x1 conv) and downsample.1 (BN)
   int64_t out_channels_;

@@ -32,6 +32,14 @@ class CpuBackend final : public Backend {
                          want_dx ? dx.data<float>() : nullptr, w.grads + w_off);
     return dx;
   }
+  void conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                         const Tensor& dy, Tensor& dx_sum) override {
+    MOCO_CHECK(dx_sum.shape() == x.shape(), "conv2d input gradient sum of shape ", shape_str(dx_sum.shape()),
+               " does not match the input ", shape_str(x.shape()));
+    const Tensor dx = conv_backward(s, w, w_off, x, dy, true);
+    float* sum = const_cast<float*>(f32(dx_sum, "conv2d input gradient sum"));
+    cpu::add_forward(dx.numel(), sum, dx.data<float>(), sum);
+  }
 
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                           const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) override {

@@ -73,9 +73,9 @@ Descriptor convolution(const cpu::ConvShape& s) {
   return c;
 }
 
-// The pass's operation node: output = 1 * op(inputs) + 0 * output.
-Descriptor operation(int pass, const Descriptor& x, const Descriptor& w, const Descriptor& y,
-                     const Descriptor& conv) {
+// The pass's operation node: output = 1 * op(inputs) + beta * output.
+Descriptor operation(int pass, const Descriptor& x, const Descriptor& w, const Descriptor& y, const Descriptor& conv,
+                     float beta) {
   struct Names {
     cudnnBackendDescriptorType_t type;
     cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
@@ -96,7 +96,7 @@ Descriptor operation(int pass, const Descriptor& x, const Descriptor& w, const D
   };
   const Names& n = names[pass];
   Descriptor op = create(n.type);
-  const float alpha = 1.f, beta = 0.f;  // float scaling factors for float and bf16 data (double only for double)
+  const float alpha = 1.f;  // float scaling factors for float and bf16 data (double only for double)
   set_descriptor(op, n.x, x);
   set_descriptor(op, n.w, w);
   set_descriptor(op, n.y, y);
@@ -152,17 +152,18 @@ std::string engine_line(int64_t index, const char* why) {
 }  // namespace
 
 GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvShape& s, DType dtype, int pass,
-                                          size_t max_workspace, int max_plans, int64_t only_engine) {
+                                          size_t max_workspace, int max_plans, int64_t only_engine, bool add) {
   MOCO_CHECK(dtype == DType::F32 || dtype == DType::BF16, "graph_conv_candidates: dtype ", dtype_name(dtype),
              " is not supported (expected f32 or bf16)");
   MOCO_CHECK(pass >= 0 && pass < kConvPasses, "graph_conv_candidates: pass ", pass, " is not 0, 1 or 2");
+  MOCO_CHECK(!add || pass == kConvBackwardData, "graph_conv_candidates: only backward data adds into its output");
   const cudnnDataType_t type = dtype == DType::F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
   auto kept = std::make_shared<std::deque<Descriptor>>();  // everything the plans are built from
   const Descriptor& x = keep(*kept, tensor(kUidX, type, s.n, s.ci, s.h, s.w));      // (N, H, W, Ci)
   const Descriptor& w = keep(*kept, tensor(kUidW, type, s.co, s.ci, s.kh, s.kw));   // (Co, kh, kw, Ci)
   const Descriptor& y = keep(*kept, tensor(kUidY, type, s.n, s.co, s.ho(), s.wo()));  // (N, Ho, Wo, Co)
   const Descriptor& conv = keep(*kept, convolution(s));
-  const Descriptor& op = keep(*kept, operation(pass, x, w, y, conv));
+  const Descriptor& op = keep(*kept, operation(pass, x, w, y, conv, add ? 1.f : 0.f));
 
   const Descriptor& graph = keep(*kept, create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR));
   cudnnBackendDescriptor_t ops[1] = {op.get()};

@@ -59,12 +59,15 @@ struct GraphConvCandidates {
 
 // Builds up to `max_plans` qualifying plans for `pass` of shape `s` in `dtype` (F32 or BF16), each needing
 // at most `max_workspace` bytes; with `only_engine` >= 0, of that engine only (no other plan is finalized).
+// With `add` (backward data only) the plans add their result into the output (the node's beta is 1), which
+// is then read: a residual block's two input gradients meet without a pass of their own.
 // Throws moco::Error naming the call when cuDNN refuses the graph itself.
 GraphConvCandidates graph_conv_candidates(cudnnHandle_t handle, const cpu::ConvShape& s, DType dtype, int pass,
-                                          size_t max_workspace, int max_plans, int64_t only_engine = -1);
+                                          size_t max_workspace, int max_plans, int64_t only_engine = -1,
+                                          bool add = false);
 
 // Queues one run of `plan` on the handle's stream: forward (x, w) -> y; backward_data (dy, w) -> dx;
-// backward_filter (x, dy) -> dw, the output overwritten. `workspace` holds at least plan.workspace bytes.
+// backward_filter (x, dy) -> dw, the output overwritten (or added to, for a plan built with `add`). `workspace` holds at least plan.workspace bytes.
 void run_graph_conv(cudnnHandle_t handle, const GraphConvPlan& plan, int pass, const void* in0, const void* in1,
                     void* out, void* workspace);
 

@@ -53,14 +53,15 @@ std::string candidates(int pass, const Perf* perf, int count) {
 
 }  // namespace
 
-Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype) {
-  const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dtype};
+Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype, bool add) {
+  const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dtype, add};
   auto it = entries.find(key);
   if (it != entries.end()) return *it->second;
 
   auto e = std::make_unique<Entry>();  // owns each descriptor as soon as it exists, so a throw leaks nothing
   e->shape = s;
   e->dtype = dtype;
+  e->add = add;
   const cudnnDataType_t dt = dtype == DType::F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
   const int n = (int)s.n, ci = (int)s.ci, h = (int)s.h, w = (int)s.w, co = (int)s.co, kh = (int)s.kh,
             kw = (int)s.kw, stride = (int)s.stride, pad = (int)s.pad, ho = (int)s.ho(), wo = (int)s.wo();
@@ -121,7 +122,7 @@ size_t Convolutions::Impl::largest_workspace(const Entry& e, int pass) const {
 void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass) {
   if (bytes <= workspace_bytes) return;
   MOCO_CHECK(!frozen, "Convolutions: the workspace is frozen at ", workspace_bytes, " bytes, but ", pass_name(pass),
-             " of ", shape_string(e.shape, e.dtype), " needs ", bytes, " bytes (algorithm ",
+             " of ", shape_string(e.shape, e.dtype, e.add), " needs ", bytes, " bytes (algorithm ",
              algo_name(pass, e.plan[pass].algo), "); run this shape during the warm-up, before freeze()");
   wait_for_stream();  // work already queued may still read the old buffer (waited first: it may throw)
   // the new block first: if it cannot be had, the old one stays and the plans cached so far still work
@@ -130,7 +131,7 @@ void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& 
   if (err != cudaSuccess) {
     cudaGetLastError();  // an allocation failure is not sticky; clear it so later checks are not confused
     ::moco::fail("cudaMalloc(", bytes, " bytes) for the convolution workspace (", pass_name(pass), " of ",
-                 shape_string(e.shape, e.dtype), ") failed: ", cudaGetErrorString(err));
+                 shape_string(e.shape, e.dtype, e.add), ") failed: ", cudaGetErrorString(err));
   }
   if (workspace) MOCO_CUDA_CHECK(cudaFree(workspace));
   workspace = p;
@@ -161,7 +162,7 @@ void Convolutions::Impl::find(Entry& e, int pass, const void* in0, const void* i
   auto take = [&](const auto& perf) {
     pick = choose(perf.data(), returned, e.dtype, std::min(ws_bytes, kMaxAlgoWorkspace));
     if (pick < 0)
-      ::moco::fail("Convolutions: no usable ", pass_name(pass), " algorithm for ", shape_string(e.shape, e.dtype),
+      ::moco::fail("Convolutions: no usable ", pass_name(pass), " algorithm for ", shape_string(e.shape, e.dtype, e.add),
                    " (search workspace ", ws_bytes, " bytes); cuDNN's candidates:",
                    candidates(pass, perf.data(), returned));
     const auto& p = perf[(size_t)pick];
@@ -223,15 +224,17 @@ void Convolutions::Impl::forget(Entry& e, int pass) {
 
 void Convolutions::Impl::run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws,
                                     size_t ws_bytes) {
-  const float one = 1.f, zero = 0.f;  // float scalars for both fp32 and bf16 data; beta 0: out is not read
+  // float scalars for both fp32 and bf16 data; beta 0: out is not read; beta 1 (an adding backward data):
+  // out += the result, rounded once
+  const float one = 1.f, zero = 0.f;
   const int algo = e.plan[pass].algo;
   if (pass == kForward)
     MOCO_CUDNN_CHECK(cudnnConvolutionForward(handle, &one, e.x, in0, e.w, in1, e.conv[pass],
                                              (cudnnConvolutionFwdAlgo_t)algo, ws, ws_bytes, &zero, e.y, out));
   else if (pass == kBackwardData)
     MOCO_CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, e.w, in1, e.y, in0, e.conv[pass],
-                                                  (cudnnConvolutionBwdDataAlgo_t)algo, ws, ws_bytes, &zero, e.x,
-                                                  out));
+                                                  (cudnnConvolutionBwdDataAlgo_t)algo, ws, ws_bytes,
+                                                  e.add ? &one : &zero, e.x, out));
   else
     MOCO_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, e.x, in0, e.y, in1, e.conv[pass],
                                                     (cudnnConvolutionBwdFilterAlgo_t)algo, ws, ws_bytes, &zero,
@@ -266,12 +269,27 @@ void Convolutions::forward(const cpu::ConvShape& s, DType dtype, const void* x, 
   impl_->run(e, kForward, x, w, y);
 }
 
-void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx) {
+void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx,
+                                 bool add) {
   check_args("backward_data", s, dtype);
   MOCO_CHECK(dy && w && dx, "Convolutions::backward_data: null pointer (dy=", dy, ", w=", w, ", dx=", dx, ") for ",
-             shape_string(s, dtype));
-  Entry& e = impl_->entry(s, dtype);
-  if (!e.plan[kBackwardData].found) impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+             shape_string(s, dtype, add));
+  Entry& e = impl_->entry(s, dtype, add);
+  if (!e.plan[kBackwardData].found) {
+    if (!add) {
+      impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+    } else {
+      // the search and the timing runs overwrite dx, which holds the sum so far: a copy waits aside meanwhile
+      const size_t bytes = (size_t)(s.n * s.ci * s.h * s.w) * dtype_size(dtype);
+      SearchScratch kept;
+      MOCO_CHECK(kept.take(bytes), "Convolutions: no device memory for the ", bytes, "-byte copy of dx that ",
+                 "searching ", shape_string(s, dtype, add), " needs; free memory or lower the batch size");
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(kept.p, dx, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
+      impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, kept.p, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
+      kept.release(impl_->stream);
+    }
+  }
   impl_->run(e, kBackwardData, dy, w, dx);
 }
 
@@ -287,10 +305,14 @@ void Convolutions::backward_filter(const cpu::ConvShape& s, DType dtype, const v
 size_t Convolutions::workspace_bytes() const { return impl_->workspace_bytes; }
 
 int Convolutions::cached_shapes() const {
-  int n = 0;  // shapes with at least one chosen plan (a search that ended in an error leaves none)
+  // shapes with at least one chosen plan (a search that ended in an error leaves none); a shape's adding
+  // backward data, an entry of its own, is the same shape
+  std::unordered_map<Key, bool, KeyHash> shapes;
   for (const Entry* e : impl_->order)
-    if (e->plan[kForward].found || e->plan[kBackwardData].found || e->plan[kBackwardFilter].found) ++n;
-  return n;
+    if (e->plan[kForward].found || e->plan[kBackwardData].found || e->plan[kBackwardFilter].found)
+      shapes[Key{e->shape.n, e->shape.ci, e->shape.h, e->shape.w, e->shape.co, e->shape.kh, e->shape.kw,
+                 e->shape.stride, e->shape.pad, e->dtype, false}] = true;
+  return (int)shapes.size();
 }
 
 std::string Convolutions::describe() const {
@@ -322,7 +344,7 @@ std::string Convolutions::describe() const {
         std::snprintf(buf, sizeof buf, " %s: %s (%s), %.3f ms measured, workspace %s%s", pass_name(pass),
                       algo_name(pass, p.algo), math_name(p.math), (double)p.ms, mib(p.bytes).c_str(),
                       p.deterministic ? "" : ", NON-DETERMINISTIC (no deterministic algorithm qualified)");
-      std::string line = shape_string(e->shape, e->dtype) + buf;
+      std::string line = shape_string(e->shape, e->dtype, e->add) + buf;
       if (!p.graph.plan && !p.given && impl_->api != ConvApi::kLegacy) {
         char note[256];
         if (p.best_graph_engine >= 0)

@@ -56,7 +56,9 @@ class Convolutions {
   // y = conv(x, w)                                    (overwrites y)
   void forward(const cpu::ConvShape& s, DType dtype, const void* x, const void* w, void* y);
   // dx = conv_transpose(dy, w)                        (overwrites dx)
-  void backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx);
+  // dx += conv_transpose(dy, w)  with add             (cuDNN's beta 1: fp32 sum, rounded once; its own plan)
+  void backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx,
+                     bool add = false);
   // dw = correlation of x and dy                      (overwrites dw)
   void backward_filter(const cpu::ConvShape& s, DType dtype, const void* x, const void* dy, void* dw);
 
@@ -77,7 +79,7 @@ class Convolutions {
   void freeze() { frozen_ = true; }
   bool frozen() const { return frozen_; }
   size_t workspace_bytes() const;
-  int cached_shapes() const;
+  int cached_shapes() const;  // (shape, dtype) pairs with a plan; the adding backward data is not counted apart
   // One line per cached shape and pass: the shape, the chosen algorithm or graph engine, its measured time
   // and workspace, and, when the graph API was considered, what it offered.
   std::string describe() const;

@@ -19,7 +19,7 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   const bool required = api == ConvApi::kGraph;
   if (!graph_conv_aligned(in0, in1, out)) {
     MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the first ", pass_name(pass), " call of ",
-               shape_string(e.shape, e.dtype), " has a pointer that is not ", kGraphConvAlignment,
+               shape_string(e.shape, e.dtype, e.add), " has a pointer that is not ", kGraphConvAlignment,
                "-byte aligned, so no graph plan can be timed on it");
     plan.graph_note = "not timed: unaligned buffers";
     return;
@@ -28,14 +28,14 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   const size_t limit = frozen ? std::min(workspace_bytes, kMaxAlgoWorkspace) : kMaxAlgoWorkspace;
   GraphConvCandidates found;
   try {
-    found = graph_conv_candidates(handle, e.shape, e.dtype, pass, limit, kMaxGraphPlans);
+    found = graph_conv_candidates(handle, e.shape, e.dtype, pass, limit, kMaxGraphPlans, -1, e.add);
   } catch (const Error& err) {
     if (required) throw;
     plan.graph_note = std::string("graph API refused: ") + err.what();
     return;
   }
   MOCO_CHECK(!found.plans.empty() || !required, "Convolutions: MOCO_CONV_API=graph, but no cuDNN graph-API engine "
-             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype),
+             "qualifies for ", pass_name(pass), " of ", shape_string(e.shape, e.dtype, e.add),
              frozen ? " within the workspace, frozen at " + std::to_string(workspace_bytes) + " bytes" : std::string(),
              ":", found.dropped);
   if (found.plans.empty()) {
@@ -50,7 +50,7 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   if (most > workspace_bytes) {
     if (!scratch.take(most)) {
       MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the ", most, "-byte workspace to time the graph "
-                 "plans of ", pass_name(pass), " of ", shape_string(e.shape, e.dtype), " cannot be allocated");
+                 "plans of ", pass_name(pass), " of ", shape_string(e.shape, e.dtype, e.add), " cannot be allocated");
       plan.graph_note = "not timed: no memory for the graph plans' workspace";
       return;
     }

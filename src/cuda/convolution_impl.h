@@ -34,6 +34,9 @@ inline const char* pass_name(int pass) {
   static const char* const names[kPasses] = {"forward", "backward_data", "backward_filter"};
   return names[pass];
 }
+// In plans text and reports: backward data that adds into dx is a pass name of its own.
+constexpr const char* kAddingBackwardDataName = "backward_data_add";
+inline const char* pass_name(int pass, bool add) { return add ? kAddingBackwardDataName : pass_name(pass); }
 
 inline const char* fwd_algo_name(int a) {
   switch (a) {
@@ -85,11 +88,12 @@ inline const char* math_name(cudnnMathType_t m) {
   return "?";
 }
 
-inline std::string shape_string(const cpu::ConvShape& s, DType dtype) {
+inline std::string shape_string(const cpu::ConvShape& s, DType dtype, bool add = false) {
   char buf[320];
-  std::snprintf(buf, sizeof buf, "conv N=%lld Ci=%lld %lldx%lld -> Co=%lld k=%lldx%lld stride=%lld pad=%lld %s",
+  std::snprintf(buf, sizeof buf, "conv N=%lld Ci=%lld %lldx%lld -> Co=%lld k=%lldx%lld stride=%lld pad=%lld %s%s",
                 (long long)s.n, (long long)s.ci, (long long)s.h, (long long)s.w, (long long)s.co, (long long)s.kh,
-                (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(dtype));
+                (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(dtype),
+                add ? " (dx added to)" : "");
   return buf;
 }
 
@@ -99,18 +103,20 @@ inline std::string mib(size_t bytes) {
   return buf;
 }
 
-// The cache key: the shape's fields and the dtype.
+// The cache key: the shape's fields, the dtype, and whether backward data adds into its output (cuDNN's
+// beta 1). An adding call is an entry of its own: a graph plan has its beta built in.
 struct Key {
   int64_t n, ci, h, w, co, kh, kw, stride, pad;
   DType dtype;
+  bool add;
   bool operator==(const Key& o) const {
     return n == o.n && ci == o.ci && h == o.h && w == o.w && co == o.co && kh == o.kh && kw == o.kw &&
-           stride == o.stride && pad == o.pad && dtype == o.dtype;
+           stride == o.stride && pad == o.pad && dtype == o.dtype && add == o.add;
   }
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
-    size_t h = std::hash<int>()((int)k.dtype);
+    size_t h = std::hash<int>()((int)k.dtype * 2 + (int)k.add);
     for (int64_t v : {k.n, k.ci, k.h, k.w, k.co, k.kh, k.kw, k.stride, k.pad})
       h = (h * 1000003u) ^ std::hash<int64_t>()(v);
     return h;
@@ -155,6 +161,7 @@ struct Plan {
 struct Entry {
   cpu::ConvShape shape{};
   DType dtype = DType::F32;
+  bool add = false;  // backward data adds into dx (only backward_data(..., add) calls use such an entry)
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv[kPasses] = {nullptr, nullptr, nullptr};
@@ -229,7 +236,7 @@ struct Convolutions::Impl {
     if (handle) cudnnDestroy(handle);
   }
 
-  Entry& entry(const cpu::ConvShape& s, DType dtype);
+  Entry& entry(const cpu::ConvShape& s, DType dtype, bool add = false);
   cudnnStatus_t workspace_for(const Entry& e, int pass, int algo, size_t* bytes) const;
   size_t largest_workspace(const Entry& e, int pass) const;
   bool use_given_plan(Entry& e, int pass, bool frozen);

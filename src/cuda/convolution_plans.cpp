@@ -13,7 +13,7 @@ using namespace conv_detail;
 // with a note on stderr, and the pass is searched as usual.
 bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   const Key key{e.shape.n, e.shape.ci, e.shape.h, e.shape.w, e.shape.co, e.shape.kh, e.shape.kw, e.shape.stride,
-                e.shape.pad, e.dtype};
+                e.shape.pad, e.dtype, e.add};
   auto it = given.find(key);
   if (it == given.end() || !it->second[pass]) return false;
   const Given g = *it->second[pass];
@@ -22,7 +22,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
     // the search starts from the math type the entry was made with
     if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], CUDNN_TENSOR_OP_MATH));
     std::fprintf(stderr, "moco: the given cuDNN plan for %s of %s cannot be used here (%s); searching again\n",
-                 pass_name(pass), shape_string(e.shape, e.dtype).c_str(), why.c_str());
+                 pass_name(pass), shape_string(e.shape, e.dtype, e.add).c_str(), why.c_str());
     return false;
   };
   // fp32 keeps FMA math whatever the plan says (no TF32); bf16 runs the plan's math type
@@ -39,7 +39,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   if (g.engine >= 0) {
     GraphConvCandidates found;
     try {
-      found = graph_conv_candidates(handle, e.shape, e.dtype, pass, kMaxAlgoWorkspace, 1, g.engine);
+      found = graph_conv_candidates(handle, e.shape, e.dtype, pass, kMaxAlgoWorkspace, 1, g.engine, e.add);
     } catch (const Error& err) {
       return refuse(err.what());
     }
@@ -62,7 +62,7 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
 std::string Convolutions::plans() const {
   std::string out =
       "# cuDNN convolution plans: N Ci H W Co kh kw stride pad dtype pass legacy-algorithm math-type "
-      "deterministic graph-engine (-1: none)\n";
+      "deterministic graph-engine (-1: none)\n";  // pass backward_data_add: backward data adding into dx
   for (const Entry* e : impl_->order)
     for (int pass = 0; pass < kPasses; ++pass) {
       const Plan& p = e->plan[pass];
@@ -72,7 +72,7 @@ std::string Convolutions::plans() const {
       std::snprintf(buf, sizeof buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %s %s %d %d %d %lld\n",
                     (long long)s.n, (long long)s.ci, (long long)s.h, (long long)s.w, (long long)s.co,
                     (long long)s.kh, (long long)s.kw, (long long)s.stride, (long long)s.pad, dtype_name(e->dtype),
-                    pass_name(pass), p.algo, (int)p.math, p.deterministic ? 1 : 0,
+                    pass_name(pass, e->add), p.algo, (int)p.math, p.deterministic ? 1 : 0,
                     (long long)(p.graph.plan ? p.graph.engine : -1));
       out += buf;
     }
@@ -101,13 +101,15 @@ void Convolutions::use_plans(const std::string& text) {
     int p = -1;
     for (int i = 0; i < kPasses; ++i)
       if (pass == pass_name(i)) p = i;
+    const bool add = pass == kAddingBackwardDataName;
+    if (add) p = kBackwardData;
     MOCO_CHECK(ok && p >= 0, "convolution plans, line ", number, ": '", line,
-               "' is not 'N Ci H W Co kh kw stride pad f32|bf16 forward|backward_data|backward_filter algorithm "
-               "math-type 0|1 graph-engine'");
+               "' is not 'N Ci H W Co kh kw stride pad f32|bf16 forward|backward_data|backward_data_add|"
+               "backward_filter algorithm math-type 0|1 graph-engine'");
     const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
     const cpu::ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
     check_args("use_plans", s, dt);
-    const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dt};
+    const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dt, add};
     impl_->given[key][p] = Impl::Given{algo, (cudnnMathType_t)math, deterministic == 1, engine};
   }
 }

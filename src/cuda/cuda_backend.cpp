@@ -136,6 +136,20 @@ Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w,
   return dx;
 }
 
+void CudaBackend::conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                                    const Tensor& dy, Tensor& dx_sum) {
+  expect_act(x, act_, "conv2d"), expect_act(dy, act_, "conv2d gradient");
+  expect_act(dx_sum, act_, "conv2d input gradient sum");
+  MOCO_CHECK(dx_sum.shape() == x.shape(), "conv2d input gradient sum of shape ", shape_str(dx_sum.shape()),
+             " does not match the input ", shape_str(x.shape()));
+  clock_.time("conv filter gradient",
+              [&] { impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off)); });
+  ready(w_off);
+  clock_.time("conv data gradient", [&] {
+    impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx_sum.raw(), /*add=*/true);
+  });
+}
+
 // ------------------------------------------------------------------------------------ batch norm
 // One pass for statistics, one for the normalisation with the residual add and the ReLU fused in.
 Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,

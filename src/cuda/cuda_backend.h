@@ -36,6 +36,8 @@ class CudaBackend final : public Backend {
   Tensor conv_forward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x) override;
   Tensor conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                        const Tensor& dy, bool want_dx) override;
+  void conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                         const Tensor& dy, Tensor& dx_sum) override;
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                           const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) override;
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,

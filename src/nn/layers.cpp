@@ -58,6 +58,12 @@ Tensor Conv2d::backward(const Tensor& dy, const Record& rec) {
   return state_->ops->conv_backward(s, state_->w, w_off_, x, dy, input_grad);
 }
 
+void Conv2d::backward_add(const Tensor& dy, const Record& rec, Tensor& dx_sum) {
+  const Tensor& x = rec.saved[0];
+  cpu::ConvShape s{x.size(0), ci_, x.size(2), x.size(3), co_, k_, k_, stride_, pad_};
+  state_->ops->conv_backward_add(s, state_->w, w_off_, x, dy, dx_sum);
+}
+
 // ---------------------------------------------------------------- BatchNorm2d
 BatchNorm2d::BatchNorm2d(const NetState* s, ParamRegistry& reg, const std::string& name, int64_t c, bool relu)
     : Layer(s), c_(c), relu_(relu) {

@@ -1,7 +1,9 @@
 // Residual blocks as torchvision builds them. Each BN that a ReLU follows does that ReLU itself, and the last
 // BN of the block also adds the shortcut before its ReLU (BatchNorm2d::forward_add), which is the fusion the
 // GPU wants; the arithmetic is torchvision's. The block owns its backward: the gradient at the block's sum
-// flows into both the main path and the shortcut, and the two input gradients are summed.
+// flows into both the main path and the shortcut, and the two input gradients are summed: the shortcut's
+// first, then the main path's first conv adds its own into it (Conv2d::backward_add), which on the GPU
+// costs no pass over the sum of its own.
 #include "moco/layers.h"
 
 namespace moco {
@@ -12,7 +14,9 @@ ResidualBlock::ResidualBlock(const NetState* s, ParamRegistry& reg, const std::s
   const int64_t expansion = bottleneck ? 4 : 1;
   out_channels_ = planes * expansion;
   auto conv = [&](const char* n, int64_t ci, int64_t co, int64_t k, int64_t st) {
-    main_.push_back(std::make_unique<Conv2d>(s, reg, name + "." + n, ci, co, k, st, k / 2));
+    auto c = std::make_unique<Conv2d>(s, reg, name + "." + n, ci, co, k, st, k / 2);
+    if (main_.empty()) conv1_ = c.get();
+    main_.push_back(std::move(c));
   };
   auto bn_relu = [&](const char* n, int64_t c) {
     main_.push_back(std::make_unique<BatchNorm2d>(s, reg, name + "." + n, c, /*relu=*/true));
@@ -48,9 +52,11 @@ Tensor ResidualBlock::forward(const Tensor& x, Record* rec) {
 Tensor ResidualBlock::backward(const Tensor& dy, const Record& rec) {
   Tensor d_short;  // the gradient at the block's sum, which the shortcut receives unchanged
   Tensor d_main = last_bn_->backward_add(dy, rec.children.back(), &d_short);
-  for (size_t i = main_.size(); i-- > 0;) d_main = main_[i]->backward(d_main, rec.children[i]);
+  for (size_t i = main_.size(); i-- > 1;) d_main = main_[i]->backward(d_main, rec.children[i]);
   for (size_t i = shortcut_.size(); i-- > 0;) d_short = shortcut_[i]->backward(d_short, rec.children[main_.size() + i]);
-  return state_->ops->add(d_main, d_short);
+  // d_short is the shortcut's input gradient, a fresh tensor: conv1 adds the main path's into it
+  conv1_->backward_add(d_main, rec.children[0], d_short);
+  return d_short;
 }
 
 }  // namespace moco

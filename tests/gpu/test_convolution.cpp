@@ -164,8 +164,9 @@ std::vector<float> shifted(const std::vector<float>& v, size_t offset) {
   return out;
 }
 
-// One shape through the three passes (each twice: searched, then cached) against the CPU reference, every
-// device array starting `offset` elements into its allocation.
+// One shape through the three passes and the adding backward data (each twice: searched, then cached)
+// against the CPU reference, every device array starting `offset` elements into its allocation. The adding
+// call's dx starts as a prior sum, which the search must leave in place and the result must contain.
 void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& s, DType dt, uint64_t seed,
                 size_t offset = 0) {
   const double rel = dt == DType::F32 ? kRelF32 : kRelBf16;
@@ -175,10 +176,12 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
   std::vector<float> x = normals(nx, 3 * seed);       // (N, Ci, H, W)
   std::vector<float> w = normals(nw, 3 * seed + 1);   // (Co, Ci, kh, kw)
   std::vector<float> dy = normals(ny, 3 * seed + 2);  // (N, Co, Ho, Wo)
+  std::vector<float> prior = normals(nx, 7 * seed + 5);  // (N, Ci, H, W) the sum the adding call adds into
   if (dt == DType::BF16) {
     x = rounded_to_bf16(x);
     w = rounded_to_bf16(w);
     dy = rounded_to_bf16(dy);
+    prior = rounded_to_bf16(prior);
   }
 
   // The reference in double on the same values, and on their magnitudes (each output's sum of |terms|).
@@ -191,6 +194,11 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
     cpu::conv2d_forward<double>(s, xa.data(), wa.data(), mag_y.data());
     cpu::conv2d_backward<double>(s, xd.data(), wd.data(), dyd.data(), ref_dx.data(), ref_dw.data());
     cpu::conv2d_backward<double>(s, xa.data(), wa.data(), dya.data(), mag_dx.data(), mag_dw.data());
+  }
+  std::vector<double> ref_sum(nx), mag_sum(nx);  // (N, Ci, H, W) prior + dx
+  for (size_t i = 0; i < nx; ++i) {
+    ref_sum[i] = prior[i] + ref_dx[i];
+    mag_sum[i] = std::fabs(prior[i]) + mag_dx[i];
   }
 
   DeviceValues dx_in(shifted(channels_last(x, s.n, s.ci, s.h, s.w), offset), dt, "x");     // (N, H, W, Ci)
@@ -205,7 +213,7 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
   };
   const std::string name = describe_shape(s, dt) + (offset ? " at offset " + std::to_string(offset) : "");
 
-  std::vector<float> first[3];
+  std::vector<float> first[4];
   for (int round = 0; round < 2; ++round) {
     y_out.poison();
     conv.forward(s, dt, at(dx_in), at(dw_in), at(y_out));
@@ -213,24 +221,30 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
     conv.backward_data(s, dt, at(ddy_in), at(dw_in), at(dx_out));
     dw_out.poison();
     conv.backward_filter(s, dt, at(dx_in), at(ddy_in), at(dw_out));
+    DeviceValues sum_out(shifted(channels_last(prior, s.n, s.ci, s.h, s.w), offset), dt, "dx sum");
+    conv.backward_data(s, dt, at(ddy_in), at(dw_in), at(sum_out), /*add=*/true);
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream));
 
     const std::vector<float> y = channels_first(values(y_out), s.n, s.co, ho, wo);
     const std::vector<float> dxg = channels_first(values(dx_out), s.n, s.ci, s.h, s.w);
     const std::vector<float> dwg = channels_first(values(dw_out), s.co, s.ci, s.kh, s.kw);
+    const std::vector<float> sumg = channels_first(values(sum_out), s.n, s.ci, s.h, s.w);
     const std::string r = round == 0 ? " (searched)" : " (cached plan)";
     EXPECT_TRUE(within(y, ref_y, mag_y, rel, name + " forward" + r)) << conv.describe();
     EXPECT_TRUE(within(dxg, ref_dx, mag_dx, rel, name + " backward_data" + r)) << conv.describe();
     EXPECT_TRUE(within(dwg, ref_dw, mag_dw, rel, name + " backward_filter" + r)) << conv.describe();
+    EXPECT_TRUE(within(sumg, ref_sum, mag_sum, rel, name + " backward_data adding" + r)) << conv.describe();
     if (round == 0) {
       first[0] = y;
       first[1] = dxg;
       first[2] = dwg;
+      first[3] = sumg;
     } else if (conv.describe().find("NON-DETERMINISTIC") == std::string::npos) {
       // every plan so far is deterministic, so the cached run must reproduce the searched one bit for bit
       EXPECT_TRUE(same_bits(first[0], y)) << name << " forward differs between two runs";
       EXPECT_TRUE(same_bits(first[1], dxg)) << name << " backward_data differs between two runs";
       EXPECT_TRUE(same_bits(first[2], dwg)) << name << " backward_filter differs between two runs";
+      EXPECT_TRUE(same_bits(first[3], sumg)) << name << " adding backward_data differs between two runs";
     }
   }
 }
@@ -266,7 +280,7 @@ void check_resnet50(DType dt, cuda::ConvApi api, int64_t batch) {
     if (::testing::Test::HasFatalFailure()) return;
   }
   EXPECT_EQ(conv.cached_shapes(), 23);
-  EXPECT_EQ(lines(conv.describe()), 69u);
+  EXPECT_EQ(lines(conv.describe()), 92u);  // four passes each: the adding backward data is one
   if (api == cuda::ConvApi::kGraph) EXPECT_TRUE(all_graph(conv.describe()));
   std::printf("%s", conv.describe().c_str());  // the chosen algorithms, for the log
 }
@@ -344,11 +358,11 @@ TEST(GpuConvolution, AutoApiTimesBothAndMatchesCpu) {
   check_conv(conv, stream.get(), ConvShape{2, 16, 9, 9, 24, 3, 3, 1, 1}, DType::BF16, 2001);
   check_conv(conv, stream.get(), ConvShape{2, 24, 9, 9, 16, 1, 1, 2, 0}, DType::BF16, 2002);
   const std::string d = conv.describe();
-  EXPECT_EQ(lines(d), 6u);
+  EXPECT_EQ(lines(d), 8u);
   size_t timed = 0;  // a pass timed both ways says "... ms timed against ... ms ..." or "; timed ... against ..."
   for (const char* mark : {" ms timed against ", "; timed "})
     for (size_t at = d.find(mark); at != std::string::npos; at = d.find(mark, at + 1)) ++timed;
-  EXPECT_EQ(timed, 6u) << d;  // one per pass, whichever API it names
+  EXPECT_EQ(timed, 8u) << d;  // one per pass, whichever API it names
   std::printf("%s", d.c_str());
 }
 
@@ -391,7 +405,7 @@ TEST(GpuConvolution, GivenPlansRunWithoutASearch) {
     check_conv(first, stream.get(), a, DType::BF16, 4001);
     check_conv(first, stream.get(), b, DType::F32, 4002);
     const std::string text = first.plans();
-    EXPECT_EQ(lines(text), 7u) << text;  // a header and one line per shape and pass
+    EXPECT_EQ(lines(text), 9u) << text;  // a header and one line per shape and pass (adding backward data too)
     cuda::Convolutions second(stream.get(), cuda::ConvApi::kLegacy);  // the plans decide, not the mode
     second.use_plans(text);
     check_conv(second, stream.get(), a, DType::BF16, 4003);
@@ -400,7 +414,7 @@ TEST(GpuConvolution, GivenPlansRunWithoutASearch) {
     const std::string d = second.describe();
     size_t given = 0;
     for (size_t at = d.find("as given"); at != std::string::npos; at = d.find("as given", at + 1)) ++given;
-    EXPECT_EQ(given, 6u) << d;
+    EXPECT_EQ(given, 8u) << d;
   }
   // an algorithm number no cuDNN has: refused, searched again, and still right
   cuda::Convolutions third(stream.get(), cuda::ConvApi::kLegacy);
@@ -442,20 +456,20 @@ TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
   EXPECT_FALSE(conv.frozen());
 
   const ConvShape a{2, 16, 14, 14, 32, 3, 3, 1, 1}, b{2, 32, 14, 14, 16, 1, 1, 2, 0};
-  check_conv(conv, stream.get(), a, DType::F32, 1);  // three passes, each searched then cached
+  check_conv(conv, stream.get(), a, DType::F32, 1);  // four passes, each searched then cached
   EXPECT_EQ(conv.cached_shapes(), 1);
-  EXPECT_EQ(lines(conv.describe()), 3u);
+  EXPECT_EQ(lines(conv.describe()), 4u);
   const size_t ws = conv.workspace_bytes();
   check_conv(conv, stream.get(), a, DType::F32, 2);  // the same shape again: nothing new
   EXPECT_EQ(conv.cached_shapes(), 1);
-  EXPECT_EQ(lines(conv.describe()), 3u);
+  EXPECT_EQ(lines(conv.describe()), 4u);
   EXPECT_EQ(conv.workspace_bytes(), ws);
   check_conv(conv, stream.get(), a, DType::BF16, 3);  // the dtype is part of the key
   EXPECT_EQ(conv.cached_shapes(), 2);
-  EXPECT_EQ(lines(conv.describe()), 6u);
+  EXPECT_EQ(lines(conv.describe()), 8u);
   check_conv(conv, stream.get(), b, DType::F32, 4);
   EXPECT_EQ(conv.cached_shapes(), 3);
-  EXPECT_EQ(lines(conv.describe()), 9u);
+  EXPECT_EQ(lines(conv.describe()), 12u);
   EXPECT_GE(conv.workspace_bytes(), ws);  // grows or stays, never shrinks
 
   // a new batch size is a new shape, and only the pass that ran gets a plan
@@ -470,7 +484,7 @@ TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
   MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
   for (float v : y.download()) ASSERT_EQ(v, 0.f);  // zeros in, zeros out, no NaN left
   EXPECT_EQ(conv.cached_shapes(), 4);
-  EXPECT_EQ(lines(conv.describe()), 10u);
+  EXPECT_EQ(lines(conv.describe()), 13u);
 }
 
 // After freeze() the workspace never grows: a new shape either fits (and computes) or throws an error that
