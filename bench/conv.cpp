@@ -4,6 +4,8 @@
 // time per image (each shape weighted by how often it occurs) for each API and for the faster of the two per
 // pass, which is what MOCO_CONV_API=auto approaches. Compute-bound, so the measure is TFLOP/s, counting
 // 2 * N * Ho * Wo * Co * Ci * kh * kw flops per pass (the same for all three).
+// Last, where each bottleneck's two input gradients meet: conv1's data gradient written and then added to the
+// shortcut's by a separate add kernel, against cuDNN adding it as it writes (beta 1), which the step does.
 // Checks the three passes of one shape against the CPU through each API first: a wrong legacy wrapper stops
 // the bench, a wrong or refused graph API is reported and left untimed.
 //   build/bench_conv
@@ -18,6 +20,7 @@
 #include "../src/cuda/convolution.h"
 #include "../src/cuda/resnet50_convs.h"
 #include "gpu_bench.h"
+#include "nhwc_ops.cuh"
 #include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
@@ -230,6 +233,33 @@ int main() {
     }
     std::printf("convolution time, legacy / graph: %.2fx; legacy / faster per pass: %.2fx%s\n", totals[0] / totals[1],
                 totals[0] / totals[2], g_graph_ok ? "" : " (graph not timed)");
+
+    // The residual gradient sums: for each bottleneck conv1 shape, data gradient then add kernel (what the
+    // step did before) against the adding data gradient (what it does now), with the API choice of the step
+    // (auto). The sum lands in dx; the shortcut's gradient is y's buffer, as large as any input.
+    double separate_ms = 0, adding_ms = 0;
+    for (const auto& c : convs) {
+      if (c.adding == 0) continue;
+      const ConvShape& s = c.shape;
+      const int64_t nx = s.n * s.ci * s.h * s.w;
+      cuda::Convolutions conv(nullptr, cuda::ConvApi::kAuto);
+      DeviceBuffer<uint16_t> d_main((size_t)nx, "conv1 dx");  // (N, H, W, Ci)
+      const auto* bf = reinterpret_cast<const __nv_bfloat16*>(y.get());
+      const double sep = timer.median_ms([&] {
+        conv.backward_data(s, DType::BF16, dy.get(), w.get(), d_main.get());
+        kernels::add_forward<__nv_bfloat16>(nx, reinterpret_cast<const __nv_bfloat16*>(d_main.get()), bf,
+                                            reinterpret_cast<__nv_bfloat16*>(dx.get()), nullptr);
+      });
+      const double add = timer.median_ms(
+          [&] { conv.backward_data(s, DType::BF16, dy.get(), w.get(), dx.get(), /*add=*/true); });
+      std::printf("residual gradient sum, conv1 1x1 %4lld->%-4lld at %3lldx%-3lld x%d: dgrad + add kernel %7.3f ms, "
+                  "adding dgrad %7.3f ms (%.2fx)\n", (long long)s.ci, (long long)s.co, (long long)s.h,
+                  (long long)s.w, c.adding, sep, add, sep / add);
+      separate_ms += c.adding * sep;
+      adding_ms += c.adding * add;
+    }
+    std::printf("residual gradient sums over the network's 16 bottlenecks: dgrad + add kernel %.3f ms, adding dgrad "
+                "%.3f ms per step of the query encoder (%.2fx)\n", separate_ms, adding_ms, separate_ms / adding_ms);
 
     // The stem with a zero fourth input channel: cuDNN's tensor-core kernels want channel counts that are
     // multiples of 4 or 8 in bf16, so 3 channels may leave the stem on slower ones. Timed here so that a

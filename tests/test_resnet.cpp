@@ -123,6 +123,38 @@ TEST(Tape, SavedBytesCountEachBufferOnce) {
   EXPECT_EQ(tape.saved_bytes(), (int64_t)(2 * 3 * 5 * 5 + 2 * 4 * 5 * 5) * 4);
 }
 
+// Tape::backward drops each record once its backward has run: when the first layer's backward runs, only
+// what that layer saved (its input) is still held; the ReLU output the later layers kept is gone.
+TEST(Tape, BackwardDropsEachRecordWhenDone) {
+  struct Probe : Layer {
+    using Layer::Layer;
+    const Tape* tape = nullptr;
+    int64_t saved_at_backward = -1;
+    Tensor forward(const Tensor& x, Record* rec) override {
+      if (rec) rec->saved = {x};
+      return x;
+    }
+    Tensor backward(const Tensor& dy, const Record&) override {
+      saved_at_backward = tape->saved_bytes();
+      return dy;
+    }
+  };
+  ParamRegistry reg;
+  NetState state;
+  Probe probe(&state);
+  Conv2d conv1(&state, reg, "a", 3, 4, 3, 1, 1), conv2(&state, reg, "b", 4, 2, 1, 1, 0);
+  ReLU relu(&state);
+  std::vector<float> params((size_t)reg.size(Slot::Param), 0.01f), grads(params.size(), 0.f);
+  state.w = {params.data(), grads.data(), nullptr, nullptr};
+  Tape tape;
+  probe.tape = &tape;
+  Tensor y = tape.run(conv2, tape.run(relu, tape.run(conv1, tape.run(probe, Tensor::zeros({2, 3, 5, 5})))));
+  EXPECT_EQ(tape.saved_bytes(), (int64_t)(2 * 3 * 5 * 5 + 2 * 4 * 5 * 5) * 4);
+  tape.backward(Tensor::zeros(y.shape()));
+  EXPECT_EQ(probe.saved_at_backward, (int64_t)(2 * 3 * 5 * 5) * 4);
+  EXPECT_EQ(tape.size(), 0u);
+}
+
 // A BN's backward must pair with its forward: a backend may rebuild the ReLU's mask from x when the forward
 // added no residual (the CUDA one does), which is only right if backward_add follows forward_add and backward
 // follows forward. A mismatched pair is refused, naming the fix; matched pairs run.

@@ -53,7 +53,10 @@ class Layer {
 class Tape {
  public:
   Tensor run(Layer& layer, const Tensor& x);
-  // Replays the records in reverse; returns the gradient with respect to the first layer's input.
+  // Replays the records in reverse and drops each once its backward has run; returns the gradient with
+  // respect to the first layer's input. Dropping as it goes hands back what only the later layers kept (on
+  // the GPU, to the block cache) while the earlier layers' backward still needs memory, so the step's peak
+  // is not all the saved activations plus backward's temporaries at the widest layers.
   Tensor backward(Tensor dy);
   void clear() { records_.clear(); }
   size_t size() const { return records_.size(); }

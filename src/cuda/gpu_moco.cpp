@@ -28,6 +28,12 @@
 
 namespace moco::cuda {
 
+namespace {
+// The phases in the order step() runs them: the key side before the query side (why: in step()).
+constexpr Phase kRunOrder[kPhases] = {kMomentumUpdate, kKeyForward, kQueryForward, kLogitsLoss,
+                                      kBackward,       kAllReduce,  kSgd,          kEnqueue};
+}  // namespace
+
 struct GpuMoco::Buffers {
   int64_t params = 0, stats = 0, counts = 0;  // element counts of the three flat buffers (registry sizes)
   DeviceBuffer<float> q_params, q_grads, q_momentum, q_stats;  // (params) x3, (stats)
@@ -229,12 +235,12 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   }
   CudaBackend& ops = *backend_;
   const float inv_t = 1.f / cfg_.temperature;
-  // mark(i) ends phase i - 1 and starts phase i: a CUDA event for the phase times, and an NVTX range so that
-  // a profiler (nsys) shows the phases on the timeline.
+  // mark(i) ends the (i-1)-th phase of kRunOrder and starts the i-th: a CUDA event for the phase times, and an
+  // NVTX range so that a profiler (nsys) shows the phases on the timeline.
   auto mark = [&](int i) {
     MOCO_CUDA_CHECK(cudaEventRecord(b.marks[i], stream_));
     if (i > 0) nvtxRangePop();
-    if (i < kPhases) nvtxRangePushA(phase_name(i));
+    if (i < kPhases) nvtxRangePushA(phase_name(kRunOrder[i]));
   };
   auto network_input = [&](const Tensor& staged) {  // staged: (N, 3*H*W) of `pixel` on the device
     Tensor x = ops.empty({n, 3, h, w}, act_);         // (N, 3, H, W) channels-last
@@ -277,7 +283,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
 
   // 3a. shuffle the keys' images (as they arrived, before conversion: 8-bit ones move a quarter of the fp32
   // bytes). Started now, so that with several GPUs the all-to-all runs on the communicator's stream while the
-  // query forward computes; the key forward joins it below.
+  // momentum update and the key weights' packing compute; the key forward joins it below.
   Tensor x_k_shuffled = ops.empty({n, img}, pixel);  // (N, 3*H*W) this rank's slice of the shuffled batch
   // Should anything from here on throw before the join (the start itself included), x_k_shuffled goes back to
   // the cache while the shuffle may still write it: the compute stream then waits for the shuffle, so no later
@@ -299,21 +305,15 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   } shuffle{comm_};
   comm_.start_permute_row_bytes(x_k_staged.raw(), n, img_bytes, perm, x_k_shuffled.raw());
 
-  // 1. q = normalize(f_q(x_q)), recording for backward
-  pack(b.q_params.get(), b.q_compute.get());
-  MOCO_CUDA_CHECK(cudaMemsetAsync(b.q_grads.get(), 0, b.q_grads.bytes(), stream_));
-  Tape tape;
-  Tensor feat_q = to_f32(encoder_q_.forward(network_input(x_q_staged), &tape));  // (N, C)
-  Tensor q = ops.empty({n, c}, DType::F32);                                         // (N, C)
-  Tensor q_norms = ops.empty({n}, DType::F32);                                      // (N)
-  kernels::l2_normalize_forward(n, c, feat_q.data<float>(), q.data<float>(), q_norms.data<float>(), stream_);
-  stats.activation_bytes = tape.saved_bytes();
-  mark(1);
+  // The key side runs first (kRunOrder): steps 2-5, then 1. The momentum update reads only parameters, which
+  // the query forward leaves alone (it updates the query encoder's BN running statistics, which the key
+  // encoder never takes), so this computes MoCo's step exactly. What it buys: the key forward's activations
+  // come and go before the query's saved activations exist, so the step's peak holds the latter alone.
 
   // 2. momentum update of the key encoder, before its forward
   kernels::momentum_update(b.params, cfg_.momentum, b.q_params.get(), b.k_params.get(), stream_);
   pack(b.k_params.get(), b.k_compute.get());
-  mark(2);
+  mark(1);
 
   // 3b-5. keys: the shuffled images (join the shuffle), forward without a tape, normalize, unshuffle
   shuffle.join();
@@ -323,6 +323,18 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   kernels::l2_normalize_forward(n, c, feat_k.data<float>(), k_shuffled.data<float>(), k_norms.data<float>(), stream_);
   Tensor k = ops.empty({n, c}, DType::F32);  // (N, C) this rank's keys in original order
   comm_.permute_rows(k_shuffled.data<float>(), n, c, inverse_permutation(perm), k.data<float>());
+  feat_k = Tensor(), k_shuffled = Tensor(), x_k_shuffled = Tensor();  // back to the cache before the query side
+  mark(2);
+
+  // 1. q = normalize(f_q(x_q)), recording for backward
+  pack(b.q_params.get(), b.q_compute.get());
+  MOCO_CUDA_CHECK(cudaMemsetAsync(b.q_grads.get(), 0, b.q_grads.bytes(), stream_));
+  Tape tape;
+  Tensor feat_q = to_f32(encoder_q_.forward(network_input(x_q_staged), &tape));  // (N, C)
+  Tensor q = ops.empty({n, c}, DType::F32);                                         // (N, C)
+  Tensor q_norms = ops.empty({n}, DType::F32);                                      // (N)
+  kernels::l2_normalize_forward(n, c, feat_q.data<float>(), q.data<float>(), q_norms.data<float>(), stream_);
+  stats.activation_bytes = tape.saved_bytes();
   mark(3);
 
   // 6-7. logits [q.k, q.queue^T] / T against the queue as it was before this step, softmax-CE with label 0
@@ -378,10 +390,10 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
 
   comm_.synchronize();  // the step's last event has completed: the phase times can be read
   ops.op_clock().collect();  // and the op brackets' (none unless enabled)
-  for (int p = 0; p < kPhases; ++p) {
+  for (int i = 0; i < kPhases; ++i) {
     float ms = 0;
-    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, b.marks[p], b.marks[p + 1]));
-    stats.ms[p] = ms;
+    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, b.marks[i], b.marks[i + 1]));
+    stats.ms[kRunOrder[i]] = ms;
   }
   ++steps_done_;
   return stats;

@@ -31,7 +31,10 @@ int64_t Tape::saved_bytes() const {
 }
 
 Tensor Tape::backward(Tensor dy) {
-  for (size_t i = records_.size(); i-- > 0;) dy = records_[i].layer->backward(dy, records_[i]);
+  while (!records_.empty()) {
+    dy = records_.back().layer->backward(dy, records_.back());
+    records_.pop_back();  // a tensor an earlier record also saved stays with that record
+  }
   return dy;
 }
 
