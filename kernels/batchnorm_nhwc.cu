@@ -258,8 +258,21 @@ __global__ void __launch_bounds__(kFinX* kFinY)
   if (blockIdx.x == 0 && tx == 0 && ty == 0 && num_batches_tracked) ++*num_batches_tracked;
 }
 
+// The ReLU's mask as bits, for 8 channels: bit k set when the output v[k], rounded to T as y stores it, is
+// > 0 (a NaN fails, as it fails y > 0). One byte per row and 8 channels, written by the thread that wrote
+// those 8 values. The backward reads it instead of y where y > 0 cannot be rebuilt from x (a residual was
+// added): 1 bit an element where y took 16, in each of the backward's two passes.
+template <class T>
+__device__ __forceinline__ uint8_t mask_bits(const float (&v)[8]) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) bits |= (uint32_t)(vec::to_f(vec::from_f<T>(v[k])) > 0.f) << k;
+  return (uint8_t)bits;
+}
+
 // y = [relu]((x - mean) * (gamma * invstd) + beta [+ residual]), rounded once to T. Train and eval mode.
 // residual may alias y (each element is read and written by one thread); y may not alias x.
+// mask (V == 8 only, else null): bit k of a row's byte for channels col..col+7 is T(y) > 0 (mask_bits).
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
     forward_apply_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
@@ -267,7 +280,8 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ gamma,  // (C)
                          const float* __restrict__ beta,   // (C)
                          const T* residual,              // (groups, rows, C) or null
-                         bool relu, T* y) {              // (groups, rows, C)
+                         bool relu, T* y,                // (groups, rows, C)
+                         uint8_t* __restrict__ mask) {   // (groups, rows, C / 8) or null
   const Place p = place<V>(rows, chunk_rows, c);
   if (!p.active) return;
   float mean[V], a[V], b[V];
@@ -305,6 +319,8 @@ __global__ void __launch_bounds__(kThreads)
         v[k] = o;
       }
       vec::store<T, V>(y + base + (r + u * step) * c, v);
+      if constexpr (V == 8)
+        if (mask) mask[(base + (r + u * step) * c) / 8] = mask_bits<T>(v);
     }
   }
 }
@@ -319,6 +335,13 @@ __device__ __forceinline__ bool relu_passed(float x, float mean, float a, float 
   return vec::to_f(vec::from_f<T>(fmaf(x - mean, a, b))) > 0.f;
 }
 
+// Where a backward kernel takes the ReLU's mask from: the forward's output y, its bits (forward_apply_kernel's
+// mask), or x (relu_passed), in that order of what the caller gave; none without a ReLU.
+enum class MaskFrom { kNone, kY, kBits, kX };
+__device__ __forceinline__ MaskFrom mask_from(bool relu, const void* y, const uint8_t* bits) {
+  return !relu ? MaskFrom::kNone : bits ? MaskFrom::kBits : y ? MaskFrom::kY : MaskFrom::kX;
+}
+
 // Per chunk and channel: (sum g, sum g * xhat) with g = relu ? dy * (y > 0) : dy, into partial.
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
@@ -327,6 +350,7 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ gamma,  // (C), read when relu without y
                           const float* __restrict__ beta,   // (C), read when relu without y
                           const T* __restrict__ y,         // (groups, rows, C), read when relu, or null
+                          const uint8_t* __restrict__ bits,  // (groups, rows, C / 8): the mask (V == 8), or null
                           bool relu,
                           const T* __restrict__ dy,        // (groups, rows, C)
                           float2* __restrict__ partial) {  // (groups, chunks, C)
@@ -338,7 +362,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < V; ++k) sg[k] = sgx[k] = 0.f;
   if (p.active) {
     float mean[V], invstd[V], a[V], b[V];  // a, b: the forward's affine, for a mask without y
-    const bool mask_from_x = relu && !y;
+    const MaskFrom from = mask_from(relu, y, bits);
+    const bool mask_from_x = from == MaskFrom::kX;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       st.at(p.g * c + p.col + k, mean[k], invstd[k]);
@@ -349,13 +374,15 @@ __global__ void __launch_bounds__(kThreads)
     using W = typename vec::Packed<T, V>::type;
     for (int64_t r = p.r0 + ty; r < p.r1; r += kRowsInFlight * step) {
       W wx[kRowsInFlight] = {}, wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {};  // (rows in flight) packed
+      uint8_t wb[kRowsInFlight] = {};                                             // (rows in flight) mask bits
 #pragma unroll
       for (int u = 0; u < kRowsInFlight; ++u) {
         if (r + u * step >= p.r1) break;
         const int64_t off = base + (r + u * step) * c;
         wx[u] = vec::load_packed<T, V>(x + off);
         wg[u] = vec::load_packed<T, V>(dy + off);
-        if (relu && !mask_from_x) wy[u] = vec::load_packed<T, V>(y + off);
+        if (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
+        if (from == MaskFrom::kBits) wb[u] = bits[off / 8];
       }
 #pragma unroll
       for (int u = 0; u < kRowsInFlight; ++u) {
@@ -363,10 +390,13 @@ __global__ void __launch_bounds__(kThreads)
         float xv[V], gv[V], yv[V];
         vec::unpack<T, V>(wx[u], xv);
         vec::unpack<T, V>(wg[u], gv);
-        if (relu && !mask_from_x) vec::unpack<T, V>(wy[u], yv);
+        if (from == MaskFrom::kY) vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const bool pass = !relu || (mask_from_x ? relu_passed<T>(xv[k], mean[k], a[k], b[k]) : yv[k] > 0.f);
+          const bool pass = from == MaskFrom::kNone ? true
+                            : from == MaskFrom::kX  ? relu_passed<T>(xv[k], mean[k], a[k], b[k])
+                            : from == MaskFrom::kY  ? yv[k] > 0.f
+                                                    : ((wb[u] >> k) & 1u) != 0;
           const float g = pass ? gv[k] : 0.f;
           sg[k] += g;
           sgx[k] += g * ((xv[k] - mean[k]) * invstd[k]);
@@ -456,6 +486,7 @@ __global__ void __launch_bounds__(kThreads)
                        const float* __restrict__ beta,   // (C), read when relu without y
                        const float2* __restrict__ coef,  // (groups, C) or null
                        const T* y,                       // (groups, rows, C), read when relu, or null
+                       const uint8_t* __restrict__ bits,  // (groups, rows, C / 8): the mask (V == 8), or null
                        bool relu,
                        const T* dy,                      // (groups, rows, C)
                        T* d_residual,                    // (groups, rows, C) or null
@@ -463,7 +494,8 @@ __global__ void __launch_bounds__(kThreads)
   const Place p = place<V>(rows, chunk_rows, c);
   if (!p.active) return;
   float mean[V], invstd[V], a[V], b[V], k1[V], k2[V];
-  const bool mask_from_x = relu && !y;  // then x is read for the mask (train mode reads it anyway)
+  const MaskFrom from = mask_from(relu, y, bits);
+  const bool mask_from_x = from == MaskFrom::kX;  // then x is read for the mask (train mode reads it anyway)
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     st.at(p.g * c + p.col + k, mean[k], invstd[k]);
@@ -479,12 +511,14 @@ __global__ void __launch_bounds__(kThreads)
     // every load of these rows before any store: outputs that alias inputs (d_residual and dy) are still
     // read before they are written
     W wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {}, wx[kRowsInFlight] = {};  // (rows in flight) packed
+    uint8_t wb[kRowsInFlight] = {};                                             // (rows in flight) mask bits
 #pragma unroll
     for (int u = 0; u < kRowsInFlight; ++u) {
       if (r + u * step >= p.r1) break;
       const int64_t off = base + (r + u * step) * c;
       wg[u] = vec::load_packed<T, V>(dy + off);
-      if (relu && !mask_from_x) wy[u] = vec::load_packed<T, V>(y + off);
+      if (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
+      if (from == MaskFrom::kBits) wb[u] = bits[off / 8];
       if (coef || mask_from_x) wx[u] = vec::load_packed<T, V>(x + off);
     }
 #pragma unroll
@@ -497,6 +531,9 @@ __global__ void __launch_bounds__(kThreads)
       if (mask_from_x) {
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = relu_passed<T>(xv[k], mean[k], a[k], b[k]) ? gv[k] : 0.f;
+      } else if (from == MaskFrom::kBits) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) gv[k] = ((wb[u] >> k) & 1u) != 0 ? gv[k] : 0.f;
       } else if (relu) {
         vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
@@ -544,7 +581,7 @@ template <class T, int V>
 void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T* x, const float* gamma,
                         const float* beta, float eps, float momentum, const T* residual, bool relu, T* y,
                         float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-                        int64_t* num_batches_tracked, void* workspace, cudaStream_t stream) {
+                        int64_t* num_batches_tracked, uint8_t* relu_mask, void* workspace, cudaStream_t stream) {
   float2* partial = static_cast<float2*>(workspace);  // (groups, chunks, C)
   const Launch l = row_launch(geo, c, groups, V);
   forward_stats_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, x, partial);
@@ -555,7 +592,7 @@ void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T*
   MOCO_CUDA_CHECK_LAUNCH();
   const Stats st{save_mean, save_invstd, nullptr, eps};
   forward_apply_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                              residual, relu, y);
+                                                              residual, relu, y, relu_mask);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
@@ -563,24 +600,32 @@ void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T*
 // `st`, no ReLU, and no coef (dx = gamma * invstd * dy).
 template <class T, int V>
 void backward_impl(const Geometry& geo, int64_t c, int64_t groups, bool train, Stats st, const T* x,
-                   const float* gamma, const float* beta, const T* y, bool relu, const T* dy, T* d_residual, T* dx,
-                   float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
+                   const float* gamma, const float* beta, const T* y, const uint8_t* relu_mask, bool relu,
+                   const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta, void* workspace,
+                   cudaStream_t stream) {
   float2* partial = static_cast<float2*>(workspace);  // (groups, chunks, C)
   float2* coef = train ? reinterpret_cast<float2*>(static_cast<char*>(workspace) + partial_bytes(geo, groups, c))
                        : nullptr;                     // (groups, C)
   const Launch l = row_launch(geo, c, groups, V);
   backward_stats_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, y,
-                                                               relu, dy, partial);
+                                                               relu_mask, relu, dy, partial);
   MOCO_CUDA_CHECK_LAUNCH();
   backward_finalise_kernel<<<finalise_blocks(c), dim3(kFinX, kFinY), 0, stream>>>(groups, geo.chunks, geo.rows, c,
                                                                                   partial, coef, dgamma, dbeta);
   MOCO_CUDA_CHECK_LAUNCH();
   backward_dx_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, coef,
-                                                            y, relu, dy, d_residual, dx);
+                                                            y, relu_mask, relu, dy, d_residual, dx);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
+
+template <class T>
+bool batchnorm_relu_mask_fits(int64_t c) {
+  return vec::kVec16<T> == 8 && c % 8 == 0;
+}
+template bool batchnorm_relu_mask_fits<float>(int64_t);
+template bool batchnorm_relu_mask_fits<__nv_bfloat16>(int64_t);
 
 size_t batchnorm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t groups) {
   check_shape("batchnorm_workspace_bytes", n, hw, c, groups);
@@ -593,7 +638,8 @@ template <class T>
 void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
                              const float* beta, float eps, float momentum, const T* residual, bool relu, T* y,
                              float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-                             int64_t* num_batches_tracked, void* workspace, cudaStream_t stream) {
+                             int64_t* num_batches_tracked, void* workspace, cudaStream_t stream,
+                             uint8_t* relu_mask) {
   const char* who = "batchnorm_train_forward";
   check_shape(who, n, hw, c, groups);
   MOCO_CHECK(x && gamma && beta && y && save_mean && save_invstd, who,
@@ -605,37 +651,45 @@ void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, c
              running_mean, ", ", running_var, ", ", num_batches_tracked);
   check_workspace(who, workspace);
   const Geometry geo = geometry(n, hw, groups);
-  if (vec_width<T>(c, {x, residual, y}) == vec::kVec16<T>)
+  const bool vectorised = vec_width<T>(c, {x, residual, y}) == vec::kVec16<T>;
+  if (relu_mask)
+    MOCO_CHECK(relu && vectorised && vec::kVec16<T> == 8, who, ": a ReLU mask needs relu, bf16, C a multiple of 8 "
+               "(C=", c, ") and 16-byte aligned activations; check batchnorm_relu_mask_fits first");
+  if (vectorised)
     train_forward_impl<T, vec::kVec16<T>>(geo, c, groups, x, gamma, beta, eps, momentum, residual, relu, y, save_mean,
-                                          save_invstd, running_mean, running_var, num_batches_tracked, workspace,
-                                          stream);
+                                          save_invstd, running_mean, running_var, num_batches_tracked, relu_mask,
+                                          workspace, stream);
   else
     train_forward_impl<T, 1>(geo, c, groups, x, gamma, beta, eps, momentum, residual, relu, y, save_mean, save_invstd,
-                             running_mean, running_var, num_batches_tracked, workspace, stream);
+                             running_mean, running_var, num_batches_tracked, nullptr, workspace, stream);
 }
 
 template <class T>
 void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
                               const float* beta, const float* save_mean, const float* save_invstd, const T* y,
                               bool relu, const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta,
-                              void* workspace, cudaStream_t stream) {
+                              void* workspace, cudaStream_t stream, const uint8_t* relu_mask) {
   const char* who = "batchnorm_train_backward";
   check_shape(who, n, hw, c, groups);
   MOCO_CHECK(x && gamma && save_mean && save_invstd && dy && dx, who,
              ": x, gamma, save_mean, save_invstd, dy and dx must be non-null");
   MOCO_CHECK(!relu || y || beta, who, ": relu needs the forward output y, or beta to recompute it from x; both are "
              "null");
-  MOCO_CHECK(!relu || y || !d_residual, who, ": with a residual the ReLU's mask needs the forward output y (x alone "
-             "does not give it), but y is null");
+  MOCO_CHECK(!relu || y || relu_mask || !d_residual, who, ": with a residual the ReLU's mask needs the forward "
+             "output y or its mask bits (x alone does not give it), but both are null");
   MOCO_CHECK(!d_residual || d_residual != dx, who, ": d_residual and dx must be different buffers");
   check_workspace(who, workspace);
   const Geometry geo = geometry(n, hw, groups);
   const Stats st{save_mean, save_invstd, nullptr, 0.f};
-  if (vec_width<T>(c, {x, relu ? y : nullptr, dy, d_residual, dx}) == vec::kVec16<T>)
-    backward_impl<T, vec::kVec16<T>>(geo, c, groups, true, st, x, gamma, beta, y, relu, dy, d_residual, dx, dgamma,
-                                     dbeta, workspace, stream);
+  const bool vectorised = vec_width<T>(c, {x, relu ? y : nullptr, dy, d_residual, dx}) == vec::kVec16<T>;
+  if (relu_mask)
+    MOCO_CHECK(relu && vectorised && vec::kVec16<T> == 8, who, ": a ReLU mask needs relu, bf16, C a multiple of 8 "
+               "(C=", c, ") and 16-byte aligned activations, as the forward that wrote it");
+  if (vectorised)
+    backward_impl<T, vec::kVec16<T>>(geo, c, groups, true, st, x, gamma, beta, y, relu_mask, relu, dy, d_residual, dx,
+                                     dgamma, dbeta, workspace, stream);
   else
-    backward_impl<T, 1>(geo, c, groups, true, st, x, gamma, beta, y, relu, dy, d_residual, dx, dgamma, dbeta,
+    backward_impl<T, 1>(geo, c, groups, true, st, x, gamma, beta, y, nullptr, relu, dy, d_residual, dx, dgamma, dbeta,
                         workspace, stream);
 }
 
@@ -652,11 +706,11 @@ void batchnorm_eval_forward(int64_t n, int64_t hw, int64_t c, const T* x, const 
     constexpr int V = vec::kVec16<T>;
     const Launch l = row_launch(geo, c, 1, V);
     forward_apply_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                                nullptr, false, y);
+                                                                nullptr, false, y, nullptr);
   } else {
     const Launch l = row_launch(geo, c, 1, 1);
     forward_apply_kernel<T, 1><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                                nullptr, false, y);
+                                                                nullptr, false, y, nullptr);
   }
   MOCO_CUDA_CHECK_LAUNCH();
 }
@@ -673,20 +727,20 @@ void batchnorm_eval_backward(int64_t n, int64_t hw, int64_t c, const T* x, const
   const Geometry geo = geometry(n, hw, 1);
   const Stats st{running_mean, nullptr, running_var, eps};
   if (vec_width<T>(c, {x, dy, dx}) == vec::kVec16<T>)
-    backward_impl<T, vec::kVec16<T>>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, false, dy, nullptr, dx, dgamma,
-                                     dbeta, workspace, stream);
+    backward_impl<T, vec::kVec16<T>>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, nullptr, false, dy, nullptr, dx,
+                                     dgamma, dbeta, workspace, stream);
   else
-    backward_impl<T, 1>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, false, dy, nullptr, dx, dgamma, dbeta,
-                        workspace, stream);
+    backward_impl<T, 1>(geo, c, 1, false, st, x, gamma, nullptr, nullptr, nullptr, false, dy, nullptr, dx, dgamma,
+                        dbeta, workspace, stream);
 }
 
 #define MOCO_INSTANTIATE_BN_NHWC(T)                                                                                 \
   template void batchnorm_train_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const float*, const float*, \
                                            float, float, const T*, bool, T*, float*, float*, float*, float*,         \
-                                           int64_t*, void*, cudaStream_t);                                            \
+                                           int64_t*, void*, cudaStream_t, uint8_t*);                                  \
   template void batchnorm_train_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const float*, const float*, \
                                             const float*, const float*, const T*, bool, const T*, T*, T*, float*,     \
-                                            float*, void*, cudaStream_t);                                             \
+                                            float*, void*, cudaStream_t, const uint8_t*);                             \
   template void batchnorm_eval_forward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,          \
                                           const float*, const float*, float, T*, cudaStream_t);                       \
   template void batchnorm_eval_backward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,         \

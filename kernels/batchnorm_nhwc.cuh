@@ -27,20 +27,31 @@ namespace moco::kernels {
 // between calls on the same stream).
 size_t batchnorm_workspace_bytes(int64_t n, int64_t hw, int64_t c, int64_t groups);
 
+// The ReLU's mask as bits, (N * HW * C / 8) bytes: bit k of byte i is element 8 i + k (channels-last order),
+// set when the stored y > 0. A forward given one writes it; a backward given one reads it instead of y, a
+// 16th of y's bytes in each of its two passes (worth it with a residual, where x alone does not give the
+// mask). Only for T = bf16 with C a multiple of 8 (one byte per thread's 16-byte vector of 8 channels) and
+// 16-byte aligned activations; the launchers throw otherwise.
+template <class T>
+bool batchnorm_relu_mask_fits(int64_t c);
+
 // Train mode. save_mean, save_invstd: (groups, C), the biased batch statistics of each group, kept for the
 // backward. Running statistics (nullable, all three together) move with `momentum` towards the group mean
 // and the UNBIASED group variance, averaged over groups (torch semantics; see cpu::batchnorm_train_forward),
 // and *num_batches_tracked grows by one.
 //   y = [relu]( (x - mean_g) * invstd_g * gamma + beta [+ residual] )
-// residual: nullable; relu: whether to apply the ReLU. y may not alias x.
+// residual: nullable; relu: whether to apply the ReLU. y may not alias x. relu_mask: nullable, written when
+// given (batchnorm_relu_mask_fits).
 template <class T>
 void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
                              const float* beta, float eps, float momentum, const T* residual, bool relu, T* y,
                              float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-                             int64_t* num_batches_tracked, void* workspace, cudaStream_t stream);
+                             int64_t* num_batches_tracked, void* workspace, cudaStream_t stream,
+                             uint8_t* relu_mask = nullptr);
 
 // Backward of the train-mode forward above.
 //   y: the forward's output, read for the ReLU's mask (nullable otherwise);
+//   relu_mask: the forward's mask bits, read instead of y when given (y may then be null);
 //   beta: read instead of y when relu is set and y is null, for a forward WITHOUT a residual: the mask is
 //         then recomputed from x, as the forward rounded its output (T(bn(x)) > 0), bit for bit y > 0, and
 //         the kernels read 2 bytes an element less in each of their two passes;
@@ -52,7 +63,7 @@ template <class T>
 void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
                               const float* beta, const float* save_mean, const float* save_invstd, const T* y,
                               bool relu, const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta,
-                              void* workspace, cudaStream_t stream);
+                              void* workspace, cudaStream_t stream, const uint8_t* relu_mask = nullptr);
 
 // Eval mode: normalise with the running statistics (groups do not apply). No fusion: eval mode serves
 // feature extraction for the kNN monitor and the linear probe, where a few passes more do not matter.

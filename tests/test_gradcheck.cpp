@@ -245,9 +245,10 @@ TEST(Gradcheck, BackendBatchNormWithResidualAndRelu) {
   const BnSlots slots{0, s.c, 0, s.c, 0};
   Backend& cpu = cpu_backend();
   const Tensor xt = to_tensor(x, shape), rest = to_tensor(res, shape), dyt = to_tensor(r, shape);
-  Tensor save_mean, save_invstd, d_res;
-  const Tensor yt = cpu.bn_train_forward(s, w, slots, xt, &rest, true, save_mean, save_invstd);
-  const Tensor dxt = cpu.bn_train_backward(s, w, slots, xt, save_mean, save_invstd, &yt, true, dyt, &d_res);
+  BnSaved saved;
+  Tensor d_res;
+  const Tensor yt = cpu.bn_train_forward(s, w, slots, xt, &rest, true, saved);
+  const Tensor dxt = cpu.bn_train_backward(s, w, slots, xt, saved, &yt, true, dyt, &d_res);
   auto near = [](const char* what, const float* got, const V& ref) {
     for (size_t i = 0; i < ref.size(); ++i)
       ASSERT_NEAR(got[i], ref[i], 1e-4 * std::max(1.0, std::fabs(ref[i]))) << what << "[" << i << "]";

@@ -22,6 +22,15 @@ struct BnSlots {
 // torch.nn.BatchNorm2d's defaults.
 constexpr float kBnEps = 1e-5f, kBnMomentum = 0.1f;
 
+// What a train-mode BatchNorm forward keeps for its backward, besides its input.
+struct BnSaved {
+  Tensor mean, invstd;  // (groups, C) fp32: each split-BN group's batch mean and inverse std
+  // The ReLU's mask in the backend's own form, when it keeps one, which its backward then reads instead of
+  // the output (the CUDA backend in bf16: a bit an element, for a forward that added a residual); else
+  // undefined, and the backward needs the forward's output for the mask.
+  Tensor relu_mask;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -43,16 +52,16 @@ class Backend {
                                  const Tensor& dy, Tensor& dx_sum) = 0;
 
   // BatchNorm in train mode (batch statistics per split-BN group, running statistics updated), fused with
-  // the tail that follows it in a ResNet: y = [relu](bn(x) [+ residual]). The per-group mean and inverse
-  // std (groups, C) fp32 are returned through save_mean / save_invstd.
+  // the tail that follows it in a ResNet: y = [relu](bn(x) [+ residual]). What the backward needs besides x
+  // is returned through `saved`.
   virtual Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                  const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) = 0;
-  // Its backward: y is the forward's output (read only when relu, for the mask); d_residual (nullable)
-  // receives the gradient of the residual input, and is asked for exactly when the forward had one (a backend
-  // may rebuild the mask from x when it was not).
+                                  const Tensor* residual, bool relu, BnSaved& saved) = 0;
+  // Its backward: y is the forward's output (read only when relu and saved.relu_mask is undefined, for the
+  // mask; may be null otherwise); d_residual (nullable) receives the gradient of the residual input, and is
+  // asked for exactly when the forward had one (a backend may rebuild the mask from x when it was not).
   virtual Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                   const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
-                                   const Tensor& dy, Tensor* d_residual) = 0;
+                                   const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
+                                   Tensor* d_residual) = 0;
   // BatchNorm in eval mode (running statistics).
   virtual Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) = 0;
   virtual Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,

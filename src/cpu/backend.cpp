@@ -42,12 +42,13 @@ class CpuBackend final : public Backend {
   }
 
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                          const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) override {
+                          const Tensor* residual, bool relu, BnSaved& saved) override {
     Tensor y = like(x.shape());
-    save_mean = like({s.groups, s.c});    // (groups, C)
-    save_invstd = like({s.groups, s.c});  // (groups, C)
+    saved.mean = like({s.groups, s.c});    // (groups, C)
+    saved.invstd = like({s.groups, s.c});  // (groups, C)
+    saved.relu_mask = Tensor();            // the backward takes the mask from y
     cpu::batchnorm_train_forward(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.params + o.beta, kBnEps, kBnMomentum,
-                                 y.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
+                                 y.data<float>(), saved.mean.data<float>(), saved.invstd.data<float>(),
                                  w.stats + o.mean, w.stats + o.var, w.counts + o.count);
     // the fused tail, as separate passes: the CPU is the reference, not the fast path
     if (residual) cpu::add_forward(y.numel(), y.data<float>(), f32(*residual, "residual"), y.data<float>());
@@ -55,14 +56,14 @@ class CpuBackend final : public Backend {
     return y;
   }
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
-                           const Tensor& dy, Tensor* d_residual) override {
+                           const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
+                           Tensor* d_residual) override {
     MOCO_CHECK(!relu || y != nullptr, "batchnorm2d backward through its ReLU needs the forward's output");
     const Tensor g = relu ? relu_backward(*y, dy) : dy;  // the gradient at the pre-ReLU sum
     if (d_residual) *d_residual = g;
     Tensor dx = like(x.shape());
-    cpu::batchnorm_train_backward(s, f32(x, "batchnorm2d"), w.params + o.gamma, save_mean.data<float>(),
-                                  save_invstd.data<float>(), f32(g, "batchnorm2d gradient"), dx.data<float>(),
+    cpu::batchnorm_train_backward(s, f32(x, "batchnorm2d"), w.params + o.gamma, saved.mean.data<float>(),
+                                  saved.invstd.data<float>(), f32(g, "batchnorm2d gradient"), dx.data<float>(),
                                   w.grads + o.gamma, w.grads + o.beta);
     return dx;
   }

@@ -152,45 +152,56 @@ void CudaBackend::conv_backward_add(const cpu::ConvShape& s, const WeightsView& 
 
 // ------------------------------------------------------------------------------------ batch norm
 // One pass for statistics, one for the normalisation with the residual add and the ReLU fused in.
+// With a residual and a ReLU (each block's last BN) the bf16 forward also writes the ReLU's mask as bits,
+// which the backward reads instead of y (kernels/batchnorm_nhwc.cuh): 2 bytes an element less in each of its
+// two passes. Without a residual the backward rebuilds the mask from x and needs neither.
 Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                     const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) {
+                                     const Tensor* residual, bool relu, BnSaved& saved) {
   expect_act(x, act_, "batchnorm2d");
   if (residual) expect_act(*residual, act_, "batchnorm2d residual");
   Tensor y = empty(x.shape(), act_);
-  save_mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
-  save_invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
+  saved.mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
+  saved.invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
+  const bool bits = relu && residual && act_ == DType::BF16 && kernels::batchnorm_relu_mask_fits<__nv_bfloat16>(s.c);
+  saved.relu_mask = bits ? empty({s.n * s.hw * s.c / 8}, DType::U8) : Tensor();  // (N * HW * C / 8) bytes
   void* ws = bn_workspace(s);
   timed("bn forward", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                         w.params + o.beta, kBnEps, kBnMomentum,
                                         residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
-                                        static_cast<T*>(y.raw()), save_mean.data<float>(), save_invstd.data<float>(),
-                                        w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_);
+                                        static_cast<T*>(y.raw()), saved.mean.data<float>(),
+                                        saved.invstd.data<float>(), w.stats + o.mean, w.stats + o.var,
+                                        w.counts + o.count, ws, stream_,
+                                        bits ? saved.relu_mask.data<uint8_t>() : nullptr);
   });
   return y;
 }
 
 Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                      const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
-                                      const Tensor& dy, Tensor* d_residual) {
+                                      const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
+                                      Tensor* d_residual) {
   expect_act(x, act_, "batchnorm2d"), expect_act(dy, act_, "batchnorm2d gradient");
   MOCO_CHECK(w.grads != nullptr, "batchnorm2d backward needs the encoder's gradient buffer");
-  MOCO_CHECK(!relu || y != nullptr, "batchnorm2d backward through its ReLU needs the forward's output");
+  const bool bits = saved.relu_mask.defined();
+  MOCO_CHECK(!relu || y != nullptr || bits, "batchnorm2d backward through its ReLU needs the forward's output or "
+             "its mask");
   // Without a residual (no d_residual asked: the forward added none) the kernels rebuild the ReLU's mask from x,
-  // which they read anyway, bit for bit as y gave it, and skip reading y (kernels/batchnorm_nhwc.cuh).
-  const bool mask_needs_y = relu && d_residual != nullptr;
+  // which they read anyway, bit for bit as y gave it, and skip reading y (kernels/batchnorm_nhwc.cuh); with
+  // one they read the mask bits the forward wrote, or y.
+  const bool mask_needs_y = relu && d_residual != nullptr && !bits;
   Tensor dx = empty(x.shape(), act_);
   if (d_residual) *d_residual = empty(x.shape(), act_);
   void* ws = bn_workspace(s);
   timed("bn backward", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_backward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
-                                         w.params + o.beta, save_mean.data<float>(), save_invstd.data<float>(),
+                                         w.params + o.beta, saved.mean.data<float>(), saved.invstd.data<float>(),
                                          mask_needs_y ? static_cast<const T*>(y->raw()) : nullptr, relu,
                                          static_cast<const T*>(dy.raw()),
                                          d_residual ? static_cast<T*>(d_residual->raw()) : nullptr,
-                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_);
+                                         static_cast<T*>(dx.raw()), w.grads + o.gamma, w.grads + o.beta, ws, stream_,
+                                         bits ? saved.relu_mask.data<uint8_t>() : nullptr);
   });
   ready(o.gamma), ready(o.beta);
   return dx;

@@ -39,10 +39,10 @@ class CudaBackend final : public Backend {
   void conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                          const Tensor& dy, Tensor& dx_sum) override;
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                          const Tensor* residual, bool relu, Tensor& save_mean, Tensor& save_invstd) override;
+                          const Tensor* residual, bool relu, BnSaved& saved) override;
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                           const Tensor& save_mean, const Tensor& save_invstd, const Tensor* y, bool relu,
-                           const Tensor& dy, Tensor* d_residual) override;
+                           const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
+                           Tensor* d_residual) override;
   Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) override;
   Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                           const Tensor& dy) override;

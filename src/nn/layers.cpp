@@ -85,7 +85,9 @@ Tensor BatchNorm2d::forward_add(const Tensor& x, const Tensor& residual, Record*
   return run(x, &residual, rec);
 }
 
-// Saved for backward: x, then (train mode) the group statistics, then (with the ReLU) the output for its mask.
+// Saved for backward, in train mode: {x, mean, invstd, the backend's ReLU mask, y}, where y (for the ReLU's
+// mask) is undefined without the ReLU or when the backend kept a mask of its own; in eval mode: {x, y}, y
+// undefined without the ReLU.
 Tensor BatchNorm2d::run(const Tensor& x, const Tensor* residual, Record* rec) {
   x.expect_shape({-1, c_, -1, -1}, "batchnorm2d input");
   Backend& ops = *state_->ops;
@@ -94,16 +96,15 @@ Tensor BatchNorm2d::run(const Tensor& x, const Tensor* residual, Record* rec) {
              " BN groups; use a batch size divisible by the number of groups");
   Tensor y;
   if (state_->train) {
-    Tensor mean, invstd;  // (groups, C) each
-    y = ops.bn_train_forward(s, state_->w, slots_, x, residual, relu_, mean, invstd);
-    if (rec) rec->saved = {x, mean, invstd};
+    BnSaved sv;
+    y = ops.bn_train_forward(s, state_->w, slots_, x, residual, relu_, sv);
+    if (rec) rec->saved = {x, sv.mean, sv.invstd, sv.relu_mask, relu_ && !sv.relu_mask.defined() ? y : Tensor()};
   } else {  // eval mode serves feature extraction: BN, add and ReLU one after the other
     y = ops.bn_eval_forward(s, state_->w, slots_, x);
     if (residual) y = relu_ ? ops.add_relu(y, *residual) : ops.add(y, *residual);
     else if (relu_) y = ops.relu_forward(y);
-    if (rec) rec->saved = {x};
+    if (rec) rec->saved = {x, relu_ ? y : Tensor()};
   }
-  if (rec && relu_) rec->saved.push_back(y);
   if (rec) rec->residual = residual != nullptr;
   return y;
 }
@@ -118,12 +119,12 @@ Tensor BatchNorm2d::backward_add(const Tensor& dy, const Record& rec, Tensor* d_
              d_residual ? "asks" : "does not ask", " for its gradient (pair forward_add with backward_add)");
   Backend& ops = *state_->ops;
   const Tensor& x = rec.saved[0];
-  const Tensor* y = relu_ ? &rec.saved.back() : nullptr;
-  const bool train = rec.saved.size() == (relu_ ? 4u : 3u);
+  const Tensor* y = rec.saved.back().defined() ? &rec.saved.back() : nullptr;
+  const bool train = rec.saved.size() == 5;
   if (train) {
-    const Tensor& mean = rec.saved[1];
-    cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), mean.size(0)};
-    return ops.bn_train_backward(s, state_->w, slots_, x, mean, rec.saved[2], y, relu_, dy, d_residual);
+    const BnSaved sv{rec.saved[1], rec.saved[2], rec.saved[3]};
+    cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), sv.mean.size(0)};
+    return ops.bn_train_backward(s, state_->w, slots_, x, sv, y, relu_, dy, d_residual);
   }
   const Tensor g = relu_ ? ops.relu_backward(*y, dy) : dy;  // the gradient at the pre-ReLU sum
   if (d_residual) *d_residual = g;

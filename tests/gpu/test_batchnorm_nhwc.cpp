@@ -270,6 +270,67 @@ TEST(GpuBatchnormNhwc, TrainBackwardBf16MatchesCpuOnTheRoundedInputs) {
   check_all_backward<__nv_bfloat16>();
 }
 
+// The ReLU's mask as bits (bf16, C a multiple of 8), for a forward with a residual: the forward's bits are
+// y > 0 of the y it wrote (checked on the host from that y), and the backward from the bits gives, bit for
+// bit, what the backward from y gives (held against the CPU above), with the residual gradient in its own
+// buffer. Several chunks per group (8 x 323 rows) and two channel tiles (C 264) included.
+TEST(GpuBatchnormNhwc, ReluMaskBitsAreYAboveZeroAndStandInForY) {
+  MOCO_REQUIRE_GPU();
+  using T = __nv_bfloat16;
+  EXPECT_FALSE(kernels::batchnorm_relu_mask_fits<float>(24));  // fp32 vectors hold 4 channels, not 8
+  EXPECT_FALSE(kernels::batchnorm_relu_mask_fits<T>(20));
+  for (const Case& k : {Case{6, 35, 24, 1}, Case{6, 35, 264, 2}, Case{8, 323, 64, 2}}) {
+    ASSERT_TRUE(kernels::batchnorm_relu_mask_fits<T>(k.c)) << describe(k);
+    const Inputs in = make_inputs<T>(k, 900 + k.c);
+    const int64_t size = k.n * k.c * k.hw;
+    DevTensor<T> x(to_nhwc(in.x, k.n, k.c, k.hw), "x"), res(to_nhwc(in.residual, k.n, k.c, k.hw), "residual");
+    DevTensor<T> y(size, "y"), dy(to_nhwc(in.dy, k.n, k.c, k.hw), "dy");  // (N, HW, C) each
+    DeviceBuffer<uint8_t> bits((size_t)size / 8, "relu mask");             // (N * HW * C / 8)
+    DeviceBuffer<float> gamma(in.gamma, "gamma"), beta(in.beta, "beta"), rm(in.rm, "running_mean"),
+        rv(in.rv, "running_var");
+    DeviceBuffer<float> smean((size_t)(k.groups * k.c), "save_mean"), sinv((size_t)(k.groups * k.c), "save_invstd");
+    DeviceBuffer<int64_t> tracked(std::vector<int64_t>{kTrackedBefore}, "num_batches_tracked");
+    DeviceBuffer<double> ws = workspace_for(k);
+    y.poison();
+    bits.poison();
+    kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
+                                        res.get(), true, y.get(), smean.get(), sinv.get(), rm.get(), rv.get(),
+                                        tracked.get(), ws.get(), nullptr, bits.get());
+    const std::vector<float> got_y = y.download();  // (N, HW, C)
+    const std::vector<uint8_t> got_bits = bits.download();
+    for (int64_t i = 0; i < size; ++i)
+      ASSERT_EQ((got_bits[(size_t)i / 8] >> (i % 8)) & 1, got_y[(size_t)i] > 0.f ? 1 : 0)
+          << describe(k) << " element " << i << " of y = " << got_y[(size_t)i];
+
+    // backward twice from the same inputs: the mask from y, then from the bits
+    std::vector<float> dx_of[2], dres_of[2], dgamma_of[2], dbeta_of[2];
+    for (int from_bits = 0; from_bits < 2; ++from_bits) {
+      DevTensor<T> dres(size, "d_residual"), dx(size, "dx");
+      DeviceBuffer<float> dgamma(in.dgamma0, "dgamma"), dbeta(in.dbeta0, "dbeta");
+      dres.poison();
+      dx.poison();
+      kernels::batchnorm_train_backward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), smean.get(),
+                                           sinv.get(), from_bits ? nullptr : y.get(), true, dy.get(), dres.get(),
+                                           dx.get(), dgamma.get(), dbeta.get(), ws.get(), nullptr,
+                                           from_bits ? bits.get() : nullptr);
+      dx_of[from_bits] = dx.download();
+      dres_of[from_bits] = dres.download();
+      dgamma_of[from_bits] = dgamma.download();
+      dbeta_of[from_bits] = dbeta.download();
+    }
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    };
+    EXPECT_TRUE(same(dx_of[0], dx_of[1])) << describe(k) << " dx";
+    EXPECT_TRUE(same(dres_of[0], dres_of[1])) << describe(k) << " d_residual";
+    EXPECT_TRUE(same(dgamma_of[0], dgamma_of[1])) << describe(k) << " dgamma";
+    EXPECT_TRUE(same(dbeta_of[0], dbeta_of[1])) << describe(k) << " dbeta";
+    // and the mask mattered: some elements of y are zero (ReLU'd), some are not
+    EXPECT_GT(std::count(got_y.begin(), got_y.end(), 0.f), size / 10) << describe(k);
+    EXPECT_GT(std::count_if(got_y.begin(), got_y.end(), [](float v) { return v > 0.f; }), size / 10) << describe(k);
+  }
+}
+
 // Mean 100, std 0.05: E[x^2] - E[x]^2 in fp32 loses the variance entirely here (x^2 ~ 1e4 carries an fp32
 // rounding of ~1e-3 per value against a variance of 2.5e-3), a Welford / shifted reduction keeps it. The
 // data themselves are quantised at ulp(100) = 7.6e-6 = 1.5e-4 std, and the running mean inside each thread
