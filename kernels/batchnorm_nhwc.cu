@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <type_traits>
 
 #include "../src/cuda/check.h"
 #include "batchnorm_nhwc.cuh"
@@ -258,22 +259,29 @@ __global__ void __launch_bounds__(kFinX* kFinY)
   if (blockIdx.x == 0 && tx == 0 && ty == 0 && num_batches_tracked) ++*num_batches_tracked;
 }
 
-// The ReLU's mask as bits, for 8 channels: bit k set when the output v[k], rounded to T as y stores it, is
-// > 0 (a NaN fails, as it fails y > 0). One byte per row and 8 channels, written by the thread that wrote
-// those 8 values. The backward reads it instead of y where y > 0 cannot be rebuilt from x (a residual was
-// added): 1 bit an element where y took 16, in each of the backward's two passes.
-template <class T>
-__device__ __forceinline__ uint8_t mask_bits(const float (&v)[8]) {
+// The ReLU's mask as bits, for 8 bf16 channels as y stores them (w: 4 words of 2, the lower channel in the
+// low half): bit k set when element k is > 0. A bf16 h (as an unsigned 16-bit pattern) is > 0 exactly when
+// 0 < h <= 0x7f80 (+inf): patterns with the sign bit set are >= 0x8000, NaNs are 0x7f81..0x7fff. One byte per
+// row and 8 channels, written by the thread that wrote those 8 values. The backward reads it instead of y
+// where y > 0 cannot be rebuilt from x (a residual was added): 1 bit an element where y took 16, in each of
+// the backward's two passes.
+__device__ __forceinline__ uint8_t mask_bits(const uint4& w) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   uint32_t bits = 0;
 #pragma unroll
-  for (int k = 0; k < 8; ++k) bits |= (uint32_t)(vec::to_f(vec::from_f<T>(v[k])) > 0.f) << k;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t lo = words[i] & 0xffffu, hi = words[i] >> 16;
+    bits |= (uint32_t)(lo != 0 && lo <= 0x7f80u) << (2 * i);
+    bits |= (uint32_t)(hi != 0 && hi <= 0x7f80u) << (2 * i + 1);
+  }
   return (uint8_t)bits;
 }
 
 // y = [relu]((x - mean) * (gamma * invstd) + beta [+ residual]), rounded once to T. Train and eval mode.
 // residual may alias y (each element is read and written by one thread); y may not alias x.
-// mask (V == 8 only, else null): bit k of a row's byte for channels col..col+7 is T(y) > 0 (mask_bits).
-template <class T, int V>
+// kBits (bf16, V == 8 only): also write mask, bit k of a row's byte for channels col..col+7 being y > 0
+// (mask_bits). A template parameter, so the plain kernel keeps its registers.
+template <class T, int V, bool kBits = false>
 __global__ void __launch_bounds__(kThreads)
     forward_apply_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
                          const T* x,                     // (groups, rows, C)
@@ -281,7 +289,7 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ beta,   // (C)
                          const T* residual,              // (groups, rows, C) or null
                          bool relu, T* y,                // (groups, rows, C)
-                         uint8_t* __restrict__ mask) {   // (groups, rows, C / 8) or null
+                         uint8_t* __restrict__ mask) {   // (groups, rows, C / 8), written when kBits
   const Place p = place<V>(rows, chunk_rows, c);
   if (!p.active) return;
   float mean[V], a[V], b[V];
@@ -318,9 +326,12 @@ __global__ void __launch_bounds__(kThreads)
         if (relu) o = o <= 0.f ? 0.f : o;  // as cpu::relu_forward: a NaN propagates
         v[k] = o;
       }
-      vec::store<T, V>(y + base + (r + u * step) * c, v);
-      if constexpr (V == 8)
-        if (mask) mask[(base + (r + u * step) * c) / 8] = mask_bits<T>(v);
+      const typename vec::Packed<T, V>::type out = vec::pack<T, V>(v);
+      vec::store_packed<T, V>(y + base + (r + u * step) * c, out);
+      if constexpr (kBits) {
+        static_assert(V == 8 && std::is_same_v<T, __nv_bfloat16>, "mask bits are for 8 bf16 channels a thread");
+        mask[(base + (r + u * step) * c) / 8] = mask_bits(out);
+      }
     }
   }
 }
@@ -336,14 +347,13 @@ __device__ __forceinline__ bool relu_passed(float x, float mean, float a, float 
 }
 
 // Where a backward kernel takes the ReLU's mask from: the forward's output y, its bits (forward_apply_kernel's
-// mask), or x (relu_passed), in that order of what the caller gave; none without a ReLU.
+// mask), or x (relu_passed); none without a ReLU. A template parameter, so that each kernel holds only the
+// loads and registers of its own source: with all three chosen at run time the backward kernels took 138
+// registers, one 256-thread block an SM where 128 had held two.
 enum class MaskFrom { kNone, kY, kBits, kX };
-__device__ __forceinline__ MaskFrom mask_from(bool relu, const void* y, const uint8_t* bits) {
-  return !relu ? MaskFrom::kNone : bits ? MaskFrom::kBits : y ? MaskFrom::kY : MaskFrom::kX;
-}
 
 // Per chunk and channel: (sum g, sum g * xhat) with g = relu ? dy * (y > 0) : dy, into partial.
-template <class T, int V>
+template <class T, int V, MaskFrom kFrom>
 __global__ void __launch_bounds__(kThreads)
     backward_stats_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
                           const T* __restrict__ x,         // (groups, rows, C)
@@ -351,7 +361,6 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ beta,   // (C), read when relu without y
                           const T* __restrict__ y,         // (groups, rows, C), read when relu, or null
                           const uint8_t* __restrict__ bits,  // (groups, rows, C / 8): the mask (V == 8), or null
-                          bool relu,
                           const T* __restrict__ dy,        // (groups, rows, C)
                           float2* __restrict__ partial) {  // (groups, chunks, C)
   __shared__ float sh_g[V][kThreads], sh_gx[V][kThreads];
@@ -362,8 +371,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < V; ++k) sg[k] = sgx[k] = 0.f;
   if (p.active) {
     float mean[V], invstd[V], a[V], b[V];  // a, b: the forward's affine, for a mask without y
-    const MaskFrom from = mask_from(relu, y, bits);
-    const bool mask_from_x = from == MaskFrom::kX;
+    constexpr MaskFrom from = kFrom;
+    constexpr bool mask_from_x = from == MaskFrom::kX;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       st.at(p.g * c + p.col + k, mean[k], invstd[k]);
@@ -374,15 +383,15 @@ __global__ void __launch_bounds__(kThreads)
     using W = typename vec::Packed<T, V>::type;
     for (int64_t r = p.r0 + ty; r < p.r1; r += kRowsInFlight * step) {
       W wx[kRowsInFlight] = {}, wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {};  // (rows in flight) packed
-      uint8_t wb[kRowsInFlight] = {};                                             // (rows in flight) mask bits
+      uint8_t wb[kRowsInFlight] = {};  // NOLINT                                      // (rows in flight) mask bits
 #pragma unroll
       for (int u = 0; u < kRowsInFlight; ++u) {
         if (r + u * step >= p.r1) break;
         const int64_t off = base + (r + u * step) * c;
         wx[u] = vec::load_packed<T, V>(x + off);
         wg[u] = vec::load_packed<T, V>(dy + off);
-        if (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
-        if (from == MaskFrom::kBits) wb[u] = bits[off / 8];
+        if constexpr (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
+        if constexpr (from == MaskFrom::kBits) wb[u] = bits[off / 8];
       }
 #pragma unroll
       for (int u = 0; u < kRowsInFlight; ++u) {
@@ -390,7 +399,7 @@ __global__ void __launch_bounds__(kThreads)
         float xv[V], gv[V], yv[V];
         vec::unpack<T, V>(wx[u], xv);
         vec::unpack<T, V>(wg[u], gv);
-        if (from == MaskFrom::kY) vec::unpack<T, V>(wy[u], yv);
+        if constexpr (from == MaskFrom::kY) vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
           const bool pass = from == MaskFrom::kNone ? true
@@ -478,8 +487,10 @@ __global__ void __launch_bounds__(kFinX* kFinY)
 // dx = gamma * invstd * (g - k1 - xhat * k2) with (k1, k2) = coef (train), or gamma * invstd * g (eval, coef
 // null); d_residual = g when non-null. d_residual may alias dy: each element is read, then written, by one
 // thread, and the stats kernel has finished reading dy before this kernel starts (same stream).
-template <class T, int V>
-__global__ void __launch_bounds__(kThreads)
+// Two blocks an SM (at most 128 registers): the bf16 kernels fit that anyway, and the bound keeps ptxas from
+// spilling the fp32 scalar one, which it did unbounded at 48 registers.
+template <class T, int V, MaskFrom kFrom>
+__global__ void __launch_bounds__(kThreads, 2)
     backward_dx_kernel(int64_t rows, int64_t chunk_rows, int64_t c, Stats st,
                        const T* x,                       // (groups, rows, C), read in train mode
                        const float* __restrict__ gamma,  // (C)
@@ -487,15 +498,14 @@ __global__ void __launch_bounds__(kThreads)
                        const float2* __restrict__ coef,  // (groups, C) or null
                        const T* y,                       // (groups, rows, C), read when relu, or null
                        const uint8_t* __restrict__ bits,  // (groups, rows, C / 8): the mask (V == 8), or null
-                       bool relu,
                        const T* dy,                      // (groups, rows, C)
                        T* d_residual,                    // (groups, rows, C) or null
                        T* dx) {                          // (groups, rows, C)
   const Place p = place<V>(rows, chunk_rows, c);
   if (!p.active) return;
   float mean[V], invstd[V], a[V], b[V], k1[V], k2[V];
-  const MaskFrom from = mask_from(relu, y, bits);
-  const bool mask_from_x = from == MaskFrom::kX;  // then x is read for the mask (train mode reads it anyway)
+  constexpr MaskFrom from = kFrom;
+  constexpr bool mask_from_x = from == MaskFrom::kX;  // then x is read for the mask (train mode reads it anyway)
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     st.at(p.g * c + p.col + k, mean[k], invstd[k]);
@@ -511,14 +521,14 @@ __global__ void __launch_bounds__(kThreads)
     // every load of these rows before any store: outputs that alias inputs (d_residual and dy) are still
     // read before they are written
     W wg[kRowsInFlight] = {}, wy[kRowsInFlight] = {}, wx[kRowsInFlight] = {};  // (rows in flight) packed
-    uint8_t wb[kRowsInFlight] = {};                                             // (rows in flight) mask bits
+    uint8_t wb[kRowsInFlight] = {};  // NOLINT                                      // (rows in flight) mask bits
 #pragma unroll
     for (int u = 0; u < kRowsInFlight; ++u) {
       if (r + u * step >= p.r1) break;
       const int64_t off = base + (r + u * step) * c;
       wg[u] = vec::load_packed<T, V>(dy + off);
-      if (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
-      if (from == MaskFrom::kBits) wb[u] = bits[off / 8];
+      if constexpr (from == MaskFrom::kY) wy[u] = vec::load_packed<T, V>(y + off);
+      if constexpr (from == MaskFrom::kBits) wb[u] = bits[off / 8];
       if (coef || mask_from_x) wx[u] = vec::load_packed<T, V>(x + off);
     }
 #pragma unroll
@@ -528,13 +538,13 @@ __global__ void __launch_bounds__(kThreads)
       float gv[V], yv[V], xv[V];
       vec::unpack<T, V>(wg[u], gv);
       if (coef || mask_from_x) vec::unpack<T, V>(wx[u], xv);
-      if (mask_from_x) {
+      if constexpr (mask_from_x) {
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = relu_passed<T>(xv[k], mean[k], a[k], b[k]) ? gv[k] : 0.f;
-      } else if (from == MaskFrom::kBits) {
+      } else if constexpr (from == MaskFrom::kBits) {
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = ((wb[u] >> k) & 1u) != 0 ? gv[k] : 0.f;
-      } else if (relu) {
+      } else if constexpr (from == MaskFrom::kY) {
         vec::unpack<T, V>(wy[u], yv);
 #pragma unroll
         for (int k = 0; k < V; ++k) gv[k] = yv[k] > 0.f ? gv[k] : 0.f;
@@ -591,8 +601,16 @@ void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T*
       running_mean, running_var, num_batches_tracked);
   MOCO_CUDA_CHECK_LAUNCH();
   const Stats st{save_mean, save_invstd, nullptr, eps};
+  if constexpr (V == 8 && std::is_same_v<T, __nv_bfloat16>) {
+    if (relu_mask) {
+      forward_apply_kernel<T, V, true><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma,
+                                                                        beta, residual, relu, y, relu_mask);
+      MOCO_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   forward_apply_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                              residual, relu, y, relu_mask);
+                                                              residual, relu, y, nullptr);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
@@ -607,15 +625,28 @@ void backward_impl(const Geometry& geo, int64_t c, int64_t groups, bool train, S
   float2* coef = train ? reinterpret_cast<float2*>(static_cast<char*>(workspace) + partial_bytes(geo, groups, c))
                        : nullptr;                     // (groups, C)
   const Launch l = row_launch(geo, c, groups, V);
-  backward_stats_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, y,
-                                                               relu_mask, relu, dy, partial);
-  MOCO_CUDA_CHECK_LAUNCH();
-  backward_finalise_kernel<<<finalise_blocks(c), dim3(kFinX, kFinY), 0, stream>>>(groups, geo.chunks, geo.rows, c,
-                                                                                  partial, coef, dgamma, dbeta);
-  MOCO_CUDA_CHECK_LAUNCH();
-  backward_dx_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta, coef,
-                                                            y, relu_mask, relu, dy, d_residual, dx);
-  MOCO_CUDA_CHECK_LAUNCH();
+  auto run = [&](auto from) {  // from: std::integral_constant<MaskFrom, ...>
+    constexpr MaskFrom kFrom = decltype(from)::value;
+    backward_stats_kernel<T, V, kFrom><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma,
+                                                                        beta, y, relu_mask, dy, partial);
+    MOCO_CUDA_CHECK_LAUNCH();
+    backward_finalise_kernel<<<finalise_blocks(c), dim3(kFinX, kFinY), 0, stream>>>(groups, geo.chunks, geo.rows, c,
+                                                                                    partial, coef, dgamma, dbeta);
+    MOCO_CUDA_CHECK_LAUNCH();
+    backward_dx_kernel<T, V, kFrom><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
+                                                                     coef, y, relu_mask, dy, d_residual, dx);
+    MOCO_CUDA_CHECK_LAUNCH();
+  };
+  using F = MaskFrom;
+  if (!relu) {
+    run(std::integral_constant<F, F::kNone>{});
+  } else if (relu_mask) {
+    if constexpr (V == 8) run(std::integral_constant<F, F::kBits>{});  // the launchers pass bits only then
+  } else if (y) {
+    run(std::integral_constant<F, F::kY>{});
+  } else {
+    run(std::integral_constant<F, F::kX>{});
+  }
 }
 
 }  // namespace

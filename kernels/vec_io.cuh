@@ -102,22 +102,37 @@ __device__ __forceinline__ void load(const T* p, float (&f)[V]) {
   unpack<T, V>(load_packed<T, V>(p), f);
 }
 
+// f[0..V) rounded to T, packed as one load brings them in (the inverse of unpack).
+template <class T, int V>
+__device__ __forceinline__ typename Packed<T, V>::type pack(const float (&f)[V]) {
+  constexpr int kBytes = Packed<T, V>::kBytes;
+  constexpr int kPerWord = 4 / (int)sizeof(T);
+  if constexpr (kBytes == 2) {
+    return from_f<T>(f[0]);
+  } else if constexpr (kBytes == 4) {
+    return pack_word<T>(f);
+  } else if constexpr (kBytes == 8) {
+    return make_uint2(pack_word<T>(f), pack_word<T>(f + kPerWord));
+  } else {
+    return make_uint4(pack_word<T>(f), pack_word<T>(f + kPerWord), pack_word<T>(f + 2 * kPerWord),
+                      pack_word<T>(f + 3 * kPerWord));
+  }
+}
+
+// p[0..V) = packed elements; alignment as for load_packed.
+template <class T, int V>
+__device__ __forceinline__ void store_packed(T* p, const typename Packed<T, V>::type& w) {
+  using W = typename Packed<T, V>::type;
+  if constexpr (Packed<T, V>::kBytes == 2)
+    p[0] = w;
+  else
+    *reinterpret_cast<W*>(p) = w;
+}
+
 // p[0..V) = f[0..V) rounded to T; alignment as for load.
 template <class T, int V>
 __device__ __forceinline__ void store(T* p, const float (&f)[V]) {
-  constexpr int kBytes = V * (int)sizeof(T);
-  constexpr int kPerWord = 4 / (int)sizeof(T);
-  static_assert(kBytes == 2 || kBytes == 4 || kBytes == 8 || kBytes == 16, "unsupported vector width");
-  if constexpr (kBytes == 2) {
-    p[0] = from_f<T>(f[0]);
-  } else if constexpr (kBytes == 4) {
-    *reinterpret_cast<uint32_t*>(p) = pack_word<T>(f);
-  } else if constexpr (kBytes == 8) {
-    *reinterpret_cast<uint2*>(p) = make_uint2(pack_word<T>(f), pack_word<T>(f + kPerWord));
-  } else {
-    *reinterpret_cast<uint4*>(p) = make_uint4(pack_word<T>(f), pack_word<T>(f + kPerWord),
-                                              pack_word<T>(f + 2 * kPerWord), pack_word<T>(f + 3 * kPerWord));
-  }
+  store_packed<T, V>(p, pack<T, V>(f));
 }
 
 // Elements per 16-byte vector: 4 floats or 8 bf16.
