@@ -261,19 +261,46 @@ int main() {
     std::printf("residual gradient sums over the network's 16 bottlenecks: dgrad + add kernel %.3f ms, adding dgrad "
                 "%.3f ms per step of the query encoder (%.2fx)\n", separate_ms, adding_ms, separate_ms / adding_ms);
 
-    // The stem with a zero fourth input channel: cuDNN's tensor-core kernels want channel counts that are
-    // multiples of 4 or 8 in bf16, so 3 channels may leave the stem on slower ones. Timed here so that a
-    // measurement, not a guess, decides whether the input should carry a fourth channel.
+    // The stem in other forms that compute the same sums: zero input channels up to 4, 8 or 16, and the
+    // 7x7/2 convolution as a 4x4/1 one over a 2x2 space-to-depth input (12 channels, zero-padded to 16; the
+    // 7x7 filter zero-padded to 8x8). cuDNN's tensor-core kernels want channel counts that are multiples of
+    // 8 in bf16, and the stem's 3 ran at about 34 TFLOP/s on the H200 (a fifth of the 1x1s), 1.8 ms per
+    // forward at batch 256, twice a step, plus its filter gradient. Timed here so that a measurement decides
+    // whether the step should feed the stem one of these (the auto and legacy APIs, as the step would run it).
     for (const auto& c : convs) {
       if (c.shape.ci != 3) continue;
-      ConvShape s4 = c.shape;
-      s4.ci = 4;
-      cuda::Convolutions conv(nullptr, cuda::ConvApi::kLegacy);  // as stem_ms was timed
-      const double fwd = timer.median_ms([&] { conv.forward(s4, DType::BF16, x.get(), w.get(), y.get()); });
-      const double wgrad = timer.median_ms([&] { conv.backward_filter(s4, DType::BF16, x.get(), dy.get(), dw.get()); });
-      std::printf("stem with a zero fourth channel (Ci 4): fwd %7.3f ms  wgrad %7.3f ms  against Ci 3: fwd %7.3f ms  "
-                  "wgrad %7.3f ms  (%.2fx together)\n", fwd, wgrad, stem_ms[0], stem_ms[1],
-                  (stem_ms[0] + stem_ms[1]) / (fwd + wgrad));
+      struct Form {
+        const char* name;
+        ConvShape s;
+      };
+      ConvShape s2d = c.shape;  // (N, 230/2, 230/2, 16) with the 3-pixel padding applied before the rearrangement
+      s2d.ci = 16, s2d.h = s2d.w = (c.shape.h + 2 * c.shape.pad) / 2, s2d.kh = s2d.kw = 4, s2d.stride = 1,
+      s2d.pad = 0;
+      std::vector<Form> forms;
+      for (int64_t ci : {4, 8, 16}) {
+        ConvShape s = c.shape;
+        s.ci = ci;
+        forms.push_back({ci == 4 ? "zero channels to Ci 4" : ci == 8 ? "zero channels to Ci 8" : "zero channels to Ci 16",
+                         s});
+      }
+      forms.push_back({"4x4/1 over 2x2 space-to-depth, Ci 16", s2d});
+      for (const Form& f : forms) {
+        if (s2d.ho() != c.shape.ho() || (size_t)(f.s.n * f.s.h * f.s.w * f.s.ci) > x.size() ||
+            (size_t)(f.s.co * f.s.kh * f.s.kw * f.s.ci) > w.size()) {
+          std::printf("stem as %s: does not fit the benchmark's buffers, not timed\n", f.name);
+          continue;
+        }
+        for (cuda::ConvApi api : {cuda::ConvApi::kLegacy, cuda::ConvApi::kAuto}) {
+          cuda::Convolutions conv(nullptr, api);
+          const double fwd = timer.median_ms([&] { conv.forward(f.s, DType::BF16, x.get(), w.get(), y.get()); });
+          const double wgrad =
+              timer.median_ms([&] { conv.backward_filter(f.s, DType::BF16, x.get(), dy.get(), dw.get()); });
+          std::printf("stem as %-38s (%s API): fwd %7.3f ms  wgrad %7.3f ms  against Ci 3 (legacy): fwd %7.3f ms  "
+                      "wgrad %7.3f ms  (%.2fx for 2 fwd + wgrad, as a step runs them)\n", f.name,
+                      cuda::conv_api_name(api), fwd, wgrad, stem_ms[0], stem_ms[1],
+                      (2 * stem_ms[0] + stem_ms[1]) / (2 * fwd + wgrad));
+        }
+      }
     }
   });
 }

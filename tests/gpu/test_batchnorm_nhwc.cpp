@@ -121,25 +121,45 @@ DeviceBuffer<double> workspace_for(const Case& k) {
   return DeviceBuffer<double>((bytes + 7) / 8, "bn workspace");  // cudaMalloc: 256-byte aligned
 }
 
+// A train forward's device buffers: the inputs uploaded channels-last (`skip` elements into their
+// allocations), the outputs poisoned.
+template <class T>
+struct ForwardBuffers {
+  ForwardBuffers(const Case& k, const Inputs& in, size_t skip)
+      : x(to_nhwc(in.x, k.n, k.c, k.hw), "x", skip),
+        res(to_nhwc(in.residual, k.n, k.c, k.hw), "residual", skip),
+        y((size_t)(k.n * k.c * k.hw), "y", skip),
+        gamma(in.gamma, "gamma"),
+        beta(in.beta, "beta"),
+        rm(in.rm, "running_mean"),
+        rv(in.rv, "running_var"),
+        smean((size_t)(k.groups * k.c), "save_mean"),
+        sinv((size_t)(k.groups * k.c), "save_invstd"),
+        tracked(std::vector<int64_t>{kTrackedBefore}, "num_batches_tracked"),
+        ws(workspace_for(k)) {
+    y.poison();
+    smean.poison();
+    sinv.poison();
+  }
+  DevTensor<T> x, res, y;                           // (N, HW, C) each
+  DeviceBuffer<float> gamma, beta, rm, rv;          // (C) each
+  DeviceBuffer<float> smean, sinv;                  // (groups, C) each
+  DeviceBuffer<int64_t> tracked;                    // (1)
+  DeviceBuffer<double> ws;                          // batchnorm_workspace_bytes
+};
+
 // Forward: y against the CPU composition, the saved statistics, the running statistics and the counter.
 template <class T>
 void check_train_forward(const Case& k, bool use_res, bool relu, size_t skip, uint64_t seed) {
   const Inputs in = make_inputs<T>(k, seed);
   const ForwardRef ref = cpu_forward(k, in, use_res, relu);
   const int64_t size = k.n * k.c * k.hw, per = k.n / k.groups;
-  DevTensor<T> x(to_nhwc(in.x, k.n, k.c, k.hw), "x", skip), res(to_nhwc(in.residual, k.n, k.c, k.hw), "residual", skip);
-  DevTensor<T> y(size, "y", skip);  // (N, HW, C)
-  DeviceBuffer<float> gamma(in.gamma, "gamma"), beta(in.beta, "beta"), rm(in.rm, "running_mean"),
-      rv(in.rv, "running_var");
-  DeviceBuffer<float> smean((size_t)(k.groups * k.c), "save_mean"), sinv((size_t)(k.groups * k.c), "save_invstd");
-  DeviceBuffer<int64_t> tracked(std::vector<int64_t>{kTrackedBefore}, "num_batches_tracked");
-  DeviceBuffer<double> ws = workspace_for(k);
-  y.poison();
-  smean.poison();
-  sinv.poison();
-  kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
-                                      use_res ? res.get() : nullptr, relu, y.get(), smean.get(), sinv.get(), rm.get(),
-                                      rv.get(), tracked.get(), ws.get(), nullptr);
+  ForwardBuffers<T> b(k, in, skip);
+  auto& y = b.y;
+  auto &smean = b.smean, &sinv = b.sinv, &rm = b.rm, &rv = b.rv;
+  kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, b.x.get(), b.gamma.get(), b.beta.get(), kEps,
+                                      kMomentum, use_res ? b.res.get() : nullptr, relu, y.get(), smean.get(),
+                                      sinv.get(), rm.get(), rv.get(), b.tracked.get(), b.ws.get(), nullptr);
   const std::string what = std::string(nhwc_test::type_name<T>()) + " " + describe(k) +
                            (use_res ? " +residual" : "") + (relu ? " +relu" : "") + (skip ? " unaligned" : "");
   const auto got_mean = smean.download(), got_inv = sinv.download();
@@ -163,7 +183,7 @@ void check_train_forward(const Case& k, bool use_res, bool relu, size_t skip, ui
     ASSERT_NEAR(got_rm[ch], ref.rm[ch], kRel32 * (std::fabs(ref.rm[ch]) + 1.0)) << what << " running_mean " << ch;
     ASSERT_NEAR(got_rv[ch], ref.rv[ch], kRel32 * ref.rv[ch]) << what << " running_var " << ch;
   }
-  EXPECT_EQ(tracked.download()[0], ref.tracked) << what << " num_batches_tracked";
+  EXPECT_EQ(b.tracked.download()[0], ref.tracked) << what << " num_batches_tracked";
 }
 
 // Backward from the CPU forward's statistics and output y (rounded to T, as the forward stored it).
@@ -283,19 +303,16 @@ TEST(GpuBatchnormNhwc, ReluMaskBitsAreYAboveZeroAndStandInForY) {
     ASSERT_TRUE(kernels::batchnorm_relu_mask_fits<T>(k.c)) << describe(k);
     const Inputs in = make_inputs<T>(k, 900 + k.c);
     const int64_t size = k.n * k.c * k.hw;
-    DevTensor<T> x(to_nhwc(in.x, k.n, k.c, k.hw), "x"), res(to_nhwc(in.residual, k.n, k.c, k.hw), "residual");
-    DevTensor<T> y(size, "y"), dy(to_nhwc(in.dy, k.n, k.c, k.hw), "dy");  // (N, HW, C) each
-    DeviceBuffer<uint8_t> bits((size_t)size / 8, "relu mask");             // (N * HW * C / 8)
-    DeviceBuffer<float> gamma(in.gamma, "gamma"), beta(in.beta, "beta"), rm(in.rm, "running_mean"),
-        rv(in.rv, "running_var");
-    DeviceBuffer<float> smean((size_t)(k.groups * k.c), "save_mean"), sinv((size_t)(k.groups * k.c), "save_invstd");
-    DeviceBuffer<int64_t> tracked(std::vector<int64_t>{kTrackedBefore}, "num_batches_tracked");
-    DeviceBuffer<double> ws = workspace_for(k);
-    y.poison();
+    ForwardBuffers<T> b(k, in, 0);
+    auto &x = b.x, &y = b.y;
+    auto &gamma = b.gamma, &beta = b.beta, &smean = b.smean, &sinv = b.sinv;
+    auto& ws = b.ws;
+    DevTensor<T> dy(to_nhwc(in.dy, k.n, k.c, k.hw), "dy");      // (N, HW, C)
+    DeviceBuffer<uint8_t> bits((size_t)size / 8, "relu mask");  // (N * HW * C / 8)
     bits.poison();
     kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
-                                        res.get(), true, y.get(), smean.get(), sinv.get(), rm.get(), rv.get(),
-                                        tracked.get(), ws.get(), nullptr, bits.get());
+                                        b.res.get(), true, y.get(), smean.get(), sinv.get(), b.rm.get(), b.rv.get(),
+                                        b.tracked.get(), ws.get(), nullptr, bits.get());
     const std::vector<float> got_y = y.download();  // (N, HW, C)
     const std::vector<uint8_t> got_bits = bits.download();
     for (int64_t i = 0; i < size; ++i)
