@@ -24,7 +24,8 @@
 // eight scalar loads (32 KiB per SM) 0.44 (run4.md). Now each thread issues kUnroll 16-byte loads before it
 // uses any (64 KiB per SM). Rows start wherever 1+K floats put them, so a row is a scalar head up to its first
 // 16-byte boundary, a body of float4s and a scalar tail; when dlogits and logits are not equally aligned
-// (never in the step) the whole row goes the scalar way.
+// (never in the step) the whole row goes the scalar way. The second pass reads and writes with the streaming
+// hint (evicted first): the rows still to be re-read keep L2, not dlogits, which nothing reads back here.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
 #include <cmath>
@@ -178,14 +179,14 @@ __global__ void __launch_bounds__(kRowThreads, 1)
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t q = q0 + (int64_t)u * kRowThreads;
-      if (q < split.quads) w[u] = zq[q];
+      if (q < split.quads) w[u] = __ldcs(zq + q);  // the last read of these logits
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t q = q0 + (int64_t)u * kRowThreads;
       if (q >= split.quads) break;
       const int64_t j = split.head + 4 * q;
-      dq[q] = make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3));
+      __stcs(dq + q, make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3)));
     }
   }
 }

@@ -45,6 +45,16 @@ inline unsigned __float_as_uint(float f) {
   std::memcpy(&u, &f, 4);
   return u;
 }
+// Cache-hinted global loads and stores (ld/st.global.cs: streamed, evicted from L2 first): plain accesses here,
+// where there is no cache to steer.
+template <class T>
+T __ldcs(const T* p) {
+  return *p;
+}
+template <class T>
+void __stcs(T* p, T v) {
+  *p = v;
+}
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 // Rounded separately, never fused (the host compiler targets baseline x86-64, which has no FMA to contract to).
 inline float __fmul_rn(float a, float b) { return a * b; }
