@@ -46,11 +46,13 @@ void print_step_timing(const StepTiming& t, int64_t batch) {
   if (!t.host_issue_ms.empty()) {
     // The host issues launches ahead of the device; if it needs as long as the device takes to run them, the
     // device waited for it (launch-bound) and faster kernels would not shorten the step.
-    std::vector<double> issued(t.step_ms.size(), 0.0);  // (steps) the device's time for query_forward..backward
+    // (steps) the device's time for the step up to backward's end: the first five phases, in whatever order the
+    // step ran them (the GPU step runs the key side first)
+    std::vector<double> issued(t.step_ms.size(), 0.0);
     for (int p = 0; p <= kBackward; ++p)
       for (size_t i = 0; i < issued.size(); ++i) issued[i] += t.phase_ms[(size_t)p][i];
     const double host = t.median_host_issue_ms(), device = median(issued);
-    std::printf("host issue ms (median) %.2f for query_forward..backward, which took the device %.2f: %s\n", host,
+    std::printf("host issue ms (median) %.2f up to backward's end, which took the device %.2f: %s\n", host,
                 device, host >= 0.9 * device ? "launch-bound (the device waits for the host)" : "device-bound");
   }
 }
