@@ -4,14 +4,15 @@
 // kernels against the CPU reference first (N=6, 7x7, C=64, 2 groups, residual + ReLU) and refuses to time
 // wrong ones.
 //
-// Bytes counted (gpu_bench.h convention: each input read once, each output written once, 2 B per element):
-//   forward  bn+relu:        x, y                       (4 B/elem)
-//   forward  bn+add+relu:    x, residual, y             (6 B/elem)
-//   backward relu:           x, y, dy, dx               (8 B/elem)
-//   backward relu+residual:  x, y, dy, dx, d_residual   (10 B/elem)
-// The kernels read the inputs twice (once for the statistics, once to apply them: 6, 8, 14 and 16 B/elem
-// moved), so by the minimal count they can reach at most 4/7 (backward) to 3/4 (forward with the residual)
-// of the copy bandwidth; both numbers print.
+// Bytes counted (gpu_bench.h convention: each input read once, each output written once, 2 B per element,
+// a mask bit 1/8 B), as the step runs each:
+//   forward  bn+relu:        x, y                                 (4 B/elem)
+//   forward  bn+add+relu:    x, residual, y, mask bits            (6.125 B/elem)
+//   backward relu:           x, dy, dx (the mask rebuilt from x)  (6 B/elem)
+//   backward relu+residual:  x, mask bits, dy, dx, d_residual     (8.125 B/elem)
+//   and, for comparison, the residual backward reading y instead of the bits (10 B/elem).
+// The kernels read the inputs twice (once for the statistics, once to apply them), so "moved" counts those
+// passes too (6, 8.125, 10, 12.25 and 16 B/elem); both numbers print.
 //   build/bench_batchnorm_nhwc
 #include <algorithm>
 #include <cmath>
@@ -129,37 +130,44 @@ int main() {
       DeviceBuffer<float> dg(std::vector<float>(c, 0.f), "dgamma"), db(std::vector<float>(c, 0.f), "dbeta");
       DeviceBuffer<int64_t> tracked(std::vector<int64_t>{0}, "num_batches_tracked");
       DeviceBuffer<double> ws = workspace(n, hw, c, groups);
+      DeviceBuffer<uint8_t> bits((size_t)size / 8, "relu mask");  // (N * HW * C / 8)
+      // as the step runs it: with a residual the forward also writes the ReLU's mask as bits
       auto forward = [&](bool with_res) {
         kernels::batchnorm_train_forward<__nv_bfloat16>(n, hw, c, groups, bf(x), gamma.get(), beta.get(), eps,
                                                         momentum, with_res ? bf(res) : nullptr, true, bf(y), sm.get(),
-                                                        si.get(), rm.get(), rv.get(), tracked.get(), ws.get(), nullptr);
+                                                        si.get(), rm.get(), rv.get(), tracked.get(), ws.get(), nullptr,
+                                                        with_res ? bits.get() : nullptr);
       };
-      // as the step runs it: without a residual the ReLU's mask is rebuilt from x (no y read), with one from y
-      auto backward = [&](bool with_res) {
-        kernels::batchnorm_train_backward<__nv_bfloat16>(n, hw, c, groups, bf(x), gamma.get(), beta.get(), sm.get(),
-                                                         si.get(), with_res ? bf(y) : nullptr, true, bf(dy),
-                                                         with_res ? bf(dres) : nullptr, bf(dx), dg.get(), db.get(),
-                                                         ws.get(), nullptr);
+      // as the step runs it: without a residual the ReLU's mask is rebuilt from x, with one it comes from the
+      // bits; `from_y` reads y instead, as the step did before the bits (their gain, side by side)
+      auto backward = [&](bool with_res, bool from_y) {
+        kernels::batchnorm_train_backward<__nv_bfloat16>(
+            n, hw, c, groups, bf(x), gamma.get(), beta.get(), sm.get(), si.get(), from_y ? bf(y) : nullptr, true,
+            bf(dy), with_res ? bf(dres) : nullptr, bf(dx), dg.get(), db.get(), ws.get(), nullptr,
+            with_res && !from_y ? bits.get() : nullptr);
       };
       struct Line {
         const char* name;
         double ms;
-        int bytes_per, passes_bytes_per;  // minimum, and what the kernels move
+        double bytes_per, passes_bytes_per;  // minimum, and what the kernels move (a mask bit is 1/8 byte)
       };
       const double fwd_ms = timer.median_ms([&] { forward(false); });
-      const double fwd_res_ms = timer.median_ms([&] { forward(true); });
-      forward(false);  // y (and its ReLU mask) for the backward
-      const double bwd_ms = timer.median_ms([&] { backward(false); });
-      const double bwd_res_ms = timer.median_ms([&] { backward(true); });
-      for (const Line& l : {Line{"fwd bn+relu", fwd_ms, 4, 6}, Line{"fwd bn+add+relu", fwd_res_ms, 6, 8},
-                            Line{"bwd relu", bwd_ms, 6, 10}, Line{"bwd relu+dres", bwd_res_ms, 10, 16}}) {
+      const double fwd_res_ms = timer.median_ms([&] { forward(true); });  // leaves y and the bits for backward
+      const double bwd_ms = timer.median_ms([&] { backward(false, false); });
+      const double bwd_res_ms = timer.median_ms([&] { backward(true, false); });
+      const double bwd_res_y_ms = timer.median_ms([&] { backward(true, true); });
+      for (const Line& l : {Line{"fwd bn+relu", fwd_ms, 4, 6}, Line{"fwd bn+add+relu", fwd_res_ms, 6.125, 8.125},
+                            Line{"bwd relu", bwd_ms, 6, 10}, Line{"bwd relu+dres", bwd_res_ms, 8.125, 12.25},
+                            Line{"bwd relu+dres y", bwd_res_y_ms, 10, 16}}) {
         const double gbs = (double)size * l.bytes_per / (l.ms * 1e-3) / 1e9;
         const double moved = (double)size * l.passes_bytes_per / (l.ms * 1e-3) / 1e9;
-        std::printf("batchnorm_nhwc bf16 %-16s N=%lld %2lldx%-2lld C=%-4lld: %8.4f ms  %6.0f GB/s (%2d B/elem)  "
+        std::printf("batchnorm_nhwc bf16 %-16s N=%lld %2lldx%-2lld C=%-4lld: %8.4f ms  %6.0f GB/s (%5.2f B/elem)  "
                     "%.2f of copy  (moved %6.0f GB/s, %.2f of copy)\n",
                     l.name, (long long)n, (long long)s.h, (long long)s.h, (long long)c, l.ms, gbs, l.bytes_per,
                     gbs / copy_gbs, moved, moved / copy_gbs);
       }
+      std::printf("batchnorm_nhwc bf16 residual backward, mask from bits against from y: %.2fx\n",
+                  bwd_res_y_ms / bwd_res_ms);
     }
   });
 }

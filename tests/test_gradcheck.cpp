@@ -247,7 +247,7 @@ TEST(Gradcheck, BackendBatchNormWithResidualAndRelu) {
   const Tensor xt = to_tensor(x, shape), rest = to_tensor(res, shape), dyt = to_tensor(r, shape);
   BnSaved saved;
   Tensor d_res;
-  const Tensor yt = cpu.bn_train_forward(s, w, slots, xt, &rest, true, saved);
+  const Tensor yt = cpu.bn_train_forward(s, w, slots, xt, &rest, true, &saved);
   const Tensor dxt = cpu.bn_train_backward(s, w, slots, xt, saved, &yt, true, dyt, &d_res);
   auto near = [](const char* what, const float* got, const V& ref) {
     for (size_t i = 0; i < ref.size(); ++i)

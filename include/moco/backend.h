@@ -53,9 +53,9 @@ class Backend {
 
   // BatchNorm in train mode (batch statistics per split-BN group, running statistics updated), fused with
   // the tail that follows it in a ResNet: y = [relu](bn(x) [+ residual]). What the backward needs besides x
-  // is returned through `saved`.
+  // is returned through `saved`; null when no backward follows (the key encoder), so nothing is kept for one.
   virtual Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                  const Tensor* residual, bool relu, BnSaved& saved) = 0;
+                                  const Tensor* residual, bool relu, BnSaved* saved) = 0;
   // Its backward: y is the forward's output (read only when relu and saved.relu_mask is undefined, for the
   // mask; may be null otherwise); d_residual (nullable) receives the gradient of the residual input, and is
   // asked for exactly when the forward had one (a backend may rebuild the mask from x when it was not).

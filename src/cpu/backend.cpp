@@ -42,13 +42,15 @@ class CpuBackend final : public Backend {
   }
 
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                          const Tensor* residual, bool relu, BnSaved& saved) override {
+                          const Tensor* residual, bool relu, BnSaved* saved) override {
     Tensor y = like(x.shape());
-    saved.mean = like({s.groups, s.c});    // (groups, C)
-    saved.invstd = like({s.groups, s.c});  // (groups, C)
-    saved.relu_mask = Tensor();            // the backward takes the mask from y
+    BnSaved local;  // when no backward follows: the statistics are still computed, then dropped
+    BnSaved& sv = saved ? *saved : local;
+    sv.mean = like({s.groups, s.c});    // (groups, C)
+    sv.invstd = like({s.groups, s.c});  // (groups, C)
+    sv.relu_mask = Tensor();            // the backward takes the mask from y
     cpu::batchnorm_train_forward(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.params + o.beta, kBnEps, kBnMomentum,
-                                 y.data<float>(), saved.mean.data<float>(), saved.invstd.data<float>(),
+                                 y.data<float>(), sv.mean.data<float>(), sv.invstd.data<float>(),
                                  w.stats + o.mean, w.stats + o.var, w.counts + o.count);
     // the fused tail, as separate passes: the CPU is the reference, not the fast path
     if (residual) cpu::add_forward(y.numel(), y.data<float>(), f32(*residual, "residual"), y.data<float>());

@@ -154,26 +154,29 @@ void CudaBackend::conv_backward_add(const cpu::ConvShape& s, const WeightsView& 
 // One pass for statistics, one for the normalisation with the residual add and the ReLU fused in.
 // With a residual and a ReLU (each block's last BN) the bf16 forward also writes the ReLU's mask as bits,
 // which the backward reads instead of y (kernels/batchnorm_nhwc.cuh): 2 bytes an element less in each of its
-// two passes. Without a residual the backward rebuilds the mask from x and needs neither.
+// two passes. Without a residual the backward rebuilds the mask from x and needs neither; without a backward to
+// come (saved null: the key encoder) no mask is written.
 Tensor CudaBackend::bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                                     const Tensor* residual, bool relu, BnSaved& saved) {
+                                     const Tensor* residual, bool relu, BnSaved* saved) {
   expect_act(x, act_, "batchnorm2d");
   if (residual) expect_act(*residual, act_, "batchnorm2d residual");
   Tensor y = empty(x.shape(), act_);
-  saved.mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
-  saved.invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
-  const bool bits = relu && residual && act_ == DType::BF16 && kernels::batchnorm_relu_mask_fits<__nv_bfloat16>(s.c);
-  saved.relu_mask = bits ? empty({s.n * s.hw * s.c / 8}, DType::U8) : Tensor();  // (N * HW * C / 8) bytes
+  BnSaved local;  // when no backward follows: the statistics are still written (the kernels need somewhere)
+  BnSaved& sv = saved ? *saved : local;
+  sv.mean = empty({s.groups, s.c}, DType::F32);    // (groups, C)
+  sv.invstd = empty({s.groups, s.c}, DType::F32);  // (groups, C)
+  const bool bits = saved && relu && residual && act_ == DType::BF16 &&
+                    kernels::batchnorm_relu_mask_fits<__nv_bfloat16>(s.c);
+  sv.relu_mask = bits ? empty({s.n * s.hw * s.c / 8}, DType::U8) : Tensor();  // (N * HW * C / 8) bytes
   void* ws = bn_workspace(s);
   timed("bn forward", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::batchnorm_train_forward<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
                                         w.params + o.beta, kBnEps, kBnMomentum,
                                         residual ? static_cast<const T*>(residual->raw()) : nullptr, relu,
-                                        static_cast<T*>(y.raw()), saved.mean.data<float>(),
-                                        saved.invstd.data<float>(), w.stats + o.mean, w.stats + o.var,
-                                        w.counts + o.count, ws, stream_,
-                                        bits ? saved.relu_mask.data<uint8_t>() : nullptr);
+                                        static_cast<T*>(y.raw()), sv.mean.data<float>(), sv.invstd.data<float>(),
+                                        w.stats + o.mean, w.stats + o.var, w.counts + o.count, ws, stream_,
+                                        bits ? sv.relu_mask.data<uint8_t>() : nullptr);
   });
   return y;
 }

@@ -39,7 +39,7 @@ class CudaBackend final : public Backend {
   void conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                          const Tensor& dy, Tensor& dx_sum) override;
   Tensor bn_train_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
-                          const Tensor* residual, bool relu, BnSaved& saved) override;
+                          const Tensor* residual, bool relu, BnSaved* saved) override;
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                            const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
                            Tensor* d_residual) override;

@@ -97,7 +97,7 @@ Tensor BatchNorm2d::run(const Tensor& x, const Tensor* residual, Record* rec) {
   Tensor y;
   if (state_->train) {
     BnSaved sv;
-    y = ops.bn_train_forward(s, state_->w, slots_, x, residual, relu_, sv);
+    y = ops.bn_train_forward(s, state_->w, slots_, x, residual, relu_, rec ? &sv : nullptr);
     if (rec) rec->saved = {x, sv.mean, sv.invstd, sv.relu_mask, relu_ && !sv.relu_mask.defined() ? y : Tensor()};
   } else {  // eval mode serves feature extraction: BN, add and ReLU one after the other
     y = ops.bn_eval_forward(s, state_->w, slots_, x);

@@ -54,7 +54,8 @@ Tensor ResidualBlock::backward(const Tensor& dy, const Record& rec) {
   Tensor d_main = last_bn_->backward_add(dy, rec.children.back(), &d_short);
   for (size_t i = main_.size(); i-- > 1;) d_main = main_[i]->backward(d_main, rec.children[i]);
   for (size_t i = shortcut_.size(); i-- > 0;) d_short = shortcut_[i]->backward(d_short, rec.children[main_.size() + i]);
-  // d_short is the shortcut's input gradient, a fresh tensor: conv1 adds the main path's into it
+  // d_short is the shortcut's input gradient, a fresh tensor (a downsample conv's dx, or last_bn_'s d_residual,
+  // which its ReLU makes a tensor of its own, never dy itself): conv1 adds the main path's into it
   conv1_->backward_add(d_main, rec.children[0], d_short);
   return d_short;
 }
