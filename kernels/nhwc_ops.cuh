@@ -27,17 +27,19 @@ template <class T> void bias_add_forward(int64_t n, int64_t o, const float* bias
 template <class T> void bias_backward(int64_t n, int64_t o, const T* dy, float* db, cudaStream_t stream);
 
 // ---- the ImageNet stem's max-pool: 3x3, stride 2, padding 1 (padding never wins)
-// x (N, H, W, C) -> y (N, Ho, Wo, C) with Ho = (H - 1) / 2 + 1, Wo likewise; argmax (N, Ho, Wo, C) holds the
-// winning input position h * W + w within its plane (first maximum in row-major window order; a NaN
-// wins, the last one if several, as in torch). CPU: cpu::maxpool_forward (NCHW, same argmax convention).
+// x (N, H, W, C) -> y (N, Ho, Wo, C) with Ho = (H - 1) / 2 + 1, Wo likewise; argmax (N, Ho, Wo, C), nullable
+// (no backward to come), holds the winner's place in its window, (h - (2 oy - 1)) * 3 + (w - (2 ox - 1)) in
+// 0..8: a byte, where a position in the plane took an int32 (first maximum in row-major window order; a NaN
+// wins, the last one if several, as in torch). CPU: cpu::maxpool_forward (NCHW; its argmax is the position
+// h * W + w of the same winner).
 template <class T>
-void maxpool3x3s2_forward(int64_t n, int64_t h, int64_t w, int64_t c, const T* x, T* y, int32_t* argmax,
+void maxpool3x3s2_forward(int64_t n, int64_t h, int64_t w, int64_t c, const T* x, T* y, uint8_t* argmax,
                           cudaStream_t stream);
-// dx (N, H, W, C) = sum of dy over the windows whose argmax is that input position. Written as a gather
-// (each input element visits the at most 4 windows that contain it), so it is deterministic and needs no
-// zero-fill. CPU: cpu::maxpool_backward.
+// dx (N, H, W, C) = sum of dy over the windows whose argmax is that input. Written as a gather (each input
+// element visits the at most 4 windows that contain it), so it is deterministic and needs no zero-fill.
+// CPU: cpu::maxpool_backward.
 template <class T>
-void maxpool3x3s2_backward(int64_t n, int64_t h, int64_t w, int64_t c, const int32_t* argmax, const T* dy, T* dx,
+void maxpool3x3s2_backward(int64_t n, int64_t h, int64_t w, int64_t c, const uint8_t* argmax, const T* dy, T* dx,
                            cudaStream_t stream);
 
 // ---- global average pool: x (N, HW, C) -> y (N, C) and back. CPU: cpu::avgpool_forward / _backward.

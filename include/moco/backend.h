@@ -72,8 +72,9 @@ class Backend {
   virtual Tensor add(const Tensor& a, const Tensor& b) = 0;
   virtual Tensor add_relu(const Tensor& a, const Tensor& b) = 0;         // relu(a + b): a residual block's tail
 
-  // The ImageNet stem's 3x3 stride-2 max-pool; argmax is the backend's own index tensor.
-  virtual Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) = 0;
+  // The ImageNet stem's 3x3 stride-2 max-pool; argmax is the backend's own index tensor, null when no
+  // backward follows (none is then kept).
+  virtual Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor* argmax) = 0;
   virtual Tensor maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) = 0;
   // (N, C, H, W) -> (N, C) and back.
   virtual Tensor avgpool_forward(const Tensor& x) = 0;

@@ -106,10 +106,11 @@ class CpuBackend final : public Backend {
     return y;
   }
 
-  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) override {
-    Tensor y = like({s.n, s.c, s.ho(), s.wo()});         // (N, C, Ho, Wo)
-    argmax = Tensor::empty(y.shape(), DType::I64);       // (N, C, Ho, Wo)
+  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor* kept_argmax) override {
+    Tensor y = like({s.n, s.c, s.ho(), s.wo()});                 // (N, C, Ho, Wo)
+    const Tensor argmax = Tensor::empty(y.shape(), DType::I64);  // (N, C, Ho, Wo) the reference always writes it
     cpu::maxpool_forward(s, f32(x, "maxpool"), y.data<float>(), argmax.data<int64_t>());
+    if (kept_argmax) *kept_argmax = argmax;
     return y;
   }
   Tensor maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) override {

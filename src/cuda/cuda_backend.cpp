@@ -282,16 +282,16 @@ Tensor CudaBackend::add_relu(const Tensor& a, const Tensor& b) {
 }
 
 // ------------------------------------------------------------------------------------ pools
-Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) {
+Tensor CudaBackend::maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor* argmax) {
   expect_act(x, act_, "maxpool");
   MOCO_CHECK(s.k == 3 && s.stride == 2 && s.pad == 1, "the GPU max-pool is the ImageNet stem's 3x3/2 pad 1, got ",
              s.k, "x", s.k, "/", s.stride, " pad ", s.pad);
   Tensor y = empty({s.n, s.c, s.ho(), s.wo()}, act_);  // (N, C, Ho, Wo) channels-last
-  argmax = empty(y.shape(), DType::I32);               // (N, C, Ho, Wo) channels-last, position h * W + w
+  if (argmax) *argmax = empty(y.shape(), DType::U8);  // (N, C, Ho, Wo) channels-last, place in the window 0..8
   timed("max-pool forward", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     kernels::maxpool3x3s2_forward<T>(s.n, s.h, s.w, s.c, static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()),
-                                     argmax.data<int32_t>(), stream_);
+                                     argmax ? argmax->data<uint8_t>() : nullptr, stream_);
   });
   return y;
 }
@@ -301,7 +301,7 @@ Tensor CudaBackend::maxpool_backward(const cpu::PoolShape& s, const Tensor& argm
   Tensor dx = empty({s.n, s.c, s.h, s.w}, act_);  // (N, C, H, W) channels-last
   timed("max-pool backward", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<int32_t>(), static_cast<const T*>(dy.raw()),
+    kernels::maxpool3x3s2_backward<T>(s.n, s.h, s.w, s.c, argmax.data<uint8_t>(), static_cast<const T*>(dy.raw()),
                                       static_cast<T*>(dx.raw()), stream_);
   });
   return dx;

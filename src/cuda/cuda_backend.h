@@ -50,7 +50,7 @@ class CudaBackend final : public Backend {
   Tensor relu_backward(const Tensor& y, const Tensor& dy) override;
   Tensor add(const Tensor& a, const Tensor& b) override;
   Tensor add_relu(const Tensor& a, const Tensor& b) override;
-  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor& argmax) override;
+  Tensor maxpool_forward(const cpu::PoolShape& s, const Tensor& x, Tensor* argmax) override;
   Tensor maxpool_backward(const cpu::PoolShape& s, const Tensor& argmax, const Tensor& dy) override;
   Tensor avgpool_forward(const Tensor& x) override;
   Tensor avgpool_backward(const Shape& x_shape, const Tensor& dy) override;

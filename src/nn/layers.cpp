@@ -145,8 +145,8 @@ static cpu::PoolShape stem_pool_shape(const Shape& x) { return {x[0], x[1], x[2]
 
 Tensor MaxPool::forward(const Tensor& x, Record* rec) {
   MOCO_CHECK(x.dim() == 4, "maxpool input must be (N, C, H, W), got ", shape_str(x.shape()));
-  Tensor argmax;  // (N, C, Ho, Wo) the winning input of each window
-  Tensor y = state_->ops->maxpool_forward(stem_pool_shape(x.shape()), x, argmax);
+  Tensor argmax;  // (N, C, Ho, Wo) the winning input of each window, kept only for a backward
+  Tensor y = state_->ops->maxpool_forward(stem_pool_shape(x.shape()), x, rec ? &argmax : nullptr);
   if (rec) {
     rec->saved = {argmax};
     rec->input_shape = x.shape();

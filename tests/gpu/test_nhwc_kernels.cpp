@@ -158,9 +158,10 @@ TEST(GpuNhwcKernels, BiasMatchesLinearCpu) {
 }
 
 // Max-pool on few distinct levels (many ties in every window) with NaNs planted, two of them side by side
-// in a row so that one window holds two NaNs (the CPU keeps the later one). Forward: y and the argmax equal
-// the CPU's exactly. Backward, from the CPU's argmax: the gather sums in the CPU's scatter order, so dx is
-// exact too (in bf16 after the host rounds the CPU's fp32 sum once).
+// in a row so that one window holds two NaNs (the CPU keeps the later one). Forward: y equals the CPU's
+// exactly, and the argmax names the CPU's winner (the GPU keeps its place in the window, the CPU its position
+// in the plane). Backward, from the CPU's argmax: the gather sums in the CPU's scatter order, so dx is exact
+// too (in bf16 after the host rounds the CPU's fp32 sum once). A forward without an argmax gives the same y.
 template <class T>
 void check_maxpool(int64_t n, int64_t c, int64_t h, int64_t w, uint64_t stream) {
   const cpu::PoolShape s{n, c, h, w, 3, 2, 1};
@@ -178,8 +179,16 @@ void check_maxpool(int64_t n, int64_t c, int64_t h, int64_t w, uint64_t stream) 
   std::vector<int64_t> arg_ref(out_size);
   cpu::maxpool_forward<float>(s, x.data(), y_ref.data(), arg_ref.data());
 
+  // the CPU's winner (position iy * W + ix in its plane) as its place in output i's window, NCHW order
+  std::vector<uint8_t> place_ref(out_size);
+  for (int64_t i = 0; i < out_size; ++i) {
+    const int64_t oy = (i / wo) % ho, ox = i % wo, iy = arg_ref[i] / w, ix = arg_ref[i] % w;
+    ASSERT_TRUE(iy >= 2 * oy - 1 && iy <= 2 * oy + 1 && ix >= 2 * ox - 1 && ix <= 2 * ox + 1) << "CPU argmax " << i;
+    place_ref[i] = (uint8_t)((iy - 2 * oy + 1) * 3 + (ix - 2 * ox + 1));
+  }
+
   DevTensor<T> dx_in(to_nhwc(x, n, c, h * w), "x"), dy_out(out_size, "y");
-  DeviceBuffer<int32_t> arg((size_t)out_size, "argmax");
+  DeviceBuffer<uint8_t> arg((size_t)out_size, "argmax");
   dy_out.poison();
   arg.poison();
   kernels::maxpool3x3s2_forward<T>(n, h, w, c, dx_in.get(), dy_out.get(), arg.get(), nullptr);
@@ -187,14 +196,16 @@ void check_maxpool(int64_t n, int64_t c, int64_t h, int64_t w, uint64_t stream) 
                            " C=" + std::to_string(c) + " " + std::to_string(h) + "x" + std::to_string(w);
   expect_same<T>(to_nchw(dy_out.download(), n, c, ho * wo), y_ref, what + " y");
   const auto got_arg = to_nchw(arg.download(), n, c, ho * wo);
-  for (int64_t i = 0; i < out_size; ++i) ASSERT_EQ(got_arg[i], arg_ref[i]) << what << " argmax at NCHW index " << i;
+  for (int64_t i = 0; i < out_size; ++i)
+    ASSERT_EQ((int)got_arg[i], (int)place_ref[i]) << what << " argmax at NCHW index " << i;
+  dy_out.poison();
+  kernels::maxpool3x3s2_forward<T>(n, h, w, c, dx_in.get(), dy_out.get(), nullptr, nullptr);
+  expect_same<T>(to_nchw(dy_out.download(), n, c, ho * wo), y_ref, what + " y without an argmax");
 
   const auto dy = rounded<T>(nhwc_test::normal_floats(out_size, stream + 1));
   std::vector<float> dx_ref(in_size);
   cpu::maxpool_backward<float>(s, arg_ref.data(), dy.data(), dx_ref.data());
-  std::vector<int32_t> arg32(out_size);
-  for (int64_t i = 0; i < out_size; ++i) arg32[i] = (int32_t)arg_ref[i];
-  DeviceBuffer<int32_t> darg(to_nhwc(arg32, n, c, ho * wo), "argmax");
+  DeviceBuffer<uint8_t> darg(to_nhwc(place_ref, n, c, ho * wo), "argmax");
   DevTensor<T> ddy(to_nhwc(dy, n, c, ho * wo), "dy"), ddx(in_size, "dx");
   ddx.poison();
   kernels::maxpool3x3s2_backward<T>(n, h, w, c, darg.get(), ddy.get(), ddx.get(), nullptr);
@@ -218,17 +229,19 @@ TEST(GpuNhwcKernels, MaxPoolArgmaxConvention) {
   std::vector<float> x(9, 2.f);
   x[8] = kNaN;  // only the window of output (1, 1) holds it
   DeviceBuffer<float> dx(x, "x"), y(4, "y");
-  DeviceBuffer<int32_t> arg(4, "argmax");
+  DeviceBuffer<uint8_t> arg(4, "argmax");
   y.poison();
   arg.poison();
   kernels::maxpool3x3s2_forward<float>(1, h, w, 1, dx.get(), y.get(), arg.get(), nullptr);
-  const std::vector<int32_t> got = arg.download();
+  const std::vector<uint8_t> got = arg.download();
   const std::vector<float> gy = y.download();
-  // windows: (0,0) rows -1..1 cols -1..1 -> first inside is (0,0); (0,1) cols 1..3 -> (0,1); (1,0) -> (1,0)
-  EXPECT_EQ(got[0], 0);
-  EXPECT_EQ(got[1], 1);
-  EXPECT_EQ(got[2], 3);
-  EXPECT_EQ(got[3], 8);
+  // the place in the window, (iy - 2 oy + 1) * 3 + (ix - 2 ox + 1): window (0,0) spans rows and cols -1..1,
+  // so its first inside, (0,0), is place 4; (0,1) spans cols 1..3, its first (0,1) is place 3; (1,0) spans
+  // rows 1..3, its first (1,0) is place 1; (1,1)'s NaN at (2,2) is place 4
+  EXPECT_EQ(got[0], 4);
+  EXPECT_EQ(got[1], 3);
+  EXPECT_EQ(got[2], 1);
+  EXPECT_EQ(got[3], 4);
   EXPECT_EQ(gy[0], 2.f);
   EXPECT_TRUE(std::isnan(gy[3]));
 }
