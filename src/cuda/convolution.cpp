@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 
 namespace moco::cuda {
 
@@ -54,7 +55,7 @@ std::string candidates(int pass, const Perf* perf, int count) {
 }  // namespace
 
 Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype, bool add) {
-  const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dtype, add};
+  const Key key = key_of(s, dtype, add);
   auto it = entries.find(key);
   if (it != entries.end()) return *it->second;
 
@@ -307,11 +308,10 @@ size_t Convolutions::workspace_bytes() const { return impl_->workspace_bytes; }
 int Convolutions::cached_shapes() const {
   // shapes with at least one chosen plan (a search that ended in an error leaves none); a shape's adding
   // backward data, an entry of its own, is the same shape
-  std::unordered_map<Key, bool, KeyHash> shapes;
+  std::unordered_set<Key, KeyHash> shapes;
   for (const Entry* e : impl_->order)
     if (e->plan[kForward].found || e->plan[kBackwardData].found || e->plan[kBackwardFilter].found)
-      shapes[Key{e->shape.n, e->shape.ci, e->shape.h, e->shape.w, e->shape.co, e->shape.kh, e->shape.kw,
-                 e->shape.stride, e->shape.pad, e->dtype, false}] = true;
+      shapes.insert(key_of(e->shape, e->dtype, false));
   return (int)shapes.size();
 }
 

@@ -114,6 +114,9 @@ struct Key {
            stride == o.stride && pad == o.pad && dtype == o.dtype && add == o.add;
   }
 };
+inline Key key_of(const cpu::ConvShape& s, DType dtype, bool add) {
+  return Key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dtype, add};
+}
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = std::hash<int>()((int)k.dtype * 2 + (int)k.add);

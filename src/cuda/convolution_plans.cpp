@@ -12,8 +12,7 @@ using namespace conv_detail;
 // machine cannot run (another cuDNN, another GPU: the algorithm or graph engine is refused here) is dropped
 // with a note on stderr, and the pass is searched as usual.
 bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
-  const Key key{e.shape.n, e.shape.ci, e.shape.h, e.shape.w, e.shape.co, e.shape.kh, e.shape.kw, e.shape.stride,
-                e.shape.pad, e.dtype, e.add};
+  const Key key = key_of(e.shape, e.dtype, e.add);
   auto it = given.find(key);
   if (it == given.end() || !it->second[pass]) return false;
   const Given g = *it->second[pass];
@@ -109,7 +108,7 @@ void Convolutions::use_plans(const std::string& text) {
     const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
     const cpu::ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
     check_args("use_plans", s, dt);
-    const Key key{s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw, s.stride, s.pad, dt, add};
+    const Key key = key_of(s, dt, add);
     impl_->given[key][p] = Impl::Given{algo, (cudnnMathType_t)math, deterministic == 1, engine};
   }
 }

@@ -123,31 +123,30 @@ Tensor CudaBackend::conv_forward(const cpu::ConvShape& s, const WeightsView& w, 
   return y;
 }
 
-Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
-                                  const Tensor& dy, bool want_dx) {
+void CudaBackend::conv_gradients(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                                 const Tensor& dy, const Tensor* dx, bool add) {
   expect_act(x, act_, "conv2d"), expect_act(dy, act_, "conv2d gradient");
   clock_.time("conv filter gradient",
               [&] { impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off)); });
   ready(w_off);
-  if (!want_dx) return Tensor();
-  Tensor dx = empty(x.shape(), act_);  // (N, Ci, H, W) channels-last
+  if (!dx) return;
   clock_.time("conv data gradient",
-              [&] { impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx.raw()); });
+              [&] { impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx->raw(), add); });
+}
+
+Tensor CudaBackend::conv_backward(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                                  const Tensor& dy, bool want_dx) {
+  Tensor dx = want_dx ? empty(x.shape(), act_) : Tensor();  // (N, Ci, H, W) channels-last
+  conv_gradients(s, w, w_off, x, dy, want_dx ? &dx : nullptr, /*add=*/false);
   return dx;
 }
 
 void CudaBackend::conv_backward_add(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
                                     const Tensor& dy, Tensor& dx_sum) {
-  expect_act(x, act_, "conv2d"), expect_act(dy, act_, "conv2d gradient");
   expect_act(dx_sum, act_, "conv2d input gradient sum");
   MOCO_CHECK(dx_sum.shape() == x.shape(), "conv2d input gradient sum of shape ", shape_str(dx_sum.shape()),
              " does not match the input ", shape_str(x.shape()));
-  clock_.time("conv filter gradient",
-              [&] { impl_->conv.backward_filter(s, act_, x.raw(), dy.raw(), at(w.compute_grads, act_, w_off)); });
-  ready(w_off);
-  clock_.time("conv data gradient", [&] {
-    impl_->conv.backward_data(s, act_, dy.raw(), at(w.compute, act_, w_off), dx_sum.raw(), /*add=*/true);
-  });
+  conv_gradients(s, w, w_off, x, dy, &dx_sum, /*add=*/true);
 }
 
 // ------------------------------------------------------------------------------------ batch norm

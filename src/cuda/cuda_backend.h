@@ -81,6 +81,10 @@ class CudaBackend final : public Backend {
   OpClock& op_clock() { return clock_; }
 
  private:
+  // conv_backward and conv_backward_add: dw into the gradient buffer, then (dx non-null) the data gradient
+  // written into dx, or with `add` added to what it holds
+  void conv_gradients(const cpu::ConvShape& s, const WeightsView& w, int64_t w_off, const Tensor& x,
+                      const Tensor& dy, const Tensor* dx, bool add);
   struct Impl;
   DType act_;
   cudaStream_t stream_;
