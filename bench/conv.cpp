@@ -78,10 +78,11 @@ bool matches(const char* pass, const std::vector<uint16_t>& got_bits, int64_t a,
   return true;
 }
 
-bool correct_with(cuda::ConvApi api) {
-  const ConvShape s{4, 64, 14, 14, 48, 3, 3, 2, 1};
+// The three passes of shape s, in the given API and stem form, against the CPU.
+bool correct_with(cuda::ConvApi api, const ConvShape& s = {4, 64, 14, 14, 48, 3, 3, 2, 1},
+                  cuda::StemForm stem = cuda::StemForm::kDirect) {
   const int64_t ho = s.ho(), wo = s.wo();
-  const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * 9),
+  const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), nw = (size_t)(s.co * s.ci * s.kh * s.kw),
                ny = (size_t)(s.n * s.co * ho * wo);
   const auto x = bf16_normals(nx, 1);   // (N, Ci, H, W)
   const auto w = bf16_normals(nw, 2);   // (Co, Ci, kh, kw)
@@ -97,20 +98,20 @@ bool correct_with(cuda::ConvApi api) {
   cpu::conv2d_backward<float>(s, abs_of(x).data(), abs_of(w).data(), abs_of(dy).data(), mag_dx.data(), mag_dw.data());
 
   DeviceBuffer<uint16_t> dx_in(bf16_bits(permute(x, s.n, s.ci, s.h, s.w, false)), "x");     // (N, H, W, Ci)
-  DeviceBuffer<uint16_t> dw_in(bf16_bits(permute(w, s.co, s.ci, 3, 3, false)), "w");       // (Co, kh, kw, Ci)
+  DeviceBuffer<uint16_t> dw_in(bf16_bits(permute(w, s.co, s.ci, s.kh, s.kw, false)), "w");  // (Co, kh, kw, Ci)
   DeviceBuffer<uint16_t> ddy_in(bf16_bits(permute(dy, s.n, s.co, ho, wo, false)), "dy");   // (N, Ho, Wo, Co)
   DeviceBuffer<uint16_t> y(ny, "y"), dx(nx, "dx"), dw(nw, "dw");                          // same layouts
   y.poison();
   dx.poison();
   dw.poison();
-  cuda::Convolutions conv(nullptr, api);
+  cuda::Convolutions conv(nullptr, api, stem);
   conv.forward(s, DType::BF16, dx_in.get(), dw_in.get(), y.get());
   conv.backward_data(s, DType::BF16, ddy_in.get(), dw_in.get(), dx.get());
   conv.backward_filter(s, DType::BF16, dx_in.get(), ddy_in.get(), dw.get());
   MOCO_CUDA_CHECK(cudaDeviceSynchronize());
   return matches("forward", y.download(), s.n, s.co, ho, wo, ref_y, mag_y) &&
          matches("backward_data", dx.download(), s.n, s.ci, s.h, s.w, ref_dx, mag_dx) &&
-         matches("backward_filter", dw.download(), s.co, s.ci, 3, 3, ref_dw, mag_dw);
+         matches("backward_filter", dw.download(), s.co, s.ci, s.kh, s.kw, ref_dw, mag_dw);
 }
 
 // Whether the graph API passed its check (and so is timed); set by correct().
@@ -118,6 +119,9 @@ bool g_graph_ok = false;
 
 bool correct() {
   if (!correct_with(cuda::ConvApi::kLegacy)) return false;
+  // the stem's space-to-depth form, timed below, on a small stem
+  if (!correct_with(cuda::ConvApi::kLegacy, {4, 3, 20, 20, 16, 7, 7, 2, 3}, cuda::StemForm::kSpaceToDepth))
+    return false;
   try {
     g_graph_ok = correct_with(cuda::ConvApi::kGraph);
     if (!g_graph_ok) std::printf("the graph API gives wrong values (above); only the legacy API is timed\n");
@@ -175,8 +179,10 @@ int main() {
     const char* short_names[3] = {"fwd", "dgrad", "wgrad"};
     for (const auto& c : convs) {
       const ConvShape& s = c.shape;
-      // one object per shape and API, so describe() lists just this shape's plans
-      cuda::Convolutions legacy(nullptr, cuda::ConvApi::kLegacy), graph(nullptr, cuda::ConvApi::kGraph);
+      // one object per shape and API, so describe() lists just this shape's plans; the stem as it is (its
+      // space-to-depth form is timed at the end)
+      cuda::Convolutions legacy(nullptr, cuda::ConvApi::kLegacy, cuda::StemForm::kDirect),
+          graph(nullptr, cuda::ConvApi::kGraph, cuda::StemForm::kDirect);
       auto time_passes = [&](cuda::Convolutions& conv, double ms[3]) {
         ms[0] = timer.median_ms([&] { conv.forward(s, DType::BF16, x.get(), w.get(), y.get()); });
         ms[1] = timer.median_ms([&] { conv.backward_data(s, DType::BF16, dy.get(), w.get(), dx.get()); });
@@ -291,7 +297,7 @@ int main() {
           continue;
         }
         for (cuda::ConvApi api : {cuda::ConvApi::kLegacy, cuda::ConvApi::kAuto}) {
-          cuda::Convolutions conv(nullptr, api);
+          cuda::Convolutions conv(nullptr, api, cuda::StemForm::kDirect);
           const double fwd = timer.median_ms([&] { conv.forward(f.s, DType::BF16, x.get(), w.get(), y.get()); });
           const double wgrad =
               timer.median_ms([&] { conv.backward_filter(f.s, DType::BF16, x.get(), dy.get(), dw.get()); });
@@ -301,6 +307,20 @@ int main() {
                       (2 * stem_ms[0] + stem_ms[1]) / (2 * fwd + wgrad));
         }
       }
+      // The two forms as Convolutions runs them for the step (MOCO_STEM_FORM), the space-to-depth one with its
+      // input and filter transforms: what its auto mode weighs on the first call.
+      double form_ms[2][2];
+      for (int f = 0; f < 2; ++f) {
+        const cuda::StemForm form = f ? cuda::StemForm::kSpaceToDepth : cuda::StemForm::kDirect;
+        cuda::Convolutions conv(nullptr, cuda::ConvApi::kAuto, form);
+        form_ms[f][0] = timer.median_ms([&] { conv.forward(c.shape, DType::BF16, x.get(), w.get(), y.get()); });
+        form_ms[f][1] =
+            timer.median_ms([&] { conv.backward_filter(c.shape, DType::BF16, x.get(), dy.get(), dw.get()); });
+      }
+      std::printf("stem forms as the step runs them (auto API): direct fwd %7.3f ms  wgrad %7.3f ms; space_to_depth "
+                  "with its transforms fwd %7.3f ms  wgrad %7.3f ms  (direct / space_to_depth %.2fx for 2 fwd + "
+                  "wgrad)\n", form_ms[0][0], form_ms[0][1], form_ms[1][0], form_ms[1][1],
+                  (2 * form_ms[0][0] + form_ms[0][1]) / (2 * form_ms[1][0] + form_ms[1][1]));
     }
   });
 }

@@ -52,6 +52,20 @@ std::string candidates(int pass, const Perf* perf, int count) {
   return out.empty() ? std::string(" (cuDNN returned no candidates)") : out;
 }
 
+// For describe(): how a stem's pass runs, when it has a space-to-depth form that was considered.
+std::string stem_form_note(const Plan& p) {
+  char buf[192];
+  if (p.space_to_depth_timed_ms >= 0) {
+    std::snprintf(buf, sizeof buf, "; stem form: %s (space_to_depth %.3f ms timed against %.3f ms direct)",
+                  p.space_to_depth ? "space_to_depth" : "direct", (double)p.space_to_depth_timed_ms,
+                  (double)p.direct_timed_ms);
+    return buf;
+  }
+  if (p.space_to_depth) return p.given ? "; stem form: space_to_depth, as given" : "; stem form: space_to_depth";
+  if (!p.stem_note.empty()) return "; stem form: direct, " + p.stem_note;
+  return "";
+}
+
 }  // namespace
 
 Entry& Convolutions::Impl::entry(const cpu::ConvShape& s, DType dtype, bool add) {
@@ -242,16 +256,41 @@ void Convolutions::Impl::run_legacy(const Entry& e, int pass, const void* in0, c
                                                     e.w, out));
 }
 
-void Convolutions::Impl::run(const Entry& e, int pass, const void* in0, const void* in1, void* out) {
+void Convolutions::Impl::run(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws,
+                             size_t ws_bytes) {
+  if (!ws) ws = workspace, ws_bytes = workspace_bytes;
   const Plan& plan = e.plan[pass];
   if (plan.graph.plan && graph_conv_aligned(in0, in1, out))
-    run_graph_conv(handle, plan.graph, pass, in0, in1, out, workspace);
+    run_graph_conv(handle, plan.graph, pass, in0, in1, out, ws);
   else
-    run_legacy(e, pass, in0, in1, out, workspace, workspace_bytes);
+    run_legacy(e, pass, in0, in1, out, ws, ws_bytes);
 }
 
-Convolutions::Convolutions(cudaStream_t stream, ConvApi api) : impl_(std::make_unique<Impl>()), api_(api) {
+float Convolutions::Impl::time_ms(const std::function<void()>& launch) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MOCO_CUDA_CHECK(cudaEventCreate(&start));
+  MOCO_CUDA_CHECK(cudaEventCreate(&stop));
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {  // unchecked: a destructor must not throw
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } events{start, stop};
+  launch();  // untimed: first-use costs stay out of the measurement
+  MOCO_CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < kTimedRuns; ++i) launch();
+  MOCO_CUDA_CHECK(cudaEventRecord(stop, stream));
+  wait_for_stream();
+  float ms = 0;
+  MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  return ms / kTimedRuns;
+}
+
+Convolutions::Convolutions(cudaStream_t stream, ConvApi api, StemForm stem)
+    : impl_(std::make_unique<Impl>()), api_(api), stem_(stem) {
   impl_->api = api;
+  impl_->stem = stem;
   impl_->stream = stream;
   MOCO_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   MOCO_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
@@ -266,8 +305,14 @@ void Convolutions::forward(const cpu::ConvShape& s, DType dtype, const void* x, 
   MOCO_CHECK(x && w && y, "Convolutions::forward: null pointer (x=", x, ", w=", w, ", y=", y, ") for ",
              shape_string(s, dtype));
   Entry& e = impl_->entry(s, dtype);
-  if (!e.plan[kForward].found) impl_->find(e, kForward, x, w, y, frozen_);
-  impl_->run(e, kForward, x, w, y);
+  if (!e.plan[kForward].found) {
+    impl_->find(e, kForward, x, w, y, frozen_);
+    impl_->choose_stem_form(e, kForward, x, w, y, frozen_);
+  }
+  if (e.plan[kForward].space_to_depth)
+    impl_->run_space_to_depth(e, kForward, x, w, y);
+  else
+    impl_->run(e, kForward, x, w, y);
 }
 
 void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx,
@@ -299,8 +344,14 @@ void Convolutions::backward_filter(const cpu::ConvShape& s, DType dtype, const v
   MOCO_CHECK(x && dy && dw, "Convolutions::backward_filter: null pointer (x=", x, ", dy=", dy, ", dw=", dw, ") for ",
              shape_string(s, dtype));
   Entry& e = impl_->entry(s, dtype);
-  if (!e.plan[kBackwardFilter].found) impl_->find(e, kBackwardFilter, x, dy, dw, frozen_);
-  impl_->run(e, kBackwardFilter, x, dy, dw);
+  if (!e.plan[kBackwardFilter].found) {
+    impl_->find(e, kBackwardFilter, x, dy, dw, frozen_);
+    impl_->choose_stem_form(e, kBackwardFilter, x, dy, dw, frozen_);
+  }
+  if (e.plan[kBackwardFilter].space_to_depth)
+    impl_->run_space_to_depth(e, kBackwardFilter, x, dy, dw);
+  else
+    impl_->run(e, kBackwardFilter, x, dy, dw);
 }
 
 size_t Convolutions::workspace_bytes() const { return impl_->workspace_bytes; }
@@ -355,6 +406,7 @@ std::string Convolutions::describe() const {
         line += note;
       }
       if (!p.graph.plan) line += "\n";
+      line.insert(line.size() - 1, stem_form_note(p));
       out += line;
     }
   return out;

@@ -44,11 +44,35 @@ constexpr double kGraphMargin = 0.03;
 ConvApi conv_api_from_env();
 const char* conv_api_name(ConvApi api);
 
+// How a stride-2 convolution with at most 4 input channels (the ResNet stem) runs its forward and filter
+// gradient, chosen per shape and pass on its first call:
+//   direct          as it is: cuDNN on the 3-channel input;
+//   space_to_depth  as the stride-1 convolution with a kernel of half the size over a 2x2 space-to-depth
+//                   input of 16 channels (kernels/stem_space_to_depth.cuh): the same products, summed in
+//                   another order. The transformed input and filter live in the workspace;
+//   auto            the default: both timed on the caller's buffers, and space-to-depth kept when it is more
+//                   than kStemMargin faster, transforms included.
+// Why: with 3 input channels cuDNN's kernels ran the ResNet-50 stem at about 34 TFLOP/s on an H200 (a fifth
+// of its 1x1s), 1.8 ms of each encoder's forward at batch 256; 16 channels fill a tensor-core k-slice.
+// The data gradient always runs directly (training never asks for the image's gradient).
+enum class StemForm { kDirect, kSpaceToDepth, kAuto };
+constexpr double kStemMargin = 0.03;
+// MOCO_STEM_FORM: auto (unset), direct or space_to_depth; any other value throws naming it.
+StemForm stem_form_from_env();
+const char* stem_form_name(StemForm form);
+// Whether a shape has a space-to-depth form: stride 2, 1 to 4 input channels, a kernel wider than 1.
+bool space_to_depth_fits(const cpu::ConvShape& s);
+// That form's shape: (N, Ho + kh2 - 1, Wo + kw2 - 1, 16) input, kernel (kh2, kw2) = half the kernel rounded
+// up, stride 1, no padding; the same output (N, Ho, Wo, Co).
+cpu::ConvShape space_to_depth_shape(const cpu::ConvShape& s);
+
 class Convolutions {
  public:
   // All work is issued on `stream`.
-  explicit Convolutions(cudaStream_t stream, ConvApi api = conv_api_from_env());
+  explicit Convolutions(cudaStream_t stream, ConvApi api = conv_api_from_env(),
+                        StemForm stem = stem_form_from_env());
   ConvApi api() const { return api_; }
+  StemForm stem_form() const { return stem_; }
   ~Convolutions();
   Convolutions(const Convolutions&) = delete;
   Convolutions& operator=(const Convolutions&) = delete;
@@ -70,8 +94,10 @@ class Convolutions {
   // The chosen plans as text, one line per shape and pass (see plans()'s first line), and such text given
   // back: a shape and pass it names then runs that legacy algorithm (and graph engine) without a search.
   // Searches pick by timing, so two processes may choose differently and round differently; a resumed run
-  // given its predecessor's plans computes exactly as it would have. A plan this machine refuses is
-  // reported on stderr and searched again; malformed text throws, naming the line.
+  // given its predecessor's plans computes exactly as it would have. The stem form is part of a pass's plan
+  // (a trailing space_to_depth; given plans without it run the stem directly, as they were made), and the
+  // space-to-depth shape has plans of its own. A plan this machine refuses is reported on stderr and searched
+  // again; malformed text throws, naming the line.
   std::string plans() const;
   void use_plans(const std::string& text);
 
@@ -79,15 +105,17 @@ class Convolutions {
   void freeze() { frozen_ = true; }
   bool frozen() const { return frozen_; }
   size_t workspace_bytes() const;
-  int cached_shapes() const;  // (shape, dtype) pairs with a plan; the adding backward data is not counted apart
+  // (shape, dtype) pairs with a plan; the adding backward data is not counted apart, a space-to-depth shape is
+  int cached_shapes() const;
   // One line per cached shape and pass: the shape, the chosen algorithm or graph engine, its measured time
-  // and workspace, and, when the graph API was considered, what it offered.
+  // and workspace, and, when the graph API or the stem's space-to-depth form was considered, what it offered.
   std::string describe() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   ConvApi api_;
+  StemForm stem_;
   bool frozen_ = false;
 };
 

@@ -56,26 +56,6 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
     }
     ws = scratch.p;
   }
-  cudaEvent_t start = nullptr, stop = nullptr;
-  MOCO_CUDA_CHECK(cudaEventCreate(&start));
-  MOCO_CUDA_CHECK(cudaEventCreate(&stop));
-  struct Events {
-    cudaEvent_t a, b;
-    ~Events() {  // unchecked: a destructor must not throw
-      cudaEventDestroy(a);
-      cudaEventDestroy(b);
-    }
-  } events{start, stop};
-  auto time_ms = [&](const std::function<void()>& launch) {
-    launch();  // untimed: first-use costs stay out of the measurement
-    MOCO_CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int i = 0; i < kTimedRuns; ++i) launch();
-    MOCO_CUDA_CHECK(cudaEventRecord(stop, stream));
-    wait_for_stream();
-    float ms = 0;
-    MOCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return ms / kTimedRuns;
-  };
   // graph mode needs no legacy time, nor any time when only one plan qualifies
   if (!required) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
   int best = 0;

@@ -157,6 +157,12 @@ struct Plan {
   float legacy_timed_ms = -1, graph_timed_ms = -1;
   std::string graph_note;
   bool given = false;  // taken from use_plans(), not searched
+  // A stem's forward or filter gradient (space_to_depth_fits): whether it runs in the space-to-depth form
+  // (then over that shape's entry, with this plan kept for the choice's record), and both forms' times as
+  // timed here (-1: not timed).
+  bool space_to_depth = false;
+  float direct_timed_ms = -1, space_to_depth_timed_ms = -1;
+  std::string stem_note;  // why auto mode did not time the space-to-depth form
 };
 
 // cuDNN's view of one shape: x (N, H, W, Ci), w (Co, kh, kw, Ci), y (N, Ho, Wo, Co), and one convolution
@@ -249,16 +255,31 @@ struct Convolutions::Impl {
   void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);
   // Queues the pass with the legacy algorithm, or with the graph plan when one is in use and the pointers
-  // are aligned for it; `ws` holds the workspace that run needs.
+  // are aligned for it; `ws` holds the workspace that run needs (run: the persistent one unless given).
   void run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws, size_t ws_bytes);
-  void run(const Entry& e, int pass, const void* in0, const void* in1, void* out);
+  void run(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws = nullptr,
+           size_t ws_bytes = 0);
+  // The mean time of kTimedRuns launches on the stream after one untimed one (first-use costs stay out).
+  float time_ms(const std::function<void()>& launch);
+
+  // The stem's space-to-depth form (convolution_stem.cpp), for a forward or filter-gradient pass whose direct
+  // plan was just found: decides the form (as given, as the mode says, or by timing both on the caller's
+  // buffers), and for that form finds the space-to-depth shape's plan and grows the workspace.
+  void choose_stem_form(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  // Queues the pass in the space-to-depth form: the transforms into the workspace, then the stride-1 plan.
+  void run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out);
+  // The space-to-depth shape's entry with the pass's plan found (searched on scratch copies the first time),
+  // and the workspace grown to hold its transforms next to that plan's own workspace.
+  Entry& prepare_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   ConvApi api = ConvApi::kLegacy;
+  StemForm stem = StemForm::kDirect;
   // Plans given back by use_plans(), by shape and pass: used instead of a search.
   struct Given {
     int algo;
     cudnnMathType_t math;
     bool deterministic;
     int64_t engine;  // -1: the legacy algorithm alone
+    bool space_to_depth;  // the stem's form (a trailing space_to_depth on the line)
   };
   std::unordered_map<Key, std::array<std::optional<Given>, kPasses>, KeyHash> given;
 };

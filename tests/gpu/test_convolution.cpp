@@ -130,6 +130,12 @@ size_t lines(const std::string& s) {
   return n;
 }
 
+size_t occurrences(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
 // got within rel * mag (+ the no-term floor) of ref, element by element; NaN fails.
 ::testing::AssertionResult within(const std::vector<float>& got, const std::vector<double>& ref,
                                  const std::vector<double>& mag, double rel, const std::string& what) {
@@ -266,7 +272,7 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
 
 void check_resnet50(DType dt, cuda::ConvApi api, int64_t batch) {
   Stream stream;
-  cuda::Convolutions conv(stream.get(), api);
+  cuda::Convolutions conv(stream.get(), api, cuda::StemForm::kDirect);  // the stem's other form has its own tests
   const auto convs = cuda::resnet50_convs(batch);
   // the stem; 4 in stage 1 (its stride-1 downsample, 64 -> 256 at 56x56, has the shape of its conv3); 6 in
   // each later stage (first block's 1x1, strided 3x3 and downsample; later blocks' 1x1 and 3x3; the expand)
@@ -493,7 +499,7 @@ TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
 TEST(GpuConvolution, FrozenWorkspaceNeverGrows) {
   MOCO_REQUIRE_GPU();
   Stream stream;
-  cuda::Convolutions conv(stream.get());
+  cuda::Convolutions conv(stream.get(), cuda::conv_api_from_env(), cuda::StemForm::kDirect);  // one entry a shape
   check_conv(conv, stream.get(), ConvShape{2, 8, 7, 7, 8, 1, 1, 1, 0}, DType::BF16, 7);
   const size_t ws = conv.workspace_bytes();
   conv.freeze();
@@ -562,4 +568,115 @@ TEST(GpuConvolution, RejectsBadArguments) {
   expect_error([&] { conv.forward(bad, DType::F32, x.get(), w.get(), y.get()); }, "kernel larger");
   expect_error([&] { conv.forward(s, DType::F32, nullptr, w.get(), y.get()); }, "null pointer");
   EXPECT_EQ(conv.cached_shapes(), 0);
+}
+
+// ---- the stem's space-to-depth form (StemForm, convolution.h)
+
+// Forced into the form, the ResNet-50 stem and odd stride-2 shapes with 1 to 4 input channels (odd and even
+// kernels, non-square ones, padding up to 3, odd sizes) match the CPU's direct convolution in every pass, each
+// searched then cached and bit for bit the same (check_conv); backward data runs directly. The forward and
+// filter-gradient lines of describe() name the form, and each stride-1 shape is a cached shape of its own.
+TEST(GpuConvolution, StemSpaceToDepthFormMatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kSpaceToDepth);
+  const ConvShape shapes[] = {
+      {2, 3, 224, 224, 64, 7, 7, 2, 3},  // the ResNet-50 stem
+      {2, 1, 9, 9, 8, 3, 3, 2, 1},   {1, 2, 8, 11, 5, 4, 4, 2, 1},  {2, 4, 10, 7, 6, 5, 3, 2, 2},
+      {3, 3, 13, 13, 17, 7, 7, 2, 3}, {2, 3, 12, 12, 4, 2, 2, 2, 0},
+  };
+  uint64_t seed = 5000;
+  for (DType dt : {DType::F32, DType::BF16})
+    for (const ConvShape& s : shapes) {
+      ASSERT_TRUE(cuda::space_to_depth_fits(s)) << describe_shape(s, dt);
+      check_conv(conv, stream.get(), s, dt, seed++);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  const std::string d = conv.describe();
+  const size_t n = 2 * std::size(shapes);
+  EXPECT_EQ(occurrences(d, "; stem form: space_to_depth"), 2 * n) << d;  // forward and backward_filter
+  EXPECT_EQ(conv.cached_shapes(), (int)(2 * n)) << d;                    // each shape and its stride-1 form
+  std::printf("%s", d.c_str());
+}
+
+// The form's shape: stride 1, no padding, 16 channels, half the kernel rounded up, the same output.
+TEST(GpuConvolution, StemSpaceToDepthShape) {
+  const ConvShape stem{256, 3, 224, 224, 64, 7, 7, 2, 3};
+  const ConvShape z = cuda::space_to_depth_shape(stem);
+  EXPECT_EQ(describe_shape(z, DType::BF16), "N=256 Ci=16 115x115 Co=64 k=4x4 stride=1 pad=0 bf16");
+  EXPECT_EQ(z.ho(), stem.ho());
+  EXPECT_EQ(z.wo(), stem.wo());
+  const ConvShape odd{1, 2, 8, 11, 5, 4, 4, 2, 1};
+  EXPECT_EQ(cuda::space_to_depth_shape(odd).ho(), odd.ho());
+  EXPECT_EQ(cuda::space_to_depth_shape(odd).wo(), odd.wo());
+  EXPECT_TRUE(cuda::space_to_depth_fits(stem));
+  EXPECT_FALSE(cuda::space_to_depth_fits(ConvShape{2, 5, 9, 9, 8, 3, 3, 2, 1}));   // 5 channels: 20 > 16
+  EXPECT_FALSE(cuda::space_to_depth_fits(ConvShape{2, 3, 9, 9, 8, 3, 3, 1, 1}));   // stride 1
+  EXPECT_FALSE(cuda::space_to_depth_fits(ConvShape{2, 3, 9, 9, 8, 1, 1, 2, 0}));   // a 1x1 kernel
+}
+
+// auto (the default): both forms are timed on the first forward and filter-gradient call, describe() reports
+// both times, and whichever wins computes the right values.
+TEST(GpuConvolution, StemFormAutoTimesBothAndMatchesCpu) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kAuto);
+  check_conv(conv, stream.get(), ConvShape{2, 3, 32, 32, 16, 7, 7, 2, 3}, DType::BF16, 5100);
+  const std::string d = conv.describe();
+  EXPECT_EQ(occurrences(d, "; stem form: "), 2u) << d;
+  EXPECT_EQ(occurrences(d, " ms timed against "), 2u) << d;
+  std::printf("%s", d.c_str());
+}
+
+// The form travels with the plans: a second object given the first's plans runs the stem in the same form
+// without timing, and writes the same text back. Plans without the form (made before it existed, or choosing
+// the direct form) run directly whatever the mode; a form on a pass or shape that has none is refused.
+TEST(GpuConvolution, StemFormTravelsWithThePlans) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  const ConvShape s{2, 3, 18, 18, 8, 7, 7, 2, 3};
+  cuda::Convolutions first(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kSpaceToDepth);
+  check_conv(first, stream.get(), s, DType::BF16, 5200);
+  const std::string text = first.plans();
+  EXPECT_EQ(occurrences(text, " space_to_depth\n"), 2u) << text;
+
+  cuda::Convolutions second(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kDirect);
+  second.use_plans(text);
+  check_conv(second, stream.get(), s, DType::BF16, 5201);
+  EXPECT_EQ(second.plans(), text);
+  EXPECT_EQ(occurrences(second.describe(), "; stem form: space_to_depth, as given"), 2u) << second.describe();
+
+  cuda::Convolutions direct(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kDirect);
+  check_conv(direct, stream.get(), s, DType::BF16, 5202);
+  cuda::Convolutions third(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kSpaceToDepth);
+  third.use_plans(direct.plans());
+  check_conv(third, stream.get(), s, DType::BF16, 5203);
+  EXPECT_EQ(third.describe().find("stem form"), std::string::npos) << third.describe();
+  EXPECT_EQ(third.cached_shapes(), 1);
+
+  expect_error([&] { third.use_plans("2 3 18 18 8 7 7 2 3 bf16 backward_data 1 1 1 -1 space_to_depth\n"); },
+               "space_to_depth form");
+  expect_error([&] { third.use_plans("2 16 9 9 8 3 3 1 1 bf16 forward 1 1 1 -1 space_to_depth\n"); },
+               "space_to_depth form");
+  expect_error([&] { third.use_plans("2 3 18 18 8 7 7 2 3 bf16 forward 1 1 1 -1 sideways\n"); }, "line 1");
+  expect_error([&] { third.use_plans("2 3 18 18 8 7 7 2 3 bf16 forward 1 1 1 -1 space_to_depth x\n"); }, "line 1");
+}
+
+TEST(GpuConvolution, StemFormComesFromTheEnvironment) {
+  const char* before = std::getenv("MOCO_STEM_FORM");
+  const std::string saved = before ? before : "";
+  ::unsetenv("MOCO_STEM_FORM");
+  EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kAuto);
+  ::setenv("MOCO_STEM_FORM", "direct", 1);
+  EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kDirect);
+  ::setenv("MOCO_STEM_FORM", "space_to_depth", 1);
+  EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kSpaceToDepth);
+  ::setenv("MOCO_STEM_FORM", "auto", 1);
+  EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kAuto);
+  ::setenv("MOCO_STEM_FORM", "s2d", 1);
+  expect_error([] { cuda::stem_form_from_env(); }, "MOCO_STEM_FORM=s2d");
+  if (before)
+    ::setenv("MOCO_STEM_FORM", saved.c_str(), 1);
+  else
+    ::unsetenv("MOCO_STEM_FORM");
 }
