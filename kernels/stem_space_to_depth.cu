@@ -94,6 +94,15 @@ void check_elem(const char* who, size_t elem) {
   MOCO_CHECK(elem == 2 || elem == 4, who, ": element size ", elem, " bytes is not bf16 (2) or fp32 (4)");
 }
 
+// The filter transforms' arguments: a filter (Co, kh, kw, Ci) with Ci that fits 16 channels, and both pointers.
+void check_filter(const char* who, size_t elem, int64_t co, int64_t kh, int64_t kw, int64_t ci, const void* from,
+                  const void* to) {
+  check_elem(who, elem);
+  MOCO_CHECK(co >= 1 && kh >= 1 && kw >= 1 && ci >= 1 && ci <= kSpaceToDepthMaxCi && from && to, who,
+             ": need Co, kh, kw >= 1, 1 <= Ci <= ", kSpaceToDepthMaxCi, " and non-null pointers, got Co=", co,
+             " kh=", kh, " kw=", kw, " Ci=", ci);
+}
+
 template <class U>
 void launch_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t hz, int64_t wz, const void* x,
                   void* z, cudaStream_t stream) {
@@ -130,11 +139,7 @@ void space_to_depth_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t p
 
 void space_to_depth_weight(int64_t co, int64_t kh, int64_t kw, int64_t ci, size_t elem, const void* w, void* w2,
                            cudaStream_t stream) {
-  const char* who = "space_to_depth_weight";
-  check_elem(who, elem);
-  MOCO_CHECK(co >= 1 && kh >= 1 && kw >= 1 && ci >= 1 && ci <= kSpaceToDepthMaxCi && w && w2, who,
-             ": need Co, kh, kw >= 1, 1 <= Ci <= ", kSpaceToDepthMaxCi, " and non-null pointers, got Co=", co,
-             " kh=", kh, " kw=", kw, " Ci=", ci);
+  check_filter("space_to_depth_weight", elem, co, kh, kw, ci, w, w2);
   const int64_t kh2 = (kh + 1) / 2, kw2 = (kw + 1) / 2, total = co * kh2 * kw2 * kZ;
   const unsigned grid = vec::grid_for(total, kThreads);
   if (elem == 2)
@@ -148,11 +153,7 @@ void space_to_depth_weight(int64_t co, int64_t kh, int64_t kw, int64_t ci, size_
 
 void space_to_depth_weight_grad(int64_t co, int64_t kh, int64_t kw, int64_t ci, size_t elem, const void* dw2,
                                 void* dw, cudaStream_t stream) {
-  const char* who = "space_to_depth_weight_grad";
-  check_elem(who, elem);
-  MOCO_CHECK(co >= 1 && kh >= 1 && kw >= 1 && ci >= 1 && ci <= kSpaceToDepthMaxCi && dw2 && dw, who,
-             ": need Co, kh, kw >= 1, 1 <= Ci <= ", kSpaceToDepthMaxCi, " and non-null pointers, got Co=", co,
-             " kh=", kh, " kw=", kw, " Ci=", ci);
+  check_filter("space_to_depth_weight_grad", elem, co, kh, kw, ci, dw2, dw);
   const int64_t kh2 = (kh + 1) / 2, kw2 = (kw + 1) / 2, total = co * kh * kw * ci;
   const unsigned grid = vec::grid_for(total, kThreads);
   if (elem == 2)

@@ -287,6 +287,18 @@ float Convolutions::Impl::time_ms(const std::function<void()>& launch) {
   return ms / kTimedRuns;
 }
 
+void Convolutions::Impl::search_and_run(Entry& e, int pass, const void* in0, const void* in1, void* out,
+                                        bool frozen) {
+  if (!e.plan[pass].found) {
+    find(e, pass, in0, in1, out, frozen);
+    choose_stem_form(e, pass, in0, in1, out, frozen);
+  }
+  if (e.plan[pass].space_to_depth)
+    run_space_to_depth(e, pass, in0, in1, out);
+  else
+    run(e, pass, in0, in1, out);
+}
+
 Convolutions::Convolutions(cudaStream_t stream, ConvApi api, StemForm stem)
     : impl_(std::make_unique<Impl>()), api_(api), stem_(stem) {
   impl_->api = api;
@@ -304,15 +316,7 @@ void Convolutions::forward(const cpu::ConvShape& s, DType dtype, const void* x, 
   check_args("forward", s, dtype);
   MOCO_CHECK(x && w && y, "Convolutions::forward: null pointer (x=", x, ", w=", w, ", y=", y, ") for ",
              shape_string(s, dtype));
-  Entry& e = impl_->entry(s, dtype);
-  if (!e.plan[kForward].found) {
-    impl_->find(e, kForward, x, w, y, frozen_);
-    impl_->choose_stem_form(e, kForward, x, w, y, frozen_);
-  }
-  if (e.plan[kForward].space_to_depth)
-    impl_->run_space_to_depth(e, kForward, x, w, y);
-  else
-    impl_->run(e, kForward, x, w, y);
+  impl_->search_and_run(impl_->entry(s, dtype), kForward, x, w, y, frozen_);
 }
 
 void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const void* dy, const void* w, void* dx,
@@ -343,15 +347,7 @@ void Convolutions::backward_filter(const cpu::ConvShape& s, DType dtype, const v
   check_args("backward_filter", s, dtype);
   MOCO_CHECK(x && dy && dw, "Convolutions::backward_filter: null pointer (x=", x, ", dy=", dy, ", dw=", dw, ") for ",
              shape_string(s, dtype));
-  Entry& e = impl_->entry(s, dtype);
-  if (!e.plan[kBackwardFilter].found) {
-    impl_->find(e, kBackwardFilter, x, dy, dw, frozen_);
-    impl_->choose_stem_form(e, kBackwardFilter, x, dy, dw, frozen_);
-  }
-  if (e.plan[kBackwardFilter].space_to_depth)
-    impl_->run_space_to_depth(e, kBackwardFilter, x, dy, dw);
-  else
-    impl_->run(e, kBackwardFilter, x, dy, dw);
+  impl_->search_and_run(impl_->entry(s, dtype), kBackwardFilter, x, dy, dw, frozen_);
 }
 
 size_t Convolutions::workspace_bytes() const { return impl_->workspace_bytes; }

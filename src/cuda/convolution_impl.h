@@ -259,6 +259,8 @@ struct Convolutions::Impl {
   void run_legacy(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws, size_t ws_bytes);
   void run(const Entry& e, int pass, const void* in0, const void* in1, void* out, void* ws = nullptr,
            size_t ws_bytes = 0);
+  // A forward or filter-gradient call: the plan and the stem's form chosen on the first one, then the run.
+  void search_and_run(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   // The mean time of kTimedRuns launches on the stream after one untimed one (first-use costs stay out).
   float time_ms(const std::function<void()>& launch);
 
