@@ -329,15 +329,23 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
     if (!add) {
       impl_->find(e, kBackwardData, dy, w, dx, frozen_);
     } else {
-      // the search and the timing runs overwrite dx, which holds the sum so far: a copy waits aside meanwhile
+      // the search and the timing runs overwrite dx, which holds the sum so far: a copy waits aside meanwhile,
+      // on the device, or in host memory when the device has no room left for it (once per shape, at warm-up)
       const size_t bytes = (size_t)(s.n * s.ci * s.h * s.w) * dtype_size(dtype);
       SearchScratch kept;
-      MOCO_CHECK(kept.take(bytes), "Convolutions: no device memory for the ", bytes, "-byte copy of dx that ",
-                 "searching ", shape_string(s, dtype, add), " needs; free memory or lower the batch size");
-      MOCO_CUDA_CHECK(cudaMemcpyAsync(kept.p, dx, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
+      std::vector<char> kept_on_host;  // (bytes) used only when the device copy cannot be had
+      const bool on_device = kept.take(bytes);
+      if (!on_device) kept_on_host.resize(bytes);
+      void* aside = on_device ? kept.p : kept_on_host.data();
+      const cudaMemcpyKind out = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
+      const cudaMemcpyKind back = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(aside, dx, bytes, out, impl_->stream));
       impl_->find(e, kBackwardData, dy, w, dx, frozen_);
-      MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, kept.p, bytes, cudaMemcpyDeviceToDevice, impl_->stream));
-      kept.release(impl_->stream);
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream));
+      if (on_device)
+        kept.release(impl_->stream);
+      else
+        impl_->wait_for_stream();  // the host copy must outlive the transfer back
     }
   }
   impl_->run(e, kBackwardData, dy, w, dx);
