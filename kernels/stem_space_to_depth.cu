@@ -26,8 +26,8 @@ constexpr int kZ = (int)kSpaceToDepthChannels;
 // (a pixel is 32 bytes in bf16, 64 in fp32, and z starts 16-byte aligned).
 template <class U, int CI>
 __global__ void __launch_bounds__(kThreads)
-    input_kernel(int64_t pixels, int64_t h, int64_t w, int64_t pad, int64_t hz, int64_t wz,
-                 const U* __restrict__ x,  // (N, H, W, CI)
+    input_kernel(int64_t pixels, int64_t h, int64_t w, int64_t pad, int64_t h_read, int64_t w_read, int64_t hz,
+                 int64_t wz, const U* __restrict__ x,  // (N, H, W, CI)
                  U* __restrict__ z) {      // (N, Hz, Wz, 16)
   static_assert(std::is_same_v<U, uint16_t> || std::is_same_v<U, uint32_t>, "U holds a bf16 or an fp32");
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += (int64_t)gridDim.x * blockDim.x) {
@@ -38,11 +38,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int by = 0; by < 2; ++by) {
       const int64_t iy = 2 * yo + by - pad;
-      if (iy < 0 || iy >= h) continue;
+      if (iy < 0 || iy >= h_read) continue;
 #pragma unroll
       for (int bx = 0; bx < 2; ++bx) {
         const int64_t ix = 2 * xo + bx - pad;
-        if (ix < 0 || ix >= w) continue;
+        if (ix < 0 || ix >= w_read) continue;
         const U* src = x + ((n * h + iy) * w + ix) * CI;
 #pragma unroll
         for (int c = 0; c < CI; ++c) v[(by * 2 + bx) * CI + c] = src[c];
@@ -104,37 +104,42 @@ void check_filter(const char* who, size_t elem, int64_t co, int64_t kh, int64_t 
 }
 
 template <class U>
-void launch_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t hz, int64_t wz, const void* x,
-                  void* z, cudaStream_t stream) {
+void launch_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t h_read, int64_t w_read,
+                  int64_t hz, int64_t wz, const void* x, void* z, cudaStream_t stream) {
   const int64_t pixels = n * hz * wz;
   const unsigned grid = vec::grid_for(pixels, kThreads);
   const U* xs = static_cast<const U*>(x);
   U* zs = static_cast<U*>(z);
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(pixels, h, w, pad, h_read, w_read, hz, wz, xs, zs);
+  };
   switch (ci) {
-    case 1: input_kernel<U, 1><<<grid, kThreads, 0, stream>>>(pixels, h, w, pad, hz, wz, xs, zs); break;
-    case 2: input_kernel<U, 2><<<grid, kThreads, 0, stream>>>(pixels, h, w, pad, hz, wz, xs, zs); break;
-    case 3: input_kernel<U, 3><<<grid, kThreads, 0, stream>>>(pixels, h, w, pad, hz, wz, xs, zs); break;
-    default: input_kernel<U, 4><<<grid, kThreads, 0, stream>>>(pixels, h, w, pad, hz, wz, xs, zs); break;
+    case 1: launch(input_kernel<U, 1>); break;
+    case 2: launch(input_kernel<U, 2>); break;
+    case 3: launch(input_kernel<U, 3>); break;
+    default: launch(input_kernel<U, 4>); break;
   }
   MOCO_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-void space_to_depth_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t hz, int64_t wz,
-                          size_t elem, const void* x, void* z, cudaStream_t stream) {
+void space_to_depth_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t h_read, int64_t w_read,
+                          int64_t hz, int64_t wz, size_t elem, const void* x, void* z, cudaStream_t stream) {
   const char* who = "space_to_depth_input";
   check_elem(who, elem);
   MOCO_CHECK(n >= 1 && h >= 1 && w >= 1 && hz >= 1 && wz >= 1 && pad >= 0, who, ": need N, H, W, Hz, Wz >= 1 and "
              "pad >= 0, got N=", n, " H=", h, " W=", w, " Hz=", hz, " Wz=", wz, " pad=", pad);
   MOCO_CHECK(ci >= 1 && ci <= kSpaceToDepthMaxCi, who, ": Ci=", ci, " does not fit 16 channels (expected 1 to ",
              kSpaceToDepthMaxCi, ")");
+  MOCO_CHECK(h_read >= 0 && h_read <= h && w_read >= 0 && w_read <= w, who, ": the rows and columns read, ",
+             h_read, " x ", w_read, ", must lie within x's ", h, " x ", w);
   MOCO_CHECK(x && z && vec::aligned(z, 16), who, ": x (", x, ") must be non-null and z (", z,
              ") non-null and 16-byte aligned");
   if (elem == 2)
-    launch_input<uint16_t>(n, h, w, ci, pad, hz, wz, x, z, stream);
+    launch_input<uint16_t>(n, h, w, ci, pad, h_read, w_read, hz, wz, x, z, stream);
   else
-    launch_input<uint32_t>(n, h, w, ci, pad, hz, wz, x, z, stream);
+    launch_input<uint32_t>(n, h, w, ci, pad, h_read, w_read, hz, wz, x, z, stream);
 }
 
 void space_to_depth_weight(int64_t co, int64_t kh, int64_t kw, int64_t ci, size_t elem, const void* w, void* w2,

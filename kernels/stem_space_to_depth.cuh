@@ -26,9 +26,11 @@ namespace moco::kernels {
 constexpr int64_t kSpaceToDepthChannels = 16;  // z's channels: 4 Ci (Ci <= 4), zero-padded to 16
 constexpr int64_t kSpaceToDepthMaxCi = kSpaceToDepthChannels / 4;
 
-// z (N, Hz, Wz, 16) from x (N, H, W, Ci), 1 <= Ci <= 4. z must not overlap x.
-void space_to_depth_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t hz, int64_t wz,
-                          size_t elem, const void* x, void* z, cudaStream_t stream);
+// z (N, Hz, Wz, 16) from x (N, H, W, Ci), 1 <= Ci <= 4. z must not overlap x. Only x's first h_read rows and
+// w_read columns are copied, the rest count as zeros: the direct convolution never reads them, and z would put
+// them against a zero weight, where an Inf or NaN would still make a NaN.
+void space_to_depth_input(int64_t n, int64_t h, int64_t w, int64_t ci, int64_t pad, int64_t h_read, int64_t w_read,
+                          int64_t hz, int64_t wz, size_t elem, const void* x, void* z, cudaStream_t stream);
 // w2 (Co, kh2, kw2, 16) from w (Co, kh, kw, Ci).
 void space_to_depth_weight(int64_t co, int64_t kh, int64_t kw, int64_t ci, size_t elem, const void* w, void* w2,
                            cudaStream_t stream);

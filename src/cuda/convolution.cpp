@@ -335,7 +335,10 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
       SearchScratch kept;
       std::vector<char> kept_on_host;  // (bytes) used only when the device copy cannot be had
       const bool on_device = kept.take(bytes);
-      if (!on_device) kept_on_host.resize(bytes);
+      if (!on_device) {
+        kept_on_host.resize(bytes);
+        impl_->wait_for_stream();  // under the caller's bound: a copy into pageable memory would wait unbounded
+      }
       void* aside = on_device ? kept.p : kept_on_host.data();
       const cudaMemcpyKind out = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
       const cudaMemcpyKind back = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;

@@ -268,11 +268,14 @@ struct Convolutions::Impl {
   // plan was just found: decides the form (as given, as the mode says, or by timing both on the caller's
   // buffers), and for that form finds the space-to-depth shape's plan and grows the workspace.
   void choose_stem_form(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
-  // Queues the pass in the space-to-depth form: the transforms into the workspace, then the stride-1 plan.
-  void run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out);
-  // The space-to-depth shape's entry with the pass's plan found (searched on scratch copies the first time),
-  // and the workspace grown to hold its transforms next to that plan's own workspace.
+  // Queues the pass in the space-to-depth form: the transforms into the workspace (or into `base`, a buffer of
+  // space_to_depth_bytes), then the stride-1 plan.
+  void run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out,
+                          void* base = nullptr);
+  // The space-to-depth shape's entry with the pass's plan found (searched on scratch copies the first time).
   Entry& prepare_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  // The bytes the form runs in, once prepared: that plan's own workspace, the transformed input and filter.
+  size_t space_to_depth_bytes(const Entry& e, int pass) const;
   ConvApi api = ConvApi::kLegacy;
   StemForm stem = StemForm::kDirect;
   // Plans given back by use_plans(), by shape and pass: used instead of a search.

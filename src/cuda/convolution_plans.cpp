@@ -20,8 +20,9 @@ bool Convolutions::Impl::use_given_plan(Entry& e, int pass, bool frozen) {
   auto refuse = [&](const std::string& why) {
     // the search starts from the math type the entry was made with
     if (e.dtype == DType::BF16) MOCO_CUDNN_CHECK(cudnnSetConvolutionMathType(e.conv[pass], CUDNN_TENSOR_OP_MATH));
-    std::fprintf(stderr, "moco: the given cuDNN plan for %s of %s cannot be used here (%s); searching again\n",
-                 pass_name(pass), shape_string(e.shape, e.dtype, e.add).c_str(), why.c_str());
+    std::fprintf(stderr, "moco: the given cuDNN plan for %s of %s cannot be used here (%s); searching again%s\n",
+                 pass_name(pass), shape_string(e.shape, e.dtype, e.add).c_str(), why.c_str(),
+                 g.space_to_depth ? ", and choosing the stem's form again" : "");
     return false;
   };
   // fp32 keeps FMA math whatever the plan says (no TF32); bf16 runs the plan's math type

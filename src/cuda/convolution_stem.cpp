@@ -5,7 +5,10 @@
 // The form runs in the persistent workspace, laid out as
 //   [the stride-1 plan's own workspace | z (N, Hz, Wz, 16) | w2 or dw2 (Co, kh2, kw2, 16)]
 // each part starting 256-byte aligned (the graph plans need 16). The first call searches the stride-1 shape's
-// plan on scratch copies instead, because that search may grow, and so move, the workspace.
+// plan on scratch copies instead, because that search may grow, and so move, the workspace; auto mode times
+// the form in scratch when the workspace is smaller than it needs, and grows the workspace only for a form it
+// keeps.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -40,7 +43,11 @@ Region region_of(const Entry& se, int pass) {
 
 void transform_input(const Entry& e, const cpu::ConvShape& zs, const void* x, void* z, cudaStream_t stream) {
   const cpu::ConvShape& s = e.shape;
-  kernels::space_to_depth_input(s.n, s.h, s.w, s.ci, s.pad, zs.h, zs.w, dtype_size(e.dtype), x, z, stream);
+  // the rows and columns the direct convolution reads: up to the last output's last tap
+  const int64_t h_read = std::clamp<int64_t>((s.ho() - 1) * s.stride + s.kh - s.pad, 0, s.h),
+                w_read = std::clamp<int64_t>((s.wo() - 1) * s.stride + s.kw - s.pad, 0, s.w);
+  kernels::space_to_depth_input(s.n, s.h, s.w, s.ci, s.pad, h_read, w_read, zs.h, zs.w, dtype_size(e.dtype), x, z,
+                                stream);
 }
 
 }  // namespace
@@ -72,35 +79,41 @@ Entry& Convolutions::Impl::prepare_space_to_depth(const Entry& e, int pass, cons
   const cpu::ConvShape zs = space_to_depth_shape(e.shape);
   check_args("space-to-depth form", zs, e.dtype);
   Entry& se = entry(zs, e.dtype);
-  if (!se.plan[pass].found) {
-    Region r = region_of(se, pass);
-    SearchScratch scratch;  // z, then w2 or dw2
-    MOCO_CHECK(scratch.take(r.z_bytes + r.aux_bytes), "Convolutions: no device memory for the ",
-               r.z_bytes + r.aux_bytes, "-byte space-to-depth copies that searching ", shape_string(zs, e.dtype),
-               " needs; free memory or lower the batch size");
-    char* z = static_cast<char*>(scratch.p);
-    char* aux = z + r.z_bytes;
-    transform_input(e, zs, in0, z, stream);
-    const cpu::ConvShape& s = e.shape;
-    if (pass == kForward) {
-      kernels::space_to_depth_weight(s.co, s.kh, s.kw, s.ci, dtype_size(e.dtype), in1, aux, stream);
-      find(se, kForward, z, aux, out, frozen);
-    } else {
-      find(se, kBackwardFilter, z, in1, aux, frozen);
-    }
-    scratch.release(stream);  // after the search's kernels
+  if (se.plan[pass].found) return se;
+  Region r = region_of(se, pass);
+  SearchScratch scratch;  // z, then w2 or dw2
+  MOCO_CHECK(scratch.take(r.z_bytes + r.aux_bytes), "Convolutions: no device memory for the ", r.z_bytes + r.aux_bytes,
+             "-byte space-to-depth copies that searching ", shape_string(zs, e.dtype), " needs; free memory or lower ",
+             "the batch size");
+  char* z = static_cast<char*>(scratch.p);
+  char* aux = z + r.z_bytes;
+  transform_input(e, zs, in0, z, stream);
+  const cpu::ConvShape& s = e.shape;
+  if (pass == kForward) {
+    kernels::space_to_depth_weight(s.co, s.kh, s.kw, s.ci, dtype_size(e.dtype), in1, aux, stream);
+    find(se, kForward, z, aux, out, frozen);
+  } else {
+    find(se, kBackwardFilter, z, in1, aux, frozen);
   }
-  grow_workspace(region_of(se, pass).total(), frozen, se, pass);
+  scratch.release(stream);  // after the search's kernels
   return se;
 }
 
-void Convolutions::Impl::run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out) {
+size_t Convolutions::Impl::space_to_depth_bytes(const Entry& e, int pass) const {
+  return region_of(*entries.at(key_of(space_to_depth_shape(e.shape), e.dtype, false)), pass).total();
+}
+
+void Convolutions::Impl::run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out,
+                                            void* base) {
   const Entry& se = *entries.at(key_of(space_to_depth_shape(e.shape), e.dtype, false));
   const Region r = region_of(se, pass);
-  MOCO_CHECK(r.total() <= workspace_bytes, "Convolutions: the space-to-depth form of ", pass_name(pass), " of ",
-             shape_string(e.shape, e.dtype), " needs ", r.total(), " bytes of workspace, but it holds ",
-             workspace_bytes);
-  char* ws = static_cast<char*>(workspace);
+  if (!base) {
+    MOCO_CHECK(r.total() <= workspace_bytes, "Convolutions: the space-to-depth form of ", pass_name(pass), " of ",
+               shape_string(e.shape, e.dtype), " needs ", r.total(), " bytes of workspace, but it holds ",
+               workspace_bytes);
+    base = workspace;
+  }
+  char* ws = static_cast<char*>(base);
   char* z = ws + r.head;
   char* aux = z + r.z_bytes;
   transform_input(e, se.shape, in0, z, stream);
@@ -123,22 +136,47 @@ void Convolutions::Impl::choose_stem_form(Entry& e, int pass, const void* in0, c
   const bool forced = plan.given || stem == StemForm::kSpaceToDepth;
   if (plan.given ? !plan.space_to_depth : stem == StemForm::kDirect) return;
   plan.space_to_depth = false;
-  try {
-    if (!forced) plan.direct_timed_ms = time_ms([&] { run(e, pass, in0, in1, out); });
-    prepare_space_to_depth(e, pass, in0, in1, out, frozen);
-    if (!forced) plan.space_to_depth_timed_ms = time_ms([&] { run_space_to_depth(e, pass, in0, in1, out); });
-  } catch (const Error& err) {
-    // a form that was asked for is an error, and leaves no plan to run quietly in its place; in auto mode
-    // the direct form stays, with the reason for the report
-    if (forced) {
+  if (forced) {
+    // a form that was asked for is an error when it cannot be had, and leaves no plan behind to run quietly
+    // in its place
+    try {
+      prepare_space_to_depth(e, pass, in0, in1, out, frozen);
+      grow_workspace(space_to_depth_bytes(e, pass), frozen, e, pass);
+    } catch (...) {
       forget(e, pass);
       throw;
     }
+    plan.space_to_depth = true;
+    return;
+  }
+  // auto: both forms timed on the caller's buffers; the space-to-depth one in the workspace when it fits there,
+  // else in scratch, so that the workspace grows only for a form that is kept. Anything that fails leaves the
+  // direct form, with the reason for the report.
+  try {
+    plan.direct_timed_ms = time_ms([&] { run(e, pass, in0, in1, out); });
+    prepare_space_to_depth(e, pass, in0, in1, out, frozen);
+    const size_t bytes = space_to_depth_bytes(e, pass);
+    SearchScratch scratch;
+    void* base = nullptr;  // the workspace
+    if (bytes > workspace_bytes) {
+      MOCO_CHECK(scratch.take(bytes), "no device memory for its ", bytes, "-byte workspace");
+      base = scratch.p;
+    }
+    plan.space_to_depth_timed_ms = time_ms([&] { run_space_to_depth(e, pass, in0, in1, out, base); });
+    scratch.release(stream);  // after the timing runs
+  } catch (const Error& err) {
     plan.stem_note = std::string("space_to_depth not timed: ") + err.what();
     return;
   }
   // ties go to the direct form: one convolution call, no transforms
-  plan.space_to_depth = forced || plan.space_to_depth_timed_ms * (1.0 + kStemMargin) < plan.direct_timed_ms;
+  if (plan.space_to_depth_timed_ms * (1.0 + kStemMargin) >= plan.direct_timed_ms) return;
+  try {
+    grow_workspace(space_to_depth_bytes(e, pass), frozen, e, pass);
+  } catch (const Error& err) {
+    plan.stem_note = std::string("space_to_depth not taken: ") + err.what();
+    return;
+  }
+  plan.space_to_depth = true;
 }
 
 }  // namespace moco::cuda

@@ -680,3 +680,63 @@ TEST(GpuConvolution, StemFormComesFromTheEnvironment) {
   else
     ::unsetenv("MOCO_STEM_FORM");
 }
+
+// The space-to-depth input covers x's rows and columns up to an even count, so with no padding and an odd
+// H - kh the last one is in z, against a zero weight. The direct convolution never reads it, and neither
+// does the form: an Inf or NaN there leaves the output finite and equal to the CPU's.
+TEST(GpuConvolution, StemSpaceToDepthIgnoresWhatTheDirectFormNeverReads) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kSpaceToDepth);
+  const ConvShape s{1, 3, 8, 8, 4, 3, 3, 2, 0};  // Ho = 3: rows and columns 0..6 are read, 7 is not
+  std::vector<float> x = normals((size_t)(s.n * s.ci * s.h * s.w), 61), w = normals((size_t)(s.co * s.ci * 9), 62);
+  for (int64_t c = 0; c < s.ci; ++c)
+    for (int64_t i = 0; i < s.h; ++i) {
+      x[(size_t)((c * s.h + 7) * s.w + i)] = std::nanf("");                // row 7
+      x[(size_t)((c * s.h + i) * s.w + 7)] = i % 2 ? INFINITY : -INFINITY;  // column 7
+    }
+  const size_t ny = (size_t)(s.n * s.co * s.ho() * s.wo());
+  std::vector<double> ref(ny), mag(ny);
+  {
+    const auto xd = widened(x, false), wd = widened(w, false), xa = widened(x, true), wa = widened(w, true);
+    cpu::conv2d_forward<double>(s, xd.data(), wd.data(), ref.data());
+    cpu::conv2d_forward<double>(s, xa.data(), wa.data(), mag.data());
+  }
+  DeviceValues dx(channels_last(x, s.n, s.ci, s.h, s.w), DType::F32, "x");
+  DeviceValues dw(channels_last(w, s.co, s.ci, s.kh, s.kw), DType::F32, "w");
+  DeviceValues y(ny, DType::F32, "y");
+  y.poison();
+  conv.forward(s, DType::F32, dx.get(), dw.get(), y.get());
+  MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  EXPECT_TRUE(within(channels_first(y.download(), s.n, s.co, s.ho(), s.wo()), ref, mag, kRelF32, "forward"))
+      << conv.describe();
+  EXPECT_NE(conv.describe().find("stem form: space_to_depth"), std::string::npos) << conv.describe();
+}
+
+// Auto mode on a frozen, empty workspace: the stem keeps the direct form (the space-to-depth one is timed in
+// scratch, and would need the workspace to grow), or, where even the direct plan needs workspace, the search
+// refuses the shape. Which of the two depends on the algorithms measured fastest (on the emulator: the
+// refusal). Either way the workspace never grows.
+TEST(GpuConvolution, StemFormAutoNeverGrowsAFrozenWorkspace) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  cuda::Convolutions conv(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kAuto);
+  conv.freeze();
+  const ConvShape s{2, 3, 32, 32, 8, 7, 7, 2, 3};
+  const size_t nx = (size_t)(s.n * s.ci * s.h * s.w), ny = (size_t)(s.n * s.co * s.ho() * s.wo());
+  DeviceValues x(nx, DType::BF16, "x"), w((size_t)(s.co * s.ci * 49), DType::BF16, "w"), y(ny, DType::BF16, "y");
+  x.fill_bytes(0);
+  w.fill_bytes(0);
+  y.poison();
+  try {
+    conv.forward(s, DType::BF16, x.get(), w.get(), y.get());
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    for (float v : y.download()) ASSERT_EQ(v, 0.f);
+    const std::string d = conv.describe();
+    EXPECT_NE(d.find("stem form: direct"), std::string::npos) << d;
+    std::printf("%s", d.c_str());
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("frozen"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(conv.workspace_bytes(), 0u);
+}
