@@ -587,6 +587,23 @@ int vec_width(int64_t c, std::initializer_list<const void*> activations) {
 
 unsigned finalise_blocks(int64_t c) { return (unsigned)((c + kFinX - 1) / kFinX); }
 
+// The apply pass on its own (no residual, no mask bits): eval mode, and the train forward's output rebuilt.
+template <class T>
+void apply_alone(const Geometry& geo, int64_t c, int64_t groups, Stats st, const T* x, const float* gamma,
+                 const float* beta, bool relu, T* y, cudaStream_t stream) {
+  if (vec_width<T>(c, {x, y}) == vec::kVec16<T>) {
+    constexpr int V = vec::kVec16<T>;
+    const Launch l = row_launch(geo, c, groups, V);
+    forward_apply_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
+                                                                nullptr, relu, y, nullptr);
+  } else {
+    const Launch l = row_launch(geo, c, groups, 1);
+    forward_apply_kernel<T, 1><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
+                                                                nullptr, relu, y, nullptr);
+  }
+  MOCO_CUDA_CHECK_LAUNCH();
+}
+
 template <class T, int V>
 void train_forward_impl(const Geometry& geo, int64_t c, int64_t groups, const T* x, const float* gamma,
                         const float* beta, float eps, float momentum, const T* residual, bool relu, T* y,
@@ -696,6 +713,20 @@ void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, c
 }
 
 template <class T>
+void batchnorm_train_apply(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
+                           const float* beta, const float* save_mean, const float* save_invstd, bool relu, T* y,
+                           cudaStream_t stream) {
+  const char* who = "batchnorm_train_apply";
+  check_shape(who, n, hw, c, groups);
+  MOCO_CHECK(x && gamma && beta && save_mean && save_invstd && y, who,
+             ": x, gamma, beta, save_mean, save_invstd and y must be non-null");
+  MOCO_CHECK(static_cast<const void*>(y) != static_cast<const void*>(x), who, ": y may not alias x (", x, ")");
+  // the forward's statistics; the vector width changes only which thread computes an element, not its value
+  apply_alone<T>(geometry(n, hw, groups), c, groups, Stats{save_mean, save_invstd, nullptr, 0.f}, x, gamma, beta, relu,
+                 y, stream);
+}
+
+template <class T>
 void batchnorm_train_backward(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
                               const float* beta, const float* save_mean, const float* save_invstd, const T* y,
                               bool relu, const T* dy, T* d_residual, T* dx, float* dgamma, float* dbeta,
@@ -731,19 +762,8 @@ void batchnorm_eval_forward(int64_t n, int64_t hw, int64_t c, const T* x, const 
   check_shape(who, n, hw, c, 1);
   MOCO_CHECK(x && gamma && beta && running_mean && running_var && y, who,
              ": x, gamma, beta, running_mean, running_var and y must be non-null");
-  const Geometry geo = geometry(n, hw, 1);
-  const Stats st{running_mean, nullptr, running_var, eps};
-  if (vec_width<T>(c, {x, y}) == vec::kVec16<T>) {
-    constexpr int V = vec::kVec16<T>;
-    const Launch l = row_launch(geo, c, 1, V);
-    forward_apply_kernel<T, V><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                                nullptr, false, y, nullptr);
-  } else {
-    const Launch l = row_launch(geo, c, 1, 1);
-    forward_apply_kernel<T, 1><<<l.grid, l.block, 0, stream>>>(geo.rows, geo.chunk_rows, c, st, x, gamma, beta,
-                                                                nullptr, false, y, nullptr);
-  }
-  MOCO_CUDA_CHECK_LAUNCH();
+  apply_alone<T>(geometry(n, hw, 1), c, 1, Stats{running_mean, nullptr, running_var, eps}, x, gamma, beta, false, y,
+                 stream);
 }
 
 template <class T>
@@ -772,6 +792,8 @@ void batchnorm_eval_backward(int64_t n, int64_t hw, int64_t c, const T* x, const
   template void batchnorm_train_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const float*, const float*, \
                                             const float*, const float*, const T*, bool, const T*, T*, T*, float*,     \
                                             float*, void*, cudaStream_t, const uint8_t*);                             \
+  template void batchnorm_train_apply<T>(int64_t, int64_t, int64_t, int64_t, const T*, const float*, const float*,  \
+                                         const float*, const float*, bool, T*, cudaStream_t);                         \
   template void batchnorm_eval_forward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,          \
                                           const float*, const float*, float, T*, cudaStream_t);                       \
   template void batchnorm_eval_backward<T>(int64_t, int64_t, int64_t, const T*, const float*, const float*,         \

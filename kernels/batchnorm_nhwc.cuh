@@ -49,6 +49,15 @@ void batchnorm_train_forward(int64_t n, int64_t hw, int64_t c, int64_t groups, c
                              int64_t* num_batches_tracked, void* workspace, cudaStream_t stream,
                              uint8_t* relu_mask = nullptr);
 
+// The train-mode forward's output again, from its input and the statistics it saved, for a forward WITHOUT a
+// residual: y = [relu]((x - mean_g) * invstd_g * gamma + beta), bit for bit what batchnorm_train_forward wrote
+// (the same apply pass on the same statistics), and nothing else is touched. A network that drops a BN+ReLU
+// output after its forward rebuilds it so for the backward of the convolution that read it.
+template <class T>
+void batchnorm_train_apply(int64_t n, int64_t hw, int64_t c, int64_t groups, const T* x, const float* gamma,
+                           const float* beta, const float* save_mean, const float* save_invstd, bool relu, T* y,
+                           cudaStream_t stream);
+
 // Backward of the train-mode forward above.
 //   y: the forward's output, read for the ReLU's mask (nullable otherwise);
 //   relu_mask: the forward's mask bits, read instead of y when given (y may then be null);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "moco/moco.h"
@@ -56,4 +57,34 @@ TEST(MocoStep, EnqueueWrapsAroundTheEnd) {
   EXPECT_EQ(q.ptr(), 2);
   EXPECT_EQ(q.keys(), (std::vector<float>{11, 12, 13, 14, 5, 6, 7, 8, 9, 10}));
   EXPECT_THROW(q.enqueue(b, 6), Error);  // more keys than the queue holds
+}
+
+// With recompute_bn_relu the query encoder keeps none of its residual blocks' inner BN+ReLU outputs for
+// backward and rebuilds each before the backward that reads it: the same steps, bit for bit (loss, weights,
+// SGD buffers, BN statistics, queue), with exactly those outputs' bytes less saved. The oracle for the bytes is
+// the tiny ResNet-18's shapes at 8 px, small stem: each basic block drops its bn1 output, (N, planes, H, W)
+// with planes 2, 4, 8, 16 at 8, 4, 2, 1 px, two blocks a stage.
+TEST(MocoStep, RecomputedBnReluOutputsGiveTheSameStepsWithLessSaved) {
+  SingleCommunicator comm_a, comm_b;
+  MocoConfig kept = tiny(16);
+  kept.bn_splits = 2;
+  MocoConfig rebuilt = kept;
+  rebuilt.recompute_bn_relu = true;
+  Moco a(kept, comm_a), b(rebuilt, comm_b);
+  a.init();
+  b.init();
+  const int64_t n = 4;
+  const int64_t dropped = n * 4 * 2 * (2 * 8 * 8 + 4 * 4 * 4 + 8 * 2 * 2 + 16 * 1 * 1);  // fp32 bytes
+  for (int step = 0; step < 3; ++step) {
+    const Tensor xq = images(n, 0.3f * (float)step), xk = images(n, 0.3f * (float)step + 1.f);
+    const StepStats sa = a.step(xq, xk, 0.1f), sb = b.step(xq, xk, 0.1f);
+    EXPECT_EQ(std::memcmp(&sa.loss, &sb.loss, sizeof(float)), 0) << sa.loss << " against " << sb.loss;
+    EXPECT_EQ(sa.activation_bytes - sb.activation_bytes, dropped) << sa.activation_bytes << " saved against "
+                                                                  << sb.activation_bytes;
+    EXPECT_EQ(a.encoder_q().params(), b.encoder_q().params()) << "step " << step;
+    EXPECT_EQ(a.encoder_q().stats(), b.encoder_q().stats()) << "step " << step;
+    EXPECT_EQ(a.optimizer().momentum_buffer(), b.optimizer().momentum_buffer()) << "step " << step;
+    EXPECT_EQ(a.encoder_k().params(), b.encoder_k().params()) << "step " << step;
+    EXPECT_EQ(a.queue().keys(), b.queue().keys()) << "step " << step;
+  }
 }

@@ -62,6 +62,11 @@ class Backend {
   virtual Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                                    const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
                                    Tensor* d_residual) = 0;
+  // The output of a train-mode forward without a residual, again, bit for bit, from its input and the
+  // statistics it saved (the running statistics are not touched): a network that drops a BN+ReLU output after
+  // its forward rebuilds it for the backward of the convolution that read it (NetState::recompute_bn_relu).
+  virtual Tensor bn_train_recompute(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                                    const BnSaved& saved, bool relu) = 0;
   // BatchNorm in eval mode (running statistics).
   virtual Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) = 0;
   virtual Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,

@@ -35,6 +35,9 @@ struct NetState {
   WeightsView w;
   bool train = true;
   int bn_groups = 1;  // BN statistics per group of N/bn_groups samples (SPEC 4, split-BN)
+  // Train mode: a residual block keeps none of its inner BN+ReLU outputs for backward and rebuilds each, bit
+  // for bit, just before the backward that reads it (ResidualBlock). Less memory for one more pass each.
+  bool recompute_bn_relu = false;
 };
 
 class Layer {
@@ -95,6 +98,8 @@ class BatchNorm2d : public Layer {
   // y = [relu](bn(x) + residual); backward also returns the residual's gradient.
   Tensor forward_add(const Tensor& x, const Tensor& residual, Record* rec);
   Tensor backward_add(const Tensor& dy, const Record& rec, Tensor* d_residual);
+  // The output of a train-mode forward without a residual, rebuilt from its record (Backend::bn_train_recompute).
+  Tensor recompute_output(const Record& rec);
 
  private:
   Tensor run(const Tensor& x, const Tensor* residual, Record* rec);
@@ -146,6 +151,9 @@ class ResidualBlock : public Layer {
   int64_t out_channels() const { return out_channels_; }
 
  private:
+  // Records whose saved BN+ReLU outputs the forward dropped (recompute_bn_relu): a copy of the main path's,
+  // where the backward puts each output back, rebuilt, for as long as its two readers need it.
+  Tensor backward_main(Tensor d_main, const Record& rec);
   std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1+relu conv2 [bn2+relu conv3]: up to the last BN
   Conv2d* conv1_ = nullptr;                       // main_[0]: its input gradient is added into the shortcut's
   std::unique_ptr<BatchNorm2d> last_bn_;          // bn2 (basic) or bn3 (bottleneck), fused with add + ReLU

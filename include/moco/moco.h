@@ -36,6 +36,7 @@ struct MocoConfig {
   float temperature = 0.07f;    // T
   int bn_splits = 1;            // split-BN groups per rank (SPEC 4); 1 = plain BN
   bool shuffle_bn = true;       // shuffle keys across the (global) batch before the key encoder
+  bool recompute_bn_relu = false;  // the query encoder rebuilds its inner BN+ReLU outputs in backward (layers.h)
   SgdConfig sgd;
   uint64_t seed = 0;
 };

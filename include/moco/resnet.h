@@ -57,6 +57,7 @@ class Encoder {
   void set_train(bool train) { state_.train = train; }
   bool is_train() const { return state_.train; }
   void set_bn_groups(int groups) { state_.bn_groups = groups; }
+  void set_recompute_bn_relu(bool on) { state_.recompute_bn_relu = on; }
   int bn_groups() const { return state_.bn_groups; }
   void zero_grad();
 

@@ -34,6 +34,7 @@ struct TrainOptions {
   int64_t moco_k = 65536;
   double moco_m = 0.999, moco_t = 0.07;
   bool mlp = false, aug_plus = false, cos = false;
+  bool recompute_bn_relu = false;  // less memory for the same step (MocoConfig); not part of the run's identity
   std::string recipe;           // v1 | v2 | small; empty: v2 with --aug-plus, else v1 (small for Fashion-MNIST)
   int image_size = 224;
   int bn_splits = 8;            // split-BN groups per process (SPEC 4): 8 = the authors' 8 GPUs x 32 images

@@ -70,6 +70,7 @@ int cmd_bench(int argc, char** argv) {
   a.option("--moco-k", "65536", "queue size");
   a.option("--moco-dim", "128", "feature dimension");
   a.flag("--mlp", "v2 MLP head");
+  a.flag("--recompute-bn-relu", "rebuild the inner BN+ReLU outputs in backward instead of keeping them (moco train)");
   a.option("--bn-splits", "auto", "BN groups (auto: 8 on the cpu, 1 on a GPU, where each GPU is one BN group)");
   a.option("--steps", "10", "timed steps");
   a.option("--warmup", "2", "untimed steps first");
@@ -101,6 +102,7 @@ int cmd_bench(int argc, char** argv) {
   o.moco_k = a.integer("--moco-k", o.batch_size, 1ll << 32);
   o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
   o.mlp = a.on("--mlp");
+  o.recompute_bn_relu = a.on("--recompute-bn-relu");
   o.bn_splits = a.str("--bn-splits") == "auto" ? (device == "cuda" ? 1 : 8) : (int)a.integer("--bn-splits", 1, 1 << 16);
   o.recipe = "none";
   const int steps = (int)a.integer("--steps", 1, 1 << 20), warmup = (int)a.integer("--warmup", 0, 1 << 20);
@@ -111,6 +113,7 @@ int cmd_bench(int argc, char** argv) {
 #ifdef MOCO_HAVE_CUDA
     cuda::StepBenchOptions b;
     b.moco = moco_config(run_config(o));
+    b.moco.recompute_bn_relu = o.recompute_bn_relu;
     b.batch = o.batch_size, b.image_size = o.image_size, b.steps = steps, b.warmup = warmup;
     b.compute = precision == "bf16" ? DType::BF16 : DType::F32;
     b.conv_report = a.on("--conv-report");
@@ -122,7 +125,9 @@ int cmd_bench(int argc, char** argv) {
   }
 
   SingleCommunicator comm;
-  Moco moco(moco_config(run_config(o)), comm);
+  MocoConfig mc = moco_config(run_config(o));
+  mc.recompute_bn_relu = o.recompute_bn_relu;
+  Moco moco(mc, comm);
   moco.init();
   const int64_t n = o.batch_size, s = o.image_size;
   Tensor xq = Tensor::empty({n, 3, s, s}, DType::F32), xk = Tensor::empty({n, 3, s, s}, DType::F32);  // (N, 3, S, S)

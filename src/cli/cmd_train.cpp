@@ -40,6 +40,8 @@ static void declare(Args& a) {
   a.flag("--mlp", "v2 MLP head instead of the v1 fc head");
   a.flag("--aug-plus", "v2 augmentation (blur, weaker hue jitter)");
   a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on)");
+  a.flag("--recompute-bn-relu", "keep no inner BN+ReLU output of a residual block for backward; rebuild each then "
+         "(the same step, less memory, one more elementwise pass per BN)");
   a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
   a.option("--image-size", "224", "crop size in pixels (Fashion-MNIST default: 32)");
   a.option("--bn-splits", "auto",
@@ -93,6 +95,7 @@ int cmd_train(int argc, char** argv) {
   o.moco_m = a.real("--moco-m", 0, 1);
   o.moco_t = a.real("--moco-t", 1e-6, 100);
   o.mlp = a.on("--mlp");
+  o.recompute_bn_relu = a.on("--recompute-bn-relu");
   o.aug_plus = a.on("--aug-plus");
   o.cos = a.on("--cos") || fmnist;
   o.recipe = a.has("--recipe") ? a.str("--recipe") : fmnist ? "small" : o.aug_plus ? "v2" : "v1";

@@ -57,6 +57,18 @@ class CpuBackend final : public Backend {
     if (relu) cpu::relu_forward(y.numel(), y.data<float>(), y.data<float>());
     return y;
   }
+  // The forward computes y from statistics in double, which it does not keep: computing them again from x in
+  // the same order gives the same y, bit for bit (the float ones in `saved` would not).
+  Tensor bn_train_recompute(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                            const BnSaved& /*saved*/, bool relu) override {
+    Tensor y = like(x.shape());
+    Tensor mean = like({s.groups, s.c}), invstd = like({s.groups, s.c});  // (groups, C), recomputed and dropped
+    cpu::batchnorm_train_forward<float>(s, f32(x, "batchnorm2d"), w.params + o.gamma, w.params + o.beta, kBnEps,
+                                        kBnMomentum, y.data<float>(), mean.data<float>(), invstd.data<float>(),
+                                        nullptr, nullptr, nullptr);
+    if (relu) cpu::relu_forward(y.numel(), y.data<float>(), y.data<float>());
+    return y;
+  }
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                            const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
                            Tensor* d_residual) override {

@@ -209,6 +209,22 @@ Tensor CudaBackend::bn_train_backward(const cpu::BNShape& s, const WeightsView& 
   return dx;
 }
 
+// The forward's apply pass again, on the statistics it saved: the same kernel on the same values.
+Tensor CudaBackend::bn_train_recompute(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                                       const BnSaved& saved, bool relu) {
+  expect_act(x, act_, "batchnorm2d");
+  MOCO_CHECK(saved.mean.defined() && saved.invstd.defined(), "batchnorm2d: rebuilding the output needs the "
+             "statistics its forward saved");
+  Tensor y = empty(x.shape(), act_);
+  timed("bn recompute", [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kernels::batchnorm_train_apply<T>(s.n, s.hw, s.c, s.groups, static_cast<const T*>(x.raw()), w.params + o.gamma,
+                                      w.params + o.beta, saved.mean.data<float>(), saved.invstd.data<float>(), relu,
+                                      static_cast<T*>(y.raw()), stream_);
+  });
+  return y;
+}
+
 Tensor CudaBackend::bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) {
   expect_act(x, act_, "batchnorm2d");
   Tensor y = empty(x.shape(), act_);

@@ -43,6 +43,8 @@ class CudaBackend final : public Backend {
   Tensor bn_train_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                            const BnSaved& saved, const Tensor* y, bool relu, const Tensor& dy,
                            Tensor* d_residual) override;
+  Tensor bn_train_recompute(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
+                            const BnSaved& saved, bool relu) override;
   Tensor bn_eval_forward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x) override;
   Tensor bn_eval_backward(const cpu::BNShape& s, const WeightsView& w, const BnSlots& o, const Tensor& x,
                           const Tensor& dy) override;

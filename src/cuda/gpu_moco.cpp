@@ -116,6 +116,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   encoder_k_.bind(backend_.get(), k);
   encoder_q_.set_bn_groups(cfg.bn_splits);
   encoder_k_.set_bn_groups(cfg.bn_splits);
+  encoder_q_.set_recompute_bn_relu(cfg.recompute_bn_relu);  // the key encoder keeps nothing for a backward
   // The uploads above ran on the legacy default stream, which a non-blocking compute stream does not wait
   // for: finish them before any step can read the slot table.
   MOCO_CUDA_CHECK(cudaDeviceSynchronize());

@@ -29,6 +29,7 @@ Moco::Moco(const MocoConfig& cfg, Communicator& comm)
   MOCO_CHECK(cfg.bn_splits >= 1, "bn splits must be >= 1, got ", cfg.bn_splits);
   encoder_q_.set_bn_groups(cfg.bn_splits);
   encoder_k_.set_bn_groups(cfg.bn_splits);
+  encoder_q_.set_recompute_bn_relu(cfg.recompute_bn_relu);  // the key encoder keeps nothing for a backward
 }
 
 void Moco::init() {

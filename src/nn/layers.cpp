@@ -132,6 +132,15 @@ Tensor BatchNorm2d::backward_add(const Tensor& dy, const Record& rec, Tensor* d_
   return ops.bn_eval_backward(s, state_->w, slots_, x, g);
 }
 
+Tensor BatchNorm2d::recompute_output(const Record& rec) {
+  MOCO_CHECK(rec.saved.size() == 5 && !rec.residual, "batchnorm2d: only a train-mode forward without a residual can "
+             "rebuild its output");
+  const Tensor& x = rec.saved[0];
+  const BnSaved sv{rec.saved[1], rec.saved[2], rec.saved[3]};
+  cpu::BNShape s{x.size(0), c_, x.size(2) * x.size(3), sv.mean.size(0)};
+  return state_->ops->bn_train_recompute(s, state_->w, slots_, x, sv, relu_);
+}
+
 // ---------------------------------------------------------------- ReLU, pools
 Tensor ReLU::forward(const Tensor& x, Record* rec) {
   Tensor y = state_->ops->relu_forward(x);

@@ -153,7 +153,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
                (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
 
   // model: query and key encoders, queue, SGD
-  Moco moco(moco_config(rc), *host_comm);
+  MocoConfig mc = moco_config(rc);
+  mc.recompute_bn_relu = o.recompute_bn_relu;
+  Moco moco(mc, *host_comm);
   moco.init();  // the same seed on every rank, so every rank starts from the same weights and queue
   if (lead)
     std::fprintf(stderr, "model: %s, %lld parameters per encoder; K=%lld, m=%g, T=%g, %d BN groups x %d rank(s)\n",

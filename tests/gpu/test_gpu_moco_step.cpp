@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <utility>
 #include <vector>
@@ -352,4 +353,46 @@ TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
                                                     << (i + 1) * window << ")";
   EXPECT_LT(cpu_w.back(), 0.8 * cpu_w.front()) << "the CPU run did not learn: the comparison would be empty";
   EXPECT_LT(gpu_w.back(), 0.8 * gpu_w.front());
+}
+
+// The bytes of tiny_v2's inner BN+ReLU outputs at batch n and s px (ResNet-50: 3, 4, 6, 3 bottlenecks of
+// width << stage planes): after the stem's stride-2 conv and max-pool a stage's first block has bn1 at its
+// input size and bn2 at its output size (stride 2 from the second stage on, on conv2), the others both at the
+// output size.
+static int64_t inner_bn_relu_bytes(int64_t n, int64_t s, int64_t width, int64_t elem) {
+  const int blocks[4] = {3, 4, 6, 3};
+  int64_t hw = s / 4, total = 0;
+  for (int stage = 0; stage < 4; ++stage) {
+    const int64_t planes = width << stage, out = stage == 0 ? hw : hw / 2;
+    total += planes * (hw * hw + out * out) + (blocks[stage] - 1) * 2 * planes * out * out;
+    hw = out;
+  }
+  return total * n * elem;
+}
+
+// recompute_bn_relu on the GPU: the bottlenecks keep neither inner BN+ReLU output (the BN takes its ReLU's
+// mask from x there, so nothing else holds them) and rebuild each with the forward's own apply pass, so the
+// steps are the same bit for bit (the second model runs the first's convolution plans) with exactly those
+// outputs' bytes less saved for backward.
+TEST(GpuMocoStep, RecomputedBnReluOutputsGiveTheSameStepsWithLessSaved) {
+  MOCO_REQUIRE_GPU();
+  MocoConfig rebuilt = tiny_v2();
+  rebuilt.recompute_bn_relu = true;
+  Both a(tiny_v2(), DType::BF16), b(rebuilt, DType::BF16);
+  const int64_t n = 8, s = 32;
+  for (uint64_t step = 0; step < 2; ++step) {
+    const Tensor xq = images(n, s, step, 0), xk = images(n, s, step, 1);
+    const StepStats sa = a.gpu->step(xq, xk, 0.03f);
+    if (step == 0) b.gpu->use_conv_plans(a.gpu->conv_plans());
+    const StepStats sb = b.gpu->step(xq, xk, 0.03f);
+    EXPECT_EQ(std::memcmp(&sa.loss, &sb.loss, sizeof(float)), 0) << sa.loss << " against " << sb.loss;
+    EXPECT_EQ(sa.activation_bytes - sb.activation_bytes, inner_bn_relu_bytes(n, s, 4, 2))
+        << sa.activation_bytes << " saved against " << sb.activation_bytes;
+  }
+  a.gpu->store_to(a.readback);
+  b.gpu->store_to(b.readback);
+  EXPECT_EQ(a.readback.encoder_q().params(), b.readback.encoder_q().params());
+  EXPECT_EQ(a.readback.encoder_q().stats(), b.readback.encoder_q().stats());
+  EXPECT_EQ(a.readback.optimizer().momentum_buffer(), b.readback.optimizer().momentum_buffer());
+  EXPECT_EQ(a.readback.queue().keys(), b.readback.queue().keys());
 }
