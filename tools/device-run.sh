@@ -298,6 +298,13 @@ if want step-profile; then
       row "profile v2 b$bs $api" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'host issue.*' "$log" | cut -c1-110)"
     done
   done
+  # the inner BN+ReLU outputs rebuilt in backward (--recompute-bn-relu): its time and memory beside auto's
+  log=$out/step_profile_b256_recompute.log
+  bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b 256 --moco-k 65536 --mlp --steps 10 \
+    --warmup 3 --recompute-bn-relu >"$log" 2>&1
+  row "profile v2 b256 recompute" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'activations [0-9.]*' "$log") \
+against auto $(grep -o 'img_per_s [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null) $(grep -o \
+'activations [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null)"
 fi
 
 # ---- 6. the table, printed and written as a bench/results record ------------------------------------------
@@ -323,11 +330,13 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   for bs in 256 32; do  # where the device's time goes (step-profile, the default API)
     f=$out/step_profile_b${bs}_auto.log
     [ -f "$f" ] && grep -q 'device ms per step' "$f" && { echo; echo "v2 b$bs, by kind of op:"; sed -n '/device ms per step/,/not bracketed/p' "$f"; }
+    # the stem's form as auto mode chose it, with both times (convolution.h, StemForm)
+    [ -f "$f" ] && grep -q 'stem form' "$f" && { echo; echo "v2 b$bs, the stem:"; grep 'stem form' "$f"; }
   done
   echo
   echo "benchmark lines:"
   for b in $benches; do
-    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|alignment|fourth channel|whole network|legacy / graph|graph API|ms/step|staged ahead|TFLOP|host->device|with 8-bit views|view stages|extrapolated|no CUDA device|refusing|error' "$out/$b.log"
+    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|alignment|fourth channel|whole network|legacy / graph|graph API|ms/step|staged ahead|TFLOP|stem forms|host->device|with 8-bit views|view stages|extrapolated|no CUDA device|refusing|error' "$out/$b.log"
   done | awk '!seen[$0]++'
 } >"$out/table.txt"
 # The record to commit under bench/results/ (GPU.md: device, commit, command, raw table), logs beside it.
