@@ -508,6 +508,43 @@ TEST(GpuBatchnormNhwc, ReluMaskRebuiltFromXIsTheForwardsBitForBit) {
   check_mask_from_x<__nv_bfloat16>(Case{6, 35, 24, 2}, seed, true);
 }
 
+// batchnorm_train_apply (the output rebuilt for --recompute-bn-relu) writes what the train forward wrote, bit
+// for bit, from the statistics that forward saved: with and without the ReLU, every case's channel count (the
+// vector and the scalar paths), split groups, and an output buffer one element off the forward's alignment.
+// The oracle is the forward's own output; the forward itself is held against the CPU above.
+template <class T>
+void check_apply_rebuilds_the_forward(const Case& k, uint64_t seed, bool relu) {
+  Inputs in = make_inputs<T>(k, seed);
+  const int64_t size = k.n * k.c * k.hw;
+  DevTensor<T> x(to_nhwc(in.x, k.n, k.c, k.hw), "x"), y(size, "y"), again(size + 1, "y rebuilt");
+  DeviceBuffer<float> gamma(in.gamma, "gamma"), beta(in.beta, "beta");
+  DeviceBuffer<float> smean((size_t)(k.groups * k.c), "save_mean"), sinv((size_t)(k.groups * k.c), "save_invstd");
+  DeviceBuffer<double> ws = workspace_for(k);
+  kernels::batchnorm_train_forward<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), kEps, kMomentum,
+                                      nullptr, relu, y.get(), smean.get(), sinv.get(), nullptr, nullptr, nullptr,
+                                      ws.get(), nullptr);
+  const std::vector<float> want = y.download();
+  for (int offset = 0; offset < 2; ++offset) {
+    again.poison();
+    kernels::batchnorm_train_apply<T>(k.n, k.hw, k.c, k.groups, x.get(), gamma.get(), beta.get(), smean.get(),
+                                      sinv.get(), relu, again.get() + offset, nullptr);
+    const std::vector<float> all = again.download();
+    ASSERT_EQ(0, std::memcmp(all.data() + offset, want.data(), want.size() * sizeof(float)))
+        << nhwc_test::type_name<T>() << " " << describe(k) << (relu ? " relu" : "") << " offset " << offset
+        << ": the rebuilt output differs from the forward's";
+  }
+}
+
+TEST(GpuBatchnormNhwc, TrainApplyRebuildsTheForwardsOutputBitForBit) {
+  MOCO_REQUIRE_GPU();
+  uint64_t seed = 800;
+  for (const Case& k : kCases)
+    for (bool relu : {true, false}) {
+      check_apply_rebuilds_the_forward<float>(k, seed, relu);
+      check_apply_rebuilds_the_forward<__nv_bfloat16>(k, seed++, relu);
+    }
+}
+
 TEST(GpuBatchnormNhwc, AMaskWithoutYNeedsBetaAndNoResidual) {
   MOCO_REQUIRE_GPU();
   const Case k{6, 35, 8, 1};
