@@ -151,8 +151,9 @@ class ResidualBlock : public Layer {
   int64_t out_channels() const { return out_channels_; }
 
  private:
-  // Records whose saved BN+ReLU outputs the forward dropped (recompute_bn_relu): a copy of the main path's,
-  // where the backward puts each output back, rebuilt, for as long as its two readers need it.
+  // The main path's backward below the last BN, down to conv1's output gradient. With recompute_bn_relu it
+  // works on a copy of the path's records, where each dropped BN+ReLU output goes back, rebuilt, for as long
+  // as its two readers (the conv after the BN, then the BN's own backward) need it.
   Tensor backward_main(Tensor d_main, const Record& rec);
   std::vector<std::unique_ptr<Layer>> main_;      // conv1 bn1+relu conv2 [bn2+relu conv3]: up to the last BN
   Conv2d* conv1_ = nullptr;                       // main_[0]: its input gradient is added into the shortcut's

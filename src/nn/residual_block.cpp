@@ -8,8 +8,9 @@
 // With NetState::recompute_bn_relu the outputs of the BN+ReLU pairs inside the main path (each the input of
 // the next convolution) are not kept for backward: the forward drops them from the records, and the backward
 // rebuilds each from the BN's input and statistics, bit for bit, just before the convolution's backward that
-// reads it. On the GPU a BN without a residual takes its ReLU's mask from x, so the output is then kept by
-// nothing at all: about a sixth of what ResNet-50 saves, for one more elementwise pass per BN.
+// reads it. The forward drops both references, the convolution's and the BN's own (the CPU's BN reads its
+// ReLU's mask from it; the GPU's takes the mask from x), so nothing holds the output between the passes:
+// about a sixth of what ResNet-50 saves, for one more elementwise pass per inner BN.
 #include "moco/layers.h"
 
 namespace moco {
