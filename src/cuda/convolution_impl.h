@@ -274,7 +274,9 @@ struct Convolutions::Impl {
                           void* base = nullptr);
   // The space-to-depth shape's entry with the pass's plan found (searched on scratch copies the first time).
   Entry& prepare_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
-  // The bytes the form runs in, once prepared: that plan's own workspace, the transformed input and filter.
+  // The space-to-depth shape's entry of a prepared stem entry, and the bytes the form runs in: that plan's own
+  // workspace, the transformed input and filter.
+  const Entry& space_to_depth_entry(const Entry& e) const;
   size_t space_to_depth_bytes(const Entry& e, int pass) const;
   ConvApi api = ConvApi::kLegacy;
   StemForm stem = StemForm::kDirect;

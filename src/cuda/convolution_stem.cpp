@@ -99,13 +99,17 @@ Entry& Convolutions::Impl::prepare_space_to_depth(const Entry& e, int pass, cons
   return se;
 }
 
+const Entry& Convolutions::Impl::space_to_depth_entry(const Entry& e) const {
+  return *entries.at(key_of(space_to_depth_shape(e.shape), e.dtype, false));
+}
+
 size_t Convolutions::Impl::space_to_depth_bytes(const Entry& e, int pass) const {
-  return region_of(*entries.at(key_of(space_to_depth_shape(e.shape), e.dtype, false)), pass).total();
+  return region_of(space_to_depth_entry(e), pass).total();
 }
 
 void Convolutions::Impl::run_space_to_depth(const Entry& e, int pass, const void* in0, const void* in1, void* out,
                                             void* base) {
-  const Entry& se = *entries.at(key_of(space_to_depth_shape(e.shape), e.dtype, false));
+  const Entry& se = space_to_depth_entry(e);
   const Region r = region_of(se, pass);
   if (!base) {
     MOCO_CHECK(r.total() <= workspace_bytes, "Convolutions: the space-to-depth form of ", pass_name(pass), " of ",
