@@ -1,7 +1,8 @@
 // Softmax cross-entropy with label 0 over MoCo logits (N, 1+K) at N=256, K=65536: loss + dlogits (reads the
-// logits, writes dlogits: 8 B/element at least) and loss only (4 B/element). Memory-bound, so the measure is
-// the fraction of the device's copy bandwidth. Checks the kernel against the CPU first (N=37, K=4099) and
-// refuses to time a wrong one.
+// logits, writes dlogits: 8 B/element at least) and loss only (4 B/element), in both forms of the kernel (a
+// row per cluster of blocks, held in registers; a row per block, read twice) side by side. Memory-bound, so
+// the measure is the fraction of the device's copy bandwidth. Checks each form against the CPU first (N=37,
+// K=20010, a row over a cluster of 3 blocks) and refuses to time a wrong one.
 //   build/bench_softmax_xent
 #include <cmath>
 #include <cstdio>
@@ -26,8 +27,18 @@ static std::vector<float> moco_like_logits(int64_t n, int64_t m, uint64_t stream
   return z;
 }
 
-static bool correct() {
-  const int64_t n = 37, m = 1 + 4099;
+// The forms this device runs at the step's width (the row per cluster needs sm_90).
+static std::vector<kernels::SoftmaxXentForm> forms() {
+  std::vector<kernels::SoftmaxXentForm> f{kernels::SoftmaxXentForm::RowPerBlock};
+  if (kernels::softmax_xent_cluster_form_fits(1 + 65536)) f.push_back(kernels::SoftmaxXentForm::RowPerCluster);
+  return f;
+}
+static const char* name(kernels::SoftmaxXentForm f) {
+  return f == kernels::SoftmaxXentForm::RowPerCluster ? "row/cluster" : "row/block";
+}
+
+static bool correct_form(kernels::SoftmaxXentForm form) {
+  const int64_t n = 37, m = 1 + 20010;
   const auto z = moco_like_logits(n, m, 1);
   std::vector<float> ref_d((size_t)(n * m));
   const double ref_loss = cpu::softmax_xent_label0<float>(n, m, z.data(), ref_d.data());
@@ -39,23 +50,29 @@ static bool correct() {
   dd.poison();
   loss.poison();
   hits.poison();
-  kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
+  kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
   const auto d = dd.download();
   const double l = loss.download()[0];
   const auto h = hits.download();
   if (!(std::fabs(l - ref_loss) <= 1e-5 * (1 + std::fabs(ref_loss))) || h[0] != ref_h1 || h[1] != ref_h5) {
-    std::printf("softmax_xent_label0: loss %.8g hits %lld/%lld, CPU %.8g hits %lld/%lld; refusing to time it\n", l,
-                (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
+    std::printf("softmax_xent_label0 %s: loss %.8g hits %lld/%lld, CPU %.8g hits %lld/%lld; refusing to time it\n",
+                name(form), l, (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
     return false;
   }
   for (int64_t i = 0; i < n * m; ++i) {
     const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
     if (!(std::fabs(d[i] - ref_d[i]) <= 1e-5 * scale + 1e-30)) {
-      std::printf("softmax_xent_label0: dlogits[%lld] = %g, CPU %g; refusing to time it\n", (long long)i, d[i],
-                  ref_d[i]);
+      std::printf("softmax_xent_label0 %s: dlogits[%lld] = %g, CPU %g; refusing to time it\n", name(form),
+                  (long long)i, d[i], ref_d[i]);
       return false;
     }
   }
+  return true;
+}
+
+static bool correct() {
+  for (const kernels::SoftmaxXentForm form : forms())
+    if (!correct_form(form)) return false;
   return true;
 }
 
@@ -66,20 +83,31 @@ int main() {
     DeviceBuffer<float> loss(1, "loss");
     DeviceBuffer<int64_t> hits(2, "hits");
     DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
-    const double both_ms = timer.median_ms(
-        [&] { kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr); });
-    const double loss_ms = timer.median_ms(
-        [&] { kernels::softmax_xent_label0(n, m, z.get(), nullptr, loss.get(), hits.get(), ws.get(), nullptr); });
-    // as the step runs it: dlogits over the logits (the values drift from call to call; the traffic does not)
-    const double in_place_ms = timer.median_ms(
-        [&] { kernels::softmax_xent_label0(n, m, d.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr); });
     const double elems = (double)n * m;
     struct Line { const char* name; double ms; int bytes_per; };
-    for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"in place", in_place_ms, 8},
-                          Line{"loss only", loss_ms, 4}}) {
-      const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
-      std::printf("softmax_xent_label0 %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of copy\n",
-                  l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per, gbs / copy_gbs);
+    double in_place_ms[2] = {0, 0};  // (forms) as the step runs it
+    for (const kernels::SoftmaxXentForm form : forms()) {
+      const double both_ms = timer.median_ms([&] {
+        kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+      });
+      const double loss_ms = timer.median_ms([&] {
+        kernels::softmax_xent_label0(n, m, z.get(), nullptr, loss.get(), hits.get(), ws.get(), nullptr, form);
+      });
+      // as the step runs it: dlogits over the logits (the values drift from call to call; the traffic does not)
+      const double place_ms = timer.median_ms([&] {
+        kernels::softmax_xent_label0(n, m, d.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+      });
+      in_place_ms[form == kernels::SoftmaxXentForm::RowPerCluster] = place_ms;
+      for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"in place", place_ms, 8},
+                            Line{"loss only", loss_ms, 4}}) {
+        const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
+        std::printf("softmax_xent_label0 %-11s %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of "
+                    "copy\n", name(form), l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per,
+                    gbs / copy_gbs);
+      }
     }
+    if (in_place_ms[1] > 0)
+      std::printf("softmax_xent_label0 in place: row/cluster %.2fx the speed of row/block\n",
+                  in_place_ms[0] / in_place_ms[1]);
   });
 }

@@ -17,17 +17,29 @@
 // exponentials and rank are one read (online softmax: each thread keeps a running max and a sum rescaled
 // when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
 // loss kernel and a top-k kernel would each re-read 67 MB at N=256.
-// Why the block is this shape: a row is 256 KiB; one block of 1024 threads per row, and one such block per SM
-// (a second does not fit at these registers), keeps 132 rows (34 MiB) in flight, so a row's second read
-// mostly hits L2 (50-60 MiB on Hopper). The SM waits on memory latency unless many bytes are in flight: one
-// scalar load per thread reached 0.27 of copy bandwidth on an H200 (bench/results/2026-11-26-h200-run1.md),
-// eight scalar loads (32 KiB per SM) 0.44 (run4.md). Now each thread issues kUnroll 16-byte loads before it
-// uses any (64 KiB per SM). Rows start wherever 1+K floats put them, so a row is a scalar head up to its first
-// 16-byte boundary, a body of float4s and a scalar tail; when dlogits and logits are not equally aligned
-// (never in the step) the whole row goes the scalar way. The second pass reads and writes with the streaming
-// hint (evicted first): the rows still to be re-read keep L2, not dlogits, which nothing reads back here.
+// Two forms, the same arithmetic (launcher: softmax_xent; SoftmaxXentForm):
+// - One row per cluster of blocks (sm_90 thread block clusters), the default where a row fits: a cluster of up
+//   to 8 blocks holds the whole row in registers (512 threads x 4 float4s per block, so up to 65536 columns
+//   plus the row's unaligned ends, which covers MoCo's 1+K at K = 65536). Each block reduces its share of the
+//   row, publishes (max, sum, rank count) in the workspace, and after the cluster barrier every block merges
+//   the cluster's partials in rank order and writes dlogits from the registers. The logits are read from memory
+//   once and dlogits written once: 8 bytes per element, the least there is, with 2048 blocks of 2 per SM so
+//   that one block loads while another waits at its barrier.
+// - One row per block, where the cluster form cannot run (a wider row, or a device or build without clusters):
+//   1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a row's second read, for dlogits, mostly
+//   hits L2. Each thread issues kRowUnroll 16-byte loads before it uses any (64 KiB per SM). On an H200 this
+//   form with eight scalar loads per thread reached 0.44 of copy bandwidth
+//   (bench/results/2026-11-26-h200-run4.md): the second read and the barrier between the passes cost it.
+// Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
+// float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
+// block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
+// reads dlogits back, and in the row-per-block form the rows still to be re-read keep L2.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "../src/cuda/check.h"
@@ -38,9 +50,20 @@ namespace moco::kernels {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kRowThreads = 1024;    // one block per row
-constexpr int kUnroll = 4;           // 16-byte loads each thread has in flight
-constexpr int kReduceThreads = 256;  // the single block that reduces the rows
+constexpr int kRowThreads = 1024;      // row per block: one block per row
+constexpr int kRowUnroll = 4;          // row per block: 16-byte loads each thread has in flight
+constexpr int kClusterThreads = 512;   // row per cluster: threads of each block
+constexpr int kHeld = 4;               // row per cluster: float4s each thread holds
+constexpr int kMaxClusterBlocks = 8;   // the portable cluster size
+constexpr int64_t kBlockQuads = (int64_t)kClusterThreads * kHeld;  // float4s one block of a cluster holds
+constexpr int kReduceThreads = 256;    // the single block that reduces the rows
+
+// A block's share of a row, published to the rest of its cluster: running max, sum of exp(z - max), and the
+// count of columns beating the label.
+struct alignas(16) Partial {
+  float mx, s;
+  int above, unused;
+};
 
 // Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
 __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b) {
@@ -88,47 +111,42 @@ struct RowStats {
   }
 };
 
-__global__ void __launch_bounds__(kRowThreads, 1)
-    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
-                const int64_t* labels,                        // (N) or null: label 0
-                float* dlogits,                               // (N, M) or null; may alias logits
-                bool vectorised,                              // dlogits, if any, as aligned as logits
-                double* row_loss,                             // (N)
-                int* row_above) {                             // (N)
-  __shared__ float sh_mx[kRowThreads / kWarp], sh_s[kRowThreads / kWarp];
-  __shared__ int sh_above[kRowThreads / kWarp];
-  const int64_t row = blockIdx.x;
-  const float* z = logits + row * m;
-  const int64_t y = labels ? labels[row] : 0;
-  const float zy = z[y];  // read by every thread before any write of this row (the reductions below sync)
-  const RowSplit split = split_row(z, m, vectorised);
-  const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
-  RowStats st;
-  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
-    const int64_t col[1] = {split.scalar_col(i)};
-    const float v[1] = {z[col[0]]};
-    st.take(v, col, m, zy, y);
-  }
-  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += (int64_t)kRowThreads * kUnroll) {
-    float4 w[kUnroll];  // (kUnroll) loads in flight
+// Loads the float4s q0 + u * stride (u < U) of a row's body; those at or past q_end read as -inf.
+template <int U>
+__device__ __forceinline__ void load_quads(float4 (&w)[U], const float4* zq, int64_t q0, int64_t stride,
+                                           int64_t q_end) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + (int64_t)u * kRowThreads;
-      w[u] = q < split.quads ? zq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
-    }
-    float v[4 * kUnroll];
-    int64_t col[4 * kUnroll];  // columns past the row (q >= quads) are m, which take() skips
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + (int64_t)u * kRowThreads;
-      const int64_t c0 = q < split.quads ? split.head + 4 * q : m;
-      v[4 * u] = w[u].x, v[4 * u + 1] = w[u].y, v[4 * u + 2] = w[u].z, v[4 * u + 3] = w[u].w;
-      col[4 * u] = c0, col[4 * u + 1] = q < split.quads ? c0 + 1 : m;
-      col[4 * u + 2] = q < split.quads ? c0 + 2 : m, col[4 * u + 3] = q < split.quads ? c0 + 3 : m;
-    }
-    st.take(v, col, m, zy, y);
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = q0 + (int64_t)u * stride;
+    w[u] = q < q_end ? zq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
   }
-  // warp, then block reduction of (mx, s) and above
+}
+
+// Feeds load_quads' values to st with their columns (those past q_end get column m, which take() skips).
+template <int U>
+__device__ __forceinline__ void take_quads(RowStats& st, const float4 (&w)[U], int64_t q0, int64_t stride,
+                                           int64_t q_end, const RowSplit& split, int64_t m, float zy, int64_t y) {
+  float v[4 * U];
+  int64_t col[4 * U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = q0 + (int64_t)u * stride;
+    const bool in = q < q_end;
+    const int64_t c0 = split.head + 4 * q;
+    v[4 * u] = w[u].x, v[4 * u + 1] = w[u].y, v[4 * u + 2] = w[u].z, v[4 * u + 3] = w[u].w;
+    col[4 * u] = in ? c0 : m, col[4 * u + 1] = in ? c0 + 1 : m;
+    col[4 * u + 2] = in ? c0 + 2 : m, col[4 * u + 3] = in ? c0 + 3 : m;
+  }
+  st.take(v, col, m, zy, y);
+}
+
+// The whole block's (max, sum, above), returned to every thread: warps, then warp 0 over the warps, a fixed
+// tree, so the same bits every run. Called once per kernel (its shared slots are not reusable).
+template <int kThreads>
+__device__ __forceinline__ RowStats block_stats(const RowStats& st) {
+  constexpr int kWarps = kThreads / kWarp;
+  __shared__ float sh_mx[kWarps], sh_s[kWarps];
+  __shared__ int sh_above[kWarps];
   float mx = st.mx, s = st.s;
   int above = st.above;
   for (int o = kWarp / 2; o > 0; o /= 2) {
@@ -145,7 +163,6 @@ __global__ void __launch_bounds__(kRowThreads, 1)
   }
   __syncthreads();
   if (warp == 0) {
-    constexpr int kWarps = kRowThreads / kWarp;
     mx = lane < kWarps ? sh_mx[lane] : -INFINITY;
     s = lane < kWarps ? sh_s[lane] : 0.f;
     above = lane < kWarps ? sh_above[lane] : 0;
@@ -155,18 +172,73 @@ __global__ void __launch_bounds__(kRowThreads, 1)
       merge(mx, s, mx_b, s_b);
       above += __shfl_xor_sync(0xffffffffu, above, o);
     }
-    if (lane == 0) {
+    if (lane == 0) {  // after the shuffles, so after every lane of warp 0 has read its slot
       sh_mx[0] = mx;
       sh_s[0] = s;
-      row_loss[row] = (double)mx + log((double)s) - (double)zy;
-      row_above[row] = above;
+      sh_above[0] = above;
     }
   }
   __syncthreads();
+  RowStats out;
+  out.mx = sh_mx[0], out.s = sh_s[0], out.above = sh_above[0];
+  return out;
+}
+
+// dlogits_j = (exp(z_j - mx) / s - [j == y]) / N for one row's statistics.
+struct RowGrad {
+  float mx, inv_s, inv_n;
+  int64_t y;
+  __device__ float operator()(float v, int64_t j) const {
+    return (expf(v - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n;
+  }
+};
+
+// Stores the dlogits of the float4s q0 + u * stride (u < U, those before q_end) with the streaming hint.
+template <int U>
+__device__ __forceinline__ void store_quads(float4* dq, const float4 (&w)[U], int64_t q0, int64_t stride,
+                                            int64_t q_end, int64_t head, const RowGrad& grad) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = q0 + (int64_t)u * stride;
+    if (q >= q_end) break;
+    const int64_t j = head + 4 * q;
+    __stcs(dq + q, make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3)));
+  }
+}
+
+// Row per block (see the top): pass 1 reduces the row, pass 2 re-reads it for dlogits.
+__global__ void __launch_bounds__(kRowThreads, 1)
+    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
+                const int64_t* labels,                        // (N) or null: label 0
+                float* dlogits,                               // (N, M) or null; may alias logits
+                bool vectorised,                              // dlogits, if any, as aligned as logits
+                double* row_loss,                             // (N)
+                int* row_above) {                             // (N)
+  const int64_t row = blockIdx.x;
+  const float* z = logits + row * m;
+  const int64_t y = labels ? labels[row] : 0;
+  const float zy = z[y];  // read by every thread before any write of this row (block_stats syncs)
+  const RowSplit split = split_row(z, m, vectorised);
+  const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
+  constexpr int64_t kStride = kRowThreads;
+  RowStats st;
+  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
+    const int64_t col[1] = {split.scalar_col(i)};
+    const float v[1] = {z[col[0]]};
+    st.take(v, col, m, zy, y);
+  }
+  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += kStride * kRowUnroll) {
+    float4 w[kRowUnroll];  // (kRowUnroll) loads in flight
+    load_quads(w, zq, q0, kStride, split.quads);
+    take_quads(st, w, q0, kStride, split.quads, split, m, zy, y);
+  }
+  st = block_stats<kRowThreads>(st);
+  if (threadIdx.x == 0) {
+    row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
+    row_above[row] = st.above;
+  }
   if (!dlogits) return;
-  mx = sh_mx[0];
-  const float inv_s = 1.f / sh_s[0];
-  auto grad = [&](float v, int64_t j) { return (expf(v - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n; };
+  const RowGrad grad{st.mx, 1.f / st.s, inv_n, y};
   // each element is read and written by the same thread, all reads before its writes: in place is safe
   float* d = dlogits + row * m;
   float4* dq = reinterpret_cast<float4*>(d + split.head);  // (quads) 16-byte aligned when vectorised
@@ -174,21 +246,70 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     const int64_t j = split.scalar_col(i);
     d[j] = grad(z[j], j);
   }
-  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += (int64_t)kRowThreads * kUnroll) {
-    float4 w[kUnroll];  // (kUnroll) loads in flight
+  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += kStride * kRowUnroll) {
+    float4 w[kRowUnroll];  // (kRowUnroll) loads in flight
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + (int64_t)u * kRowThreads;
+    for (int u = 0; u < kRowUnroll; ++u) {
+      const int64_t q = q0 + (int64_t)u * kStride;
       if (q < split.quads) w[u] = __ldcs(zq + q);  // the last read of these logits
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + (int64_t)u * kRowThreads;
-      if (q >= split.quads) break;
-      const int64_t j = split.head + 4 * q;
-      __stcs(dq + q, make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3)));
-    }
+    store_quads(dq, w, q0, kStride, split.quads, split.head, grad);
   }
+}
+
+// Row per cluster (see the top). Block rank b of the row's C blocks holds the body's float4s
+// [Q b / C, Q (b + 1) / C) in registers, and block 0's first threads one scalar column each (the unaligned
+// head and tail). Launched with cudaLaunchKernelEx in clusters of C blocks, N * C blocks in all.
+__global__ void __launch_bounds__(kClusterThreads, 2)
+    cluster_rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M) rows 16-byte aligned as dlogits'
+                        const int64_t* labels,                        // (N) or null: label 0
+                        float* dlogits,                               // (N, M) or null; may alias logits
+                        Partial* partials,                            // (N, C)
+                        double* row_loss,                             // (N)
+                        int* row_above) {                             // (N)
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int c = (int)cluster.num_blocks(), b = (int)cluster.block_rank();
+  const int64_t row = blockIdx.x / c;
+  const float* z = logits + row * m;
+  const int64_t y = labels ? labels[row] : 0;
+  const float zy = z[y];  // read by every block before the cluster barrier, after which dlogits are written
+  const RowSplit split = split_row(z, m, true);
+  const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
+  const int64_t q_begin = split.quads * b / c, q_end = split.quads * (b + 1) / c;
+  const int64_t q0 = q_begin + threadIdx.x;
+  float4 w[kHeld];  // (kHeld) this thread's share of the row, held until its dlogits are written
+  load_quads(w, zq, q0, kClusterThreads, q_end);
+  const bool has_scalar = b == 0 && threadIdx.x < split.scalars(m);
+  const int64_t scalar_col[1] = {has_scalar ? split.scalar_col(threadIdx.x) : m};  // m: none
+  const float scalar[1] = {has_scalar ? z[scalar_col[0]] : -INFINITY};
+  RowStats st;
+  st.take(scalar, scalar_col, m, zy, y);
+  take_quads(st, w, q0, kClusterThreads, q_end, split, m, zy, y);
+  st = block_stats<kClusterThreads>(st);
+  if (threadIdx.x == 0) partials[row * c + b] = Partial{st.mx, st.s, st.above, 0};
+  cluster.sync();  // every block of the row has published its partial (release, then acquire: cluster scope)
+  // every block merges the same partials in the same order, so all use the same bits
+  float mx = -INFINITY, s = 0.f;
+  int above = 0;
+  for (int r = 0; r < c; ++r) {
+    const Partial p = partials[row * c + r];
+    merge(mx, s, p.mx, p.s);
+    above += p.above;
+  }
+  if (b == 0 && threadIdx.x == 0) {
+    row_loss[row] = (double)mx + log((double)s) - (double)zy;
+    row_above[row] = above;
+  }
+  if (!dlogits) return;
+  const RowGrad grad{mx, 1.f / s, inv_n, y};
+  float* d = dlogits + row * m;
+  if (has_scalar) d[scalar_col[0]] = grad(scalar[0], scalar_col[0]);
+  store_quads(reinterpret_cast<float4*>(d + split.head), w, q0, kClusterThreads, q_end, split.head, grad);
+#else
+  __trap();  // built for a device without clusters; the launcher never picks this form there (cluster_form_fits)
+#endif
 }
 
 // One block: loss[0] = mean of row_loss, hits = rows with above < 1 and < 5. Each thread sums a fixed set of
@@ -226,28 +347,100 @@ __global__ void __launch_bounds__(kReduceThreads)
 }
 
 size_t align8(size_t b) { return (b + 7) / 8 * 8; }
+size_t align128(size_t b) { return (b + 127) / 128 * 128; }
+
+// Blocks per cluster the row-per-cluster form needs for rows of m columns (more than kMaxClusterBlocks: it
+// does not fit). A row holds at most 3 + 3 scalar columns, which block 0's first threads take.
+int64_t cluster_blocks_for(int64_t m) {
+  const int64_t most_quads = m / 4;  // the body of a row that starts 16-byte aligned; others have fewer
+  return std::max<int64_t>(1, (most_quads + kBlockQuads - 1) / kBlockQuads);
+}
+
+// Whether the row-per-cluster form can run here in clusters of c blocks: the kernel was built for sm_90 or
+// later (an older build traps in it) and the device can place such a cluster. Asked once per size and process:
+// moco drives one GPU per process, and the GPUs of a node are of one kind.
+bool cluster_form_runs(int c) {
+  static std::atomic<int> known[kMaxClusterBlocks + 1] = {};  // 0 unknown, 1 yes, 2 no
+  int k = known[c].load();
+  if (k == 0) {
+    const bool error_pending = cudaPeekAtLastError() != cudaSuccess;
+    cudaFuncAttributes attr{};
+    bool yes = cudaFuncGetAttributes(&attr, cluster_rows_kernel) == cudaSuccess && attr.ptxVersion >= 90;
+    if (yes) {
+      cudaLaunchAttribute cluster;
+      cluster.id = cudaLaunchAttributeClusterDimension;
+      cluster.val.clusterDim.x = (unsigned)c;
+      cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3((unsigned)c);
+      cfg.blockDim = dim3(kClusterThreads);
+      cfg.attrs = &cluster;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      yes = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel, &cfg) == cudaSuccess && clusters >= 1;
+    }
+    if (!error_pending) (void)cudaGetLastError();  // a refusal above is an answer, not a launch's error
+    k = yes ? 1 : 2;
+    known[c].store(k);
+  }
+  return k == 1;
+}
 
 }  // namespace
 
 size_t softmax_xent_workspace_bytes(int64_t n) {
-  return align8((size_t)n * sizeof(double)) + align8((size_t)n * sizeof(int));
+  return align128(align8((size_t)n * sizeof(double)) + align8((size_t)n * sizeof(int))) +
+         (size_t)n * kMaxClusterBlocks * sizeof(Partial);
+}
+
+bool softmax_xent_cluster_form_fits(int64_t m) {
+  const int64_t c = cluster_blocks_for(m);
+  return c <= kMaxClusterBlocks && cluster_form_runs((int)c);
 }
 
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
-                  int64_t* hits, void* workspace, cudaStream_t stream) {
+                  int64_t* hits, void* workspace, cudaStream_t stream, SoftmaxXentForm form) {
   MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent: need N, M >= 1, got N=", n, " M=", m);
-  MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
   MOCO_CHECK(logits && loss && workspace, "softmax_xent: logits, loss and workspace must be non-null");
-  MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 8 == 0, "softmax_xent: workspace ", workspace,
-             " is not 8-byte aligned");
-  double* row_loss = static_cast<double*>(workspace);                                             // (N)
-  int* row_above = reinterpret_cast<int*>(static_cast<char*>(workspace) + align8(n * sizeof(double)));  // (N)
+  MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "softmax_xent: workspace ", workspace,
+             " is not 16-byte aligned");
+  char* ws = static_cast<char*>(workspace);
+  double* row_loss = reinterpret_cast<double*>(ws);                                  // (N)
+  int* row_above = reinterpret_cast<int*>(ws + align8(n * sizeof(double)));          // (N)
+  Partial* partials = reinterpret_cast<Partial*>(  // (N, C): a row's 8 are one 128-byte line
+      ws + align128(align8(n * sizeof(double)) + align8(n * sizeof(int))));
   // float4 stores need dlogits' rows as far from 16-byte boundaries as the logits' rows (equal pointers, or
   // buffers that both start aligned, as the step's do)
   const bool vectorised =
       !dlogits || (reinterpret_cast<uintptr_t>(dlogits) - reinterpret_cast<uintptr_t>(logits)) % 16 == 0;
-  rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, vectorised,
-                                                       row_loss, row_above);
+  const int64_t c = cluster_blocks_for(m);
+  const bool cluster_fits = vectorised && c <= kMaxClusterBlocks;
+  if (form == SoftmaxXentForm::Auto)
+    form = cluster_fits && cluster_form_runs((int)c) ? SoftmaxXentForm::RowPerCluster : SoftmaxXentForm::RowPerBlock;
+  if (form == SoftmaxXentForm::RowPerCluster) {
+    MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
+               kMaxClusterBlocks * kBlockQuads * 4 + 3, " columns with dlogits aligned as the logits; got M=", m,
+               vectorised ? "" : " and dlogits misaligned");
+    MOCO_CHECK(cluster_form_runs((int)c), "softmax_xent: the row-per-cluster form needs thread block clusters "
+               "(an sm_90 build on an sm_90 device); use SoftmaxXentForm::Auto or RowPerBlock here");
+    MOCO_CHECK(n * c <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (", c, " blocks per row)");
+    cudaLaunchAttribute cluster;
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = (unsigned)c;
+    cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(n * c));
+    cfg.blockDim = dim3(kClusterThreads);
+    cfg.stream = stream;
+    cfg.attrs = &cluster;
+    cfg.numAttrs = 1;
+    MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, cluster_rows_kernel, m, 1.f / (float)n, logits, labels, dlogits,
+                                       partials, row_loss, row_above));
+  } else {
+    MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
+    rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, vectorised,
+                                                         row_loss, row_above);
+  }
   MOCO_CUDA_CHECK_LAUNCH();
   reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
   MOCO_CUDA_CHECK_LAUNCH();

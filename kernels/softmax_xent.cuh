@@ -8,8 +8,16 @@
 
 namespace moco::kernels {
 
-// Bytes of device workspace softmax_xent needs for n rows (per-row losses and ranks).
+// Bytes of device workspace softmax_xent needs for n rows (per-row losses and ranks, and the row-per-cluster
+// form's partials).
 size_t softmax_xent_workspace_bytes(int64_t n);
+
+// How a row is spread over the device (softmax_xent.cu explains both). Auto takes RowPerCluster where it fits
+// and runs, else RowPerBlock; the other two force a form (tests and bench/softmax_xent compare them).
+enum class SoftmaxXentForm { Auto, RowPerBlock, RowPerCluster };
+
+// Whether rows of m columns (with dlogits aligned as the logits) take the row-per-cluster form on this device.
+bool softmax_xent_cluster_form_fits(int64_t m);
 
 // Rows of logits (N, M) with labels y (N) in [0, M) (device int64; nullptr: 0 for every row):
 //   loss[0]   = mean_i (logsumexp(z_i) - z_iy)                     (device fp32 scalar; reduced in double)
@@ -18,17 +26,21 @@ size_t softmax_xent_workspace_bytes(int64_t n);
 //   hits[0/1] = rows whose z_iy is beaten by fewer than 1 / 5 others (device int64 (2)); nullable. Beaten:
 //               strictly greater, or equal at a lower column, so a top-1 hit is "the argmax is y" with the
 //               first of equal maxima winning; with label 0 a tie never beats the positive.
-// workspace: softmax_xent_workspace_bytes(n) bytes of device memory, 8-byte aligned.
-// Deterministic: the same inputs give bit-identical outputs (no floating-point atomics).
+// workspace: softmax_xent_workspace_bytes(n) bytes of device memory, 16-byte aligned.
+// Deterministic: the same inputs give bit-identical outputs on one device and build (no floating-point atomics;
+// the two forms sum in different orders, so a device that takes the other form differs in the last bits).
 // CPU references: cpu::softmax_xent, cpu::count_label0_in_topk (topk 1 and 5; label 0) and std::max_element
 // (the probe's top-1, run_lincls).
+// form: Auto, or one forced (RowPerCluster where it does not fit or cannot run throws).
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
-                  int64_t* hits, void* workspace, cudaStream_t stream);
+                  int64_t* hits, void* workspace, cudaStream_t stream,
+                  SoftmaxXentForm form = SoftmaxXentForm::Auto);
 
 // The MoCo step's: label 0 for every row. CPU reference: cpu::softmax_xent_label0.
 inline void softmax_xent_label0(int64_t n, int64_t m, const float* logits, float* dlogits, float* loss,
-                                int64_t* hits, void* workspace, cudaStream_t stream) {
-  softmax_xent(n, m, logits, nullptr, dlogits, loss, hits, workspace, stream);
+                                int64_t* hits, void* workspace, cudaStream_t stream,
+                                SoftmaxXentForm form = SoftmaxXentForm::Auto) {
+  softmax_xent(n, m, logits, nullptr, dlogits, loss, hits, workspace, stream, form);
 }
 
 // summary (3) fp32 = {loss[0], hits[0], hits[1]}: the step's numbers as one small buffer that the ranks can

@@ -3,19 +3,24 @@
 // one. It is a test tool, not a backend: the product never links it.
 //
 // What it models, and how:
-// - A launch runs its blocks one after another. Inside a block every CUDA thread is a fiber (ucontext) with its
-//   own threadIdx; they run one at a time on the calling host thread and switch only at __syncthreads and at
-//   warp shuffles, so a run is deterministic.
-// - __syncthreads() is a barrier over the block's threads that have not returned (Volta and later).
+// - A launch runs its blocks one after another, or its thread block clusters (cudaLaunchKernelEx) two at a time,
+//   so that clusters racing on one global slot show. Inside them every CUDA thread is a fiber (ucontext) with its
+//   own threadIdx; they run one at a time on the calling host thread and switch only at barriers and at warp
+//   shuffles, so a run is deterministic.
+// - __syncthreads() is a barrier over the block's threads that have not returned (Volta and later), and
+//   cooperative_groups::this_cluster().sync() one over the cluster's. Distributed shared memory (one block
+//   reading another's) is not modelled: the kernels exchange through global memory.
 // - __shfl_xor_sync() is an exchange among the 32 lanes of a warp. A lane named by the mask that has returned,
 //   does not exist (a partial warp) or is waiting at __syncthreads instead is undefined behaviour on the
 //   device; here it stops the program with a message.
 // - Between two barriers the threads run in ascending order, and between the next two in descending order,
-//   and so on. A missing barrier therefore shows: a thread reads a shared slot its neighbour has not yet
-//   written (or has already overwritten), whichever direction that needs.
+//   and so on (in a cluster, the blocks too). A missing barrier therefore shows: a thread reads a shared slot
+//   (or, in a cluster, a global one) its neighbour has not yet written (or has already overwritten), whichever
+//   direction that needs.
 // - __shared__ variables become per-host-thread statics: the block's threads share them. Each is filled with
 //   0xFF bytes (NaN, or -1) when the first thread of a block reaches it, so a read of shared memory that the
-//   block has not written gives garbage, as on the device, instead of the previous block's values.
+//   block has not written gives garbage, as on the device, instead of the previous block's values. The blocks of
+//   a cluster take turns in the statics: each switch saves one block's values and restores the next one's.
 // - Launch configurations are checked against the device's limits (block size, grid size, shared memory) and a
 //   bad one is reported by the next cudaGetLastError(), as on the device, without running anything.
 // - Device memory is host memory from malloc, so AddressSanitizer sees out-of-bounds kernel accesses.
@@ -23,7 +28,7 @@
 // - A launch is queued on its stream and runs when the host next needs its result (emu_streams.h), in the most
 //   hostile order that stream order and events allow.
 //
-// What it does not model: concurrency between blocks (they never overlap here), the memory model, two pieces
+// What it does not model: concurrency between blocks outside a cluster (they never overlap here), the memory model, two pieces
 // of stream work overlapping in time (they run one at a time, in an adversarial order), device-side rounding of expf/logf (host libm is used; the tests' tolerances
 // cover both), and tensor-core accumulation order in the emulated cuBLAS.
 #pragma once
@@ -45,18 +50,22 @@ struct LaunchConfig {
   dim3 grid, block;
   size_t dynamic_smem;
   cudaStream_t stream;
+  dim3 cluster{1, 1, 1};  // blocks per thread block cluster (cudaLaunchKernelEx's attribute)
   LaunchConfig(dim3 g, dim3 b, size_t smem = 0, cudaStream_t s = nullptr)
       : grid(g), block(b), dynamic_smem(smem), stream(s) {}
 };
 
-// The builtin variables of the running CUDA thread. Outside a kernel they stop the program.
+// threadIdx and blockIdx of the running CUDA thread. Outside a kernel they stop the program.
 const uint3& thread_idx();
 const uint3& block_idx();
-const dim3& block_dim();
-const dim3& grid_dim();
 
 // __syncthreads(): wait until every thread of the block that has not returned is here.
 void sync_threads();
+// cooperative_groups::this_cluster(): sync() waits until every thread of the cluster that has not returned is
+// there; the block's rank in its cluster, and the cluster's number of blocks.
+void sync_cluster();
+unsigned cluster_block_rank();
+unsigned cluster_blocks();
 
 // One warp exchange: this lane offers its 8-byte value, and receives the value of lane `src` once every lane of
 // `mask` has offered one. Stops the program on the undefined cases described at the top.

@@ -4,6 +4,7 @@
 // computes a wrong answer here, and four that a missing stream wait or an early refill of page-locked memory
 // does, which is what makes a passing test of the device code mean something. Translated like the kernels
 // (translate_cu.py), so the launches below are written as on the device.
+#include <cooperative_groups.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -71,6 +72,66 @@ __global__ void shuffle_beside_barrier(float* out) {
   } else {
     __syncthreads();
   }
+}
+
+// Each thread: its block's rank in the cluster, the cluster's size, and what its block's shared memory holds
+// after the whole cluster has written its own (the blocks of a cluster share a grid but not shared memory).
+__global__ void cluster_identity(int* out) {  // out (grid threads)
+  namespace cg = cooperative_groups;
+  __shared__ int s[kBlock];
+  const cg::cluster_group cluster = cg::this_cluster();
+  s[threadIdx.x] = 100 * (int)blockIdx.x + (int)threadIdx.x;
+  cluster.sync();
+  const int mine = s[kBlock - 1 - threadIdx.x];
+  out[blockIdx.x * kBlock + threadIdx.x] = 10000 * (int)cluster.block_rank() + 1000 * (int)cluster.num_blocks() +
+                                           (mine == 100 * (int)blockIdx.x + kBlock - 1 - (int)threadIdx.x);
+}
+
+// Each block publishes a value in global memory and reads its cluster partner's (rank ^ 1), with or without the
+// cluster barrier between the two.
+template <bool kClusterSync>
+__global__ void swap_with_partner(int* slots, int* out) {  // slots (grid blocks), out (grid blocks)
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int partner = (int)blockIdx.x - (int)cluster.block_rank() + (int)(cluster.block_rank() ^ 1u);
+  if (threadIdx.x == 0) slots[blockIdx.x] = 7 * (int)blockIdx.x + 1;
+  if (kClusterSync) cluster.sync();
+  if (threadIdx.x == 0) out[blockIdx.x] = slots[partner];
+}
+
+// Like swap_with_partner<true>, but the slots are indexed by the rank alone, so two clusters share them: a race
+// between clusters on the device.
+__global__ void swap_through_rank_slots(int* slots, int* out) {  // slots (cluster size), out (grid blocks)
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  if (threadIdx.x == 0) slots[cluster.block_rank()] = 7 * (int)blockIdx.x + 1;
+  cluster.sync();
+  if (threadIdx.x == 0) out[blockIdx.x] = slots[cluster.block_rank() ^ 1u];
+}
+
+// Half the block at __syncthreads, the other half at the cluster barrier: a deadlock on the device.
+__global__ void barriers_crossed(int* out) {
+  if (threadIdx.x < 32)
+    __syncthreads();
+  else
+    cooperative_groups::this_cluster().sync();
+  out[0] = 1;
+}
+
+// Launches kernel over `blocks` blocks of `threads` in clusters of `cluster` blocks (cudaLaunchKernelEx).
+template <class... P, class... A>
+cudaError_t launch_clustered(void (*kernel)(P...), unsigned blocks, unsigned threads, unsigned cluster,
+                             A... args) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = cluster;
+  attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(threads);
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 __global__ void set_one(int* out) { out[0] = 1; }
@@ -186,6 +247,76 @@ TEST(CudaEmulator, BadLaunchConfigurationsAreReportedAndRunNothing) {
   set_one<<<1, 1024>>>(out.get());
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(out.download()[0], 1);
+}
+
+TEST(CudaEmulator, ClusterBlocksKnowTheirRankAndKeepTheirOwnSharedMemory) {
+  DeviceBuffer<int> out((size_t)(6 * kBlock), "out");  // (6 blocks, kBlock)
+  out.fill_bytes(0);
+  ASSERT_EQ(launch_clustered(cluster_identity, 6, kBlock, 3, out.get()), cudaSuccess);
+  const std::vector<int> got = out.download();
+  for (int b = 0; b < 6; ++b)
+    for (int t = 0; t < kBlock; ++t)
+      ASSERT_EQ(got[(size_t)(b * kBlock + t)], 10000 * (b % 3) + 3000 + 1) << "block " << b << " thread " << t;
+}
+
+TEST(CudaEmulator, ClusterBarrierPublishesGlobalWritesAndItsAbsenceShows) {
+  DeviceBuffer<int> slots(8, "slots"), out(8, "out");  // (8 blocks) each
+  auto run = [&](auto kernel) {
+    slots.fill_bytes(0xFF);  // -1: not yet published
+    out.fill_bytes(0);
+    EXPECT_EQ(launch_clustered(kernel, 8, kBlock, 4, slots.get(), out.get()), cudaSuccess);
+    return out.download();
+  };
+  const std::vector<int> with = run(swap_with_partner<true>);
+  for (int b = 0; b < 8; ++b) EXPECT_EQ(with[(size_t)b], 7 * (b ^ 1) + 1) << "block " << b;
+  // without the barrier, a block that runs first reads its partner's slot before it is written
+  const std::vector<int> without = run(swap_with_partner<false>);
+  int unpublished = 0;
+  for (int b = 0; b < 8; ++b) unpublished += without[(size_t)b] == -1;
+  EXPECT_GT(unpublished, 0);
+}
+
+TEST(CudaEmulator, ClustersRunTogetherSoARaceBetweenThemShows) {
+  DeviceBuffer<int> slots(4, "slots"), out(8, "out");  // (cluster size), (8 blocks)
+  slots.fill_bytes(0xFF);
+  out.fill_bytes(0);
+  ASSERT_EQ(launch_clustered(swap_through_rank_slots, 8, kBlock, 4, slots.get(), out.get()), cudaSuccess);
+  const std::vector<int> got = out.download();
+  int others = 0;  // blocks that read another cluster's value instead of their partner's
+  for (int b = 0; b < 8; ++b) others += got[(size_t)b] != 7 * (b ^ 1) + 1;
+  EXPECT_GT(others, 0);
+}
+
+TEST(CudaEmulator, BadClusterConfigurationsAreReturnedAndRunNothing) {
+  DeviceBuffer<int> out(1, "out");
+  out.fill_bytes(0);
+  EXPECT_EQ(launch_clustered(set_one, 6, 32, 4, out.get()), cudaErrorInvalidClusterSize)
+      << "4 does not tile 6 blocks";
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidClusterSize) << "a runtime call's error is also the last error";
+  EXPECT_EQ(launch_clustered(set_one, 16, 32, 16, out.get()), cudaErrorInvalidClusterSize)
+      << "more than the portable 8 blocks";
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidClusterSize);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(out.download()[0], 0);
+  int clusters = 0;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 8;
+  attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(16);
+  cfg.blockDim = dim3(512);
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  EXPECT_EQ(cudaOccupancyMaxActiveClusters(&clusters, set_one, &cfg), cudaSuccess);
+  EXPECT_GE(clusters, 1);
+}
+
+TEST(CudaEmulatorDeathTest, CrossedBarriersStopTheRun) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DeviceBuffer<int> out(1, "out");
+  EXPECT_DEATH({ launch_clustered(barriers_crossed, 2, kBlock, 2, out.get()); cudaDeviceSynchronize(); },
+               "some threads wait at __syncthreads and the others at the cluster barrier");
 }
 
 // C = alpha * op(A) op(B) (+ beta * C), column-major, against products worked out by hand.

@@ -67,6 +67,18 @@ const int64_t kNs[] = {1, 3, 37};
 const int64_t kCs[] = {1, 7, 128};
 const int64_t kKs[] = {1, 5, 4099};
 
+// The forms softmax_xent takes for rows of m columns: one row per block always, one per cluster where it fits.
+std::vector<kernels::SoftmaxXentForm> xent_forms(int64_t m) {
+  std::vector<kernels::SoftmaxXentForm> forms{kernels::SoftmaxXentForm::RowPerBlock};
+  if (kernels::softmax_xent_cluster_form_fits(m)) forms.push_back(kernels::SoftmaxXentForm::RowPerCluster);
+  return forms;
+}
+const char* form_name(kernels::SoftmaxXentForm f) {
+  return f == kernels::SoftmaxXentForm::RowPerCluster ? "row per cluster"
+         : f == kernels::SoftmaxXentForm::RowPerBlock ? "row per block"
+                                                      : "auto";
+}
+
 // Forward logits against the CPU on the given (possibly bf16-rounded) inputs, within rel * |terms|.
 void check_logits(const std::vector<float>& got, int64_t n, int64_t c, int64_t k, const std::vector<float>& q,
                   const std::vector<float>& key, const std::vector<float>& queue, double rel, const char* what) {
@@ -150,74 +162,138 @@ TEST(GpuMocoKernels, LogitsBackwardMatchesCpu) {
 // (for j = 0, to 1 / N, because p_0 - 1 cancels). The hit counts compare the same floats: exact.
 // K 4098 puts each row's start at a different distance from a 16-byte boundary (M = 4099), so the float4
 // body meets every head and tail length; a dlogits buffer one float off the logits' alignment takes the
-// scalar path.
+// scalar path. Both forms: K 20010 spreads a row over a cluster of 3 blocks, unevenly; the cluster form's
+// full width (K 65536, 8 blocks) has a test of its own.
 TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
   MOCO_REQUIRE_GPU();
   for (int64_t n : kNs)
-    for (int64_t k : {int64_t{1}, int64_t{5}, int64_t{4098}, int64_t{4099}}) {
-      const int64_t c = 16, m = 1 + k;
-      const auto q = unit_rows(n, c, 10), key = keys_near(q, n, c, 11), queue = unit_rows(k, c, 12);
+    for (int64_t k : {int64_t{1}, int64_t{5}, int64_t{4098}, int64_t{4099}, int64_t{20010}})
+      for (const kernels::SoftmaxXentForm form : xent_forms(1 + k)) {
+        SCOPED_TRACE(form_name(form));
+        const int64_t c = 16, m = 1 + k;
+        const auto q = unit_rows(n, c, 10), key = keys_near(q, n, c, 11), queue = unit_rows(k, c, 12);
+        std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
+        cpu::moco_logits_forward<float>(n, c, k, q.data(), key.data(), queue.data(), kInvT, logits.data());
+        for (int64_t i = 0; i < n; i += 3)  // ties with the positive in every third row: they must not beat it
+          for (int64_t r = 1; r <= std::min<int64_t>(k, 3); ++r) logits[i * m + r] = logits[i * m];
+        std::vector<float> ref_d((size_t)(n * m));
+        const float ref_loss = cpu::softmax_xent_label0<float>(n, m, logits.data(), ref_d.data());
+        const int64_t ref_h1 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 1);
+        const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 5);
+
+        DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+        DeviceBuffer<int64_t> hits(2, "hits");
+        DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
+        auto check = [&](const std::vector<float>& d, float l, const std::vector<int64_t>& h, const char* what) {
+          ASSERT_NEAR(l, ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << what << " N=" << n << " K=" << k;
+          EXPECT_EQ(h[0], ref_h1) << what << " top-1 hits, N=" << n << " K=" << k;
+          EXPECT_EQ(h[1], ref_h5) << what << " top-5 hits, N=" << n << " K=" << k;
+          for (int64_t i = 0; i < n * m; ++i) {
+            const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
+            ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30)
+                << what << " N=" << n << " K=" << k << " row " << i / m << " col " << i % m;
+          }
+        };
+
+        // separate output buffer
+        dd.poison();
+        loss.poison();
+        hits.poison();
+        kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+        const auto d1 = dd.download();
+        const float l1 = loss.download()[0];
+        check(d1, l1, hits.download(), "separate");
+
+        // again: bit-identical (no float atomics)
+        dd.poison();
+        loss.poison();
+        kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+        const auto d2 = dd.download();
+        const float l2 = loss.download()[0];
+        EXPECT_EQ(std::memcmp(&l1, &l2, 4), 0) << "loss not reproducible, N=" << n << " K=" << k;
+        EXPECT_EQ(std::memcmp(d1.data(), d2.data(), d1.size() * 4), 0) << "dlogits not reproducible";
+
+        // loss only (no dlogits), hits not wanted
+        loss.poison();
+        kernels::softmax_xent_label0(n, m, dz.get(), nullptr, loss.get(), nullptr, ws.get(), nullptr, form);
+        const float l3 = loss.download()[0];
+        EXPECT_EQ(std::memcmp(&l1, &l3, 4), 0) << "loss-only differs, N=" << n << " K=" << k;
+
+        // dlogits one float past a 16-byte boundary: not aligned as the logits are
+        DeviceBuffer<float> offset((size_t)(n * m + 1), "dlogits + 1");
+        offset.poison();
+        loss.poison();
+        hits.poison();
+        if (form == kernels::SoftmaxXentForm::RowPerCluster) {  // refused: it holds only aligned rows
+          EXPECT_THROW(kernels::softmax_xent_label0(n, m, dz.get(), offset.get() + 1, loss.get(), hits.get(),
+                                                    ws.get(), nullptr, form),
+                       std::exception);
+        } else {
+          kernels::softmax_xent_label0(n, m, dz.get(), offset.get() + 1, loss.get(), hits.get(), ws.get(), nullptr,
+                                       form);
+          const auto d4 = offset.download();
+          check(std::vector<float>(d4.begin() + 1, d4.end()), loss.download()[0], hits.download(), "misaligned");
+        }
+
+        // in place: dlogits overwrite the logits
+        loss.poison();
+        hits.poison();
+        kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+        check(dz.download(), loss.download()[0], hits.download(), "in place");
+      }
+}
+
+// The step's width and the widest row the cluster form holds: 1+65536 and 1+65538 columns, a cluster of 8
+// blocks with every thread's registers full, in place as the step runs it, against the CPU. Two columns more
+// do not fit: Auto takes the row-per-block form there, and forcing the cluster form throws. The step's shape
+// takes the cluster form on a device with clusters (sm_90).
+TEST(GpuMocoKernels, SoftmaxXentClusterFormHoldsTheStepsWholeRow) {
+  MOCO_REQUIRE_GPU();
+  int device = 0;
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, device), cudaSuccess);
+  if (prop.major >= 9) {
+    EXPECT_TRUE(kernels::softmax_xent_cluster_form_fits(1 + 65536));
+  }
+  EXPECT_FALSE(kernels::softmax_xent_cluster_form_fits(65540)) << "16385 float4s need a 9th block";
+  const int64_t n = 3, c = 16;
+  const auto forms_at = [](int64_t m) {  // past the cluster form's width: Auto, which must fall back
+    return m <= 65539 ? xent_forms(m) : std::vector<kernels::SoftmaxXentForm>{kernels::SoftmaxXentForm::Auto};
+  };
+  for (int64_t k : {int64_t{65536}, int64_t{65538}, int64_t{65540}})
+    for (const kernels::SoftmaxXentForm form : forms_at(1 + k)) {
+      SCOPED_TRACE(form_name(form));
+      const int64_t m = 1 + k;
+      const auto q = unit_rows(n, c, 40), key = keys_near(q, n, c, 41), queue = unit_rows(k, c, 42);
       std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
       cpu::moco_logits_forward<float>(n, c, k, q.data(), key.data(), queue.data(), kInvT, logits.data());
-      for (int64_t i = 0; i < n; i += 3)  // ties with the positive in every third row: they must not beat it
-        for (int64_t r = 1; r <= std::min<int64_t>(k, 3); ++r) logits[i * m + r] = logits[i * m];
+      logits[(size_t)(2 * m + m - 1)] = logits[(size_t)(2 * m)] + 1.f;  // row 2: its last column beats the positive
       std::vector<float> ref_d((size_t)(n * m));
       const float ref_loss = cpu::softmax_xent_label0<float>(n, m, logits.data(), ref_d.data());
       const int64_t ref_h1 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 1);
       const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 5);
-
-      DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+      DeviceBuffer<float> dz(logits, "logits"), loss(1, "loss");
       DeviceBuffer<int64_t> hits(2, "hits");
-      DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
-      auto check = [&](const std::vector<float>& d, float l, const std::vector<int64_t>& h, const char* what) {
-        ASSERT_NEAR(l, ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << what << " N=" << n << " K=" << k;
-        EXPECT_EQ(h[0], ref_h1) << what << " top-1 hits, N=" << n << " K=" << k;
-        EXPECT_EQ(h[1], ref_h5) << what << " top-5 hits, N=" << n << " K=" << k;
-        for (int64_t i = 0; i < n * m; ++i) {
-          const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
-          ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30)
-              << what << " N=" << n << " K=" << k << " row " << i / m << " col " << i % m;
-        }
-      };
-
-      // separate output buffer
-      dd.poison();
+      DeviceBuffer<char> ws(kernels::softmax_xent_workspace_bytes(n), "workspace");
+      if (m > 65539) {
+        EXPECT_THROW(kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(),
+                                                  nullptr, kernels::SoftmaxXentForm::RowPerCluster),
+                     std::exception);
+      }
       loss.poison();
       hits.poison();
-      kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
-      const auto d1 = dd.download();
-      const float l1 = loss.download()[0];
-      check(d1, l1, hits.download(), "separate");
-
-      // again: bit-identical (no float atomics)
-      dd.poison();
-      loss.poison();
-      kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
-      const auto d2 = dd.download();
-      const float l2 = loss.download()[0];
-      EXPECT_EQ(std::memcmp(&l1, &l2, 4), 0) << "loss not reproducible, N=" << n << " K=" << k;
-      EXPECT_EQ(std::memcmp(d1.data(), d2.data(), d1.size() * 4), 0) << "dlogits not reproducible";
-
-      // loss only (no dlogits), hits not wanted
-      loss.poison();
-      kernels::softmax_xent_label0(n, m, dz.get(), nullptr, loss.get(), nullptr, ws.get(), nullptr);
-      const float l3 = loss.download()[0];
-      EXPECT_EQ(std::memcmp(&l1, &l3, 4), 0) << "loss-only differs, N=" << n << " K=" << k;
-
-      // dlogits one float past a 16-byte boundary: not aligned as the logits are
-      DeviceBuffer<float> offset((size_t)(n * m + 1), "dlogits + 1");
-      offset.poison();
-      loss.poison();
-      hits.poison();
-      kernels::softmax_xent_label0(n, m, dz.get(), offset.get() + 1, loss.get(), hits.get(), ws.get(), nullptr);
-      const auto d4 = offset.download();
-      check(std::vector<float>(d4.begin() + 1, d4.end()), loss.download()[0], hits.download(), "misaligned");
-
-      // in place: dlogits overwrite the logits
-      loss.poison();
-      hits.poison();
-      kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr);
-      check(dz.download(), loss.download()[0], hits.download(), "in place");
+      kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+      const auto d = dz.download();
+      const auto h = hits.download();
+      ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "K=" << k;
+      EXPECT_EQ(h[0], ref_h1) << "top-1 hits, K=" << k;
+      EXPECT_EQ(h[1], ref_h5) << "top-5 hits, K=" << k;
+      EXPECT_LT(ref_h1, n) << "row 2 is a miss, so the hit counts are not all n";
+      for (int64_t i = 0; i < n * m; ++i) {
+        const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
+        ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30) << "K=" << k << " row " << i / m << " col " << i % m;
+      }
     }
 }
 
@@ -228,7 +304,8 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
 TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
   MOCO_REQUIRE_GPU();
   for (int64_t n : kNs)
-    // 20011: more columns than one pass of a row's block covers (8192), ending part-way through the next
+    // 20011: more columns than one pass of a row's block covers (8192), ending part-way through the next; a
+    // cluster of 3 blocks in the cluster form
     for (int64_t m : {int64_t(1), int64_t(10), int64_t(1000), int64_t(1013), int64_t(20011)}) {
       auto logits = normal_floats((size_t)(n * m), 31);  // (N, M)
       std::vector<int64_t> labels((size_t)n);           // (N)
@@ -254,31 +331,34 @@ TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
         ref_h5 += beat < 5;
       }
 
-      DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
-      DeviceBuffer<int64_t> dlabels(labels, "labels"), hits(2, "hits");
-      DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
-      dd.poison();
-      loss.poison();
-      hits.poison();
-      kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr);
-      const auto d = dd.download();
-      const auto h = hits.download();
-      ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "N=" << n << " M=" << m;
-      EXPECT_EQ(h[0], ref_h1) << "top-1 hits, N=" << n << " M=" << m;
-      EXPECT_EQ(h[1], ref_h5) << "top-5 hits, N=" << n << " M=" << m;
-      auto check_d = [&](const std::vector<float>& got, const char* what) {
-        for (int64_t i = 0; i < n * m; ++i) {
-          const double scale = std::fabs(ref_d[i]) + (i % m == labels[(size_t)(i / m)] ? 1.0 / n : 0.0);
-          ASSERT_NEAR(got[i], ref_d[i], 1e-5 * scale + 1e-30)
-              << what << " N=" << n << " M=" << m << " row " << i / m << " col " << i % m;
-        }
-      };
-      check_d(d, "separate");
-      // in place, as the linear probe runs it: each row's label score is read before the row is overwritten
-      loss.poison();
-      kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dz.get(), loss.get(), nullptr, ws.get(), nullptr);
-      ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "in place, N=" << n;
-      check_d(dz.download(), "in place");
+      for (const kernels::SoftmaxXentForm form : xent_forms(m)) {  // each form from the original logits
+        SCOPED_TRACE(form_name(form));
+        DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
+        DeviceBuffer<int64_t> dlabels(labels, "labels"), hits(2, "hits");
+        DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
+        dd.poison();
+        loss.poison();
+        hits.poison();
+        kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+        const auto d = dd.download();
+        const auto h = hits.download();
+        ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "N=" << n << " M=" << m;
+        EXPECT_EQ(h[0], ref_h1) << "top-1 hits, N=" << n << " M=" << m;
+        EXPECT_EQ(h[1], ref_h5) << "top-5 hits, N=" << n << " M=" << m;
+        auto check_d = [&](const std::vector<float>& got, const char* what) {
+          for (int64_t i = 0; i < n * m; ++i) {
+            const double scale = std::fabs(ref_d[i]) + (i % m == labels[(size_t)(i / m)] ? 1.0 / n : 0.0);
+            ASSERT_NEAR(got[i], ref_d[i], 1e-5 * scale + 1e-30)
+                << what << " N=" << n << " M=" << m << " row " << i / m << " col " << i % m;
+          }
+        };
+        check_d(d, "separate");
+        // in place, as the linear probe runs it: each row's label score is read before the row is overwritten
+        loss.poison();
+        kernels::softmax_xent(n, m, dz.get(), dlabels.get(), dz.get(), loss.get(), nullptr, ws.get(), nullptr, form);
+        ASSERT_NEAR(loss.download()[0], ref_loss, 1e-5 * (1 + std::fabs(ref_loss))) << "in place, N=" << n;
+        check_d(dz.download(), "in place");
+      }
     }
 }
 

@@ -24,8 +24,9 @@
 
 #define threadIdx (::cuda_emu::thread_idx())
 #define blockIdx (::cuda_emu::block_idx())
-#define blockDim (::cuda_emu::block_dim())
-#define gridDim (::cuda_emu::grid_dim())
+// The same for every thread of a launch, so plain variables that the scheduler sets; not macros, which would
+// also rewrite cudaLaunchConfig_t's fields of the same names.
+extern thread_local dim3 blockDim, gridDim;
 constexpr int warpSize = 32;
 
 inline void __syncthreads() { ::cuda_emu::sync_threads(); }
@@ -162,3 +163,59 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t err);
+
+// ---- launches with attributes: thread block clusters (sm_90). Only the cluster dimension is modelled.
+enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
+union cudaLaunchAttributeValue {
+  struct {
+    unsigned x, y, z;
+  } clusterDim;
+  char pad[64];
+};
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+  dim3 gridDim, blockDim;
+  size_t dynamicSmemBytes;
+  cudaStream_t stream;
+  cudaLaunchAttribute* attrs;
+  unsigned numAttrs;
+};
+namespace cuda_emu {
+inline LaunchConfig launch_config_of(const cudaLaunchConfig_t& c) {
+  LaunchConfig cfg(c.gridDim, c.blockDim, c.dynamicSmemBytes, c.stream);
+  for (unsigned i = 0; i < c.numAttrs; ++i)
+    if (c.attrs[i].id == cudaLaunchAttributeClusterDimension) {
+      const auto& d = c.attrs[i].val.clusterDim;
+      cfg.cluster = dim3(d.x, d.y, d.z);
+    }
+  return cfg;
+}
+}  // namespace cuda_emu
+// A bad configuration (a cluster that does not tile the grid, or more than 8 blocks: cudaErrorInvalidClusterSize)
+// runs nothing and is returned, and, like any runtime call's error, also kept for cudaGetLastError().
+template <class... P, class... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
+  const cuda_emu::LaunchConfig cfg = cuda_emu::launch_config_of(*config);
+  if (!cuda_emu::launch_ok(cfg)) return cuda_emu::peek_last_error();
+  cuda_emu::launch(kernel, cfg, std::forward<A>(args)...);
+  return cudaSuccess;
+}
+// How many such clusters fit on the device at once: here any valid configuration fits, one at a time.
+template <class T>
+cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, T* /*kernel*/, const cudaLaunchConfig_t* config) {
+  if (!cuda_emu::launch_ok(cuda_emu::launch_config_of(*config))) return cuda_emu::peek_last_error();
+  *clusters = 1;
+  return cudaSuccess;
+}
+// What a kernel was compiled for: the emulator stands in for sm_90 code.
+struct cudaFuncAttributes {
+  int binaryVersion, ptxVersion;
+};
+template <class T>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, T* /*kernel*/) {
+  attr->binaryVersion = attr->ptxVersion = 90;
+  return cudaSuccess;
+}
