@@ -356,6 +356,21 @@ int64_t cluster_blocks_for(int64_t m) {
   return std::max<int64_t>(1, (most_quads + kBlockQuads - 1) / kBlockQuads);
 }
 
+// The row-per-cluster launch of `rows` rows in clusters of c blocks; `cluster` holds its attribute and must
+// outlive the returned configuration.
+cudaLaunchConfig_t cluster_launch(int64_t rows, int c, cudaStream_t stream, cudaLaunchAttribute& cluster) {
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = (unsigned)c;
+  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(rows * c));
+  cfg.blockDim = dim3(kClusterThreads);
+  cfg.stream = stream;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
 // Whether the row-per-cluster form can run here in clusters of c blocks: the kernel was built for sm_90 or
 // later (an older build traps in it) and the device can place such a cluster. Asked once per size and process:
 // moco drives one GPU per process, and the GPUs of a node are of one kind.
@@ -368,14 +383,7 @@ bool cluster_form_runs(int c) {
     bool yes = cudaFuncGetAttributes(&attr, cluster_rows_kernel) == cudaSuccess && attr.ptxVersion >= 90;
     if (yes) {
       cudaLaunchAttribute cluster;
-      cluster.id = cudaLaunchAttributeClusterDimension;
-      cluster.val.clusterDim.x = (unsigned)c;
-      cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3((unsigned)c);
-      cfg.blockDim = dim3(kClusterThreads);
-      cfg.attrs = &cluster;
-      cfg.numAttrs = 1;
+      const cudaLaunchConfig_t cfg = cluster_launch(1, c, nullptr, cluster);
       int clusters = 0;
       yes = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel, &cfg) == cudaSuccess && clusters >= 1;
     }
@@ -425,15 +433,7 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
                "(an sm_90 build on an sm_90 device); use SoftmaxXentForm::Auto or RowPerBlock here");
     MOCO_CHECK(n * c <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (", c, " blocks per row)");
     cudaLaunchAttribute cluster;
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = (unsigned)c;
-    cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(n * c));
-    cfg.blockDim = dim3(kClusterThreads);
-    cfg.stream = stream;
-    cfg.attrs = &cluster;
-    cfg.numAttrs = 1;
+    const cudaLaunchConfig_t cfg = cluster_launch(n, (int)c, stream, cluster);
     MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, cluster_rows_kernel, m, 1.f / (float)n, logits, labels, dlogits,
                                        partials, row_loss, row_above));
   } else {
