@@ -7,7 +7,7 @@
 # picks by timing, which can differ between processes, so the second run is given the first's plans
 # (MOCO_CONV_PLANS) and the resumed run finds its own beside the checkpoint (conv_plans.txt).
 #   gpu_train.sh <moco binary>            (MOCO_TEST_DEVICE=cpu runs the same checks on the CPU path)
-# Exits 77 (skipped) without a usable GPU or without python3 + Pillow to write the images.
+# Exits 77 (skipped) without a usable GPU or without python3 to write the images.
 set -euo pipefail
 moco=$1
 device=${MOCO_TEST_DEVICE:-cuda}
@@ -18,7 +18,7 @@ if [ "$device" = cuda ] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a
   echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77
 fi
 python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
-  { echo "python3 with numpy and Pillow is needed to write the images: skipped"; exit 77; }
+  { echo "python3 is needed to write the images: skipped"; exit 77; }
 args=(train "$dir/data" --device "$device" -a resnet18 --width 8 --image-size 32 --recipe small -b 16 --bn-splits 2
       --moco-k 64 --moco-dim 16 --epochs 2 --seed 3 -j 2)
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }

@@ -4,7 +4,7 @@
 # whose losses must equal the first run's bit for bit.
 #   gpu_train_mpirun.sh <mpiexec> <moco binary> [W]      (W = 2; needs W GPUs on the node)
 # On the CUDA emulator (ctest emu.dist.gpu_train_np2) the W ranks are W processes, each with its own emulated
-# device (MOCO_EMU_DEVICES=W), whose NCCL traffic goes over MPI. Exits 77 (skipped) without python3 + Pillow.
+# device (MOCO_EMU_DEVICES=W), whose NCCL traffic goes over MPI. Exits 77 (skipped) without python3.
 set -euo pipefail
 mpiexec=$1
 moco=$2
@@ -12,7 +12,7 @@ w=${3:-2}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
-  { echo "python3 with numpy and Pillow is needed to write the images: skipped"; exit 77; }
+  { echo "python3 is needed to write the images: skipped"; exit 77; }
 # 64 images, 8 per rank and step: 64 / (8 W) steps per epoch
 args=(train "$dir/data" --device cuda -a resnet18 --width 8 --image-size 32 --recipe small -b 8 --bn-splits 1
       --moco-k 64 --moco-dim 16 --epochs 1 --seed 3 -j 1)

@@ -7,7 +7,7 @@
 #   stop_on_signal.sh <moco binary> <mpiexec> <W>    W CPU ranks, of which only the last is sent SIGTERM: every
 #                                                    rank stops after the same step (they vote after each one)
 # MOCO_TEST_DEVICE=cuda runs the single-process SIGTERM case on the GPU (exit 77 without one).
-# Uses Fashion-MNIST where it is installed, else the small ImageFolder of the GPU scripts (python3, Pillow).
+# Uses Fashion-MNIST where it is installed, else the small ImageFolder of the GPU scripts (python3).
 set -euo pipefail
 moco=$1
 mpiexec=${2:-}

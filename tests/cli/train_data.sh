@@ -6,6 +6,6 @@ root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 data=()
 if [ ! -f "$root/train-images-idx3-ubyte.gz" ]; then
   python3 "$(dirname "${BASH_SOURCE[0]}")/write_test_images.py" "$1" 2>/dev/null ||
-    { echo "neither Fashion-MNIST nor python3 with numpy and Pillow: skipped"; exit 77; }
+    { echo "neither Fashion-MNIST nor python3 to write images: skipped"; exit 77; }
   data=("$1")  # 64 images: 2 steps of 32 an epoch
 fi
