@@ -12,11 +12,14 @@ using namespace conv_detail;
 // Builds the graph API's qualifying plans for the pass and times them and the legacy algorithm found just
 // before, each the same way, on the caller's buffers (their output is overwritten; the caller computes it
 // again). Records the times and, as the mode asks, the graph plan to use. In auto mode anything the graph
-// API refuses only leaves a note; in graph mode it is an error.
+// API refuses only leaves a note; in graph mode it is an error, except for a data gradient added to dx: that
+// asks the engines for beta = 1, which cuDNN's documentation does not promise every engine takes, so there
+// graph mode keeps the legacy algorithm with the note and describe() says so.
 void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out,
                                         bool frozen) {
   Plan& plan = e.plan[pass];
-  const bool required = api == ConvApi::kGraph;
+  const bool forced = api == ConvApi::kGraph;  // the graph plan whenever one runs, untimed against legacy
+  const bool required = forced && !e.add;     // and no graph plan is an error
   if (!graph_conv_aligned(in0, in1, out)) {
     MOCO_CHECK(!required, "Convolutions: MOCO_CONV_API=graph, but the first ", pass_name(pass), " call of ",
                shape_string(e.shape, e.dtype, e.add), " has a pointer that is not ", kGraphConvAlignment,
@@ -57,11 +60,11 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
     ws = scratch.p;
   }
   // graph mode needs no legacy time, nor any time when only one plan qualifies
-  if (!required) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
+  if (!forced) plan.legacy_timed_ms = time_ms([&] { run_legacy(e, pass, in0, in1, out, ws, most); });
   int best = 0;
   float best_ms = -1;
   try {
-    if (!required || found.plans.size() > 1)
+    if (!forced || found.plans.size() > 1)
       for (size_t i = 0; i < found.plans.size(); ++i) {
         const GraphConvPlan& g = found.plans[i];
         const float ms = time_ms([&] { run_graph_conv(handle, g, pass, in0, in1, out, ws); });
@@ -76,7 +79,7 @@ void Convolutions::Impl::consider_graph(Entry& e, int pass, const void* in0, con
   plan.best_graph_engine = found.plans[(size_t)best].engine;
   plan.graph_timed_ms = best_ms;
   // ties go to the graph plan, whose calls cost the host less (convolution.h)
-  const bool take = required || best_ms * (1.0 - kGraphMargin) <= plan.legacy_timed_ms;
+  const bool take = forced || best_ms * (1.0 - kGraphMargin) <= plan.legacy_timed_ms;
   if (!take) return;
   try {
     grow_workspace(std::max(plan.bytes, found.plans[(size_t)best].workspace), frozen, e, pass);

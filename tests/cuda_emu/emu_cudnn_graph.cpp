@@ -14,6 +14,8 @@
 //   precision, and one that needs a workspace and refuses a strided convolution when its plan is finalized.
 //   The fallback mode offers a plain one, then the tensor-core one again: a caller that asks only mode A
 //   finds no fp32 engine for a strided convolution.
+// - MOCO_EMU_GRAPH_BETA=refuse makes every engine refuse a node with beta != 0 when its plan is finalized, as
+//   a real engine may: cuDNN does not promise that every engine adds into its output.
 // - A variant pack must give every tensor of the plan's node, by unique id, a pointer aligned as the tensor's
 //   BYTE_ALIGNMENT promised (a misaligned vector load faults on a device), and a workspace when the plan needs
 //   one, in device memory at least as large as it needs. Execution is queued on the handle's stream; it
@@ -21,6 +23,7 @@
 //   two APIs agree exactly here.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -33,6 +36,12 @@
 #include "emu_streams.h"
 
 namespace {
+
+// MOCO_EMU_GRAPH_BETA=refuse: no engine adds into its output (see the top).
+bool refuses_beta() {
+  const char* v = std::getenv("MOCO_EMU_GRAPH_BETA");
+  return v && std::strcmp(v, "refuse") == 0;
+}
 
 struct Attr {
   cudnnBackendAttributeType_t type;
@@ -354,6 +363,7 @@ cudnnStatus_t finalize(Descriptor& d) {
       d.handle = value<cudnnHandle_t>(*handle);
       const ConvInfo& c = d.node.conv;
       if (d.engine.refuses_strided && (c.stride[0] > 1 || c.stride[1] > 1)) return CUDNN_STATUS_NOT_SUPPORTED_SHAPE;
+      if (d.node.beta != 0.f && refuses_beta()) return CUDNN_STATUS_NOT_SUPPORTED;
       const int64_t* yd = d.node.y.dims;
       const int64_t* wd = d.node.w.dims;
       d.workspace = d.engine.workspace ? sizeof(int32_t) * (size_t)(yd[2] * yd[3] * wd[2] * wd[3]) : 0;
