@@ -14,6 +14,7 @@
 #include "moco/rng.h"
 #include "moco/step_timing.h"
 #include "single_device_communicator.h"
+#include "softmax_xent.cuh"
 
 namespace moco::cuda {
 
@@ -78,9 +79,12 @@ int run_step_bench(const StepBenchOptions& o) {
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
     const char* conv_api = conv_api_name(gpu.conv_api());
-    std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s, cuDNN %s API\n",
-                o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
-                device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api);
+    // the step's logits are one aligned buffer, so the softmax-CE takes the cluster form wherever it fits
+    const char* softmax_form =
+        kernels::softmax_xent_cluster_form_fits(1 + o.moco.queue_size) ? "row per cluster" : "row per block";
+    std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s, cuDNN %s API, softmax-CE "
+                "%s\n", o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
+                device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, softmax_form);
     print_step_timing(t, n);
     if (o.conv_report) std::printf("convolutions (shape: pass: plan):\n%s", gpu.describe_convs().c_str());
     if (o.op_times) print_op_times(gpu.op_clock(), o.steps, step_ms);
@@ -89,9 +93,9 @@ int run_step_bench(const StepBenchOptions& o) {
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
                 m.workspace * mib, m.queue * mib, m.total() * mib, (double)(free0 - free1) * mib);
     std::printf("moco_bench_json {\"arch\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"k\":%lld,\"precision\":\"%s\","
-                "\"conv_api\":\"%s\",\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
+                "\"conv_api\":\"%s\",\"softmax_form\":\"%s\",\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
                 o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
-                o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, img_s, step_ms);
+                o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, softmax_form, img_s, step_ms);
     for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
     const double host_issue = t.median_host_issue_ms();
     std::printf("},\"host_issue_ms\":%.3f,\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,"
