@@ -14,9 +14,10 @@
 // which is what the linear probe's accuracy counts on the CPU.
 //
 // What is fused and why: the row is memory-bound (65537 floats, a few flops each), so max, sum of
-// exponentials and rank are one read (online softmax: each thread keeps a running max and a sum rescaled
-// when the max grows) and dlogits is the second read plus the one write; a separate max pass, a separate
-// loss kernel and a top-k kernel would each re-read 67 MB at N=256.
+// exponentials and rank come from one read (online softmax: each thread keeps a running max and a sum rescaled
+// when the max grows), and dlogits from the same values, still in registers (or, in the row-per-block form
+// below, read again), with the one write; a separate max pass, a separate loss kernel and a top-k kernel would
+// each re-read 67 MB at N=256.
 // Two forms, the same arithmetic (launcher: softmax_xent; SoftmaxXentForm):
 // - One row per cluster of blocks (sm_90 thread block clusters), the default where a row fits: a cluster of up
 //   to 8 blocks holds the whole row in registers (512 threads x 4 float4s per block, so up to 65536 columns
