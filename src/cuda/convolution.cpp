@@ -135,7 +135,7 @@ size_t Convolutions::Impl::largest_workspace(const Entry& e, int pass) const {
 }
 
 void Convolutions::Impl::grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass) {
-  if (bytes <= workspace_bytes) return;
+  if (bytes <= workspace_bytes || defer_growth) return;
   MOCO_CHECK(!frozen, "Convolutions: the workspace is frozen at ", workspace_bytes, " bytes, but ", pass_name(pass),
              " of ", shape_string(e.shape, e.dtype, e.add), " needs ", bytes, " bytes (algorithm ",
              algo_name(pass, e.plan[pass].algo), "); run this shape during the warm-up, before freeze()");

@@ -223,6 +223,9 @@ struct Convolutions::Impl {
   cudnnHandle_t handle = nullptr;
   void* workspace = nullptr;  // (workspace_bytes) bytes, shared by every plan
   size_t workspace_bytes = 0;
+  // While set, grow_workspace leaves the workspace as it is: auto mode searches the stem's stride-1 form
+  // before it knows whether it keeps that form, and grows for it only if it does (choose_stem_form).
+  bool defer_growth = false;
   std::unordered_map<Key, std::unique_ptr<Entry>, KeyHash> entries;
   std::vector<const Entry*> order;  // first-seen order, so describe() is stable
   std::function<void()> host_wait;  // set_host_wait; empty: cudaStreamSynchronize
@@ -253,6 +256,7 @@ struct Convolutions::Impl {
   void forget(Entry& e, int pass);
   void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
+  // Grows the workspace to `bytes` (a frozen one throws instead), unless defer_growth is set.
   void grow_workspace(size_t bytes, bool frozen, const Entry& e, int pass);
   // Queues the pass with the legacy algorithm, or with the graph plan when one is in use and the pointers
   // are aligned for it; `ws` holds the workspace that run needs (run: the persistent one unless given).

@@ -650,6 +650,24 @@ TEST(GpuConvolution, StemFormAutoTimesBothAndMatchesCpu) {
   std::printf("%s", d.c_str());
 }
 
+// Auto mode grows the workspace only for the form it keeps: afterwards it holds what an object given the same
+// plans (the same algorithms and form, nothing timed) holds, whichever form was kept. The stride-1 form's own
+// search, for a form then turned down, leaves no trace in it.
+TEST(GpuConvolution, StemFormAutoGrowsTheWorkspaceOnlyForTheFormItKeeps) {
+  MOCO_REQUIRE_GPU();
+  Stream stream;
+  const ConvShape s{2, 3, 32, 32, 16, 7, 7, 2, 3};
+  uint64_t seed = 5300;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    cuda::Convolutions chosen(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kAuto);
+    check_conv(chosen, stream.get(), s, dt, seed++);
+    cuda::Convolutions given(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kDirect);
+    given.use_plans(chosen.plans());
+    check_conv(given, stream.get(), s, dt, seed++);
+    EXPECT_EQ(chosen.workspace_bytes(), given.workspace_bytes()) << chosen.describe() << given.describe();
+  }
+}
+
 // The form travels with the plans: a second object given the first's plans runs the stem in the same form
 // without timing, and writes the same text back. Plans without the form (made before it existed, or choosing
 // the direct form) run directly whatever the mode; a form on a pass or shape that has none is refused.
