@@ -56,7 +56,7 @@ struct SharedArray {
 
 // What the running host thread is doing inside a launch.
 struct Grid {
-  dim3 grid, block, cluster;
+  dim3 block;
   int cluster_blocks = 1;        // blocks per cluster
   std::vector<uint3> block_idx;  // (blocks running together) blockIdx of each, cluster by cluster
   const std::function<void()>* body = nullptr;
@@ -335,9 +335,8 @@ void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
     g.fibers.emplace_back();
     g.fibers.back().stack.reset(new char[kStackBytes]);
   }
-  g.grid = gridDim = cfg.grid;
+  gridDim = cfg.grid;
   g.block = blockDim = cfg.block;
-  g.cluster = cl;
   g.cluster_blocks = cluster_blocks;
   g.body = &body;
   g.active = true;
