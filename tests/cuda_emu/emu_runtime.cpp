@@ -1,5 +1,5 @@
-// The emulator's scheduler: blocks in order, or thread block clusters two at a time, and inside them one ucontext
-// fiber per CUDA thread, switched at barriers and warp exchanges (see emu_runtime.h for what is modelled).
+// The emulator's scheduler: blocks, or thread block clusters, two at a time, and inside them one ucontext fiber per
+// CUDA thread, switched at barriers and warp exchanges (see emu_runtime.h for what is modelled).
 #include "emu_runtime.h"
 
 #include <ucontext.h>
@@ -28,8 +28,8 @@ constexpr unsigned kMaxGridDimX = 2147483647u;
 constexpr unsigned kMaxGridDimYZ = 65535;
 constexpr size_t kMaxDynamicSmem = 48 * 1024;  // without opting in through cudaFuncSetAttribute
 constexpr unsigned kMaxClusterBlocks = 8;      // the portable cluster size (more needs an opt-in moco never makes)
-// Clusters run together, so that two writing the same global slot (a cluster's partial results indexed
-// without the cluster) read each other's values at the next barrier, as they would on the device.
+// Blocks (or clusters) run two at a time, so that two writing the same global slot (a block's or a cluster's
+// partial results indexed without it) read each other's values after the next barrier, as they may on the device.
 constexpr unsigned kClustersTogether = 2;
 
 enum class State { Ready, AtBarrier, AtClusterBarrier, AtExchange, Done };
@@ -329,8 +329,7 @@ void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
   const dim3 cl = cfg.cluster;
   const int cluster_blocks = (int)(cl.x * cl.y * cl.z);
-  const unsigned together = cluster_blocks > 1 ? kClustersTogether : 1;  // a plain launch: one block at a time
-  const int most = threads * cluster_blocks * (int)together;
+  const int most = threads * cluster_blocks * (int)kClustersTogether;
   while ((int)g.fibers.size() < most) {
     g.fibers.emplace_back();
     g.fibers.back().stack.reset(new char[kStackBytes]);
@@ -348,7 +347,7 @@ void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
         for (unsigned cz = 0; cz < cl.z; ++cz)  // the cluster's blocks in rank order: x fastest
           for (unsigned cy = 0; cy < cl.y; ++cy)
             for (unsigned cx = 0; cx < cl.x; ++cx) g.block_idx.push_back(uint3{x + cx, y + cy, z + cz});
-        if (++gathered < together) continue;
+        if (++gathered < kClustersTogether) continue;
         run_together(threads);
         g.block_idx.clear();
         gathered = 0;

@@ -3,8 +3,8 @@
 // one. It is a test tool, not a backend: the product never links it.
 //
 // What it models, and how:
-// - A launch runs its blocks one after another, or its thread block clusters (cudaLaunchKernelEx) two at a time,
-//   so that clusters racing on one global slot show. Inside them every CUDA thread is a fiber (ucontext) with its
+// - A launch runs its blocks two at a time, or its thread block clusters (cudaLaunchKernelEx) two at a time, so
+//   that two blocks or clusters racing on one global slot show. Every CUDA thread is a fiber (ucontext) with its
 //   own threadIdx; they run one at a time on the calling host thread and switch only at barriers and at warp
 //   shuffles, so a run is deterministic.
 // - __syncthreads() is a barrier over the block's threads that have not returned (Volta and later), and
@@ -28,7 +28,7 @@
 // - A launch is queued on its stream and runs when the host next needs its result (emu_streams.h), in the most
 //   hostile order that stream order and events allow.
 //
-// What it does not model: concurrency between blocks outside a cluster (they never overlap here), the memory model, two pieces
+// What it does not model: concurrency between blocks beyond the two that run together, the memory model, two pieces
 // of stream work overlapping in time (they run one at a time, in an adversarial order), device-side rounding of expf/logf (host libm is used; the tests' tolerances
 // cover both), and tensor-core accumulation order in the emulated cuBLAS.
 #pragma once

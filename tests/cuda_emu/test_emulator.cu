@@ -1,9 +1,10 @@
 // The emulator itself (emu_runtime.h, emu_streams.h), before it is trusted with the kernels of kernels/: the
-// builtin variables, barriers, warp shuffles, launch-configuration errors, stream ordering and the emulated
-// cuBLAS GEMM, each against values worked out by hand. Two tests show that a kernel missing a __syncthreads
-// computes a wrong answer here, and four that a missing stream wait or an early refill of page-locked memory
-// does, which is what makes a passing test of the device code mean something. Translated like the kernels
-// (translate_cu.py), so the launches below are written as on the device.
+// builtin variables, barriers, warp shuffles, blocks and clusters run together, launch-configuration errors,
+// stream ordering and the emulated cuBLAS GEMM, each against values worked out by hand. Tests show that a
+// kernel missing a __syncthreads or a cluster barrier, or racing between blocks or clusters, computes a wrong
+// answer here, and four that a missing stream wait or an early refill of page-locked memory does, which is
+// what makes a passing test of the device code mean something. Translated like the kernels (translate_cu.py),
+// so the launches below are written as on the device.
 #include <cooperative_groups.h>
 #include <gtest/gtest.h>
 
@@ -107,6 +108,13 @@ __global__ void swap_through_rank_slots(int* slots, int* out) {  // slots (clust
   if (threadIdx.x == 0) slots[cluster.block_rank()] = 7 * (int)blockIdx.x + 1;
   cluster.sync();
   if (threadIdx.x == 0) out[blockIdx.x] = slots[cluster.block_rank() ^ 1u];
+}
+
+// Each block publishes its index in one global slot and reads it back after a barrier: a race between blocks.
+__global__ void one_slot_for_all_blocks(int* slot, int* out) {  // slot (1), out (grid blocks)
+  if (threadIdx.x == 0) slot[0] = (int)blockIdx.x + 1;
+  __syncthreads();
+  if (threadIdx.x == 0) out[blockIdx.x] = slot[0];
 }
 
 // Half the block at __syncthreads, the other half at the cluster barrier: a deadlock on the device.
@@ -284,6 +292,17 @@ TEST(CudaEmulator, ClustersRunTogetherSoARaceBetweenThemShows) {
   const std::vector<int> got = out.download();
   int others = 0;  // blocks that read another cluster's value instead of their partner's
   for (int b = 0; b < 8; ++b) others += got[(size_t)b] != 7 * (b ^ 1) + 1;
+  EXPECT_GT(others, 0);
+}
+
+TEST(CudaEmulator, BlocksRunTogetherSoARaceBetweenThemShows) {
+  DeviceBuffer<int> slot(1, "slot"), out(4, "out");  // (1), (4 blocks)
+  out.fill_bytes(0);
+  one_slot_for_all_blocks<<<4, kBlock>>>(slot.get(), out.get());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> got = out.download();
+  int others = 0;  // blocks that read another block's index instead of their own
+  for (int b = 0; b < 4; ++b) others += got[(size_t)b] != b + 1;
   EXPECT_GT(others, 0);
 }
 
