@@ -33,11 +33,9 @@ static std::vector<kernels::SoftmaxXentForm> forms() {
   if (kernels::softmax_xent_cluster_form_fits(1 + 65536)) f.push_back(kernels::SoftmaxXentForm::RowPerCluster);
   return f;
 }
-static const char* name(kernels::SoftmaxXentForm f) {
-  return f == kernels::SoftmaxXentForm::RowPerCluster ? "row/cluster" : "row/block";
-}
 
 static bool correct_form(kernels::SoftmaxXentForm form) {
+  const char* form_name = kernels::softmax_xent_form_name(form);
   const int64_t n = 37, m = 1 + 20010;
   const auto z = moco_like_logits(n, m, 1);
   std::vector<float> ref_d((size_t)(n * m));
@@ -56,13 +54,13 @@ static bool correct_form(kernels::SoftmaxXentForm form) {
   const auto h = hits.download();
   if (!(std::fabs(l - ref_loss) <= 1e-5 * (1 + std::fabs(ref_loss))) || h[0] != ref_h1 || h[1] != ref_h5) {
     std::printf("softmax_xent_label0 %s: loss %.8g hits %lld/%lld, CPU %.8g hits %lld/%lld; refusing to time it\n",
-                name(form), l, (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
+                form_name, l, (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
     return false;
   }
   for (int64_t i = 0; i < n * m; ++i) {
     const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
     if (!(std::fabs(d[i] - ref_d[i]) <= 1e-5 * scale + 1e-30)) {
-      std::printf("softmax_xent_label0 %s: dlogits[%lld] = %g, CPU %g; refusing to time it\n", name(form),
+      std::printf("softmax_xent_label0 %s: dlogits[%lld] = %g, CPU %g; refusing to time it\n", form_name,
                   (long long)i, d[i], ref_d[i]);
       return false;
     }
@@ -87,6 +85,7 @@ int main() {
     struct Line { const char* name; double ms; int bytes_per; };
     double in_place_ms[2] = {0, 0};  // (forms) as the step runs it
     for (const kernels::SoftmaxXentForm form : forms()) {
+      const char* form_name = kernels::softmax_xent_form_name(form);
       const double both_ms = timer.median_ms([&] {
         kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
       });
@@ -101,13 +100,13 @@ int main() {
       for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"in place", place_ms, 8},
                             Line{"loss only", loss_ms, 4}}) {
         const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
-        std::printf("softmax_xent_label0 %-11s %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of "
-                    "copy\n", name(form), l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per,
+        std::printf("softmax_xent_label0 %-15s %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of "
+                    "copy\n", form_name, l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per,
                     gbs / copy_gbs);
       }
     }
     if (in_place_ms[1] > 0)
-      std::printf("softmax_xent_label0 in place: row/cluster %.2fx the speed of row/block\n",
+      std::printf("softmax_xent_label0 in place: row per cluster %.2fx the speed of row per block\n",
                   in_place_ms[0] / in_place_ms[1]);
   });
 }

@@ -15,6 +15,11 @@ size_t softmax_xent_workspace_bytes(int64_t n);
 // How a row is spread over the device (softmax_xent.cu explains both). Auto takes RowPerCluster where it fits
 // and runs, else RowPerBlock; the other two force a form (tests and bench/softmax_xent compare them).
 enum class SoftmaxXentForm { Auto, RowPerBlock, RowPerCluster };
+inline const char* softmax_xent_form_name(SoftmaxXentForm f) {
+  return f == SoftmaxXentForm::RowPerCluster ? "row per cluster"
+         : f == SoftmaxXentForm::RowPerBlock ? "row per block"
+                                             : "auto";
+}
 
 // Whether rows of m columns (with dlogits aligned as the logits) take the row-per-cluster form on this device.
 bool softmax_xent_cluster_form_fits(int64_t m);

@@ -160,14 +160,13 @@ void Convolutions::Impl::choose_stem_form(Entry& e, int pass, const void* in0, c
     plan.direct_timed_ms = time_ms([&] { run(e, pass, in0, in1, out); });
     // the stride-1 form's search chooses its plan without growing the workspace for it: the timing below runs
     // in scratch where the workspace is too small, and the growth comes only with the form's being kept
-    defer_growth = true;
-    try {
+    {
+      struct Deferred {  // growth deferred for this scope, however it is left
+        bool& flag;
+        ~Deferred() { flag = false; }
+      } deferred{defer_growth = true};
       prepare_space_to_depth(e, pass, in0, in1, out, frozen);
-    } catch (...) {
-      defer_growth = false;
-      throw;
     }
-    defer_growth = false;
     const size_t bytes = space_to_depth_bytes(e, pass);
     SearchScratch scratch;
     void* base = nullptr;  // the workspace

@@ -73,11 +73,6 @@ std::vector<kernels::SoftmaxXentForm> xent_forms(int64_t m) {
   if (kernels::softmax_xent_cluster_form_fits(m)) forms.push_back(kernels::SoftmaxXentForm::RowPerCluster);
   return forms;
 }
-const char* form_name(kernels::SoftmaxXentForm f) {
-  return f == kernels::SoftmaxXentForm::RowPerCluster ? "row per cluster"
-         : f == kernels::SoftmaxXentForm::RowPerBlock ? "row per block"
-                                                      : "auto";
-}
 
 // Forward logits against the CPU on the given (possibly bf16-rounded) inputs, within rel * |terms|.
 void check_logits(const std::vector<float>& got, int64_t n, int64_t c, int64_t k, const std::vector<float>& q,
@@ -169,7 +164,7 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
   for (int64_t n : kNs)
     for (int64_t k : {int64_t{1}, int64_t{5}, int64_t{4098}, int64_t{4099}, int64_t{20010}})
       for (const kernels::SoftmaxXentForm form : xent_forms(1 + k)) {
-        SCOPED_TRACE(form_name(form));
+        SCOPED_TRACE(kernels::softmax_xent_form_name(form));
         const int64_t c = 16, m = 1 + k;
         const auto q = unit_rows(n, c, 10), key = keys_near(q, n, c, 11), queue = unit_rows(k, c, 12);
         std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
@@ -263,7 +258,7 @@ TEST(GpuMocoKernels, SoftmaxXentClusterFormHoldsTheStepsWholeRow) {
   };
   for (int64_t k : {int64_t{65536}, int64_t{65538}, int64_t{65540}})
     for (const kernels::SoftmaxXentForm form : forms_at(1 + k)) {
-      SCOPED_TRACE(form_name(form));
+      SCOPED_TRACE(kernels::softmax_xent_form_name(form));
       const int64_t m = 1 + k;
       const auto q = unit_rows(n, c, 40), key = keys_near(q, n, c, 41), queue = unit_rows(k, c, 42);
       std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
@@ -332,7 +327,7 @@ TEST(GpuMocoKernels, SoftmaxXentWithLabelsMatchesCpu) {
       }
 
       for (const kernels::SoftmaxXentForm form : xent_forms(m)) {  // each form from the original logits
-        SCOPED_TRACE(form_name(form));
+        SCOPED_TRACE(kernels::softmax_xent_form_name(form));
         DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");
         DeviceBuffer<int64_t> dlabels(labels, "labels"), hits(2, "hits");
         DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
