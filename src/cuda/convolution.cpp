@@ -343,7 +343,16 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
       const cudaMemcpyKind out = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyDeviceToHost;
       const cudaMemcpyKind back = on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
       MOCO_CUDA_CHECK(cudaMemcpyAsync(aside, dx, bytes, out, impl_->stream));
-      impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+      try {
+        impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+      } catch (...) {
+        // a search that fails may already have run candidates over dx: the sum so far goes back before the
+        // error does (unchecked: the search's error is the one to report), so a caller that recovers from it
+        // keeps its gradients
+        if (cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream) == cudaSuccess)
+          cudaStreamSynchronize(impl_->stream);  // `aside` must outlive the transfer back
+        throw;
+      }
       MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream));
       if (on_device)
         kept.release(impl_->stream);

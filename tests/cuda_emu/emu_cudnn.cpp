@@ -17,6 +17,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -543,6 +544,14 @@ cudnnStatus_t queue_run(cudnnHandle_t handle, Pass pass, int algo, const Problem
 // whose workspace did not fit (CUDNN_STATUS_ALLOC_FAILED, as cuDNN reports them), then those the fake does
 // not have (NOT_SUPPORTED); the first requestedAlgoCount of them. The output is left holding garbage
 // (0xFF bytes: NaN in fp32 and bf16), as cuDNN documents: the caller must compute it again.
+// MOCO_EMU_CUDNN_FIND=fail: every candidate of a search fails at run time (CUDNN_STATUS_EXECUTION_FAILED),
+// after the search has written over its output as a real one does; so the tests reach the callers' handling
+// of a search that leaves no usable algorithm.
+bool searches_fail() {
+  const char* v = std::getenv("MOCO_EMU_CUDNN_FIND");
+  return v && std::strcmp(v, "fail") == 0;
+}
+
 template <class Perf, class Algo>
 cudnnStatus_t find(Pass pass, const Problem& p, void* out, size_t out_bytes, int requested, int* returned,
                    Perf* perf, void* ws, size_t ws_bytes) {
@@ -566,6 +575,9 @@ cudnnStatus_t find(Pass pass, const Problem& p, void* out, size_t out_bytes, int
       r.determinism = s.determinism;
       if (need > ws_bytes) {
         r.status = CUDNN_STATUS_ALLOC_FAILED;
+      } else if (searches_fail()) {
+        r.status = CUDNN_STATUS_EXECUTION_FAILED;
+        used = std::max(used, need);
       } else {
         r.status = CUDNN_STATUS_SUCCESS;
         r.time = fake_ms(p, s.cost);

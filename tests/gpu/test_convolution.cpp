@@ -259,12 +259,15 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
 // may keep the legacy algorithm where no graph engine takes beta = 1 (consider_graph). Those are printed. On
 // the emulator, whose engines take beta = 1 unless MOCO_EMU_GRAPH_BETA=refuse says otherwise, the test knows
 // which to expect: none, or every adding line.
-::testing::AssertionResult all_graph(const std::string& described) {
+bool on_emulator() {
   cudaDeviceProp prop{};
   int device = 0;
-  const bool emulated = cudaGetDevice(&device) == cudaSuccess &&
-                        cudaGetDeviceProperties(&prop, device) == cudaSuccess &&
-                        std::string(prop.name).find("emulator") != std::string::npos;
+  return cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess &&
+         std::string(prop.name).find("emulator") != std::string::npos;
+}
+
+::testing::AssertionResult all_graph(const std::string& described) {
+  const bool emulated = on_emulator();
   const char* beta = std::getenv("MOCO_EMU_GRAPH_BETA");
   const bool refused = beta && std::string(beta) == "refuse";
   size_t at = 0, n = 0, adding = 0, kept_legacy = 0;
@@ -568,6 +571,41 @@ TEST(GpuConvolution, FrozenWorkspaceNeverGrows) {
   EXPECT_EQ(fitted + refused, 3 * 23);
   EXPECT_EQ(conv.cached_shapes(), before + shapes_with_plan);  // a refused search leaves no plan behind
   std::printf("frozen at %zu bytes: %d passes fitted, %d refused\n", ws, fitted, refused);
+}
+
+// A search that fails has already run candidates over its output. For a data gradient added to dx, that
+// output holds the gradient summed so far: it must be back in dx when the error reaches the caller. Only the
+// emulator can make every candidate fail (MOCO_EMU_CUDNN_FIND=fail), after writing over dx as cuDNN does.
+TEST(GpuConvolution, FailedAddingSearchGivesTheSumSoFarBack) {
+  MOCO_REQUIRE_GPU();
+  if (!on_emulator()) GTEST_SKIP() << "only the CUDA emulator can make every cuDNN candidate fail";
+  struct FailingSearches {
+    FailingSearches() { ::setenv("MOCO_EMU_CUDNN_FIND", "fail", 1); }
+    ~FailingSearches() { ::unsetenv("MOCO_EMU_CUDNN_FIND"); }
+  };
+  const ConvShape s{2, 8, 7, 7, 8, 3, 3, 1, 1};
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Stream stream;
+    cuda::Convolutions conv(stream.get(), cuda::ConvApi::kLegacy, cuda::StemForm::kDirect);
+    std::vector<float> sum_so_far((size_t)(s.n * s.ci * s.h * s.w));  // (N, H, W, Ci), exact in bf16
+    for (size_t i = 0; i < sum_so_far.size(); ++i) sum_so_far[i] = (float)((int)(i % 61) - 30) * 0.125f;
+    DeviceValues dx(sum_so_far, dt, "dx");
+    DeviceValues dy((size_t)(s.n * s.co * s.ho() * s.wo()), dt, "dy"), w((size_t)(s.co * s.ci * 9), dt, "w");
+    dy.fill_bytes(0);
+    w.fill_bytes(0);
+    {
+      FailingSearches failing;
+      expect_error([&] { conv.backward_data(s, dt, dy.get(), w.get(), dx.get(), /*add=*/true); },
+                   "no usable backward_data algorithm");
+    }
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    EXPECT_EQ(dx.download(), sum_so_far) << describe_shape(s, dt);
+    EXPECT_EQ(conv.cached_shapes(), 0);  // nothing chosen: the next call searches again
+    // and, with searches working again, the same call adds dy's (zero) gradient to the same sum
+    conv.backward_data(s, dt, dy.get(), w.get(), dx.get(), /*add=*/true);
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    EXPECT_EQ(dx.download(), sum_so_far) << describe_shape(s, dt);
+  }
 }
 
 TEST(GpuConvolution, RejectsBadArguments) {
