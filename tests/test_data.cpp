@@ -16,6 +16,7 @@
 #include "moco/data.h"
 #include "moco/error.h"
 #include "moco/rng.h"
+#include "scoped_env.h"
 
 using namespace moco;
 namespace fs = std::filesystem;
@@ -208,9 +209,7 @@ TEST(IdxDataset, FashionMnistFolderFromTheEnvironment) {
   TempDir d;
   write_gz(d / "train-images-idx3-ubyte.gz", idx_images(0x803, 3, 2, 3, tiny_pixels()));
   write_gz(d / "train-labels-idx1-ubyte.gz", idx_labels(0x801, 3, {9, 0, 1}));
-  const char* old = std::getenv("MOCO_FASHION_MNIST");
-  std::string saved = old ? old : "";
-  setenv("MOCO_FASHION_MNIST", d.path.c_str(), 1);
+  test::ScopedEnv env("MOCO_FASHION_MNIST", d.path.c_str());
   EXPECT_EQ(fashion_mnist_root(), d.path.string());
   IdxDataset ds = fashion_mnist("train");
   EXPECT_EQ(ds.size(), 3);
@@ -222,8 +221,6 @@ TEST(IdxDataset, FashionMnistFolderFromTheEnvironment) {
   EXPECT_HAS(e, "tools/setup.sh");
   e = error_of([] { fashion_mnist("val"); });
   EXPECT_HAS(e, "split 'val', expected 'train' or 'test'");
-  if (old) setenv("MOCO_FASHION_MNIST", saved.c_str(), 1);
-  else unsetenv("MOCO_FASHION_MNIST");
 }
 
 TEST(IdxDataset, InstalledFashionMnist) {

@@ -31,6 +31,7 @@
 #include "../../src/cuda/convolution.h"
 #include "../../src/cuda/device_buffer.h"
 #include "../../src/cuda/resnet50_convs.h"
+#include "../scoped_env.h"
 #include "gpu_test.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
@@ -459,22 +460,16 @@ TEST(GpuConvolution, GivenPlansRunWithoutASearch) {
 }
 
 TEST(GpuConvolution, ApiComesFromTheEnvironment) {
-  const char* before = std::getenv("MOCO_CONV_API");
-  const std::string saved = before ? before : "";
-  ::unsetenv("MOCO_CONV_API");
+  test::ScopedEnv env("MOCO_CONV_API", nullptr);
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kAuto);
-  ::setenv("MOCO_CONV_API", "legacy", 1);
+  env.set("legacy");
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kLegacy);
-  ::setenv("MOCO_CONV_API", "graph", 1);
+  env.set("graph");
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kGraph);
-  ::setenv("MOCO_CONV_API", "auto", 1);
+  env.set("auto");
   EXPECT_EQ(cuda::conv_api_from_env(), cuda::ConvApi::kAuto);
-  ::setenv("MOCO_CONV_API", "fastest", 1);
+  env.set("fastest");
   expect_error([] { cuda::conv_api_from_env(); }, "MOCO_CONV_API=fastest");
-  if (before)
-    ::setenv("MOCO_CONV_API", saved.c_str(), 1);
-  else
-    ::unsetenv("MOCO_CONV_API");
 }
 
 TEST(GpuConvolution, PlansAreCachedPerShapeAndDtype) {
@@ -579,10 +574,6 @@ TEST(GpuConvolution, FrozenWorkspaceNeverGrows) {
 TEST(GpuConvolution, FailedAddingSearchGivesTheSumSoFarBack) {
   MOCO_REQUIRE_GPU();
   if (!on_emulator()) GTEST_SKIP() << "only the CUDA emulator can make every cuDNN candidate fail";
-  struct FailingSearches {
-    FailingSearches() { ::setenv("MOCO_EMU_CUDNN_FIND", "fail", 1); }
-    ~FailingSearches() { ::unsetenv("MOCO_EMU_CUDNN_FIND"); }
-  };
   const ConvShape s{2, 8, 7, 7, 8, 3, 3, 1, 1};
   for (DType dt : {DType::F32, DType::BF16}) {
     Stream stream;
@@ -594,7 +585,7 @@ TEST(GpuConvolution, FailedAddingSearchGivesTheSumSoFarBack) {
     dy.fill_bytes(0);
     w.fill_bytes(0);
     {
-      FailingSearches failing;
+      test::ScopedEnv failing("MOCO_EMU_CUDNN_FIND", "fail");
       expect_error([&] { conv.backward_data(s, dt, dy.get(), w.get(), dx.get(), /*add=*/true); },
                    "no usable backward_data algorithm");
     }
@@ -741,22 +732,16 @@ TEST(GpuConvolution, StemFormTravelsWithThePlans) {
 }
 
 TEST(GpuConvolution, StemFormComesFromTheEnvironment) {
-  const char* before = std::getenv("MOCO_STEM_FORM");
-  const std::string saved = before ? before : "";
-  ::unsetenv("MOCO_STEM_FORM");
+  test::ScopedEnv env("MOCO_STEM_FORM", nullptr);
   EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kAuto);
-  ::setenv("MOCO_STEM_FORM", "direct", 1);
+  env.set("direct");
   EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kDirect);
-  ::setenv("MOCO_STEM_FORM", "space_to_depth", 1);
+  env.set("space_to_depth");
   EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kSpaceToDepth);
-  ::setenv("MOCO_STEM_FORM", "auto", 1);
+  env.set("auto");
   EXPECT_EQ(cuda::stem_form_from_env(), cuda::StemForm::kAuto);
-  ::setenv("MOCO_STEM_FORM", "s2d", 1);
+  env.set("s2d");
   expect_error([] { cuda::stem_form_from_env(); }, "MOCO_STEM_FORM=s2d");
-  if (before)
-    ::setenv("MOCO_STEM_FORM", saved.c_str(), 1);
-  else
-    ::unsetenv("MOCO_STEM_FORM");
 }
 
 // The space-to-depth input covers x's rows and columns up to an even count, so with no padding and an odd

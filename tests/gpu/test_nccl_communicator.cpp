@@ -20,6 +20,7 @@
 #include "../../src/cuda/grad_buckets.h"
 #include "../../src/cuda/nccl_communicator.h"
 #include "../../src/cuda/single_device_communicator.h"
+#include "../scoped_env.h"
 #include "gpu_test.h"
 #include "moco/host_layout.h"
 #include "moco/comm.h"
@@ -311,9 +312,7 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
     EXPECT_EQ(cuda::select_device(li), 0) << "select_device follows device_of_rank";
   }
   // several ranks with neither a host communicator nor NCCL_COMM_ID: no way to share the NCCL id
-  const char* saved = std::getenv("NCCL_COMM_ID");
-  const std::string saved_value = saved ? saved : "";
-  unsetenv("NCCL_COMM_ID");
+  test::ScopedEnv no_comm_id("NCCL_COMM_ID", nullptr);
   LaunchInfo two;
   two.world = 2;
   two.source = "torchrun";
@@ -324,7 +323,6 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
     EXPECT_NE(std::string(e.what()).find("NCCL_COMM_ID"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
   }
-  if (saved) setenv("NCCL_COMM_ID", saved_value.c_str(), 1);
 }
 
 // Rank 0 of 2 whose peer never starts: joining returns at once (non-blocking communicator) and is waited for
@@ -333,10 +331,8 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
 // cannot reach a second process outside mpirun, MOCO_EMU_NCCL_JOIN=never stands for it.
 TEST(GpuCommunicator, ARankThatNeverJoinsEndsTheWaitAtTheTimeout) {
   MOCO_REQUIRE_GPU();
-  const char* saved = std::getenv("NCCL_COMM_ID");
-  const std::string saved_value = saved ? saved : "";
-  setenv("NCCL_COMM_ID", "127.0.0.1:29517", 1);
-  setenv("MOCO_EMU_NCCL_JOIN", "never", 1);
+  test::ScopedEnv comm_id("NCCL_COMM_ID", "127.0.0.1:29517");
+  test::ScopedEnv never_joins("MOCO_EMU_NCCL_JOIN", "never");
   LaunchInfo li;
   li.world = 2;
   li.source = "torchrun";
@@ -353,7 +349,4 @@ TEST(GpuCommunicator, ARankThatNeverJoinsEndsTheWaitAtTheTimeout) {
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_GE(waited, 1.0);
   EXPECT_LT(waited, 30.0) << "the abort after the timeout took too long";
-  unsetenv("MOCO_EMU_NCCL_JOIN");
-  if (saved) setenv("NCCL_COMM_ID", saved_value.c_str(), 1);
-  else unsetenv("NCCL_COMM_ID");
 }
