@@ -352,6 +352,8 @@ size_t align128(size_t b) { return (b + 127) / 128 * 128; }
 
 // Blocks per cluster the row-per-cluster form needs for rows of m columns (more than kMaxClusterBlocks: it
 // does not fit). A row holds at most 3 + 3 scalar columns, which block 0's first threads take.
+static_assert(kSoftmaxXentClusterMaxColumns == kMaxClusterBlocks * kBlockQuads * 4 + 3,
+              "softmax_xent.cuh's widest cluster row must follow the kernel's sizes");
 int64_t cluster_blocks_for(int64_t m) {
   const int64_t most_quads = m / 4;  // the body of a row that starts 16-byte aligned; others have fewer
   return std::max<int64_t>(1, (most_quads + kBlockQuads - 1) / kBlockQuads);
@@ -416,7 +418,8 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
   char* ws = static_cast<char*>(workspace);
   double* row_loss = reinterpret_cast<double*>(ws);                                  // (N)
   int* row_above = reinterpret_cast<int*>(ws + align8(n * sizeof(double)));          // (N)
-  Partial* partials = reinterpret_cast<Partial*>(  // (N, C): a row's 8 are one 128-byte line
+  Partial* partials = reinterpret_cast<Partial*>(  // (N, C): a row's 8 share one 128-byte line where the
+                                                    // workspace starts 128-byte aligned, as cudaMalloc's do
       ws + align128(align8(n * sizeof(double)) + align8(n * sizeof(int))));
   // float4 stores need dlogits' rows as far from 16-byte boundaries as the logits' rows (equal pointers, or
   // buffers that both start aligned, as the step's do)
@@ -428,7 +431,7 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
     form = cluster_fits && cluster_form_runs((int)c) ? SoftmaxXentForm::RowPerCluster : SoftmaxXentForm::RowPerBlock;
   if (form == SoftmaxXentForm::RowPerCluster) {
     MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
-               kMaxClusterBlocks * kBlockQuads * 4 + 3, " columns with dlogits aligned as the logits; got M=", m,
+               kSoftmaxXentClusterMaxColumns, " columns with dlogits aligned as the logits; got M=", m,
                vectorised ? "" : " and dlogits misaligned");
     MOCO_CHECK(cluster_form_runs((int)c), "softmax_xent: the row-per-cluster form needs thread block clusters "
                "(an sm_90 build on an sm_90 device); use SoftmaxXentForm::Auto or RowPerBlock here");

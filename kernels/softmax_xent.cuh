@@ -21,6 +21,9 @@ inline const char* softmax_xent_form_name(SoftmaxXentForm f) {
                                              : "auto";
 }
 
+// The widest row the row-per-cluster form holds: 8 blocks of 512 threads holding 4 float4s each, plus the 3
+// scalar columns a row that starts off a 16-byte boundary has before its body.
+constexpr int64_t kSoftmaxXentClusterMaxColumns = 8 * 512 * 4 * 4 + 3;
 // Whether rows of m columns (with dlogits aligned as the logits) take the row-per-cluster form on this device.
 bool softmax_xent_cluster_form_fits(int64_t m);
 

@@ -11,6 +11,7 @@
 #include "moco/version.h"
 #ifdef MOCO_HAVE_CUDA
 #include "cuda/convolution.h"
+#include "cuda/softmax_form.h"
 #include "moco/cuda_runtime.h"
 #endif
 
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
         std::printf("device %d: %s\n", d, moco::cuda::device_description(d).c_str());
       std::printf("convolutions: cuDNN %s API (MOCO_CONV_API: legacy, graph or auto)\n",
                   moco::cuda::conv_api_name(moco::cuda::conv_api_from_env()));
+      std::printf("softmax cross-entropy: %s form (MOCO_SOFTMAX_FORM: block, cluster or auto)\n",
+                  moco::kernels::softmax_xent_form_name(moco::cuda::softmax_form_from_env()));
 #endif
       return 0;
     }

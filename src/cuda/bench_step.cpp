@@ -79,9 +79,7 @@ int run_step_bench(const StepBenchOptions& o) {
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
     const char* conv_api = conv_api_name(gpu.conv_api());
-    // the step's logits are one aligned buffer, so the softmax-CE takes the cluster form wherever it fits
-    const char* softmax_form = kernels::softmax_xent_form_name(kernels::softmax_xent_cluster_form_fits(
-        1 + o.moco.queue_size) ? kernels::SoftmaxXentForm::RowPerCluster : kernels::SoftmaxXentForm::RowPerBlock);
+    const char* softmax_form = kernels::softmax_xent_form_name(gpu.softmax_form());
     std::printf("moco bench: %s, batch %lld at %lld px, K %lld, device cuda (%s), %s, cuDNN %s API, softmax-CE "
                 "%s\n", o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
                 device_description(0).c_str(), o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, softmax_form);

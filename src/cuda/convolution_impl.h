@@ -206,7 +206,11 @@ struct SearchScratch {
     p = nullptr;
   }
   ~SearchScratch() {
-    if (p) cudaFree(p);  // unwinding: unchecked, a destructor must not throw
+    if (!p) return;
+    // unwinding past a search or a timing run whose kernels may still be queued on it: wait for the device
+    // first (cudaFree is not documented to), unchecked, as a destructor must not throw
+    cudaDeviceSynchronize();
+    cudaFree(p);
   }
 };
 

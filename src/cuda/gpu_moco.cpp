@@ -81,6 +81,7 @@ GpuMoco::GpuMoco(const MocoConfig& cfg, DeviceCommunicator& comm, DType act)
   MOCO_CHECK(cfg.encoder.head != Head::None, "a MoCo encoder needs a head (Linear for v1, Mlp for v2)");
   MOCO_CHECK(cfg.temperature > 0, "--moco-t must be > 0, got ", cfg.temperature);
   MOCO_CHECK(cfg.bn_splits >= 1, "bn splits must be >= 1, got ", cfg.bn_splits);
+  softmax_form_ = step_softmax_form(softmax_form_from_env(), 1 + cfg.queue_size);
   Buffers& b = *buf_;
   const ParamRegistry& reg = encoder_q_.registry();
   b.params = reg.size(Slot::Param), b.stats = reg.size(Slot::Stat), b.counts = reg.size(Slot::Count);
@@ -343,7 +344,7 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   kernels::moco_logits_forward(b.blas.get(), n, c, k_len, q.data<float>(), k.data<float>(), b.queue.get(), inv_t,
                                b.logits.get(), stream_);
   kernels::softmax_xent_label0(n, 1 + k_len, b.logits.get(), b.logits.get(), b.loss.get(), b.hits.get(),
-                               b.xent_ws.get(), stream_);
+                               b.xent_ws.get(), stream_, softmax_form_);
   Tensor dq = ops.empty({n, c}, DType::F32);  // (N, C)
   kernels::moco_logits_backward(b.blas.get(), n, c, k_len, b.logits.get(), k.data<float>(), b.queue.get(), inv_t,
                                 dq.data<float>(), stream_);

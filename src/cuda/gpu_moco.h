@@ -17,6 +17,7 @@
 #include "convolution.h"
 #include "device_communicator.h"
 #include "op_clock.h"
+#include "softmax_form.h"
 #include "moco/moco.h"
 
 namespace moco::cuda {
@@ -61,6 +62,8 @@ class GpuMoco {
   // cuDNN's convolution plans of this step (CudaBackend::conv_plans / use_conv_plans).
   std::string conv_plans() const;
   ConvApi conv_api() const;
+  // The softmax cross-entropy's form in this step (MOCO_SOFTMAX_FORM, resolved for rows of 1 + K logits).
+  kernels::SoftmaxXentForm softmax_form() const { return softmax_form_; }
   std::string describe_convs() const;  // Convolutions::describe(): each shape's plans with their timed costs
   // Device time by kind of op, summed over the steps since its reset (off unless enabled; op_clock.h).
   OpClock& op_clock();
@@ -80,6 +83,7 @@ class GpuMoco {
   std::unique_ptr<CudaBackend> backend_;
   Encoder encoder_q_, encoder_k_;  // layers and registries; their weights are the device buffers below
   std::unique_ptr<Buffers> buf_;
+  kernels::SoftmaxXentForm softmax_form_;
   int64_t queue_ptr_ = 0;
   int64_t steps_done_ = 0;
 };

@@ -38,6 +38,7 @@
 #include "../../src/cuda/gpu_moco.h"
 #include "../../src/cuda/nccl_communicator.h"
 #include "../../src/cuda/single_device_communicator.h"
+#include "../scoped_env.h"
 #include "../tiny_moco.h"
 #include "gpu_test.h"
 #include "moco/rng.h"
@@ -205,6 +206,47 @@ static void expect_tight_step(OneRank one) {
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
   EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
+}
+
+// MOCO_SOFTMAX_FORM picks the softmax cross-entropy's form for the step (ctest runs the step tests again with
+// `block`: gpu.softmax_block_step, emu.softmax_block_step); a bad value, or a row per cluster that cannot hold
+// the row, stops the construction with the fix in its message.
+TEST(GpuMocoStep, SoftmaxFormComesFromTheEnvironment) {
+  MOCO_REQUIRE_GPU();
+  using kernels::SoftmaxXentForm;
+  test::ScopedEnv env("MOCO_SOFTMAX_FORM", nullptr);
+  EXPECT_EQ(cuda::softmax_form_from_env(), SoftmaxXentForm::Auto);
+  env.set("block");
+  EXPECT_EQ(cuda::softmax_form_from_env(), SoftmaxXentForm::RowPerBlock);
+  env.set("cluster");
+  EXPECT_EQ(cuda::softmax_form_from_env(), SoftmaxXentForm::RowPerCluster);
+  env.set("auto");
+  EXPECT_EQ(cuda::softmax_form_from_env(), SoftmaxXentForm::Auto);
+  env.set("rows");
+  try {
+    cuda::softmax_form_from_env();
+    ADD_FAILURE() << "MOCO_SOFTMAX_FORM=rows was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOCO_SOFTMAX_FORM=rows"), std::string::npos) << e.what();
+  }
+
+  MocoConfig cfg = tiny_v2();
+  env.set("block");
+  EXPECT_EQ(Both(cfg, DType::F32).gpu->softmax_form(), SoftmaxXentForm::RowPerBlock);
+  env.set(nullptr);  // auto: the step runs a definite form, and names it (moco bench prints it)
+  EXPECT_NE(Both(cfg, DType::F32).gpu->softmax_form(), SoftmaxXentForm::Auto);
+  cfg.queue_size = kernels::kSoftmaxXentClusterMaxColumns;  // rows of one column more than a cluster holds
+  EXPECT_EQ(Both(cfg, DType::F32).gpu->softmax_form(), SoftmaxXentForm::RowPerBlock);
+  env.set("cluster");
+  try {
+    Both too_wide(cfg, DType::F32);
+    ADD_FAILURE() << "MOCO_SOFTMAX_FORM=cluster was accepted for rows of " << 1 + cfg.queue_size << " logits";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("MOCO_SOFTMAX_FORM=cluster"), std::string::npos) << what;
+    EXPECT_NE(what.find("rows of " + std::to_string(1 + cfg.queue_size) + " logits"), std::string::npos) << what;
+    EXPECT_NE(what.find("set it to block"), std::string::npos) << what;
+  }
 }
 
 TEST(GpuMocoStep, Fp32GradientIsTight) {
