@@ -18,7 +18,8 @@
 # and the rest, when time is left: env train kernels steps-v2 | env steps-v1 steps-compile.
 # `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
 # long the host takes to issue the step against the device's time, and, for the default API, each
-# convolution's plan and the device's time per kind of op (conv, BN, ...).
+# convolution's plan and the device's time per kind of op (conv, BN, ...); then batch 256 with
+# --recompute-bn-relu and with MOCO_SOFTMAX_FORM=block, each beside auto.
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
 # list of `core` and `kernels`: a short call that checks one change.
@@ -305,6 +306,12 @@ if want step-profile; then
   row "profile v2 b256 recompute" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'activations [0-9.]*' "$log") \
 against auto $(grep -o 'img_per_s [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null) $(grep -o \
 'activations [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null)"
+  # the softmax-CE's row-per-block form (MOCO_SOFTMAX_FORM=block) beside auto's row per cluster, in the whole step
+  log=$out/step_profile_b256_softmax_block.log
+  MOCO_SOFTMAX_FORM=block bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b 256 \
+    --moco-k 65536 --mlp --steps 10 --warmup 3 --op-times >"$log" 2>&1
+  row "profile v2 b256 softmax block" $? "$(grep -o 'img_per_s [0-9.]*' "$log") against auto $(grep -o \
+'img_per_s [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null) ($(grep -o 'softmax-CE [a-z ]*' "$log" | head -1))"
 fi
 
 # ---- 6. the table, printed and written as a bench/results record ------------------------------------------
