@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
 
 #include "moco/checkpoint.h"
+#include "moco/train.h"
 #include "temp_dir.h"
 #include "tiny_moco.h"
 
@@ -93,6 +95,72 @@ TEST(Checkpoint, DamagedOrForeignFilesAreRefusedAndTheModelIsUntouched) {
   EXPECT_NE(foreign.find("width=2"), std::string::npos) << foreign;
   EXPECT_NE(foreign.find("width=4"), std::string::npos) << foreign;
   EXPECT_EQ(b.encoder_q().params(), before);  // nothing was copied by any failed load
+}
+
+// A position counts steps of the global batch (batch_size x world_size), so a checkpoint of a run on one rank
+// is refused by the same run on two; the optimiser and the schedule may change (said on the terminal), and a
+// key written by no older checkpoint is not held against it.
+TEST(Checkpoint, AResumeKeepsTheWorldSizeAndMayChangeTheSchedule) {
+  TempDir dir;
+  SingleCommunicator comm;
+  Moco a(tiny_config(1), comm);
+  a.init();
+  TrainOptions one;
+  one.launch.world = 1;
+  TrainOptions two = one;
+  two.launch.world = 2;
+  EXPECT_EQ(run_config(one).at("world_size"), "1");
+  EXPECT_EQ(run_config(two).at("world_size"), "2");
+  const std::string path = dir.file("c.ckpt");
+  save_checkpoint(path, a, {0, 1, 1}, run_config(one));
+
+  Moco b(tiny_config(2), comm);
+  b.init();
+  const std::string refused = error_of([&] { load_checkpoint(path, b, run_config(two), resume_must_match()); });
+  EXPECT_NE(refused.find("world_size=1 there, but this run has world_size=2"), std::string::npos) << refused;
+
+  TrainOptions changed = one;  // a lower rate and more epochs, as past a divergence or to train longer
+  changed.lr = one.lr / 2;
+  changed.epochs = one.epochs * 4;
+  RunConfig saved;
+  EXPECT_NO_THROW(load_checkpoint(path, b, run_config(changed), resume_must_match(), &saved));
+  EXPECT_EQ(saved, run_config(one));
+  for (const std::string& key : resume_may_change())
+    EXPECT_EQ(std::count(resume_must_match().begin(), resume_must_match().end(), key), 0) << key;
+
+  RunConfig older = run_config(one);  // written before world_size was kept
+  older.erase("world_size");
+  save_checkpoint(path, a, {0, 1, 1}, older);
+  EXPECT_NO_THROW(load_checkpoint(path, b, run_config(two), resume_must_match()));
+}
+
+// What a checkpoint keeps must be finite: first_non_finite names the first tensor that is not.
+TEST(Checkpoint, FirstNonFiniteNamesThePartThatHoldsIt) {
+  SingleCommunicator comm;
+  Moco m(tiny_config(1), comm);
+  m.init();
+  m.step(images(4, 0.f), images(4, 1.f), 0.1f);
+  EXPECT_EQ(first_non_finite(m), "");
+  const RegistryEntry& conv = m.encoder_q().registry().find("layer1.0.conv1.weight");
+  const RegistryEntry& bn = m.encoder_k().registry().find("bn1.running_var");
+  struct Case {
+    std::vector<float>* buffer;
+    int64_t at;
+    float value;
+    std::string named;
+  } cases[] = {
+      {&m.encoder_q().params(), conv.offset + conv.numel() - 1, std::nanf(""), "the query encoder's layer1.0.conv1.weight"},
+      {&m.encoder_k().stats(), bn.offset, INFINITY, "the key encoder's bn1.running_var"},
+      {&m.optimizer().momentum_buffer(), conv.offset, -INFINITY, "the SGD momentum of layer1.0.conv1.weight"},
+      {&m.queue().keys(), 5, std::nanf(""), "the queue of keys"},
+  };
+  for (const Case& c : cases) {
+    const float kept = (*c.buffer)[(size_t)c.at];
+    (*c.buffer)[(size_t)c.at] = c.value;
+    EXPECT_EQ(first_non_finite(m), c.named);
+    (*c.buffer)[(size_t)c.at] = kept;
+  }
+  EXPECT_EQ(first_non_finite(m), "");
 }
 
 TEST(Checkpoint, AFailedWriteLeavesThePreviousFileIntact) {

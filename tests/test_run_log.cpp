@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "moco/run_log.h"
 #include "temp_dir.h"
@@ -21,6 +22,19 @@ TEST(RunLog, JsonRecordEscapesAndHasNoNanLiteral) {
                                .str();
   EXPECT_EQ(line, "{\"step\": 3, \"loss\": 0.5, \"path\": \"a\\\"b\\\\c\\u000a\", \"bad\": null, "
                   "\"next_ready\": true, \"staged\": false}");
+}
+
+// Floats (the step's loss, accuracies, learning rate) in the fewest digits that read back as the same float.
+TEST(RunLog, FloatsAreWrittenInTheirShortestExactForm) {
+  const std::string line =
+      JsonRecord().add("lr", 0.06f).add("loss", 0.1f).add("tiny", 1e-30f).add("bad", std::nanf("")).str();
+  EXPECT_EQ(line, "{\"lr\": 0.06, \"loss\": 0.1, \"tiny\": 1e-30, \"bad\": null}");
+  for (const float v : {0.06f, 1.0f / 3.0f, 0.1f + 0.2f, 3.4e38f, 1.17549435e-38f, -2.5e-7f}) {
+    const std::string field = JsonRecord().add("v", v).str();  // {"v": X}
+    const std::string x = field.substr(6, field.size() - 7);
+    EXPECT_EQ(std::strtof(x.c_str(), nullptr), v) << field;
+    EXPECT_LE(x.size(), 15u) << field;
+  }
 }
 
 TEST(RunLog, ResumedLogDropsStepsAfterTheCheckpoint) {
@@ -51,9 +65,9 @@ TEST(RunLog, DurationFormat) {
 TEST(RunLog, ProgressShowsTheShareOfTimeSpentWaitingForData) {
   Progress p(/*total_steps=*/10, /*first_step=*/0, /*every=*/2, /*images_per_step=*/8);
   // Step 1 is not a printing step (it only accumulates), except on a terminal, which redraws every step.
-  const std::string first = p.update(1, 0, 1, 1, 10, 1.0, 0.0, 1e6);
-  const std::string line = first.empty() ? p.update(2, 0, 1, 2, 10, 1.0, 0.0, 0.0) : first;
+  const std::string first = p.update(1, 0, 1, 1, 10, 1.0, 0.0, 0.0, 1e6);
+  const std::string line = first.empty() ? p.update(2, 0, 1, 2, 10, 1.0, 0.0, 0.0, 0.0) : first;
   EXPECT_NE(line.find("data 100%"), std::string::npos) << line;
-  const std::string fed = p.update(4, 0, 1, 4, 10, 1.0, 0.0, 0.0);  // the wait was counted once, then reset
+  const std::string fed = p.update(4, 0, 1, 4, 10, 1.0, 0.0, 0.0, 0.0);  // the wait was counted once, then reset
   EXPECT_NE(fed.find("data 0%"), std::string::npos) << fed;
 }

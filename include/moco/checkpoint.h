@@ -33,14 +33,24 @@ void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& p
 
 // Restores `moco` and returns the position. Throws, naming the file and the problem, when the file is
 // unreadable, truncated, fails its checksum, or comes from a run whose `must_match` keys differ from `cfg`
-// (then the message names the key and both values). `moco` is untouched when it throws.
+// (then the message names the key and both values). A key the checkpoint does not hold at all (one written
+// before that key was kept) is not compared. `moco` is untouched when it throws. `saved`, when given,
+// receives the checkpoint's own configuration.
 TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConfig& cfg,
-                              const std::vector<std::string>& must_match);
+                              const std::vector<std::string>& must_match, RunConfig* saved = nullptr);
+
+// The first part of the state a checkpoint keeps that holds an Inf or a NaN, e.g. "the query encoder's
+// layer1.0.conv1.weight"; empty when all of it is finite.
+std::string first_non_finite(Moco& moco);
 
 // The RunConfig stored in a checkpoint (to rebuild its model), after the same checks as load_checkpoint.
 RunConfig read_checkpoint_config(const std::string& path);
 
-// Writes `bytes` to `path` atomically (used by checkpoints and logs).
+// Writes `bytes` to `path` atomically (used by checkpoints and logs): a temporary file, synced, renamed over
+// `path`, and the rename synced.
 void write_file_atomically(const std::string& path, const std::string& bytes);
+// fsync of the folder that holds `path`, so a rename into it survives a crash (best effort: some file systems
+// refuse it).
+void sync_folder_of(const std::string& path);
 
 }  // namespace moco

@@ -31,6 +31,10 @@ class FeatureExtractor {
   }
   // moco::knn_top1 (moco/knn.h) on this extractor's device: on the CPU unless overridden.
   virtual double knn_top1(const FeatureSet& bank, const FeatureSet& query, int classes, int k, double t);
+  // Whether the copy of the backbone this extractor computes with (parameters, BN statistics and counters)
+  // is still, bit for bit, `host`'s: the linear probe's check that it left the backbone as it was. An
+  // extractor that runs `host` itself keeps no copy; for it the check of `host` alone says it all.
+  virtual bool copy_matches(const Encoder& /*host*/) { return true; }
 };
 
 class CpuFeatures final : public FeatureExtractor {

@@ -1,5 +1,5 @@
 // What a run tells its user: one JSON object per logged step in DIR/metrics.jsonl (machine-readable), and
-// a progress line on the terminal (epoch, step/N, loss, Acc@1, img/s, ETA).
+// a progress line on the terminal (epoch, step/N, loss, Acc@1, Acc@5, img/s, ETA).
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -14,6 +14,9 @@ namespace moco {
 class JsonRecord {
  public:
   JsonRecord& add(const std::string& key, double v);
+  // A float with the fewest digits that read back as the same float: 0.06f is "0.06", where its double
+  // would print as 0.0599999987 (the step's loss, accuracies and learning rate are floats).
+  JsonRecord& add(const std::string& key, float v);
   JsonRecord& add(const std::string& key, int64_t v);
   JsonRecord& add(const std::string& key, int v) { return add(key, (int64_t)v); }
   JsonRecord& add(const std::string& key, const std::string& v);
@@ -50,7 +53,7 @@ class Progress {
   // data_seconds: how long this step waited for the loader; the line shows that share of the interval's
   // time ("data 40%": the loader, not the step, sets the pace; give it more --workers).
   std::string update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch, int64_t steps_per_epoch,
-                     double loss, double acc1, double data_seconds = 0);
+                     double loss, double acc1, double acc5, double data_seconds = 0);
   void finish();  // ends a redrawn line
   static std::string duration(double seconds);  // "1h02m", "3m05s", "12s"
 

@@ -53,8 +53,10 @@ struct TrainOptions {
 // The run's fixed facts as text (stored in checkpoints) and the model they describe.
 RunConfig run_config(const TrainOptions& o);
 MocoConfig moco_config(const RunConfig& rc);
-// Keys a resumed run must share with its checkpoint.
+// Keys a resumed run must share with its checkpoint: what shapes the state and the order of the data.
 const std::vector<std::string>& resume_must_match();
+// Keys a resumed run may change (the optimiser and the schedule), each change said on the terminal.
+const std::vector<std::string>& resume_may_change();
 
 // The MoCo step on an accelerator. The host Moco still holds the run's state for checkpoints, the kNN
 // monitor and export; store_to writes the device's state into it whenever those need it.

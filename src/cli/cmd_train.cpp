@@ -39,7 +39,7 @@ static void declare(Args& a) {
   a.option("--moco-t", "0.07", "softmax temperature T (Fashion-MNIST default: 0.1)");
   a.flag("--mlp", "v2 MLP head instead of the v1 fc head");
   a.flag("--aug-plus", "v2 augmentation (blur, weaker hue jitter)");
-  a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on)");
+  a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on, unless --schedule is given)");
   a.flag("--recompute-bn-relu", "keep no inner BN+ReLU output of a residual block for backward; rebuild each then "
          "(the same step, less memory, one more elementwise pass per BN)");
   a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
@@ -97,7 +97,7 @@ int cmd_train(int argc, char** argv) {
   o.mlp = a.on("--mlp");
   o.recompute_bn_relu = a.on("--recompute-bn-relu");
   o.aug_plus = a.on("--aug-plus");
-  o.cos = a.on("--cos") || fmnist;
+  o.cos = a.on("--cos") || (fmnist && !a.has("--schedule"));  // a given --schedule asks for steps
   o.recipe = a.has("--recipe") ? a.str("--recipe") : fmnist ? "small" : o.aug_plus ? "v2" : "v1";
   o.image_size = (int)a.integer("--image-size", 8, 4096);
   o.bn_splits = a.str("--bn-splits") == "auto" ? (o.launch.world == 1 ? 8 : 1) : (int)a.integer("--bn-splits", 1, 1 << 16);

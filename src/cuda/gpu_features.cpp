@@ -78,6 +78,11 @@ class GpuFeatures final : public FeatureExtractor {
     return cuda::knn_top1(bank, query, classes, k, t, stream_);
   }
   std::string describe() const override { return what_; }
+  bool copy_matches(const Encoder& host) override {
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // whatever ran on the copy has finished
+    return params_.download() == host.params() && stats_.download() == host.stats() &&
+           counts_.download() == host.counts();
+  }
 
  private:
   DType act_;

@@ -33,6 +33,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   lc.batch = o.batch_size;
   lc.workers = o.workers;
   lc.views = 1;
+  lc.drop_last = false;  // as the authors' main_lincls.py: every training image, each epoch
   lc.seed = o.seed;
   lc.subset = sample_indices(train.size(), o.train_limit, o.seed);
   lc.view_dtype = fx.view_dtype();
@@ -74,8 +75,10 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   }
   result.top1 = 100.0 * (double)correct / (double)std::max<int64_t>(total, 1);
 
-  // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was
-  MOCO_CHECK(backbone.params() == params0 && backbone.stats() == stats0 && backbone.counts() == counts0,
+  // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was, on the host
+  // and in the copy the features were computed with (on the GPU)
+  MOCO_CHECK(backbone.params() == params0 && backbone.stats() == stats0 && backbone.counts() == counts0 &&
+                 fx.copy_matches(backbone),
              "linear probe changed the frozen backbone; this is a bug, please report it");
   return result;
 }

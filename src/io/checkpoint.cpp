@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -52,12 +53,28 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     }
     done += (size_t)n;
   }
+  // the data on disk before the rename makes it visible under the final name (else a crash could leave a
+  // complete-looking but empty file in place of the old one); errno read before close() may change it
   const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
+  std::string why = synced ? "" : std::strerror(errno);
+  const bool closed = ::close(fd) == 0;
+  if (synced && !closed) why = std::strerror(errno);
+  if (synced && closed && std::rename(tmp.c_str(), path.c_str()) != 0) why = std::strerror(errno);
+  if (!why.empty()) {
     ::unlink(tmp.c_str());
     fail("cannot replace ", path, ": ", why, " (the previous file is unchanged)");
+  }
+  sync_folder_of(path);
+}
+
+void sync_folder_of(const std::string& path) {
+  // Best effort: the new file is already in place, and some file systems refuse fsync on a folder.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
   }
 }
 
@@ -78,6 +95,29 @@ static void put_vector(std::string& out, const std::string& name, const std::vec
 // The two encoders with the prefix of their records.
 static std::vector<std::pair<std::string, Encoder*>> encoders(Moco& m) {
   return {{"q", &m.encoder_q()}, {"k", &m.encoder_k()}};
+}
+
+std::string first_non_finite(Moco& moco) {
+  auto finite = [](const float* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return false;
+    return true;
+  };
+  for (auto [name, enc] : encoders(moco)) {
+    const std::string who = name == "q" ? "the query encoder's " : "the key encoder's ";
+    for (const RegistryEntry& e : enc->registry().entries()) {
+      if (e.slot == Slot::Count) continue;
+      const float* base = e.slot == Slot::Param ? enc->params().data() : enc->stats().data();
+      if (!finite(base + e.offset, e.numel())) return who + e.name;
+    }
+  }
+  // SGD momentum: laid out as the query encoder's parameters
+  const std::vector<float>& momentum = moco.optimizer().momentum_buffer();
+  for (const RegistryEntry& e : moco.encoder_q().registry().entries())
+    if (e.slot == Slot::Param && !finite(momentum.data() + e.offset, e.numel())) return "the SGD momentum of " + e.name;
+  const std::vector<float>& keys = moco.queue().keys();
+  if (!finite(keys.data(), (int64_t)keys.size())) return "the queue of keys";
+  return "";
 }
 
 void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg) {
@@ -152,7 +192,7 @@ static std::map<std::string, std::string> read_records(const std::string& path) 
 RunConfig read_checkpoint_config(const std::string& path) { return parse_config_text(read_records(path).at("config")); }
 
 TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConfig& cfg,
-                              const std::vector<std::string>& must_match) {
+                              const std::vector<std::string>& must_match, RunConfig* saved_config) {
   const std::map<std::string, std::string> rec = read_records(path);
   auto need = [&](const std::string& name) -> const std::string& {
     auto it = rec.find(name);
@@ -162,7 +202,8 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
   const RunConfig saved = parse_config_text(need("config"));
   for (const std::string& key : must_match) {
     const auto a = saved.find(key), b = cfg.find(key);
-    const std::string va = a == saved.end() ? "(unset)" : a->second, vb = b == cfg.end() ? "(unset)" : b->second;
+    if (a == saved.end()) continue;  // written before the key was kept: nothing to compare with
+    const std::string va = a->second, vb = b == cfg.end() ? "(unset)" : b->second;
     MOCO_CHECK(va == vb, "checkpoint ", path, " is from another configuration: ", key, "=", va,
                " there, but this run has ", key, "=", vb);
   }
@@ -213,6 +254,7 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
   }
   moco.queue().set_ptr(ptr);
   moco.set_steps_done(position[2]);
+  if (saved_config) *saved_config = saved;
   return {position[0], position[1], position[2]};
 }
 

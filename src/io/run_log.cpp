@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -37,6 +38,16 @@ JsonRecord& JsonRecord::add(const std::string& key, double v) {
     std::snprintf(buf, sizeof buf, "%.9g", v);
   else
     std::snprintf(buf, sizeof buf, "null");  // JSON has no NaN; the run stops on one anyway
+  fields_.emplace_back(key, buf);
+  return *this;
+}
+JsonRecord& JsonRecord::add(const std::string& key, float v) {
+  if (!std::isfinite(v)) return add(key, (double)v);
+  char buf[32];
+  for (int digits = 6; digits <= 9; ++digits) {  // 9 significant digits always read back as the same float
+    std::snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+    if (std::strtof(buf, nullptr) == v) break;
+  }
   fields_.emplace_back(key, buf);
   return *this;
 }
@@ -103,7 +114,7 @@ std::string Progress::duration(double s) {
 }
 
 std::string Progress::update(int64_t step, int64_t epoch, int64_t epochs, int64_t step_in_epoch,
-                             int64_t steps_per_epoch, double loss, double acc1, double data_seconds) {
+                             int64_t steps_per_epoch, double loss, double acc1, double acc5, double data_seconds) {
   data_seconds_ += data_seconds;
   const bool last = step >= total_;
   if (!tty_ && step % every_ != 0 && !last) return "";
@@ -119,9 +130,9 @@ std::string Progress::update(int64_t step, int64_t epoch, int64_t epochs, int64_
   const double eta = done > 0 ? elapsed / done * (double)(total_ - step) : 0;
   char buf[256];
   std::snprintf(buf, sizeof buf,
-                "epoch %lld/%lld  step %lld/%lld  loss %.4f  acc@1 %5.1f  %.1f img/s  data %.0f%%  eta %s",
+                "epoch %lld/%lld  step %lld/%lld  loss %.4f  acc@1 %5.1f  acc@5 %5.1f  %.1f img/s  data %.0f%%  eta %s",
                 (long long)epoch + 1, (long long)epochs, (long long)step_in_epoch, (long long)steps_per_epoch, loss,
-                acc1, img_per_s, 100.0 * data_share, duration(eta).c_str());
+                acc1, acc5, img_per_s, 100.0 * data_share, duration(eta).c_str());
   std::fprintf(stderr, tty_ ? "\r%s\033[K" : "%s\n", buf);
   std::fflush(stderr);
   return buf;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "moco/checkpoint.h"
 #include "moco/json.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -146,15 +147,7 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensorView
   if (std::rename(tmp.path.c_str(), path.c_str()) != 0)
     fail("cannot write ", path, ": renaming ", tmp.path, " over it failed: ", errno_text());
   tmp.keep = true;
-  // Persist the rename itself. Best effort: the new file is already in place, and some file systems
-  // refuse fsync on a directory.
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
-  }
+  sync_folder_of(path);  // the rename itself persisted
 }
 
 SafeTensorsFile read_safetensors(const std::string& path) {

@@ -49,6 +49,8 @@ RunConfig run_config(const TrainOptions& o) {
   c["moco_t"] = num(o.moco_t);
   c["bn_splits"] = std::to_string(o.bn_splits);
   c["batch_size"] = std::to_string(o.batch_size);
+  // the global batch is batch_size x world_size: a checkpoint's position counts steps of it
+  c["world_size"] = std::to_string(std::max(1, o.launch.world));
   c["image_size"] = std::to_string(o.image_size);
   c["recipe"] = o.recipe;
   c["seed"] = std::to_string(o.seed);
@@ -64,10 +66,14 @@ RunConfig run_config(const TrainOptions& o) {
 }
 
 const std::vector<std::string>& resume_must_match() {
-  static const std::vector<std::string> keys = {"data", "arch", "width", "stem", "mlp", "moco_dim", "moco_k",
-                                                "moco_m", "moco_t", "bn_splits", "batch_size", "image_size",
-                                                "recipe", "seed", "lr", "cos", "schedule", "epochs",
-                                                "momentum", "weight_decay"};
+  static const std::vector<std::string> keys = {"data",      "arch",       "width",      "stem",      "mlp",
+                                                "moco_dim",  "moco_k",     "moco_m",     "moco_t",    "bn_splits",
+                                                "batch_size", "world_size", "image_size", "recipe",   "seed"};
+  return keys;
+}
+
+const std::vector<std::string>& resume_may_change() {
+  static const std::vector<std::string> keys = {"lr", "cos", "schedule", "epochs", "momentum", "weight_decay"};
   return keys;
 }
 
@@ -170,10 +176,20 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   MOCO_CHECK(!o.resume.empty() || !std::ifstream(ckpt).good(), "--out ", o.out, " already holds a run (", ckpt,
              "); continue it with --resume ", ckpt, ", or choose another --out");
   if (!o.resume.empty()) {
-    pos = load_checkpoint(o.resume, moco, rc, resume_must_match());
-    if (lead)
+    RunConfig saved;
+    pos = load_checkpoint(o.resume, moco, rc, resume_must_match(), &saved);
+    if (lead) {
       std::fprintf(stderr, "resumed %s at epoch %lld, step %lld of it (%lld steps done)\n", o.resume.c_str(),
-                 (long long)pos.epoch, (long long)pos.step_in_epoch, (long long)pos.steps_done);
+                   (long long)pos.epoch, (long long)pos.step_in_epoch, (long long)pos.steps_done);
+      // the optimiser and the schedule may change on a resume, as in the authors' main_moco.py (a lower --lr
+      // past a divergence, more --epochs); the run then differs from an uninterrupted one, which it says
+      for (const std::string& key : resume_may_change()) {
+        const auto was = saved.find(key);
+        if (was != saved.end() && was->second != rc.at(key))
+          std::fprintf(stderr, "resumed with %s %s instead of the checkpoint's %s: from here the run is not the "
+                       "uninterrupted one\n", key.c_str(), rc.at(key).c_str(), was->second.c_str());
+      }
+    }
   }
   // the step runs on the GPU when asked (or, with --device auto, when one is usable); the host Moco above
   // keeps the state that checkpoints and the kNN monitor read, refreshed through sync_host()
@@ -222,16 +238,30 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   }
 
   const int64_t steps_per_epoch = loader.steps_per_epoch();
+  // --start-epoch without --resume counts the epochs it skips as done, so step numbers, the progress line's
+  // ETA and the last step's line agree with the epochs that actually run
+  if (o.resume.empty()) pos.steps_done = pos.epoch * steps_per_epoch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
   Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * world);
 
   auto save = [&](const TrainPosition& p) {
+    // The loss is checked before every update, but an update can still overflow the weights of a step whose
+    // loss was finite: such a state is never written over the last good checkpoint.
+    std::string non_finite;
     if (lead) {
       sync_host();  // only rank 0 writes; every rank holds the same state
-      save_checkpoint(ckpt, moco, p, rc);
-      log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
+      non_finite = first_non_finite(moco);
+      if (non_finite.empty()) {
+        save_checkpoint(ckpt, moco, p, rc);
+        log(JsonRecord().add("event", "checkpoint").add("step", p.steps_done).add("path", ckpt));
+      }
     }
+    const bool stop_here = world > 1 ? comm->any(!non_finite.empty()) : !non_finite.empty();  // every rank stops
+    if (stop_here)
+      fail("step ", p.steps_done, " left ", non_finite.empty() ? "rank 0's weights" : non_finite,
+           " with an Inf or NaN, though its loss was finite; the last good checkpoint is ", ckpt,
+           " (resume with --resume ", ckpt, " and a lower --lr: with the same settings the run repeats itself)");
     if (device) save_conv_plans(*device, o.out, o.launch.rank, world);  // every rank its own, for a resume
     comm->barrier();  // no rank runs ahead of a checkpoint that is not written yet (or failed)
   };
@@ -272,7 +302,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
         st = device ? device->step(batch, lr, next_ready ? &ahead : nullptr)
                     : moco.step(batch.views[0], batch.views[1], lr);
       } catch (const Error& e) {
-        fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt, ")");
+        fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt,
+             " and a lower --lr: with the same settings the run repeats itself)");
       }
       const auto now = std::chrono::steady_clock::now();
       const double img_per_s = (double)(o.batch_size * world) / std::chrono::duration<double>(now - last).count();
@@ -283,10 +314,10 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       JsonRecord line;
       line.add("step", pos.steps_done)
           .add("epoch", epoch)
-          .add("loss", (double)st.loss)  // loss and accuracies of the global batch
-          .add("acc1", (double)st.acc1)
-          .add("acc5", (double)st.acc5)
-          .add("lr", (double)lr)
+          .add("loss", st.loss)  // loss and accuracies of the global batch
+          .add("acc1", st.acc1)
+          .add("acc5", st.acc5)
+          .add("lr", lr)
           .add("img_per_s", img_per_s)
           .add("data_ms", 1000.0 * data_s)   // waiting for the loader: the data path is the bottleneck
           .add("step_ms", 1000.0 * step_s);  // the MoCo step itself, on the CPU or the GPU
@@ -295,7 +326,8 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
       if (device) line.add("next_ready", next_ready);
       log(line);
       if (lead)
-        progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1, data_s);
+        progress.update(pos.steps_done, epoch, o.epochs, pos.step_in_epoch, steps_per_epoch, st.loss, st.acc1,
+                        st.acc5, data_s);
       done = pos.steps_done >= total_steps;
       if (pos.step_in_epoch == steps_per_epoch) pos = {epoch + 1, 0, pos.steps_done};  // an epoch ends here
       const bool saved =

@@ -66,6 +66,22 @@ if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
   expect "already holds a run" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --out "$dir/run"
   after=$(cat "$ck" "$dir/run/metrics.jsonl" | md5sum)
   [ "$before" = "$after" ] && echo "ok: the run folder is unchanged" || { echo "FAIL: the run folder changed"; failed=1; }
+  # the schedule may change on a resume (as past a divergence), and the run says so
+  out=$($run --max-steps 3 --lr 0.01 --resume "$ck" 2>&1)
+  if [[ "$out" == *"resumed with lr 0.01 instead of the checkpoint's 0.06"* ]] && \
+     [ "$(grep -c '"loss"' "$dir/run/metrics.jsonl")" = 3 ]; then
+    echo "ok: a resume with another --lr runs on and names the change"
+  else
+    echo "FAIL: a resume with another --lr: $(printf '%s' "$out" | tail -2)"; failed=1
+  fi
+  # Fashion-MNIST's default cosine schedule gives way to a given --schedule
+  "$moco" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --max-steps 1 --schedule 1 \
+    --out "$dir/steps" >/dev/null 2>&1
+  if grep -q '"cos": "0"' "$dir/steps/metrics.jsonl" 2>/dev/null && grep -q '"schedule": "1"' "$dir/steps/metrics.jsonl"; then
+    echo "ok: --schedule turns Fashion-MNIST's default cosine schedule off"
+  else
+    echo "FAIL: --schedule with Fashion-MNIST: $(head -1 "$dir/steps/metrics.jsonl" 2>/dev/null)"; failed=1
+  fi
   # the data-path benchmark: a rate per worker count, and a refusal when the data set is too small for it
   out=$("$moco" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 2 --warmup 1 -j 2 2>&1)
   if [[ "$out" == *"workers   2, whole views"*"images/s"*"workers   2, crops"*"images/s"* ]]; then
