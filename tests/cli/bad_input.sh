@@ -82,6 +82,15 @@ if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
   else
     echo "FAIL: --schedule with Fashion-MNIST: $(head -1 "$dir/steps/metrics.jsonl" 2>/dev/null)"; failed=1
   fi
+  # --start-epoch counts the epochs it skips as done: 3750 steps of 16 a Fashion-MNIST epoch, then 2 more
+  "$moco" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --start-epoch 1 --epochs 2 --max-steps 3752 \
+    --out "$dir/later" >/dev/null 2>&1
+  got=$(grep '"loss"' "$dir/later/metrics.jsonl" 2>/dev/null | grep -oE '"step": [0-9]+, "epoch": [0-9]+' | tr '\n' ' ')
+  if [ "$got" = '"step": 3751, "epoch": 1 "step": 3752, "epoch": 1 ' ]; then
+    echo "ok: --start-epoch 1 numbers its steps after the skipped epoch"
+  else
+    echo "FAIL: --start-epoch 1 logged: ${got:-nothing}"; failed=1
+  fi
   # the data-path benchmark: a rate per worker count, and a refusal when the data set is too small for it
   out=$("$moco" bench --data fashion-mnist --recipe small --image-size 32 -b 64 --steps 2 --warmup 1 -j 2 2>&1)
   if [[ "$out" == *"workers   2, whole views"*"images/s"*"workers   2, crops"*"images/s"* ]]; then

@@ -75,4 +75,17 @@ TEST(GpuFeatures, MatchTheCpuEncoderOnEightBitAndFloatViews) {
   // u8 views must be (N, H, W, 3), fp32 ones (N, 3, H, W)
   EXPECT_THROW(gpu->features(Tensor::empty({n, 3, s, s}, DType::U8)), Error);
   EXPECT_THROW(gpu->features(Tensor::empty({n, s, s, 3}, DType::F32)), Error);
+  // the device copy is the host encoder's, bit for bit, after use; a change to either side shows
+  EXPECT_TRUE(gpu->copy_matches(enc));
+  for (std::vector<float>* host : {&enc.params(), &enc.stats()}) {
+    float& v = (*host)[host->size() / 2];
+    const float kept = v;
+    v = std::nextafter(v, INFINITY);
+    EXPECT_FALSE(gpu->copy_matches(enc)) << (host == &enc.params() ? "a parameter" : "a BN statistic");
+    v = kept;
+  }
+  ++enc.counts().back();
+  EXPECT_FALSE(gpu->copy_matches(enc)) << "a BN counter";
+  --enc.counts().back();
+  EXPECT_TRUE(gpu->copy_matches(enc));
 }
