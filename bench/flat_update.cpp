@@ -23,9 +23,9 @@ static bool correct() {
   const int64_t n = 4099;
   auto q = random_floats(n, 1), k = random_floats(n, 2), g = random_floats(n, 3), b = random_floats(n, 4);
   DeviceBuffer<float> dq(q, "theta_q"), dk(k, "theta_k"), dg(g, "grad"), db(b, "momentum buffer");
-  kernels::momentum_update(n, 0.999f, dq.get(), dk.get(), nullptr);
+  kernels::momentum_update(n, 0.999, dq.get(), dk.get(), nullptr);
   kernels::sgd_momentum_step(n, 0.03f, 0.9f, 1e-4f, dq.get(), dg.get(), db.get(), nullptr);
-  cpu::momentum_update<float>(n, 0.999f, q.data(), k.data());
+  cpu::momentum_update<float>(n, 0.999, q.data(), k.data());
   cpu::sgd_momentum_step<float>(n, 0.03f, 0.9f, 1e-4f, q.data(), g.data(), b.data());
   const auto k2 = dk.download(), q2 = dq.download(), b2 = db.download();
   struct Pair { const std::vector<float>& got; const std::vector<float>& ref; const char* what; };
@@ -44,7 +44,7 @@ int main() {
     const int64_t n = 28000000;  // (n) fp32 each
     DeviceBuffer<float> q(random_floats(n, 5), "theta_q"), k(random_floats(n, 6), "theta_k");
     DeviceBuffer<float> g(random_floats(n, 7), "grad"), b(random_floats(n, 8), "momentum buffer");
-    const double ema_ms = timer.median_ms([&] { kernels::momentum_update(n, 0.999f, q.get(), k.get(), nullptr); });
+    const double ema_ms = timer.median_ms([&] { kernels::momentum_update(n, 0.999, q.get(), k.get(), nullptr); });
     const double sgd_ms = timer.median_ms(
         [&] { kernels::sgd_momentum_step(n, 0.03f, 0.9f, 1e-4f, q.get(), g.get(), b.get(), nullptr); });
     struct Line { const char* name; double ms; int bytes_per; };

@@ -1,7 +1,8 @@
 // Momentum (EMA) update of the key encoder and the SGD step, each one launch over a flat fp32 buffer.
 //
 // What they compute:
-//   momentum_update:   theta_k = m * theta_k + (1 - m) * theta_q          (CPU reference: cpu::momentum_update)
+//   momentum_update:   theta_k = theta_k * m + theta_q * (1 - m)          (CPU reference: cpu::momentum_update)
+//                      with m and 1 - m rounded to float from double, each product rounded, as in PyTorch
 //   sgd_momentum_step: d = g + wd * p; buf = mu * buf + d; p -= lr * buf  (CPU reference: cpu::sgd_momentum_step)
 // Why flat: every parameter of an encoder lives in one buffer, so ~28M parameters are one memory-bound
 // pass instead of ~160 small launches. Both kernels read and write with float4 when all pointers are
@@ -20,21 +21,27 @@ int grid_for(int64_t n4) {
   return (int)(blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks));
 }
 
-__global__ void momentum_update_kernel(int64_t n, float m, const float* __restrict__ q, float* __restrict__ k) {
-  const float one_minus_m = 1.f - m;
+// Each product rounded, then the sum (__fmul_rn, __fadd_rn: no fused multiply-add), as PyTorch's two
+// multiplications and its addition round them.
+__device__ __forceinline__ float ema(float k, float q, float keep, float take) {
+  return __fadd_rn(__fmul_rn(k, keep), __fmul_rn(q, take));
+}
+
+__global__ void momentum_update_kernel(int64_t n, float keep, float take, const float* __restrict__ q,
+                                       float* __restrict__ k) {
   const int64_t n4 = n / 4;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += stride) {
     float4 a = reinterpret_cast<const float4*>(q)[i];
     float4 b = reinterpret_cast<float4*>(k)[i];
-    b.x = m * b.x + one_minus_m * a.x;
-    b.y = m * b.y + one_minus_m * a.y;
-    b.z = m * b.z + one_minus_m * a.z;
-    b.w = m * b.w + one_minus_m * a.w;
+    b.x = ema(b.x, a.x, keep, take);
+    b.y = ema(b.y, a.y, keep, take);
+    b.z = ema(b.z, a.z, keep, take);
+    b.w = ema(b.w, a.w, keep, take);
     reinterpret_cast<float4*>(k)[i] = b;
   }
   for (int64_t i = n4 * 4 + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += stride)
-    k[i] = m * k[i] + one_minus_m * q[i];
+    k[i] = ema(k[i], q[i], keep, take);
 }
 
 __device__ __forceinline__ void sgd_one(float& p, float g, float& b, float lr, float mu, float wd) {
@@ -69,11 +76,12 @@ void check_aligned(const void* p, const char* what) {
 
 }  // namespace
 
-void momentum_update(int64_t n, float m, const float* theta_q, float* theta_k, cudaStream_t stream) {
+void momentum_update(int64_t n, double m, const float* theta_q, float* theta_k, cudaStream_t stream) {
   if (n == 0) return;
   check_aligned(theta_q, "theta_q");
   check_aligned(theta_k, "theta_k");
-  momentum_update_kernel<<<grid_for(n / 4 + 1), kThreads, 0, stream>>>(n, m, theta_q, theta_k);
+  momentum_update_kernel<<<grid_for(n / 4 + 1), kThreads, 0, stream>>>(n, (float)m, (float)(1.0 - m), theta_q,
+                                                                       theta_k);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 

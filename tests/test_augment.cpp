@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moco/augment.h"
@@ -70,22 +72,45 @@ CropBox replay_rrc(int H, int W, double lo, double hi, Rng& r, int* tries = null
   return CropBox{(H - h) / 2, (W - w) / 2, h, w};
 }
 
-// ---- plain reference for the bilinear resize (align_corners=False, half-pixel centres, no antialias)
+// ---- plain reference for the bilinear resize, one output value at a time in double: PIL's bilinear filter,
+// which torchvision's PIL path runs. Growing an axis, the two neighbours of src = (d + 0.5) * in / out - 0.5
+// (clamped at the box's edges); shrinking it, the triangle of half-width in / out around (d + 0.5) * in / out,
+// over every source pixel it covers, normalised.
 
-double src_coord(int d, int in, int out) { return std::max(0.0, (d + 0.5) * in / out - 0.5); }
+// (source index, weight) pairs of output coordinate d of an axis of `in` pixels resized to `out`.
+std::vector<std::pair<int, double>> ref_axis_weights(int d, int in, int out) {
+  const double scale = (double)in / out;
+  std::vector<std::pair<int, double>> w;
+  if (in <= out) {
+    const double src = std::max(0.0, (d + 0.5) * scale - 0.5);
+    const int i0 = std::min((int)src, in - 1), i1 = std::min(i0 + 1, in - 1);
+    w.push_back({i0, 1.0 - (src - i0)});
+    w.push_back({i1, src - i0});
+    return w;
+  }
+  const double centre = (d + 0.5) * scale;
+  double sum = 0;
+  for (int j = 0; j < in; ++j) {
+    const double t = std::fabs(j + 0.5 - centre) / scale;  // the pixel's centre, in units of the half-width
+    if (t < 1.0 && j >= (int)(centre - scale + 0.5) && j < (int)(centre + scale + 0.5)) {
+      w.push_back({j, 1.0 - t});
+      sum += 1.0 - t;
+    }
+  }
+  for (auto& p : w) p.second /= sum;
+  return w;
+}
 
 // (oh, ow, 3) in [0, 1]: the box of img resized to (oh, ow).
 std::vector<float> ref_resize(const Image& img, CropBox b, int oh, int ow) {
   std::vector<float> out((size_t)oh * ow * 3);
   for (int y = 0; y < oh; ++y)
     for (int x = 0; x < ow; ++x) {
-      double sy = src_coord(y, b.h, oh), sx = src_coord(x, b.w, ow);
-      int y0 = (int)sy, x0 = (int)sx;
-      int y1 = std::min(y0 + 1, b.h - 1), x1 = std::min(x0 + 1, b.w - 1);
-      double ly = sy - y0, lx = sx - x0;
+      const auto wy = ref_axis_weights(y, b.h, oh), wx = ref_axis_weights(x, b.w, ow);
       for (int c = 0; c < 3; ++c) {
-        auto px = [&](int yy, int xx) { return (double)img.at(b.top + yy, b.left + xx, c); };
-        double v = (1 - ly) * ((1 - lx) * px(y0, x0) + lx * px(y0, x1)) + ly * ((1 - lx) * px(y1, x0) + lx * px(y1, x1));
+        double v = 0;
+        for (const auto& [iy, ay] : wy)
+          for (const auto& [ix, ax] : wx) v += ay * ax * img.at(b.top + iy, b.left + ix, c);
         out[((size_t)y * ow + x) * 3 + c] = (float)(v / 255.0);
       }
     }
@@ -253,14 +278,54 @@ TEST(AugmentCrop, AreaAndAspectDistributions) {
 // ================================================================ bilinear resize
 
 TEST(AugmentResize, FourByFourToTwoByTwoHandValues) {
-  // v(y, x) = 16 y + 4 x is linear, so bilinear sampling is exact: 2x2 samples at source (0.5, 2.5) give
-  // 16 (2y + 0.5) + 4 (2x + 0.5) = 32 y + 8 x + 10.
+  // Halving an axis of 4 (PIL's antialiased bilinear): output 0 centres at 1 and takes pixels 0, 1, 2 with the
+  // triangle of half-width 2, weights 0.75, 0.75, 0.25, normalised to 3/7, 3/7, 1/7; output 1 centres at 3
+  // and takes pixels 1, 2, 3 with 1/7, 3/7, 3/7. v(y, x) = 16 y + 4 x: along x, 4 (0 3 + 1 3 + 2 1) / 7 = 20/7
+  // and 4 (1 + 2 3 + 3 3) / 7 = 64/7; along y four times that, 80/7 and 256/7.
   Image img = make_image(4, 4, [](int y, int x, int) { return 16 * y + 4 * x; });
   std::vector<float> out(2 * 2 * 3);
   resize_bilinear(img, CropBox{0, 0, 4, 4}, 2, 2, CropBox{0, 0, 2, 2}, out.data());
-  const float want[4] = {10, 18, 42, 50};
+  const double want[4] = {(80 + 20) / 7.0, (80 + 64) / 7.0, (256 + 20) / 7.0, (256 + 64) / 7.0};
   for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 3; ++c) EXPECT_NEAR(out[i * 3 + c] * 255.f, want[i], 1e-4) << "pixel " << i;
+}
+
+// Against Pillow (tools/pil_resize_fixtures.py): each box of the picture, cropped and resized as torchvision's
+// PIL path does it, shrinking (antialiased) and growing. Pillow sums in fixed point and keeps 8 bits after each
+// axis, so its bytes sit within a grey level of the exact result; without the antialiasing the shrunk cases
+// were tens of grey levels off.
+TEST(AugmentResize, MatchesPillowWithinOneGreyLevel) {
+  auto read = [](const std::string& name, size_t bytes) {
+    std::ifstream f(std::string(MOCO_FIXTURE_DIR) + "/pil_resize/" + name, std::ios::binary);
+    EXPECT_TRUE(f.good()) << "missing fixture pil_resize/" << name << "; run tools/pil_resize_fixtures.py";
+    std::vector<uint8_t> v(bytes);
+    f.read(reinterpret_cast<char*>(v.data()), (std::streamsize)bytes);
+    EXPECT_EQ((size_t)f.gcount(), bytes) << name;
+    return v;
+  };
+  Image pic;
+  pic.h = 61, pic.w = 83;
+  pic.pixels = read("picture.rgb", (size_t)pic.h * pic.w * 3);
+  std::ifstream cases(std::string(MOCO_FIXTURE_DIR) + "/pil_resize/cases.txt");
+  int n = 0;
+  std::string name;
+  CropBox box;
+  int oh = 0, ow = 0;
+  while (cases >> name >> box.top >> box.left >> box.h >> box.w >> oh >> ow) {
+    const std::vector<uint8_t> want = read(name + ".rgb", (size_t)oh * ow * 3);
+    std::vector<float> got((size_t)oh * ow * 3);
+    resize_bilinear(pic, box, oh, ow, CropBox{0, 0, oh, ow}, got.data());
+    double worst = 0, sum = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double d = std::fabs(got[i] * 255.0 - want[i]);
+      worst = std::max(worst, d);
+      sum += d;
+    }
+    EXPECT_LT(worst, 1.0) << name;
+    EXPECT_LT(sum / (double)got.size(), 0.4) << name;
+    ++n;
+  }
+  EXPECT_EQ(n, 7);
 }
 
 TEST(AugmentResize, FourByFourToEightByEightHandValues) {

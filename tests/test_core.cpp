@@ -100,8 +100,12 @@ TEST(CpuOps, SmallForwardValues) {
   EXPECT_NEAR(buf, 0.9f * 0.6f + 0.5f + 0.094f, 1e-6);
   // momentum update
   float tq = 2, tk = 1;
-  cpu::momentum_update<float>(1, 0.999f, &tq, &tk);
-  EXPECT_NEAR(tk, 1.001f, 1e-6);
+  cpu::momentum_update<float>(1, 0.999, &tq, &tk);
+  // PyTorch: k * 0.999f + q * (float)(1. - 0.999), i.e. 0.001f (1.f - 0.999f would be 0.00099998713f)
+  volatile float keep = 0.999f, take = 0.001f;  // volatile: the products are float products, rounded
+  const float k_part = 1.f * keep, q_part = 2.f * take;
+  EXPECT_EQ(tk, k_part + q_part);
+  EXPECT_NE(0.001f, 1.f - 0.999f);
   // BN running statistics: unbiased variance, momentum 0.1
   float bx[4] = {1, 2, 3, 4}, g1 = 1, b0 = 0, by[4], m, is, rm = 0, rv = 1;
   int64_t nbt = 0;

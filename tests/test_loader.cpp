@@ -268,6 +268,35 @@ TEST(Loader, UndecodableImagesAreSkippedCountedAndReportedOnce) {
   EXPECT_EQ(l.failures().entries()[0], std::make_pair(std::string("counting[13]"), std::string("broken on purpose")));
 }
 
+// Rows 4 and 5 hold image 6, as row 6 does: each row's views still come from its own random stream, so the
+// three rows are three different pairs of views of one image.
+TEST(Loader, ASubstitutedRowDrawsItsOwnViews) {
+  CountingDataset d(20, {4, 5});
+  LoaderConfig c;
+  c.batch = 20;
+  c.shuffle = false;
+  c.views = 2;
+  std::ostringstream log;
+  c.failure_log = &log;
+  Loader l(d, recipe_from_name("small", 8), c);
+  l.start_epoch(0);
+  Batch b;
+  ASSERT_TRUE(l.next(b));
+  ASSERT_EQ(b.indices[4], 6);
+  ASSERT_EQ(b.indices[5], 6);
+  ASSERT_EQ(b.indices[6], 6);
+  const int64_t per_view = 3 * 8 * 8;
+  auto row = [&](int v, int64_t r) {
+    const float* p = b.views[(size_t)v].data<float>() + r * per_view;
+    return std::vector<float>(p, p + per_view);
+  };
+  for (int v = 0; v < 2; ++v) {
+    EXPECT_NE(row(v, 4), row(v, 6)) << "view " << v;
+    EXPECT_NE(row(v, 5), row(v, 6)) << "view " << v;
+    EXPECT_NE(row(v, 4), row(v, 5)) << "view " << v;
+  }
+}
+
 TEST(Loader, BadConfigurationsAreRefusedWithTheValues) {
   CountingDataset d(10, {});
   LoaderConfig c;

@@ -109,8 +109,10 @@ T contrastive_loss_forward_backward(int64_t n, int64_t c, int64_t k, const T* q,
                                     T* dq, int64_t* hits1, int64_t* hits5);
 
 // ---- optimisation over flat buffers
-// theta_k = m * theta_k + (1 - m) * theta_q
-template <class T> void momentum_update(int64_t n, T m, const T* theta_q, T* theta_k);
+// theta_k = theta_k * m + theta_q * (1 - m), as the authors' builder.py writes it in PyTorch: m is given in
+// double and both m and 1 - m are rounded to T from there (PyTorch computes the Python float (1. - m) before
+// the tensor op sees it: 0.001f for m = 0.999, where 1.f - 0.999f is 0.00099998713); each product is rounded.
+template <class T> void momentum_update(int64_t n, double m, const T* theta_q, T* theta_k);
 // PyTorch SGD (dampening 0, no Nesterov): d = g + wd * p; buf = momentum * buf + d; p -= lr * buf.
 // buf starts at zero, which equals torch's "buf = d on the first step".
 template <class T> void sgd_momentum_step(int64_t n, T lr, T momentum, T weight_decay, T* param, const T* grad, T* buf);

@@ -32,7 +32,7 @@ class KeyQueue {
 struct MocoConfig {
   ResNetConfig encoder;  // its head and out_dim define the feature dimension C
   int64_t queue_size = 65536;   // K
-  float momentum = 0.999f;      // m of the key encoder update
+  double momentum = 0.999;      // m of the key encoder update (double: 1 - m is rounded from it, as PyTorch does)
   float temperature = 0.07f;    // T
   int bn_splits = 1;            // split-BN groups per rank (SPEC 4); 1 = plain BN
   bool shuffle_bn = true;       // shuffle keys across the (global) batch before the key encoder

@@ -185,20 +185,24 @@ void Loader::build_rows(Batch& b, int64_t r0, int64_t r1) {
   const int64_t s = recipe_.size;
   Image img;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t i = load_or_substitute(order_[(size_t)(b.first + r)], img);
+    const int64_t own = order_[(size_t)(b.first + r)];  // the row's sample
+    const int64_t i = load_or_substitute(own, img);     // the image it holds: its own, or the next that decodes
     b.indices[(size_t)r] = i;
     b.labels[(size_t)r] = data_.label(i);
+    // The views are drawn from the row's own stream, so a substitute that also has a row of its own in this
+    // epoch does not give both rows the same pair of views.
+    const uint64_t stream_sample = (uint64_t)own;
     for (int v = 0; v < cfg_.views; ++v) {
       Tensor& out = b.views[(size_t)v];
       if (cfg_.stages_on_device) {  // the crop here, its decisions for the device
         ViewParams& p = b.params[(size_t)v][(size_t)r];
-        p = draw_view_params(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v);
+        p = draw_view_params(img, recipe_, cfg_.seed, (uint64_t)epoch_, stream_sample, (uint64_t)v);
         apply_view_geometry_u8(img, recipe_, p, out.data<uint8_t>() + r * s * s * 3);
       } else if (cfg_.view_dtype == DType::U8)
-        augment_view_u8(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
+        augment_view_u8(img, recipe_, cfg_.seed, (uint64_t)epoch_, stream_sample, (uint64_t)v,
                         out.data<uint8_t>() + r * s * s * 3);
       else
-        augment_view(img, recipe_, cfg_.seed, (uint64_t)epoch_, (uint64_t)i, (uint64_t)v,
+        augment_view(img, recipe_, cfg_.seed, (uint64_t)epoch_, stream_sample, (uint64_t)v,
                      out.data<float>() + r * 3 * s * s);
     }
   }

@@ -120,6 +120,9 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
              shape_str(x_k.shape()));
   const int64_t n = x_q.size(0), c = queue_.dim(), k_len = queue_.size();
   MOCO_CHECK(n % cfg_.bn_splits == 0, "batch of ", n, " images does not split into ", cfg_.bn_splits, " BN groups");
+  // checked before anything changes: the enqueue at the end would refuse it after SGD had run
+  MOCO_CHECK(n * comm_.world_size() <= k_len, "the global batch (", n * comm_.world_size(),
+             ") must not exceed the queue (--moco-k ", k_len, ")");
   encoder_q_.set_train(true);
   encoder_k_.set_train(true);
   StepStats stats;

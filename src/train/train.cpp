@@ -93,7 +93,7 @@ MocoConfig moco_config(const RunConfig& rc) {
   mc.encoder.head = get("mlp") == "1" ? Head::Mlp : Head::Linear;
   mc.encoder.out_dim = std::stoi(get("moco_dim"));
   mc.queue_size = std::stoll(get("moco_k"));
-  mc.momentum = std::stof(get("moco_m"));
+  mc.momentum = std::stod(get("moco_m"));
   mc.temperature = std::stof(get("moco_t"));
   mc.bn_splits = std::stoi(get("bn_splits"));
   mc.sgd.momentum = std::stof(get("momentum"));

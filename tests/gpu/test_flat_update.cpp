@@ -17,13 +17,13 @@ TEST(GpuFlatUpdate, MomentumUpdateAndSgdMatchCpu) {
   for (int64_t n : {1, 3, 4, 1027, 262144 + 5}) {
     auto q = random_floats(n, 1), k = random_floats(n, 2), g = random_floats(n, 3), b = random_floats(n, 4);
     cuda::DeviceBuffer<float> dq(q, "theta_q"), dk(k, "theta_k"), dg(g, "grad"), db(b, "momentum buffer");
-    kernels::momentum_update(n, 0.999f, dq.get(), dk.get(), nullptr);
+    kernels::momentum_update(n, 0.999, dq.get(), dk.get(), nullptr);
     kernels::sgd_momentum_step(n, 0.03f, 0.9f, 1e-4f, dq.get(), dg.get(), db.get(), nullptr);
-    cpu::momentum_update<float>(n, 0.999f, q.data(), k.data());
+    cpu::momentum_update<float>(n, 0.999, q.data(), k.data());
     cpu::sgd_momentum_step<float>(n, 0.03f, 0.9f, 1e-4f, q.data(), g.data(), b.data());
     const std::vector<float> k2 = dk.download(), q2 = dq.download(), b2 = db.download();
     for (int64_t i = 0; i < n; ++i) {
-      ASSERT_NEAR(k2[i], k[i], 1e-6f * (1 + std::fabs(k[i]))) << "n=" << n << " i=" << i;
+      ASSERT_EQ(k2[i], k[i]) << "n=" << n << " i=" << i << ": each product rounded, then the sum, on both";
       ASSERT_NEAR(q2[i], q[i], 1e-6f * (1 + std::fabs(q[i]))) << "n=" << n << " i=" << i;
       ASSERT_NEAR(b2[i], b[i], 1e-6f * (1 + std::fabs(b[i]))) << "n=" << n << " i=" << i;
     }

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Writes the resize fixtures: one small RGB picture and, for each case, the crop torchvision's PIL path makes
+of it (F.resized_crop on a PIL image: crop the box, then resize it with PIL's bilinear filter, which is
+antialiased when it shrinks). tests/test_augment.cpp resizes the same boxes with resize_bilinear and must come
+within one grey level of Pillow's bytes (Pillow sums in fixed point and rounds to 8 bits after each axis).
+
+    python3 tools/pil_resize_fixtures.py [--out tests/fixtures/pil_resize]
+
+Files: picture.rgb, (H, W, 3) bytes; cases.txt, one line per case: name top left h w out_h out_w (the box in
+the picture, then the output size); <name>.rgb, (out_h, out_w, 3) bytes.
+"""
+import argparse
+import os
+
+import numpy as np
+from PIL import Image
+
+# (top, left, h, w) of the box, then the output's (h, w): shrinking by 1.3 to 9 on both axes, shrinking one
+# axis while growing the other, the whole picture, and a same-size copy.
+CASES = {
+    "shrink_2": ((0, 0, 61, 83), (30, 41)),
+    "shrink_box_3": ((7, 5, 43, 65), (14, 21)),
+    "shrink_9": ((0, 0, 61, 83), (7, 9)),
+    "shrink_1_3": ((3, 11, 50, 67), (38, 51)),
+    "shrink_rows_grow_columns": ((2, 3, 31, 37), (9, 50)),
+    "grow_rows_shrink_columns": ((0, 0, 61, 83), (75, 20)),
+    "same_size": ((4, 10, 51, 63), (51, 63)),
+}
+
+
+def picture(w, h, seed):
+    """Gradients, a hard-edged disc and grain: smooth and sharp content for the filter to blur or alias."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([40 + 170 * x / w, 200 - 150 * y / h, 128 + 90 * np.sin(0.9 * x + 0.7 * y)], axis=-1)
+    img[(x - 0.6 * w) ** 2 + (y - 0.4 * h) ** 2 < 0.08 * w * h] = (230, 40, 70)
+    img += rng.integers(-30, 31, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tests/fixtures/pil_resize")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rgb = picture(83, 61, 4)
+    rgb.tofile(os.path.join(args.out, "picture.rgb"))
+    pil = Image.fromarray(rgb, "RGB")
+    lines = []
+    for name, ((top, left, h, w), (oh, ow)) in CASES.items():
+        out = pil.crop((left, top, left + w, top + h)).resize((ow, oh), Image.BILINEAR)
+        np.asarray(out, dtype=np.uint8).tofile(os.path.join(args.out, name + ".rgb"))
+        lines.append(f"{name} {top} {left} {h} {w} {oh} {ow}")
+    with open(os.path.join(args.out, "cases.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"{len(CASES)} cases from an 83x61 picture; Pillow {Image.__version__}")
+
+
+if __name__ == "__main__":
+    main()
