@@ -321,6 +321,8 @@ TEST(AugmentResize, MatchesPillowWithinOneGreyLevel) {
       worst = std::max(worst, d);
       sum += d;
     }
+    std::printf("%-26s against Pillow: worst %.3f, mean %.3f grey levels\n", name.c_str(), worst,
+                sum / (double)got.size());
     EXPECT_LT(worst, 1.0) << name;
     EXPECT_LT(sum / (double)got.size(), 0.4) << name;
     ++n;

@@ -15,6 +15,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from pil_decode_fixtures import picture  # gradients, a hard-edged disc and grain
+
 # (top, left, h, w) of the box, then the output's (h, w): shrinking by 1.3 to 9 on both axes, shrinking one
 # axis while growing the other, the whole picture, and a same-size copy.
 CASES = {
@@ -28,24 +30,13 @@ CASES = {
 }
 
 
-def picture(w, h, seed):
-    """Gradients, a hard-edged disc and grain: smooth and sharp content for the filter to blur or alias."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.stack([40 + 170 * x / w, 200 - 150 * y / h, 128 + 90 * np.sin(0.9 * x + 0.7 * y)], axis=-1)
-    img[(x - 0.6 * w) ** 2 + (y - 0.4 * h) ** 2 < 0.08 * w * h] = (230, 40, 70)
-    img += rng.integers(-30, 31, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/pil_resize")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    rgb = picture(83, 61, 4)
-    rgb.tofile(os.path.join(args.out, "picture.rgb"))
-    pil = Image.fromarray(rgb, "RGB")
+    pil = picture(83, 61, 4)
+    np.asarray(pil, dtype=np.uint8).tofile(os.path.join(args.out, "picture.rgb"))
     lines = []
     for name, ((top, left, h, w), (oh, ow)) in CASES.items():
         out = pil.crop((left, top, left + w, top + h)).resize((ow, oh), Image.BILINEAR)
