@@ -1,11 +1,14 @@
 // Checkpoints: a round trip restores every buffer bit-exactly, and every damaged or foreign file is refused
 // with a message naming the problem, leaving the model untouched.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 
@@ -163,20 +166,46 @@ TEST(Checkpoint, FirstNonFiniteNamesThePartThatHoldsIt) {
   EXPECT_EQ(first_non_finite(m), "");
 }
 
+// Every way write_file_atomically can fail leaves the previous file as it was and no temporary behind. These
+// hold as root too (CI), where a read-only folder would not stop the write.
 TEST(Checkpoint, AFailedWriteLeavesThePreviousFileIntact) {
-  if (geteuid() == 0) {
-    // root ignores directory permissions; use a path whose parent is a file instead
-    TempDir dir;
-    write_bytes(dir.file("afile"), "x");
-    const std::string e = error_of([&] { write_file_atomically(dir.file("afile/c.ckpt"), "data"); });
-    EXPECT_NE(e.find("afile/c.ckpt.tmp"), std::string::npos) << e;
-    return;
-  }
   TempDir dir;
-  write_file_atomically(dir.file("c.ckpt"), "old");
-  ::chmod(dir.path().c_str(), 0555);
-  const std::string e = error_of([&] { write_file_atomically(dir.file("c.ckpt"), "new"); });
-  ::chmod(dir.path().c_str(), 0755);
-  EXPECT_NE(e.find("c.ckpt"), std::string::npos) << e;
-  EXPECT_EQ(read_bytes(dir.file("c.ckpt")), "old");
+  const std::string path = dir.file("c.ckpt");
+  write_file_atomically(path, "old");
+  ASSERT_EQ(read_bytes(path), "old");
+
+  // mid-write: a file size limit makes the kernel refuse bytes past 4 KiB (SIGXFSZ ignored, so the write
+  // returns EFBIG instead of ending the process)
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const std::string e = error_of([&] { write_file_atomically(path, std::string(64 * 1024, 'n')); });
+  setrlimit(RLIMIT_FSIZE, &saved);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_NE(e.find("c.ckpt.tmp failed after"), std::string::npos) << e;
+  EXPECT_NE(e.find("is unchanged"), std::string::npos) << e;
+  EXPECT_EQ(read_bytes(path), "old");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+
+  // at open: the temporary's name is taken by a folder, which survives
+  std::filesystem::create_directory(path + ".tmp");
+  EXPECT_NE(error_of([&] { write_file_atomically(path, "new"); }).find("c.ckpt.tmp"), std::string::npos);
+  EXPECT_EQ(read_bytes(path), "old");
+  EXPECT_TRUE(std::filesystem::is_directory(path + ".tmp"));
+  std::filesystem::remove(path + ".tmp");
+
+  // at the rename: the target is a folder that is not empty; the temporary is removed
+  const std::string taken = dir.file("taken");
+  std::filesystem::create_directories(taken + "/inside");
+  EXPECT_NE(error_of([&] { write_file_atomically(taken, "new"); }).find("cannot replace " + taken), std::string::npos);
+  EXPECT_TRUE(std::filesystem::is_directory(taken + "/inside"));
+  EXPECT_FALSE(std::filesystem::exists(taken + ".tmp"));
+
+  // in a folder that does not exist: nothing is created
+  EXPECT_NE(error_of([&] { write_file_atomically(dir.file("no/such/c.ckpt"), "new"); }).find("no/such"),
+            std::string::npos);
+  EXPECT_EQ(read_bytes(path), "old");
 }

@@ -28,6 +28,9 @@ ResNetConfig tiny_resnet18(Head head, int width = 4) {
 void fill_distinct(Encoder& enc, uint64_t seed) {
   enc.init(seed);
   Rng rng(seed, 99);
+  for (const RegistryEntry& e : enc.registry().entries())  // BN's 1s and 0s too: every value its own (the
+    if (e.slot == Slot::Param)                             // padding between tensors stays 0, as init leaves it)
+      for (int64_t i = 0; i < e.numel(); ++i) enc.params()[(size_t)(e.offset + i)] = (float)rng.uniform(-1.0, 1.0);
   for (float& s : enc.stats()) s = (float)rng.uniform(0.1, 2.0);
   for (size_t i = 0; i < enc.counts().size(); ++i) enc.counts()[i] = (int64_t)(seed * 1000 + i);
 }
@@ -65,6 +68,15 @@ TEST(Export, TinyResNet18HasExactlyTheRegistryNamesAndDtypes) {
     EXPECT_EQ(f.tensors[i].name, entries[i].name);
     EXPECT_EQ(f.tensors[i].shape, entries[i].shape) << entries[i].name;
     EXPECT_EQ(f.tensors[i].dtype, entries[i].slot == Slot::Count ? "I64" : "F32") << entries[i].name;
+    // the bytes are the tensor's own, from its slot's buffer at its offset (fill_distinct made every value
+    // distinct, so a tensor written from another's place shows)
+    const RegistryEntry& e = entries[i];
+    const void* src = e.slot == Slot::Param ? (const void*)(enc.params().data() + e.offset)
+                      : e.slot == Slot::Stat ? (const void*)(enc.stats().data() + e.offset)
+                                             : (const void*)(enc.counts().data() + e.offset);
+    const size_t bytes = (size_t)e.numel() * (e.slot == Slot::Count ? sizeof(int64_t) : sizeof(float));
+    ASSERT_EQ(f.tensors[i].bytes.size(), bytes) << e.name;
+    EXPECT_EQ(std::memcmp(f.tensors[i].bytes.data(), src, bytes), 0) << e.name;
   }
   EXPECT_NE(f.find("fc.0.weight"), nullptr);
   EXPECT_NE(f.find("fc.2.bias"), nullptr);

@@ -9,10 +9,16 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 case $mode in
   detectron2)
-    python3 -c 'import numpy' 2>/dev/null || { echo "numpy not installed: skipped"; exit 77; }
+    # the first python3 with numpy: the one on PATH, else Debian's (python3-numpy, tools/setup.sh), which a
+    # python3 of pyenv or a venv on PATH would hide
+    py=
+    for p in python3 /usr/bin/python3; do
+      command -v "$p" >/dev/null && "$p" -c 'import numpy' 2>/dev/null && { py=$p; break; }
+    done
+    [ -n "$py" ] || { echo "numpy not installed: skipped"; exit 77; }
     "$sample" "$dir" 18 1
-    python3 "$src/tools/convert_detectron2.py" "$dir/resnet18.safetensors" "$dir/r18.pkl"
-    python3 - "$dir/r18.pkl" <<'PY'
+    "$py" "$src/tools/convert_detectron2.py" "$dir/resnet18.safetensors" "$dir/r18.pkl"
+    "$py" - "$dir/r18.pkl" <<'PY'
 import pickle, sys
 d = pickle.load(open(sys.argv[1], "rb"), encoding="latin1")
 m = d["model"]

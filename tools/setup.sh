@@ -16,6 +16,7 @@ APT_PACKAGES=(
   dataset-fashion-mnist   # the embedded default data set
   openmpi-bin libopenmpi-dev   # CPU ranks for the distributed tests
   python3
+  python3-numpy           # the export tools' tests (tools/convert_detectron2.py, checked in ctest)
 )
 
 missing=()

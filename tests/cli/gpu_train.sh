@@ -13,10 +13,7 @@ moco=$1
 device=${MOCO_TEST_DEVICE:-cuda}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-if [ "$device" = cuda ] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a resnet18 --width 4 --image-size 32 -b 8 --moco-k 64 \
-    >"$dir/probe.log" 2>&1; then
-  echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77
-fi
+if [ "$device" = cuda ]; then source "$(dirname "$0")/gpu_probe.sh" "$moco" "$dir/probe.log"; fi
 python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
   { echo "python3 is needed to write the images: skipped"; exit 77; }
 args=(train "$dir/data" --device "$device" -a resnet18 --width 8 --image-size 32 --recipe small -b 16 --bn-splits 2
@@ -46,8 +43,11 @@ if [ "$device" = cuda ]; then
     { echo "FAIL: a given plan was refused on the machine that chose it"; exit 1; }
   echo "the second run took the first's $(grep -vc '^#' "$dir/a/conv_plans.txt") convolution plans, the resumed run its own"
 fi
+# 64 images in steps of 16 for 2 epochs: 8 steps, of which the resumed run computed the last 4
+n_a=$(losses "$dir/a" | wc -l)
+[ "$n_a" -eq 8 ] || { echo "FAIL: the first run logged $n_a losses, expected 8"; exit 1; }
 if diff <(losses "$dir/a") <(losses "$dir/b"); then
-  echo "resumed $device run logged the same $(losses "$dir/a" | wc -l) losses, bit for bit"
+  echo "resumed $device run logged the same $n_a losses, bit for bit"
 else
   echo "FAIL: the resumed $device run's losses differ"; exit 1
 fi

@@ -10,10 +10,7 @@ shift
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
-if [[ " $* " == *" --device cuda "* ]] && ! "$moco" bench --device cuda --steps 1 --warmup 1 -a resnet18 --width 2 \
-    --image-size 16 -b 4 --moco-k 16 >"$dir/probe.log" 2>&1; then
-  echo "no usable GPU: skipped ($(tail -1 "$dir/probe.log"))"; exit 77
-fi
+if [[ " $* " == *" --device cuda "* ]]; then source "$(dirname "$0")/gpu_probe.sh" "$moco" "$dir/probe.log"; fi
 out=$("$moco" train "${data[@]}" --width 2 -b 16 --bn-splits 2 --moco-k 64 --image-size 16 --epochs 10 --max-steps 30 \
   --save-every-steps 1 --lr 10000 --wd 1 --knn-every 0 --out "$dir/run" "$@" 2>&1)
 rc=$?

@@ -29,11 +29,17 @@ for _ in $(seq 1 600); do
 done
 kill -9 $pid
 wait $pid 2>/dev/null || true
-echo "killed at step $(grep -c '"loss"' "$dir/b/metrics.jsonl")"
+killed=$(grep -c '"loss"' "$dir/b/metrics.jsonl" || true)
+echo "killed at step $killed"
+# the kill must have cut the run short, or the resume below would test nothing
+[ "${killed:-0}" -ge 1 ] && [ "${killed:-0}" -lt $steps ] ||
+  { echo "FAIL: the run was not killed mid-way (it logged ${killed:-no} steps of $steps)"; exit 1; }
 run --out "$dir/b" --resume "$dir/b/checkpoint.mocockpt" 2>"$dir/b2.err"
 grep resumed "$dir/b2.err"
-if diff <(losses "$dir/a") <(losses "$dir/b"); then
-  echo "resumed run logged the same $(losses "$dir/a" | wc -l) losses, bit for bit"
+a=$(losses "$dir/a") && b=$(losses "$dir/b") || { echo "FAIL: a log has no losses"; exit 1; }
+[ "$(printf '%s\n' "$a" | wc -l)" -eq $steps ] || { echo "FAIL: the uninterrupted run logged $(printf '%s\n' "$a" | wc -l) of $steps steps"; exit 1; }
+if [ "$a" = "$b" ]; then
+  echo "resumed run logged the same $steps losses, bit for bit"
 else
-  echo "FAIL: losses differ after resume"; exit 1
+  echo "FAIL: losses differ after resume"; diff <(printf '%s\n' "$a") <(printf '%s\n' "$b") | head; exit 1
 fi
