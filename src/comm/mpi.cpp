@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <climits>
+#include <exception>
 #include <thread>
 #include <vector>
 
@@ -76,7 +77,10 @@ MpiCommunicator::MpiCommunicator(double timeout_s) : impl_(new MpiState) {
 }
 
 MpiCommunicator::~MpiCommunicator() {
-  if (impl_->broken) return;  // freeing or finalising would wait for the lost rank; mpirun ends the job
+  // Freeing or finalising would wait for the other ranks: after a lost rank (broken), or while an error of
+  // this rank's own unwinds (the others wait for it at their next collective). The error is then printed and
+  // the process exits without finalising, which makes mpirun end the job.
+  if (impl_->broken || std::uncaught_exceptions() > 0) return;
   MPI_Comm_free(&impl_->comm);
   if (impl_->we_initialised) MPI_Finalize();
 }

@@ -2,6 +2,7 @@
 // the job ends in bounded time with an error and the last checkpoint stays valid (fault_tolerance.sh).
 //   moco_dist_fault kill DIR    rank 1 raises SIGKILL at step 3
 //   moco_dist_fault hang DIR    rank 1 stops calling collectives at step 3 (sleeps); the watchdog must fire
+//   moco_dist_fault throw DIR   rank 1 throws at step 3, alone: its error must be printed and end the job
 //   moco_dist_fault verify DIR  one process: DIR/checkpoint.mocockpt loads (checksum and all) at step 3
 // As in `moco train`, rank 0 writes a checkpoint after every step while the others wait at a barrier.
 #include <signal.h>
@@ -37,7 +38,8 @@ int main(int argc, char** argv) {
       std::printf("checkpoint %s is valid: %lld steps done\n", ckpt.c_str(), (long long)pos.steps_done);
       return pos.steps_done == 3 ? 0 : 1;
     }
-    if (mode != "kill" && mode != "hang") fail("mode '", mode, "' is not one of: kill, hang, verify");
+    if (mode != "kill" && mode != "hang" && mode != "throw")
+      fail("mode '", mode, "' is not one of: kill, hang, throw, verify");
     std::unique_ptr<Communicator> comm = make_cpu_communicator(launch_from_env(process_environment()));
     Moco moco(tiny(), *comm);
     moco.init();
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
       if (comm->rank() == 1 && step == 3) {
         std::fprintf(stderr, "rank 1: failing at step 3 (%s)\n", mode.c_str());
         if (mode == "kill") raise(SIGKILL);
+        if (mode == "throw") fail("rank 1: an error of its own at step 3");
         sleep(600);  // a hung rank: alive, but never reaches the next collective
       }
       moco.step(images(4, (float)(comm->rank() * 10 + step)), images(4, (float)(comm->rank() * 10 + step) + 0.5f),
