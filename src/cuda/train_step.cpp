@@ -191,8 +191,14 @@ class CudaTrainStep final : public DeviceStep {
 std::unique_ptr<DeviceStep> make_train_step(Moco& host, Communicator& comm, const TrainOptions& o,
                                             const AugmentRecipe& recipe) {
   const std::string reason = no_device_reason();
-  if (!reason.empty()) {
-    if (o.launch.rank == 0) std::fprintf(stderr, "cuda: %s\n", reason.c_str());
+  // Every rank trains on the same kind of device, or their collectives would not match: with several ranks
+  // (over MPI here; GPU ranks without MPI have no other way to talk) one rank without a GPU puts all on the CPU.
+  const bool none_somewhere = comm.world_size() > 1 ? comm.any(!reason.empty()) : !reason.empty();
+  if (none_somewhere) {
+    if (!reason.empty())
+      std::fprintf(stderr, "cuda: rank %d: %s\n", o.launch.rank, reason.c_str());
+    else if (o.launch.rank == 0)
+      std::fprintf(stderr, "cuda: another rank has no usable CUDA device, so every rank trains on the CPU\n");
     return nullptr;
   }
   return std::make_unique<CudaTrainStep>(host, comm, o, recipe);

@@ -124,14 +124,15 @@ bool device_memory(const void* p) { return memory_type(p) == cudaMemoryTypeDevic
 
 // ---- the devices: one by default; MOCO_EMU_DEVICES=<n> shows n, so that n ranks under mpirun can each
 // select their own (local rank = device), as on a node with n GPUs. Each rank is its own process, so the
-// devices share nothing but their number.
+// devices share nothing but their number. MOCO_EMU_DEVICES=0 shows none, as a machine without a GPU
+// (cudaGetDeviceCount: cudaErrorNoDevice).
 namespace {
 
 int emulated_devices() {
   static const int n = [] {
     const char* e = std::getenv("MOCO_EMU_DEVICES");
     const int v = e ? std::atoi(e) : 1;
-    return v >= 1 && v <= 64 ? v : 1;
+    return v >= 0 && v <= 64 ? v : 1;
   }();
   return n;
 }
@@ -149,7 +150,7 @@ cudaError_t cudaDriverGetVersion(int* version) { return cudaRuntimeGetVersion(ve
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = emulated_devices();
-  return cudaSuccess;
+  return *count == 0 ? cudaErrorNoDevice : cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
   *device = current_device;
