@@ -153,7 +153,8 @@ void expect_step_close(Moco& cpu, Moco& gpu, double grad_rel, double fwd_rel) {
 
 // Three steps, each from the CPU's state (load_from before it), so that each comparison measures one step's
 // arithmetic and not two trajectories drifting apart; every step sees a new batch, a fuller queue and a new
-// permutation. The GPU's own state across steps is exercised by LossCurveTracksTheCpuRun.
+// permutation. The GPU's own state across steps is held to the CPU's by Fp32StateCarriedAcrossStepsTracksTheCpu
+// (tightly, 3 steps) and LossCurveTracksTheCpuRun (240 bf16 steps, on a GPU or with MOCO_EMU_SLOW=1).
 TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
   MOCO_REQUIRE_GPU();
   Both m(tiny_v2(), DType::F32);
@@ -247,6 +248,26 @@ TEST(GpuMocoStep, SoftmaxFormComesFromTheEnvironment) {
     EXPECT_NE(what.find("rows of " + std::to_string(1 + cfg.queue_size) + " logits"), std::string::npos) << what;
     EXPECT_NE(what.find("set it to block"), std::string::npos) << what;
   }
+}
+
+// Three steps in a row from the GPU's own state, never reloaded from the CPU's: what the GPU carries from one
+// step to the next (SGD momentum, the key encoder's EMA, BN running statistics and counters, the queue and its
+// pointer) must follow the CPU's. The well-conditioned network keeps the two trajectories within rounding.
+TEST(GpuMocoStep, Fp32StateCarriedAcrossStepsTracksTheCpu) {
+  MOCO_REQUIRE_GPU();
+  Both m(well_conditioned(), DType::F32);
+  for (uint64_t step = 0; step < 3; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    Tensor xq = images(32, 16, step + 5, 0), xk = images(32, 16, step + 5, 1);
+    const StepStats c = m.cpu.step(xq, xk, 0.03f);
+    const StepStats g = m.gpu->step(xq, xk, 0.03f);
+    EXPECT_NEAR(g.loss, c.loss, 1e-5 * std::fabs(c.loss));
+  }
+  m.gpu->store_to(m.readback);
+  expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
+  const std::vector<float>& qa = m.cpu.encoder_q().params();
+  const std::vector<float>& qb = m.readback.encoder_q().params();
+  EXPECT_LE(relative_l2(qa.data(), qb.data(), qa.size()), 1e-5) << "query encoder parameters after 3 steps";
 }
 
 TEST(GpuMocoStep, Fp32GradientIsTight) {
