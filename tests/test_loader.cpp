@@ -367,45 +367,49 @@ TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
 // most are equal.
 TEST(Loader, StagesOnDeviceHandCropsAndTheirDecisions) {
   test::NoiseDataset d(12, 10, 12, 5);
+  int64_t values = 0, equal = 0, blurred = 0;
   LoaderConfig c;
-  c.batch = 4;
-  c.workers = 2;
-  c.view_dtype = DType::U8;
-  c.stages_on_device = true;
-  const AugmentRecipe rec = recipe_from_name("small", 8);
-  Loader l(d, rec, c);
-  l.start_epoch(3);
-  const int64_t per = 8 * 8 * 3;
-  int64_t values = 0, equal = 0;
-  Image img;
-  for (Batch b; l.next(b);) {
-    ASSERT_EQ(b.params.size(), 2u);
-    for (int v = 0; v < 2; ++v) {
-      ASSERT_EQ(b.params[(size_t)v].size(), 4u);
-      for (int64_t i = 0; i < 4; ++i) {
-        ASSERT_TRUE(d.load(b.indices[(size_t)i], img, nullptr));
-        const ViewParams want = draw_view_params(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v);
-        const ViewParams& got = b.params[(size_t)v][(size_t)i];
-        EXPECT_TRUE(got.crop == want.crop && got.jitter == want.jitter && got.gray == want.gray &&
-                    got.flip == want.flip && got.jitter_params.brightness == want.jitter_params.brightness);
-        std::vector<uint8_t> crop((size_t)per), staged((size_t)per), whole((size_t)per);
-        apply_view_geometry_u8(img, rec, want, crop.data());
-        const uint8_t* held = b.views[(size_t)v].data<uint8_t>() + i * per;
-        ASSERT_TRUE(std::equal(crop.begin(), crop.end(), held)) << "view " << v << " row " << i;
-        apply_view_stages_u8(rec, want, crop.data(), staged.data());
-        augment_view_u8(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v, whole.data());
-        for (int64_t e = 0; e < per; ++e) {
-          ASSERT_LE(std::abs((int)staged[(size_t)e] - (int)whole[(size_t)e]), 3) << "view " << v << " row " << i;
-          equal += staged[(size_t)e] == whole[(size_t)e];
-          ++values;
+  for (const char* recipe : {"small", "v2"}) {  // v2: the blur's decision and sigma travel too
+    SCOPED_TRACE(recipe);
+    c.batch = 4;
+    c.workers = 2;
+    c.view_dtype = DType::U8;
+    c.stages_on_device = true;
+    const AugmentRecipe rec = recipe_from_name(recipe, 8);
+    Loader l(d, rec, c);
+    l.start_epoch(3);
+    const int64_t per = 8 * 8 * 3;
+    Image img;
+    for (Batch b; l.next(b);) {
+      ASSERT_EQ(b.params.size(), 2u);
+      for (int v = 0; v < 2; ++v) {
+        ASSERT_EQ(b.params[(size_t)v].size(), 4u);
+        for (int64_t i = 0; i < 4; ++i) {
+          ASSERT_TRUE(d.load(b.indices[(size_t)i], img, nullptr));
+          const ViewParams want = draw_view_params(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v);
+          const ViewParams& got = b.params[(size_t)v][(size_t)i];
+          EXPECT_TRUE(got == want) << "every decision the device applies, view " << v << " row " << i;
+          blurred += got.blur;
+          std::vector<uint8_t> crop((size_t)per), staged((size_t)per), whole((size_t)per);
+          apply_view_geometry_u8(img, rec, got, crop.data());
+          const uint8_t* held = b.views[(size_t)v].data<uint8_t>() + i * per;
+          ASSERT_TRUE(std::equal(crop.begin(), crop.end(), held)) << "view " << v << " row " << i;
+          apply_view_stages_u8(rec, got, crop.data(), staged.data());
+          augment_view_u8(img, rec, c.seed, 3, (uint64_t)b.indices[(size_t)i], (uint64_t)v, whole.data());
+          for (int64_t e = 0; e < per; ++e) {
+            ASSERT_LE(std::abs((int)staged[(size_t)e] - (int)whole[(size_t)e]), 3) << "view " << v << " row " << i;
+            equal += staged[(size_t)e] == whole[(size_t)e];
+            ++values;
+          }
         }
       }
     }
   }
+  EXPECT_GT(blurred, 0) << "no v2 view was blurred: the blur's decision went untested";
   std::printf("crop rounded to 8 bits, then the stages: %lld of %lld bytes equal the one-piece view's\n",
               (long long)equal, (long long)values);
   EXPECT_GT(equal * 2, values);
   LoaderConfig bad = c;
   bad.view_dtype = DType::F32;
-  EXPECT_THROW(Loader(d, rec, bad), Error);
+  EXPECT_THROW(Loader(d, recipe_from_name("small", 8), bad), Error);
 }

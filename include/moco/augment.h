@@ -10,6 +10,7 @@
 // uint8 after the crop and after each colour op, we do not (the rounding is noise, not part of the recipe).
 // The 8-bit form of a view (augment_view_u8, what GPU training copies) rounds once, at the end.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -94,6 +95,10 @@ void adjust_hue(float* rgb /* (n, 3) */, int64_t n, float shift);          // HS
 struct ColorJitterParams {
   int order[4] = {0, 1, 2, 3};
   float brightness = 1.f, contrast = 1.f, saturation = 1.f, hue = 0.f;
+  bool operator==(const ColorJitterParams& o) const {
+    return std::equal(order, order + 4, o.order) && brightness == o.brightness && contrast == o.contrast &&
+           saturation == o.saturation && hue == o.hue;
+  }
 };
 ColorJitterParams draw_color_jitter(float brightness, float contrast, float saturation, float hue, Rng& rng);
 void apply_color_jitter(float* rgb /* (n, 3) */, int64_t n, const ColorJitterParams& p);
@@ -122,6 +127,10 @@ struct ViewParams {
   bool blur = false;            // GaussianBlur applied
   float sigma = 0.f;            // its sigma
   bool flip = false;            // horizontal flip
+  bool operator==(const ViewParams& o) const {
+    return crop == o.crop && jitter == o.jitter && jitter_params == o.jitter_params && gray == o.gray &&
+           blur == o.blur && sigma == o.sigma && flip == o.flip;
+  }
 };
 ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& rng);
 // The decisions augment_view makes: drawn from Rng(seed, view_stream(epoch, sample, view)).
