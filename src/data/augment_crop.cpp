@@ -122,28 +122,27 @@ AxisTaps axis_taps(int in, int out, int from, int n, float scale_weights) {
   return t;
 }
 
-// Along x: the (n, 3) outputs of one source row of the box (row: the box's first pixel in that row). K > 0:
-// every output sums exactly K taps (the weights past its count are 0 and their pixels inside the row), a loop
-// the compiler unrolls; K = 0: each output its own count.
-template <int K, class S>
-void resize_row_taps(const S* row, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
+// Along x: the (n, 3) outputs of one row blended along y (row: (width, 3) values). K > 0: every output sums
+// exactly K taps (the weights past its count are 0 and their pixels inside the row), a loop the compiler
+// unrolls; K = 0: each output its own count.
+template <int K>
+void resize_row_taps(const float* row, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
   for (int x = 0; x < n; ++x) {
-    const S* p = row + (size_t)cols.first[(size_t)x] * 3;
+    const float* p = row + (size_t)cols.first[(size_t)x] * 3;
     const float* w = cols.w.data() + (size_t)x * cols.stride;
     const int count = K > 0 ? K : cols.count[(size_t)x];
     float r = 0.f, g = 0.f, b = 0.f;
     for (int t = 0; t < count; ++t) {
-      r += w[t] * (float)p[3 * t];
-      g += w[t] * (float)p[3 * t + 1];
-      b += w[t] * (float)p[3 * t + 2];
+      r += w[t] * p[3 * t];
+      g += w[t] * p[3 * t + 1];
+      b += w[t] * p[3 * t + 2];
     }
     out[3 * x] = r, out[3 * x + 1] = g, out[3 * x + 2] = b;
   }
 }
 
 // A row of `width` pixels: a fixed tap count where every output's taps, padded to the stride, stay inside it.
-template <class S>
-void resize_row(const S* row, int width, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
+void resize_row(const float* row, int width, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
   switch (width >= cols.stride ? cols.stride : 0) {
     case 2: return resize_row_taps<2>(row, cols, n, out);
     case 3: return resize_row_taps<3>(row, cols, n, out);
@@ -156,12 +155,12 @@ void resize_row(const S* row, int width, const AxisTaps& cols, int n, float* out
   }
 }
 
-// Along y: out[i] = sum_t w[t] * rows[t][i] over `len` values; contiguous, so the compiler vectorises it.
-template <class S>
-void blend_rows(const S* const* rows, const float* w, int count, size_t len, float* out) {
+// Along y: out[i] = sum_t w[t] * rows[t][i] over `len` bytes of source rows; contiguous, so the compiler
+// vectorises it.
+void blend_rows(const uint8_t* const* rows, const float* w, int count, size_t len, float* out) {
   for (size_t i = 0; i < len; ++i) out[i] = 0.f;
   for (int t = 0; t < count; ++t) {
-    const S* r = rows[t];
+    const uint8_t* r = rows[t];
     const float wt = w[t];
     for (size_t i = 0; i < len; ++i) out[i] += wt * (float)r[i];
   }
