@@ -85,6 +85,18 @@ inline void expect_close(const char* what, const std::vector<float>& a, const st
   expect_close(what, a.data(), b.data(), a.size());
 }
 
+// The same, tensor by tensor over a buffer laid out by `reg`'s entries of `slot` (parameters, their gradients
+// and SGD momentum; BN statistics): each held to the largest entry of its own reference tensor, so a tensor of
+// small values (a bias's gradient beside a conv's) is not hidden behind the buffer's largest one.
+inline void expect_close_per_tensor(const char* what, const ParamRegistry& reg, Slot slot, const std::vector<float>& a,
+                                    const std::vector<float>& b) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (const RegistryEntry& e : reg.entries())
+    if (e.slot == slot)
+      expect_close((std::string(what) + " of " + e.name).c_str(), a.data() + e.offset, b.data() + e.offset,
+                   (size_t)e.numel());
+}
+
 // Every rank holds the same bytes as rank 0.
 inline void expect_same_on_every_rank(Communicator& comm, const char* what, const std::vector<float>& v) {
   std::vector<float> root(v);  // (len) rank 0's copy
@@ -98,16 +110,19 @@ inline void expect_same_on_every_rank(Communicator& comm, const char* what, cons
 // both encoders' parameters and the queue to kRel; BN running statistics as their mean over ranks (the
 // running update is linear); the queue and the parameters bit-identical on every rank.
 inline void expect_equivalent(Communicator& comm, Moco& dist, Moco& ref) {
-  expect_close("SGD momentum", dist.optimizer().momentum_buffer(), ref.optimizer().momentum_buffer());
-  expect_close("query parameters", dist.encoder_q().params(), ref.encoder_q().params());
-  expect_close("key parameters", dist.encoder_k().params(), ref.encoder_k().params());
+  const ParamRegistry& reg = ref.encoder_q().registry();
+  expect_close_per_tensor("SGD momentum", reg, Slot::Param, dist.optimizer().momentum_buffer(),
+                          ref.optimizer().momentum_buffer());
+  expect_close_per_tensor("query parameters", reg, Slot::Param, dist.encoder_q().params(), ref.encoder_q().params());
+  expect_close_per_tensor("key parameters", reg, Slot::Param, dist.encoder_k().params(), ref.encoder_k().params());
   expect_close("queue", dist.queue().keys(), ref.queue().keys());
   EXPECT_EQ(dist.queue().ptr(), ref.queue().ptr());
   for (bool query : {true, false}) {
     std::vector<float> mean_stats = (query ? dist.encoder_q() : dist.encoder_k()).stats();  // (S)
     comm.all_reduce_mean(mean_stats.data(), (int64_t)mean_stats.size());
-    expect_close(query ? "query BN running statistics, mean over ranks" : "key BN running statistics, mean over ranks",
-                 mean_stats, (query ? ref.encoder_q() : ref.encoder_k()).stats());
+    expect_close_per_tensor(query ? "query BN running statistics, mean over ranks"
+                                  : "key BN running statistics, mean over ranks",
+                            reg, Slot::Stat, mean_stats, (query ? ref.encoder_q() : ref.encoder_k()).stats());
   }
   expect_same_on_every_rank(comm, "queue", dist.queue().keys());
   expect_same_on_every_rank(comm, "query parameters", dist.encoder_q().params());
