@@ -1,19 +1,18 @@
 // Checkpoints: a round trip restores every buffer bit-exactly, and every damaged or foreign file is refused
 // with a message naming the problem, leaving the model untouched.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 
 #include "moco/checkpoint.h"
 #include "moco/train.h"
+#include "file_size_limit.h"
 #include "temp_dir.h"
 #include "tiny_moco.h"
 
@@ -174,17 +173,11 @@ TEST(Checkpoint, AFailedWriteLeavesThePreviousFileIntact) {
   write_file_atomically(path, "old");
   ASSERT_EQ(read_bytes(path), "old");
 
-  // mid-write: a file size limit makes the kernel refuse bytes past 4 KiB (SIGXFSZ ignored, so the write
-  // returns EFBIG instead of ending the process)
-  struct rlimit saved;
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-  const std::string e = error_of([&] { write_file_atomically(path, std::string(64 * 1024, 'n')); });
-  setrlimit(RLIMIT_FSIZE, &saved);
-  signal(SIGXFSZ, old_handler);
+  // mid-write: no bytes past 4 KiB
+  const std::string e = error_of([&] {
+    FileSizeLimit limit(4096);
+    write_file_atomically(path, std::string(64 * 1024, 'n'));
+  });
   EXPECT_NE(e.find("c.ckpt.tmp failed after"), std::string::npos) << e;
   EXPECT_NE(e.find("is unchanged"), std::string::npos) << e;
   EXPECT_EQ(read_bytes(path), "old");

@@ -1,13 +1,12 @@
 // safetensors (SPEC 7): round trips, the exact bytes of a small file written out by hand, every rejection
 // of the reader on a crafted file, and the atomic write keeping the old file when writing fails.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/resource.h>
 
 #include <cstring>
 #include <filesystem>
 
 #include "moco/safetensors.h"
+#include "file_size_limit.h"
 #include "temp_dir.h"
 
 using namespace moco;
@@ -169,23 +168,15 @@ TEST(SafeTensors, FailedWriteLeavesTheOldFileIntact) {
   write_safetensors(path, {{"old", "F32", {1}, old_value}});
   const std::string before = read_bytes(path);
 
-  // Fail mid-write: a file size limit makes the kernel refuse bytes past 4 KiB (works as root too, unlike
-  // a read-only directory). SIGXFSZ is ignored so that the write returns EFBIG instead of killing us.
+  // Fail mid-write: no bytes past 4 KiB (works as root too, unlike a read-only directory).
   std::vector<float> big(64 * 1024, 1.f);  // (65536) = 256 KiB
-  struct rlimit saved;
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   std::string msg;
   try {
+    test::FileSizeLimit limit(4096);
     write_safetensors(path, {{"big", "F32", {(int64_t)big.size()}, big.data()}});
   } catch (const Error& e) {
     msg = e.what();
   }
-  setrlimit(RLIMIT_FSIZE, &saved);
-  signal(SIGXFSZ, old_handler);
   EXPECT_NE(msg.find("cannot write " + path), std::string::npos) << msg;
   EXPECT_EQ(read_bytes(path), before);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
