@@ -92,7 +92,7 @@ std::vector<std::pair<int, double>> ref_axis_weights(int d, int in, int out) {
   double sum = 0;
   for (int j = 0; j < in; ++j) {
     const double t = std::fabs(j + 0.5 - centre) / scale;  // the pixel's centre, in units of the half-width
-    if (t < 1.0 && j >= (int)(centre - scale + 0.5) && j < (int)(centre + scale + 0.5)) {
+    if (t < 1.0) {  // under the triangle
       w.push_back({j, 1.0 - t});
       sum += 1.0 - t;
     }

@@ -54,12 +54,11 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     done += (size_t)n;
   }
   // the data on disk before the rename makes it visible under the final name (else a crash could leave a
-  // complete-looking but empty file in place of the old one); errno read before close() may change it
-  const bool synced = ::fsync(fd) == 0;
-  std::string why = synced ? "" : std::strerror(errno);
-  const bool closed = ::close(fd) == 0;
-  if (synced && !closed) why = std::strerror(errno);
-  if (synced && closed && std::rename(tmp.c_str(), path.c_str()) != 0) why = std::strerror(errno);
+  // complete-looking but empty file in place of the old one); each errno read before the next call changes it
+  std::string why;
+  if (::fsync(fd) != 0) why = std::strerror(errno);
+  if (::close(fd) != 0 && why.empty()) why = std::strerror(errno);
+  if (why.empty() && std::rename(tmp.c_str(), path.c_str()) != 0) why = std::strerror(errno);
   if (!why.empty()) {
     ::unlink(tmp.c_str());
     fail("cannot replace ", path, ": ", why, " (the previous file is unchanged)");

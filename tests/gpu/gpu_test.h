@@ -2,7 +2,15 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "moco/cuda_runtime.h"
+
+// Whether device 0 is the CUDA emulator (tests/cuda_emu), where a test may check what only the emulator can
+// arrange (a refused engine, a failing search) or expect its exact sums. Call after MOCO_REQUIRE_GPU.
+inline bool on_the_emulator() {
+  return ::moco::cuda::device_description(0).find("emulator") != std::string::npos;
+}
 
 #define MOCO_REQUIRE_GPU()                                                   \
   do {                                                                       \

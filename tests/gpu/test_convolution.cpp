@@ -260,15 +260,8 @@ void check_conv(cuda::Convolutions& conv, cudaStream_t stream, const ConvShape& 
 // may keep the legacy algorithm where no graph engine takes beta = 1 (consider_graph). Those are printed. On
 // the emulator, whose engines take beta = 1 unless MOCO_EMU_GRAPH_BETA=refuse says otherwise, the test knows
 // which to expect: none, or every adding line.
-bool on_emulator() {
-  cudaDeviceProp prop{};
-  int device = 0;
-  return cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess &&
-         std::string(prop.name).find("emulator") != std::string::npos;
-}
-
 ::testing::AssertionResult all_graph(const std::string& described) {
-  const bool emulated = on_emulator();
+  const bool emulated = on_the_emulator();
   const char* beta = std::getenv("MOCO_EMU_GRAPH_BETA");
   const bool refused = beta && std::string(beta) == "refuse";
   size_t at = 0, n = 0, adding = 0, kept_legacy = 0;
@@ -573,7 +566,7 @@ TEST(GpuConvolution, FrozenWorkspaceNeverGrows) {
 // emulator can make every candidate fail (MOCO_EMU_CUDNN_FIND=fail), after writing over dx as cuDNN does.
 TEST(GpuConvolution, FailedAddingSearchGivesTheSumSoFarBack) {
   MOCO_REQUIRE_GPU();
-  if (!on_emulator()) GTEST_SKIP() << "only the CUDA emulator can make every cuDNN candidate fail";
+  if (!on_the_emulator()) GTEST_SKIP() << "only the CUDA emulator can make every cuDNN candidate fail";
   const ConvShape s{2, 8, 7, 7, 8, 3, 3, 1, 1};
   for (DType dt : {DType::F32, DType::BF16}) {
     Stream stream;

@@ -388,7 +388,7 @@ TEST(GpuMocoStep, OpClockBracketsEveryOpOfTheStep) {
 // rounding over hundreds of steps, while a wrong op shows as a different curve), and both must fall.
 TEST(GpuMocoStep, LossCurveTracksTheCpuRun) {
   MOCO_REQUIRE_GPU();
-  if (cuda::device_description(0).find("emulator") != std::string::npos && !std::getenv("MOCO_EMU_SLOW"))
+  if (on_the_emulator() && !std::getenv("MOCO_EMU_SLOW"))
     GTEST_SKIP() << "240 steps take about 18 minutes on the CUDA emulator; MOCO_EMU_SLOW=1 runs them";
   MocoConfig cfg;
   cfg.encoder.depth = 18, cfg.encoder.width = 8, cfg.encoder.small_stem = true;

@@ -79,8 +79,6 @@ std::vector<double> cpu_order_votes(const std::vector<float>& sims, const std::v
   return votes;
 }
 
-bool on_the_emulator() { return cuda::device_description(0).find("emulator") != std::string::npos; }
-
 }  // namespace
 
 TEST(GpuKnn, VotesOfEachQueryMatchTheCpu) {
