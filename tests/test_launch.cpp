@@ -52,19 +52,37 @@ TEST(Launch, TorchrunNeedsTheRendezvousWithSeveralRanks) {
   expect_error_mentions(env, "MASTER_PORT=70000");
 }
 
+// srun's task: the step's task count is the world, not the job's (an srun may start fewer tasks than the job has)
 TEST(Launch, Slurm) {
-  const LaunchInfo li = launch_from_env({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "1"}});
+  const LaunchInfo li = launch_from_env({{"SLURM_PROCID", "9"}, {"SLURM_STEP_NUM_TASKS", "16"},
+                                         {"SLURM_NTASKS", "32"}, {"SLURM_LOCALID", "1"}});
   EXPECT_EQ(li.rank, 9);
   EXPECT_EQ(li.world, 16);
   EXPECT_EQ(li.local_rank, 1);
   EXPECT_EQ(li.source, "slurm");
+  EXPECT_EQ(li.note, "");
+}
+
+// A batch script's own process (sbatch without srun) sees the job's SLURM_NTASKS and SLURM_PROCID=0, but no
+// task is started beside it: it is one rank, and a job of several tasks gets a note saying how to start them.
+TEST(Launch, SlurmBatchScriptOutsideSrunIsOneRank) {
+  const LaunchInfo li = launch_from_env({{"SLURM_JOB_ID", "77"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"},
+                                         {"SLURM_LOCALID", "0"}});
+  EXPECT_EQ(li.world, 1);
+  EXPECT_EQ(li.rank, 0);
+  EXPECT_EQ(li.source, "single");
+  EXPECT_NE(li.note.find("SLURM_NTASKS=8"), std::string::npos) << li.note;
+  EXPECT_NE(li.note.find("srun"), std::string::npos) << li.note;
+  const LaunchInfo one = launch_from_env({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}});
+  EXPECT_EQ(one.world, 1);
+  EXPECT_EQ(one.note, "");  // a job of one task: nothing is left out
 }
 
 TEST(Launch, OpenMpiWinsOverSlurmAndTorchrun) {
   // mpirun inside a SLURM allocation: SLURM_PROCID is the one srun task that started mpirun, not the rank
   const LaunchInfo li = launch_from_env({{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "4"},
                                          {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}, {"SLURM_PROCID", "0"},
-                                         {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}, {"RANK", "0"},
+                                         {"SLURM_STEP_NUM_TASKS", "1"}, {"SLURM_LOCALID", "0"}, {"RANK", "0"},
                                          {"WORLD_SIZE", "1"}, {"LOCAL_RANK", "0"}});
   EXPECT_EQ(li.source, "openmpi");
   EXPECT_EQ(li.rank, 2);
@@ -72,7 +90,7 @@ TEST(Launch, OpenMpiWinsOverSlurmAndTorchrun) {
   // torchrun inside a SLURM job: torchrun's variables name the rank
   const LaunchInfo t = launch_from_env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"},
                                         {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}, {"SLURM_PROCID", "0"},
-                                        {"SLURM_NTASKS", "1"}, {"SLURM_LOCALID", "0"}});
+                                        {"SLURM_STEP_NUM_TASKS", "1"}, {"SLURM_LOCALID", "0"}});
   EXPECT_EQ(t.source, "torchrun");
   EXPECT_EQ(t.rank, 1);
 }
@@ -81,10 +99,11 @@ TEST(Launch, InconsistentValuesAreNamed) {
   expect_error_mentions({{"OMPI_COMM_WORLD_RANK", "4"}, {"OMPI_COMM_WORLD_SIZE", "4"},
                          {"OMPI_COMM_WORLD_LOCAL_RANK", "0"}},
                         "OMPI_COMM_WORLD_RANK=4 is outside [0, OMPI_COMM_WORLD_SIZE=4)");
-  expect_error_mentions({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "0"}, {"SLURM_LOCALID", "0"}},
-                        "SLURM_NTASKS=0 must be at least 1");
-  expect_error_mentions({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "2"}},
+  expect_error_mentions({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "0"}, {"SLURM_LOCALID", "0"}},
+                        "SLURM_STEP_NUM_TASKS=0 must be at least 1");
+  expect_error_mentions({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_LOCALID", "2"}},
                         "SLURM_LOCALID=2 is outside");
+  expect_error_mentions({{"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_LOCALID", "0"}}, "SLURM_PROCID missing");
   expect_error_mentions({{"RANK", "x1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "0"}}, "RANK='x1' is not an integer");
   expect_error_mentions({{"RANK", "-1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "0"}}, "RANK=-1 is outside");
   expect_error_mentions({{"RANK", "0"}, {"LOCAL_RANK", "0"}}, "WORLD_SIZE missing");

@@ -1,6 +1,6 @@
 // Where a process sits in a distributed run, read from the launcher's environment: Open MPI's mpirun
 // (OMPI_COMM_WORLD_*), torchrun-style launchers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) or
-// SLURM's srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID). Pure functions of an environment map, so every
+// SLURM's srun (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID). Pure functions of an environment map, so every
 // case is unit-tested with fake environments; the communicator for the run is made from the result.
 #pragma once
 #include <map>
@@ -18,13 +18,15 @@ struct LaunchInfo {
   std::string source = "single";  // single | openmpi | torchrun | slurm: which variables gave the values
   std::string master_addr;        // torchrun only: the rendezvous host and port
   int master_port = 0;
+  std::string note;  // what the launcher's variables left unclear, for the user (empty: nothing)
 };
 
 // The process's environment as a map.
 Environment process_environment();
 
 // Open MPI's variables win (mpirun also runs inside SLURM jobs and under torchrun-style wrappers, and the MPI
-// communicator follows them), then torchrun's, then SLURM's; with none of them, one rank. Throws, naming the
+// communicator follows them), then torchrun's, then srun's; with none of them, one rank (a SLURM batch script
+// outside srun is one rank too, with a `note` when the job has several tasks). Throws, naming the
 // variable and its value, when a family is incomplete, a value is not an integer, or the values contradict
 // each other (rank outside [0, world), local rank outside [0, world), a bad port).
 LaunchInfo launch_from_env(const Environment& env);

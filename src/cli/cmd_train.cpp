@@ -89,6 +89,7 @@ int cmd_train(int argc, char** argv) {
   o.launch = launch_from_env(process_environment());  // ranks come from the launcher; the flags must agree
   check_launch_flags(o.launch, a.integer("--world-size", -1, 1 << 20), a.integer("--rank", -1, 1 << 20),
                      a.str("--dist-url"));
+  if (!o.launch.note.empty()) std::fprintf(stderr, "launch: %s\n", o.launch.note.c_str());
   o.seed = (uint64_t)a.integer("--seed", 0, INT64_MAX);
   o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
   o.moco_k = a.integer("--moco-k", 1, 1ll << 32);

@@ -72,7 +72,16 @@ LaunchInfo launch_from_env(const Environment& env) {
     }
     return li;
   }
-  read_family(env, "slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", li);
+  // srun's tasks. srun sets SLURM_STEP_NUM_TASKS for the step it starts; a batch script (sbatch) runs as one
+  // process but sees the job's SLURM_NTASKS and a SLURM_PROCID of 0 as well, and taking those for ranks would
+  // wait for peers that never start. Such a process trains as one rank, and says how to start the others.
+  if (has(env, "SLURM_STEP_NUM_TASKS")) {
+    read_family(env, "slurm", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", li);
+  } else if (has(env, "SLURM_NTASKS") && env.at("SLURM_NTASKS") != "1") {
+    li.note = "SLURM_NTASKS=" + env.at("SLURM_NTASKS") + " but this process was not started by srun (no "
+              "SLURM_STEP_NUM_TASKS), so it trains as one rank; to train on every task, start them with `srun "
+              "moco train ...`";
+  }
   return li;
 }
 
