@@ -150,13 +150,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   const bool lead = o.launch.rank == 0;
   const int world = o.launch.world;
 
-  // data: the train split, augmented twice per image; the test split only for the kNN monitor
-  std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
-  std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
   const AugmentRecipe recipe = recipe_from_name(rc.at("recipe"), o.image_size);
-  if (lead)
-    std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
-               (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
 
   // model: query and key encoders, queue, SGD
   MocoConfig mc = moco_config(rc);
@@ -206,6 +200,15 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   // process to process, and the same algorithms make the resumed run compute as the uninterrupted one
   if (device) load_conv_plans(*device, *comm, o.resume, o.launch.rank, world);
   if (lead) std::fprintf(stderr, "device: %s\n", device ? device->describe().c_str() : "cpu");
+
+  // data: the train split, augmented twice per image; the test split only for the kNN monitor. Opened after
+  // the device step, whose communicator is the ranks' rendezvous: under torchrun or srun rank 0 listens at
+  // NCCL_COMM_ID from there, and scanning a large folder first could outlast the other ranks' connect retries.
+  std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
+  std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
+  if (lead)
+    std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
+                 (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
 
   LoaderConfig lc;
   lc.batch = o.batch_size;
