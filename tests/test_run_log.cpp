@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <vector>
 
 #include "moco/run_log.h"
 #include "temp_dir.h"
@@ -64,10 +65,22 @@ TEST(RunLog, DurationFormat) {
 // line, accumulated over the steps that printed nothing, and capped at 100%.
 TEST(RunLog, ProgressShowsTheShareOfTimeSpentWaitingForData) {
   Progress p(/*total_steps=*/10, /*first_step=*/0, /*every=*/2, /*images_per_step=*/8);
-  // Step 1 is not a printing step (it only accumulates), except on a terminal, which redraws every step.
-  const std::string first = p.update(1, 0, 1, 1, 10, 1.0, 0.0, 0.0, 1e6);
-  const std::string line = first.empty() ? p.update(2, 0, 1, 2, 10, 1.0, 0.0, 0.0, 0.0) : first;
+  const std::string line = p.update(1, 0, 1, 1, 10, 1.0, 0.0, 0.0, 1e6);  // an epoch's first step prints
   EXPECT_NE(line.find("data 100%"), std::string::npos) << line;
-  const std::string fed = p.update(4, 0, 1, 4, 10, 1.0, 0.0, 0.0, 0.0);  // the wait was counted once, then reset
+  const std::string fed = p.update(3, 0, 1, 3, 10, 1.0, 0.0, 0.0, 0.0);  // the wait was counted once, then reset
   EXPECT_NE(fed.find("data 0%"), std::string::npos) << fed;
+}
+
+// Lines fall where main_moco.py prints (`if i % args.print_freq == 0`, i = 0, 1, ... within each epoch): with
+// -p 10 and 25 steps an epoch, after steps 1, 11 and 21 of every epoch, whatever the global step count.
+TEST(RunLog, ProgressLinesFallOnTheAuthorsStepsOfEachEpoch) {
+  std::vector<int64_t> printed;
+  for (int64_t i = 0; i < 25; ++i)  // the authors' loop index
+    if (i % 10 == 0) printed.push_back(i + 1);
+  std::vector<int64_t> ours;
+  for (int64_t step_in_epoch = 1; step_in_epoch <= 25; ++step_in_epoch)
+    if (Progress::prints_after(step_in_epoch, 10)) ours.push_back(step_in_epoch);
+  EXPECT_EQ(ours, printed);
+  EXPECT_EQ(ours, (std::vector<int64_t>{1, 11, 21}));
+  EXPECT_TRUE(Progress::prints_after(1, 1) && Progress::prints_after(2, 1));  // -p 1: every step
 }

@@ -44,7 +44,8 @@ class MetricsLog {
 };
 
 // The live progress line. On a terminal it is redrawn in place every step; otherwise (a file, CI) a line is
-// printed every `every` steps.
+// printed where the authors' main_moco.py prints one (`i % print_freq == 0`, i counting an epoch's steps from
+// 0: after the epoch's 1st, (every+1)-th, (2 every+1)-th ... step), and after the run's last step.
 class Progress {
  public:
   Progress(int64_t total_steps, int64_t first_step, int every, int64_t images_per_step);
@@ -56,6 +57,8 @@ class Progress {
                      double loss, double acc1, double acc5, double data_seconds = 0);
   void finish();  // ends a redrawn line
   static std::string duration(double seconds);  // "1h02m", "3m05s", "12s"
+  // Whether the step numbered step_in_epoch (from 1) of its epoch gets a line when not on a terminal.
+  static bool prints_after(int64_t step_in_epoch, int every);
 
  private:
   int64_t total_, first_, images_per_step_;

@@ -26,7 +26,8 @@ static void declare(Args& a) {
   a.list("--schedule", "120 160", "epochs at which lr drops x0.1 (without --cos)");
   a.option("--momentum", "0.9", "SGD momentum");
   a.option("--wd,--weight-decay", "1e-4", "weight decay, every parameter (Fashion-MNIST default: 5e-4)");
-  a.option("-p,--print-freq", "10", "steps between progress lines when stderr is not a terminal");
+  a.option("-p,--print-freq", "10", "a progress line every N steps of an epoch (from its first, as main_moco.py) "
+           "when stderr is not a terminal");
   a.option("--resume", "", "checkpoint to continue from, mid-epoch and bit-exact");
   a.option("--world-size", "-1", "number of processes (ranks); taken from mpirun's environment, checked if given");
   a.option("--rank", "-1", "this process's rank; taken from mpirun's environment, checked if given");

@@ -101,6 +101,8 @@ Progress::Progress(int64_t total_steps, int64_t first_step, int every, int64_t i
       tty_(isatty(STDERR_FILENO)), start_(std::chrono::steady_clock::now()), last_time_(start_),
       last_step_(first_step) {}
 
+bool Progress::prints_after(int64_t step_in_epoch, int every) { return (step_in_epoch - 1) % every == 0; }
+
 std::string Progress::duration(double s) {
   char buf[32];
   const long t = std::lround(std::max(0.0, s));
@@ -117,7 +119,7 @@ std::string Progress::update(int64_t step, int64_t epoch, int64_t epochs, int64_
                              int64_t steps_per_epoch, double loss, double acc1, double acc5, double data_seconds) {
   data_seconds_ += data_seconds;
   const bool last = step >= total_;
-  if (!tty_ && step % every_ != 0 && !last) return "";
+  if (!tty_ && !prints_after(step_in_epoch, every_) && !last) return "";
   const auto now = std::chrono::steady_clock::now();
   const double interval = std::chrono::duration<double>(now - last_time_).count();
   const double img_per_s = interval > 0 ? (double)((step - last_step_) * images_per_step_) / interval : 0;
