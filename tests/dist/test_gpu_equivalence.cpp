@@ -15,26 +15,15 @@
 #include <cmath>
 #include <cstdio>
 
-#include "../../src/cuda/check.h"
-#include "../../src/cuda/device_communicator.h"
 #include "../../src/cuda/gpu_moco.h"
 #include "../../src/cuda/nccl_communicator.h"
 #include "../../src/cuda/single_device_communicator.h"
 #include "equivalence_common.h"
+#include "gpu_ranks.h"
 #include "gpu_test.h"
 
 using namespace moco;
 using namespace moco::test;
-
-namespace {
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
-  ~Stream() { cudaStreamDestroy(s); }
-};
-
-}  // namespace
 
 TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
   MOCO_REQUIRE_GPU();
@@ -42,17 +31,8 @@ TEST(DistGpuEquivalence, NcclShuffleBnOnWRanksEqualsSplitBnOnOneGpu) {
   const int w = host.world_size(), r = host.rank();
   const LaunchInfo li = launch_from_env(process_environment());
   ASSERT_EQ(li.world, w) << "the launcher's world size";
-  // Before any stream (they belong to the device current at their creation). Every rank learns whether all
-  // found their GPU: one that did not would leave the test while the others waited for it in NCCL's set-up.
-  float missing = 0;
-  try {
-    cuda::select_device(li);
-  } catch (const Error& e) {
-    ADD_FAILURE() << e.what();
-    missing = 1;
-  }
-  host.all_reduce_sum(&missing, 1);
-  ASSERT_EQ(missing, 0.f) << missing << " rank(s) found no GPU of their own (see above): every rank stops here";
+  const int missing = ranks_without_their_gpu(host, li);
+  ASSERT_EQ(missing, 0) << missing << " rank(s) found no GPU of their own (see above): every rank stops here";
   Stream dist_stream, ref_stream;
   cuda::NcclCommunicator nccl(li, dist_stream.s, comm_timeout_seconds(process_environment()), &host);
   cuda::SingleDeviceCommunicator one_gpu(ref_stream.s);

@@ -4,9 +4,10 @@
 // with NaN first, so an element a collective forgot to write fails. All comparisons are exact: with one rank
 // every collective moves or keeps floats without arithmetic (ncclAvg over one rank divides by 1).
 //
-// Multi-rank NCCL (the sums over ranks, the real all-to-all traffic, the NCCL_COMM_ID and MPI rendezvous)
-// cannot run on a one-GPU machine: NCCL refuses two ranks on one device. Those paths are exercised by
-// `mpirun -np W build/bench_comm` on a multi-GPU node, which checks the collectives before timing them.
+// Over one rank a sum is its input, so these cannot tell an in-place reduction that does nothing from one that
+// works. The collectives over several ranks are tests/dist/test_gpu_collectives.cpp's: on the emulator's
+// ranks in ctest, and `mpirun -np W build/moco_gpu_dist_tests` on a multi-GPU node (NCCL refuses two ranks
+// on one device); `mpirun -np W build/bench_comm` there also checks them before timing them.
 #include <cstdlib>
 #include <algorithm>
 #include <chrono>
@@ -89,6 +90,7 @@ TEST(GpuCommunicator, CollectivesOfOneRankMatchTheHostCommunicator) {
       for (bool mean : {false, true}) {
         std::vector<float> want = x;
         DeviceBuffer<float> d(x, "reduced");
+        buffers_ready();
         if (mean) {
           host.all_reduce_mean(want.data(), n);
           comm->all_reduce_mean(d.get(), n);
@@ -105,6 +107,7 @@ TEST(GpuCommunicator, CollectivesOfOneRankMatchTheHostCommunicator) {
         host.all_gather(x.data(), n, want.data());
         DeviceBuffer<float> send(x, "all_gather send"), recv((size_t)n, "all_gather recv");
         recv.poison();
+        buffers_ready();
         comm->all_gather(send.get(), n, recv.get());
         comm->synchronize();
         expect_same(recv.download(), want, who + " all_gather");
@@ -115,6 +118,7 @@ TEST(GpuCommunicator, CollectivesOfOneRankMatchTheHostCommunicator) {
         host.all_to_all(x.data(), counts, want.data(), counts);
         DeviceBuffer<float> send(x, "all_to_all send"), recv((size_t)n, "all_to_all recv");
         recv.poison();
+        buffers_ready();
         comm->all_to_all(send.get(), counts, recv.get(), counts);
         comm->synchronize();
         expect_same(recv.download(), want, who + " all_to_all");
@@ -157,6 +161,7 @@ TEST(GpuCommunicator, PermuteRowsMatchesTheHostPermuteRows) {
       host.permute_rows(x.data(), c.n, c.row, perm, want.data());
       DeviceBuffer<float> send(x, "permute send"), recv((size_t)(c.n * c.row), "permute recv");
       recv.poison();
+      buffers_ready();
       comm->permute_rows(send.get(), c.n, c.row, perm, recv.get());
       comm->synchronize();
       expect_same(recv.download(), want, what);
@@ -199,6 +204,7 @@ TEST(GpuCommunicator, PermuteRowBytesMovesWholeRowsOfAnyWidth) {
 
       DeviceBuffer<uint8_t> send(x, "permute send");
       DeviceBuffer<uint8_t> recv(std::vector<uint8_t>(bytes + (size_t)c.offset, 0xA5), "permute recv");
+      buffers_ready();
       comm->permute_row_bytes(send.get() + c.offset, c.n, c.row_bytes, perm, recv.get() + c.offset);
       comm->synchronize();
       std::vector<uint8_t> got = recv.download();
@@ -264,6 +270,7 @@ TEST(GpuCommunicator, GradientBucketsLaunchEachBucketOnceAndKeepOneRankGradients
     const int64_t n = 1000003;  // 4 buckets of 1 MiB (262,144 floats), the last one shorter
     const std::vector<float> g = normal_floats((size_t)n, 77);
     DeviceBuffer<float> grad(g, "flat gradients");
+    buffers_ready();
     cuda::GradientBuckets buckets(*comm, grad.get(), n, size_t(1) << 20);
     ASSERT_EQ(buckets.plan().num_buckets(), 4) << who;
 
