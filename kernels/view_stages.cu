@@ -2,7 +2,8 @@
 // saturation, hue in each view's drawn order), GaussianBlur and the horizontal flip, on a batch of 8-bit views
 // that the host cropped and resized. One view's decisions are a ViewStages record.
 //
-// What it computes: views (N, S, S, 3) uint8 -> the same views after their stages, rounded back to uint8.
+// What it computes: views (N, S, S, 3) uint8 -> the same views after their stages; the colour ops in float,
+// rounded to 8 bits before the blur, which runs PIL's fixed-point box passes on the bytes.
 // CPU reference: apply_view_stages_u8 (src/data/augment_pipeline.cpp) with the colour ops of
 // src/data/augment_color.cpp and the blur of src/data/augment_blur.cpp. Every float operation is the CPU's,
 // in the CPU's order: products and sums are written with __fmul_rn / __fadd_rn so that the compiler does not
@@ -13,9 +14,11 @@
 // bytes with the CPU's.
 //
 // What is fused and why: each stage is one pass over the batch (the contrast mean adds a reduction per jitter
-// position), in fp32 scratch; the last pass flips and rounds. The host keeps only the crop and resize, about a
-// quarter of a v2 view's CPU time (bench_augment), so a loader core feeds the GPU several times more images.
+// position), in fp32 scratch; then one pass rounds, six blur the bytes, one flips. The host keeps only the
+// crop and resize, about a quarter of a v2 view's CPU time (bench_augment), so a loader core feeds the GPU
+// several times more images.
 #include "../src/cuda/check.h"
+#include "moco/augment.h"
 #include "view_stages.cuh"
 
 namespace moco::kernels {
@@ -123,57 +126,64 @@ __global__ void jitter_kernel(int64_t pixels, int64_t plane, int k, const ViewSt
   }
 }
 
-// Reflects an index into [0, n) without repeating the edge (augment_blur.cpp's reflect_index).
-__device__ __forceinline__ int reflect(int i, int n) {
-  if (n == 1) return 0;
-  const int period = 2 * (n - 1);
-  i %= period;
-  if (i < 0) i += period;
-  return i < n ? i : period - i;
+// Rounds to 8 bits as quantize_to_u8 does: 255 x + 0.5, clamped, truncated.
+__global__ void quantize_kernel(int64_t values, const float* __restrict__ x,  // (N, S, S, 3)
+                                uint8_t* __restrict__ out) {                // (N, S, S, 3)
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < values; i += stride) {
+    float v = __fadd_rn(__fmul_rn(x[i], 255.f), 0.5f);
+    v = v > 0.f ? v : 0.f;
+    v = v > 255.f ? 255.f : v;
+    out[i] = (uint8_t)(int)v;
+  }
 }
 
-// One pass of the separable blur along x (along_x) or y: out = sum over taps j in order of
-// taps[j] * in[reflect(pos + j - radius)], from 0. Views without a blur are copied.
-__global__ void blur_kernel(int64_t pixels, int s, bool along_x, const ViewStages* __restrict__ st,  // (N)
-                            const float* __restrict__ in,                                          // (N, S, S, 3)
-                            float* __restrict__ out) {                                             // (N, S, S, 3)
+// One of PIL's box passes along x (along_x) or y, on bytes: out = (inner * (the 2 radius + 1 pixels around)
+// + edge * (the pixel beyond either end) + 2^23) >> 24, indices clamped into the view (the edge repeats); the
+// box_passes_down of augment_blur.cpp, which keeps running sums where each thread here adds its own window
+// (integers: the same bytes in any order). Views without a blur are copied.
+__global__ void box_pass_kernel(int64_t pixels, int s, bool along_x, const ViewStages* __restrict__ st,  // (N)
+                                const uint8_t* __restrict__ in,                                      // (N, S, S, 3)
+                                uint8_t* __restrict__ out) {                                         // (N, S, S, 3)
   const int64_t plane = (int64_t)s * s;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     const int64_t view = i / plane;
     const int y = (int)((i % plane) / s), x = (int)(i % s);
     const ViewStages& v = st[view];
-    const float* img = in + view * plane * 3;
-    float acc[3] = {0.f, 0.f, 0.f};
-    if (v.radius == 0) {
-      for (int c = 0; c < 3; ++c) acc[c] = img[((int64_t)y * s + x) * 3 + c];
-    } else {
-      for (int j = 0; j <= 2 * v.radius; ++j) {
-        const int at = reflect((along_x ? x : y) + j - v.radius, s);
-        const float* q = img + (along_x ? (int64_t)y * s + at : (int64_t)at * s + x) * 3;
-        for (int c = 0; c < 3; ++c) acc[c] = __fadd_rn(acc[c], __fmul_rn(v.taps[j], q[c]));
-      }
+    const uint8_t* img = in + view * plane * 3;
+    if (!v.blur) {
+      for (int c = 0; c < 3; ++c) out[i * 3 + c] = img[((int64_t)y * s + x) * 3 + c];
+      continue;
     }
-    for (int c = 0; c < 3; ++c) out[i * 3 + c] = acc[c];
+    auto at = [&](int offset) {  // the pixel `offset` away along the pass, clamped into the view
+      int p = (along_x ? x : y) + offset;
+      p = p < 0 ? 0 : (p >= s ? s - 1 : p);
+      return img + (along_x ? (int64_t)y * s + p : (int64_t)p * s + x) * 3;
+    };
+    uint32_t window[3] = {0, 0, 0};
+    for (int j = -v.radius; j <= v.radius; ++j) {
+      const uint8_t* q = at(j);
+      for (int c = 0; c < 3; ++c) window[c] += q[c];
+    }
+    const uint8_t* before = at(-v.radius - 1);
+    const uint8_t* after = at(v.radius + 1);
+    for (int c = 0; c < 3; ++c)
+      out[i * 3 + c] = (uint8_t)((window[c] * v.inner + (uint32_t)(before[c] + after[c]) * v.edge + (1u << 23)) >> 24);
   }
 }
 
-// Flip (where drawn) and round to 8 bits as quantize_to_u8 does: 255 x + 0.5, clamped, truncated.
-__global__ void flip_round_kernel(int64_t pixels, int s, const ViewStages* __restrict__ st,  // (N)
-                                  const float* __restrict__ x,                               // (N, S, S, 3)
-                                  uint8_t* __restrict__ out) {                               // (N, S, S, 3)
+// Flip (where drawn), bytes to bytes.
+__global__ void flip_kernel(int64_t pixels, int s, const ViewStages* __restrict__ st,  // (N)
+                            const uint8_t* __restrict__ in,                             // (N, S, S, 3)
+                            uint8_t* __restrict__ out) {                                // (N, S, S, 3)
   const int64_t plane = (int64_t)s * s;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     const int64_t view = i / plane;
     const int64_t y = (i % plane) / s, col = i % s;
     const int64_t from = view * plane + y * s + (st[view].flip ? s - 1 - col : col);
-    for (int c = 0; c < 3; ++c) {
-      float v = __fadd_rn(__fmul_rn(x[from * 3 + c], 255.f), 0.5f);
-      v = v > 0.f ? v : 0.f;
-      v = v > 255.f ? 255.f : v;
-      out[i * 3 + c] = (uint8_t)(int)v;
-    }
+    for (int c = 0; c < 3; ++c) out[i * 3 + c] = in[from * 3 + c];
   }
 }
 
@@ -203,11 +213,19 @@ void apply_view_stages(int64_t n, int s, bool gray_first, const ViewStages* stag
     gray_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, stages, work_a);
     MOCO_CUDA_CHECK_LAUNCH();
   }
-  blur_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, true, stages, work_a, work_b);
+  // the bytes PIL would blur, in work_b's memory; the float scratch work_a is free from here and takes the
+  // bytes between passes (an even number of passes ends in `bytes` again)
+  uint8_t* bytes = reinterpret_cast<uint8_t*>(work_b);  // (N, S, S, 3)
+  uint8_t* between = reinterpret_cast<uint8_t*>(work_a);  // (N, S, S, 3)
+  quantize_kernel<<<grid_for(pixels * 3), kThreads, 0, stream>>>(pixels * 3, work_a, bytes);
   MOCO_CUDA_CHECK_LAUNCH();
-  blur_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, false, stages, work_b, work_a);
-  MOCO_CUDA_CHECK_LAUNCH();
-  flip_round_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, stages, work_a, views);
+  for (int pass = 0; pass < 2 * kBlurPasses; ++pass) {  // x three times, then y three times, as PIL
+    const bool even = pass % 2 == 0;
+    box_pass_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, pass < kBlurPasses, stages, even ? bytes : between,
+                                                   even ? between : bytes);
+    MOCO_CUDA_CHECK_LAUNCH();
+  }
+  flip_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, stages, bytes, views);
   MOCO_CUDA_CHECK_LAUNCH();
 }
 

@@ -6,23 +6,22 @@
 
 namespace moco::kernels {
 
-constexpr int kMaxBlurRadius = 12;  // taps up to 25: sigma up to 4 (the recipes draw sigma <= 2, radius 6)
-
 // Every decision of one view's stages, as the device reads them (filled on the host from ViewParams).
 struct ViewStages {
   int jitter;              // 1: ColorJitter applies
   int order[4];            // op applied k-th: 0 brightness, 1 contrast, 2 saturation, 3 hue
   float factor[4];         // brightness, contrast, saturation factors and the hue shift, by op number
   int gray;                // 1: RandomGrayscale fired
-  int radius;              // blur radius; 0: no blur
-  float taps[2 * kMaxBlurRadius + 1];  // the normalised Gaussian, taps[j] weighs offset j - radius
+  int blur;                // 1: GaussianBlur applies, with PIL's box below (moco::BlurBox of the view's sigma)
+  int radius;              // the box's whole pixels each side
+  uint32_t inner, edge;    // its fixed-point weights (1 = 2^24): the 2 radius + 1 pixels, the one beyond each end
   int flip;                // 1: horizontal flip
 };
 
 // views (N, S, S, 3) uint8 in place: each view's stages in the order gray (if gray_first), colour jitter, gray
-// (if not gray_first), blur, flip, then rounded back to 8 bits; the same arithmetic as apply_view_stages_u8
-// (src/data/augment_pipeline.cpp). stages (N) and means (N) are DEVICE memory; work_a and work_b
-// (N, S, S, 3) floats are scratch.
+// (if not gray_first), rounded to 8 bits, blur (PIL's box passes on the bytes), flip; the same arithmetic as
+// apply_view_stages_u8 (src/data/augment_pipeline.cpp). stages (N) and means (N) are DEVICE memory; work_a
+// and work_b (N, S, S, 3) floats are scratch.
 void apply_view_stages(int64_t n, int s, bool gray_first, const ViewStages* stages, uint8_t* views,
                        float* work_a, float* work_b, float* means, cudaStream_t stream);
 

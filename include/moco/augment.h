@@ -103,11 +103,22 @@ struct ColorJitterParams {
 ColorJitterParams draw_color_jitter(float brightness, float contrast, float saturation, float hue, Rng& rng);
 void apply_color_jitter(float* rgb /* (n, 3) */, int64_t n, const ColorJitterParams& p);
 
-// Separable Gaussian blur of a (h, w, 3) buffer in place: kernel exp(-x^2 / (2 sigma^2)) normalised to sum 1,
-// radius ceil(3 sigma), reflect padding (the edge pixel is not repeated).
+// PIL's GaussianBlur(radius=sigma) of a (h, w, 3) buffer in [0, 1], in place: the view rounded to 8 bits
+// (quantize_to_u8), kBlurPasses box passes along x, then as many along y, each PIL's fixed-point box of
+// pil_blur_box rounded to 8 bits, the edge pixel repeated outside the image; then u / 255 again.
+constexpr int kBlurPasses = 3;
 void gaussian_blur(float* hwc /* (h, w, 3) */, int h, int w, float sigma);
-// Its kernel: (2 ceil(3 sigma) + 1) weights, computed in double, normalised, rounded to float.
-std::vector<float> gaussian_kernel(float sigma);
+// The real radius of PIL's boxes for sigma, rounded as PIL rounds it: three such boxes have variance sigma^2
+// (sigma in (0, 100]).
+float pil_box_radius(float sigma);
+// One pass of PIL's box in its fixed point (1 = 2^24): out = (inner * (the 2 radius + 1 pixels around it) +
+// edge * (the pixel beyond either end) + 2^23) >> 24. inner = 2^24 / (2 r + 1) truncated, radius = floor(r),
+// edge = (2^24 - (2 radius + 1) inner) / 2, for r = pil_box_radius(sigma).
+struct BlurBox {
+  int radius = 0;
+  uint32_t inner = 0, edge = 0;
+};
+BlurBox pil_blur_box(float sigma);
 
 void hflip(float* hwc /* (h, w, 3) */, int h, int w);
 

@@ -19,12 +19,11 @@ kernels::ViewStages stages_of(const ViewParams& p, const RecipeStages& has) {
   s.factor[3] = p.jitter_params.hue;
   s.gray = has.gray && p.gray ? 1 : 0;
   if (has.blur && p.blur) {
-    const std::vector<float> taps = gaussian_kernel(p.sigma);  // the CPU blur's own weights
-    s.radius = (int)(taps.size() / 2);
-    MOCO_CHECK(s.radius <= kernels::kMaxBlurRadius, "blur sigma ", p.sigma, " needs radius ", s.radius,
-               "; the device blur takes at most ", kernels::kMaxBlurRadius, " (sigma <= ",
-               kernels::kMaxBlurRadius / 3, ")");
-    std::copy(taps.begin(), taps.end(), s.taps);
+    const BlurBox box = pil_blur_box(p.sigma);  // the CPU blur's own box
+    s.blur = 1;
+    s.radius = box.radius;
+    s.inner = box.inner;
+    s.edge = box.edge;
   }
   s.flip = has.flip && p.flip ? 1 : 0;
   return s;

@@ -1,14 +1,17 @@
-// GaussianBlur of the MoCo v2 recipe.
+// GaussianBlur of the MoCo v2 recipe, as PIL computes it.
 //
 // The authors' code blurs the PIL image with ImageFilter.GaussianBlur(radius=sigma), sigma uniform in
-// [0.1, 2.0]; PIL's "radius" is the standard deviation, realised as three successive box blurs that
-// approximate a Gaussian. (The "kernel of about 10% of the image side" comes from SimCLR, whose kernel size
-// is fixed while sigma varies; MoCo's code has no explicit kernel size.) We blur with the true Gaussian of
-// that sigma, truncated at radius ceil(3 sigma), which keeps 99.7% of its mass: 13 taps at sigma = 2, i.e.
-// about 6% of a 224-pixel side. The image border is reflected without repeating the edge pixel (numpy /
-// torch "reflect"), the padding torchvision's own GaussianBlur uses. Sigma is in pixels of the view,
-// because the blur runs after the crop has been resized to S.
+// [0.1, 2.0]. PIL's "radius" is the standard deviation, and PIL does not convolve with a Gaussian: it runs
+// three box blurs along x, then three along y, whose composition approximates the Gaussian of that sigma
+// (extended box filtering, Gwosdek et al. 2011). Each box has a real radius r, chosen so that three boxes have
+// variance sigma^2: 2 floor(r) + 1 pixels of weight 1 / (2r + 1), and one more pixel at either end carrying
+// the fraction left over. Outside the image the edge pixel repeats. PIL blurs 8-bit images and works in fixed
+// point (1 = 2^24), rounding to 8 bits after every pass; so does this file, on the view rounded to 8 bits as
+// PIL holds it after its colour ops. On 8-bit input the result is Pillow's, byte for byte
+// (tools/pil_blur_fixtures.py, AugmentBlur.MatchesPillowExactly). Sigma is in pixels of the view, because the
+// blur runs after the crop has been resized to S.
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "moco/augment.h"
@@ -18,96 +21,92 @@ namespace moco {
 
 namespace {
 
-// Reflect an index into [0, n) without repeating the edge: ... 2 1 | 0 1 2 ... n-1 | n-2 n-3 ...
-// Repeats as often as needed, so a kernel wider than the image (a tiny view) stays well defined.
-int reflect_index(int i, int n) {
-  if (n == 1) return 0;
-  const int period = 2 * (n - 1);
-  i %= period;
-  if (i < 0) i += period;
-  return i < n ? i : period - i;
+// One output row of a pass: d = (inner * window + edge * (before + after) + 2^23) >> 24, per byte. The
+// pointers never alias a written one, and the weights are values, so the loop vectorises; built twice, for
+// AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at load time by the CPU.
+__attribute__((target_clones("avx2", "default"))) void box_row(const uint32_t* __restrict window, const uint8_t* __restrict before, const uint8_t* __restrict after,
+             uint32_t inner, uint32_t edge, size_t n, uint8_t* __restrict d) {
+  for (size_t i = 0; i < n; ++i)
+    d[i] = (uint8_t)((window[i] * inner + (uint32_t)(before[i] + after[i]) * edge + (1u << 23)) >> 24);
 }
 
-// d[i] = sum over taps j in order of w[j] * rows[j][i], for i < n. The sum runs in registers, 16 outputs at a
-// time, and each output is stored once: accumulating tap by tap into d (load, add, store per tap) spent most
-// of its time moving d through memory. The order of the additions per output is unchanged (0, then tap 0, 1,
-// ...), so the result is bit for bit what the tap-by-tap loop gave; 1.45x to 1.9x faster (bench_augment,
-// bench/results/2026-11-25-blur-register-blocks.md).
-void weighted_rows(const float* const* rows, const float* w, int taps, size_t n, float* __restrict d) {
-  constexpr size_t kBlock = 16;  // four SSE registers of accumulators
-  size_t i = 0;
-  for (; i + kBlock <= n; i += kBlock) {
-    float acc[kBlock] = {};
-    for (int j = 0; j < taps; ++j) {
-      const float* s = rows[j] + i;
-      const float wj = w[j];
-      for (size_t k = 0; k < kBlock; ++k) acc[k] += wj * s[k];
+// The window moves down one row: window += after - leaving, per byte.
+void slide(uint32_t* __restrict window, const uint8_t* __restrict after, const uint8_t* __restrict leaving,
+           size_t n) {
+  for (size_t i = 0; i < n; ++i) window[i] += (uint32_t)after[i] - leaving[i];
+}
+
+// Three of PIL's box passes down the columns of img (h rows of `row` bytes; row = 3 w), in place, tmp
+// (h, row) as scratch. A running sum per column keeps each output's window of 2 radius + 1 rows, edge rows
+// repeated, so a pass costs the same at any radius, and the loops over a row vectorise.
+void box_passes_down(uint8_t* img, uint8_t* tmp, int h, size_t row, const BlurBox& box) {
+  const int r = box.radius;
+  auto at = [&](const uint8_t* src, int y) { return src + (size_t)(y < 0 ? 0 : y >= h ? h - 1 : y) * row; };
+  thread_local std::vector<uint32_t> window;  // (row): each column's sum over rows y - r .. y + r
+  window.resize(row);
+  for (int pass = 0; pass < kBlurPasses; ++pass) {
+    const uint8_t* src = pass % 2 == 0 ? img : tmp;  // img -> tmp -> img -> tmp, copied back below
+    uint8_t* dst = pass % 2 == 0 ? tmp : img;
+    for (size_t i = 0; i < row; ++i) window[i] = 0;
+    for (int j = -r; j <= r; ++j) {
+      const uint8_t* s = at(src, j);
+      for (size_t i = 0; i < row; ++i) window[i] += s[i];
     }
-    for (size_t k = 0; k < kBlock; ++k) d[i + k] = acc[k];
-  }
-  for (; i < n; ++i) {
-    float acc = 0.f;
-    for (int j = 0; j < taps; ++j) acc += w[j] * rows[j][i];
-    d[i] = acc;
-  }
-}
-
-// Horizontal pass: dst[y, x] = sum_j kernel[j] * src[y, reflect(x + j - radius)], per channel. Each row is
-// first copied into a reflect-padded line, so tap j of the whole row is the line shifted by j pixels.
-void blur_rows(const float* src /* (h, w, 3) */, float* dst /* (h, w, 3) */, int h, int w,
-               const std::vector<float>& kernel, int radius) {
-  thread_local std::vector<float> padded;  // (w + 2 * radius, 3)
-  thread_local std::vector<const float*> taps;  // (2 * radius + 1) where each tap's inputs start
-  padded.resize(((size_t)w + 2 * radius) * 3);
-  taps.resize(kernel.size());
-  for (size_t j = 0; j < taps.size(); ++j) taps[j] = padded.data() + j * 3;
-  const size_t row = (size_t)w * 3;
-  for (int y = 0; y < h; ++y) {
-    const float* s = src + y * row;
-    for (int k = 0; k < w + 2 * radius; ++k) {
-      const float* q = s + (size_t)reflect_index(k - radius, w) * 3;
-      padded[(size_t)k * 3 + 0] = q[0];
-      padded[(size_t)k * 3 + 1] = q[1];
-      padded[(size_t)k * 3 + 2] = q[2];
+    for (int y = 0; y < h; ++y) {
+      const uint8_t* before = at(src, y - r - 1);
+      const uint8_t* after = at(src, y + r + 1);
+      box_row(window.data(), before, after, box.inner, box.edge, row, dst + (size_t)y * row);
+      slide(window.data(), after, at(src, y - r), row);
     }
-    weighted_rows(taps.data(), kernel.data(), (int)taps.size(), row, dst + y * row);
   }
+  for (size_t i = 0; i < (size_t)h * row; ++i) img[i] = tmp[i];  // three passes ended in tmp
 }
 
-// Vertical pass, a whole row at a time so the inner loop runs over contiguous floats:
-// dst[y] = sum_j kernel[j] * src[reflect(y + j - radius)].
-void blur_cols(const float* src /* (h, w, 3) */, float* dst /* (h, w, 3) */, int h, int w,
-               const std::vector<float>& kernel, int radius) {
-  thread_local std::vector<const float*> taps;  // (2 * radius + 1) the source rows of output row y
-  taps.resize(kernel.size());
-  const size_t row = (size_t)w * 3;
-  for (int y = 0; y < h; ++y) {
-    for (int j = -radius; j <= radius; ++j) taps[(size_t)(j + radius)] = src + (size_t)reflect_index(y + j, h) * row;
-    weighted_rows(taps.data(), kernel.data(), (int)taps.size(), row, dst + y * row);
-  }
+// (h, w, 3) -> (w, h, 3).
+void transpose(const uint8_t* src, uint8_t* dst, int h, int w) {
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) dst[((size_t)x * h + y) * 3 + c] = src[((size_t)y * w + x) * 3 + c];
 }
 
 }  // namespace
 
-std::vector<float> gaussian_kernel(float sigma) {
+float pil_box_radius(float sigma) {
   MOCO_CHECK(sigma > 0.f && sigma <= 100.f, "gaussian_blur: sigma ", sigma, " expected in (0, 100]");
-  const int radius = (int)std::ceil(3.0 * sigma);
-  std::vector<float> kernel((size_t)(2 * radius + 1));  // (2 * radius + 1)
-  double sum = 0.0;
-  for (int j = -radius; j <= radius; ++j) sum += std::exp(-(double)j * j / (2.0 * sigma * sigma));
-  for (int j = -radius; j <= radius; ++j)
-    kernel[(size_t)(j + radius)] = (float)(std::exp(-(double)j * j / (2.0 * sigma * sigma)) / sum);
-  return kernel;
+  // The three boxes' variances add up to sigma^2; a box of integer radius l has variance l (l + 1) / 3, and the
+  // fraction a moves it the rest of the way. Rounded as PIL rounds it: float, with the square root and the
+  // floor taken in double, so that the box's fixed-point weights come out the same.
+  const float var = sigma * sigma / (float)kBlurPasses;
+  const float big_l = (float)std::sqrt(12.0 * (double)var + 1.0);
+  const float l = (float)std::floor(((double)big_l - 1.0) / 2.0);
+  float a = (2.f * l + 1.f) * (l * (l + 1.f) - 3.f * var);
+  a = a / (6.f * (var - (l + 1.f) * (l + 1.f)));
+  return l + a;
+}
+
+BlurBox pil_blur_box(float sigma) {
+  const float r = pil_box_radius(sigma);
+  BlurBox box;
+  box.radius = (int)r;
+  box.inner = (uint32_t)((float)(1u << 24) / (r * 2.f + 1.f));  // truncated, as PIL's assignment does
+  box.edge = ((1u << 24) - (uint32_t)(2 * box.radius + 1) * box.inner) / 2;
+  return box;
 }
 
 void gaussian_blur(float* hwc, int h, int w, float sigma) {
   MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
-  const std::vector<float> kernel = gaussian_kernel(sigma);  // (2 * radius + 1)
-  const int radius = (int)(kernel.size() / 2);
-  thread_local std::vector<float> tmp;  // (h, w, 3): the image after the horizontal pass
-  tmp.resize((size_t)h * w * 3);
-  blur_rows(hwc, tmp.data(), h, w, kernel, radius);
-  blur_cols(tmp.data(), hwc, h, w, kernel, radius);
+  const BlurBox box = pil_blur_box(sigma);
+  const size_t values = (size_t)h * w * 3;
+  thread_local std::vector<uint8_t> img, turned, tmp;  // (h, w, 3), (w, h, 3), scratch of either
+  img.resize(values), turned.resize(values), tmp.resize(values);
+  quantize_to_u8(hwc, (int64_t)h * w, img.data());  // the view as PIL holds it
+  // along x as PIL does it, on the transposed image: then along y
+  transpose(img.data(), turned.data(), h, w);
+  box_passes_down(turned.data(), tmp.data(), w, (size_t)h * 3, box);
+  transpose(turned.data(), img.data(), w, h);
+  box_passes_down(img.data(), tmp.data(), h, (size_t)w * 3, box);
+  const float inv255 = 1.f / 255.f;  // back to [0, 1] as the stages before and after hold a view
+  for (size_t i = 0; i < values; ++i) hwc[i] = (float)img[i] * inv255;
 }
 
 }  // namespace moco

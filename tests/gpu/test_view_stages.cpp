@@ -2,10 +2,11 @@
 // apply_view_stages_u8, which runs the CPU's own colour ops, blur and flip (themselves checked against
 // independent references in tests/test_augment.cpp) in the recipe's order. Every recipe with stages after its
 // crop, at an odd size, on 130 views (three chunks of the device's 64) whose decisions cover every jitter op at
-// every position, grayscale before and after the jitter, blurs of 3 to 13 taps with and without a flip, and a
-// grey view (hue's zero-chroma case); then a second batch through the same object. The device repeats the
-// CPU's float operations in the same order, unfused on both sides (-ffp-contract=off on the host), so every
-// byte must be equal: a fused multiply-add on either side would move a few bytes by one level.
+// every position, grayscale before and after the jitter, PIL's box blurs (whole radius 0 and 1) with and
+// without a flip, and a grey view (hue's zero-chroma case); then a second batch through the same object. The
+// device repeats the CPU's float operations in the same order, unfused on both sides (-ffp-contract=off on the
+// host), and the blur's integer arithmetic, so every byte must be equal: a fused multiply-add on either side
+// would move a few bytes by one level.
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -22,8 +23,8 @@ using namespace moco;
 namespace {
 
 // Decisions for view i that together cover the stages: jitter with each op at each position, grayscale on
-// every third view, blur sigma 0.1, 0.7, 1.3 and 2.0 (3 to 13 taps) on two views of three, flip on every
-// other pair of views (so blur and flip meet in every combination).
+// every third view, blur sigma 0.1, 0.7, 1.3 and 2.0 (box radius 0.002 to 1.375) on two views of three, flip
+// on every other pair of views (so blur and flip meet in every combination).
 ViewParams covering_params(int i, Rng& r) {
   ViewParams p;
   p.jitter = i % 5 != 4;
