@@ -1,6 +1,7 @@
 // The run log: JSON lines that parse (escapes, no NaN literal), a resumed log that drops the steps an
 // interrupted run logged after its last checkpoint, and the ETA format.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -83,4 +84,10 @@ TEST(RunLog, ProgressLinesFallOnTheAuthorsStepsOfEachEpoch) {
   EXPECT_EQ(ours, printed);
   EXPECT_EQ(ours, (std::vector<int64_t>{1, 11, 21}));
   EXPECT_TRUE(Progress::prints_after(1, 1) && Progress::prints_after(2, 1));  // -p 1: every step
+  // update() decides by the step within the epoch, not the run's step count (a terminal redraws every step)
+  if (isatty(STDERR_FILENO)) return;
+  Progress p(/*total_steps=*/100, /*first_step=*/0, /*every=*/10, /*images_per_step=*/8);
+  EXPECT_FALSE(p.update(26, 1, 4, 1, 25, 1.0, 0.0, 0.0).empty()) << "the second epoch's first step";
+  EXPECT_TRUE(p.update(30, 1, 4, 5, 25, 1.0, 0.0, 0.0).empty()) << "global step 30 is the epoch's 5th";
+  EXPECT_FALSE(p.update(36, 1, 4, 11, 25, 1.0, 0.0, 0.0).empty()) << "the epoch's 11th step";
 }

@@ -11,5 +11,8 @@ namespace moco {
 
 // split: "train" or "test" (ImageFolder: train/ and val/ under the root).
 std::unique_ptr<Dataset> open_dataset(const std::string& root, const std::string& split);
+// The check open_dataset makes before reading anything (a non-empty root is a folder), for a caller that
+// wants a mistyped DATA reported before slower set-up.
+void check_data_root(const std::string& root);
 
 }  // namespace moco

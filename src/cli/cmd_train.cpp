@@ -88,9 +88,9 @@ int cmd_train(int argc, char** argv) {
   o.print_freq = (int)a.integer("--print-freq", 1, 1 << 30);
   o.resume = a.str("--resume");
   o.launch = launch_from_env(process_environment());  // ranks come from the launcher; the flags must agree
+  if (!o.launch.note.empty()) std::fprintf(stderr, "launch: %s\n", o.launch.note.c_str());
   check_launch_flags(o.launch, a.integer("--world-size", -1, 1 << 20), a.integer("--rank", -1, 1 << 20),
                      a.str("--dist-url"));
-  if (!o.launch.note.empty()) std::fprintf(stderr, "launch: %s\n", o.launch.note.c_str());
   o.seed = (uint64_t)a.integer("--seed", 0, INT64_MAX);
   o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
   o.moco_k = a.integer("--moco-k", 1, 1ll << 32);

@@ -1,4 +1,4 @@
-// The training loop: read it top to bottom. Setup (data, model, output folder, resume), then one MoCo step
+// The training loop: read it top to bottom. Setup (model, output folder, resume, device, data), then one MoCo step
 // per batch with a log line, checkpoints at the end of every epoch and every --save-every-steps, and the kNN
 // monitor every --knn-every epochs; SIGINT or SIGTERM ends it after the step in progress, with a checkpoint.
 #include "moco/train.h"
@@ -139,6 +139,7 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   MOCO_CHECK(o.device != "cuda" || cuda != nullptr,
              "--device cuda: this build has no CUDA backend; build where nvcc is installed, or use --device cpu");
   const RunConfig rc = run_config(o);
+  check_data_root(o.data);  // a mistyped DATA stops the run here, before the output folder or the device
   // ranks: one, or W started by a launcher; all of them train, rank 0 alone prints, logs and writes
   // checkpoints. CPU ranks talk over MPI. GPU ranks talk over NCCL (the device step's communicator), which
   // torchrun and srun can start without MPI: then the host side needs no communicator of its own, and the

@@ -27,8 +27,9 @@ mkdir -p "$dir/empty" "$dir/tiny/cls" "$dir/out"
 printf 'not an image' >"$dir/tiny/cls/a.jpg"
 printf 'still not'    >"$dir/tiny/cls/b.png"
 
-expect "/no/such/folder" train /no/such/folder
-expect "$dir/empty" train "$dir/empty"
+expect "/no/such/folder" train /no/such/folder --out "$dir/out/missing"
+expect "$dir/empty" train "$dir/empty" --out "$dir/out/empty"
+[ ! -e "$dir/out/missing" ] || { echo "FAIL: a missing DATA folder left its --out folder behind"; failed=1; }
 expect "'--bogus'" train --bogus 3
 expect "'12x'" train -b 12x
 expect "--lr" train --lr -1

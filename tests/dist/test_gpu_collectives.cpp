@@ -6,6 +6,7 @@
 // and _np4) on the CUDA emulator, and as `mpirun -np W build/moco_gpu_dist_tests` on a node with W GPUs.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -39,11 +40,14 @@ struct Ranks {
   }
 };
 
+// Every rank takes the same path through a test (an assertion that returned early on one rank would leave the
+// others waiting in the next collective): checks inside the tests count mismatches and assert after the loops.
 #define MOCO_REQUIRE_RANKS(ranks)                                                                          \
   MOCO_REQUIRE_GPU();                                                                                      \
   Ranks ranks;                                                                                             \
   ASSERT_EQ(ranks.missing, 0) << ranks.missing << " rank(s) found no GPU of their own (see above)";       \
-  ASSERT_EQ(ranks.li.world, ranks.host.world_size()) << "the launcher's world size"
+  ASSERT_EQ(ranks.li.world, ranks.host.world_size()) << "the launcher's world size";                      \
+  if (ranks.li.world < 2) GTEST_SKIP() << "one rank: a reduction is its input; run under mpirun -np 2 or more"
 
 }  // namespace
 
@@ -65,12 +69,16 @@ TEST(DistGpuCollectives, AllReduceSumAndMeanInPlace) {
     comm.join();
     comm.synchronize();
     const std::vector<float> got_sum = s.download(), got_mean = m.download(), got_started = started.download();
+    int64_t bad_sum = 0, bad_mean = 0, bad_started = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const float mean = sum[(size_t)i] / (float)w;  // W = 2, 4, 8: a power of two, so the mean is exact too
-      ASSERT_EQ(got_sum[(size_t)i], sum[(size_t)i]) << "all_reduce_sum, n " << n << ", element " << i;
-      ASSERT_FLOAT_EQ(got_mean[(size_t)i], mean) << "all_reduce_mean, n " << n << ", element " << i;
-      ASSERT_FLOAT_EQ(got_started[(size_t)i], mean) << "start_all_reduce_mean, n " << n << ", element " << i;
+      const float mean = sum[(size_t)i] / (float)w;  // one rounding of the exact sum: what NCCL's average gives
+      bad_sum += got_sum[(size_t)i] != sum[(size_t)i];
+      bad_mean += std::fabs(got_mean[(size_t)i] - mean) > 1e-6f * (1.f + std::fabs(mean));
+      bad_started += std::fabs(got_started[(size_t)i] - mean) > 1e-6f * (1.f + std::fabs(mean));
     }
+    EXPECT_EQ(bad_sum, 0) << "all_reduce_sum elements that differ, n " << n;
+    EXPECT_EQ(bad_mean, 0) << "all_reduce_mean elements that differ, n " << n;
+    EXPECT_EQ(bad_started, 0) << "start_all_reduce_mean elements that differ, n " << n;
   }
 }
 
@@ -86,10 +94,10 @@ TEST(DistGpuCollectives, AllGatherIsInRankOrder) {
   buffers_ready();
   comm.all_gather(send.get(), n, recv.get());
   comm.synchronize();
-  const std::vector<float> got = recv.download();
+  std::vector<float> want;  // (W, n)
   for (int r = 0; r < w; ++r)
-    for (int64_t i = 0; i < n; ++i)
-      ASSERT_EQ(got[(size_t)(r * n + i)], contribution(r, i)) << "rank " << r << "'s element " << i;
+    for (int64_t i = 0; i < n; ++i) want.push_back(contribution(r, i));
+  EXPECT_EQ(recv.download(), want);
 }
 
 TEST(DistGpuCollectives, AllToAllWithUnevenCounts) {
@@ -145,7 +153,7 @@ TEST(DistGpuCollectives, BroadcastAndAny) {
   if (me == root)
     for (size_t i = 0; i < data.size(); ++i) data[i] = (int64_t)(i * i) - 5;
   comm.broadcast(data.data(), data.size() * sizeof(int64_t), root);
-  for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], (int64_t)(i * i) - 5) << "element " << i;
+  for (size_t i = 0; i < data.size(); ++i) EXPECT_EQ(data[i], (int64_t)(i * i) - 5) << "element " << i;
   for (int voter = 0; voter < w; ++voter) EXPECT_TRUE(comm.any(me == voter)) << "rank " << voter << " voted true";
   EXPECT_FALSE(comm.any(false));
 }
