@@ -11,10 +11,9 @@ name input sigma; <name>.rgb, the blurred input's bytes.
 import argparse
 import os
 
-import numpy as np
 from PIL import Image, ImageFilter
 
-from pil_decode_fixtures import picture  # gradients, a hard-edged disc and grain
+from pil_decode_fixtures import picture, write_cases, write_rgb  # picture: gradients, a hard-edged disc, grain
 
 # sigma 0.1 and 2.0 are the ends of the MoCo v2 draw; 1.37 has a box radius with a large fraction; 4.0 is wider
 # than the recipe's. The tiny and thin inputs are narrower than the boxes, so the edge repeats across them.
@@ -40,14 +39,12 @@ def main():
     pictures["tiny"] = pictures["picture"].crop((10, 20, 15, 23))  # (left, top, right, bottom): 5 x 3
     pictures["thin"] = pictures["picture"].crop((40, 30, 42, 37))  # 2 x 7: narrower than a box of radius 1
     for name, pil in pictures.items():
-        np.asarray(pil, dtype=np.uint8).tofile(os.path.join(args.out, name + ".rgb"))
+        write_rgb(args.out, name, pil)
     lines = []
     for name, (source, sigma) in CASES.items():
-        out = pictures[source].filter(ImageFilter.GaussianBlur(radius=sigma))
-        np.asarray(out, dtype=np.uint8).tofile(os.path.join(args.out, name + ".rgb"))
+        write_rgb(args.out, name, pictures[source].filter(ImageFilter.GaussianBlur(radius=sigma)))
         lines.append(f"{name} {source} {sigma}")
-    with open(os.path.join(args.out, "cases.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_cases(args.out, lines)
     print(f"{len(CASES)} cases; Pillow {Image.__version__}")
 
 

@@ -23,6 +23,17 @@ def picture(w, h, seed):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+def write_rgb(folder, name, pil):
+    """An RGB image's bytes, (H, W, 3), as <folder>/<name>.rgb."""
+    np.asarray(pil, dtype=np.uint8).tofile(os.path.join(folder, name + ".rgb"))
+
+
+def write_cases(folder, lines):
+    """<folder>/cases.txt, one line per case."""
+    with open(os.path.join(folder, "cases.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/pil_decode")

@@ -12,10 +12,9 @@ the picture, then the output size); <name>.rgb, (out_h, out_w, 3) bytes.
 import argparse
 import os
 
-import numpy as np
 from PIL import Image
 
-from pil_decode_fixtures import picture  # gradients, a hard-edged disc and grain
+from pil_decode_fixtures import picture, write_cases, write_rgb  # picture: gradients, a hard-edged disc, grain
 
 # (top, left, h, w) of the box, then the output's (h, w): shrinking by 1.3 to 9 on both axes, shrinking one
 # axis while growing the other, the whole picture, and a same-size copy.
@@ -36,14 +35,12 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     pil = picture(83, 61, 4)
-    np.asarray(pil, dtype=np.uint8).tofile(os.path.join(args.out, "picture.rgb"))
+    write_rgb(args.out, "picture", pil)
     lines = []
     for name, ((top, left, h, w), (oh, ow)) in CASES.items():
-        out = pil.crop((left, top, left + w, top + h)).resize((ow, oh), Image.BILINEAR)
-        np.asarray(out, dtype=np.uint8).tofile(os.path.join(args.out, name + ".rgb"))
+        write_rgb(args.out, name, pil.crop((left, top, left + w, top + h)).resize((ow, oh), Image.BILINEAR))
         lines.append(f"{name} {top} {left} {h} {w} {oh} {ow}")
-    with open(os.path.join(args.out, "cases.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_cases(args.out, lines)
     print(f"{len(CASES)} cases from an 83x61 picture; Pillow {Image.__version__}")
 
 
