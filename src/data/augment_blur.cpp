@@ -24,8 +24,10 @@ namespace {
 // One output row of a pass: d = (inner * window + edge * (before + after) + 2^23) >> 24, per byte. The
 // pointers never alias a written one, and the weights are values, so the loop vectorises; built twice, for
 // AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at load time by the CPU.
-__attribute__((target_clones("avx2", "default"))) void box_row(const uint32_t* __restrict window, const uint8_t* __restrict before, const uint8_t* __restrict after,
-             uint32_t inner, uint32_t edge, size_t n, uint8_t* __restrict d) {
+__attribute__((target_clones("avx2", "default"))) void box_row(const uint32_t* __restrict window,
+                                                                const uint8_t* __restrict before,
+                                                                const uint8_t* __restrict after, uint32_t inner,
+                                                                uint32_t edge, size_t n, uint8_t* __restrict d) {
   for (size_t i = 0; i < n; ++i)
     d[i] = (uint8_t)((window[i] * inner + (uint32_t)(before[i] + after[i]) * edge + (1u << 23)) >> 24);
 }

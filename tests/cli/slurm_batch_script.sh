@@ -11,7 +11,8 @@ trap 'rm -rf "$dir"' EXIT
 source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
 status=0
 env -u SLURM_STEP_NUM_TASKS -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u OMPI_COMM_WORLD_LOCAL_RANK \
-  -u RANK -u WORLD_SIZE -u LOCAL_RANK SLURM_JOB_ID=77 SLURM_NTASKS=4 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 timeout 120 \
+  -u RANK -u WORLD_SIZE -u LOCAL_RANK SLURM_JOB_ID=77 SLURM_NTASKS=4 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 \
+  timeout 120 \
   "$moco" train "${data[@]}" --device cpu --width 2 --image-size 16 -b 16 --moco-k 64 --epochs 1 --max-steps 1 -j 1 \
   --out "$dir/run" 2>"$dir/err" || status=$?
 [ "$status" = 0 ] || { cat "$dir/err"; echo "FAIL: the batch script's process exited with $status"; exit 1; }
