@@ -2,21 +2,18 @@
 // saturation, hue in each view's drawn order), GaussianBlur and the horizontal flip, on a batch of 8-bit views
 // that the host cropped and resized. One view's decisions are a ViewStages record.
 //
-// What it computes: views (N, S, S, 3) uint8 -> the same views after their stages; the colour ops in float,
-// rounded to 8 bits before the blur, which runs PIL's fixed-point box passes on the bytes.
-// CPU reference: apply_view_stages_u8 (src/data/augment_pipeline.cpp) with the colour ops of
-// src/data/augment_color.cpp and the blur of src/data/augment_blur.cpp. Every float operation is the CPU's,
-// in the CPU's order: products and sums are written with __fmul_rn / __fadd_rn so that the compiler does not
-// contract them into fused multiply-adds (which round once where the CPU rounds twice; the host builds the
-// CPU side with -ffp-contract=off for the same reason). The contrast mean is summed in double as on the CPU,
-// though in another order: the two sums agree to about 1e-16 of their value, so the float means differ only
-// if one lies that close to a rounding boundary (on the order of one view in 10^8). The tests compare the
-// bytes with the CPU's.
+// What it computes: views (N, S, S, 3) uint8 -> the same views after their stages, in PIL's arithmetic on the
+// bytes, as the authors' transforms run on PIL images. CPU reference: apply_view_stages_u8
+// (src/data/augment_pipeline.cpp) with the colour ops of src/data/augment_color.cpp and the blur of
+// src/data/augment_blur.cpp, which match Pillow byte for byte. Grey levels, the contrast mean and the blur
+// are integer arithmetic; the blends and the HSV conversions are float and double operations that PIL's C code
+// rounds one by one, written here with __f*_rn / __d*_rn so that the compiler fuses none of them (the host
+// builds the CPU side with -ffp-contract=off for the same reason). The tests compare the bytes with the CPU's.
 //
-// What is fused and why: each stage is one pass over the batch (the contrast mean adds a reduction per jitter
-// position), in fp32 scratch; then one pass rounds, six blur the bytes, one flips. The host keeps only the
-// crop and resize, about a quarter of a v2 view's CPU time (bench_augment), so a loader core feeds the GPU
-// several times more images.
+// What is fused and why: each stage is one pass over the batch, in place on the views (the contrast mean adds
+// an integer reduction per jitter position, the blur six passes through one scratch buffer). The host keeps
+// only the crop and resize, about a quarter of a v2 view's CPU time (bench_augment), so a loader core feeds
+// the GPU several times more images.
 #include "../src/cuda/check.h"
 #include "moco/augment.h"
 #include "view_stages.cuh"
@@ -32,78 +29,99 @@ int grid_for(int64_t items) {
   return (int)(blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks));
 }
 
-__device__ __forceinline__ float clamp01(float x) { return fminf(1.f, fmaxf(0.f, x)); }
-
-// ITU-R 601-2 luma, (0.299 r + 0.587 g) + 0.114 b as the CPU rounds it.
-__device__ __forceinline__ float luma(const float* p) {
-  return __fadd_rn(__fadd_rn(__fmul_rn(0.299f, p[0]), __fmul_rn(0.587f, p[1])), __fmul_rn(0.114f, p[2]));
+// PIL's convert("L") of one pixel (pil_luma).
+__device__ __forceinline__ uint32_t luma(const uint8_t* p) {
+  return ((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u + 0x8000u) >> 16;
 }
 
-// f * x + offset, rounded after the product and after the sum.
-__device__ __forceinline__ float blend(float f, float x, float offset) { return __fadd_rn(__fmul_rn(f, x), offset); }
+__device__ __forceinline__ int clip8(int x) { return x <= 0 ? 0 : (x < 256 ? x : 255); }
 
-// The CPU's branch-free HSV rotation (adjust_hue in augment_color.cpp), on one pixel.
-__device__ void rotate_hue(float* p, float shift) {
-  const float rr = p[0], gg = p[1], bb = p[2];
-  const float v = fmaxf(rr, fmaxf(gg, bb));
-  const float d = __fsub_rn(v, fminf(rr, fminf(gg, bb)));
-  const float inv_d = 1.f / (d > 0.f ? d : 1.f);
-  const float h_r = __fmul_rn(__fsub_rn(gg, bb), inv_d);
-  const float h_g = __fadd_rn(__fmul_rn(__fsub_rn(bb, rr), inv_d), 2.f);
-  const float h_b = __fadd_rn(__fmul_rn(__fsub_rn(rr, gg), inv_d), 4.f);
-  float h6 = __fadd_rn(v == rr ? h_r : (v == gg ? h_g : h_b), __fmul_rn(6.f, shift));
-  h6 = h6 < 0.f ? __fadd_rn(h6, 6.f) : h6;
-  h6 = h6 >= 6.f ? __fsub_rn(h6, 6.f) : h6;
-  const float m[3] = {5.f, 3.f, 1.f};
-  for (int c = 0; c < 3; ++c) {
-    float t = __fadd_rn(h6, m[c]);
-    t = t >= 6.f ? __fsub_rn(t, 6.f) : t;
-    p[c] = clamp01(__fsub_rn(v, __fmul_rn(d, clamp01(fminf(t, __fsub_rn(4.f, t))))));
+// Image.blend of one byte (augment_color.cpp's blend): from + alpha (to - from) in float, truncated; clamped
+// first when alpha lies outside [0, 1].
+__device__ __forceinline__ uint8_t blend(int from, int to, float alpha) {
+  const float t = __fadd_rn((float)from, __fmul_rn(alpha, (float)(to - from)));
+  if (alpha >= 0.f && alpha <= 1.f) return (uint8_t)t;
+  return t <= 0.f ? 0 : (t >= 255.f ? 255 : (uint8_t)t);
+}
+
+// torchvision's hue shift on one pixel: PIL's RGB -> HSV, the hue byte plus `turn`, HSV -> RGB
+// (augment_color.cpp's rgb_to_hsv and hsv_to_rgb, operation for operation).
+__device__ void shift_hue(uint8_t* p, uint8_t turn) {
+  const int r = p[0], g = p[1], b = p[2];
+  const int maxc = max(r, max(g, b)), minc = min(r, min(g, b));
+  if (maxc == minc) return;  // grey: saturation 0, which HSV -> RGB turns back into (v, v, v)
+  const float range = (float)(maxc - minc);
+  const float s = __fdiv_rn(range, (float)maxc);
+  const float rc = __fdiv_rn((float)(maxc - r), range), gc = __fdiv_rn((float)(maxc - g), range),
+              bc = __fdiv_rn((float)(maxc - b), range);
+  float h;
+  if (r == maxc)
+    h = __fsub_rn(bc, gc);
+  else if (g == maxc)
+    h = (float)__dsub_rn(__dadd_rn(2.0, (double)rc), (double)bc);
+  else
+    h = (float)__dsub_rn(__dadd_rn(4.0, (double)gc), (double)rc);
+  h = (float)fmod(__dadd_rn(__ddiv_rn((double)h, 6.0), 1.0), 1.0);
+  const int hue = (uint8_t)(clip8((int)__dmul_rn((double)h, 255.0)) + turn);
+  const int sat = clip8((int)__dmul_rn((double)s, 255.0));
+  if (sat == 0) {
+    p[0] = p[1] = p[2] = (uint8_t)maxc;
+    return;
   }
-}
-
-__global__ void to_float_kernel(int64_t values, const uint8_t* __restrict__ in,  // (N, S, S, 3)
-                                float* __restrict__ out) {                      // (N, S, S, 3)
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < values; i += stride)
-    out[i] = __fmul_rn((float)in[i], 1.f / 255.f);
+  const double h6 = __ddiv_rn(__dmul_rn((double)(float)hue, 6.0), 255.0);
+  const int i = (int)floor(h6);
+  const float f = (float)__dsub_rn(h6, (double)(float)i);
+  const float fs = (float)__ddiv_rn((double)(float)sat, 255.0);
+  const double vd = (double)(float)maxc;
+  const uint8_t lo = (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, (double)fs))));
+  const uint8_t fall = (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, (double)__fmul_rn(fs, f)))));
+  const uint8_t rise =
+      (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, __dmul_rn((double)fs, __dsub_rn(1.0, (double)f))))));
+  const uint8_t hi = (uint8_t)maxc;
+  switch (i % 6) {
+    case 0: p[0] = hi, p[1] = rise, p[2] = lo; break;
+    case 1: p[0] = fall, p[1] = hi, p[2] = lo; break;
+    case 2: p[0] = lo, p[1] = hi, p[2] = rise; break;
+    case 3: p[0] = lo, p[1] = fall, p[2] = hi; break;
+    case 4: p[0] = rise, p[1] = lo, p[2] = hi; break;
+    default: p[0] = hi, p[1] = lo, p[2] = fall; break;
+  }
 }
 
 __global__ void gray_kernel(int64_t pixels, int64_t plane, const ViewStages* __restrict__ st,  // (N)
-                            float* __restrict__ x) {                                        // (N, S, S, 3)
+                            uint8_t* __restrict__ x) {                                      // (N, S, S, 3)
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     if (!st[i / plane].gray) continue;
-    float* p = x + i * 3;
-    const float g = clamp01(luma(p));
-    p[0] = p[1] = p[2] = g;
+    uint8_t* p = x + i * 3;
+    p[0] = p[1] = p[2] = (uint8_t)luma(p);
   }
 }
 
-// means[v] = the mean luma of view v, summed in double (as the CPU does), for the views whose k-th jitter op
-// is contrast. One block per view.
+// means[v] = view v's mean grey level rounded to an integer (mean_grey_level: the integer sum over the view,
+// divided in double, + 0.5, truncated), for the views whose k-th jitter op is contrast. One block per view.
 __global__ void contrast_mean_kernel(int64_t plane, int k, const ViewStages* __restrict__ st,  // (N)
-                                     const float* __restrict__ x,                              // (N, S, S, 3)
-                                     float* __restrict__ means) {                              // (N)
+                                     const uint8_t* __restrict__ x,                            // (N, S, S, 3)
+                                     int* __restrict__ means) {                                // (N)
   const ViewStages& s = st[blockIdx.x];
   if (!s.jitter || s.order[k] != 1) return;  // the whole block leaves together
-  __shared__ double part[kThreads];
-  double sum = 0.0;
-  const float* img = x + (int64_t)blockIdx.x * plane * 3;
-  for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) sum += (double)luma(img + i * 3);
+  __shared__ unsigned long long part[kThreads];
+  unsigned long long sum = 0;
+  const uint8_t* img = x + (int64_t)blockIdx.x * plane * 3;
+  for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) sum += luma(img + i * 3);
   part[threadIdx.x] = sum;
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) means[blockIdx.x] = (float)(part[0] / (double)plane);
+  if (threadIdx.x == 0) means[blockIdx.x] = (int)__dadd_rn(__ddiv_rn((double)part[0], (double)plane), 0.5);
 }
 
 // The k-th ColorJitter op of every view that jitters.
 __global__ void jitter_kernel(int64_t pixels, int64_t plane, int k, const ViewStages* __restrict__ st,  // (N)
-                              const float* __restrict__ means,                                        // (N)
-                              float* __restrict__ x) {                                                // (N, S, S, 3)
+                              const int* __restrict__ means,                                          // (N)
+                              uint8_t* __restrict__ x) {                                              // (N, S, S, 3)
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     const int64_t view = i / plane;
@@ -111,30 +129,18 @@ __global__ void jitter_kernel(int64_t pixels, int64_t plane, int k, const ViewSt
     if (!s.jitter) continue;
     const int op = s.order[k];
     const float f = s.factor[op];
-    float* p = x + i * 3;
+    uint8_t* p = x + i * 3;
     if (op == 0) {
-      for (int c = 0; c < 3; ++c) p[c] = clamp01(__fmul_rn(f, p[c]));
+      for (int c = 0; c < 3; ++c) p[c] = blend(0, p[c], f);
     } else if (op == 1) {
-      const float offset = __fmul_rn(1.f - f, means[view]);
-      for (int c = 0; c < 3; ++c) p[c] = clamp01(blend(f, p[c], offset));
+      const int mean = means[view];
+      for (int c = 0; c < 3; ++c) p[c] = blend(mean, p[c], f);
     } else if (op == 2) {
-      const float offset = __fmul_rn(1.f - f, luma(p));
-      for (int c = 0; c < 3; ++c) p[c] = clamp01(blend(f, p[c], offset));
+      const int grey = (int)luma(p);
+      for (int c = 0; c < 3; ++c) p[c] = blend(grey, p[c], f);
     } else {
-      rotate_hue(p, f);
+      shift_hue(p, (uint8_t)s.hue_turn);
     }
-  }
-}
-
-// Rounds to 8 bits as quantize_to_u8 does: 255 x + 0.5, clamped, truncated.
-__global__ void quantize_kernel(int64_t values, const float* __restrict__ x,  // (N, S, S, 3)
-                                uint8_t* __restrict__ out) {                // (N, S, S, 3)
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < values; i += stride) {
-    float v = __fadd_rn(__fmul_rn(x[i], 255.f), 0.5f);
-    v = v > 0.f ? v : 0.f;
-    v = v > 255.f ? 255.f : v;
-    out[i] = (uint8_t)(int)v;
   }
 }
 
@@ -173,60 +179,60 @@ __global__ void box_pass_kernel(int64_t pixels, int s, bool along_x, const ViewS
   }
 }
 
-// Flip (where drawn), bytes to bytes.
-__global__ void flip_kernel(int64_t pixels, int s, const ViewStages* __restrict__ st,  // (N)
-                            const uint8_t* __restrict__ in,                             // (N, S, S, 3)
-                            uint8_t* __restrict__ out) {                                // (N, S, S, 3)
-  const int64_t plane = (int64_t)s * s;
+// The horizontal flip (where drawn), in place: each thread swaps one pixel of a row's left half with its mirror.
+__global__ void flip_kernel(int64_t half_pixels, int s, const ViewStages* __restrict__ st,  // (N)
+                            uint8_t* __restrict__ x) {                                   // (N, S, S, 3)
+  const int half = s / 2;
+  const int64_t per_view = (int64_t)s * half;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
-    const int64_t view = i / plane;
-    const int64_t y = (i % plane) / s, col = i % s;
-    const int64_t from = view * plane + y * s + (st[view].flip ? s - 1 - col : col);
-    for (int c = 0; c < 3; ++c) out[i * 3 + c] = in[from * 3 + c];
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half_pixels; i += stride) {
+    const int64_t view = i / per_view;
+    if (!st[view].flip) continue;
+    const int64_t y = (i % per_view) / half, col = (i % per_view) % half;
+    uint8_t* row = x + (view * s + y) * s * 3;
+    for (int c = 0; c < 3; ++c) {
+      const uint8_t a = row[col * 3 + c];
+      row[col * 3 + c] = row[(s - 1 - col) * 3 + c];
+      row[(s - 1 - col) * 3 + c] = a;
+    }
   }
 }
 
 }  // namespace
 
-void apply_view_stages(int64_t n, int s, bool gray_first, const ViewStages* stages, uint8_t* views, float* work_a,
-                       float* work_b, float* means, cudaStream_t stream) {
+void apply_view_stages(int64_t n, int s, bool gray_first, const ViewStages* stages, uint8_t* views, uint8_t* scratch,
+                       int* means, cudaStream_t stream) {
   MOCO_CHECK(n >= 0 && s >= 1, "apply_view_stages: need N >= 0 and S >= 1, got N=", n, " S=", s);
   MOCO_CHECK(n <= 65535 * 4 * kThreads, "apply_view_stages: ", n, " views in one call is too many");
   if (n == 0) return;
-  MOCO_CHECK(stages && views && work_a && work_b && means, "apply_view_stages: a buffer is null");
+  MOCO_CHECK(stages && views && scratch && means, "apply_view_stages: a buffer is null");
   const int64_t plane = (int64_t)s * s, pixels = n * plane;
   const int grid = grid_for(pixels);
-  to_float_kernel<<<grid_for(pixels * 3), kThreads, 0, stream>>>(pixels * 3, views, work_a);
-  MOCO_CUDA_CHECK_LAUNCH();
   if (gray_first) {
-    gray_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, stages, work_a);
+    gray_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, stages, views);
     MOCO_CUDA_CHECK_LAUNCH();
   }
   for (int k = 0; k < 4; ++k) {  // each position's op needs the previous positions' result (contrast's mean)
-    contrast_mean_kernel<<<(unsigned)n, kThreads, 0, stream>>>(plane, k, stages, work_a, means);
+    contrast_mean_kernel<<<(unsigned)n, kThreads, 0, stream>>>(plane, k, stages, views, means);
     MOCO_CUDA_CHECK_LAUNCH();
-    jitter_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, k, stages, means, work_a);
+    jitter_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, k, stages, means, views);
     MOCO_CUDA_CHECK_LAUNCH();
   }
   if (!gray_first) {
-    gray_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, stages, work_a);
+    gray_kernel<<<grid, kThreads, 0, stream>>>(pixels, plane, stages, views);
     MOCO_CUDA_CHECK_LAUNCH();
   }
-  // the bytes PIL would blur, in work_b's memory; the float scratch work_a is free from here and takes the
-  // bytes between passes (an even number of passes ends in `bytes` again)
-  uint8_t* bytes = reinterpret_cast<uint8_t*>(work_b);  // (N, S, S, 3)
-  uint8_t* between = reinterpret_cast<uint8_t*>(work_a);  // (N, S, S, 3)
-  quantize_kernel<<<grid_for(pixels * 3), kThreads, 0, stream>>>(pixels * 3, work_a, bytes);
-  MOCO_CUDA_CHECK_LAUNCH();
   for (int pass = 0; pass < 2 * kBlurPasses; ++pass) {  // x three times, then y three times, as PIL
-    const bool even = pass % 2 == 0;
-    box_pass_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, pass < kBlurPasses, stages, even ? bytes : between,
-                                                   even ? between : bytes);
+    const bool even = pass % 2 == 0;  // an even number of passes ends in the views again
+    box_pass_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, pass < kBlurPasses, stages, even ? views : scratch,
+                                                   even ? scratch : views);
     MOCO_CUDA_CHECK_LAUNCH();
   }
-  flip_kernel<<<grid, kThreads, 0, stream>>>(pixels, s, stages, bytes, views);
-  MOCO_CUDA_CHECK_LAUNCH();
+  const int64_t half_pixels = n * s * (s / 2);
+  if (half_pixels > 0) {
+    flip_kernel<<<grid_for(half_pixels), kThreads, 0, stream>>>(half_pixels, s, stages, views);
+    MOCO_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace moco::kernels

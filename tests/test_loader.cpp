@@ -34,7 +34,8 @@ class CountingDataset : public Dataset {
     }
     out.h = 6;
     out.w = 5;
-    out.pixels.assign(6 * 5 * 3, (uint8_t)i);
+    out.pixels.resize(6 * 5 * 3);  // (6, 5, 3): a gradient that image i shifts, so crops of it differ in bytes
+    for (size_t k = 0; k < out.pixels.size(); ++k) out.pixels[k] = (uint8_t)(i + 9 * k);
     return true;
   }
   std::string name() const override { return "counting"; }

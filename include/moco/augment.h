@@ -82,12 +82,18 @@ CropBox rrc_fallback_box(int h, int w);
 void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,
                      float* out /* (win.h, win.w, 3) */);
 
-// Colour ops on n pixels of a (n, 3) RGB buffer in [0, 1]; each clamps its result to [0, 1].
-void to_grayscale(float* rgb /* (n, 3) */, int64_t n);                    // 0.299 R + 0.587 G + 0.114 B
-void adjust_brightness(float* rgb /* (n, 3) */, int64_t n, float factor);  // f * x
-void adjust_contrast(float* rgb /* (n, 3) */, int64_t n, float factor);    // f * x + (1 - f) * mean(gray)
-void adjust_saturation(float* rgb /* (n, 3) */, int64_t n, float factor);  // f * x + (1 - f) * gray(pixel)
-void adjust_hue(float* rgb /* (n, 3) */, int64_t n, float shift);          // HSV hue + shift turns
+// Colour ops on n pixels of a (n, 3) 8-bit RGB buffer, in place, in PIL's arithmetic (augment_color.cpp).
+void to_grayscale(uint8_t* rgb /* (n, 3) */, int64_t n);                    // convert("L"), back to RGB
+void adjust_brightness(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);  // blend with black
+void adjust_contrast(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);    // blend with the mean grey level
+void adjust_saturation(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);  // blend with the pixel's grey
+void adjust_hue(uint8_t* rgb /* (n, 3) */, int64_t n, float shift);          // HSV hue + hue_turn(shift)
+// PIL's grey level of one RGB pixel, convert("L"): (19595 R + 38470 G + 7471 B + 2^15) >> 16.
+uint8_t pil_luma(const uint8_t* rgb /* (3) */);
+// The mean grey level of n pixels rounded to an integer, as ImageEnhance.Contrast takes it.
+int mean_grey_level(const uint8_t* rgb /* (n, 3) */, int64_t n);
+// torchvision's hue step in bytes: int(255 shift) (truncated), modulo 256.
+uint8_t hue_turn(float shift);
 
 // ColorJitter's draws (torchvision get_params order): a random permutation of the four ops, then the
 // brightness, contrast, saturation and hue factors. order[k] is the op applied k-th: 0 brightness,
@@ -101,12 +107,13 @@ struct ColorJitterParams {
   }
 };
 ColorJitterParams draw_color_jitter(float brightness, float contrast, float saturation, float hue, Rng& rng);
-void apply_color_jitter(float* rgb /* (n, 3) */, int64_t n, const ColorJitterParams& p);
+void apply_color_jitter(uint8_t* rgb /* (n, 3) */, int64_t n, const ColorJitterParams& p);
 
-// PIL's GaussianBlur(radius=sigma) of a (h, w, 3) buffer in [0, 1], in place: the view rounded to 8 bits
-// (quantize_to_u8), kBlurPasses box passes along x, then as many along y, each PIL's fixed-point box of
-// pil_blur_box rounded to 8 bits, the edge pixel repeated outside the image; then u / 255 again.
+// PIL's GaussianBlur(radius=sigma) of a (h, w, 3) 8-bit buffer, in place: kBlurPasses box passes along x,
+// then as many along y, each PIL's fixed-point box of pil_blur_box rounded to 8 bits, the edge pixel repeated
+// outside the image. The float form takes [0, 1]: rounded to 8 bits (quantize_to_u8), blurred, u / 255 again.
 constexpr int kBlurPasses = 3;
+void gaussian_blur(uint8_t* hwc /* (h, w, 3) */, int h, int w, float sigma);
 void gaussian_blur(float* hwc /* (h, w, 3) */, int h, int w, float sigma);
 // The real radius of PIL's boxes for sigma, rounded as PIL rounds it: three such boxes have variance sigma^2
 // (sigma in (0, 100]).
@@ -120,7 +127,7 @@ struct BlurBox {
 };
 BlurBox pil_blur_box(float sigma);
 
-void hflip(float* hwc /* (h, w, 3) */, int h, int w);
+void hflip(uint8_t* hwc /* (h, w, 3) */, int h, int w);
 
 // (x - mean) / std per channel, HWC in [0, 1] -> CHW.
 extern const float kImageMean[3];
@@ -155,9 +162,9 @@ void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p
 // then the recipe's random stages (grayscale, colour jitter, blur, flip) on those values.
 void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p,
                             uint8_t* out /* (S, S, 3) */);
-// The stages alone, in the recipe's order, in place on (S, S, 3) RGB in [0, 1] (what apply_view runs after the
-// crop); and on 8-bit input to 8-bit output (u / 255, the stages, quantize_to_u8): the CPU twin of the device
-// stages.
+// The stages alone, in the recipe's order, on 8-bit views as PIL holds them: (S, S, 3) bytes in to bytes out
+// (the CPU twin of the device stages); and in place on (S, S, 3) RGB in [0, 1] (what apply_view runs after the
+// crop): rounded to 8 bits, the stages, u / 255 again.
 void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view /* (S, S, 3) */);
 void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in /* (S, S, 3) */,
                           uint8_t* out /* (S, S, 3) */);

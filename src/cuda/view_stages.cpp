@@ -17,6 +17,7 @@ kernels::ViewStages stages_of(const ViewParams& p, const RecipeStages& has) {
   s.factor[1] = p.jitter_params.contrast;
   s.factor[2] = p.jitter_params.saturation;
   s.factor[3] = p.jitter_params.hue;
+  s.hue_turn = hue_turn(p.jitter_params.hue);
   s.gray = has.gray && p.gray ? 1 : 0;
   if (has.blur && p.blur) {
     const BlurBox box = pil_blur_box(p.sigma);  // the CPU blur's own box
@@ -47,13 +48,12 @@ void GpuViewStages::apply(const Tensor& views, const std::vector<ViewParams>& pa
   const RecipeStages has = recipe_stages(recipe_.kind);
   for (int64_t i = 0; i < n; ++i) host_[(size_t)i] = stages_of(params[(size_t)i], has);
   const int64_t chunk = std::min(n, kChunk), values = chunk * s * s * 3;
-  if (stages_.size() < (size_t)n || work_a_.size() < (size_t)values) {
+  if (stages_.size() < (size_t)n || scratch_.size() < (size_t)values) {
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old buffers may still be in use
     if (stages_.size() < (size_t)n) stages_ = DeviceBuffer<kernels::ViewStages>((size_t)n, "view stages");
-    if (work_a_.size() < (size_t)values) {
-      work_a_ = DeviceBuffer<float>((size_t)values, "view stages scratch");
-      work_b_ = DeviceBuffer<float>((size_t)values, "view stages scratch");
-      means_ = DeviceBuffer<float>((size_t)chunk, "view contrast means");
+    if (scratch_.size() < (size_t)values) {
+      scratch_ = DeviceBuffer<uint8_t>((size_t)values, "view stages scratch");
+      means_ = DeviceBuffer<int>((size_t)chunk, "view contrast means");
     }
   }
   uploads_.upload(stages_.get(), host_.data(), (size_t)n * sizeof(kernels::ViewStages), stream_,
@@ -62,7 +62,7 @@ void GpuViewStages::apply(const Tensor& views, const std::vector<ViewParams>& pa
   for (int64_t first = 0; first < n; first += chunk) {
     const int64_t m = std::min(chunk, n - first);
     kernels::apply_view_stages(m, (int)s, has.gray_first, stages_.get() + first, base + first * s * s * 3,
-                               work_a_.get(), work_b_.get(), means_.get(), stream_);
+                               scratch_.get(), means_.get(), stream_);
   }
 }
 

@@ -23,15 +23,15 @@ class GpuViewStages {
   // views: (N, S, S, 3) uint8 on the device, in place; params: the N views' decisions, in row order.
   void apply(const Tensor& views, const std::vector<ViewParams>& params);
 
-  static constexpr int64_t kChunk = 64;  // views per pass: bounds the fp32 scratch (2 x 64 x S x S x 3)
+  static constexpr int64_t kChunk = 64;  // views per pass: bounds the scratch (64 x S x S x 3 bytes)
 
  private:
   AugmentRecipe recipe_;
   cudaStream_t stream_;
   std::vector<kernels::ViewStages> host_;    // (N) filled from the params
   DeviceBuffer<kernels::ViewStages> stages_;  // (N)
-  DeviceBuffer<float> work_a_, work_b_;      // (kChunk, S, S, 3) each
-  DeviceBuffer<float> means_;                // (kChunk)
+  DeviceBuffer<uint8_t> scratch_;            // (kChunk, S, S, 3): the blur's passes alternate with the views
+  DeviceBuffer<int> means_;                  // (kChunk): each view's mean grey level, for contrast
   PinnedUploads uploads_;
 };
 

@@ -6,10 +6,9 @@
 // (extended box filtering, Gwosdek et al. 2011). Each box has a real radius r, chosen so that three boxes have
 // variance sigma^2: 2 floor(r) + 1 pixels of weight 1 / (2r + 1), and one more pixel at either end carrying
 // the fraction left over. Outside the image the edge pixel repeats. PIL blurs 8-bit images and works in fixed
-// point (1 = 2^24), rounding to 8 bits after every pass; so does this file, on the view rounded to 8 bits as
-// PIL holds it after its colour ops. On 8-bit input the result is Pillow's, byte for byte
-// (tools/pil_blur_fixtures.py, AugmentBlur.MatchesPillowExactly). Sigma is in pixels of the view, because the
-// blur runs after the crop has been resized to S.
+// point (1 = 2^24), rounding to 8 bits after every pass; so does this file, on the 8-bit view, and the result
+// is Pillow's, byte for byte (tools/pil_blur_fixtures.py, AugmentBlur.MatchesPillowExactly). Sigma is in
+// pixels of the view, because the blur runs after the crop has been resized to S.
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -95,19 +94,27 @@ BlurBox pil_blur_box(float sigma) {
   return box;
 }
 
-void gaussian_blur(float* hwc, int h, int w, float sigma) {
+void gaussian_blur(uint8_t* hwc, int h, int w, float sigma) {
   MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
   const BlurBox box = pil_blur_box(sigma);
   const size_t values = (size_t)h * w * 3;
-  thread_local std::vector<uint8_t> img, turned, tmp;  // (h, w, 3), (w, h, 3), scratch of either
-  img.resize(values), turned.resize(values), tmp.resize(values);
-  quantize_to_u8(hwc, (int64_t)h * w, img.data());  // the view as PIL holds it
+  thread_local std::vector<uint8_t> turned, tmp;  // (w, h, 3), scratch of either orientation
+  turned.resize(values), tmp.resize(values);
   // along x as PIL does it, on the transposed image: then along y
-  transpose(img.data(), turned.data(), h, w);
+  transpose(hwc, turned.data(), h, w);
   box_passes_down(turned.data(), tmp.data(), w, (size_t)h * 3, box);
-  transpose(turned.data(), img.data(), w, h);
-  box_passes_down(img.data(), tmp.data(), h, (size_t)w * 3, box);
-  const float inv255 = 1.f / 255.f;  // back to [0, 1] as the stages before and after hold a view
+  transpose(turned.data(), hwc, w, h);
+  box_passes_down(hwc, tmp.data(), h, (size_t)w * 3, box);
+}
+
+void gaussian_blur(float* hwc, int h, int w, float sigma) {
+  MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
+  const size_t values = (size_t)h * w * 3;
+  thread_local std::vector<uint8_t> img;  // (h, w, 3): the view as PIL holds it
+  img.resize(values);
+  quantize_to_u8(hwc, (int64_t)h * w, img.data());
+  gaussian_blur(img.data(), h, w, sigma);
+  const float inv255 = 1.f / 255.f;
   for (size_t i = 0; i < values; ++i) hwc[i] = (float)img[i] * inv255;
 }
 

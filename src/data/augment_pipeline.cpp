@@ -78,9 +78,9 @@ void eval_geometry(const AugmentRecipe& r, int h, int w, int* dst_h, int* dst_w,
 
 }  // namespace
 
-void hflip(float* hwc, int h, int w) {
+void hflip(uint8_t* hwc, int h, int w) {
   for (int y = 0; y < h; ++y) {
-    float* row = hwc + (size_t)y * w * 3;  // (w, 3)
+    uint8_t* row = hwc + (size_t)y * w * 3;  // (w, 3)
     for (int a = 0, b = w - 1; a < b; ++a, --b)
       for (int c = 0; c < 3; ++c) std::swap(row[a * 3 + c], row[b * 3 + c]);
   }
@@ -149,18 +149,29 @@ const float* render_view(const Image& img, const AugmentRecipe& r, const ViewPar
 
 }  // namespace
 
-void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view) {
+void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in, uint8_t* out) {
   check_recipe(r);
   const int s = r.size;
   const int64_t n = (int64_t)s * s;
+  if (out != in) std::copy(in, in + n * 3, out);
   for (Stage st : stages_of(r.kind)) {
     switch (st) {
-      case Stage::Gray: if (p.gray) to_grayscale(view, n); break;
-      case Stage::Jitter: if (p.jitter) apply_color_jitter(view, n, p.jitter_params); break;
-      case Stage::Blur: if (p.blur) gaussian_blur(view, s, s, p.sigma); break;
-      case Stage::Flip: if (p.flip) hflip(view, s, s); break;
+      case Stage::Gray: if (p.gray) to_grayscale(out, n); break;
+      case Stage::Jitter: if (p.jitter) apply_color_jitter(out, n, p.jitter_params); break;
+      case Stage::Blur: if (p.blur) gaussian_blur(out, s, s, p.sigma); break;
+      case Stage::Flip: if (p.flip) hflip(out, s, s); break;
     }
   }
+}
+
+void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view) {
+  const int64_t n = (int64_t)r.size * r.size;
+  thread_local std::vector<uint8_t> bytes;  // (S, S, 3): the view as PIL holds it
+  bytes.resize((size_t)n * 3);
+  quantize_to_u8(view, n, bytes.data());  // as PIL holds the resized crop
+  apply_view_stages_u8(r, p, bytes.data(), bytes.data());
+  const float inv255 = 1.f / 255.f;
+  for (int64_t i = 0; i < n * 3; ++i) view[i] = (float)bytes[(size_t)i] * inv255;
 }
 
 RecipeStages recipe_stages(AugmentKind kind) {
@@ -182,16 +193,6 @@ void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const View
   thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
   view.resize((size_t)r.size * r.size * 3);
   render_geometry(img, r, p, view.data());
-  quantize_to_u8(view.data(), (int64_t)r.size * r.size, out);
-}
-
-void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in, uint8_t* out) {
-  const int64_t values = (int64_t)r.size * r.size * 3;
-  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
-  view.resize((size_t)values);
-  const float inv255 = 1.f / 255.f;
-  for (int64_t i = 0; i < values; ++i) view[(size_t)i] = (float)in[i] * inv255;
-  apply_view_stages(r, p, view.data());
   quantize_to_u8(view.data(), (int64_t)r.size * r.size, out);
 }
 

@@ -61,6 +61,11 @@ inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
 // Integer atomics: CUDA threads here switch only at barriers and shuffles, so a read-modify-write is never
 // interleaved with another thread's and is atomic as it stands. The order in which threads arrive still varies
 // (emu_runtime.h), so code that depends on it shows.
