@@ -5,10 +5,10 @@
 // What it computes: views (N, S, S, 3) uint8 -> the same views after their stages, in PIL's arithmetic on the
 // bytes, as the authors' transforms run on PIL images. CPU reference: apply_view_stages_u8
 // (src/data/augment_pipeline.cpp) with the colour ops of src/data/augment_color.cpp and the blur of
-// src/data/augment_blur.cpp, which match Pillow byte for byte. Grey levels, the contrast mean and the blur
-// are integer arithmetic; the blends and the HSV conversions are float and double operations that PIL's C code
-// rounds one by one, written here with __f*_rn / __d*_rn so that the compiler fuses none of them (the host
-// builds the CPU side with -ffp-contract=off for the same reason). The tests compare the bytes with the CPU's.
+// src/data/augment_blur.cpp, which match Pillow byte for byte. The per-pixel colour arithmetic is the CPU's
+// own code, include/moco/pil_pixel.h, whose float and double operations go through __f*_rn / __d*_rn here so
+// that the compiler fuses none of them. Grey levels, the contrast mean and the blur are integer arithmetic.
+// The tests compare the bytes with the CPU's.
 //
 // What is fused and why: each stage is one pass over the batch, in place on the views (the contrast mean adds
 // an integer reduction per jitter position, the blur six passes through one scratch buffer). The host keeps
@@ -16,6 +16,7 @@
 // the GPU several times more images.
 #include "../src/cuda/check.h"
 #include "moco/augment.h"
+#include "moco/pil_pixel.h"
 #include "view_stages.cuh"
 
 namespace moco::kernels {
@@ -29,72 +30,13 @@ int grid_for(int64_t items) {
   return (int)(blocks < 1 ? 1 : (blocks > 65535 * 4 ? 65535 * 4 : blocks));
 }
 
-// PIL's convert("L") of one pixel (pil_luma).
-__device__ __forceinline__ uint32_t luma(const uint8_t* p) {
-  return ((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u + 0x8000u) >> 16;
-}
-
-__device__ __forceinline__ int clip8(int x) { return x <= 0 ? 0 : (x < 256 ? x : 255); }
-
-// Image.blend of one byte (augment_color.cpp's blend): from + alpha (to - from) in float, truncated; clamped
-// first when alpha lies outside [0, 1].
-__device__ __forceinline__ uint8_t blend(int from, int to, float alpha) {
-  const float t = __fadd_rn((float)from, __fmul_rn(alpha, (float)(to - from)));
-  if (alpha >= 0.f && alpha <= 1.f) return (uint8_t)t;
-  return t <= 0.f ? 0 : (t >= 255.f ? 255 : (uint8_t)t);
-}
-
-// torchvision's hue shift on one pixel: PIL's RGB -> HSV, the hue byte plus `turn`, HSV -> RGB
-// (augment_color.cpp's rgb_to_hsv and hsv_to_rgb, operation for operation).
-__device__ void shift_hue(uint8_t* p, uint8_t turn) {
-  const int r = p[0], g = p[1], b = p[2];
-  const int maxc = max(r, max(g, b)), minc = min(r, min(g, b));
-  if (maxc == minc) return;  // grey: saturation 0, which HSV -> RGB turns back into (v, v, v)
-  const float range = (float)(maxc - minc);
-  const float s = __fdiv_rn(range, (float)maxc);
-  const float rc = __fdiv_rn((float)(maxc - r), range), gc = __fdiv_rn((float)(maxc - g), range),
-              bc = __fdiv_rn((float)(maxc - b), range);
-  float h;
-  if (r == maxc)
-    h = __fsub_rn(bc, gc);
-  else if (g == maxc)
-    h = (float)__dsub_rn(__dadd_rn(2.0, (double)rc), (double)bc);
-  else
-    h = (float)__dsub_rn(__dadd_rn(4.0, (double)gc), (double)rc);
-  h = (float)fmod(__dadd_rn(__ddiv_rn((double)h, 6.0), 1.0), 1.0);
-  const int hue = (uint8_t)(clip8((int)__dmul_rn((double)h, 255.0)) + turn);
-  const int sat = clip8((int)__dmul_rn((double)s, 255.0));
-  if (sat == 0) {
-    p[0] = p[1] = p[2] = (uint8_t)maxc;
-    return;
-  }
-  const double h6 = __ddiv_rn(__dmul_rn((double)(float)hue, 6.0), 255.0);
-  const int i = (int)floor(h6);
-  const float f = (float)__dsub_rn(h6, (double)(float)i);
-  const float fs = (float)__ddiv_rn((double)(float)sat, 255.0);
-  const double vd = (double)(float)maxc;
-  const uint8_t lo = (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, (double)fs))));
-  const uint8_t fall = (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, (double)__fmul_rn(fs, f)))));
-  const uint8_t rise =
-      (uint8_t)clip8((int)round(__dmul_rn(vd, __dsub_rn(1.0, __dmul_rn((double)fs, __dsub_rn(1.0, (double)f))))));
-  const uint8_t hi = (uint8_t)maxc;
-  switch (i % 6) {
-    case 0: p[0] = hi, p[1] = rise, p[2] = lo; break;
-    case 1: p[0] = fall, p[1] = hi, p[2] = lo; break;
-    case 2: p[0] = lo, p[1] = hi, p[2] = rise; break;
-    case 3: p[0] = lo, p[1] = fall, p[2] = hi; break;
-    case 4: p[0] = rise, p[1] = lo, p[2] = hi; break;
-    default: p[0] = hi, p[1] = lo, p[2] = fall; break;
-  }
-}
-
 __global__ void gray_kernel(int64_t pixels, int64_t plane, const ViewStages* __restrict__ st,  // (N)
                             uint8_t* __restrict__ x) {                                      // (N, S, S, 3)
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     if (!st[i / plane].gray) continue;
     uint8_t* p = x + i * 3;
-    p[0] = p[1] = p[2] = (uint8_t)luma(p);
+    p[0] = p[1] = p[2] = (uint8_t)pil::luma(p);
   }
 }
 
@@ -108,14 +50,14 @@ __global__ void contrast_mean_kernel(int64_t plane, int k, const ViewStages* __r
   __shared__ unsigned long long part[kThreads];
   unsigned long long sum = 0;
   const uint8_t* img = x + (int64_t)blockIdx.x * plane * 3;
-  for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) sum += luma(img + i * 3);
+  for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) sum += pil::luma(img + i * 3);
   part[threadIdx.x] = sum;
   __syncthreads();
   for (int half = blockDim.x / 2; half > 0; half /= 2) {
     if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) means[blockIdx.x] = (int)__dadd_rn(__ddiv_rn((double)part[0], (double)plane), 0.5);
+  if (threadIdx.x == 0) means[blockIdx.x] = (int)pil::dadd(pil::ddiv((double)part[0], (double)plane), 0.5);
 }
 
 // The k-th ColorJitter op of every view that jitters.
@@ -131,15 +73,15 @@ __global__ void jitter_kernel(int64_t pixels, int64_t plane, int k, const ViewSt
     const float f = s.factor[op];
     uint8_t* p = x + i * 3;
     if (op == 0) {
-      for (int c = 0; c < 3; ++c) p[c] = blend(0, p[c], f);
+      for (int c = 0; c < 3; ++c) p[c] = pil::blend(0, p[c], f);
     } else if (op == 1) {
       const int mean = means[view];
-      for (int c = 0; c < 3; ++c) p[c] = blend(mean, p[c], f);
+      for (int c = 0; c < 3; ++c) p[c] = pil::blend(mean, p[c], f);
     } else if (op == 2) {
-      const int grey = (int)luma(p);
-      for (int c = 0; c < 3; ++c) p[c] = blend(grey, p[c], f);
+      const int grey = (int)pil::luma(p);
+      for (int c = 0; c < 3; ++c) p[c] = pil::blend(grey, p[c], f);
     } else {
-      shift_hue(p, (uint8_t)s.hue_turn);
+      pil::shift_hue(p, (uint8_t)s.hue_turn);
     }
   }
 }
