@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Writes the resize fixtures: one small RGB picture and, for each case, the crop torchvision's PIL path makes
 of it (F.resized_crop on a PIL image: crop the box, then resize it with PIL's bilinear filter, which is
-antialiased when it shrinks). tests/test_augment.cpp resizes the same boxes with resize_bilinear and must come
-within one grey level of Pillow's bytes (Pillow sums in fixed point and rounds to 8 bits after each axis).
+antialiased when it shrinks). PIL resamples in two passes, each rounded to 8 bits. Every Pillow up to 12 runs
+the horizontal pass first; Pillow 13 runs the vertical one first for some shapes whose height shrinks much
+more than their width. So each case is written twice: as this Pillow's resize gives it, and as the two passes
+in the horizontal-first order give it (two one-axis resizes, which every Pillow computes alike).
+tests/test_augment.cpp resizes the same boxes with resize_bilinear, which runs the passes horizontal first:
+it must give the second bytes exactly, and the first within a grey level.
 
     python3 tools/pil_resize_fixtures.py [--out tests/fixtures/pil_resize]
 
 Files: picture.rgb, (H, W, 3) bytes; cases.txt, one line per case: name top left h w out_h out_w (the box in
-the picture, then the output size); <name>.rgb, (out_h, out_w, 3) bytes.
+the picture, then the output size); <name>.rgb and <name>.hfirst.rgb, (out_h, out_w, 3) bytes.
 """
 import argparse
 import os
@@ -38,7 +42,9 @@ def main():
     write_rgb(args.out, "picture", pil)
     lines = []
     for name, ((top, left, h, w), (oh, ow)) in CASES.items():
-        write_rgb(args.out, name, pil.crop((left, top, left + w, top + h)).resize((ow, oh), Image.BILINEAR))
+        box = pil.crop((left, top, left + w, top + h))
+        write_rgb(args.out, name, box.resize((ow, oh), Image.BILINEAR))
+        write_rgb(args.out, name + ".hfirst", box.resize((ow, h), Image.BILINEAR).resize((ow, oh), Image.BILINEAR))
         lines.append(f"{name} {top} {left} {h} {w} {oh} {ow}")
     write_cases(args.out, lines)
     print(f"{len(CASES)} cases from an 83x61 picture; Pillow {Image.__version__}")

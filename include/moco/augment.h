@@ -75,10 +75,10 @@ CropBox random_resized_crop_box(int h, int w, float scale_lo, float scale_hi, Rn
 // The fallback: the whole image, narrowed to the nearest aspect ratio inside [3/4, 4/3], centred.
 CropBox rrc_fallback_box(int h, int w);
 
-// Bilinear resize of `box` of `img` to (dst_h, dst_w) with half-pixel centres (align_corners = False, no
-// antialias), reading only inside the box (edges clamp to the box, as if it had been cropped first), and
-// writing the window rows [win.top, win.top + win.h) x columns [win.left, win.left + win.w) of the result.
-// Values are divided by 255, so the output is in [0, 1].
+// PIL's bilinear resize of `box` of `img` to (dst_h, dst_w) (antialiased when it shrinks; two passes, along x
+// then along y, each in PIL's fixed point rounded to a byte), reading only inside the box (as if it had been
+// cropped first), and writing the window rows [win.top, win.top + win.h) x columns [win.left, win.left +
+// win.w) of the result. The bytes are written times 1/255, so the output is in [0, 1].
 void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,
                      float* out /* (win.h, win.w, 3) */);
 

@@ -59,111 +59,86 @@ CropBox random_resized_crop_box(int h, int w, float scale_lo, float scale_hi, Rn
 
 namespace {
 
-// The source taps of the output coordinates of one axis: output k reads the count[k] consecutive source
-// pixels from first[k], with weights w[k * stride + t], t < count[k].
-//   Growing the axis or keeping its size (in <= out): PyTorch's upsample_bilinear2d with align_corners=False,
-//   which is also PIL's bilinear there: src = (dst + 0.5) * in / out - 0.5, negative values clamped to 0, the
-//   neighbours floor(src) and floor(src) + 1 with weights 1 - frac and frac (the last pixel alone past the end).
-//   Shrinking it (in > out): PIL's bilinear, which is antialiased (torchvision's PIL path; tensor resizes with
-//   antialias=True compute the same): the triangle filter stretched by scale = in / out around the centre
-//   (dst + 0.5) * scale, over the source pixels j from int(centre - scale + 0.5) to int(centre + scale + 0.5),
-//   exclusive and clamped to [0, in), each weighted by max(0, 1 - |j + 0.5 - centre| / scale), normalised to
-//   sum 1. Without it a shrunk view samples 2 of every `scale` pixels per axis and aliases: tens of grey
-//   levels from PIL's result, against less than one with it (tests/test_augment.cpp, AugmentResize).
+// PIL's resampling of 8-bit images (its Resample.c, as torchvision's PIL path calls it: crop the box, then
+// resize it with the bilinear filter) in its fixed point: 1 = 2^22.
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+// The taps of the outputs [from, from + n) of one axis resized from `in` to `out` pixels: output k reads
+// count[k] source pixels from first[k] with fixed-point weights w[k * stride + t]. PIL's bilinear filter is
+// the triangle 1 - |x| stretched by scale = in / out when shrinking (antialiased) and by 1 when growing,
+// centred on (k + 0.5) scale, over the source pixels j in [int(centre - support + 0.5),
+// int(centre + support + 0.5)) clamped to [0, in), each weighted by the filter at j + 0.5 - centre; the
+// weights are normalised to sum 1 in double and rounded to the fixed point, halves away from zero.
 struct AxisTaps {
-  int stride = 0;               // the most taps of any output
+  int stride = 0;                 // the most taps of any output
   std::vector<int> first, count;  // (outputs)
-  std::vector<float> w;         // (outputs, stride)
+  std::vector<int32_t> w;         // (outputs, stride)
 };
 
-// `scale_weights` multiplies every weight (1/255 on one axis turns bytes into [0, 1] in the same pass).
-AxisTaps axis_taps(int in, int out, int from, int n, float scale_weights) {
+AxisTaps axis_taps(int in, int out, int from, int n) {
   AxisTaps t;
-  const double scale = (double)in / (double)out;
-  t.stride = in <= out ? 2 : (int)std::ceil(2.0 * scale) + 1;  // the widest span the shrinking rule can take
+  const double scale = (double)(float)in / (double)out;  // PIL takes the box's size as a float
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = filterscale;                   // the triangle's support, 1, stretched
+  const double inv = 1.0 / filterscale;
+  t.stride = (int)std::ceil(support) * 2 + 1;
   t.first.resize((size_t)n);
   t.count.resize((size_t)n);
-  t.w.assign((size_t)n * t.stride, 0.f);
-  std::vector<double> wd((size_t)t.stride);
-  for (int k = 0; k < n; ++k) {
-    float* w = t.w.data() + (size_t)k * t.stride;
-    if (in <= out) {
-      double src = ((double)(from + k) + 0.5) * scale - 0.5;
-      if (src < 0.0) src = 0.0;
-      const int i0 = std::min((int)src, in - 1);
-      const double l1 = src - (double)i0;
-      t.first[(size_t)k] = i0;
-      t.count[(size_t)k] = i0 + 1 < in ? 2 : 1;
-      w[0] = (float)((t.count[(size_t)k] == 2 ? 1.0 - l1 : 1.0) * scale_weights);
-      if (t.count[(size_t)k] == 2) w[1] = (float)(l1 * scale_weights);
-      continue;
-    }
-    const double centre = ((double)(from + k) + 0.5) * scale;
-    const int lo = std::max((int)(centre - scale + 0.5), 0);
-    const int hi = std::min((int)(centre + scale + 0.5), in);
+  t.w.assign((size_t)n * t.stride, 0);
+  std::vector<double> k((size_t)t.stride);
+  for (int j = 0; j < n; ++j) {
+    const double centre = ((double)(from + j) + 0.5) * scale;
+    const int lo = std::max((int)(centre - support + 0.5), 0);
+    const int count = std::min((int)(centre + support + 0.5), in) - lo;
     double sum = 0.0;
-    for (int j = lo; j < hi; ++j) sum += wd[(size_t)(j - lo)] = std::max(0.0, 1.0 - std::fabs((j + 0.5 - centre) / scale));
-    t.first[(size_t)k] = lo;
-    t.count[(size_t)k] = hi - lo;
-    for (int j = 0; j < hi - lo; ++j) w[j] = (float)(wd[(size_t)j] / sum * scale_weights);
-  }
-  // Every output as `stride` taps inside [0, in) where the axis has room: the ones near its end start earlier,
-  // their weights moved up behind zeros. Each sum then adds the same products in the same order (zeros add
-  // nothing), and a pass along x runs a fixed number of taps that the compiler unrolls (resize_row).
-  if (in >= t.stride)
-    for (int k = 0; k < n; ++k) {
-      const int shift = t.first[(size_t)k] + t.stride - in;
-      if (shift <= 0) continue;
-      float* w = t.w.data() + (size_t)k * t.stride;
-      for (int j = t.stride - 1; j >= 0; --j) w[j] = j >= shift ? w[j - shift] : 0.f;
-      t.first[(size_t)k] -= shift;
-      t.count[(size_t)k] += shift;
+    for (int x = 0; x < count; ++x) {
+      const double d = std::fabs(((double)(x + lo) - centre + 0.5) * inv);
+      sum += k[(size_t)x] = d < 1.0 ? 1.0 - d : 0.0;
     }
+    int32_t* w = t.w.data() + (size_t)j * t.stride;
+    for (int x = 0; x < count; ++x) {
+      const double v = (sum != 0.0 ? k[(size_t)x] / sum : k[(size_t)x]) * (double)(1 << kPrecisionBits);
+      w[x] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+    }
+    t.first[(size_t)j] = lo;
+    t.count[(size_t)j] = count;
+  }
   return t;
 }
 
-// Along x: the (n, 3) outputs of one row blended along y (row: (width, 3) values). K > 0: every output sums
-// exactly K taps (the weights past its count are 0 and their pixels inside the row), a loop the compiler
-// unrolls; K = 0: each output its own count.
-template <int K>
-void resize_row_taps(const float* row, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
-  for (int x = 0; x < n; ++x) {
-    const float* p = row + (size_t)cols.first[(size_t)x] * 3;
-    const float* w = cols.w.data() + (size_t)x * cols.stride;
-    const int count = K > 0 ? K : cols.count[(size_t)x];
-    float r = 0.f, g = 0.f, b = 0.f;
-    for (int t = 0; t < count; ++t) {
-      r += w[t] * p[3 * t];
-      g += w[t] * p[3 * t + 1];
-      b += w[t] * p[3 * t + 2];
-    }
-    out[3 * x] = r, out[3 * x + 1] = g, out[3 * x + 2] = b;
-  }
+// The fixed-point sum rounded and clamped to a byte, as PIL's clip8 of (2^21 + sum) >> 22.
+inline uint8_t to_byte(int32_t acc) {
+  const int32_t v = (acc + (1 << (kPrecisionBits - 1))) >> kPrecisionBits;
+  return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// A row of `width` pixels: a fixed tap count where every output's taps, padded to the stride, stay inside it.
-void resize_row(const float* row, int width, const AxisTaps& cols, int n, float* out /* (n, 3) */) {
-  switch (width >= cols.stride ? cols.stride : 0) {
-    case 2: return resize_row_taps<2>(row, cols, n, out);
-    case 3: return resize_row_taps<3>(row, cols, n, out);
-    case 4: return resize_row_taps<4>(row, cols, n, out);
-    case 5: return resize_row_taps<5>(row, cols, n, out);
-    case 6: return resize_row_taps<6>(row, cols, n, out);
-    case 7: return resize_row_taps<7>(row, cols, n, out);
-    case 8: return resize_row_taps<8>(row, cols, n, out);
-    default: return resize_row_taps<0>(row, cols, n, out);
-  }
+// (h, w) pixels of 3 bytes, rows `stride` bytes apart, to (w, h, 3): tiles of 16 x 16 pixels, so that the reads
+// and the writes both stay within a few cache lines.
+void transpose_pixels(const uint8_t* src, size_t stride, int h, int w, uint8_t* dst) {
+  constexpr int kTile = 16;
+  for (int y0 = 0; y0 < h; y0 += kTile)
+    for (int x0 = 0; x0 < w; x0 += kTile)
+      for (int y = y0; y < std::min(y0 + kTile, h); ++y) {
+        const uint8_t* s = src + (size_t)y * stride;
+        for (int x = x0; x < std::min(x0 + kTile, w); ++x) {
+          uint8_t* d = dst + ((size_t)x * h + y) * 3;
+          d[0] = s[x * 3], d[1] = s[x * 3 + 1], d[2] = s[x * 3 + 2];
+        }
+      }
 }
 
-// Along y: out[i] = sum_t w[t] * rows[t][i] over `len` bytes of source rows; contiguous, so the compiler
-// vectorises it.
-void blend_rows(const uint8_t* const* rows, const float* w, int count, size_t len, float* out) {
-  for (size_t i = 0; i < len; ++i) out[i] = 0.f;
+// One pass of PIL's over whole lines: out[i] = the byte of sum_t w[t] lines[t][i] over `len` bytes; contiguous,
+// so the compiler vectorises it. Along y the lines are rows of the pass along x; along x they are the box's
+// columns, transposed. Built for AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at
+// load time by the CPU.
+__attribute__((target_clones("avx2", "default"))) void blend_rows(const uint8_t* const* rows, const int32_t* w, int count, size_t len, int32_t* acc, uint8_t* out) {
+  for (size_t i = 0; i < len; ++i) acc[i] = 0;
   for (int t = 0; t < count; ++t) {
     const uint8_t* r = rows[t];
-    const float wt = w[t];
-    for (size_t i = 0; i < len; ++i) out[i] += wt * (float)r[i];
+    const int32_t wt = w[t];
+    for (size_t i = 0; i < len; ++i) acc[i] += wt * (int32_t)r[i];
   }
+  for (size_t i = 0; i < len; ++i) out[i] = to_byte(acc[i]);
 }
 
 }  // namespace
@@ -184,25 +159,51 @@ void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w,
   constexpr int kMaxSide = 1 << 14;
   MOCO_CHECK(win.w <= kMaxSide && box.w <= kMaxSide, "resize_bilinear: window width ", win.w, " or box width ",
              box.w, " exceeds ", kMaxSide);
-  const AxisTaps cols = axis_taps(box.w, dst_w, win.left, win.w, 1.f);
-  const AxisTaps rows = axis_taps(box.h, dst_h, win.top, win.h, 1.f / 255.f);  // and bytes to [0, 1]
-  auto source_row = [&](int sy) {  // the box's row sy, from its first pixel: (box.w, 3) bytes
-    return img.pixels.data() + ((size_t)(box.top + sy) * img.w + box.left) * 3;
-  };
-  const size_t out_len = (size_t)win.w * 3;
-  thread_local std::vector<const uint8_t*> row_ptr;  // (rows.stride) the source rows one output row blends
+  const AxisTaps cols = axis_taps(box.w, dst_w, win.left, win.w);
+  const AxisTaps rows = axis_taps(box.h, dst_h, win.top, win.h);
+  // PIL's order: along x first, on every source row the window's outputs read (rounded to bytes), then along y.
+  // The pass along x runs on the box transposed, so that each output column is a weighted sum of whole source
+  // columns, contiguous like the pass along y (blend_rows, which the compiler vectorises); the pixel-by-pixel
+  // form (resize_row) took about twice as long (bench/results/2026-11-26-resize-as-pil.md).
+  const int first_row = rows.first[0];
+  const int last_row = rows.first[(size_t)win.h - 1] + rows.count[(size_t)win.h - 1];  // exclusive
+  const int first_col = cols.first[0];
+  const int last_col = cols.first[(size_t)win.w - 1] + cols.count[(size_t)win.w - 1];  // exclusive
+  const int n_rows = last_row - first_row, n_cols = last_col - first_col;
+  const size_t out_len = (size_t)win.w * 3, col_len = (size_t)n_rows * 3;
+  thread_local std::vector<uint8_t> columns;    // (n_cols, n_rows, 3): the box's pixels the window reads, transposed
+  thread_local std::vector<uint8_t> along_x_t;  // (win.w, n_rows, 3): the pass along x, transposed
+  thread_local std::vector<uint8_t> along_x;    // (n_rows, win.w, 3): the pass along x
+  thread_local std::vector<const uint8_t*> col_ptr;  // (cols.stride) the source columns one output column reads
+  thread_local std::vector<int32_t> col_acc;         // (n_rows, 3) fixed-point sums of one output column
+  columns.resize((size_t)n_cols * col_len);
+  along_x_t.resize((size_t)win.w * col_len);
+  along_x.resize((size_t)n_rows * out_len);
+  col_ptr.resize((size_t)cols.stride);
+  col_acc.resize(col_len);
+  transpose_pixels(img.pixels.data() + ((size_t)(box.top + first_row) * img.w + box.left + first_col) * 3,
+                   (size_t)img.w * 3, n_rows, n_cols, columns.data());
+  for (int x = 0; x < win.w; ++x) {
+    for (int t = 0; t < cols.count[(size_t)x]; ++t)
+      col_ptr[(size_t)t] = columns.data() + (size_t)(cols.first[(size_t)x] + t - first_col) * col_len;
+    blend_rows(col_ptr.data(), cols.w.data() + (size_t)x * cols.stride, cols.count[(size_t)x], col_len,
+               col_acc.data(), along_x_t.data() + (size_t)x * col_len);
+  }
+  transpose_pixels(along_x_t.data(), col_len, win.w, n_rows, along_x.data());
+  thread_local std::vector<const uint8_t*> row_ptr;  // (rows.stride) the first pass's rows one output row reads
+  thread_local std::vector<int32_t> acc;             // (win.w, 3) fixed-point sums of one output row
+  thread_local std::vector<uint8_t> bytes;           // (win.w, 3) one output row
   row_ptr.resize((size_t)rows.stride);
-  // Separable: each output row first blends its source rows at the box's full width (contiguous, so the
-  // compiler vectorises it), then is resized along x. This order, against resizing every source row along x
-  // first, took 0.53 to 0.62 ms instead of 1.3 to 1.4 for a whole 500x375 photo and 0.24 instead of 0.33 for
-  // a box grown to 224 (bench_augment's resize lines, one core here).
-  thread_local std::vector<float> along_y;  // (box.w, 3): one output row blended at the box's width
-  along_y.resize((size_t)box.w * 3);
+  acc.resize(out_len);
+  bytes.resize(out_len);
+  const float inv255 = 1.f / 255.f;  // the bytes as [0, 1], as the stages after the crop hold a view
   for (int y = 0; y < win.h; ++y) {
-    for (int t = 0; t < rows.count[(size_t)y]; ++t) row_ptr[(size_t)t] = source_row(rows.first[(size_t)y] + t);
-    blend_rows(row_ptr.data(), rows.w.data() + (size_t)y * rows.stride, rows.count[(size_t)y], (size_t)box.w * 3,
-               along_y.data());
-    resize_row(along_y.data(), box.w, cols, win.w, out + (size_t)y * out_len);
+    for (int t = 0; t < rows.count[(size_t)y]; ++t)
+      row_ptr[(size_t)t] = along_x.data() + (size_t)(rows.first[(size_t)y] + t - first_row) * out_len;
+    blend_rows(row_ptr.data(), rows.w.data() + (size_t)y * rows.stride, rows.count[(size_t)y], out_len, acc.data(),
+               bytes.data());
+    float* o = out + (size_t)y * out_len;
+    for (size_t i = 0; i < out_len; ++i) o[i] = (float)bytes[i] * inv255;
   }
 }
 
