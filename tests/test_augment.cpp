@@ -125,8 +125,10 @@ std::vector<float> ref_resize_pil(const Image& img, CropBox b, int oh, int ow) {
     for (int x = 0; x < ow; ++x)
       for (int c = 0; c < 3; ++c) {
         int64_t acc = 1 << 21;
-        for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh)) acc += (int64_t)w * along_x[((size_t)j * ow + x) * 3 + c];
-        out[((size_t)y * ow + x) * 3 + c] = (float)std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22)) * (1.f / 255.f);
+        for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh))
+          acc += (int64_t)w * along_x[((size_t)j * ow + x) * 3 + c];
+        const int64_t byte = std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22));
+        out[((size_t)y * ow + x) * 3 + c] = (float)byte * (1.f / 255.f);
       }
   return out;
 }
@@ -609,7 +611,9 @@ TEST(AugmentBlur, SameBytesAsThePlainPassLoops) {
         quantize_to_u8(img.data(), (int64_t)h * w, want.data());
         for (int pass = 0; pass < 2 * kBlurPasses; ++pass) {
           const bool along_x = pass < kBlurPasses;
-          auto pixel = [&](int y, int x, int c) { return (uint32_t)want[((size_t)clamp(y, h) * w + clamp(x, w)) * 3 + c]; };
+          auto pixel = [&](int y, int x, int c) {
+            return (uint32_t)want[((size_t)clamp(y, h) * w + clamp(x, w)) * 3 + c];
+          };
           for (int y = 0; y < h; ++y)
             for (int x = 0; x < w; ++x)
               for (int c = 0; c < 3; ++c) {
@@ -636,7 +640,8 @@ TEST(AugmentBlur, SameBytesAsThePlainPassLoops) {
 // on these fixtures, bench/results/2026-11-26-blur-as-pil.md.)
 TEST(AugmentBlur, MatchesPillowExactly) {
   auto read = [](const std::string& name, size_t bytes) { return read_fixture_bytes("pil_blur", name, bytes); };
-  const std::map<std::string, std::pair<int, int>> sizes{{"picture", {61, 83}}, {"tiny", {3, 5}}, {"thin", {7, 2}}};  // (h, w)
+  const std::map<std::string, std::pair<int, int>> sizes{
+      {"picture", {61, 83}}, {"tiny", {3, 5}}, {"thin", {7, 2}}};  // (h, w) of each input
   std::ifstream cases(std::string(MOCO_FIXTURE_DIR) + "/pil_blur/cases.txt");
   int n = 0;
   std::string name, source;

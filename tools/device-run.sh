@@ -226,7 +226,7 @@ if want headline; then step_pair v2 256 eager; fi
 
 # training end to end on the GPU: kNN monitor, resume bit for bit, moco knn and moco lincls --device cuda; and
 # a run stopped by SIGTERM and resumed bit for bit; a run whose loss goes non-finite, which must stop with its
-# last checkpoint whole
+# last checkpoint whole; a rank whose NCCL peer never comes, which must stop at the rendezvous
 if want train; then
   train_log=$out/gpu_train.log
   bounded 300 bash "$repo/tests/cli/gpu_train.sh" "$build/moco" >"$train_log" 2>&1
@@ -239,6 +239,10 @@ if want train; then
   bounded 120 bash "$repo/tests/cli/nan_stops_the_run.sh" "$build/moco" --device cuda >"$nan_log" 2>&1
   rc=$?
   row "nan_stops_the_run.sh" $rc "$(grep -cE '^ok' "$nan_log") checks ok $(grep -E '^FAIL|skipped' "$nan_log" | tr '\n' ' ' | cut -c1-120)"
+  # rank 0 of 2 reaches NCCL's rendezvous before scanning its data: it must stop at the rendezvous's timeout
+  rdv_log=$out/rendezvous_before_data.log
+  bounded 90 bash "$repo/tests/cli/rendezvous_before_data.sh" "$build/moco" >"$rdv_log" 2>&1
+  row "rendezvous_before_data.sh" $? "$(grep -E '^rank 0 reached|FAIL|skipped' "$rdv_log" | tr '\n' ' ' | cut -c1-160)"
 fi
 
 # ---- 4. the kernel benchmarks (each checks itself against the CPU before timing) -------------------------------

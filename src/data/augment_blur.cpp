@@ -15,6 +15,7 @@
 
 #include "moco/augment.h"
 #include "moco/error.h"
+#include "transpose_pixels.h"
 
 namespace moco {
 
@@ -63,13 +64,6 @@ void box_passes_down(uint8_t* img, uint8_t* tmp, int h, size_t row, const BlurBo
   for (size_t i = 0; i < (size_t)h * row; ++i) img[i] = tmp[i];  // three passes ended in tmp
 }
 
-// (h, w, 3) -> (w, h, 3).
-void transpose(const uint8_t* src, uint8_t* dst, int h, int w) {
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c) dst[((size_t)x * h + y) * 3 + c] = src[((size_t)y * w + x) * 3 + c];
-}
-
 }  // namespace
 
 float pil_box_radius(float sigma) {
@@ -101,9 +95,9 @@ void gaussian_blur(uint8_t* hwc, int h, int w, float sigma) {
   thread_local std::vector<uint8_t> turned, tmp;  // (w, h, 3), scratch of either orientation
   turned.resize(values), tmp.resize(values);
   // along x as PIL does it, on the transposed image: then along y
-  transpose(hwc, turned.data(), h, w);
+  transpose_pixels(hwc, (size_t)w * 3, h, w, turned.data());
   box_passes_down(turned.data(), tmp.data(), w, (size_t)h * 3, box);
-  transpose(turned.data(), hwc, w, h);
+  transpose_pixels(turned.data(), (size_t)h * 3, w, h, hwc);
   box_passes_down(hwc, tmp.data(), h, (size_t)w * 3, box);
 }
 

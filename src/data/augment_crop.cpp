@@ -6,6 +6,7 @@
 #include "moco/augment.h"
 #include "moco/error.h"
 #include "py_round.h"
+#include "transpose_pixels.h"
 
 namespace moco {
 
@@ -112,26 +113,13 @@ inline uint8_t to_byte(int32_t acc) {
   return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// (h, w) pixels of 3 bytes, rows `stride` bytes apart, to (w, h, 3): tiles of 16 x 16 pixels, so that the reads
-// and the writes both stay within a few cache lines.
-void transpose_pixels(const uint8_t* src, size_t stride, int h, int w, uint8_t* dst) {
-  constexpr int kTile = 16;
-  for (int y0 = 0; y0 < h; y0 += kTile)
-    for (int x0 = 0; x0 < w; x0 += kTile)
-      for (int y = y0; y < std::min(y0 + kTile, h); ++y) {
-        const uint8_t* s = src + (size_t)y * stride;
-        for (int x = x0; x < std::min(x0 + kTile, w); ++x) {
-          uint8_t* d = dst + ((size_t)x * h + y) * 3;
-          d[0] = s[x * 3], d[1] = s[x * 3 + 1], d[2] = s[x * 3 + 2];
-        }
-      }
-}
-
 // One pass of PIL's over whole lines: out[i] = the byte of sum_t w[t] lines[t][i] over `len` bytes; contiguous,
 // so the compiler vectorises it. Along y the lines are rows of the pass along x; along x they are the box's
 // columns, transposed. Built for AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at
 // load time by the CPU.
-__attribute__((target_clones("avx2", "default"))) void blend_rows(const uint8_t* const* rows, const int32_t* w, int count, size_t len, int32_t* acc, uint8_t* out) {
+__attribute__((target_clones("avx2", "default"))) void blend_rows(const uint8_t* const* rows, const int32_t* w,
+                                                                   int count, size_t len, int32_t* acc,
+                                                                   uint8_t* out) {
   for (size_t i = 0; i < len; ++i) acc[i] = 0;
   for (int t = 0; t < count; ++t) {
     const uint8_t* r = rows[t];
@@ -171,7 +159,7 @@ void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w,
   const int last_col = cols.first[(size_t)win.w - 1] + cols.count[(size_t)win.w - 1];  // exclusive
   const int n_rows = last_row - first_row, n_cols = last_col - first_col;
   const size_t out_len = (size_t)win.w * 3, col_len = (size_t)n_rows * 3;
-  thread_local std::vector<uint8_t> columns;    // (n_cols, n_rows, 3): the box's pixels the window reads, transposed
+  thread_local std::vector<uint8_t> columns;    // (n_cols, n_rows, 3): the pixels the window reads, transposed
   thread_local std::vector<uint8_t> along_x_t;  // (win.w, n_rows, 3): the pass along x, transposed
   thread_local std::vector<uint8_t> along_x;    // (n_rows, win.w, 3): the pass along x
   thread_local std::vector<const uint8_t*> col_ptr;  // (cols.stride) the source columns one output column reads
