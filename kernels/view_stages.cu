@@ -40,8 +40,8 @@ __global__ void gray_kernel(int64_t pixels, int64_t plane, const ViewStages* __r
   }
 }
 
-// means[v] = view v's mean grey level rounded to an integer (mean_grey_level: the integer sum over the view,
-// divided in double, + 0.5, truncated), for the views whose k-th jitter op is contrast. One block per view.
+// means[v] = view v's mean grey level rounded to an integer (pil::mean_level of the integer sum over the
+// view, as mean_grey_level), for the views whose k-th jitter op is contrast. One block per view.
 __global__ void contrast_mean_kernel(int64_t plane, int k, const ViewStages* __restrict__ st,  // (N)
                                      const uint8_t* __restrict__ x,                            // (N, S, S, 3)
                                      int* __restrict__ means) {                                // (N)
@@ -57,7 +57,7 @@ __global__ void contrast_mean_kernel(int64_t plane, int k, const ViewStages* __r
     if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) means[blockIdx.x] = (int)pil::dadd(pil::ddiv((double)part[0], (double)plane), 0.5);
+  if (threadIdx.x == 0) means[blockIdx.x] = pil::mean_level(part[0], plane);
 }
 
 // The k-th ColorJitter op of every view that jitters.

@@ -583,18 +583,16 @@ TEST(AugmentBlur, ThreeBoxesHaveTheVarianceOfSigma) {
   EXPECT_THROW(pil_blur_box(0.f), Error);
 }
 
-// A constant image stays constant, also where the boxes are wider than the image (the edge repeats): at the
-// 8-bit level it was rounded to, 0.25 -> 64 -> 64 / 255.
+// A constant image stays constant, also where the boxes are wider than the image (the edge repeats).
 TEST(AugmentBlur, ConstantStaysConstant) {
   for (auto [h, w] : {std::pair<int, int>{3, 4}, {1, 1}, {1, 9}, {30, 2}}) {
-    std::vector<float> flat((size_t)h * w * 3, 0.25f);  // (h, w, 3)
+    std::vector<uint8_t> flat((size_t)h * w * 3, 64);  // (h, w, 3)
     gaussian_blur(flat.data(), h, w, 4.f);
-    for (float v : flat) ASSERT_EQ(v, 64.f / 255.f) << h << "x" << w;
+    for (uint8_t v : flat) ASSERT_EQ(v, 64) << h << "x" << w;
   }
 }
 
-// The blur against plain loops written here from PIL's definition: the view rounded to 8 bits, then three
-// passes along x and three along y, each output computed on its own from its clamped window, in integers:
+// The blur against plain loops written here from PIL's definition: three passes along x and three along y, each output computed on its own from its clamped window, in integers:
 // (inner * window sum + edge * (the two pixels beyond) + 2^23) >> 24. The blur keeps running sums and
 // transposes instead, and must give the same bytes. Sizes from 1 to wider than the boxes, boxes wider than
 // the image, and the fraction-only box of sigma 0.1 (radius 0).
@@ -604,11 +602,10 @@ TEST(AugmentBlur, SameBytesAsThePlainPassLoops) {
   for (int h : {1, 2, 7, 24}) {
     for (int w : {1, 5, 6, 23}) {
       for (float sigma : {0.1f, 0.8f, 2.0f, 3.5f}) {
-        std::vector<float> img((size_t)h * w * 3);  // (h, w, 3)
-        for (float& v : img) v = (float)r.uniform();
+        std::vector<uint8_t> img((size_t)h * w * 3);  // (h, w, 3)
+        for (uint8_t& v : img) v = (uint8_t)r.below(256);
         const BlurBox b = pil_blur_box(sigma);
-        std::vector<uint8_t> want(img.size()), next(img.size());  // (h, w, 3) each
-        quantize_to_u8(img.data(), (int64_t)h * w, want.data());
+        std::vector<uint8_t> want = img, next(img.size());  // (h, w, 3) each
         for (int pass = 0; pass < 2 * kBlurPasses; ++pass) {
           const bool along_x = pass < kBlurPasses;
           auto pixel = [&](int y, int x, int c) {
@@ -627,8 +624,7 @@ TEST(AugmentBlur, SameBytesAsThePlainPassLoops) {
           want.swap(next);
         }
         gaussian_blur(img.data(), h, w, sigma);
-        for (size_t i = 0; i < img.size(); ++i)
-          ASSERT_EQ(img[i], (float)want[i] * (1.f / 255.f)) << h << "x" << w << " sigma " << sigma << " value " << i;
+        ASSERT_EQ(img, want) << h << "x" << w << " sigma " << sigma;
       }
     }
   }
@@ -650,11 +646,8 @@ TEST(AugmentBlur, MatchesPillowExactly) {
     const auto [h, w] = sizes.at(source);
     const std::vector<uint8_t> in = read(source + ".rgb", (size_t)h * w * 3);
     const std::vector<uint8_t> want = read(name + ".rgb", in.size());
-    std::vector<float> view(in.size());  // (h, w, 3) in [0, 1], as the stages hold the 8-bit view
-    for (size_t i = 0; i < in.size(); ++i) view[i] = (float)in[i] * (1.f / 255.f);
-    gaussian_blur(view.data(), h, w, sigma);
-    std::vector<uint8_t> got(in.size());
-    quantize_to_u8(view.data(), (int64_t)h * w, got.data());
+    std::vector<uint8_t> got = in;  // (h, w, 3)
+    gaussian_blur(got.data(), h, w, sigma);
     int differ = 0;
     for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
     EXPECT_EQ(differ, 0) << name << ": bytes that differ from Pillow's";

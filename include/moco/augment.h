@@ -88,8 +88,6 @@ void adjust_brightness(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);  // 
 void adjust_contrast(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);    // blend with the mean grey level
 void adjust_saturation(uint8_t* rgb /* (n, 3) */, int64_t n, float factor);  // blend with the pixel's grey
 void adjust_hue(uint8_t* rgb /* (n, 3) */, int64_t n, float shift);          // HSV hue + hue_turn(shift)
-// PIL's grey level of one RGB pixel, convert("L"): (19595 R + 38470 G + 7471 B + 2^15) >> 16.
-uint8_t pil_luma(const uint8_t* rgb /* (3) */);
 // The mean grey level of n pixels rounded to an integer, as ImageEnhance.Contrast takes it.
 int mean_grey_level(const uint8_t* rgb /* (n, 3) */, int64_t n);
 // torchvision's hue step in bytes: int(255 shift) (truncated), modulo 256.
@@ -111,10 +109,9 @@ void apply_color_jitter(uint8_t* rgb /* (n, 3) */, int64_t n, const ColorJitterP
 
 // PIL's GaussianBlur(radius=sigma) of a (h, w, 3) 8-bit buffer, in place: kBlurPasses box passes along x,
 // then as many along y, each PIL's fixed-point box of pil_blur_box rounded to 8 bits, the edge pixel repeated
-// outside the image. The float form takes [0, 1]: rounded to 8 bits (quantize_to_u8), blurred, u / 255 again.
+// outside the image.
 constexpr int kBlurPasses = 3;
 void gaussian_blur(uint8_t* hwc /* (h, w, 3) */, int h, int w, float sigma);
-void gaussian_blur(float* hwc /* (h, w, 3) */, int h, int w, float sigma);
 // The real radius of PIL's boxes for sigma, rounded as PIL rounds it: three such boxes have variance sigma^2
 // (sigma in (0, 100]).
 float pil_box_radius(float sigma);

@@ -48,6 +48,10 @@ MOCO_PIXEL uint32_t luma(const uint8_t* p) {
   return ((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u + 0x8000u) >> 16;
 }
 
+// ImageEnhance.Contrast's grey level: the mean of n grey levels summing to `sum` (ImageStat's mean, a double
+// division), rounded by int(mean + 0.5).
+MOCO_PIXEL int mean_level(uint64_t sum, int64_t n) { return (int)dadd(ddiv((double)sum, (double)n), 0.5); }
+
 // Image.blend of one byte: from + alpha (to - from) in float. Inside [0, 1] the result lies between the two
 // bytes and is truncated; outside it is clamped first.
 MOCO_PIXEL uint8_t blend(int from, int to, float alpha) {

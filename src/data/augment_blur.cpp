@@ -101,15 +101,4 @@ void gaussian_blur(uint8_t* hwc, int h, int w, float sigma) {
   box_passes_down(hwc, tmp.data(), h, (size_t)w * 3, box);
 }
 
-void gaussian_blur(float* hwc, int h, int w, float sigma) {
-  MOCO_CHECK(h > 0 && w > 0, "gaussian_blur: image is ", h, "x", w, ", expected both sides > 0");
-  const size_t values = (size_t)h * w * 3;
-  thread_local std::vector<uint8_t> img;  // (h, w, 3): the view as PIL holds it
-  img.resize(values);
-  quantize_to_u8(hwc, (int64_t)h * w, img.data());
-  gaussian_blur(img.data(), h, w, sigma);
-  const float inv255 = 1.f / 255.f;
-  for (size_t i = 0; i < values; ++i) hwc[i] = (float)img[i] * inv255;
-}
-
 }  // namespace moco

@@ -19,14 +19,12 @@
 
 namespace moco {
 
-uint8_t pil_luma(const uint8_t* p) { return (uint8_t)pil::luma(p); }
-
 uint8_t hue_turn(float shift) { return (uint8_t)(int32_t)((double)shift * 255.0); }
 
 void to_grayscale(uint8_t* rgb, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     uint8_t* p = rgb + i * 3;
-    p[0] = p[1] = p[2] = pil_luma(p);
+    p[0] = p[1] = p[2] = (uint8_t)pil::luma(p);
   }
 }
 
@@ -37,8 +35,8 @@ void adjust_brightness(uint8_t* rgb, int64_t n, float factor) {
 int mean_grey_level(const uint8_t* rgb, int64_t n) {
   if (n <= 0) return 0;
   uint64_t sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += pil_luma(rgb + i * 3);
-  return (int)((double)sum / (double)n + 0.5);  // ImageStat's mean, then int(mean + 0.5)
+  for (int64_t i = 0; i < n; ++i) sum += pil::luma(rgb + i * 3);
+  return pil::mean_level(sum, n);
 }
 
 void adjust_contrast(uint8_t* rgb, int64_t n, float factor) {
