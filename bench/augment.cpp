@@ -55,18 +55,22 @@ int main() {
   }
   // The crop's resize to 224 alone, for boxes of a 500x375 photo that RandomResizedCrop draws: the whole
   // photo (shrunk 2.2x by 1.7x, PIL's antialiasing taps 5 to 6 source pixels per axis), half its area
-  // (shrunk 1.6x by 1.2x), and a fifth of it (grown on both axes: two neighbours).
-  std::vector<float> view((size_t)224 * 224 * 3);  // (S, S, 3)
+  // (shrunk 1.6x by 1.2x), a fifth of it (grown on both axes: two neighbours), and a tall box whose height
+  // shrinks much more than its width (Pillow 13 resizes it along y first).
+  std::vector<uint8_t> view((size_t)224 * 224 * 3);  // (S, S, 3)
   Image photo;
   photo.h = 375, photo.w = 500;
   photo.pixels.resize((size_t)375 * 500 * 3);  // (H, W, 3)
   for (size_t i = 0; i < photo.pixels.size(); ++i) photo.pixels[i] = (uint8_t)((i * 2654435761u) >> 24);
-  for (const CropBox box : {CropBox{0, 0, 375, 500}, CropBox{50, 70, 265, 353}, CropBox{100, 150, 168, 224}}) {
+  for (const CropBox box : {CropBox{0, 0, 375, 500}, CropBox{50, 70, 265, 353}, CropBox{100, 150, 168, 224},
+                            CropBox{0, 130, 375, 240}}) {
     const int reps = 300;
+    const PillowResize pillow = PillowResize::Pillow13;
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) resize_bilinear(photo, box, 224, 224, CropBox{0, 0, 224, 224}, view.data());
+    for (int i = 0; i < reps; ++i) resize_bilinear(photo, box, 224, 224, CropBox{0, 0, 224, 224}, pillow, view.data());
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
-    std::printf("resize_bilinear %3dx%3d box -> 224x224: %7.1f us (one thread)\n", box.w, box.h, us);
+    std::printf("resize_bilinear %3dx%3d box -> 224x224 (along %s first): %7.1f us (one thread)\n", box.w, box.h,
+                pil_resizes_y_first(box.h, box.w, 224, 224, pillow) ? "y" : "x", us);
   }
   return 0;
 }

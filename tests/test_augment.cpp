@@ -7,9 +7,11 @@
 #include <cmath>
 #include <map>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -109,26 +111,33 @@ std::vector<std::pair<int, int32_t>> ref_fixed_weights(int d, int in, int out) {
   return w;
 }
 
-// (oh, ow, 3) in [0, 1]: the box of img resized to (oh, ow) as PIL does it, in two passes of fixed-point sums
-// each rounded to a byte, (2^21 + sum) >> 22: along x on every row of the box, then along y.
-std::vector<float> ref_resize_pil(const Image& img, CropBox b, int oh, int ow) {
-  std::vector<int> along_x((size_t)b.h * ow * 3);  // (b.h, ow, 3) bytes
-  for (int y = 0; y < b.h; ++y)
-    for (int x = 0; x < ow; ++x)
+// (oh, ow, 3) bytes: the box of img resized to (oh, ow) as PIL does it, in two passes of fixed-point sums each
+// rounded to a byte, (2^21 + sum) >> 22: along x on every row of the box, then along y; or (y_first) along y
+// on every column of the box, then along x.
+std::vector<uint8_t> ref_resize_pil(const Image& img, CropBox b, int oh, int ow, bool y_first = false) {
+  auto byte = [](int64_t acc) { return (int)std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22)); };
+  const int mid_h = y_first ? oh : b.h, mid_w = y_first ? b.w : ow;
+  std::vector<int> mid((size_t)mid_h * mid_w * 3);  // (mid_h, mid_w, 3) bytes: the first pass
+  for (int y = 0; y < mid_h; ++y)
+    for (int x = 0; x < mid_w; ++x)
       for (int c = 0; c < 3; ++c) {
         int64_t acc = 1 << 21;
-        for (const auto& [j, w] : ref_fixed_weights(x, b.w, ow)) acc += (int64_t)w * img.at(b.top + y, b.left + j, c);
-        along_x[((size_t)y * ow + x) * 3 + c] = (int)std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22));
+        if (y_first)
+          for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh)) acc += (int64_t)w * img.at(b.top + j, b.left + x, c);
+        else
+          for (const auto& [j, w] : ref_fixed_weights(x, b.w, ow)) acc += (int64_t)w * img.at(b.top + y, b.left + j, c);
+        mid[((size_t)y * mid_w + x) * 3 + c] = byte(acc);
       }
-  std::vector<float> out((size_t)oh * ow * 3);
+  std::vector<uint8_t> out((size_t)oh * ow * 3);
   for (int y = 0; y < oh; ++y)
     for (int x = 0; x < ow; ++x)
       for (int c = 0; c < 3; ++c) {
         int64_t acc = 1 << 21;
-        for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh))
-          acc += (int64_t)w * along_x[((size_t)j * ow + x) * 3 + c];
-        const int64_t byte = std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22));
-        out[((size_t)y * ow + x) * 3 + c] = (float)byte * (1.f / 255.f);
+        if (y_first)
+          for (const auto& [j, w] : ref_fixed_weights(x, b.w, ow)) acc += (int64_t)w * mid[((size_t)y * mid_w + j) * 3 + c];
+        else
+          for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh)) acc += (int64_t)w * mid[((size_t)j * mid_w + x) * 3 + c];
+        out[((size_t)y * ow + x) * 3 + c] = (uint8_t)byte(acc);
       }
   return out;
 }
@@ -149,13 +158,24 @@ std::vector<float> ref_resize(const Image& img, CropBox b, int oh, int ow) {
   return out;
 }
 
-// (3, h, w) from (h, w, 3) in [0, 1], with the constants of SPEC section 3 written out again.
-std::vector<float> ref_normalize(const std::vector<float>& hwc, int h, int w) {
-  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+// (3, h, w) from (h, w, 3) bytes, as torchvision's ToTensor (u / 255) and Normalize ((x - mean) / std) compute
+// it in float32, with the constants of SPEC section 3 written out again.
+std::vector<float> ref_normalize(const std::vector<uint8_t>& hwc, int h, int w) {
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
   std::vector<float> out((size_t)3 * h * w);
   for (int c = 0; c < 3; ++c)
-    for (int i = 0; i < h * w; ++i) out[(size_t)c * h * w + i] = (float)((hwc[(size_t)i * 3 + c] - mean[c]) / sd[c]);
+    for (int i = 0; i < h * w; ++i) {
+      const float x = (float)hwc[(size_t)i * 3 + c] / 255.f;
+      out[(size_t)c * h * w + i] = (x - mean[c]) / sd[c];
+    }
   return out;
+}
+
+// The bytes as floats in [0, 1], to set them beside the exact-arithmetic resize.
+std::vector<float> unit_floats(const std::vector<uint8_t>& bytes) {
+  std::vector<float> f(bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i) f[i] = (float)bytes[i] / 255.f;
+  return f;
 }
 
 void expect_near_all(const std::vector<float>& got, const std::vector<float>& want, float tol, const char* what) {
@@ -226,6 +246,26 @@ TEST(AugmentRecipe, ErrorsNameTheBadValueAndTheAcceptedOnes) {
 }
 
 // ================================================================ RandomResizedCrop boxes
+
+// MOCO_RESIZE_AS_PILLOW picks the Pillow whose resize the views reproduce: 13 by default, 12 on request, and
+// anything else is an error that names the value.
+TEST(AugmentRecipe, ResizeAsPillowComesFromTheEnvironment) {
+  const char* before = std::getenv("MOCO_RESIZE_AS_PILLOW");
+  const std::string saved = before ? before : "";
+  unsetenv("MOCO_RESIZE_AS_PILLOW");
+  EXPECT_EQ(recipe_from_name("v2").pillow, PillowResize::Pillow13);
+  setenv("MOCO_RESIZE_AS_PILLOW", "12", 1);
+  EXPECT_EQ(recipe_from_name("eval").pillow, PillowResize::UpTo12);
+  setenv("MOCO_RESIZE_AS_PILLOW", "11", 1);
+  try {
+    recipe_from_name("v1");
+    ADD_FAILURE() << "MOCO_RESIZE_AS_PILLOW=11 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOCO_RESIZE_AS_PILLOW=11"), std::string::npos) << e.what();
+  }
+  if (before) setenv("MOCO_RESIZE_AS_PILLOW", saved.c_str(), 1);
+  else unsetenv("MOCO_RESIZE_AS_PILLOW");
+}
 
 TEST(AugmentCrop, BoxesReplayTorchvisionExactly) {
   struct Case { int h, w; float lo, hi; };
@@ -329,44 +369,58 @@ TEST(AugmentResize, FourByFourToTwoByTwoHandValues) {
   // -> 40, (25 + 3 41 + 3 57) / 7 = 45.6 -> 46. (Exact arithmetic would give 14.3, 20.6, 39.4, 45.7: the byte
   // after the first pass moves 20.6 to 20.)
   Image img = make_image(4, 4, [](int y, int x, int) { return 16 * y + 4 * x; });
-  std::vector<float> out(2 * 2 * 3);
-  resize_bilinear(img, CropBox{0, 0, 4, 4}, 2, 2, CropBox{0, 0, 2, 2}, out.data());
+  std::vector<uint8_t> out(2 * 2 * 3);
+  resize_bilinear(img, CropBox{0, 0, 4, 4}, 2, 2, CropBox{0, 0, 2, 2}, PillowResize::UpTo12, out.data());
   const int want[4] = {14, 20, 40, 46};
   for (int i = 0; i < 4; ++i)
-    for (int c = 0; c < 3; ++c) EXPECT_EQ(out[i * 3 + c], (float)want[i] * (1.f / 255.f)) << "pixel " << i;
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(out[i * 3 + c], want[i]) << "pixel " << i;
+  // Both axes shrink by 2 pixels, so Pillow 13 also resizes along x first here.
+  EXPECT_FALSE(pil_resizes_y_first(4, 4, 2, 2, PillowResize::Pillow13));
+}
+
+// Pillow 13's choice of the first pass (found against Pillow 13.0.0): along y when the height shrinks by more
+// than twice as many pixels as the width; never for Pillow 12.
+TEST(AugmentResize, PillowThirteenGoesAlongYFirstWhenTheHeightShrinksMore) {
+  const PillowResize p13 = PillowResize::Pillow13, p12 = PillowResize::UpTo12;
+  EXPECT_TRUE(pil_resizes_y_first(200, 120, 41, 41, p13));   // 159 > 2 x 79
+  EXPECT_FALSE(pil_resizes_y_first(200, 120, 42, 41, p13));  // 158 = 2 x 79: not more
+  EXPECT_TRUE(pil_resizes_y_first(100, 20, 99, 40, p13));    // the width grows: any shrink of the height
+  EXPECT_FALSE(pil_resizes_y_first(100, 20, 120, 40, p13));  // the height grows
+  EXPECT_FALSE(pil_resizes_y_first(100, 300, 10, 20, p13));  // 90 < 2 x 280
+  EXPECT_FALSE(pil_resizes_y_first(200, 120, 41, 41, p12));
 }
 
 // Against Pillow (tools/pil_resize_fixtures.py): each box of the picture, cropped and resized as torchvision's
 // PIL path does it, shrinking (antialiased) and growing. PIL sums in fixed point and rounds to a byte after
-// each pass; in the horizontal-first order of every Pillow up to 12 the bytes must be equal. Pillow 13 runs
-// the vertical pass first for some shapes that shrink the height much more than the width: its own resize is
-// then within a grey level, and equal everywhere else.
+// each pass, so the order of the passes shows: Pillow 13's own resize (<name>.rgb) and the horizontal-first
+// order of every Pillow up to 12 (<name>.hfirst.rgb) must both be met byte for byte, and the cases include
+// shapes on both sides of the boundary where Pillow 13 goes along y first.
 TEST(AugmentResize, MatchesPillowExactly) {
   auto read = [](const std::string& name, size_t bytes) { return read_fixture_bytes("pil_resize", name, bytes); };
   Image pic;
   pic.h = 61, pic.w = 83;
   pic.pixels = read("picture.rgb", (size_t)pic.h * pic.w * 3);
   std::ifstream cases(std::string(MOCO_FIXTURE_DIR) + "/pil_resize/cases.txt");
-  int n = 0, equal_to_this_pillow = 0;
+  int n = 0, y_first = 0, orders_differ = 0;
   std::string name;
   CropBox box;
   int oh = 0, ow = 0;
   while (cases >> name >> box.top >> box.left >> box.h >> box.w >> oh >> ow) {
     const std::vector<uint8_t> hfirst = read(name + ".hfirst.rgb", (size_t)oh * ow * 3);
-    const std::vector<uint8_t> direct = read(name + ".rgb", (size_t)oh * ow * 3);
-    std::vector<float> view((size_t)oh * ow * 3);
-    resize_bilinear(pic, box, oh, ow, CropBox{0, 0, oh, ow}, view.data());
-    std::vector<uint8_t> got(view.size());
-    quantize_to_u8(view.data(), (int64_t)oh * ow, got.data());
-    EXPECT_EQ(got, hfirst) << name << ": the horizontal-first passes";
-    int worst = 0;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs((int)got[i] - (int)direct[i]));
-    EXPECT_LE(worst, 1) << name << ": this Pillow's own resize";
-    equal_to_this_pillow += got == direct;
+    const std::vector<uint8_t> pillow13 = read(name + ".rgb", (size_t)oh * ow * 3);
+    std::vector<uint8_t> got12((size_t)oh * ow * 3), got13(got12.size());
+    resize_bilinear(pic, box, oh, ow, CropBox{0, 0, oh, ow}, PillowResize::UpTo12, got12.data());
+    resize_bilinear(pic, box, oh, ow, CropBox{0, 0, oh, ow}, PillowResize::Pillow13, got13.data());
+    EXPECT_EQ(got12, hfirst) << name << ": Pillow 12's order, along x first";
+    EXPECT_EQ(got13, pillow13) << name << ": Pillow 13's resize";
+    y_first += pil_resizes_y_first(box.h, box.w, oh, ow, PillowResize::Pillow13);
+    orders_differ += hfirst != pillow13;
     ++n;
   }
-  EXPECT_EQ(n, 7);
-  std::printf("equal to this Pillow's resize in %d of %d cases\n", equal_to_this_pillow, n);
+  EXPECT_EQ(n, 10);
+  // The fixtures exercise both orders, and the order changes bytes in them (else the test could not fail).
+  EXPECT_EQ(y_first, 3);
+  EXPECT_GE(orders_differ, 2);
 }
 
 TEST(AugmentResize, FourByFourToEightByEightHandValues) {
@@ -374,39 +428,53 @@ TEST(AugmentResize, FourByFourToEightByEightHandValues) {
   // v = 16 y + 4 x both passes land on whole grey levels, so no rounding shows.
   const double coord[8] = {0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3};
   Image lin = make_image(4, 4, [](int y, int x, int) { return 16 * y + 4 * x; });
-  std::vector<float> out(8 * 8 * 3);
-  resize_bilinear(lin, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, out.data());
+  std::vector<uint8_t> out(8 * 8 * 3);
+  resize_bilinear(lin, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, PillowResize::Pillow13, out.data());
   for (int y = 0; y < 8; ++y)
-    for (int x = 0; x < 8; ++x) EXPECT_NEAR(out[(y * 8 + x) * 3] * 255.f, 16 * coord[y] + 4 * coord[x], 1e-4);
+    for (int x = 0; x < 8; ++x) EXPECT_EQ(out[(y * 8 + x) * 3], 16 * coord[y] + 4 * coord[x]);
   // A single 255 pixel at (1, 2). Along x, row 1 becomes 0.75 255 = 191.25 -> 191 at columns 4 and 5 (samples
   // 1.75 and 2.25) and 0.25 255 = 63.75 -> 64 at column 3 (sample 1.25). Along y, rows 2 and 3 (samples 0.75
   // and 1.25) take 0.75 of row 1: 143.25 -> 143 at (2, 4) and (3, 5), 48 at (2, 3).
   Image dot = make_image(4, 4, [](int y, int x, int) { return (y == 1 && x == 2) ? 255 : 0; });
-  resize_bilinear(dot, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, out.data());
-  const float level = 1.f / 255.f;  // the byte as the resize writes it: times 1/255
-  EXPECT_EQ(out[(2 * 8 + 4) * 3], 143.f * level);
-  EXPECT_EQ(out[(3 * 8 + 5) * 3], 143.f * level);
-  EXPECT_EQ(out[(2 * 8 + 3) * 3], 48.f * level);
-  EXPECT_EQ(out[0], 0.f);
+  resize_bilinear(dot, CropBox{0, 0, 4, 4}, 8, 8, CropBox{0, 0, 8, 8}, PillowResize::Pillow13, out.data());
+  EXPECT_EQ(out[(2 * 8 + 4) * 3], 143);
+  EXPECT_EQ(out[(3 * 8 + 5) * 3], 143);
+  EXPECT_EQ(out[(2 * 8 + 3) * 3], 48);
+  EXPECT_EQ(out[0], 0);
 }
 
 TEST(AugmentResize, BoxAndWindowMatchThePlainReference) {
-  Image img = noise_image(20, 30, 5);
-  // A box inside the image reads only inside the box: compare with the reference on the box.
-  CropBox box{3, 7, 11, 13};
-  std::vector<float> out(17 * 9 * 3);
-  resize_bilinear(img, box, 17, 9, CropBox{0, 0, 17, 9}, out.data());
-  EXPECT_EQ(out, ref_resize_pil(img, box, 17, 9)) << "box resize";
-  // A window of the resized image is that part of the full result.
-  std::vector<float> full = ref_resize_pil(img, CropBox{0, 0, 20, 30}, 40, 50), win(10 * 12 * 3), want;
-  resize_bilinear(img, CropBox{0, 0, 20, 30}, 40, 50, CropBox{5, 20, 10, 12}, win.data());
-  for (int y = 0; y < 10; ++y)
-    for (int x = 0; x < 12; ++x)
-      for (int c = 0; c < 3; ++c) want.push_back(full[((size_t)(5 + y) * 50 + 20 + x) * 3 + c]);
-  EXPECT_EQ(win, want) << "window";
-  // The exact-arithmetic resize is within a grey level of PIL's two rounded passes (the reference's own check).
-  expect_near_all(ref_resize_pil(img, box, 17, 9), ref_resize(img, box, 17, 9), 1.f / 255.f + 1e-6f, "rounding");
-  EXPECT_THROW(resize_bilinear(img, CropBox{15, 0, 10, 10}, 4, 4, CropBox{0, 0, 4, 4}, out.data()), Error);
+  Image img = noise_image(40, 30, 5);
+  const PillowResize p13 = PillowResize::Pillow13;
+  // A box inside the image reads only inside the box: compare with the reference on the box. The tall box
+  // shrinks its height by more than twice its width's shrink, so Pillow 13 goes along y first; Pillow 12 not.
+  for (const auto& [box, oh, ow] : {std::tuple{CropBox{3, 7, 11, 13}, 17, 9}, std::tuple{CropBox{2, 5, 35, 13}, 12, 9}}) {
+    const bool y_first = pil_resizes_y_first(box.h, box.w, oh, ow, p13);
+    std::vector<uint8_t> out((size_t)oh * ow * 3);
+    resize_bilinear(img, box, oh, ow, CropBox{0, 0, oh, ow}, p13, out.data());
+    EXPECT_EQ(out, ref_resize_pil(img, box, oh, ow, y_first)) << "box resize, y first " << y_first;
+    resize_bilinear(img, box, oh, ow, CropBox{0, 0, oh, ow}, PillowResize::UpTo12, out.data());
+    EXPECT_EQ(out, ref_resize_pil(img, box, oh, ow, false)) << "box resize as Pillow 12";
+    // The exact-arithmetic resize is within a grey level of PIL's two rounded passes (the reference's own check).
+    expect_near_all(unit_floats(ref_resize_pil(img, box, oh, ow, y_first)), ref_resize(img, box, oh, ow),
+                    1.f / 255.f + 1e-6f, "rounding");
+  }
+  EXPECT_TRUE(pil_resizes_y_first(35, 13, 12, 9, p13));
+  // A window of the resized image is that part of the full result, in either order.
+  for (const auto& [dst_h, dst_w] : {std::pair{60, 50}, std::pair{11, 26}}) {
+    const bool y_first = pil_resizes_y_first(40, 30, dst_h, dst_w, p13);
+    const CropBox win{5, 20, 6, 5};
+    std::vector<uint8_t> full = ref_resize_pil(img, CropBox{0, 0, 40, 30}, dst_h, dst_w, y_first);
+    std::vector<uint8_t> got((size_t)win.h * win.w * 3), want;
+    resize_bilinear(img, CropBox{0, 0, 40, 30}, dst_h, dst_w, win, p13, got.data());
+    for (int y = 0; y < win.h; ++y)
+      for (int x = 0; x < win.w; ++x)
+        for (int c = 0; c < 3; ++c) want.push_back(full[((size_t)(win.top + y) * dst_w + win.left + x) * 3 + c]);
+    EXPECT_EQ(got, want) << "window of " << dst_h << "x" << dst_w << ", y first " << y_first;
+  }
+  EXPECT_TRUE(pil_resizes_y_first(40, 30, 11, 26, p13));
+  std::vector<uint8_t> out(16 * 3);
+  EXPECT_THROW(resize_bilinear(img, CropBox{35, 0, 10, 10}, 4, 4, CropBox{0, 0, 4, 4}, p13, out.data()), Error);
 }
 
 // ================================================================ colour ops
@@ -665,16 +733,17 @@ TEST(AugmentFlipNormalize, MirrorColumnsAndNormaliseToChw) {
   for (int y = 0; y < 2; ++y)
     for (int x = 0; x < 3; ++x)
       for (int c = 0; c < 3; ++c) EXPECT_EQ(img[(y * 3 + x) * 3 + c], 10 * y + 2 - x + 100 * c);
-  // The ImageNet mean maps to 0, white to (1 - mean) / std; the output is channel-major.
-  float hwc[2 * 3] = {0.485f, 0.456f, 0.406f, 1.f, 1.f, 1.f};  // (1, 2, 3)
+  // Black maps to -mean / std, white to (1 - mean) / std, 124 in green to (124 / 255 - 0.456) / 0.224; the
+  // output is channel-major. (Bit-exactness against torchvision: AugmentView.MatchesTorchvision.)
+  const uint8_t px[2 * 3] = {0, 124, 255, 255, 255, 0};  // (1, 2, 3)
   float chw[3 * 2];
-  normalize_to_chw(hwc, 1, 2, chw);
-  EXPECT_NEAR(chw[0], 0.f, 1e-6);
-  EXPECT_NEAR(chw[2], 0.f, 1e-6);
-  EXPECT_NEAR(chw[4], 0.f, 1e-6);
-  EXPECT_NEAR(chw[1], (1 - 0.485) / 0.229, 1e-5);
-  EXPECT_NEAR(chw[3], (1 - 0.456) / 0.224, 1e-5);
-  EXPECT_NEAR(chw[5], (1 - 0.406) / 0.225, 1e-5);
+  normalize_to_chw(px, 1, 2, chw);
+  EXPECT_NEAR(chw[0], -0.485 / 0.229, 1e-6);
+  EXPECT_NEAR(chw[1], (1 - 0.485) / 0.229, 1e-6);
+  EXPECT_NEAR(chw[2], (124 / 255.0 - 0.456) / 0.224, 1e-6);
+  EXPECT_NEAR(chw[3], (1 - 0.456) / 0.224, 1e-6);
+  EXPECT_NEAR(chw[4], (1 - 0.406) / 0.225, 1e-6);
+  EXPECT_NEAR(chw[5], -0.406 / 0.225, 1e-6);
 }
 
 // ================================================================ the recipes' draws
@@ -795,11 +864,11 @@ TEST(AugmentView, PlumbingMatchesThePlainReference) {
   p.flip = true;
   std::vector<float> got((size_t)3 * 24 * 24);
   apply_view(img, rec, p, got.data());
-  std::vector<float> hwc = ref_resize_pil(img, p.crop, 24, 24), flipped(hwc.size());
+  std::vector<uint8_t> hwc = ref_resize_pil(img, p.crop, 24, 24), flipped(hwc.size());
   for (int y = 0; y < 24; ++y)
     for (int x = 0; x < 24; ++x)
       for (int c = 0; c < 3; ++c) flipped[((size_t)y * 24 + x) * 3 + c] = hwc[((size_t)y * 24 + 23 - x) * 3 + c];
-  expect_near_all(got, ref_normalize(flipped, 24, 24), 1e-5f, "crop + flip view");
+  EXPECT_EQ(got, ref_normalize(flipped, 24, 24)) << "crop + flip view";
   // Grayscale on: the three de-normalised channels are equal.
   p.gray = true;
   apply_view(img, rec, p, got.data());
@@ -817,16 +886,16 @@ TEST(AugmentView, EvalResizesShorterSideAndCentreCrops) {
   Image img = noise_image(300, 400, 4);
   std::vector<float> got((size_t)3 * 224 * 224);
   augment_view(img, recipe_from_name("eval"), 1, 2, 3, 4, got.data());
-  std::vector<float> full = ref_resize_pil(img, CropBox{0, 0, 300, 400}, 256, 341), crop;
+  std::vector<uint8_t> full = ref_resize_pil(img, CropBox{0, 0, 300, 400}, 256, 341), crop;
   for (int y = 0; y < 224; ++y)
     for (int x = 0; x < 224; ++x)
       for (int c = 0; c < 3; ++c) crop.push_back(full[((size_t)(16 + y) * 341 + 58 + x) * 3 + c]);
-  expect_near_all(got, ref_normalize(crop, 224, 224), 1e-5f, "eval 224");
+  EXPECT_EQ(got, ref_normalize(crop, 224, 224)) << "eval 224";
   // Fashion-MNIST size at S = 32: the whole 28x28 picture resized to 32x32, no crop.
   Image fm = noise_image(28, 28, 6);
   std::vector<float> small((size_t)3 * 32 * 32);
   augment_view(fm, recipe_from_name("eval", 32), 0, 0, 0, 0, small.data());
-  expect_near_all(small, ref_normalize(ref_resize_pil(fm, CropBox{0, 0, 28, 28}, 32, 32), 32, 32), 1e-5f, "eval 32");
+  EXPECT_EQ(small, ref_normalize(ref_resize_pil(fm, CropBox{0, 0, 28, 28}, 32, 32), 32, 32)) << "eval 32";
 }
 
 TEST(AugmentView, SameKeySameBytesOtherViewDiffers) {
@@ -852,32 +921,49 @@ TEST(AugmentView, SameKeySameBytesOtherViewDiffers) {
 }
 
 
-// The 8-bit form of a view: quantize_to_u8 on hand values (clamped, rounded to nearest; 0.5 is 127.5 and
-// 0.1 is 25.5 in float, halves that go up), then whole views of
-// every training recipe against the float view de-normalised here with SPEC's constants. Each byte is within
-// half a level of 255 x (the float view's value), and the layout is (S, S, 3) where the float one is (3, S, S).
-TEST(AugmentView, EightBitViewIsTheFloatViewRoundedOnce) {
-  const float in[8 * 3] = {0.f,   1.f,   0.25f,  0.75f, 0.002f, 0.001f, -0.5f, 2.f,  0.5f,  0.998f, 1.5f, -1e-9f,
-                           0.02f, 0.98f, 0.333f, 0.6f,  0.4f,   0.1f,   0.91f, 0.05f, 0.95f, 0.71f,  0.31f, 0.15f};
-  const uint8_t want[8 * 3] = {0, 255, 64, 191, 1,   0,   0,   255, 128, 254, 255, 0,
-                               5, 250, 85, 153, 102, 26,  232, 13,  242, 181, 79,  38};
-  uint8_t got[8 * 3];
-  quantize_to_u8(in, 8, got);
-  for (int i = 0; i < 8 * 3; ++i) EXPECT_EQ((int)got[i], (int)want[i]) << "value " << in[i];
+// Against the authors' augmentation (tools/torchvision_view_fixtures.py): whole views of every recipe with
+// their decisions given, made by torchvision's functional ops on a PIL image (Pillow 13), ToTensor and
+// Normalize. The float32 values must be equal bit for bit: crop and resize (one case along y first), colour
+// jitter in four orders, grayscale before and after it, PIL's blur, the flip, and the normalisation.
+TEST(AugmentView, MatchesTorchvisionBitForBit) {
+  Image pic;
+  pic.h = 61, pic.w = 83;
+  pic.pixels = read_fixture_bytes("torchvision_view", "picture.rgb", (size_t)pic.h * pic.w * 3);
+  std::ifstream cases(std::string(MOCO_FIXTURE_DIR) + "/torchvision_view/cases.txt");
+  std::string name, recipe;
+  int size = 0, jitter = 0, gray = 0, blur = 0, flip = 0, n = 0;
+  ViewParams p;
+  ColorJitterParams& j = p.jitter_params;
+  while (cases >> name >> recipe >> size >> p.crop.top >> p.crop.left >> p.crop.h >> p.crop.w >> jitter >>
+         j.order[0] >> j.order[1] >> j.order[2] >> j.order[3] >> j.brightness >> j.contrast >> j.saturation >>
+         j.hue >> gray >> blur >> p.sigma >> flip) {
+    p.jitter = jitter, p.gray = gray, p.blur = blur, p.flip = flip;
+    AugmentRecipe rec = recipe_from_name(recipe, size);
+    rec.pillow = PillowResize::Pillow13;
+    const size_t count = (size_t)3 * size * size;
+    const std::vector<uint8_t> raw = read_fixture_bytes("torchvision_view", name + ".f32", count * sizeof(float));
+    std::vector<float> want(count), got(count);  // (3, S, S)
+    std::memcpy(want.data(), raw.data(), raw.size());
+    apply_view(pic, rec, p, got.data());
+    size_t differ = 0;
+    for (size_t i = 0; i < count; ++i) differ += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0u) << name << ": values that differ from torchvision's, of " << count;
+    ++n;
+  }
+  EXPECT_EQ(n, 8);
+}
 
+// The 8-bit form of a view is the float view before ToTensor + Normalize: for whole views of every recipe,
+// the float view is exactly ref_normalize of the bytes (ToTensor and Normalize written out again), and the
+// layout is (S, S, 3) where the float one is (3, S, S).
+TEST(AugmentView, FloatViewIsTheEightBitViewNormalised) {
   Image img = noise_image(64, 48, 5);
-  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
   for (const char* name : {"v1", "v2", "small", "lincls_train", "eval"}) {
     const AugmentRecipe rec = recipe_from_name(name, 24);
-    const int64_t plane = 24 * 24;
-    std::vector<float> f((size_t)(3 * plane));    // (3, S, S)
-    std::vector<uint8_t> u((size_t)(plane * 3));  // (S, S, 3)
+    std::vector<float> f((size_t)3 * 24 * 24);    // (3, S, S)
+    std::vector<uint8_t> u((size_t)24 * 24 * 3);  // (S, S, 3)
     augment_view(img, rec, 8, 1, 30, 1, f.data());
     augment_view_u8(img, rec, 8, 1, 30, 1, u.data());
-    for (int64_t p = 0; p < plane; ++p)
-      for (int c = 0; c < 3; ++c) {
-        const double level = 255.0 * (f[(size_t)(c * plane + p)] * sd[c] + mean[c]);
-        ASSERT_NEAR((double)u[(size_t)(p * 3 + c)], level, 0.5 + 1e-3) << name << " pixel " << p << " channel " << c;
-      }
+    EXPECT_EQ(f, ref_normalize(u, 24, 24)) << name;
   }
 }

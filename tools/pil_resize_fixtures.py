@@ -2,11 +2,12 @@
 """Writes the resize fixtures: one small RGB picture and, for each case, the crop torchvision's PIL path makes
 of it (F.resized_crop on a PIL image: crop the box, then resize it with PIL's bilinear filter, which is
 antialiased when it shrinks). PIL resamples in two passes, each rounded to 8 bits. Every Pillow up to 12 runs
-the horizontal pass first; Pillow 13 runs the vertical one first for some shapes whose height shrinks much
-more than their width. So each case is written twice: as this Pillow's resize gives it, and as the two passes
-in the horizontal-first order give it (two one-axis resizes, which every Pillow computes alike).
-tests/test_augment.cpp resizes the same boxes with resize_bilinear, which runs the passes horizontal first:
-it must give the second bytes exactly, and the first within a grey level.
+the horizontal pass first; Pillow 13 runs the vertical one first when the height shrinks by more than twice
+as many pixels as the width. So each case is written twice: as Pillow 13's resize gives it, and as the two
+passes in the horizontal-first order give it (two one-axis resizes, which every Pillow computes alike).
+tests/test_augment.cpp resizes the same boxes with resize_bilinear in both orders (PillowResize) and must
+give both exactly. Three cases go along y first in Pillow 13, and one sits just on the other side of that
+boundary.
 
     python3 tools/pil_resize_fixtures.py [--out tests/fixtures/pil_resize]
 
@@ -30,6 +31,9 @@ CASES = {
     "shrink_rows_grow_columns": ((2, 3, 31, 37), (9, 50)),
     "grow_rows_shrink_columns": ((0, 0, 61, 83), (75, 20)),
     "same_size": ((4, 10, 51, 63), (51, 63)),
+    "tall_rows_shrink_more": ((0, 10, 61, 40), (20, 20)),  # 41 > 2 x 20: along y first in Pillow 13
+    "tall_at_the_boundary": ((0, 10, 61, 40), (21, 20)),  # 40 = 2 x 20: along x first
+    "tall_shrink_both": ((0, 30, 61, 30), (8, 20)),  # 53 > 2 x 10: along y first
 }
 
 
@@ -37,6 +41,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/pil_resize")
     args = ap.parse_args()
+    major = int(Image.__version__.split(".")[0])
+    if major < 13:
+        raise SystemExit(f"Pillow {Image.__version__}: the fixtures hold Pillow 13's resize; pip install 'pillow>=13'")
     os.makedirs(args.out, exist_ok=True)
     pil = picture(83, 61, 4)
     write_rgb(args.out, "picture", pil)

@@ -6,9 +6,10 @@
 // two steps so that the draws can be tested without pixels: draw_view_params() consumes the stream and
 // returns every decision of the view; apply_view() does the pixel work.
 //
-// Pixel work happens in float on a (S, S, 3) buffer in [0, 1]; torchvision on PIL images would round to
-// uint8 after the crop and after each colour op, we do not (the rounding is noise, not part of the recipe).
-// The 8-bit form of a view (augment_view_u8, what GPU training copies) rounds once, at the end.
+// Pixel work follows torchvision's PIL path byte for byte: the crop is resized in PIL's fixed point and held as
+// 8-bit RGB, the colour ops, grayscale and blur are PIL's arithmetic on those bytes, and the float view is
+// ToTensor's u / 255 normalised as Normalize does it. The 8-bit form of a view (augment_view_u8, what GPU
+// training copies) is those bytes before ToTensor.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -23,6 +24,15 @@ namespace moco {
 // ---- recipes
 
 enum class AugmentKind { V1, V2, Small, LinclsTrain, Eval };
+
+// The Pillow whose resize a view reproduces byte for byte. PIL resizes in two passes, each rounded to a byte,
+// so their order shows in the last bit of some pixels: every Pillow up to 12 resizes along x first; Pillow 13
+// resizes along y first when the height shrinks by more than twice as many pixels as the width
+// (pil_resizes_y_first).
+enum class PillowResize { UpTo12, Pillow13 };
+// MOCO_RESIZE_AS_PILLOW: "13" or unset (the default, the current Pillow) or "12"; anything else throws
+// moco::Error naming the value.
+PillowResize pillow_resize_from_env();
 
 // Every parameter of a recipe. recipe_from_name() fills them from SPEC section 3; the fields are plain data so
 // an experiment can change one (e.g. the crop scale) without a new kind.
@@ -40,6 +50,7 @@ struct AugmentRecipe {
   // false = resize the whole image to S x S. recipe_from_name() picks false for S <= 64, the small-image
   // regime (Fashion-MNIST 28x28 or CIFAR 32x32 at S = 32) where the authors' demo evaluates the whole picture.
   bool eval_center_crop = true;
+  PillowResize pillow = PillowResize::Pillow13;  // recipe_from_name() takes pillow_resize_from_env()
 };
 
 // "v1", "v2", "small", "lincls_train" or "eval". size = 0 picks the recipe's default (32 for small, 224 for the
@@ -53,9 +64,8 @@ const char* recipe_name(AugmentKind kind);
 // by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), to `out`. Thread-safe (scratch is per thread).
 void augment_view(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                   uint64_t view, float* out /* (3, S, S) */);
-// The same view, before normalisation, as 8-bit RGB (S, S, 3): each value in [0, 1] times 255, rounded to
-// nearest. This is the image torchvision's ToTensor would see (PIL keeps 8 bits), a quarter of the fp32 bytes;
-// the GPU step normalises it on the device (kernels/image_normalize.cu). Thread-safe like augment_view.
+// The same view, before normalisation, as 8-bit RGB (S, S, 3): the image torchvision's ToTensor would see
+// (PIL keeps 8 bits), a quarter of the fp32 bytes; the GPU step normalises it on the device (kernels/image_normalize.cu). Thread-safe like augment_view.
 void augment_view_u8(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                      uint64_t view, uint8_t* out /* (S, S, 3) */);
 
@@ -75,12 +85,16 @@ CropBox random_resized_crop_box(int h, int w, float scale_lo, float scale_hi, Rn
 // The fallback: the whole image, narrowed to the nearest aspect ratio inside [3/4, 4/3], centred.
 CropBox rrc_fallback_box(int h, int w);
 
-// PIL's bilinear resize of `box` of `img` to (dst_h, dst_w) (antialiased when it shrinks; two passes, along x
-// then along y, each in PIL's fixed point rounded to a byte), reading only inside the box (as if it had been
-// cropped first), and writing the window rows [win.top, win.top + win.h) x columns [win.left, win.left +
-// win.w) of the result. The bytes are written times 1/255, so the output is in [0, 1].
+// PIL's bilinear resize of `box` of `img` to (dst_h, dst_w) (antialiased when it shrinks; two passes, each in
+// PIL's fixed point rounded to a byte, in the order `pillow` runs them), reading only inside the box (as if it
+// had been cropped first), and writing the window rows [win.top, win.top + win.h) x columns [win.left,
+// win.left + win.w) of the result.
 void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,
-                     float* out /* (win.h, win.w, 3) */);
+                     PillowResize pillow, uint8_t* out /* (win.h, win.w, 3) */);
+// Whether that Pillow resizes (in_h, in_w) to (out_h, out_w) along y first: Pillow 13 does when out_h < in_h
+// and in_h - out_h > 2 (in_w - out_w) (found against Pillow 13.0.0 on 1,490 random shapes and along the
+// boundary; tools/pil_resize_fixtures.py writes cases on both sides of it).
+bool pil_resizes_y_first(int in_h, int in_w, int out_h, int out_w, PillowResize pillow);
 
 // Colour ops on n pixels of a (n, 3) 8-bit RGB buffer, in place, in PIL's arithmetic (augment_color.cpp).
 void to_grayscale(uint8_t* rgb /* (n, 3) */, int64_t n);                    // convert("L"), back to RGB
@@ -126,12 +140,10 @@ BlurBox pil_blur_box(float sigma);
 
 void hflip(uint8_t* hwc /* (h, w, 3) */, int h, int w);
 
-// (x - mean) / std per channel, HWC in [0, 1] -> CHW.
+// ToTensor + Normalize of an 8-bit view: (u / 255 - mean) / std per channel in float32, HWC -> CHW.
 extern const float kImageMean[3];
 extern const float kImageStd[3];
-void normalize_to_chw(const float* hwc /* (h, w, 3) */, int h, int w, float* chw /* (3, h, w) */);
-// n RGB pixels in [0, 1] (clamped first) -> 255 x rounded to nearest, halves up.
-void quantize_to_u8(const float* hwc /* (n, 3) */, int64_t n, uint8_t* out /* (n, 3) */);
+void normalize_to_chw(const uint8_t* hwc /* (h, w, 3) */, int h, int w, float* chw /* (3, h, w) */);
 
 // Every decision of one view, in the order the recipe draws them.
 struct ViewParams {
@@ -155,14 +167,11 @@ void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, f
 void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out /* (S, S, 3) */);
 
 // A view in two halves, for GPU training, where the stages after the crop run on the device
-// (kernels/view_stages.cu): the geometry on the host, rounded to 8 bits as PIL holds the crop,
-// then the recipe's random stages (grayscale, colour jitter, blur, flip) on those values.
+// (kernels/view_stages.cu): the geometry on the host, 8-bit as PIL holds the crop, then the recipe's random
+// stages (grayscale, colour jitter, blur, flip) on those bytes: (S, S, 3) in, (S, S, 3) out (in place when
+// in == out). The stages are the CPU twin of the device's.
 void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p,
                             uint8_t* out /* (S, S, 3) */);
-// The stages alone, in the recipe's order, on 8-bit views as PIL holds them: (S, S, 3) bytes in to bytes out
-// (the CPU twin of the device stages); and in place on (S, S, 3) RGB in [0, 1] (what apply_view runs after the
-// crop): rounded to 8 bits, the stages, u / 255 again.
-void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view /* (S, S, 3) */);
 void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uint8_t* in /* (S, S, 3) */,
                           uint8_t* out /* (S, S, 3) */);
 // Which stages a recipe has after its crop, and whether it converts to grey before its colour jitter (v1)

@@ -1,6 +1,8 @@
 // RandomResizedCrop: the box draw (torchvision get_params) and the bilinear resize of a box.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "moco/augment.h"
@@ -129,10 +131,53 @@ __attribute__((target_clones("avx2", "default"))) void blend_rows(const uint8_t*
   for (size_t i = 0; i < len; ++i) out[i] = to_byte(acc[i]);
 }
 
+// One pass along y over whole lines: output line k of `n` is the blend of taps.count[k] lines of `len` bytes,
+// source line j at src + (j - src_first) * src_stride (src_first: the first line the taps read).
+void pass_along_y(const uint8_t* src, size_t src_stride, int src_first, const AxisTaps& taps, int n, size_t len,
+                  uint8_t* dst /* (n, len) */) {
+  thread_local std::vector<const uint8_t*> line;  // (taps.stride) the source lines one output line reads
+  thread_local std::vector<int32_t> acc;          // (len) fixed-point sums of one output line
+  line.resize((size_t)taps.stride);
+  acc.resize(len);
+  for (int k = 0; k < n; ++k) {
+    for (int t = 0; t < taps.count[(size_t)k]; ++t)
+      line[(size_t)t] = src + (size_t)(taps.first[(size_t)k] + t - src_first) * src_stride;
+    blend_rows(line.data(), taps.w.data() + (size_t)k * taps.stride, taps.count[(size_t)k], len, acc.data(),
+               dst + (size_t)k * len);
+  }
+}
+
+// One pass along x over `rows` rows of `cols` pixels (rows src_stride bytes apart, column 0 the first the taps
+// read): on the rows transposed, so that each output column is a blend of whole source columns, contiguous
+// like the pass along y; the pixel-by-pixel form took about twice as long
+// (bench/results/2026-11-26-resize-as-pil.md).
+void pass_along_x(const uint8_t* src, size_t src_stride, int rows, int cols, int src_first, const AxisTaps& taps,
+                  int n, uint8_t* dst /* (rows, n, 3) */) {
+  const size_t col_len = (size_t)rows * 3;
+  thread_local std::vector<uint8_t> columns;  // (cols, rows, 3): the source, transposed
+  thread_local std::vector<uint8_t> blended;  // (n, rows, 3): the pass, transposed
+  columns.resize((size_t)cols * col_len);
+  blended.resize((size_t)n * col_len);
+  transpose_pixels(src, src_stride, rows, cols, columns.data());
+  pass_along_y(columns.data(), col_len, src_first, taps, n, col_len, blended.data());
+  transpose_pixels(blended.data(), col_len, n, rows, dst);
+}
+
 }  // namespace
 
+bool pil_resizes_y_first(int in_h, int in_w, int out_h, int out_w, PillowResize pillow) {
+  return pillow == PillowResize::Pillow13 && out_h < in_h && in_h - out_h > 2 * (in_w - out_w);
+}
+
+PillowResize pillow_resize_from_env() {
+  const char* v = std::getenv("MOCO_RESIZE_AS_PILLOW");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "13") == 0) return PillowResize::Pillow13;
+  if (std::strcmp(v, "12") == 0) return PillowResize::UpTo12;
+  fail("MOCO_RESIZE_AS_PILLOW=", v, ": expected 13 (Pillow 13, the default) or 12 (every Pillow up to 12)");
+}
+
 void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,
-                     float* out) {
+                     PillowResize pillow, uint8_t* out) {
   MOCO_CHECK(img.h > 0 && img.w > 0 && img.pixels.size() == (size_t)img.h * img.w * 3,
              "resize_bilinear: image ", img.h, "x", img.w, " holds ", img.pixels.size(), " bytes, expected ",
              (size_t)img.h * img.w * 3);
@@ -149,49 +194,25 @@ void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w,
              box.w, " exceeds ", kMaxSide);
   const AxisTaps cols = axis_taps(box.w, dst_w, win.left, win.w);
   const AxisTaps rows = axis_taps(box.h, dst_h, win.top, win.h);
-  // PIL's order: along x first, on every source row the window's outputs read (rounded to bytes), then along y.
-  // The pass along x runs on the box transposed, so that each output column is a weighted sum of whole source
-  // columns, contiguous like the pass along y (blend_rows, which the compiler vectorises); the pixel-by-pixel
-  // form (resize_row) took about twice as long (bench/results/2026-11-26-resize-as-pil.md).
+  // The source pixels the window reads: rows [first_row, last_row) x columns [first_col, last_col) of the box.
   const int first_row = rows.first[0];
-  const int last_row = rows.first[(size_t)win.h - 1] + rows.count[(size_t)win.h - 1];  // exclusive
+  const int last_row = rows.first[(size_t)win.h - 1] + rows.count[(size_t)win.h - 1];
   const int first_col = cols.first[0];
-  const int last_col = cols.first[(size_t)win.w - 1] + cols.count[(size_t)win.w - 1];  // exclusive
+  const int last_col = cols.first[(size_t)win.w - 1] + cols.count[(size_t)win.w - 1];
   const int n_rows = last_row - first_row, n_cols = last_col - first_col;
-  const size_t out_len = (size_t)win.w * 3, col_len = (size_t)n_rows * 3;
-  thread_local std::vector<uint8_t> columns;    // (n_cols, n_rows, 3): the pixels the window reads, transposed
-  thread_local std::vector<uint8_t> along_x_t;  // (win.w, n_rows, 3): the pass along x, transposed
-  thread_local std::vector<uint8_t> along_x;    // (n_rows, win.w, 3): the pass along x
-  thread_local std::vector<const uint8_t*> col_ptr;  // (cols.stride) the source columns one output column reads
-  thread_local std::vector<int32_t> col_acc;         // (n_rows, 3) fixed-point sums of one output column
-  columns.resize((size_t)n_cols * col_len);
-  along_x_t.resize((size_t)win.w * col_len);
-  along_x.resize((size_t)n_rows * out_len);
-  col_ptr.resize((size_t)cols.stride);
-  col_acc.resize(col_len);
-  transpose_pixels(img.pixels.data() + ((size_t)(box.top + first_row) * img.w + box.left + first_col) * 3,
-                   (size_t)img.w * 3, n_rows, n_cols, columns.data());
-  for (int x = 0; x < win.w; ++x) {
-    for (int t = 0; t < cols.count[(size_t)x]; ++t)
-      col_ptr[(size_t)t] = columns.data() + (size_t)(cols.first[(size_t)x] + t - first_col) * col_len;
-    blend_rows(col_ptr.data(), cols.w.data() + (size_t)x * cols.stride, cols.count[(size_t)x], col_len,
-               col_acc.data(), along_x_t.data() + (size_t)x * col_len);
-  }
-  transpose_pixels(along_x_t.data(), col_len, win.w, n_rows, along_x.data());
-  thread_local std::vector<const uint8_t*> row_ptr;  // (rows.stride) the first pass's rows one output row reads
-  thread_local std::vector<int32_t> acc;             // (win.w, 3) fixed-point sums of one output row
-  thread_local std::vector<uint8_t> bytes;           // (win.w, 3) one output row
-  row_ptr.resize((size_t)rows.stride);
-  acc.resize(out_len);
-  bytes.resize(out_len);
-  const float inv255 = 1.f / 255.f;  // the bytes as [0, 1], as the stages after the crop hold a view
-  for (int y = 0; y < win.h; ++y) {
-    for (int t = 0; t < rows.count[(size_t)y]; ++t)
-      row_ptr[(size_t)t] = along_x.data() + (size_t)(rows.first[(size_t)y] + t - first_row) * out_len;
-    blend_rows(row_ptr.data(), rows.w.data() + (size_t)y * rows.stride, rows.count[(size_t)y], out_len, acc.data(),
-               bytes.data());
-    float* o = out + (size_t)y * out_len;
-    for (size_t i = 0; i < out_len; ++i) o[i] = (float)bytes[i] * inv255;
+  const size_t img_stride = (size_t)img.w * 3;
+  const uint8_t* src = img.pixels.data() + ((size_t)(box.top + first_row) * img.w + box.left + first_col) * 3;
+  // Both passes round to bytes, so their order shows in the last bit: PIL's choice, from the whole resize's
+  // sizes (the window only keeps part of that resize).
+  thread_local std::vector<uint8_t> first_pass;  // (n_rows, win.w, 3) along x first; (win.h, n_cols, 3) along y
+  if (pil_resizes_y_first(box.h, box.w, dst_h, dst_w, pillow)) {
+    first_pass.resize((size_t)win.h * n_cols * 3);
+    pass_along_y(src, img_stride, first_row, rows, win.h, (size_t)n_cols * 3, first_pass.data());
+    pass_along_x(first_pass.data(), (size_t)n_cols * 3, win.h, n_cols, first_col, cols, win.w, out);
+  } else {
+    first_pass.resize((size_t)n_rows * win.w * 3);
+    pass_along_x(src, img_stride, n_rows, n_cols, first_col, cols, win.w, first_pass.data());
+    pass_along_y(first_pass.data(), (size_t)win.w * 3, first_row, rows, win.h, (size_t)win.w * 3, out);
   }
 }
 

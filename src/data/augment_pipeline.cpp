@@ -86,12 +86,22 @@ void hflip(uint8_t* hwc, int h, int w) {
   }
 }
 
-void normalize_to_chw(const float* hwc, int h, int w, float* chw) {
+void normalize_to_chw(const uint8_t* hwc, int h, int w, float* chw) {
+  // ToTensor's u / 255 and Normalize's (x - mean) / std, each a float32 operation as torchvision runs them
+  // (divisions, not products with reciprocals, which differ in the last bit), tabulated once per channel.
+  struct Table {
+    float v[3][256];
+    Table() {
+      for (int c = 0; c < 3; ++c)
+        for (int u = 0; u < 256; ++u) v[c][u] = ((float)u / 255.f - kImageMean[c]) / kImageStd[c];
+    }
+  };
+  static const Table table;
   const size_t plane = (size_t)h * w;
   for (int c = 0; c < 3; ++c) {
     float* o = chw + c * plane;  // (h, w)
-    const float mean = kImageMean[c], inv_std = 1.f / kImageStd[c];
-    for (size_t i = 0; i < plane; ++i) o[i] = (hwc[i * 3 + c] - mean) * inv_std;
+    const float* t = table.v[c];
+    for (size_t i = 0; i < plane; ++i) o[i] = t[hwc[i * 3 + c]];
   }
 }
 
@@ -122,8 +132,8 @@ ViewParams draw_view_params(const AugmentRecipe& r, int img_h, int img_w, Rng& r
 
 namespace {
 
-// The view's geometry: the crop (eval: the resize and centre crop) resized to S x S, as (S, S, 3) RGB in [0, 1].
-void render_geometry(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* view) {
+// The view's geometry: the crop (eval: the resize and centre crop) resized to S x S, as (S, S, 3) bytes.
+void render_geometry(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* view) {
   check_recipe(r);
   check_image(img);
   const int s = r.size;
@@ -131,20 +141,10 @@ void render_geometry(const Image& img, const AugmentRecipe& r, const ViewParams&
     int dst_h = 0, dst_w = 0;
     CropBox win;
     eval_geometry(r, img.h, img.w, &dst_h, &dst_w, &win);
-    resize_bilinear(img, CropBox{0, 0, img.h, img.w}, dst_h, dst_w, win, view);
+    resize_bilinear(img, CropBox{0, 0, img.h, img.w}, dst_h, dst_w, win, r.pillow, view);
   } else {
-    resize_bilinear(img, p.crop, s, s, CropBox{0, 0, s, s}, view);
+    resize_bilinear(img, p.crop, s, s, CropBox{0, 0, s, s}, r.pillow, view);
   }
-}
-
-// The view's pixels before normalisation: (S, S, 3) RGB in [0, 1], in a per-thread buffer (loader workers
-// each keep one instead of allocating per view) that the next call on this thread overwrites.
-const float* render_view(const Image& img, const AugmentRecipe& r, const ViewParams& p) {
-  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
-  view.resize((size_t)r.size * r.size * 3);
-  render_geometry(img, r, p, view.data());
-  apply_view_stages(r, p, view.data());
-  return view.data();
 }
 
 }  // namespace
@@ -164,16 +164,6 @@ void apply_view_stages_u8(const AugmentRecipe& r, const ViewParams& p, const uin
   }
 }
 
-void apply_view_stages(const AugmentRecipe& r, const ViewParams& p, float* view) {
-  const int64_t n = (int64_t)r.size * r.size;
-  thread_local std::vector<uint8_t> bytes;  // (S, S, 3): the view as PIL holds it
-  bytes.resize((size_t)n * 3);
-  quantize_to_u8(view, n, bytes.data());  // as PIL holds the resized crop
-  apply_view_stages_u8(r, p, bytes.data(), bytes.data());
-  const float inv255 = 1.f / 255.f;
-  for (int64_t i = 0; i < n * 3; ++i) view[i] = (float)bytes[(size_t)i] * inv255;
-}
-
 RecipeStages recipe_stages(AugmentKind kind) {
   RecipeStages r;
   for (Stage st : stages_of(kind)) {
@@ -190,36 +180,24 @@ RecipeStages recipe_stages(AugmentKind kind) {
 void apply_view_geometry_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out) {
   MOCO_CHECK(out != nullptr, "apply_view_geometry_u8: output pointer is null, expected room for (", r.size, ", ",
              r.size, ", 3) bytes");
-  thread_local std::vector<float> view;  // (S, S, 3) RGB in [0, 1]
-  view.resize((size_t)r.size * r.size * 3);
-  render_geometry(img, r, p, view.data());
-  quantize_to_u8(view.data(), (int64_t)r.size * r.size, out);
-}
-
-void quantize_to_u8(const float* __restrict hwc, int64_t n, uint8_t* __restrict out) {
-  // Truncating 255 x + 0.5, clamped to [0, 255], rounds to nearest with halves up. Written with selects and
-  // no calls so that it vectorises: a std::nearbyint per value cost 0.5 ms per image (two views at 224 px,
-  // build/bench_loader), and std::min/std::max on references left a branch that stopped the vectoriser.
-  for (int64_t i = 0; i < n * 3; ++i) {
-    float v = hwc[i] * 255.f + 0.5f;
-    v = v > 0.f ? v : 0.f;  // NaN goes to 0 here, by this comparison, not by an undefined conversion
-    v = v > 255.f ? 255.f : v;
-    out[i] = (uint8_t)(int)v;
-  }
-}
-
-void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* out) {
-  MOCO_CHECK(out != nullptr, "apply_view: output pointer is null, expected room for (3, ", r.size, ", ",
-             r.size, ") floats");
-  const float* view = render_view(img, r, p);  // (S, S, 3)
-  normalize_to_chw(view, r.size, r.size, out);
+  render_geometry(img, r, p, out);
 }
 
 void apply_view_u8(const Image& img, const AugmentRecipe& r, const ViewParams& p, uint8_t* out) {
   MOCO_CHECK(out != nullptr, "apply_view_u8: output pointer is null, expected room for (", r.size, ", ", r.size,
              ", 3) bytes");
-  const float* view = render_view(img, r, p);  // (S, S, 3)
-  quantize_to_u8(view, (int64_t)r.size * r.size, out);
+  render_geometry(img, r, p, out);
+  apply_view_stages_u8(r, p, out, out);
+}
+
+void apply_view(const Image& img, const AugmentRecipe& r, const ViewParams& p, float* out) {
+  MOCO_CHECK(out != nullptr, "apply_view: output pointer is null, expected room for (3, ", r.size, ", ",
+             r.size, ") floats");
+  // Loader workers each keep one buffer instead of allocating per view.
+  thread_local std::vector<uint8_t> view;  // (S, S, 3): the view as PIL holds it
+  view.resize((size_t)r.size * r.size * 3);
+  apply_view_u8(img, r, p, view.data());
+  normalize_to_chw(view.data(), r.size, r.size, out);
 }
 
 ViewParams draw_view_params(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch,

@@ -48,6 +48,7 @@ AugmentRecipe recipe_from_name(const std::string& name, int size) {
   // The ImageNet eval protocol (shorter side to S * 256 / 224, centre crop) assumes photos much larger than
   // the view; small images (28x28 Fashion-MNIST, 32x32 CIFAR at S = 32) are evaluated whole, resized to S.
   r.eval_center_crop = r.size > 64;
+  r.pillow = pillow_resize_from_env();
   return r;
 }
 
