@@ -34,6 +34,20 @@ def write_cases(folder, lines):
         f.write("\n".join(lines) + "\n")
 
 
+def picture_fixtures(default_out):
+    """The start of the fixtures made from the 83x61 picture on Pillow 13: parses --out (default_out), refuses
+    an older Pillow (they hold Pillow 13's resize), writes <out>/picture.rgb; returns (out, picture)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=default_out)
+    out = ap.parse_args().out
+    if int(Image.__version__.split(".")[0]) < 13:
+        raise SystemExit(f"Pillow {Image.__version__}: the fixtures hold Pillow 13's resize; pip install 'pillow>=13'")
+    os.makedirs(out, exist_ok=True)
+    pil = picture(83, 61, 4)
+    write_rgb(out, "picture", pil)
+    return out, pil
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/pil_decode")

@@ -14,12 +14,9 @@ boundary.
 Files: picture.rgb, (H, W, 3) bytes; cases.txt, one line per case: name top left h w out_h out_w (the box in
 the picture, then the output size); <name>.rgb and <name>.hfirst.rgb, (out_h, out_w, 3) bytes.
 """
-import argparse
-import os
-
 from PIL import Image
 
-from pil_decode_fixtures import picture, write_cases, write_rgb  # picture: gradients, a hard-edged disc, grain
+from pil_decode_fixtures import picture_fixtures, write_cases, write_rgb  # the picture: gradients, a disc, grain
 
 # (top, left, h, w) of the box, then the output's (h, w): shrinking by 1.3 to 9 on both axes, shrinking one
 # axis while growing the other, the whole picture, and a same-size copy.
@@ -38,22 +35,14 @@ CASES = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="tests/fixtures/pil_resize")
-    args = ap.parse_args()
-    major = int(Image.__version__.split(".")[0])
-    if major < 13:
-        raise SystemExit(f"Pillow {Image.__version__}: the fixtures hold Pillow 13's resize; pip install 'pillow>=13'")
-    os.makedirs(args.out, exist_ok=True)
-    pil = picture(83, 61, 4)
-    write_rgb(args.out, "picture", pil)
+    out, pil = picture_fixtures("tests/fixtures/pil_resize")
     lines = []
     for name, ((top, left, h, w), (oh, ow)) in CASES.items():
         box = pil.crop((left, top, left + w, top + h))
-        write_rgb(args.out, name, box.resize((ow, oh), Image.BILINEAR))
-        write_rgb(args.out, name + ".hfirst", box.resize((ow, h), Image.BILINEAR).resize((ow, oh), Image.BILINEAR))
+        write_rgb(out, name, box.resize((ow, oh), Image.BILINEAR))
+        write_rgb(out, name + ".hfirst", box.resize((ow, h), Image.BILINEAR).resize((ow, oh), Image.BILINEAR))
         lines.append(f"{name} {top} {left} {h} {w} {oh} {ow}")
-    write_cases(args.out, lines)
+    write_cases(out, lines)
     print(f"{len(CASES)} cases from an 83x61 picture; Pillow {Image.__version__}")
 
 

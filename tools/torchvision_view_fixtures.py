@@ -20,7 +20,6 @@ Files: picture.rgb, (61, 83, 3) bytes; cases.txt, one line per case: name recipe
 o0 o1 o2 o3 brightness contrast saturation hue gray blur sigma flip (factors and sigma as float32, the
 precision the engine draws them in); <name>.f32, the view, (3, size, size) float32, little-endian.
 """
-import argparse
 import os
 
 import numpy as np
@@ -29,7 +28,7 @@ import torchvision
 import torchvision.transforms.functional as F
 from PIL import Image, ImageFilter
 
-from pil_decode_fixtures import picture, write_cases, write_rgb
+from pil_decode_fixtures import picture_fixtures, write_cases, write_rgb
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAGES = {
@@ -85,26 +84,18 @@ def view(pil, recipe, size, box, jitter, gray, sigma, flip):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="tests/fixtures/torchvision_view")
-    args = ap.parse_args()
-    major = int(Image.__version__.split(".")[0])
-    if major < 13:
-        raise SystemExit(f"Pillow {Image.__version__}: the fixtures hold Pillow 13's resize; pip install 'pillow>=13'")
-    os.makedirs(args.out, exist_ok=True)
-    pil = picture(83, 61, 4)
-    write_rgb(args.out, "picture", pil)
+    out, pil = picture_fixtures("tests/fixtures/torchvision_view")
     lines = []
     for name, (recipe, size, box, jitter, gray, sigma, flip) in CASES.items():
         t = view(pil, recipe, size, box, jitter, gray, sigma, flip)
         assert t.dtype == torch.float32 and tuple(t.shape) == (3, size, size)
-        t.numpy().astype("<f4").tofile(os.path.join(args.out, name + ".f32"))
+        t.numpy().astype("<f4").tofile(os.path.join(out, name + ".f32"))
         order, factors = jitter if jitter is not None else ([0, 1, 2, 3], (1.0, 1.0, 1.0, 0.0))
         fields = [name, recipe, size, *box, int(jitter is not None), *order]
         fields += [f"{f32(x):.9g}" for x in factors]
         fields += [int(gray), int(sigma is not None), f"{f32(sigma or 0.0):.9g}", int(flip)]
         lines.append(" ".join(str(x) for x in fields))
-    write_cases(args.out, lines)
+    write_cases(out, lines)
     print(f"{len(CASES)} views of an 83x61 picture; torch {torch.__version__}, torchvision "
           f"{torchvision.__version__}, Pillow {Image.__version__}")
 
