@@ -20,6 +20,7 @@
 #include "../src/cuda/view_stages.h"
 #include "gpu_bench.h"
 #include "image_normalize.cuh"
+#include "moco/augment.h"
 #include "moco/rng.h"
 #include "nhwc_ops.cuh"
 #include "row_gather.cuh"
@@ -67,8 +68,8 @@ bool stages_correct() {
   return true;
 }
 
-// image_to_nhwc<bf16> against fma(u, scale, bias) rounded to bf16 on the host (the kernel's documented
-// arithmetic), and the byte gather against memcpy rows, on odd sizes.
+// image_to_nhwc<bf16> against the CPU's normalize_to_chw (ToTensor + Normalize) rounded to bf16, and the
+// byte gather against memcpy rows, on odd sizes.
 bool correct() {
   const int64_t n = 3, h = 5, w = 7, total = n * h * w * 3;
   std::vector<uint8_t> img((size_t)total);  // (N, H, W, 3)
@@ -79,10 +80,11 @@ bool correct() {
   out.poison();
   kernels::image_to_nhwc(n, h, w, gimg.get(), reinterpret_cast<__nv_bfloat16*>(out.get()), nullptr);
   const std::vector<uint16_t> got = out.download();
+  std::vector<float> cpu((size_t)total);  // (N, 3, H, W)
+  for (int64_t i = 0; i < n; ++i) normalize_to_chw(img.data() + i * h * w * 3, (int)h, (int)w, cpu.data() + i * h * w * 3);
   for (int64_t i = 0; i < total; ++i) {
-    const int ch = (int)(i % 3);
-    const float scale = 1.f / (255.f * kernels::kImageStd[ch]), bias = -kernels::kImageMean[ch] / kernels::kImageStd[ch];
-    const uint16_t want = bf16_bits(std::fma((float)img[(size_t)i], scale, bias));
+    const int64_t image = i / (h * w * 3), pixel = i / 3 % (h * w), ch = i % 3;
+    const uint16_t want = bf16_bits(cpu[(size_t)((image * 3 + ch) * h * w + pixel)]);
     if (got[(size_t)i] != want) {
       std::printf("image_to_nhwc differs from the host at %lld: %04x vs %04x; refusing to time it\n", (long long)i,
                   got[(size_t)i], want);

@@ -8,7 +8,7 @@
 namespace moco::kernels {
 
 // The ImageNet normalisation torchvision applies after ToTensor: v = (u / 255 - mean_ch) / std_ch with
-// mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), computed as v = u * scale_ch + bias_ch in fp32.
+// mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), in fp32 divisions as torchvision computes it.
 constexpr float kImageMean[3] = {0.485f, 0.456f, 0.406f};
 constexpr float kImageStd[3] = {0.229f, 0.224f, 0.225f};
 

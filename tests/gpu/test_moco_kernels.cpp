@@ -20,6 +20,7 @@
 #include "gpu_test.h"
 #include "image_normalize.cuh"
 #include "l2_normalize.cuh"
+#include "moco/augment.h"
 #include "moco/cpu_ops.h"
 #include "moco/moco.h"
 #include "moco/rng.h"
@@ -436,12 +437,10 @@ TEST(GpuMocoKernels, EnqueueWrapsLikeKeyQueue) {
   EXPECT_THROW(kernels::enqueue(5, 2, 5, 1, keys.get(), q.get(), nullptr), Error);  // pointer out of range
 }
 
-// The plain reference: torchvision's ToTensor + Normalize in double, with torchvision's constants. fp32 output within 2e-6 of it (the
-// rounding of the fp32 scale and bias plus the final rounding is at most about 8e-7 for values within
-// [-2.2, 2.7]); and
-// bit-exact against the same fma(u, scale, bias) on the host. bf16: bit-exact against that fp32 value
-// rounded to nearest even on the host, and within half a bf16 ulp (2^-9 relative) of the double reference
-// plus the fp32 slack.
+// Two references: the CPU twin, normalize_to_chw (ToTensor + Normalize in float32 divisions, itself equal to
+// torchvision's values bit for bit in AugmentView.MatchesTorchvisionBitForBit): fp32 equal to it, bf16 equal to
+// it rounded to nearest even; and the plain formula in double with torchvision's constants written out: fp32
+// within 2e-6 of it, bf16 within half a bf16 ulp (2^-9 relative) plus that slack.
 TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
   MOCO_REQUIRE_GPU();
   // torchvision's ImageNet statistics (the authors' transforms.Normalize), written out here rather than read
@@ -455,11 +454,9 @@ TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
     for (auto& b : img) b = (uint8_t)r.below(256);
     img[0] = 0;
     img[total - 1] = 255;
-    float scale[3], bias[3];
-    for (int ch = 0; ch < 3; ++ch) {  // the kernel's constants, computed the same way
-      scale[ch] = 1.f / (255.f * kernels::kImageStd[ch]);
-      bias[ch] = -kernels::kImageMean[ch] / kernels::kImageStd[ch];
-    }
+    std::vector<float> cpu((size_t)total);  // (N, 3, H, W): the CPU twin, channel-major
+    for (int64_t i = 0; i < s.n; ++i)
+      normalize_to_chw(img.data() + i * hw * 3, (int)s.h, (int)s.w, cpu.data() + i * hw * 3);
     DeviceBuffer<uint8_t> gimg(img, "images");
     DeviceBuffer<float> f32((size_t)total, "nhwc fp32");     // (N, H, W, 3)
     DeviceBuffer<uint16_t> b16((size_t)total, "nhwc bf16");  // (N, H, W, 3)
@@ -474,7 +471,7 @@ TEST(GpuMocoKernels, ImageNormalizeMatchesTorchvisionFormula) {
         for (int ch = 0; ch < 3; ++ch) {
           const uint8_t u = img[(size_t)((i * hw + p) * 3 + ch)];
           const double plain = ((double)u / 255.0 - kTorchvisionMean[ch]) / kTorchvisionStd[ch];
-          const float same = std::fma((float)u, scale[ch], bias[ch]);
+          const float same = cpu[(size_t)((i * 3 + ch) * hw + p)];
           const float got = gf[(size_t)((i * hw + p) * 3 + ch)];
           ASSERT_NEAR(got, plain, 2e-6) << "fp32 NHWC image " << i << " pixel " << p << " ch " << ch;
           ASSERT_EQ(got, same) << "fp32 NHWC image " << i << " pixel " << p << " ch " << ch;
