@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 
 #include "../src/cuda/check.h"
 #include "softmax_xent.cuh"
@@ -65,6 +66,7 @@ struct alignas(16) Partial {
   float mx, s;
   int above, unused;
 };
+static_assert(sizeof(Partial) == 16 && offsetof(Partial, above) == 8, "read back as one float4 (x, y, z)");
 
 // Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
 __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b) {
@@ -295,9 +297,11 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
   float mx = -INFINITY, s = 0.f;
   int above = 0;
   for (int r = 0; r < c; ++r) {
-    const Partial p = partials[row * c + r];
-    merge(mx, s, p.mx, p.s);
-    above += p.above;
+    // From L2 (ld.global.cg), never from this SM's L1: the cluster barrier orders the other blocks' writes
+    // before these reads, and a load that cannot hit a stale L1 line does not lean on anything more.
+    const float4 p = __ldcg(reinterpret_cast<const float4*>(partials + row * c + r));  // Partial's 16 bytes
+    merge(mx, s, p.x, p.y);
+    above += __float_as_int(p.z);
   }
   if (b == 0 && threadIdx.x == 0) {
     row_loss[row] = (double)mx + log((double)s) - (double)zy;

@@ -8,6 +8,7 @@
 
 #include "moco/commands.h"
 #include "moco/error.h"
+#include "moco/parallel.h"
 #include "moco/version.h"
 #ifdef MOCO_HAVE_CUDA
 #include "cuda/convolution.h"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   try {
+    (void)moco::cpu_threads();  // reads MOCO_THREADS once, here, where a bad value is reported
     const std::string cmd = argc > 1 ? argv[1] : "help";
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       print_usage();

@@ -8,7 +8,9 @@
 
 namespace moco {
 
-// Threads of the pool: MOCO_THREADS if set, else the number of cores.
+// Threads of the pool: MOCO_THREADS if set, else the number of cores. A MOCO_THREADS that is not a whole
+// number from 1 to 4096 throws moco::Error naming it (the program reads it first thing, so the error comes
+// before any work).
 int cpu_threads();
 
 // Runs fn(slot) for every slot in [0, cpu_threads()), concurrently (on OpenMP's team when the build has

@@ -1,5 +1,7 @@
 #include "moco/parallel.h"
 
+#include "moco/error.h"
+
 #ifdef MOCO_HAVE_ONEDNN
 #include <omp.h>
 #endif
@@ -16,9 +18,13 @@ namespace moco {
 
 int cpu_threads() {
   static const int n = [] {
-    if (const char* env = std::getenv("MOCO_THREADS")) {
-      const int v = std::atoi(env);
-      if (v >= 1) return v;
+    const char* env = std::getenv("MOCO_THREADS");
+    if (env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      const long v = std::strtol(env, &end, 10);
+      MOCO_CHECK(*end == '\0' && v >= 1 && v <= 4096, "MOCO_THREADS=", env,
+                 ": expected a whole number of threads from 1 to 4096 (unset: one per core)");
+      return (int)v;
     }
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : (int)hw;

@@ -208,8 +208,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   std::unique_ptr<Dataset> train = open_dataset(o.data, "train");
   std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
   if (lead)
-    std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px\n", train->name().c_str(),
-                 (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(), o.image_size);
+    std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px, resized as Pillow %s "
+                 "(MOCO_RESIZE_AS_PILLOW)\n", train->name().c_str(), (long long)train->size(), train->num_classes(),
+                 rc.at("recipe").c_str(), o.image_size, recipe.pillow == PillowResize::Pillow13 ? "13" : "12 and earlier");
 
   LoaderConfig lc;
   lc.batch = o.batch_size;

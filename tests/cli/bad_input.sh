@@ -50,6 +50,11 @@ expect "--out must name a folder" train --out ""
 expect "is not a file" knn --checkpoint "$dir"
 expect "$dir/empty" bench --data "$dir/empty"
 expect "recipe 'v3'" bench --data "$dir/tiny" --recipe v3
+# settings of the environment: named with their value
+MOCO_THREADS=two expect "MOCO_THREADS=two" train /no/such/folder --out "$dir/out/threads"
+MOCO_THREADS=0 expect "MOCO_THREADS=0" info
+MOCO_RESIZE_AS_PILLOW=9 expect "MOCO_RESIZE_AS_PILLOW=9" bench --data "$dir/tiny"
+[ ! -e "$dir/out/threads" ] || { echo "FAIL: a bad MOCO_THREADS left its --out folder behind"; failed=1; }
 
 # resume with a damaged checkpoint: refused, and the run folder is left exactly as it was
 root=${MOCO_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}

@@ -41,15 +41,24 @@ inline float __uint_as_float(unsigned u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+inline int __float_as_int(float f) {
+  int i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
 inline unsigned __float_as_uint(float f) {
   unsigned u;
   std::memcpy(&u, &f, 4);
   return u;
 }
-// Cache-hinted global loads and stores (ld/st.global.cs: streamed, evicted from L2 first): plain accesses here,
-// where there is no cache to steer.
+// Cache-hinted global loads and stores (ld/st.global.cs: streamed, evicted from L2 first; ld.global.cg: cached
+// in L2 only, never in the SM's L1): plain accesses here, where there is no cache to steer.
 template <class T>
 T __ldcs(const T* p) {
+  return *p;
+}
+template <class T>
+T __ldcg(const T* p) {
   return *p;
 }
 template <class T>
