@@ -105,9 +105,10 @@ TEST(GpuLinearProbe, RejectsLabelsOutsideTheClasses) {
 
 // `moco lincls --device cuda` as run_lincls drives it: the frozen backbone on the GPU (fp32 here), its 8-bit
 // views normalised there, and the probe trained on the GPU (the extractor's linear_probe()), against the same
-// protocol all on the CPU. The two see the same crops, the GPU's rounded once to 8 bits, so the features and
-// then the losses differ a little: each epoch's loss within 2% of the CPU's (on the emulator they were 0.02%
-// to 0.5% apart, the loss falling from 0.43 to 1e-4), and both learn the task.
+// protocol all on the CPU. The two see the same 8-bit views, normalised to the same fp32 input; the GPU's
+// convolutions and BN sum in other orders, so the features and then the losses differ a little: each epoch's
+// loss within 2% of the CPU's (on the emulator they were 0.02% to 0.5% apart, the loss falling from 0.43 to
+// 1e-4; measured when the CPU still held its views in float), and both learn the task.
 TEST(GpuLinearProbe, LinclsOnTheGpuTracksTheCpuRun) {
   MOCO_REQUIRE_GPU();
   Encoder enc(test::probe_backbone());
