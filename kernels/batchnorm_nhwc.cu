@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int u = 0; u < kRowsInFlight; ++u) {
       if (r + u * step >= p.r1) break;
-      float v[V], res[V];
+      float v[V], res[V] = {};  // res: read only with a residual (zeros keep the host compiler from warning)
       vec::unpack<T, V>(wx[u], v);
       if (residual) vec::unpack<T, V>(wres[u], res);
 #pragma unroll
@@ -535,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int u = 0; u < kRowsInFlight; ++u) {
       if (r + u * step >= p.r1) break;
       const int64_t off = base + (r + u * step) * c;
-      float gv[V], yv[V], xv[V];
+      float gv[V], yv[V] = {}, xv[V] = {};  // yv, xv: read only where their rows were loaded
       vec::unpack<T, V>(wg[u], gv);
       if (coef || mask_from_x) vec::unpack<T, V>(wx[u], xv);
       if constexpr (mask_from_x) {
