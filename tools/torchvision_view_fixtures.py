@@ -10,7 +10,8 @@ The stages of each recipe, in order (SPEC section 3):
 - v1: RandomResizedCrop, RandomGrayscale, ColorJitter, RandomHorizontalFlip;
 - small: RandomResizedCrop, RandomHorizontalFlip, ColorJitter, RandomGrayscale;
 - lincls_train: RandomResizedCrop, RandomHorizontalFlip;
-- eval at S <= 64: the whole picture resized to S x S.
+- eval at S <= 64: the whole picture resized to S x S; above: Resize(round(S 256 / 224)) of the shorter side
+  and CenterCrop(S), the authors' Resize(256) + CenterCrop(224) at S = 224.
 ColorJitter applies its four ops in a drawn order; `order` lists them as torchvision's fn_idx does
 (0 brightness, 1 contrast, 2 saturation, 3 hue).
 
@@ -49,6 +50,7 @@ CASES = {
     "small_flip_jitter": ("small", 32, (0, 0, 61, 83), ([3, 2, 1, 0], (0.7, 1.3, 0.0, -0.4)), False, None, True),
     "lincls_train_flip": ("lincls_train", 32, (11, 13, 20, 25), None, False, None, True),
     "eval_whole_picture": ("eval", 32, (0, 0, 61, 83), None, False, None, False),
+    "eval_center_crop_96": ("eval", 96, (0, 0, 61, 83), None, False, None, False),  # Resize(110), CenterCrop(96)
 }
 
 
@@ -58,8 +60,11 @@ def f32(x):
 
 def view(pil, recipe, size, box, jitter, gray, sigma, flip):
     top, left, h, w = box
-    if recipe == "eval":
+    if recipe == "eval" and size <= 64:
         img = F.resize(pil, [size, size], interpolation=F.InterpolationMode.BILINEAR)
+    elif recipe == "eval":
+        img = F.resize(pil, round(size * 256 / 224), interpolation=F.InterpolationMode.BILINEAR)
+        img = F.center_crop(img, [size, size])
     else:
         img = F.resized_crop(pil, top, left, h, w, [size, size], interpolation=F.InterpolationMode.BILINEAR)
     for stage in STAGES[recipe]:
