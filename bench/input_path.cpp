@@ -81,7 +81,8 @@ bool correct() {
   kernels::image_to_nhwc(n, h, w, gimg.get(), reinterpret_cast<__nv_bfloat16*>(out.get()), nullptr);
   const std::vector<uint16_t> got = out.download();
   std::vector<float> cpu((size_t)total);  // (N, 3, H, W)
-  for (int64_t i = 0; i < n; ++i) normalize_to_chw(img.data() + i * h * w * 3, (int)h, (int)w, cpu.data() + i * h * w * 3);
+  for (int64_t i = 0; i < n; ++i)
+    normalize_to_chw(img.data() + i * h * w * 3, (int)h, (int)w, cpu.data() + i * h * w * 3);
   for (int64_t i = 0; i < total; ++i) {
     const int64_t image = i / (h * w * 3), pixel = i / 3 % (h * w), ch = i % 3;
     const uint16_t want = bf16_bits(cpu[(size_t)((image * 3 + ch) * h * w + pixel)]);

@@ -363,7 +363,9 @@ TEST(Loader, EightBitViewsHoldTheFloatViewsImages) {
 // stages_on_device (GPU training): each view holds only its crop, resized to 8 bits, and the batch carries the
 // decisions augment_view would have drawn for it. The crop plus the stages on the host (apply_view_stages_u8,
 // the device's twin) is the 8-bit view of the one-piece pipeline, byte for byte: both hold the crop as PIL
-// does, in bytes.
+// does, in bytes. (augment_view_u8 is that same composition, so this checks the loader's plumbing: the crops it
+// holds and the decisions it carries. The stages themselves are checked against Pillow and torchvision in
+// test_augment.cpp.)
 TEST(Loader, StagesOnDeviceHandCropsAndTheirDecisions) {
   test::NoiseDataset d(12, 10, 12, 5);
   int64_t blurred = 0;

@@ -27,7 +27,7 @@ def taps(n_in, n_out):
     for k in range(n_out):
         centre = (k + 0.5) * scale
         lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
-        f = [max(0.0, 1.0 - abs((j - centre + 0.5) / support)) for j in range(lo, hi)]
+        f = [max(0.0, 1.0 - abs((j - centre + 0.5) * (1.0 / support))) for j in range(lo, hi)]  # as PIL
         total = sum(f)
         for j, v in zip(range(lo, hi), f):
             v = v / total if total else v

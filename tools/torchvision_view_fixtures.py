@@ -29,7 +29,7 @@ import torchvision
 import torchvision.transforms.functional as F
 from PIL import Image, ImageFilter
 
-from pil_decode_fixtures import picture_fixtures, write_cases, write_rgb
+from pil_decode_fixtures import picture_fixtures, write_cases
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAGES = {

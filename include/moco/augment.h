@@ -65,7 +65,8 @@ const char* recipe_name(AugmentKind kind);
 void augment_view(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                   uint64_t view, float* out /* (3, S, S) */);
 // The same view, before normalisation, as 8-bit RGB (S, S, 3): the image torchvision's ToTensor would see
-// (PIL keeps 8 bits), a quarter of the fp32 bytes; the GPU step normalises it on the device (kernels/image_normalize.cu). Thread-safe like augment_view.
+// (PIL keeps 8 bits), a quarter of the fp32 bytes; the GPU step normalises it on the device
+// (kernels/image_normalize.cu). Thread-safe like augment_view.
 void augment_view_u8(const Image& img, const AugmentRecipe& r, uint64_t seed, uint64_t epoch, uint64_t sample,
                      uint64_t view, uint8_t* out /* (S, S, 3) */);
 

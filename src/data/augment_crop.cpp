@@ -116,8 +116,8 @@ inline uint8_t to_byte(int32_t acc) {
 }
 
 // One pass of PIL's over whole lines: out[i] = the byte of sum_t w[t] lines[t][i] over `len` bytes; contiguous,
-// so the compiler vectorises it. Along y the lines are rows of the pass along x; along x they are the box's
-// columns, transposed. Built for AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at
+// so the compiler vectorises it. Along y the lines are rows (of the box, or of the pass along x); along x they
+// are columns, transposed (of the box, or of the pass along y). Built for AVX2 (eight 32-bit products an instruction) and for the baseline, chosen at
 // load time by the CPU.
 __attribute__((target_clones("avx2", "default"))) void blend_rows(const uint8_t* const* rows, const int32_t* w,
                                                                    int count, size_t len, int32_t* acc,

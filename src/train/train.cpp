@@ -53,6 +53,8 @@ RunConfig run_config(const TrainOptions& o) {
   c["world_size"] = std::to_string(std::max(1, o.launch.world));
   c["image_size"] = std::to_string(o.image_size);
   c["recipe"] = o.recipe;
+  // the views' resize order (MOCO_RESIZE_AS_PILLOW): a resume may change it, and then says so
+  c["resize_as_pillow"] = pillow_resize_from_env() == PillowResize::Pillow13 ? "13" : "12";
   c["seed"] = std::to_string(o.seed);
   c["lr"] = num(o.lr);
   c["cos"] = o.cos ? "1" : "0";
@@ -73,7 +75,8 @@ const std::vector<std::string>& resume_must_match() {
 }
 
 const std::vector<std::string>& resume_may_change() {
-  static const std::vector<std::string> keys = {"lr", "cos", "schedule", "epochs", "momentum", "weight_decay"};
+  static const std::vector<std::string> keys = {"lr",       "cos",          "schedule",        "epochs",
+                                                "momentum", "weight_decay", "resize_as_pillow"};
   return keys;
 }
 
@@ -209,8 +212,9 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   std::unique_ptr<Dataset> test = o.knn_every > 0 ? open_dataset(o.data, "test") : nullptr;
   if (lead)
     std::fprintf(stderr, "data: %s, %lld images, %d classes; recipe %s at %d px, resized as Pillow %s "
-                 "(MOCO_RESIZE_AS_PILLOW)\n", train->name().c_str(), (long long)train->size(), train->num_classes(),
-                 rc.at("recipe").c_str(), o.image_size, recipe.pillow == PillowResize::Pillow13 ? "13" : "12 and earlier");
+                 "(MOCO_RESIZE_AS_PILLOW)\n",
+                 train->name().c_str(), (long long)train->size(), train->num_classes(), rc.at("recipe").c_str(),
+                 o.image_size, rc.at("resize_as_pillow").c_str());
 
   LoaderConfig lc;
   lc.batch = o.batch_size;

@@ -80,6 +80,13 @@ if [ -f "$root/train-images-idx3-ubyte.gz" ]; then
   else
     echo "FAIL: a resume with another --lr: $(printf '%s' "$out" | tail -2)"; failed=1
   fi
+  # so may the Pillow whose resize the views follow, and the run says so too
+  out=$(MOCO_RESIZE_AS_PILLOW=12 $run --max-steps 4 --lr 0.01 --resume "$ck" 2>&1)
+  if [[ "$out" == *"resumed with resize_as_pillow 12 instead of the checkpoint's 13"* ]]; then
+    echo "ok: a resume with another MOCO_RESIZE_AS_PILLOW names the change"
+  else
+    echo "FAIL: a resume with MOCO_RESIZE_AS_PILLOW=12: $(printf '%s' "$out" | tail -2)"; failed=1
+  fi
   # Fashion-MNIST's default cosine schedule gives way to a given --schedule
   "$moco" train --width 2 -b 16 --bn-splits 2 --moco-k 64 --epochs 1 --max-steps 1 --schedule 1 \
     --out "$dir/steps" >/dev/null 2>&1
