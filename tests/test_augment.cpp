@@ -111,39 +111,33 @@ std::vector<std::pair<int, int32_t>> ref_fixed_weights(int d, int in, int out) {
   return w;
 }
 
-// (oh, ow, 3) bytes: the box of img resized to (oh, ow) as PIL does it, in two passes of fixed-point sums each
-// rounded to a byte, (2^21 + sum) >> 22: along x on every row of the box, then along y; or (y_first) along y
-// on every column of the box, then along x.
-std::vector<uint8_t> ref_resize_pil(const Image& img, CropBox b, int oh, int ow, bool y_first = false) {
-  auto byte = [](int64_t acc) { return (int)std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22)); };
-  const int mid_h = y_first ? oh : b.h, mid_w = y_first ? b.w : ow;
-  std::vector<int> mid((size_t)mid_h * mid_w * 3);  // (mid_h, mid_w, 3) bytes: the first pass
-  for (int y = 0; y < mid_h; ++y)
-    for (int x = 0; x < mid_w; ++x)
-      for (int c = 0; c < 3; ++c) {
-        int64_t acc = 1 << 21;
-        if (y_first)
-          for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh))
-            acc += (int64_t)w * img.at(b.top + j, b.left + x, c);
-        else
-          for (const auto& [j, w] : ref_fixed_weights(x, b.w, ow))
-            acc += (int64_t)w * img.at(b.top + y, b.left + j, c);
-        mid[((size_t)y * mid_w + x) * 3 + c] = byte(acc);
-      }
-  std::vector<uint8_t> out((size_t)oh * ow * 3);
+// One of PIL's passes on (h, w, 3) bytes: along x to `n` columns or along y to `n` rows, each output the
+// fixed-point sum of its taps rounded to a byte, (2^21 + sum) >> 22, clamped.
+std::vector<uint8_t> ref_pil_pass(const std::vector<uint8_t>& in, int h, int w, bool along_x, int n) {
+  const int oh = along_x ? h : n, ow = along_x ? n : w;
+  std::vector<uint8_t> out((size_t)oh * ow * 3);  // (oh, ow, 3)
   for (int y = 0; y < oh; ++y)
     for (int x = 0; x < ow; ++x)
       for (int c = 0; c < 3; ++c) {
         int64_t acc = 1 << 21;
-        if (y_first)
-          for (const auto& [j, w] : ref_fixed_weights(x, b.w, ow))
-            acc += (int64_t)w * mid[((size_t)y * mid_w + j) * 3 + c];
-        else
-          for (const auto& [j, w] : ref_fixed_weights(y, b.h, oh))
-            acc += (int64_t)w * mid[((size_t)j * mid_w + x) * 3 + c];
-        out[((size_t)y * ow + x) * 3 + c] = (uint8_t)byte(acc);
+        for (const auto& [j, wt] : ref_fixed_weights(along_x ? x : y, along_x ? w : h, n)) {
+          const int sy = along_x ? y : j, sx = along_x ? j : x;
+          acc += (int64_t)wt * in[((size_t)sy * w + sx) * 3 + c];
+        }
+        out[((size_t)y * ow + x) * 3 + c] = (uint8_t)std::min<int64_t>(255, std::max<int64_t>(0, acc >> 22));
       }
   return out;
+}
+
+// (oh, ow, 3) bytes: the box of img resized to (oh, ow) as PIL does it, in two passes: along x, then along y;
+// or (y_first) along y, then along x.
+std::vector<uint8_t> ref_resize_pil(const Image& img, CropBox b, int oh, int ow, bool y_first = false) {
+  std::vector<uint8_t> box((size_t)b.h * b.w * 3);  // (b.h, b.w, 3): the box cropped
+  for (int y = 0; y < b.h; ++y)
+    for (int x = 0; x < b.w; ++x)
+      for (int c = 0; c < 3; ++c) box[((size_t)y * b.w + x) * 3 + c] = img.at(b.top + y, b.left + x, c);
+  if (y_first) return ref_pil_pass(ref_pil_pass(box, b.h, b.w, false, oh), oh, b.w, true, ow);
+  return ref_pil_pass(ref_pil_pass(box, b.h, b.w, true, ow), b.h, ow, false, oh);
 }
 
 // (oh, ow, 3) in [0, 1]: the box of img resized to (oh, ow) in exact arithmetic.
