@@ -99,9 +99,9 @@ __global__ void box_pass_kernel(int64_t pixels, int s, bool along_x, const ViewS
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += stride) {
     const int64_t view = i / plane;
-    const int y = (int)((i % plane) / s), x = (int)(i % s);
     const ViewStages& v = st[view];
     if (!v.blur) continue;
+    const int y = (int)((i % plane) / s), x = (int)(i % s);
     const uint8_t* img = in + view * plane * 3;
     auto at = [&](int offset) {  // the pixel `offset` away along the pass, clamped into the view
       int p = (along_x ? x : y) + offset;
