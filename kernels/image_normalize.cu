@@ -3,8 +3,8 @@
 // What it computes: images (N, H, W, 3) uint8 -> out (N, H, W, 3) of T (fp32 or bf16), v = (u / 255 -
 // mean_ch) / std_ch in float32 as torchvision's ToTensor + Normalize compute it (two IEEE divisions, so the
 // fp32 values are torchvision's bit for bit, and the bf16 ones what autocast makes of them), in the GPU step's
-// layout and dtype (DESIGN decision 6), bf16 rounded to nearest even once. Each of the 3 x 256 values is
-// computed once on the host and looked up from shared memory.
+// layout and dtype (DESIGN decision 6), bf16 rounded to nearest even once. The 3 x 256 values come from the
+// CPU's normalize_to_chw, once on the host, and are looked up from shared memory.
 // CPU reference: normalize_to_chw (src/data/augment_pipeline.cpp), exactly, in
 // tests/gpu/test_moco_kernels.cpp, beside the plain formula in double (within fp32 and bf16 rounding).
 //
@@ -13,6 +13,7 @@
 // bytes in, three values out.
 #include "../src/cuda/check.h"
 #include "image_normalize.cuh"
+#include "moco/augment.h"
 #include "vec_io.cuh"
 
 namespace moco::kernels {
@@ -27,10 +28,13 @@ struct ByteTable {
   float v[3][256];
 };
 
+// The CPU's own normalisation of a ramp of 256 grey pixels: (1, 256, 3) bytes to (3, 1, 256) floats, which is
+// the table's layout, so the device holds the CPU view's values by construction.
 ByteTable imagenet_table() {
+  uint8_t ramp[256 * 3];  // (1, 256, 3): pixel u is (u, u, u)
+  for (int u = 0; u < 256; ++u) ramp[u * 3] = ramp[u * 3 + 1] = ramp[u * 3 + 2] = (uint8_t)u;
   ByteTable t{};
-  for (int ch = 0; ch < 3; ++ch)
-    for (int u = 0; u < 256; ++u) t.v[ch][u] = ((float)u / 255.f - kImageMean[ch]) / kImageStd[ch];
+  normalize_to_chw(ramp, 1, 256, &t.v[0][0]);
   return t;
 }
 

@@ -1,8 +1,6 @@
 // RandomResizedCrop: the box draw (torchvision get_params) and the bilinear resize of a box.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "moco/augment.h"
@@ -167,13 +165,6 @@ void pass_along_x(const uint8_t* src, size_t src_stride, int rows, int cols, int
 
 bool pil_resizes_y_first(int in_h, int in_w, int out_h, int out_w, PillowResize pillow) {
   return pillow == PillowResize::Pillow13 && out_h < in_h && in_h - out_h > 2 * (in_w - out_w);
-}
-
-PillowResize pillow_resize_from_env() {
-  const char* v = std::getenv("MOCO_RESIZE_AS_PILLOW");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "13") == 0) return PillowResize::Pillow13;
-  if (std::strcmp(v, "12") == 0) return PillowResize::UpTo12;
-  fail("MOCO_RESIZE_AS_PILLOW=", v, ": expected 13 (Pillow 13, the default) or 12 (every Pillow up to 12)");
 }
 
 void resize_bilinear(const Image& img, const CropBox& box, int dst_h, int dst_w, const CropBox& win,

@@ -1,4 +1,7 @@
 // The named augmentation recipes of SPEC section 3, as plain parameter sets.
+#include <cstdlib>
+#include <cstring>
+
 #include "moco/augment.h"
 #include "moco/error.h"
 
@@ -13,6 +16,13 @@ const char* recipe_name(AugmentKind kind) {
     case AugmentKind::Eval: return "eval";
   }
   return "?";
+}
+
+PillowResize pillow_resize_from_env() {
+  const char* v = std::getenv("MOCO_RESIZE_AS_PILLOW");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "13") == 0) return PillowResize::Pillow13;
+  if (std::strcmp(v, "12") == 0) return PillowResize::UpTo12;
+  fail("MOCO_RESIZE_AS_PILLOW=", v, ": expected 13 (Pillow 13, the default) or 12 (every Pillow up to 12)");
 }
 
 AugmentRecipe recipe_from_name(const std::string& name, int size) {
