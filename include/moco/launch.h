@@ -19,6 +19,7 @@ struct LaunchInfo {
   std::string master_addr;        // torchrun only: the rendezvous host and port
   int master_port = 0;
   std::string note;  // what the launcher's variables left unclear, for the user (empty: nothing)
+  int gpu = -1;      // a single process's GPU as --gpu asked (-1: the local rank's)
 };
 
 // The process's environment as a map.

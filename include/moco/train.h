@@ -48,7 +48,19 @@ struct TrainOptions {
   double knn_t = 0.1;
   int64_t knn_bank = 0, knn_queries = 0;  // images of the train / test split used by the monitor; 0: all
   LaunchInfo launch;            // this process's rank and the world size, from the launcher (launch.h)
+  // The authors' distributed flags as given (-1 / empty: not given). --gpu picks a single process's GPU; with
+  // --multiprocessing-distributed, --world-size and --rank count nodes (local_ranks.h).
+  int64_t world_flag = -1, rank_flag = -1;
+  std::string dist_url;
+  int gpu = -1;
+  bool multiprocessing_distributed = false;
+  bool starts_local_ranks = false;  // this process only starts the node's ranks (and trains on none)
 };
+
+// `moco train`'s command line (argv[2..]) as options: the authors' defaults, the small-image recipe's where
+// DATA is left out, the ranks from `env`'s launcher variables. Returns false after --help (the text is
+// printed); throws, naming the flag and value, on bad input.
+bool parse_train_options(int argc, char** argv, const Environment& env, TrainOptions& o);
 
 // The run's fixed facts as text (stored in checkpoints) and the model they describe.
 RunConfig run_config(const TrainOptions& o);

@@ -1,125 +1,50 @@
-// `moco train [DATA]`: flags and defaults as in the authors' main_moco.py, plus this engine's own. Without
-// DATA the run is the small-image recipe on Fashion-MNIST (the authors' CIFAR-10 demo settings), and every
-// default that recipe changes is overridden unless the flag is given.
+// `moco train [DATA]`: MoCo pretraining (flags and defaults in train_options.cpp). With
+// --multiprocessing-distributed this process starts one rank per GPU of the node and waits for them.
+#include <unistd.h>
+
+#include <climits>
 #include <cstdio>
 
-#include "moco/args.h"
 #include "moco/commands.h"
+#include "moco/local_ranks.h"
 #include "moco/train.h"
 
 #ifdef MOCO_HAVE_CUDA
 #include "../cuda/train_step.h"
+#include "moco/cuda_runtime.h"
 #endif
 
 namespace moco {
 
-static void declare(Args& a) {
-  a.positional("DATA", "ImageFolder root (root/train/<class>/*.jpg); omitted: Fashion-MNIST with the small recipe");
-  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 (Fashion-MNIST default: resnet18)");
-  a.option("--width", "64", "channels of the stem and layer1; 64 is torchvision's ResNet");
-  a.option("--stem", "auto", "imagenet (7x7/2 + max-pool) | small (3x3/1) | auto: small when --image-size <= 64");
-  a.option("-j,--workers", "2", "data loading threads");
-  a.option("--epochs", "200", "total epochs");
-  a.option("--start-epoch", "0", "epoch to start at (a --resume checkpoint sets it)");
-  a.option("-b,--batch-size", "256", "images per step and rank (Fashion-MNIST default: 512)");
-  a.option("--lr,--learning-rate", "0.03", "base learning rate (Fashion-MNIST default: 0.06)");
-  a.list("--schedule", "120 160", "epochs at which lr drops x0.1 (without --cos)");
-  a.option("--momentum", "0.9", "SGD momentum");
-  a.option("--wd,--weight-decay", "1e-4", "weight decay, every parameter (Fashion-MNIST default: 5e-4)");
-  a.option("-p,--print-freq", "10", "a progress line every N steps of an epoch (from its first, as main_moco.py) "
-           "when stderr is not a terminal");
-  a.option("--resume", "", "checkpoint to continue from, mid-epoch and bit-exact");
-  a.option("--world-size", "-1", "number of processes (ranks); taken from mpirun's environment, checked if given");
-  a.option("--rank", "-1", "this process's rank; taken from mpirun's environment, checked if given");
-  a.option("--dist-url", "", "rendezvous URL; accepted for compatibility (mpirun does the rendezvous)");
-  a.option("--dist-backend", "nccl", "accepted for compatibility");
-  a.option("--seed", "0", "seed of every random draw (init, augmentation, order, shuffle)");
-  a.option("--moco-dim", "128", "feature dimension C");
-  a.option("--moco-k", "65536", "queue size K (Fashion-MNIST default: 4096)");
-  a.option("--moco-m", "0.999", "momentum of the key encoder update (Fashion-MNIST default: 0.99)");
-  a.option("--moco-t", "0.07", "softmax temperature T (Fashion-MNIST default: 0.1)");
-  a.flag("--mlp", "v2 MLP head instead of the v1 fc head");
-  a.flag("--aug-plus", "v2 augmentation (blur, weaker hue jitter)");
-  a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on, unless --schedule is given)");
-  a.flag("--recompute-bn-relu", "keep no inner BN+ReLU output of a residual block for backward; rebuild each then "
-         "(the same step, less memory, one more elementwise pass per BN)");
-  a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
-  a.option("--image-size", "224", "crop size in pixels (Fashion-MNIST default: 32)");
-  a.option("--bn-splits", "auto",
-           "BN groups per process (split-BN). auto: 8 on one process, the single-process twin of the authors' 8 "
-           "GPUs' shuffle BN; 1 with several ranks, where each rank is one BN group as each GPU is there");
-  a.option("--device", "auto", "cpu | cuda | auto (cuda when a GPU is usable)");
-  a.option("--precision", "bf16", "on the GPU: bf16 (activations and conv weights; fp32 masters, BN and loss) | fp32");
-  a.option("--out", "runs/moco", "folder for checkpoint.mocockpt and metrics.jsonl");
-  a.option("--max-steps", "0", "stop after this many steps in total (0: no limit)");
-  a.option("--save-every-steps", "0", "also checkpoint every N steps (0: only at the end of each epoch)");
-  a.option("--knn-every", "0", "kNN monitor every N epochs (0: off)");
-  a.option("--knn-k", "200", "kNN neighbours");
-  a.option("--knn-t", "0.1", "kNN vote temperature");
-  a.option("--knn-bank", "0", "train images in the kNN bank (0: all)");
-  a.option("--knn-queries", "0", "test images scored by the kNN monitor (0: all)");
+// The node's ranks of --multiprocessing-distributed: this program's own command line once per visible GPU.
+static int start_local_ranks(const TrainOptions& o, int argc, char** argv) {
+  MOCO_CHECK(o.device != "cpu", "--multiprocessing-distributed starts one process per GPU; CPU ranks are started "
+             "by mpirun (docs/distributed.md)");
+  int gpus = 0;
+#ifdef MOCO_HAVE_CUDA
+  const std::string why = cuda::no_device_reason();
+  MOCO_CHECK(why.empty(), "--multiprocessing-distributed starts one process per GPU: ", why);
+  gpus = cuda::device_count();
+#else
+  MOCO_CHECK(false, "--multiprocessing-distributed starts one process per GPU, and this build has no CUDA backend");
+#endif
+  const LocalRanksPlan plan = plan_local_ranks(gpus, o.world_flag, o.rank_flag, o.dist_url);
+  std::fprintf(stderr, "multiprocessing-distributed: node %d of %d starts ranks %d to %d of %d (one per GPU), "
+               "rendezvous %s:%d\n", plan.node_rank, plan.nodes, plan.node_rank * plan.per_node,
+               (plan.node_rank + 1) * plan.per_node - 1, plan.nodes * plan.per_node, plan.host.c_str(), plan.port);
+  char self[PATH_MAX];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  MOCO_CHECK(len > 0, "cannot find this program's path (/proc/self/exe) to start its ranks");
+  self[len] = '\0';
+  std::vector<std::string> args = {self};
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  return run_local_ranks(args, plan.per_node, [&](int i) { return local_rank_environment(plan, i); });
 }
 
 int cmd_train(int argc, char** argv) {
-  Args a("moco train", "MoCo v1/v2 self-supervised pretraining.");
-  declare(a);
-  if (!a.parse(argc, argv, 2)) return 0;
   TrainOptions o;
-  o.data = a.str("DATA");
-  const bool fmnist = o.data.empty();
-  if (fmnist)  // the small-image recipe's defaults (SPEC 2), unless the flag was given
-    for (auto [flag, value] : {std::pair<const char*, const char*>{"--arch", "resnet18"}, {"--batch-size", "512"},
-                               {"--lr", "0.06"}, {"--wd", "5e-4"}, {"--moco-k", "4096"}, {"--moco-m", "0.99"},
-                               {"--moco-t", "0.1"}, {"--image-size", "32"}})
-      a.set_default(flag, value);
-  o.arch = a.str("--arch");
-  o.width = (int)a.integer("--width", 1, 4096);
-  o.stem = a.str("--stem");
-  MOCO_CHECK(o.stem == "auto" || o.stem == "small" || o.stem == "imagenet", "--stem ", o.stem,
-             " is not one of: auto, small, imagenet");
-  o.workers = (int)a.integer("--workers", 1, 256);
-  o.epochs = (int)a.integer("--epochs", 1, 100000);
-  o.start_epoch = (int)a.integer("--start-epoch", 0, o.epochs);
-  o.batch_size = a.integer("--batch-size", 1, 1 << 24);
-  o.lr = a.real("--lr", 1e-9, 1e4);
-  o.schedule = a.integers("--schedule");
-  o.momentum = a.real("--momentum", 0, 1);
-  o.weight_decay = a.real("--wd", 0, 1);
-  o.print_freq = (int)a.integer("--print-freq", 1, 1 << 30);
-  o.resume = a.str("--resume");
-  o.launch = launch_from_env(process_environment());  // ranks come from the launcher; the flags must agree
-  if (!o.launch.note.empty()) std::fprintf(stderr, "launch: %s\n", o.launch.note.c_str());
-  check_launch_flags(o.launch, a.integer("--world-size", -1, 1 << 20), a.integer("--rank", -1, 1 << 20),
-                     a.str("--dist-url"));
-  o.seed = (uint64_t)a.integer("--seed", 0, INT64_MAX);
-  o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
-  o.moco_k = a.integer("--moco-k", 1, 1ll << 32);
-  o.moco_m = a.real("--moco-m", 0, 1);
-  o.moco_t = a.real("--moco-t", 1e-6, 100);
-  o.mlp = a.on("--mlp");
-  o.recompute_bn_relu = a.on("--recompute-bn-relu");
-  o.aug_plus = a.on("--aug-plus");
-  o.cos = a.on("--cos") || (fmnist && !a.has("--schedule"));  // a given --schedule asks for steps
-  o.recipe = a.has("--recipe") ? a.str("--recipe") : fmnist ? "small" : o.aug_plus ? "v2" : "v1";
-  o.image_size = (int)a.integer("--image-size", 8, 4096);
-  o.bn_splits = a.str("--bn-splits") == "auto" ? (o.launch.world == 1 ? 8 : 1) : (int)a.integer("--bn-splits", 1, 1 << 16);
-  o.device = a.str("--device");
-  o.precision = a.str("--precision");
-  MOCO_CHECK(o.precision == "bf16" || o.precision == "fp32", "--precision ", o.precision, ": expected bf16 or fp32");
-  o.out = a.str("--out");
-  MOCO_CHECK(!o.out.empty(), "--out must name a folder, got an empty string");
-  o.max_steps = a.integer("--max-steps", 0, INT64_MAX);
-  o.save_every_steps = a.integer("--save-every-steps", 0, INT64_MAX);
-  o.knn_every = (int)a.integer("--knn-every", 0, 1 << 20);
-  o.knn_k = (int)a.integer("--knn-k", 1, 1 << 20);
-  o.knn_t = a.real("--knn-t", 1e-6, 1e6);
-  o.knn_bank = a.integer("--knn-bank", 0, INT64_MAX);
-  o.knn_queries = a.integer("--knn-queries", 0, INT64_MAX);
-  // checks that need several values, each naming them
-  MOCO_CHECK(o.moco_k >= o.batch_size * o.launch.world, "--moco-k ", o.moco_k, " must be at least the global batch ",
-             o.batch_size * o.launch.world, " (--batch-size ", o.batch_size, " x ", o.launch.world, " ranks)");
-  MOCO_CHECK(o.batch_size % o.bn_splits == 0, "--batch-size ", o.batch_size, " does not split into --bn-splits ",
-             o.bn_splits, " equal BN groups");
+  if (!parse_train_options(argc, argv, process_environment(), o)) return 0;  // --help
+  if (o.starts_local_ranks) return start_local_ranks(o, argc, argv);
 #ifdef MOCO_HAVE_CUDA
   return run_train(o, &cuda::make_train_step);
 #else

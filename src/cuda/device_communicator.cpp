@@ -10,6 +10,11 @@ namespace moco::cuda {
 
 int device_of_rank(const LaunchInfo& li, int visible) {
   MOCO_CHECK(visible > 0, "GPU rank ", li.rank, " of ", li.world, ": no CUDA device is visible");
+  if (li.gpu >= 0) {  // --gpu N: a single process on the GPU it names
+    MOCO_CHECK(li.gpu < visible, "--gpu ", li.gpu, " but this process sees ", visible,
+               " CUDA device(s) (numbered from 0; CUDA_VISIBLE_DEVICES limits them)");
+    return li.gpu;
+  }
   if (visible == 1) return 0;
   MOCO_CHECK(li.local_rank < visible, "GPU rank ", li.rank, " of ", li.world, " has local rank ", li.local_rank,
              " but this process sees ", visible, " CUDA devices (CUDA_VISIBLE_DEVICES limits them); start at most ",

@@ -62,7 +62,8 @@ class DeviceCommunicator : public Communicator {
   virtual void abandon() noexcept {}
 };
 
-// The GPU of a rank among the `visible` devices of its process: its local rank (one rank per GPU of the node),
+// The GPU of a rank among the `visible` devices of its process: the one --gpu named (li.gpu >= 0, one process),
+// else its local rank (one rank per GPU of the node),
 // or device 0 when only one is visible, which is how a launcher that binds each rank to its own GPU shows it
 // (srun --gpus-per-task=1, or a CUDA_VISIBLE_DEVICES per rank; two ranks on one GPU are refused by NCCL).
 // Throws, naming the fix, when several are visible and local_rank is not below their number.

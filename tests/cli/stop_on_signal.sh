@@ -6,7 +6,9 @@
 #   stop_on_signal.sh <moco binary>                  one process: SIGTERM, then SIGINT
 #   stop_on_signal.sh <moco binary> <mpiexec> <W>    W CPU ranks, of which only the last is sent SIGTERM: every
 #                                                    rank stops after the same step (they vote after each one)
-# MOCO_TEST_DEVICE=cuda runs the single-process SIGTERM case on the GPU (exit 77 without one).
+# MOCO_TEST_DEVICE=cuda runs the single-process SIGTERM case on the GPU (exit 77 without one). With it,
+# MOCO_TEST_LAUNCH=multiprocessing-distributed starts every run through `moco train --multiprocessing-distributed`
+# (one rank per visible GPU) and signals that parent, which passes the signal on to its ranks.
 # Uses Fashion-MNIST where it is installed, else the small ImageFolder of the GPU scripts (python3).
 set -euo pipefail
 moco=$1
@@ -28,6 +30,7 @@ if [ "${MOCO_TEST_DEVICE:-cpu}" = cuda ]; then
   args=(train "${data[@]}" --width 2 --image-size 16 -b 32 --bn-splits 4 --moco-k 256 --epochs 10 --max-steps $steps
         --save-every-steps 1000 -j 2 --seed 5 --device cuda)
   sigs=TERM
+  if [ "${MOCO_TEST_LAUNCH:-}" = multiprocessing-distributed ]; then args+=(--multiprocessing-distributed); fi
 fi
 launch=("$moco")
 [ -n "$mpiexec" ] && launch=("$mpiexec" -n "$w" "$moco")
@@ -44,6 +47,12 @@ target() {
 }
 
 "${launch[@]}" "${args[@]}" --out "$dir/a" 2>"$dir/a.err"
+if [ "${MOCO_TEST_LAUNCH:-}" = multiprocessing-distributed ]; then
+  started=$(grep -o "multiprocessing-distributed: node 0 of 1 starts ranks [0-9]* to [0-9]* of [0-9]*" "$dir/a.err" ||
+            true)
+  [ -n "$started" ] || { echo "FAIL: the run did not start its ranks itself"; cat "$dir/a.err"; exit 1; }
+  echo "ok: $started"
+fi
 # on the GPU the signalled runs take the first run's cuDNN plans (a search picks by timing, which can differ
 # between processes); their resumes find their own beside the checkpoint
 [ "${MOCO_TEST_DEVICE:-cpu}" = cuda ] && export MOCO_CONV_PLANS=$dir/a

@@ -318,6 +318,16 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
   if (cuda::device_count() == 1) {
     EXPECT_EQ(cuda::select_device(li), 0) << "select_device follows device_of_rank";
   }
+  // --gpu N: one process on the device it names, whatever it sees, and a number past them is refused
+  LaunchInfo one;
+  one.gpu = 2;
+  EXPECT_EQ(cuda::device_of_rank(one, 4), 2);
+  try {
+    cuda::device_of_rank(one, 1);
+    FAIL() << "--gpu 2 in a process that sees 1 GPU was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gpu 2 but this process sees 1 CUDA device"), std::string::npos) << e.what();
+  }
   // several ranks with neither a host communicator nor NCCL_COMM_ID: no way to share the NCCL id
   test::ScopedEnv no_comm_id("NCCL_COMM_ID", nullptr);
   LaunchInfo two;

@@ -1,0 +1,220 @@
+// --multiprocessing-distributed: planning the ranks of one node and starting them (local_ranks.h).
+#include "moco/local_ranks.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+
+#include "moco/error.h"
+
+extern char** environ;
+
+namespace moco {
+
+namespace {
+
+// A TCP port nobody listens on now, from the kernel (bind to port 0). Rank 0's NCCL listens there a moment
+// later; another program could take it in between, and then NCCL says so.
+int free_local_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  MOCO_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno),
+             "; give --dist-url tcp://127.0.0.1:PORT");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  const bool ok = bind(fd, (sockaddr*)&addr, sizeof addr) == 0 && getsockname(fd, (sockaddr*)&addr, &len) == 0;
+  close(fd);
+  MOCO_CHECK(ok, "cannot find a free port: ", std::strerror(errno), "; give --dist-url tcp://127.0.0.1:PORT");
+  return ntohs(addr.sin_port);
+}
+
+int64_t env_integer(const Environment& env, const char* key) {
+  const auto it = env.find(key);
+  MOCO_CHECK(it != env.end(), "a rank of --multiprocessing-distributed has no ", key, " in its environment");
+  char* end = nullptr;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  MOCO_CHECK(!it->second.empty() && *end == '\0', key, "=", it->second, " is not an integer");
+  return v;
+}
+
+}  // namespace
+
+LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url) {
+  MOCO_CHECK(gpus > 0, "--multiprocessing-distributed starts one process per GPU, and none is visible");
+  LocalRanksPlan p;
+  p.per_node = gpus;
+  MOCO_CHECK(world_flag == -1 || world_flag >= 1, "--world-size ", world_flag,
+             ": with --multiprocessing-distributed it counts nodes, at least 1");
+  p.nodes = world_flag == -1 ? 1 : (int)world_flag;
+  MOCO_CHECK(rank_flag == -1 || (rank_flag >= 0 && rank_flag < p.nodes), "--rank ", rank_flag,
+             ": with --multiprocessing-distributed it is this node's index, in [0, ", p.nodes, ")");
+  MOCO_CHECK(p.nodes == 1 || rank_flag != -1, "--world-size ", p.nodes,
+             " nodes with --multiprocessing-distributed: give each node its --rank (0 to ", p.nodes - 1, ")");
+  p.node_rank = rank_flag == -1 ? 0 : (int)rank_flag;
+  if (dist_url.empty()) {
+    MOCO_CHECK(p.nodes == 1, "--world-size ", p.nodes, " nodes with --multiprocessing-distributed: give --dist-url "
+               "tcp://HOST:PORT, HOST being node 0 and PORT a free port there, the same on every node");
+    p.host = "127.0.0.1";
+    p.port = free_local_port();
+    return p;
+  }
+  const std::string tcp = "tcp://";
+  const size_t colon = dist_url.rfind(':');
+  MOCO_CHECK(dist_url.compare(0, tcp.size(), tcp) == 0 && colon != std::string::npos && colon > tcp.size(),
+             "--dist-url ", dist_url, ": expected tcp://HOST:PORT (with --multiprocessing-distributed, node 0's "
+             "address, where rank 0 listens)");
+  p.host = dist_url.substr(tcp.size(), colon - tcp.size());
+  const std::string port = dist_url.substr(colon + 1);
+  char* end = nullptr;
+  const long v = std::strtol(port.c_str(), &end, 10);
+  MOCO_CHECK(!port.empty() && *end == '\0' && v >= 1 && v <= 65535, "--dist-url ", dist_url, ": the port '", port,
+             "' is not in [1, 65535]");
+  p.port = (int)v;
+  return p;
+}
+
+Environment local_rank_environment(const LocalRanksPlan& p, int i) {
+  MOCO_CHECK(i >= 0 && i < p.per_node, "local rank ", i, " outside [0, ", p.per_node, ")");
+  const std::string port = std::to_string(p.port);
+  return {{"RANK", std::to_string(p.node_rank * p.per_node + i)},
+          {"WORLD_SIZE", std::to_string(p.nodes * p.per_node)},
+          {"LOCAL_RANK", std::to_string(i)},
+          {"MASTER_ADDR", p.host},
+          {"MASTER_PORT", port},
+          {"NCCL_COMM_ID", p.host + ":" + port},
+          {"MOCO_RANKS_PER_NODE", std::to_string(p.per_node)}};
+}
+
+int ranks_per_node_from_env(const Environment& env) {
+  if (!env.count("MOCO_RANKS_PER_NODE")) return 0;
+  const int64_t g = env_integer(env, "MOCO_RANKS_PER_NODE");
+  MOCO_CHECK(g >= 1 && g <= 1 << 16, "MOCO_RANKS_PER_NODE=", g, " is not a number of processes per node");
+  return (int)g;
+}
+
+LocalRankShare local_rank_share(const Environment& env, int64_t world_flag, int64_t rank_flag, int64_t node_batch,
+                                int node_workers) {
+  const int g = ranks_per_node_from_env(env);
+  MOCO_CHECK(g > 0, "no MOCO_RANKS_PER_NODE: this process was not started by --multiprocessing-distributed");
+  LocalRankShare s;
+  s.launch = launch_from_env(env);
+  MOCO_CHECK(s.launch.source == "torchrun", "a rank of --multiprocessing-distributed found the launcher '",
+             s.launch.source, "' instead of the variables its parent set; do not start it under another launcher");
+  const int64_t nodes = world_flag == -1 ? 1 : world_flag;
+  MOCO_CHECK(s.launch.world == nodes * g, "rank ", s.launch.rank, ": WORLD_SIZE=", s.launch.world, " is not ",
+             nodes, " node(s) x ", g, " processes");
+  MOCO_CHECK(rank_flag == -1 || s.launch.rank / g == rank_flag, "rank ", s.launch.rank, " is not on node --rank ",
+             rank_flag);
+  MOCO_CHECK(node_batch >= g, "--batch-size ", node_batch, " is the node's batch under --multiprocessing-distributed "
+             "and must give each of its ", g, " processes at least one image");
+  s.batch_size = node_batch / g;
+  s.workers = (node_workers + g - 1) / g;
+  return s;
+}
+
+namespace {
+
+// SIGINT and SIGTERM that reach the parent while its ranks run, counted by a handler (which may run on any of
+// its threads: the CUDA runtime's among them) and passed on by the waiting loop.
+std::atomic<int> signals_seen[2];
+void count_signal(int sig) { signals_seen[sig == SIGINT ? 0 : 1].fetch_add(1); }
+
+}  // namespace
+
+int run_local_ranks(const std::vector<std::string>& argv, int n, const std::function<Environment(int)>& extra_env,
+                    double grace_s) {
+  MOCO_CHECK(!argv.empty() && n >= 1, "run_local_ranks needs a command and at least one copy");
+  signals_seen[0].store(0);
+  signals_seen[1].store(0);
+  struct sigaction sa {}, previous_int, previous_term;
+  sa.sa_handler = count_signal;
+  sigemptyset(&sa.sa_mask);
+  MOCO_CHECK(sigaction(SIGINT, &sa, &previous_int) == 0 && sigaction(SIGTERM, &sa, &previous_term) == 0,
+             "cannot install the SIGINT/SIGTERM handlers of --multiprocessing-distributed");
+  const pid_t parent = getpid();
+
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    Environment env = process_environment();
+    for (auto& [k, v] : extra_env(i)) env[k] = v;
+    // built before fork: the copy only calls async-signal-safe functions until execve
+    std::vector<std::string> env_text;
+    for (auto& [k, v] : env) env_text.push_back(k + "=" + v);
+    std::vector<char*> envp, args;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> argv_copy = argv;
+    for (auto& a : argv_copy) args.push_back(a.data());
+    args.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+      const int err = errno;
+      for (pid_t p : pids) kill(p, SIGKILL);
+      for (pid_t p : pids) waitpid(p, nullptr, 0);
+      sigaction(SIGINT, &previous_int, nullptr);
+      sigaction(SIGTERM, &previous_term, nullptr);
+      MOCO_CHECK(false, "cannot start local rank ", i, ": fork failed: ", std::strerror(err));
+    }
+    if (pid == 0) {
+      // Its own process group, so a Ctrl-C at the terminal reaches each copy once, through the parent; the
+      // default actions back, as a freshly started program has them.
+      setpgid(0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(128 + SIGTERM);  // the parent died before the line above
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+      execve(args[0], args.data(), envp.data());
+      _exit(127);
+    }
+    setpgid(pid, pid);  // here too, so that a signal to the group cannot come before the copy made it
+    pids.push_back(pid);
+  }
+  // Signals go to each copy's process group: the rank and whatever it started, as a terminal would send them.
+  auto signal_copies = [&](const std::vector<bool>& alive, int sig) {
+    for (int i = 0; i < n; ++i)
+      if (alive[i]) kill(-pids[i], sig);
+  };
+
+  std::vector<bool> alive(n, true);
+  int alive_count = n, status_out = 0, passed_on[2] = {0, 0};
+  bool failing = false, killed = false;
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  while (alive_count > 0) {
+    for (int k = 0; k < 2; ++k)  // each signal as often as it came: a second Ctrl-C ends the ranks at once
+      for (; passed_on[k] < signals_seen[k].load(); ++passed_on[k])
+        signal_copies(alive, k == 0 ? SIGINT : SIGTERM);
+    for (int i = 0; i < n; ++i) {
+      if (!alive[i]) continue;
+      int st = 0;
+      if (waitpid(pids[i], &st, WNOHANG) != pids[i]) continue;
+      alive[i] = false;
+      --alive_count;
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
+      if (code == 0 || failing) continue;
+      failing = true;  // the first failure: its status is the result, and the others are asked to stop
+      status_out = code;
+      signal_copies(alive, SIGTERM);
+      deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                         std::chrono::duration<double>(grace_s));
+    }
+    if (!killed && std::chrono::steady_clock::now() >= deadline) {
+      killed = true;
+      signal_copies(alive, SIGKILL);
+    }
+    if (alive_count > 0) usleep(20 * 1000);
+  }
+  sigaction(SIGINT, &previous_int, nullptr);
+  sigaction(SIGTERM, &previous_term, nullptr);
+  return status_out;
+}
+
+}  // namespace moco
