@@ -1,5 +1,5 @@
 // Linear classification on a frozen backbone (SPEC 5): a fresh fc (weight N(0, 0.01), bias 0) trained with
-// SGD on the backbone's features, BN in eval mode, then top-1 on the eval transform. The backbone, BN
+// SGD on the backbone's features, BN in eval mode, scored (Acc@1, Acc@5) on the eval transform of the test split. The backbone, BN
 // statistics included, must come out bit-identical: that is checked, not assumed.
 #pragma once
 #include <cstdint>
@@ -22,16 +22,30 @@ struct LinclsOptions {
   int workers = 2;
   uint64_t seed = 0;
   int64_t train_limit = 0, test_limit = 0;  // images used from each split; 0: all
+  // Epochs between scores of the test split; the last epoch is always scored. 1, the default, is main_lincls.py,
+  // which validates after every epoch and reports the best Acc@1.
+  int eval_every = 1;
+};
+
+// One epoch of the probe: its mean training loss and, when it was scored, Acc@1 and Acc@5 (percent) on the
+// test split's eval transform.
+struct LinclsEpoch {
+  int epoch = 0;
+  double loss = 0;
+  bool scored = false;
+  double top1 = 0, top5 = 0;
 };
 
 struct LinclsResult {
-  double top1 = 0;               // percent, on the test split
+  double top1 = 0, top5 = 0;        // percent, on the test split after the last epoch
+  double best_top1 = 0;             // the best scored Acc@1 (main_lincls.py's best_acc1) and its epoch
+  int best_epoch = -1;
   std::vector<double> epoch_loss;  // mean training loss per epoch
 };
 
-// `on_epoch(epoch, loss)` is called after each epoch (progress, logs). `features`: where the frozen
-// backbone runs (nullptr: on the CPU, the backbone itself); the fc trains there too (its linear_probe()).
+// `on_epoch` is called after each epoch (progress, logs). `features`: where the frozen backbone runs (nullptr:
+// on the CPU, the backbone itself); the fc trains there too (its linear_probe()).
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
-                        const std::function<void(int, double)>& on_epoch, FeatureExtractor* features = nullptr);
+                        const std::function<void(const LinclsEpoch&)>& on_epoch, FeatureExtractor* features = nullptr);
 
 }  // namespace moco

@@ -12,14 +12,19 @@
 
 namespace moco {
 
+struct TopHits {
+  int64_t top1 = 0, top5 = 0;
+};
+
 class LinearProbe {
  public:
   virtual ~LinearProbe() = default;
   // One SGD step on features (N, D) fp32 on the host and their labels (N) in [0, classes); returns the
   // batch's mean cross-entropy before the step.
   virtual double train_step(const Tensor& features, const std::vector<int>& labels, float lr) = 0;
-  // Rows whose argmax (the first of equal maxima) is their label.
-  virtual int64_t count_correct(const Tensor& features, const std::vector<int>& labels) = 0;
+  // Rows whose label's logit is beaten by fewer than 1 (top1) / 5 (top5) others; beaten: strictly greater, or
+  // equal at a lower class, so top-1 is "the argmax (the first of equal maxima) is the label".
+  virtual TopHits count_correct(const Tensor& features, const std::vector<int>& labels) = 0;
   // The parameters as one flat buffer [weight (classes, D), bias (classes)], copied to the host.
   virtual std::vector<float> parameters() const = 0;
 };

@@ -45,11 +45,14 @@ class GpuLinearProbe final : public LinearProbe {
     return read_back<float>(loss_.get());
   }
 
-  int64_t count_correct(const Tensor& features, const std::vector<int>& labels) override {
+  TopHits count_correct(const Tensor& features, const std::vector<int>& labels) override {
     const int64_t n = forward(features, labels);
     kernels::softmax_xent(n, classes_, logits_.get(), labels_.get(), nullptr, loss_.get(), hits_.get(),
                           xent_ws_.get(), stream_);
-    return read_back<int64_t>(hits_.get());  // hits[0]: top-1
+    TopHits h;
+    h.top1 = read_back<int64_t>(hits_.get());
+    h.top5 = read_back<int64_t>(hits_.get() + 1);
+    return h;
   }
 
   std::vector<float> parameters() const override {

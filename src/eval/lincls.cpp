@@ -11,7 +11,7 @@
 namespace moco {
 
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
-                        const std::function<void(int, double)>& on_epoch, FeatureExtractor* features) {
+                        const std::function<void(const LinclsEpoch&)>& on_epoch, FeatureExtractor* features) {
   CpuFeatures on_cpu(backbone);
   FeatureExtractor& fx = features ? *features : on_cpu;
   const int64_t d = backbone.config().feature_dim(), classes = train.num_classes();
@@ -38,6 +38,33 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   lc.subset = sample_indices(train.size(), o.train_limit, o.seed);
   lc.view_dtype = fx.view_dtype();
   Loader loader(train, recipe_from_name("lincls_train", o.image_size), lc);
+  // Acc@1 and Acc@5 on the eval transform of the test split
+  LoaderConfig ec;
+  ec.batch = o.batch_size;
+  ec.workers = o.workers;
+  ec.views = 1;
+  ec.shuffle = false;
+  ec.drop_last = false;
+  ec.subset = sample_indices(test.size(), o.test_limit, o.seed);
+  ec.view_dtype = fx.view_dtype();
+  Loader eval(test, recipe_from_name("eval", o.image_size), ec);
+  auto score = [&](LinclsEpoch& e) {
+    eval.start_epoch(0);
+    TopHits hits;
+    int64_t total = 0;
+    Batch batch;
+    while (eval.next(batch)) {
+      Tensor feat = fx.features(batch.views[0]);  // (N, D)
+      const TopHits h = probe->count_correct(feat, batch.labels);
+      hits.top1 += h.top1;
+      hits.top5 += h.top5;
+      total += feat.size(0);
+    }
+    e.scored = true;
+    e.top1 = 100.0 * (double)hits.top1 / (double)std::max<int64_t>(total, 1);
+    e.top5 = 100.0 * (double)hits.top5 / (double)std::max<int64_t>(total, 1);
+  };
+
   LinclsResult result;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     float lr = (float)o.lr;
@@ -51,29 +78,24 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
       loss_sum += probe->train_step(feat, batch.labels, lr);
       ++steps;
     }
-    result.epoch_loss.push_back(loss_sum / (double)std::max<int64_t>(steps, 1));
-    if (on_epoch) on_epoch(epoch, result.epoch_loss.back());
+    LinclsEpoch e;
+    e.epoch = epoch;
+    e.loss = loss_sum / (double)std::max<int64_t>(steps, 1);
+    result.epoch_loss.push_back(e.loss);
+    const bool last = epoch + 1 == o.epochs;
+    if (last || (o.eval_every > 0 && (epoch + 1) % o.eval_every == 0)) {
+      score(e);
+      if (result.best_epoch < 0 || e.top1 > result.best_top1) {
+        result.best_top1 = e.top1;
+        result.best_epoch = epoch;
+      }
+      if (last) {
+        result.top1 = e.top1;
+        result.top5 = e.top5;
+      }
+    }
+    if (on_epoch) on_epoch(e);
   }
-
-  // top-1 on the eval transform of the test split
-  LoaderConfig ec;
-  ec.batch = o.batch_size;
-  ec.workers = o.workers;
-  ec.views = 1;
-  ec.shuffle = false;
-  ec.drop_last = false;
-  ec.subset = sample_indices(test.size(), o.test_limit, o.seed);
-  ec.view_dtype = fx.view_dtype();
-  Loader eval(test, recipe_from_name("eval", o.image_size), ec);
-  eval.start_epoch(0);
-  int64_t correct = 0, total = 0;
-  Batch batch;
-  while (eval.next(batch)) {
-    Tensor feat = fx.features(batch.views[0]);  // (N, D)
-    correct += probe->count_correct(feat, batch.labels);
-    total += feat.size(0);
-  }
-  result.top1 = 100.0 * (double)correct / (double)std::max<int64_t>(total, 1);
 
   // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was, on the host
   // and in the copy the features were computed with (on the GPU)

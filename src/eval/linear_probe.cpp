@@ -45,14 +45,18 @@ class CpuLinearProbe final : public LinearProbe {
     return loss;
   }
 
-  int64_t count_correct(const Tensor& features, const std::vector<int>& labels) override {
+  TopHits count_correct(const Tensor& features, const std::vector<int>& labels) override {
     const int64_t n = forward(features, labels);
-    int64_t correct = 0;
+    TopHits hits;
     for (int64_t i = 0; i < n; ++i) {
       const float* row = logits_.data() + i * classes_;
-      correct += (std::max_element(row, row + classes_) - row) == labels[(size_t)i];
+      const int y = labels[(size_t)i];
+      int64_t beaten = 0;  // by a greater logit, or an equal one at a lower class
+      for (int64_t j = 0; j < classes_; ++j) beaten += row[j] > row[y] || (row[j] == row[y] && j < y);
+      hits.top1 += beaten < 1;
+      hits.top5 += beaten < 5;
     }
-    return correct;
+    return hits;
   }
 
   std::vector<float> parameters() const override { return fc_; }

@@ -69,16 +69,19 @@ TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
   }
   const Tensor x = random_features(41, d, 9);
   const std::vector<int> y = random_labels(41, classes, 9);
-  const int64_t correct = gpu_probe->count_correct(x, y);
-  EXPECT_EQ(correct, cpu_probe->count_correct(x, y));
-  EXPECT_GT(correct, 0);
-  EXPECT_LT(correct, 41);
+  const TopHits correct = gpu_probe->count_correct(x, y), want = cpu_probe->count_correct(x, y);
+  EXPECT_EQ(correct.top1, want.top1);
+  EXPECT_EQ(correct.top5, want.top5);
+  EXPECT_GT(correct.top1, 0);
+  EXPECT_LT(correct.top1, correct.top5);
+  EXPECT_LT(correct.top5, 41);
   gpu_probe.reset();
   cudaStreamDestroy(stream);
 }
 
 // Every row scores the classes by the bias alone (zero weight): classes 1, 2 and 4 tie for the maximum, and
-// the argmax is the first of them, so exactly the rows labelled 1 count as correct.
+// the argmax is the first of them, so exactly the rows labelled 1 count as correct; all but the label 3, which
+// five scores beat, are top-5 hits (LinearProbe.TopOneAndTopFiveCountTiesForTheLowerClass counts them).
 TEST(GpuLinearProbe, TiedScoresGoToTheFirstClass) {
   MOCO_REQUIRE_GPU();
   const int64_t d = 5, classes = 6;
@@ -88,7 +91,9 @@ TEST(GpuLinearProbe, TiedScoresGoToTheFirstClass) {
   auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, SgdConfig{0.9f, 0.f}, nullptr);
   const std::vector<int> y = {1, 2, 4, 1, 0, 5, 1, 3, 2};
   const Tensor x = random_features((int64_t)y.size(), d, 3);
-  EXPECT_EQ(gpu_probe->count_correct(x, y), 3);
+  const TopHits h = gpu_probe->count_correct(x, y);
+  EXPECT_EQ(h.top1, 3);
+  EXPECT_EQ(h.top5, 8);
 }
 
 TEST(GpuLinearProbe, RejectsLabelsOutsideTheClasses) {
@@ -116,10 +121,11 @@ TEST(GpuLinearProbe, LinclsOnTheGpuTracksTheCpuRun) {
   const test::DarkBright train(64, 1), test_split(32, 2);
   const LinclsOptions o = test::probe_options(4, 3);
   std::vector<double> cpu_losses, gpu_losses;
-  const LinclsResult cpu = run_lincls(enc, train, test_split, o, [&](int, double l) { cpu_losses.push_back(l); });
+  const LinclsResult cpu =
+      run_lincls(enc, train, test_split, o, [&](const LinclsEpoch& e) { cpu_losses.push_back(e.loss); });
   std::unique_ptr<FeatureExtractor> fx = cuda::make_gpu_features(enc, DType::F32);
   const LinclsResult gpu =
-      run_lincls(enc, train, test_split, o, [&](int, double l) { gpu_losses.push_back(l); }, fx.get());
+      run_lincls(enc, train, test_split, o, [&](const LinclsEpoch& e) { gpu_losses.push_back(e.loss); }, fx.get());
   ASSERT_EQ(gpu_losses.size(), cpu_losses.size());
   for (size_t e = 0; e < cpu_losses.size(); ++e)
     EXPECT_NEAR(gpu_losses[e], cpu_losses[e], 0.02 * cpu_losses[e]) << "epoch " << e;
