@@ -1,6 +1,9 @@
 // ResNet structure against torchvision's facts (SPEC 6): key names, entry count, parameter counts.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <tuple>
+
 #include "moco/resnet.h"
 
 using namespace moco;
@@ -24,6 +27,23 @@ TEST(ResNet, ResNet50HasTorchvisionStateDict) {
   EXPECT_EQ(enc.registry().find("layer4.2.bn3.running_var").shape, (Shape{2048}));
   EXPECT_EQ(enc.registry().find("fc.weight").shape, (Shape{1000, 2048}));
   EXPECT_THROW(enc.registry().find("layer5.0.conv1.weight"), Error);
+}
+
+// torchvision's resnet101 and resnet152 (fc 1000): 44,549,160 and 60,192,808 parameters; 18 state-dict
+// entries per bottleneck (3 convs, 3 BNs of 5), 6 per downsample, 6 for the stem and 2 for the fc.
+TEST(ResNet, DeeperBottleneckNetworksHaveTorchvisionCounts) {
+  for (auto [depth, params, blocks] : {std::tuple<int, int64_t, size_t>{101, 44549160, 33}, {152, 60192808, 50}}) {
+    ResNetConfig cfg;
+    cfg.depth = depth;
+    cfg.head = Head::Linear;
+    cfg.out_dim = 1000;
+    Encoder enc(cfg, /*with_grads=*/false);
+    EXPECT_EQ(enc.registry().parameter_count(), params) << "resnet" << depth;
+    EXPECT_EQ(enc.registry().entries().size(), 6 + 18 * blocks + 6 * 4 + 2) << "resnet" << depth;
+    EXPECT_EQ(enc.registry().find("layer3." + std::to_string(blocks == 33 ? 22 : 35) + ".conv3.weight").shape,
+              (Shape{1024, 256, 1, 1}));
+    EXPECT_EQ(enc.config().feature_dim(), 2048);
+  }
 }
 
 TEST(ResNet, ParameterCountsOfBackboneAndHeads) {
@@ -100,7 +120,7 @@ TEST(ResNet, FeaturesAreTheHeadInput) {
 
 TEST(ResNet, BadConfigsAreRejected) {
   ResNetConfig cfg;
-  cfg.depth = 101;
+  cfg.depth = 200;
   EXPECT_THROW({ Encoder e(cfg); }, Error);
   cfg.depth = 18;
   Encoder e(cfg);

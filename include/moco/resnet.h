@@ -1,4 +1,4 @@
-// ResNet in torchvision's v1.5 topology (depths 18, 34, 50), with the ImageNet stem or the small-image stem
+// ResNet in torchvision's v1.5 topology (depths 18, 34, 50, 101, 152), with the ImageNet stem or the small-image stem
 // (3x3 stride-1 conv, no max-pool), a width multiplier for tiny test models, and an optional head:
 //   Head::Linear -> "fc"               in_features -> out_dim           (MoCo v1, or a classifier)
 //   Head::Mlp    -> "fc.0", ReLU, "fc.2" in_features -> in_features -> out_dim  (MoCo v2)
@@ -16,7 +16,7 @@ namespace moco {
 enum class Head { None, Linear, Mlp };
 
 struct ResNetConfig {
-  int depth = 50;           // 18, 34 or 50
+  int depth = 50;           // 18, 34, 50, 101 or 152
   bool small_stem = false;  // CIFAR-style: conv1 3x3 stride 1, no max-pool
   int width = 64;           // channels of the stem and of layer1 (torchvision: 64)
   Head head = Head::None;

@@ -62,7 +62,7 @@ int bench_data(const std::string& data, const std::string& recipe_name, int imag
 
 int cmd_bench(int argc, char** argv) {
   Args a("moco bench", "Time whole MoCo steps (query forward+backward, key forward, loss, update) on synthetic input.");
-  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50");
+  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 | resnet101 | resnet152");
   a.option("--width", "64", "channels of the stem and layer1");
   a.option("--stem", "auto", "imagenet | small | auto (small when --image-size <= 64)");
   a.option("--image-size", "224", "input size in pixels");

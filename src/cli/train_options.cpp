@@ -11,7 +11,7 @@ namespace moco {
 
 static void declare_train_options(Args& a) {
   a.positional("DATA", "ImageFolder root (root/train/<class>/*.jpg); omitted: Fashion-MNIST with the small recipe");
-  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 (Fashion-MNIST default: resnet18)");
+  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 | resnet101 | resnet152 (Fashion-MNIST default: resnet18)");
   a.option("--width", "64", "channels of the stem and layer1; 64 is torchvision's ResNet");
   a.option("--stem", "auto", "imagenet (7x7/2 + max-pool) | small (3x3/1) | auto: small when --image-size <= 64");
   a.option("-j,--workers", "2", "data loading threads");

@@ -12,8 +12,10 @@ static std::vector<int> stage_depths(int depth) {
     case 18: return {2, 2, 2, 2};
     case 34: return {3, 4, 6, 3};
     case 50: return {3, 4, 6, 3};
+    case 101: return {3, 4, 23, 3};
+    case 152: return {3, 8, 36, 3};
   }
-  fail("unsupported ResNet depth ", depth, "; expected 18, 34 or 50");
+  fail("unsupported ResNet depth ", depth, "; expected 18, 34, 50, 101 or 152");
 }
 
 int64_t ResNetConfig::feature_dim() const { return (int64_t)width * 8 * (depth >= 50 ? 4 : 1); }

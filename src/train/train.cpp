@@ -88,8 +88,9 @@ MocoConfig moco_config(const RunConfig& rc) {
   };
   MocoConfig mc;
   const std::string arch = get("arch");
-  MOCO_CHECK(arch == "resnet18" || arch == "resnet34" || arch == "resnet50", "--arch ", arch,
-             " is not supported; expected resnet18, resnet34 or resnet50");
+  MOCO_CHECK(arch == "resnet18" || arch == "resnet34" || arch == "resnet50" || arch == "resnet101" ||
+                 arch == "resnet152",
+             "--arch ", arch, " is not supported; expected resnet18, resnet34, resnet50, resnet101 or resnet152");
   mc.encoder.depth = std::stoi(arch.substr(6));
   mc.encoder.width = std::stoi(get("width"));
   mc.encoder.small_stem = get("stem") == "small";
