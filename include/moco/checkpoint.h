@@ -27,6 +27,9 @@ struct TrainPosition {
 using RunConfig = std::map<std::string, std::string>;
 std::string config_text(const RunConfig& cfg);
 RunConfig parse_config_text(const std::string& text);
+// A number as config text: the shortest decimal that reads back as the same double ("0.03", not
+// "0.029999999999999999").
+std::string config_number(double v);
 
 // Writes `path` atomically: a temporary file in the same folder, flushed and fsynced, then renamed over it.
 void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg);

@@ -27,6 +27,10 @@ class LinearProbe {
   virtual TopHits count_correct(const Tensor& features, const std::vector<int>& labels) = 0;
   // The parameters as one flat buffer [weight (classes, D), bias (classes)], copied to the host.
   virtual std::vector<float> parameters() const = 0;
+  // The SGD momentum, laid out as parameters(), copied to the host.
+  virtual std::vector<float> momentum() const = 0;
+  // Both at once, as a checkpoint kept them (a resumed probe); each must hold classes * D + classes values.
+  virtual void set_state(const std::vector<float>& params, const std::vector<float>& momentum) = 0;
 };
 
 // `initial`: [weight (classes, D), bias (classes)]; the probe starts from it with zero momentum.

@@ -30,8 +30,12 @@ struct LocalRanksPlan {
 
 // The plan from the authors' flags: gpus (> 0) on this node, --world-size and --rank (-1: not given), and
 // --dist-url. One node may leave them out (the rendezvous is then 127.0.0.1 on a free port); several nodes need
-// all three, with a tcp:// URL naming node 0. Throws, naming the flag and its value, otherwise.
-LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url);
+// all three, with a tcp:// URL naming node 0. Throws, naming the flag and its value, otherwise; the flags are
+// checked first (plan_local_ranks_flags), then the GPUs (no_gpu_reason says why there are none).
+LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
+                                const std::string& no_gpu_reason = "");
+// The flags' part of the plan alone (per_node 1; port 0 when one node leaves --dist-url out).
+LocalRanksPlan plan_local_ranks_flags(int64_t world_flag, int64_t rank_flag, const std::string& dist_url);
 
 // The variables local rank i (0 <= i < per_node) is started with (added to the parent's environment).
 Environment local_rank_environment(const LocalRanksPlan& plan, int i);

@@ -16,6 +16,7 @@ class Sgd {
   Sgd(int64_t n, const SgdConfig& cfg) : cfg_(cfg), momentum_buffer_((size_t)n, 0.f) {}
   void step(float* params, const float* grads, float lr);
   std::vector<float>& momentum_buffer() { return momentum_buffer_; }  // (n)
+  const std::vector<float>& momentum_buffer() const { return momentum_buffer_; }
   const SgdConfig& config() const { return cfg_; }
 
  private:

@@ -23,12 +23,11 @@ static int start_local_ranks(const TrainOptions& o, int argc, char** argv) {
   int gpus = 0;
 #ifdef MOCO_HAVE_CUDA
   const std::string why = cuda::no_device_reason();
-  MOCO_CHECK(why.empty(), "--multiprocessing-distributed starts one process per GPU: ", why);
-  gpus = cuda::device_count();
+  if (why.empty()) gpus = cuda::device_count();
 #else
-  MOCO_CHECK(false, "--multiprocessing-distributed starts one process per GPU, and this build has no CUDA backend");
+  const std::string why = "this build has no CUDA backend";
 #endif
-  const LocalRanksPlan plan = plan_local_ranks(gpus, o.world_flag, o.rank_flag, o.dist_url);
+  const LocalRanksPlan plan = plan_local_ranks(gpus, o.world_flag, o.rank_flag, o.dist_url, why);
   std::fprintf(stderr, "multiprocessing-distributed: node %d of %d starts ranks %d to %d of %d (one per GPU), "
                "rendezvous %s:%d\n", plan.node_rank, plan.nodes, plan.node_rank * plan.per_node,
                (plan.node_rank + 1) * plan.per_node - 1, plan.nodes * plan.per_node, plan.host.c_str(), plan.port);

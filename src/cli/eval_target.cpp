@@ -48,9 +48,9 @@ EvalTarget open_eval_target(const Args& a, const char* command) {
   t.image_size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : t.model->image_size();
   t.batch_size = a.integer("--batch-size", 1, 1 << 20);
   t.workers = (int)a.integer("--workers", 1, 256);
-  const std::string data = t.model->data(a.str("DATA"));
-  t.train = open_dataset(data, "train");
-  t.test = open_dataset(data, "test");
+  t.data = t.model->data(a.str("DATA"));
+  t.train = open_dataset(t.data, "train");
+  t.test = open_dataset(t.data, "test");
   t.features = open_features(t.model->query_encoder(), a.str("--device"), a.str("--precision"));
   return t;
 }

@@ -19,7 +19,8 @@ struct EvalTarget {
   std::string checkpoint;
   bool random_init = false;
   std::unique_ptr<CheckpointModel> model;
-  std::unique_ptr<Dataset> train, test;  // the two splits of DATA, or of the checkpoint's data
+  std::string data;                      // DATA, or the checkpoint's data
+  std::unique_ptr<Dataset> train, test;  // its two splits
   int image_size = 0;                    // --image-size, or the checkpoint's
   int64_t batch_size = 0;
   int workers = 0;

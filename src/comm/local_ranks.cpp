@@ -48,10 +48,18 @@ int64_t env_integer(const Environment& env, const char* key) {
 
 }  // namespace
 
-LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url) {
-  MOCO_CHECK(gpus > 0, "--multiprocessing-distributed starts one process per GPU, and none is visible");
-  LocalRanksPlan p;
+LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
+                                const std::string& no_gpu_reason) {
+  LocalRanksPlan p = plan_local_ranks_flags(world_flag, rank_flag, dist_url);
+  MOCO_CHECK(gpus > 0, "--multiprocessing-distributed starts one process per GPU, and none is visible",
+             no_gpu_reason.empty() ? "" : ": ", no_gpu_reason);
   p.per_node = gpus;
+  if (p.port == 0) p.port = free_local_port();  // one node without --dist-url
+  return p;
+}
+
+LocalRanksPlan plan_local_ranks_flags(int64_t world_flag, int64_t rank_flag, const std::string& dist_url) {
+  LocalRanksPlan p;
   MOCO_CHECK(world_flag == -1 || world_flag >= 1, "--world-size ", world_flag,
              ": with --multiprocessing-distributed it counts nodes, at least 1");
   p.nodes = world_flag == -1 ? 1 : (int)world_flag;
@@ -63,8 +71,7 @@ LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag,
   if (dist_url.empty()) {
     MOCO_CHECK(p.nodes == 1, "--world-size ", p.nodes, " nodes with --multiprocessing-distributed: give --dist-url "
                "tcp://HOST:PORT, HOST being node 0 and PORT a free port there, the same on every node");
-    p.host = "127.0.0.1";
-    p.port = free_local_port();
+    p.host = "127.0.0.1";  // on a free port, found once the node's GPUs are known
     return p;
   }
   const std::string tcp = "tcp://";

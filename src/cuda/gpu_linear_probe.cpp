@@ -59,6 +59,17 @@ class GpuLinearProbe final : public LinearProbe {
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return fc_.download();
   }
+  std::vector<float> momentum() const override {
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return momentum_.download();
+  }
+  void set_state(const std::vector<float>& params, const std::vector<float>& momentum) override {
+    check_probe_parameters(params, d_, classes_);
+    check_probe_parameters(momentum, d_, classes_);
+    MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // nothing queued may still use the buffers
+    fc_.upload(params);  // cudaMemcpy from pageable memory: done when it returns
+    momentum_.upload(momentum);
+  }
 
  private:
   // Uploads the batch and computes logits (N, classes) = x W^T + b; returns N.

@@ -1,14 +1,42 @@
 #include "moco/lincls.h"
 
+#include <zlib.h>
+
 #include <algorithm>
+#include <cstdio>
 
 #include "moco/error.h"
 #include "moco/knn.h"
+#include "moco/lincls_checkpoint.h"
 #include "moco/loader.h"
 #include "moco/optim.h"
 #include "moco/rng.h"
 
 namespace moco {
+
+RunConfig lincls_config(const Encoder& backbone, const std::string& data, const LinclsOptions& o) {
+  auto crc_of = [](uLong crc, const auto& v) {
+    return crc32(crc, (const Bytef*)v.data(), (uInt)(v.size() * sizeof(v[0])));
+  };
+  const uLong weights = crc_of(crc_of(crc32(0L, Z_NULL, 0), backbone.params()), backbone.stats());
+  char crc_hex[16];
+  std::snprintf(crc_hex, sizeof crc_hex, "%08lx", (unsigned long)weights);
+  std::string schedule;
+  for (int64_t m : o.schedule) schedule += (schedule.empty() ? "" : " ") + std::to_string(m);
+  return {{"data", data},
+          {"backbone", backbone.config().describe()},
+          {"backbone_crc32", crc_hex},
+          {"epochs", std::to_string(o.epochs)},
+          {"lr", config_number(o.lr)},
+          {"momentum", config_number(o.momentum)},
+          {"weight_decay", config_number(o.weight_decay)},
+          {"schedule", schedule},
+          {"batch_size", std::to_string(o.batch_size)},
+          {"image_size", std::to_string(o.image_size)},
+          {"seed", std::to_string(o.seed)},
+          {"train_limit", std::to_string(o.train_limit)},
+          {"test_limit", std::to_string(o.test_limit)}};
+}
 
 LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& test, const LinclsOptions& o,
                         const std::function<void(const LinclsEpoch&)>& on_epoch, FeatureExtractor* features) {
@@ -28,6 +56,26 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   for (int64_t i = 0; i < classes * d; ++i) fc0[(size_t)i] = (float)(0.01 * rng.normal());
   std::unique_ptr<LinearProbe> probe =
       fx.linear_probe(d, classes, std::move(fc0), SgdConfig{(float)o.momentum, (float)o.weight_decay});
+
+  // where the run stands: from the start, or where its checkpoint left it
+  LinclsState at;
+  if (o.resume) {
+    for (const auto& [key, value] : o.config) {
+      const auto it = o.resume->config.find(key);
+      const std::string saved = it == o.resume->config.end() ? "(unset)" : it->second;
+      MOCO_CHECK(saved == value, "the probe checkpoint is from another run: ", key, "=", saved, " there, but this run "
+                 "has ", key, "=", value);
+    }
+    at = *o.resume;
+    probe->set_state(at.fc, at.momentum);
+  }
+  at.config = o.config;
+  auto save = [&]() {
+    if (o.checkpoint.empty()) return;
+    at.fc = probe->parameters();
+    at.momentum = probe->momentum();
+    save_lincls_checkpoint(o.checkpoint, at);
+  };
 
   LoaderConfig lc;
   lc.batch = o.batch_size;
@@ -66,36 +114,53 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   };
 
   LinclsResult result;
-  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+  while (at.epoch < o.epochs) {
+    const int epoch = (int)at.epoch;
     float lr = (float)o.lr;
     for (int64_t m : o.schedule) lr *= epoch >= m ? 0.1f : 1.f;
-    loader.start_epoch(epoch);
-    double loss_sum = 0;
-    int64_t steps = 0;
+    loader.start_epoch(epoch, at.step_in_epoch);
     Batch batch;
     while (loader.next(batch)) {
       Tensor feat = fx.features(batch.views[0]);  // (N, D), no tape: nothing flows back into the backbone
-      loss_sum += probe->train_step(feat, batch.labels, lr);
-      ++steps;
+      at.loss_sum += probe->train_step(feat, batch.labels, lr);
+      ++at.step_in_epoch;
+      ++at.steps_done;
+      if (o.stop && o.stop()) {
+        save();
+        result.stopped = true;
+        result.stopped_epoch = epoch;
+        result.stopped_step = at.step_in_epoch;
+        result.epoch_loss = at.epoch_loss;
+        return result;
+      }
     }
     LinclsEpoch e;
     e.epoch = epoch;
-    e.loss = loss_sum / (double)std::max<int64_t>(steps, 1);
-    result.epoch_loss.push_back(e.loss);
-    const bool last = epoch + 1 == o.epochs;
-    if (last || (o.eval_every > 0 && (epoch + 1) % o.eval_every == 0)) {
+    e.steps_done = at.steps_done;
+    e.lr = lr;
+    e.loss = at.loss_sum / (double)std::max<int64_t>(at.step_in_epoch, 1);
+    at.epoch_loss.push_back(e.loss);
+    if (epoch + 1 == o.epochs || (o.eval_every > 0 && (epoch + 1) % o.eval_every == 0)) {
       score(e);
-      if (result.best_epoch < 0 || e.top1 > result.best_top1) {
-        result.best_top1 = e.top1;
-        result.best_epoch = epoch;
-      }
-      if (last) {
-        result.top1 = e.top1;
-        result.top5 = e.top5;
+      at.last_top1 = e.top1;
+      at.last_top5 = e.top5;
+      if (at.best_epoch < 0 || e.top1 > at.best_top1) {
+        at.best_top1 = e.top1;
+        at.best_epoch = epoch;
       }
     }
-    if (on_epoch) on_epoch(e);
+    e.best_top1 = at.best_top1;
+    if (on_epoch) on_epoch(e);  // logged before the checkpoint, whose resume drops lines of later steps
+    ++at.epoch;                 // the checkpoint says where to go on: the next epoch's start
+    at.step_in_epoch = 0;
+    at.loss_sum = 0;
+    save();
   }
+  result.top1 = at.last_top1;  // the last epoch is always scored
+  result.top5 = at.last_top5;
+  result.best_top1 = at.best_top1;
+  result.best_epoch = (int)at.best_epoch;
+  result.epoch_loss = at.epoch_loss;
 
   // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was, on the host
   // and in the copy the features were computed with (on the GPU)

@@ -60,6 +60,13 @@ class CpuLinearProbe final : public LinearProbe {
   }
 
   std::vector<float> parameters() const override { return fc_; }
+  std::vector<float> momentum() const override { return sgd_.momentum_buffer(); }
+  void set_state(const std::vector<float>& params, const std::vector<float>& momentum) override {
+    check_probe_parameters(params, d_, classes_);
+    check_probe_parameters(momentum, d_, classes_);
+    fc_ = params;
+    sgd_.momentum_buffer() = momentum;
+  }
 
  private:
   int64_t forward(const Tensor& features, const std::vector<int>& labels) {  // -> N; fills logits_, labels64_

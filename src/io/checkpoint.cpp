@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "moco/error.h"
+#include "moco/record_file.h"
 
 namespace moco {
 
@@ -35,6 +36,15 @@ RunConfig parse_config_text(const std::string& text) {
     if (eq != std::string::npos) cfg[line.substr(0, eq)] = line.substr(eq + 1);
   }
   return cfg;
+}
+
+std::string config_number(double v) {
+  char buf[32];
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
 }
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
@@ -78,19 +88,6 @@ void sync_folder_of(const std::string& path) {
 }
 
 // ---------------------------------------------------------------- writing
-static void put_record(std::string& out, const std::string& name, const void* data, uint64_t nbytes) {
-  const uint32_t len = (uint32_t)name.size();
-  out.append((const char*)&len, 4);
-  out += name;
-  out.append((const char*)&nbytes, 8);
-  out.append((const char*)data, nbytes);
-}
-
-template <class T>
-static void put_vector(std::string& out, const std::string& name, const std::vector<T>& v) {
-  put_record(out, name, v.data(), v.size() * sizeof(T));
-}
-
 // The two encoders with the prefix of their records.
 static std::vector<std::pair<std::string, Encoder*>> encoders(Moco& m) {
   return {{"q", &m.encoder_q()}, {"k", &m.encoder_k()}};
@@ -120,70 +117,28 @@ std::string first_non_finite(Moco& moco) {
 }
 
 void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg) {
-  std::string payload;
+  RecordWriter w;
   const std::string text = config_text(cfg);
-  put_record(payload, "config", text.data(), text.size());
+  w.add("config", text.data(), text.size());
   const int64_t position[3] = {pos.epoch, pos.step_in_epoch, pos.steps_done};
-  put_record(payload, "position", position, sizeof(position));
+  w.add("position", position, sizeof(position));
   for (auto [name, enc] : encoders(moco)) {
-    put_vector(payload, name + ".params", enc->params());
-    put_vector(payload, name + ".stats", enc->stats());
-    put_vector(payload, name + ".counts", enc->counts());
+    w.add_vector(name + ".params", enc->params());
+    w.add_vector(name + ".stats", enc->stats());
+    w.add_vector(name + ".counts", enc->counts());
   }
-  put_vector(payload, "sgd.momentum", moco.optimizer().momentum_buffer());
-  put_vector(payload, "queue", moco.queue().keys());
+  w.add_vector("sgd.momentum", moco.optimizer().momentum_buffer());
+  w.add_vector("queue", moco.queue().keys());
   const int64_t ptr = moco.queue().ptr();
-  put_record(payload, "queue_ptr", &ptr, sizeof(ptr));
-
-  std::string file(kMagic, 8);
-  const uint64_t n = payload.size();
-  file.append((const char*)&kVersion, 4);
-  file.append((const char*)&n, 8);
-  file += payload;
-  const uint32_t crc = (uint32_t)crc32(0L, (const Bytef*)payload.data(), (uInt)payload.size());
-  file.append((const char*)&crc, 4);
-  write_file_atomically(path, file);
+  w.add("queue_ptr", &ptr, sizeof(ptr));
+  write_file_atomically(path, w.file(kMagic, kVersion));
 }
 
 // ---------------------------------------------------------------- reading
 // The records of a checkpoint file, after checking its header, length and checksum.
 static std::map<std::string, std::string> read_records(const std::string& path) {
-  struct stat st;
-  MOCO_CHECK(::stat(path.c_str(), &st) == 0, "cannot read checkpoint ", path, ": ", std::strerror(errno));
-  MOCO_CHECK(S_ISREG(st.st_mode), "checkpoint ", path, " is not a file; expected the checkpoint.mocockpt that",
-             " moco train writes into its --out folder");
-  std::ifstream in(path, std::ios::binary);
-  MOCO_CHECK(in.good(), "cannot read checkpoint ", path, ": ", std::strerror(errno));
-  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  MOCO_CHECK(file.size() >= 24 && std::memcmp(file.data(), kMagic, 8) == 0, "checkpoint ", path,
-             " is not a moco checkpoint (", file.size(), " bytes, expected the MOCOCKPT header)");
-  uint32_t version;
-  uint64_t n;
-  std::memcpy(&version, file.data() + 8, 4);
-  std::memcpy(&n, file.data() + 12, 8);
-  MOCO_CHECK(version == kVersion, "checkpoint ", path, " has format version ", version, ", expected ", kVersion);
-  MOCO_CHECK(n <= file.size() && file.size() == 20 + n + 4, "checkpoint ", path, " is truncated or padded: ",
-             file.size(), " bytes, its header says ", 20 + n + 4);
-  uint32_t crc;
-  std::memcpy(&crc, file.data() + 20 + n, 4);
-  const uint32_t actual = (uint32_t)crc32(0L, (const Bytef*)file.data() + 20, (uInt)n);
-  MOCO_CHECK(crc == actual, "checkpoint ", path, " fails its checksum (stored ", crc, ", computed ", actual,
-             "): the file is corrupt");
-
-  std::map<std::string, std::string> rec;  // record name -> bytes
-  const size_t end = 20 + n;
-  for (size_t o = 20; o < end;) {
-    uint32_t len = 0;
-    uint64_t bytes = 0;
-    MOCO_CHECK(o + 4 <= end, "checkpoint ", path, ": record header out of bounds at byte ", o);
-    std::memcpy(&len, file.data() + o, 4);
-    MOCO_CHECK(o + 12 + (uint64_t)len <= end, "checkpoint ", path, ": record name out of bounds at byte ", o);
-    const std::string name = file.substr(o + 4, len);
-    std::memcpy(&bytes, file.data() + o + 4 + len, 8);
-    MOCO_CHECK(bytes <= end - (o + 12 + len), "checkpoint ", path, ": record '", name, "' out of bounds");
-    rec[name] = file.substr(o + 12 + len, bytes);
-    o += 12 + len + bytes;
-  }
+  const std::map<std::string, std::string> rec = read_record_file(
+      path, kMagic, kVersion, {"checkpoint", "the checkpoint.mocockpt that moco train writes into its --out folder"});
   MOCO_CHECK(rec.count("config"), "checkpoint ", path, " has no 'config' record");
   return rec;
 }

@@ -20,6 +20,7 @@
 #include "moco/knn.h"
 #include "moco/loader.h"
 #include "moco/open_dataset.h"
+#include "moco/out_dir.h"
 #include "moco/run_log.h"
 #include "moco/stop_request.h"
 
@@ -27,14 +28,6 @@ namespace moco {
 
 // ---------------------------------------------------------------- configuration
 // The shortest decimal that reads back as exactly v: "0.06", not "0.059999999999999998".
-static std::string num(double v) {
-  char buf[32];
-  for (int digits = 6; digits <= 17; ++digits) {
-    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  return buf;
-}
 
 RunConfig run_config(const TrainOptions& o) {
   RunConfig c;
@@ -45,8 +38,8 @@ RunConfig run_config(const TrainOptions& o) {
   c["mlp"] = o.mlp ? "1" : "0";
   c["moco_dim"] = std::to_string(o.moco_dim);
   c["moco_k"] = std::to_string(o.moco_k);
-  c["moco_m"] = num(o.moco_m);
-  c["moco_t"] = num(o.moco_t);
+  c["moco_m"] = config_number(o.moco_m);
+  c["moco_t"] = config_number(o.moco_t);
   c["bn_splits"] = std::to_string(o.bn_splits);
   c["batch_size"] = std::to_string(o.batch_size);
   // the global batch is batch_size x world_size: a checkpoint's position counts steps of it
@@ -56,14 +49,14 @@ RunConfig run_config(const TrainOptions& o) {
   // the views' resize order (MOCO_RESIZE_AS_PILLOW): a resume may change it, and then says so
   c["resize_as_pillow"] = pillow_resize_from_env() == PillowResize::Pillow13 ? "13" : "12";
   c["seed"] = std::to_string(o.seed);
-  c["lr"] = num(o.lr);
+  c["lr"] = config_number(o.lr);
   c["cos"] = o.cos ? "1" : "0";
   std::string sched;
   for (int64_t m : o.schedule) sched += (sched.empty() ? "" : " ") + std::to_string(m);
   c["schedule"] = sched;
   c["epochs"] = std::to_string(o.epochs);
-  c["momentum"] = num(o.momentum);
-  c["weight_decay"] = num(o.weight_decay);
+  c["momentum"] = config_number(o.momentum);
+  c["weight_decay"] = config_number(o.weight_decay);
   return c;
 }
 
@@ -107,22 +100,6 @@ MocoConfig moco_config(const RunConfig& rc) {
 }
 
 // ---------------------------------------------------------------- helpers
-static void make_out_dir(const std::string& dir) {
-  std::string partial;
-  std::stringstream ss(dir);
-  if (!dir.empty() && dir[0] == '/') partial = "/";
-  for (std::string part; std::getline(ss, part, '/');) {
-    if (part.empty()) continue;
-    partial += part + "/";
-    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
-      fail("cannot create --out ", dir, ": ", std::strerror(errno), " at ", partial);
-  }
-  const std::string probe = dir + "/.write_test";
-  std::FILE* f = std::fopen(probe.c_str(), "w");
-  MOCO_CHECK(f, "--out ", dir, " is not writable: ", std::strerror(errno), "; choose another folder with --out");
-  std::fclose(f);
-  std::remove(probe.c_str());
-}
 
 // The query encoder's backbone on the device the run trains on (fx), scored on seeded subsets of the splits.
 static double knn_monitor(FeatureExtractor& fx, const Encoder& enc, const TrainOptions& o, const Dataset& train,

@@ -48,6 +48,10 @@ expect "not a moco checkpoint" export --checkpoint "$dir/garbage.mocockpt" --out
 expect "Not a directory" train --out /etc/hostname/run
 expect "--out must name a folder" train --out ""
 expect "is not a file" knn --checkpoint "$dir"
+expect "is not a moco probe checkpoint" lincls --checkpoint "$dir/garbage.mocockpt" --resume "$dir/garbage.mocockpt"
+expect "--aug-plus asks for the v2 augmentation, but --recipe is v1" train --aug-plus --recipe v1
+expect "--gpu 0 names a GPU, but --device is cpu" train --gpu 0 --device cpu
+expect "--dist-url ftp://x: expected tcp://HOST:PORT" train --multiprocessing-distributed --dist-url ftp://x
 expect "$dir/empty" bench --data "$dir/empty"
 expect "recipe 'v3'" bench --data "$dir/tiny" --recipe v3
 # settings of the environment: named with their value

@@ -52,7 +52,7 @@ else
   echo "FAIL: the resumed $device run's losses differ"; exit 1
 fi
 "$moco" knn "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device"
-"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 \
+"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 --out "$dir/lincls" \
   >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
 grep -q '^lincls_top1 [0-9.]* ' "$dir/lincls.out" || { echo "FAIL: no lincls_top1 line"; cat "$dir/lincls.out"; exit 1; }
 cat "$dir/lincls.out"
