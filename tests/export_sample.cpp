@@ -3,10 +3,13 @@
 //                                       non-default values so that a wrong mapping shows in the outputs
 //   <out>/resnet<depth>_io.safetensors  "input" (N, 3, H, W) and "features" (N, C): our eval-mode backbone
 //                                       output for that input, computed after re-importing the export
+//   <out>/resnet<depth>_cls.safetensors     that backbone with a 10-class fc as a linear probe keeps it
+//   <out>/resnet<depth>_cls_io.safetensors  "input" and "outputs" (N, 10): features . W^T + b, by plain loops
 // usage: moco_export_sample <out_dir> [depth=50] [seed=1]
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "moco/export.h"
 #include "moco/rng.h"
@@ -57,6 +60,23 @@ int main(int argc, char** argv) {
     write_safetensors(io, {{"input", "F32", x.shape(), x.raw()}, {"features", "F32", y.shape(), y.raw()}});
     std::printf("wrote %s (%zu tensors, %lld parameters) and %s (features %s)\n", path.c_str(), r.loaded.size(),
                 (long long)backbone.registry().parameter_count(), io.c_str(), shape_str(y.shape()).c_str());
+
+    // A classifier: the probe's flat [weight (classes, D), bias (classes)] as the fc, and its outputs
+    const int64_t classes = 10, d = y.size(1), n = y.size(0);
+    std::vector<float> fc((size_t)(classes * d + classes));
+    for (float& v : fc) v = (float)(0.05 * xr.normal());
+    const std::string cls = out + "/resnet" + std::to_string(depth) + "_cls.safetensors";
+    export_classifier(backbone, fc, cls);
+    Tensor logits = Tensor::empty({n, classes}, DType::F32);  // (N, classes)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < classes; ++c) {
+        double acc = fc[(size_t)(classes * d + c)];
+        for (int64_t k = 0; k < d; ++k) acc += (double)y.data<float>()[i * d + k] * fc[(size_t)(c * d + k)];
+        logits.data<float>()[i * classes + c] = (float)acc;
+      }
+    const std::string cls_io = out + "/resnet" + std::to_string(depth) + "_cls_io.safetensors";
+    write_safetensors(cls_io, {{"input", "F32", x.shape(), x.raw()}, {"outputs", "F32", logits.shape(), logits.raw()}});
+    std::printf("wrote %s and %s (outputs %s)\n", cls.c_str(), cls_io.c_str(), shape_str(logits.shape()).c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moco_export_sample: error: %s\n", e.what());

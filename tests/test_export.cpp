@@ -214,3 +214,40 @@ TEST(Export, ImportErrorsNameTheKeyAndBothShapes) {
   EXPECT_NE(dmsg.find("'bn1.num_batches_tracked' is F64"), std::string::npos) << dmsg;
   EXPECT_NE(dmsg.find("expects I64"), std::string::npos) << dmsg;
 }
+
+// A probe's fc, [weight (classes, D), bias (classes)], written in the MoCo head's place: the backbone's
+// tensors as export_encoder writes them, then fc.weight (classes, D) and fc.bias (classes) holding the probe's
+// values in that layout, which a strict import into a ResNet with a `classes`-way fc takes back.
+TEST(Export, ClassifierIsTheBackboneWithTheProbeAsItsFc) {
+  TempDir dir;
+  Encoder trained(tiny_resnet18(Head::Mlp), false);
+  fill_distinct(trained, 5);
+  const int64_t d = trained.config().feature_dim(), classes = 3;
+  std::vector<float> fc((size_t)(classes * d + classes));
+  for (size_t i = 0; i < fc.size(); ++i) fc[i] = 0.25f * (float)i - 1.f;
+  const std::string path = dir.file("classifier.safetensors");
+  export_classifier(trained, fc, path);
+
+  const SafeTensorsFile file = read_safetensors(path);
+  const SafeTensor* w = file.find("fc.weight");
+  const SafeTensor* b = file.find("fc.bias");
+  ASSERT_TRUE(w && b);
+  EXPECT_EQ(w->shape, (Shape{classes, d}));
+  EXPECT_EQ(b->shape, (Shape{classes}));
+  EXPECT_EQ(std::memcmp(w->bytes.data(), fc.data(), (size_t)(classes * d) * 4), 0);
+  EXPECT_EQ(std::memcmp(b->bytes.data(), fc.data() + classes * d, (size_t)classes * 4), 0);
+  EXPECT_EQ(file.find("fc.0.weight"), nullptr) << "the MoCo head must not be written";
+  EXPECT_EQ(file.tensors.back().name, "fc.bias") << "torchvision's order: the fc last";
+
+  ResNetConfig cfg = tiny_resnet18(Head::Linear);
+  cfg.out_dim = (int)classes;
+  Encoder classifier(cfg, false);
+  const ImportReport r = import_encoder(classifier, path, /*strict=*/true);
+  EXPECT_TRUE(r.missing.empty() && r.unexpected.empty());
+  for (const RegistryEntry& e : classifier.registry().entries()) {
+    if (is_head_tensor(e.name)) continue;
+    Tensor x = classifier.tensor(e.name), y = trained.tensor(e.name);
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << e.name;
+  }
+  EXPECT_THROW(export_classifier(trained, std::vector<float>(7), dir.file("bad.safetensors")), Error);
+}

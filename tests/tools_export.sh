@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python export tools on a real export from moco_export_sample (ResNet-18, full width):
 #   tools_export.sh <moco_export_sample> <source dir> detectron2   -> convert_detectron2.py, keys checked (numpy)
-#   tools_export.sh <moco_export_sample> <source dir> torchvision  -> check_export.py --io (torch, torchvision)
+#   tools_export.sh <moco_export_sample> <source dir> torchvision  -> check_export.py --io (torch, torchvision), on
+#                                                                   the backbone and on a classifier
 # Exits 77 (ctest: skipped) when the Python packages a mode needs are not installed.
 set -euo pipefail
 sample=$1 src=$2 mode=$3
@@ -37,6 +38,8 @@ PY
     python3 -c 'import torch, torchvision, safetensors' 2>/dev/null || { echo "torch/torchvision/safetensors not installed: skipped"; exit 77; }
     "$sample" "$dir" 18 1
     python3 "$src/tools/check_export.py" "$dir/resnet18.safetensors" --io "$dir/resnet18_io.safetensors"
+    # the backbone with a probe as its fc (moco export --probe): strict load as resnet18(num_classes=10)
+    python3 "$src/tools/check_export.py" "$dir/resnet18_cls.safetensors" --io "$dir/resnet18_cls_io.safetensors"
     ;;
   *) echo "unknown mode '$mode'; expected detectron2 or torchvision"; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks a moco weight export against torchvision: the file must load into the matching torchvision ResNet
 with nothing unexpected and, for a backbone export, only fc.weight and fc.bias missing; every tensor must
-arrive unchanged; a forward pass must run. With --io, the backbone features that the C++ engine computed
-for a given input (written by the moco_export_sample program) are compared with torchvision's.
+arrive unchanged; a forward pass must run. With --io, the backbone features (or a classifier's outputs) that
+the C++ engine computed for a given input (written by the moco_export_sample program) are compared with
+torchvision's.
 
     python3 tools/check_export.py resnet50.safetensors [--io resnet50_io.safetensors]
 
@@ -121,18 +122,20 @@ def main():
     print(f"forward:     input {tuple(x.shape)} -> output {tuple(y.shape)}, mean {y.mean():.4f}, std {y.std():.4f}")
 
     if args.io:
-        if has_head:
-            fail("--io compares backbone features; export without the head")
         io = load_file(args.io)
+        # a backbone's features, or a classifier's outputs (moco_export_sample writes both kinds)
+        key = "outputs" if has_head else "features"
+        if key not in io:
+            fail(f"--io {args.io} holds no '{key}' to compare with this {'classifier' if has_head else 'backbone'}")
         with torch.no_grad():
-            ours = io["features"]
+            ours = io[key]
             theirs = model(io["input"])
         err = (ours - theirs).abs().max().item()
         scale = theirs.abs().max().item()
         print(f"reference:   input {tuple(io['input'].shape)}: max |moco - torchvision| = {err:.3g} "
-              f"(largest feature {scale:.3g}, relative {err / scale:.3g}, tolerance {args.tol:g})")
+              f"(largest of the {key} {scale:.3g}, relative {err / scale:.3g}, tolerance {args.tol:g})")
         if not err <= args.tol * scale:
-            fail(f"features differ by {err:.3g}, more than {args.tol:g} x {scale:.3g}")
+            fail(f"{key} differ by {err:.3g}, more than {args.tol:g} x {scale:.3g}")
     print("OK")
 
 

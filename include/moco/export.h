@@ -17,6 +17,12 @@ bool is_head_tensor(const std::string& name);
 // like write_safetensors. Metadata: {"format": "pt", "arch": cfg.describe()}.
 void export_encoder(const Encoder& enc, const std::string& path, bool include_head);
 
+// A classifier: the backbone of `enc` with a trained fc in place of its head, `fc` = [weight (classes, D),
+// bias (classes)] as a linear probe keeps it (lincls_checkpoint.h), under torchvision's names, so that
+// torchvision.models.resnet50(num_classes=classes).load_state_dict(...) takes it with strict=True.
+// Metadata: {"format": "pt", "arch": e.g. "resnet50+fc1000"}.
+void export_classifier(const Encoder& enc, const std::vector<float>& fc, const std::string& path);
+
 struct ImportReport {
   std::vector<std::string> loaded;      // names copied into the encoder
   std::vector<std::string> missing;     // in the encoder, absent from the file (left untouched)

@@ -38,6 +38,10 @@ struct LinclsOptions {
   std::function<bool()> stop;
 };
 
+// A CRC-32 of the backbone's weights and BN statistics (its head included), as 8 hex digits: what a probe was
+// trained on.
+std::string backbone_crc32(const Encoder& backbone);
+
 // What a probe checkpoint keeps of its run, and a resume must share: the backbone's data and a CRC-32 of its
 // weights and BN statistics, and every option above that changes the result (not eval_every).
 RunConfig lincls_config(const Encoder& backbone, const std::string& data, const LinclsOptions& o);

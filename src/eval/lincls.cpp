@@ -14,18 +14,22 @@
 
 namespace moco {
 
-RunConfig lincls_config(const Encoder& backbone, const std::string& data, const LinclsOptions& o) {
+std::string backbone_crc32(const Encoder& backbone) {
   auto crc_of = [](uLong crc, const auto& v) {
     return crc32(crc, (const Bytef*)v.data(), (uInt)(v.size() * sizeof(v[0])));
   };
   const uLong weights = crc_of(crc_of(crc32(0L, Z_NULL, 0), backbone.params()), backbone.stats());
   char crc_hex[16];
   std::snprintf(crc_hex, sizeof crc_hex, "%08lx", (unsigned long)weights);
+  return crc_hex;
+}
+
+RunConfig lincls_config(const Encoder& backbone, const std::string& data, const LinclsOptions& o) {
   std::string schedule;
   for (int64_t m : o.schedule) schedule += (schedule.empty() ? "" : " ") + std::to_string(m);
   return {{"data", data},
           {"backbone", backbone.config().describe()},
-          {"backbone_crc32", crc_hex},
+          {"backbone_crc32", backbone_crc32(backbone)},
           {"epochs", std::to_string(o.epochs)},
           {"lr", config_number(o.lr)},
           {"momentum", config_number(o.momentum)},

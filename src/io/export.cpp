@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "moco/error.h"
 #include "moco/safetensors.h"
 
 namespace moco {
@@ -11,6 +12,13 @@ namespace moco {
 namespace {
 
 const char* dtype_for(Slot slot) { return slot == Slot::Count ? "I64" : "F32"; }
+
+// Where a registry entry's values sit: in the encoder's parameters, BN statistics or counters.
+const void* entry_data(const Encoder& enc, const RegistryEntry& e) {
+  return e.slot == Slot::Param  ? (const void*)(enc.params().data() + e.offset)
+         : e.slot == Slot::Stat ? (const void*)(enc.stats().data() + e.offset)
+                                : (const void*)(enc.counts().data() + e.offset);
+}
 
 std::string name_list(const std::vector<std::string>& names) {
   constexpr size_t kShown = 8;  // enough to see the pattern (a prefix, a missing head) without a wall of text
@@ -28,12 +36,27 @@ void export_encoder(const Encoder& enc, const std::string& path, bool include_he
   std::vector<SafeTensorView> views;
   for (const RegistryEntry& e : enc.registry().entries()) {
     if (!include_head && is_head_tensor(e.name)) continue;
-    const void* data = e.slot == Slot::Param  ? (const void*)(enc.params().data() + e.offset)
-                       : e.slot == Slot::Stat ? (const void*)(enc.stats().data() + e.offset)
-                                              : (const void*)(enc.counts().data() + e.offset);
-    views.push_back({e.name, dtype_for(e.slot), e.shape, data});
+    views.push_back({e.name, dtype_for(e.slot), e.shape, entry_data(enc, e)});
   }
   write_safetensors(path, views, {{"format", "pt"}, {"arch", enc.config().describe()}});
+}
+
+void export_classifier(const Encoder& enc, const std::vector<float>& fc, const std::string& path) {
+  const int64_t d = enc.config().feature_dim();
+  MOCO_CHECK(!fc.empty() && fc.size() % (size_t)(d + 1) == 0, "a classifier on ", enc.config().describe(),
+             "'s ", d, "-d features holds classes x (", d, " + 1) values, not ", fc.size());
+  const int64_t classes = (int64_t)fc.size() / (d + 1);
+  std::vector<SafeTensorView> views;
+  for (const RegistryEntry& e : enc.registry().entries()) {
+    if (is_head_tensor(e.name)) continue;
+    views.push_back({e.name, dtype_for(e.slot), e.shape, entry_data(enc, e)});
+  }
+  views.push_back({"fc.weight", dtype_for(Slot::Param), {classes, d}, fc.data()});
+  views.push_back({"fc.bias", dtype_for(Slot::Param), {classes}, fc.data() + classes * d});
+  ResNetConfig cfg = enc.config();
+  cfg.head = Head::Linear;
+  cfg.out_dim = (int)classes;
+  write_safetensors(path, views, {{"format", "pt"}, {"arch", cfg.describe()}});
 }
 
 ImportReport import_encoder(Encoder& enc, const std::string& path, bool strict) {
