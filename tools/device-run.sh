@@ -235,6 +235,11 @@ if want train; then
   stop_log=$out/stop_on_signal.log
   MOCO_TEST_DEVICE=cuda bounded 120 bash "$repo/tests/cli/stop_on_signal.sh" "$build/moco" >"$stop_log" 2>&1
   row "stop_on_signal.sh" $? "$(grep -E '^(ok|FAIL)|skipped' "$stop_log" | tr '\n' ' ' | cut -c1-160)"
+  # the same through --multiprocessing-distributed: the parent starts a rank per GPU and passes the signal on
+  mpd_log=$out/multiprocessing_distributed.log
+  MOCO_TEST_DEVICE=cuda MOCO_TEST_LAUNCH=multiprocessing-distributed \
+    bounded 120 bash "$repo/tests/cli/stop_on_signal.sh" "$build/moco" >"$mpd_log" 2>&1
+  row "multiprocessing-distributed" $? "$(grep -E '^(ok|FAIL)|skipped' "$mpd_log" | tr '\n' ' ' | cut -c1-160)"
   nan_log=$out/nan_stops_the_run.log
   bounded 120 bash "$repo/tests/cli/nan_stops_the_run.sh" "$build/moco" --device cuda >"$nan_log" 2>&1
   rc=$?
