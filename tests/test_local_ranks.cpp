@@ -13,6 +13,7 @@
 
 #include "moco/error.h"
 #include "moco/local_ranks.h"
+#include "scoped_env.h"
 #include "temp_dir.h"
 
 using namespace moco;
@@ -88,14 +89,17 @@ TEST(LocalRanks, BadFlagsAreNamed) {
   EXPECT_NE(error_of(8, 0, 0, "").find("--world-size 0"), std::string::npos);
 }
 
-TEST(LocalRanks, EachCopyGetsItsOwnVariables) {
+TEST(LocalRanks, EachCopyGetsItsOwnVariablesOnTopOfThisProcesssEnvironment) {
   test::TempDir dir;
-  const int code = run_local_ranks(sh("echo \"$RANK $WORLD_SIZE $KEPT\" > " + dir.path() + "/$LOCAL_RANK"), 3, [](int i) {
-    return Environment{{"RANK", std::to_string(10 + i)}, {"WORLD_SIZE", "3"}, {"LOCAL_RANK", std::to_string(i)}};
-  });
+  test::ScopedEnv kept("MOCO_TEST_KEPT", "kept");
+  const int code = run_local_ranks(sh("echo \"$RANK $WORLD_SIZE $MOCO_TEST_KEPT\" > " + dir.path() + "/$LOCAL_RANK"), 3,
+                                   [](int i) {
+                                     return Environment{{"RANK", std::to_string(10 + i)}, {"WORLD_SIZE", "3"},
+                                                        {"LOCAL_RANK", std::to_string(i)}};
+                                   });
   EXPECT_EQ(code, 0);
   for (int i = 0; i < 3; ++i)
-    EXPECT_EQ(read_file(dir.file(std::to_string(i))), std::to_string(10 + i) + " 3 ") << "copy " << i;
+    EXPECT_EQ(read_file(dir.file(std::to_string(i))), std::to_string(10 + i) + " 3 kept") << "copy " << i;
 }
 
 TEST(LocalRanks, AFailingCopyStopsTheOthersAndGivesItsStatus) {
@@ -115,12 +119,40 @@ TEST(LocalRanks, AFailingCopyStopsTheOthersAndGivesItsStatus) {
 }
 
 TEST(LocalRanks, ACopyThatIgnoresTheStopIsKilledAfterTheGrace) {
+  test::TempDir dir;
+  // copy 0 fails once copy 1 ignores SIGTERM; copy 1 outlives the grace and is killed
+  const std::string d = dir.path();
+  const std::string script = "if [ $LOCAL_RANK = 0 ]; then while [ ! -e " + d + "/ready ]; do sleep 0.05; done; "
+                             "exit 2; fi; trap '' TERM; touch " + d + "/ready; sleep 60";
   const auto t0 = std::chrono::steady_clock::now();
-  const int code = run_local_ranks(sh("if [ $LOCAL_RANK = 0 ]; then exit 2; fi; trap '' TERM; sleep 60"), 2,
-                                   [](int i) { return Environment{{"LOCAL_RANK", std::to_string(i)}}; }, 0.5);
+  const int code = run_local_ranks(sh(script), 2, [](int i) { return Environment{{"LOCAL_RANK", std::to_string(i)}}; },
+                                   0.5);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(code, 2);
+  EXPECT_GE(s, 0.5) << "the copy ended before the grace: it did not ignore SIGTERM";
   EXPECT_LT(s, 30.0) << "the copy that ignores SIGTERM was not killed";
+}
+
+TEST(LocalRanks, CopiesStoppedByAPassedOnSignalAreNotStoppedAgain) {
+  test::TempDir dir;
+  // like a training rank: the first SIGTERM asks it to stop (it takes a moment, then exits 143), a second one
+  // would end it at once (here: exit 99). Copy 0 stops quickly, copy 1 slowly; copy 1 must see one SIGTERM.
+  const std::string d = dir.path();
+  const std::string script = "n=0; sleep 60 & p=$!; trap 'n=$((n+1)); if [ $n -gt 1 ]; then kill $p; exit 99; fi; "
+                             "kill $p' TERM; touch " + d + "/ready$LOCAL_RANK; wait; [ $LOCAL_RANK = 1 ] && sleep 1; "
+                             "echo $n > " + d + "/$LOCAL_RANK; exit 143";
+  std::thread signaller([&] {
+    for (int tries = 0; tries < 1000; ++tries) {
+      if (std::filesystem::exists(dir.file("ready0")) && std::filesystem::exists(dir.file("ready1"))) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(getpid(), SIGTERM);
+  });
+  const int code = run_local_ranks(sh(script), 2, [](int i) { return Environment{{"LOCAL_RANK", std::to_string(i)}}; });
+  signaller.join();
+  EXPECT_EQ(code, 143);
+  EXPECT_EQ(read_file(dir.file("0")), "1");
+  EXPECT_EQ(read_file(dir.file("1")), "1") << "the slow copy was sent SIGTERM again when the quick one ended";
 }
 
 TEST(LocalRanks, SignalsArePassedOnToEveryCopy) {

@@ -12,7 +12,7 @@ namespace moco {
 
 struct LinclsState {
   // What a resumed run must share with it: the backbone (its training checkpoint's data and a CRC-32 of its
-  // weights and BN statistics) and the probe's options (lincls_identity in lincls.h).
+  // weights and BN statistics) and the probe's options (lincls_config in lincls.h).
   RunConfig config;
   int64_t epoch = 0;          // the epoch in progress
   int64_t step_in_epoch = 0;  // its steps already done

@@ -55,12 +55,14 @@ LocalRankShare local_rank_share(const Environment& env, int64_t world_flag, int6
 
 // Runs `argv` (argv[0]: the program's path) n times at once, copy i with local_rank_environment-style extra
 // variables extra_env(i) on top of this process's environment, and waits for all of them. Returns 0 when every
-// copy exits 0; otherwise the first failure's status (its exit code, or 128 + the signal that ended it), after
-// sending the others SIGTERM and, if they have not ended after `grace_s` seconds, SIGKILL. SIGINT and SIGTERM
+// copy exits 0, else the first non-zero status (an exit code, or 128 + the signal that ended the copy). A copy
+// that ends with 128 + a signal passed on to it (below) stopped as asked; any other non-zero end is a failure,
+// and the others are sent SIGTERM and, if they have not ended after `grace_s` seconds, SIGKILL. SIGINT and SIGTERM
 // sent to this process are passed on to every copy while it waits, as often as they come (its handlers for
 // them are restored when it returns). Each copy runs in its own process group, so a Ctrl-C at the terminal
 // reaches it once, through this process, and it gets SIGTERM if this process dies (Linux's parent-death
-// signal), so none is left behind when the parent is killed outright.
+// signal), so none is left behind when the parent is killed outright. A rank that gets a signal before it has
+// installed its own handlers (while it scans its data or joins NCCL) ends at once, as a failure.
 int run_local_ranks(const std::vector<std::string>& argv, int n, const std::function<Environment(int)>& extra_env,
                     double grace_s = 30);
 

@@ -55,6 +55,7 @@ struct TrainOptions {
   int gpu = -1;
   bool multiprocessing_distributed = false;
   bool starts_local_ranks = false;  // this process only starts the node's ranks (and trains on none)
+  bool bn_splits_auto = true;       // --bn-splits auto: bn_splits follows the world size
 };
 
 // `moco train`'s command line (argv[2..]) as options: the authors' defaults, the small-image recipe's where

@@ -49,6 +49,8 @@ int cmd_lincls(int argc, char** argv) {
   o.eval_every = (int)a.integer("--eval-every", 0, 1 << 20);
   o.config = lincls_config(t.model->query_encoder(), t.data.empty() ? "fashion-mnist" : t.data, o);
   o.config["random_init"] = t.random_init ? "1" : "0";
+  // where the features are made: another device or precision gives other bits, so a resume must keep them
+  o.config["features"] = t.features->describe() == "cpu" ? "cpu" : "cuda " + a.str("--precision");
   o.resume = from.get();
   make_out_dir(out);
   o.checkpoint = out + "/lincls.mocockpt";
@@ -61,8 +63,8 @@ int cmd_lincls(int argc, char** argv) {
     for (const auto& [key, value] : o.config) config.add(key, value);
     log.write(config);
   } else {
-    std::fprintf(stderr, "lincls: resumed from %s at epoch %lld, step %lld\n", resume.c_str(),
-                 (long long)from->epoch, (long long)from->step_in_epoch);
+    std::fprintf(stderr, "lincls: resumed from %s in epoch %lld after its step %lld\n", resume.c_str(),
+                 (long long)from->epoch + 1, (long long)from->step_in_epoch);
   }
 
   LinclsResult r = run_lincls(t.model->query_encoder(), *t.train, *t.test, o, [&](const LinclsEpoch& e) {

@@ -28,6 +28,15 @@ static int start_local_ranks(const TrainOptions& o, int argc, char** argv) {
   const std::string why = "this build has no CUDA backend";
 #endif
   const LocalRanksPlan plan = plan_local_ranks(gpus, o.world_flag, o.rank_flag, o.dist_url, why);
+  // what each rank will check on its share of the node's batch, checked once here with the numbers the user gave
+  const int64_t share = o.batch_size / plan.per_node, world = (int64_t)plan.nodes * plan.per_node;
+  const int splits = o.bn_splits_auto ? (world == 1 ? 8 : 1) : o.bn_splits;
+  MOCO_CHECK(share >= 1, "--batch-size ", o.batch_size, " is the node's batch under --multiprocessing-distributed "
+             "and must give each of its ", plan.per_node, " GPUs at least one image");
+  MOCO_CHECK(share % splits == 0, "each GPU's share of --batch-size ", o.batch_size, " (", share, " images of ",
+             plan.per_node, " GPUs) does not split into --bn-splits ", splits, " equal BN groups");
+  MOCO_CHECK(o.moco_k >= share * world, "--moco-k ", o.moco_k, " must be at least the global batch ", share * world,
+             " (", share, " images x ", world, " GPUs)");
   std::fprintf(stderr, "multiprocessing-distributed: node %d of %d starts ranks %d to %d of %d (one per GPU), "
                "rendezvous %s:%d\n", plan.node_rank, plan.nodes, plan.node_rank * plan.per_node,
                (plan.node_rank + 1) * plan.per_node - 1, plan.nodes * plan.per_node, plan.host.c_str(), plan.port);

@@ -25,9 +25,12 @@ static void declare_train_options(Args& a) {
   a.option("-p,--print-freq", "10", "a progress line every N steps of an epoch (from its first, as main_moco.py) "
            "when stderr is not a terminal");
   a.option("--resume", "", "checkpoint to continue from, mid-epoch and bit-exact");
-  a.option("--world-size", "-1", "number of processes (ranks); taken from mpirun's environment, checked if given");
-  a.option("--rank", "-1", "this process's rank; taken from mpirun's environment, checked if given");
-  a.option("--dist-url", "", "rendezvous URL; accepted for compatibility (mpirun does the rendezvous)");
+  a.option("--world-size", "-1", "number of processes (ranks), taken from the launcher's environment and checked "
+           "if given; with --multiprocessing-distributed, the number of nodes");
+  a.option("--rank", "-1", "this process's rank, taken from the launcher's environment and checked if given; with "
+           "--multiprocessing-distributed, this node's index");
+  a.option("--dist-url", "", "tcp://HOST:PORT: under torchrun, checked against MASTER_ADDR:MASTER_PORT; with "
+           "--multiprocessing-distributed, node 0's address for NCCL's rendezvous");
   a.option("--dist-backend", "nccl", "accepted for compatibility");
   a.flag("--multiprocessing-distributed",
          "start one process per GPU of this node, as main_moco.py does: --world-size then counts nodes, --rank "
@@ -106,8 +109,9 @@ bool parse_train_options(int argc, char** argv, const Environment& env, TrainOpt
     if (!o.launch.note.empty()) std::fprintf(stderr, "launch: %s\n", o.launch.note.c_str());  // before any check
     o.starts_local_ranks = o.multiprocessing_distributed;
     if (o.starts_local_ranks)  // the parent, which starts the ranks (cmd_train) and trains on none
-      MOCO_CHECK(o.launch.world == 1, "--multiprocessing-distributed starts the ranks of this node itself, but ",
-                 o.launch.source, " already started ", o.launch.world, " ranks: leave the flag out under a launcher");
+      MOCO_CHECK(o.launch.source == "single", "--multiprocessing-distributed starts the ranks of this node itself, "
+                 "but ", o.launch.source, " already started ", o.launch.world, " rank(s): leave the flag out under a "
+                 "launcher");
     else
       check_launch_flags(o.launch, o.world_flag, o.rank_flag, o.dist_url);
   }
@@ -128,7 +132,8 @@ bool parse_train_options(int argc, char** argv, const Environment& env, TrainOpt
   MOCO_CHECK(!o.aug_plus || o.recipe == "v2", "--aug-plus asks for the v2 augmentation, but --recipe is ", o.recipe,
              ": leave one out");
   o.image_size = (int)a.integer("--image-size", 8, 4096);
-  o.bn_splits = a.str("--bn-splits") == "auto" ? (o.launch.world == 1 ? 8 : 1) : (int)a.integer("--bn-splits", 1, 1 << 16);
+  o.bn_splits_auto = a.str("--bn-splits") == "auto";
+  o.bn_splits = o.bn_splits_auto ? (o.launch.world == 1 ? 8 : 1) : (int)a.integer("--bn-splits", 1, 1 << 16);
   o.device = a.str("--device");
   if (o.gpu >= 0 && !a.has("--device")) o.device = "cuda";  // the authors' --gpu N trains on that GPU
   MOCO_CHECK(o.gpu < 0 || o.device == "cuda", "--gpu ", o.gpu, " names a GPU, but --device is ", o.device);
@@ -143,8 +148,8 @@ bool parse_train_options(int argc, char** argv, const Environment& env, TrainOpt
   o.knn_t = a.real("--knn-t", 1e-6, 1e6);
   o.knn_bank = a.integer("--knn-bank", 0, INT64_MAX);
   o.knn_queries = a.integer("--knn-queries", 0, INT64_MAX);
-  // Checks that need several values, each naming them. The ranks that --multiprocessing-distributed starts make
-  // them on their share of the node's batch; the parent that starts them trains on nothing.
+  // Checks that need several values, each naming them. The parent that --multiprocessing-distributed starts
+  // ranks from makes them on each rank's share of the node's batch once it knows the GPUs (cmd_train).
   if (o.starts_local_ranks) return true;
   MOCO_CHECK(o.moco_k >= o.batch_size * o.launch.world, "--moco-k ", o.moco_k, " must be at least the global batch ",
              o.batch_size * o.launch.world, " (--batch-size ", o.batch_size, " x ", o.launch.world, " ranks)");

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -140,47 +142,70 @@ void count_signal(int sig) { signals_seen[sig == SIGINT ? 0 : 1].fetch_add(1); }
 int run_local_ranks(const std::vector<std::string>& argv, int n, const std::function<Environment(int)>& extra_env,
                     double grace_s) {
   MOCO_CHECK(!argv.empty() && n >= 1, "run_local_ranks needs a command and at least one copy");
+  // Every copy's command line and environment first, so that nothing can throw once copies are running.
+  // Copies only call async-signal-safe functions between fork and execve.
+  const Environment base = process_environment();
+  std::vector<std::vector<std::string>> env_texts((size_t)n);
+  for (int i = 0; i < n; ++i) {
+    Environment env = base;
+    for (auto& [k, v] : extra_env(i)) env[k] = v;
+    for (auto& [k, v] : env) env_texts[(size_t)i].push_back(k + "=" + v);
+  }
+  std::vector<std::string> argv_copy = argv;
+  std::vector<char*> args;
+  for (auto& a : argv_copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  std::vector<std::vector<char*>> envps((size_t)n);
+  for (int i = 0; i < n; ++i) {
+    for (auto& e : env_texts[(size_t)i]) envps[(size_t)i].push_back(e.data());
+    envps[(size_t)i].push_back(nullptr);
+  }
+
   signals_seen[0].store(0);
   signals_seen[1].store(0);
-  struct sigaction sa {}, previous_int, previous_term;
+  struct sigaction sa {}, dfl {}, previous_int, previous_term, previous_chld;
   sa.sa_handler = count_signal;
   sigemptyset(&sa.sa_mask);
-  MOCO_CHECK(sigaction(SIGINT, &sa, &previous_int) == 0 && sigaction(SIGTERM, &sa, &previous_term) == 0,
-             "cannot install the SIGINT/SIGTERM handlers of --multiprocessing-distributed");
+  dfl.sa_handler = SIG_DFL;  // SIGCHLD as ignored (inherited) would make waitpid never see a copy end
+  sigemptyset(&dfl.sa_mask);
+  MOCO_CHECK(sigaction(SIGINT, &sa, &previous_int) == 0 && sigaction(SIGTERM, &sa, &previous_term) == 0 &&
+                 sigaction(SIGCHLD, &dfl, &previous_chld) == 0,
+             "cannot install the signal handlers of --multiprocessing-distributed");
+  auto restore = [&] {
+    sigaction(SIGINT, &previous_int, nullptr);
+    sigaction(SIGTERM, &previous_term, nullptr);
+    sigaction(SIGCHLD, &previous_chld, nullptr);
+  };
   const pid_t parent = getpid();
+  // SIGINT and SIGTERM stay blocked across each fork, so that a copy cannot take one with this process's
+  // handler before its own default actions are back: a signal that comes then waits, and ends the copy.
+  sigset_t stop_signals, unblocked;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
 
   std::vector<pid_t> pids;
   for (int i = 0; i < n; ++i) {
-    Environment env = process_environment();
-    for (auto& [k, v] : extra_env(i)) env[k] = v;
-    // built before fork: the copy only calls async-signal-safe functions until execve
-    std::vector<std::string> env_text;
-    for (auto& [k, v] : env) env_text.push_back(k + "=" + v);
-    std::vector<char*> envp, args;
-    for (auto& e : env_text) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::vector<std::string> argv_copy = argv;
-    for (auto& a : argv_copy) args.push_back(a.data());
-    args.push_back(nullptr);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &unblocked);
     const pid_t pid = fork();
-    if (pid < 0) {
-      const int err = errno;
-      for (pid_t p : pids) kill(p, SIGKILL);
-      for (pid_t p : pids) waitpid(p, nullptr, 0);
-      sigaction(SIGINT, &previous_int, nullptr);
-      sigaction(SIGTERM, &previous_term, nullptr);
-      MOCO_CHECK(false, "cannot start local rank ", i, ": fork failed: ", std::strerror(err));
-    }
     if (pid == 0) {
-      // Its own process group, so a Ctrl-C at the terminal reaches each copy once, through the parent; the
-      // default actions back, as a freshly started program has them.
+      // Its own process group, so a Ctrl-C at the terminal reaches each copy once, through the parent.
       setpgid(0, 0);
       prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (getppid() != parent) _exit(128 + SIGTERM);  // the parent died before the line above
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);
-      execve(args[0], args.data(), envp.data());
+      sigprocmask(SIG_SETMASK, &unblocked, nullptr);
+      execve(args[0], args.data(), envps[(size_t)i].data());
       _exit(127);
+    }
+    const int err = errno;
+    pthread_sigmask(SIG_SETMASK, &unblocked, nullptr);
+    if (pid < 0) {
+      for (pid_t p : pids) kill(-p, SIGKILL);
+      for (pid_t p : pids) waitpid(p, nullptr, 0);
+      restore();
+      MOCO_CHECK(false, "cannot start local rank ", i, ": fork failed: ", std::strerror(err));
     }
     setpgid(pid, pid);  // here too, so that a signal to the group cannot come before the copy made it
     pids.push_back(pid);
@@ -202,13 +227,18 @@ int run_local_ranks(const std::vector<std::string>& argv, int n, const std::func
     for (int i = 0; i < n; ++i) {
       if (!alive[i]) continue;
       int st = 0;
-      if (waitpid(pids[i], &st, WNOHANG) != pids[i]) continue;
-      alive[i] = false;
+      const pid_t r = waitpid(pids[i], &st, WNOHANG);
+      if (r == 0 || (r < 0 && errno == EINTR)) continue;
+      alive[i] = false;  // ended (r < 0: not this process's child any more, nothing left to wait for)
       --alive_count;
-      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
-      if (code == 0 || failing) continue;
-      failing = true;  // the first failure: its status is the result, and the others are asked to stop
-      status_out = code;
+      const int code = r < 0 ? 1 : WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
+      if (code == 0) continue;
+      if (!failing) status_out = code;  // the result: the first copy's non-zero status
+      // A copy that stops with 128 + a signal that was passed on has stopped as asked (and checkpointed): the
+      // others are stopping the same way. Any other end is a failure, and the others are asked to stop.
+      const bool asked = (code == 128 + SIGINT && passed_on[0] > 0) || (code == 128 + SIGTERM && passed_on[1] > 0);
+      if (asked || failing) continue;
+      failing = true;
       signal_copies(alive, SIGTERM);
       deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                          std::chrono::duration<double>(grace_s));
@@ -219,8 +249,7 @@ int run_local_ranks(const std::vector<std::string>& argv, int n, const std::func
     }
     if (alive_count > 0) usleep(20 * 1000);
   }
-  sigaction(SIGINT, &previous_int, nullptr);
-  sigaction(SIGTERM, &previous_term, nullptr);
+  restore();
   return status_out;
 }
 

@@ -67,8 +67,9 @@ class GpuLinearProbe final : public LinearProbe {
     check_probe_parameters(params, d_, classes_);
     check_probe_parameters(momentum, d_, classes_);
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));  // nothing queued may still use the buffers
-    fc_.upload(params);  // cudaMemcpy from pageable memory: done when it returns
+    fc_.upload(params);  // on the legacy stream, which the probe's non-blocking stream does not wait for
     momentum_.upload(momentum);
+    MOCO_CUDA_CHECK(cudaDeviceSynchronize());  // so both copies have landed before the next step reads them
   }
 
  private:

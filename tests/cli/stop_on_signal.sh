@@ -27,8 +27,13 @@ if [ "${MOCO_TEST_DEVICE:-cpu}" = cuda ]; then
   source "$(dirname "$0")/gpu_probe.sh" "$moco" "$dir/probe.log"
   # smaller and shorter on the device (the emulator runs its kernels thread by thread)
   steps=8
-  args=(train "${data[@]}" --width 2 --image-size 16 -b 32 --bn-splits 4 --moco-k 256 --epochs 10 --max-steps $steps
-        --save-every-steps 1000 -j 2 --seed 5 --device cuda)
+  gpus=1  # ranks: one, or one per visible GPU under --multiprocessing-distributed, each of 32 images
+  if [ "${MOCO_TEST_LAUNCH:-}" = multiprocessing-distributed ]; then
+    gpus=$("$moco" info | grep -c '^device [0-9]*:' || true)
+    [ "${gpus:-0}" -ge 1 ] || gpus=1
+  fi
+  args=(train "${data[@]}" --width 2 --image-size 16 -b $((32 * gpus)) --bn-splits 4 --moco-k $((256 * gpus))
+        --epochs 10 --max-steps $steps --save-every-steps 1000 -j 2 --seed 5 --device cuda)
   sigs=TERM
   if [ "${MOCO_TEST_LAUNCH:-}" = multiprocessing-distributed ]; then args+=(--multiprocessing-distributed); fi
 fi
