@@ -96,6 +96,36 @@ TEST(GpuLinearProbe, TiedScoresGoToTheFirstClass) {
   EXPECT_EQ(h.top5, 8);
 }
 
+// A resumed probe (lincls --resume): the state set into a fresh probe is what its next step starts from. Two
+// probes on one non-blocking stream, as `moco lincls --device cuda` runs them: one trained three steps, the
+// other given the first's state after two and trained the third. Their losses and parameters after the third
+// step must be equal bit for bit; the restored momentum must also match what the first probe held.
+TEST(GpuLinearProbe, SetStateIsWhereTheNextStepStarts) {
+  MOCO_REQUIRE_GPU();
+  const int64_t d = 37, classes = 11;
+  std::vector<float> initial = normal_floats((size_t)(classes * d + classes), 76, 0);
+  for (auto& v : initial) v *= 0.1f;
+  const SgdConfig sgd{0.9f, 1e-3f};
+  cudaStream_t stream = nullptr;
+  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto whole = cuda::make_gpu_linear_probe(d, classes, initial, sgd, stream);
+  auto resumed = cuda::make_gpu_linear_probe(d, classes, std::vector<float>(initial.size(), 0.f), sgd, stream);
+  for (int s = 0; s < 2; ++s)
+    whole->train_step(random_features(29, d, (uint64_t)s), random_labels(29, classes, (uint64_t)s), 3.f);
+  const std::vector<float> params = whole->parameters(), momentum = whole->momentum();
+  resumed->set_state(params, momentum);
+  EXPECT_EQ(resumed->momentum(), momentum);
+  const Tensor x = random_features(29, d, 2);
+  const std::vector<int> y = random_labels(29, classes, 2);
+  const double a = whole->train_step(x, y, 1.f), b = resumed->train_step(x, y, 1.f);
+  EXPECT_EQ(a, b) << "the resumed probe's loss";
+  EXPECT_EQ(whole->parameters(), resumed->parameters());
+  EXPECT_EQ(whole->momentum(), resumed->momentum());
+  whole.reset();
+  resumed.reset();
+  cudaStreamDestroy(stream);
+}
+
 TEST(GpuLinearProbe, RejectsLabelsOutsideTheClasses) {
   MOCO_REQUIRE_GPU();
   auto probe = cuda::make_gpu_linear_probe(4, 3, std::vector<float>(15, 0.f), SgdConfig{}, nullptr);
