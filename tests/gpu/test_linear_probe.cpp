@@ -36,19 +36,31 @@ std::vector<int> random_labels(int64_t n, int64_t classes, uint64_t stream) {
   return y;
 }
 
+// The probes' shape and optimiser in the tests below, and their initial parameters (normal values x 0.1).
+constexpr int64_t kDim = 37, kClasses = 11;
+const SgdConfig kProbeSgd{0.9f, 1e-3f};
+std::vector<float> initial_parameters() {
+  std::vector<float> p = normal_floats((size_t)(kClasses * kDim + kClasses), 76, 0);
+  for (auto& v : p) v *= 0.1f;
+  return p;
+}
+
+// Non-blocking, as the GPU features' stream that runs the probe in `moco lincls`.
+cudaStream_t non_blocking_stream() {
+  cudaStream_t stream = nullptr;
+  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return stream;
+}
+
 }  // namespace
 
 TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
   MOCO_REQUIRE_GPU();
-  const int64_t d = 37, classes = 11;
-  std::vector<float> initial = normal_floats((size_t)(classes * d + classes), 76, 0);
-  for (auto& v : initial) v *= 0.1f;
-  const SgdConfig sgd{0.9f, 1e-3f};
-  auto cpu_probe = make_cpu_linear_probe(d, classes, initial, sgd);
-  // non-blocking, as the GPU features' stream that runs it in `moco lincls`
-  cudaStream_t stream = nullptr;
-  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, sgd, stream);
+  const int64_t d = kDim, classes = kClasses;
+  const std::vector<float> initial = initial_parameters();
+  auto cpu_probe = make_cpu_linear_probe(d, classes, initial, kProbeSgd);
+  cudaStream_t stream = non_blocking_stream();
+  auto gpu_probe = cuda::make_gpu_linear_probe(d, classes, initial, kProbeSgd, stream);
   const int64_t batches[] = {29, 29, 7, 50, 29};
   const float lrs[] = {3.f, 3.f, 1.f, 0.5f, 0.5f};
   for (int s = 0; s < 5; ++s) {
@@ -102,14 +114,11 @@ TEST(GpuLinearProbe, TiedScoresGoToTheFirstClass) {
 // step must be equal bit for bit; the restored momentum must also match what the first probe held.
 TEST(GpuLinearProbe, SetStateIsWhereTheNextStepStarts) {
   MOCO_REQUIRE_GPU();
-  const int64_t d = 37, classes = 11;
-  std::vector<float> initial = normal_floats((size_t)(classes * d + classes), 76, 0);
-  for (auto& v : initial) v *= 0.1f;
-  const SgdConfig sgd{0.9f, 1e-3f};
-  cudaStream_t stream = nullptr;
-  MOCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  auto whole = cuda::make_gpu_linear_probe(d, classes, initial, sgd, stream);
-  auto resumed = cuda::make_gpu_linear_probe(d, classes, std::vector<float>(initial.size(), 0.f), sgd, stream);
+  const int64_t d = kDim, classes = kClasses;
+  const std::vector<float> initial = initial_parameters();
+  cudaStream_t stream = non_blocking_stream();
+  auto whole = cuda::make_gpu_linear_probe(d, classes, initial, kProbeSgd, stream);
+  auto resumed = cuda::make_gpu_linear_probe(d, classes, std::vector<float>(initial.size(), 0.f), kProbeSgd, stream);
   for (int s = 0; s < 2; ++s)
     whole->train_step(random_features(29, d, (uint64_t)s), random_labels(29, classes, (uint64_t)s), 3.f);
   const std::vector<float> params = whole->parameters(), momentum = whole->momentum();
