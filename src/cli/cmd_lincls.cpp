@@ -32,7 +32,8 @@ int cmd_lincls(int argc, char** argv) {
   const std::string out = a.str("--out"), resume = a.str("--resume");
   MOCO_CHECK(!out.empty(), "--out must name a folder, got an empty string");
   // a mistyped --resume stops here, before the backbone and the data are opened
-  std::unique_ptr<LinclsState> from = resume.empty() ? nullptr : std::make_unique<LinclsState>(load_lincls_checkpoint(resume));
+  std::unique_ptr<LinclsState> from =
+      resume.empty() ? nullptr : std::make_unique<LinclsState>(load_lincls_checkpoint(resume));
   EvalTarget t = open_eval_target(a, "moco lincls");
   LinclsOptions o;
   o.epochs = (int)a.integer("--epochs", 1, 100000);

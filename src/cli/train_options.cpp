@@ -11,7 +11,8 @@ namespace moco {
 
 static void declare_train_options(Args& a) {
   a.positional("DATA", "ImageFolder root (root/train/<class>/*.jpg); omitted: Fashion-MNIST with the small recipe");
-  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 | resnet101 | resnet152 (Fashion-MNIST default: resnet18)");
+  a.option("-a,--arch", "resnet50",
+           "resnet18 | resnet34 | resnet50 | resnet101 | resnet152 (Fashion-MNIST default: resnet18)");
   a.option("--width", "64", "channels of the stem and layer1; 64 is torchvision's ResNet");
   a.option("--stem", "auto", "imagenet (7x7/2 + max-pool) | small (3x3/1) | auto: small when --image-size <= 64");
   a.option("-j,--workers", "2", "data loading threads");
@@ -47,7 +48,8 @@ static void declare_train_options(Args& a) {
   a.flag("--cos", "cosine learning-rate schedule (Fashion-MNIST default: on, unless --schedule is given)");
   a.flag("--recompute-bn-relu", "keep no inner BN+ReLU output of a residual block for backward; rebuild each then "
          "(the same step, less memory, one more elementwise pass per BN)");
-  a.option("--recipe", "", "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
+  a.option("--recipe", "",
+           "augmentation: v1 | v2 | small (default: v2 with --aug-plus, else v1; small for Fashion-MNIST)");
   a.option("--image-size", "224", "crop size in pixels (Fashion-MNIST default: 32)");
   a.option("--bn-splits", "auto",
            "BN groups per process (split-BN). auto: 8 on one process, the single-process twin of the authors' 8 "

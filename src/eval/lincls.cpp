@@ -117,11 +117,11 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     e.top5 = 100.0 * (double)hits.top5 / (double)std::max<int64_t>(total, 1);
   };
 
+  const std::vector<int> milestones(o.schedule.begin(), o.schedule.end());  // lr x0.1 at each
   LinclsResult result;
   while (at.epoch < o.epochs) {
     const int epoch = (int)at.epoch;
-    float lr = (float)o.lr;
-    for (int64_t m : o.schedule) lr *= epoch >= m ? 0.1f : 1.f;
+    const float lr = learning_rate((float)o.lr, epoch, o.epochs, /*cosine=*/false, milestones);
     loader.start_epoch(epoch, at.step_in_epoch);
     Batch batch;
     while (loader.next(batch)) {

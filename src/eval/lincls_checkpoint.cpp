@@ -27,8 +27,9 @@ void save_lincls_checkpoint(const std::string& path, const LinclsState& s) {
 }
 
 LinclsState load_lincls_checkpoint(const std::string& path) {
-  const std::map<std::string, std::string> rec = read_record_file(
-      path, kMagic, kVersion, {"probe checkpoint", "the lincls.mocockpt that moco lincls writes into its --out folder"});
+  const std::map<std::string, std::string> rec =
+      read_record_file(path, kMagic, kVersion,
+                       {"probe checkpoint", "the lincls.mocockpt that moco lincls writes into its --out folder"});
   auto need = [&](const std::string& name, size_t unit) -> const std::string& {
     auto it = rec.find(name);
     MOCO_CHECK(it != rec.end(), "probe checkpoint ", path, " has no '", name, "' record");
