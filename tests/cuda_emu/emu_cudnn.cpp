@@ -26,6 +26,7 @@
 #include "include/cuda_runtime.h"
 #include "include/cudnn.h"
 #include "emu_conv_math.h"
+#include "emu_runtime.h"
 #include "emu_streams.h"
 
 struct cudnnTensorStruct {
@@ -534,6 +535,7 @@ cudnnStatus_t queue_run(cudnnHandle_t handle, Pass pass, int algo, const Problem
   if (const cudnnStatus_t st = prepare(pass, algo, p, ws, ws_bytes, &need)) return st;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   cuda_emu::enqueue(handle->stream, [=] {
+    if (cuda_emu::count_only()) return;
     scribble(ws, need);
     run(&al, &be);
   });

@@ -33,6 +33,7 @@
 #include "include/cuda_runtime.h"
 #include "include/cudnn.h"
 #include "emu_conv_math.h"
+#include "emu_runtime.h"
 #include "emu_streams.h"
 
 namespace {
@@ -570,6 +571,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
   const float alpha = node.alpha, beta = node.beta;
   void *x = data[0], *w = data[1], *y = data[2];
   cuda_emu::enqueue(handle->stream, [=] {
+    if (cuda_emu::count_only()) return;
     if (ws && need) std::memset(ws, 0xFF, need);  // as the device would: the workspace is the plan's to use
     switch (node.pass) {
       case emu_conv::kForward:

@@ -325,7 +325,16 @@ bool launch_ok(const LaunchConfig& cfg) {
   return false;
 }
 
+bool count_only() {
+  static const bool on = [] {
+    const char* v = std::getenv("MOCO_EMU_COUNT_ONLY");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
 void run_grid(const LaunchConfig& cfg, const std::function<void()>& body) {
+  if (count_only()) return;
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
   const dim3 cl = cfg.cluster;
   const int cluster_blocks = (int)(cl.x * cl.y * cl.z);

@@ -82,6 +82,11 @@ bool launch_ok(const LaunchConfig& cfg);
 // Runs body once per CUDA thread of the grid (the configuration already checked).
 void run_grid(const LaunchConfig& cfg, const std::function<void()>& body);
 
+// MOCO_EMU_COUNT_ONLY=1: kernels, convolutions and GEMMs are checked, queued and ordered as always but compute
+// nothing, so a full-size step takes seconds and what it allocates is exactly what the same code allocates on
+// a GPU; every value it computes is garbage. For memory studies (`moco_emu bench`), never for tests.
+bool count_only();
+
 // What a kernel launch `kernel<<<cfg>>>(args...)` becomes (translate_cu.py writes these calls). The
 // arguments are converted to the kernel's parameter types once, at the launch, as a launch copies them; the
 // grid runs later on its stream.
