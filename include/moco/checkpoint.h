@@ -30,6 +30,8 @@ RunConfig parse_config_text(const std::string& text);
 // A number as config text: the shortest decimal that reads back as the same double ("0.03", not
 // "0.029999999999999999").
 std::string config_number(double v);
+// A list of integers as config text: "120 160".
+std::string config_list(const std::vector<int64_t>& v);
 
 // Writes `path` atomically: a temporary file in the same folder, flushed and fsynced, then renamed over it.
 void save_checkpoint(const std::string& path, Moco& moco, const TrainPosition& pos, const RunConfig& cfg);

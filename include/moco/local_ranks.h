@@ -31,11 +31,9 @@ struct LocalRanksPlan {
 // The plan from the authors' flags: gpus (> 0) on this node, --world-size and --rank (-1: not given), and
 // --dist-url. One node may leave them out (the rendezvous is then 127.0.0.1 on a free port); several nodes need
 // all three, with a tcp:// URL naming node 0. Throws, naming the flag and its value, otherwise; the flags are
-// checked first (plan_local_ranks_flags), then the GPUs (no_gpu_reason says why there are none).
+// checked first, then the GPUs (no_gpu_reason says why there are none).
 LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
                                 const std::string& no_gpu_reason = "");
-// The flags' part of the plan alone (per_node 1; port 0 when one node leaves --dist-url out).
-LocalRanksPlan plan_local_ranks_flags(int64_t world_flag, int64_t rank_flag, const std::string& dist_url);
 
 // The variables local rank i (0 <= i < per_node) is started with (added to the parent's environment).
 Environment local_rank_environment(const LocalRanksPlan& plan, int i);
@@ -50,6 +48,9 @@ struct LocalRankShare {
   int64_t batch_size = 0;  // floor(node batch / G), as main_worker's int(batch_size / ngpus_per_node)
   int workers = 0;         // ceil(node workers / G)
 };
+// A rank's batch and workers of the node's, G ranks per node (the launch left empty); throws when the node's
+// batch gives a rank no image.
+LocalRankShare share_of_node(int64_t node_batch, int node_workers, int g);
 LocalRankShare local_rank_share(const Environment& env, int64_t world_flag, int64_t rank_flag, int64_t node_batch,
                                 int node_workers);
 

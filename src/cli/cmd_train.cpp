@@ -29,10 +29,9 @@ static int start_local_ranks(const TrainOptions& o, int argc, char** argv) {
 #endif
   const LocalRanksPlan plan = plan_local_ranks(gpus, o.world_flag, o.rank_flag, o.dist_url, why);
   // what each rank will check on its share of the node's batch, checked once here with the numbers the user gave
-  const int64_t share = o.batch_size / plan.per_node, world = (int64_t)plan.nodes * plan.per_node;
+  const int64_t share = share_of_node(o.batch_size, o.workers, plan.per_node).batch_size;
+  const int64_t world = (int64_t)plan.nodes * plan.per_node;
   const int splits = o.bn_splits_auto ? (world == 1 ? 8 : 1) : o.bn_splits;
-  MOCO_CHECK(share >= 1, "--batch-size ", o.batch_size, " is the node's batch under --multiprocessing-distributed "
-             "and must give each of its ", plan.per_node, " GPUs at least one image");
   MOCO_CHECK(share % splits == 0, "each GPU's share of --batch-size ", o.batch_size, " (", share, " images of ",
              plan.per_node, " GPUs) does not split into --bn-splits ", splits, " equal BN groups");
   MOCO_CHECK(o.moco_k >= share * world, "--moco-k ", o.moco_k, " must be at least the global batch ", share * world,

@@ -50,17 +50,8 @@ int64_t env_integer(const Environment& env, const char* key) {
 
 }  // namespace
 
-LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
-                                const std::string& no_gpu_reason) {
-  LocalRanksPlan p = plan_local_ranks_flags(world_flag, rank_flag, dist_url);
-  MOCO_CHECK(gpus > 0, "--multiprocessing-distributed starts one process per GPU, and none is visible",
-             no_gpu_reason.empty() ? "" : ": ", no_gpu_reason);
-  p.per_node = gpus;
-  if (p.port == 0) p.port = free_local_port();  // one node without --dist-url
-  return p;
-}
-
-LocalRanksPlan plan_local_ranks_flags(int64_t world_flag, int64_t rank_flag, const std::string& dist_url) {
+// The flags' part of the plan (per_node 1; port 0 when one node leaves --dist-url out).
+static LocalRanksPlan plan_from_flags(int64_t world_flag, int64_t rank_flag, const std::string& dist_url) {
   LocalRanksPlan p;
   MOCO_CHECK(world_flag == -1 || world_flag >= 1, "--world-size ", world_flag,
              ": with --multiprocessing-distributed it counts nodes, at least 1");
@@ -88,6 +79,16 @@ LocalRanksPlan plan_local_ranks_flags(int64_t world_flag, int64_t rank_flag, con
   MOCO_CHECK(!port.empty() && *end == '\0' && v >= 1 && v <= 65535, "--dist-url ", dist_url, ": the port '", port,
              "' is not in [1, 65535]");
   p.port = (int)v;
+  return p;
+}
+
+LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
+                                const std::string& no_gpu_reason) {
+  LocalRanksPlan p = plan_from_flags(world_flag, rank_flag, dist_url);
+  MOCO_CHECK(gpus > 0, "--multiprocessing-distributed starts one process per GPU, and none is visible",
+             no_gpu_reason.empty() ? "" : ": ", no_gpu_reason);
+  p.per_node = gpus;
+  if (p.port == 0) p.port = free_local_port();  // one node without --dist-url
   return p;
 }
 
@@ -123,8 +124,16 @@ LocalRankShare local_rank_share(const Environment& env, int64_t world_flag, int6
              nodes, " node(s) x ", g, " processes");
   MOCO_CHECK(rank_flag == -1 || s.launch.rank / g == rank_flag, "rank ", s.launch.rank, " is not on node --rank ",
              rank_flag);
+  const LocalRankShare share = share_of_node(node_batch, node_workers, g);
+  s.batch_size = share.batch_size;
+  s.workers = share.workers;
+  return s;
+}
+
+LocalRankShare share_of_node(int64_t node_batch, int node_workers, int g) {
   MOCO_CHECK(node_batch >= g, "--batch-size ", node_batch, " is the node's batch under --multiprocessing-distributed "
              "and must give each of its ", g, " processes at least one image");
+  LocalRankShare s;
   s.batch_size = node_batch / g;
   s.workers = (node_workers + g - 1) / g;
   return s;

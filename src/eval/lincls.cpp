@@ -25,8 +25,6 @@ std::string backbone_crc32(const Encoder& backbone) {
 }
 
 RunConfig lincls_config(const Encoder& backbone, const std::string& data, const LinclsOptions& o) {
-  std::string schedule;
-  for (int64_t m : o.schedule) schedule += (schedule.empty() ? "" : " ") + std::to_string(m);
   return {{"data", data},
           {"backbone", backbone.config().describe()},
           {"backbone_crc32", backbone_crc32(backbone)},
@@ -34,7 +32,7 @@ RunConfig lincls_config(const Encoder& backbone, const std::string& data, const 
           {"lr", config_number(o.lr)},
           {"momentum", config_number(o.momentum)},
           {"weight_decay", config_number(o.weight_decay)},
-          {"schedule", schedule},
+          {"schedule", config_list(o.schedule)},
           {"batch_size", std::to_string(o.batch_size)},
           {"image_size", std::to_string(o.image_size)},
           {"seed", std::to_string(o.seed)},

@@ -51,9 +51,7 @@ RunConfig run_config(const TrainOptions& o) {
   c["seed"] = std::to_string(o.seed);
   c["lr"] = config_number(o.lr);
   c["cos"] = o.cos ? "1" : "0";
-  std::string sched;
-  for (int64_t m : o.schedule) sched += (sched.empty() ? "" : " ") + std::to_string(m);
-  c["schedule"] = sched;
+  c["schedule"] = config_list(o.schedule);
   c["epochs"] = std::to_string(o.epochs);
   c["momentum"] = config_number(o.momentum);
   c["weight_decay"] = config_number(o.weight_decay);
