@@ -1,8 +1,11 @@
 // The kNN vote against hand-computed cases, and the index sampler.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "moco/knn.h"
 
@@ -59,9 +62,59 @@ TEST(Features, CpuExtractorUsesEvalModeAndRestoresTrainMode) {
   const Tensor want = enc.features(x);  // (N, D) in eval mode
   enc.set_train(true);
   CpuFeatures fx(enc);
-  const Tensor got = fx.features(x);
+  const Tensor got = fx.features(x, FeatureLayer::Backbone);
   ASSERT_EQ(got.shape(), want.shape());
   for (int64_t i = 0; i < got.numel(); ++i) EXPECT_EQ(got.data<float>()[i], want.data<float>()[i]) << i;
   EXPECT_TRUE(enc.is_train());
   EXPECT_EQ(enc.counts()[0], 0) << "eval mode must not count a BN batch";
+}
+
+// Head features are the backbone's put through the v2 MLP head by hand (fc.2(relu(fc.0(f))), in double), in
+// eval mode, before any normalisation: what the authors' CIFAR-10 demo scores.
+TEST(Features, HeadFeaturesAreTheBackboneThroughTheMlpHead) {
+  ResNetConfig cfg{18, true, 2, Head::Mlp, 5, 3};
+  Encoder enc(cfg);
+  enc.init(4);
+  Tensor x = Tensor::empty({3, 3, 8, 8}, DType::F32);  // (N, 3, 8, 8)
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = (float)std::cos(0.7 * (double)i);
+  CpuFeatures fx(enc);
+  const Tensor f = fx.features(x, FeatureLayer::Backbone);  // (N, D)
+  const Tensor h = fx.features(x, FeatureLayer::Head);      // (N, 5)
+  const int64_t d = cfg.feature_dim();
+  ASSERT_EQ(f.shape(), (Shape{3, d}));
+  ASSERT_EQ(h.shape(), (Shape{3, 5}));
+  EXPECT_EQ(feature_width(cfg, FeatureLayer::Head), 5);
+  const float* w0 = enc.tensor("fc.0.weight").data<float>();  // (D, D)
+  const float* b0 = enc.tensor("fc.0.bias").data<float>();    // (D)
+  const float* w2 = enc.tensor("fc.2.weight").data<float>();  // (5, D)
+  const float* b2 = enc.tensor("fc.2.bias").data<float>();    // (5)
+  for (int64_t n = 0; n < 3; ++n) {
+    std::vector<double> hidden((size_t)d);  // (D)
+    for (int64_t o = 0; o < d; ++o) {
+      double acc = b0[o];
+      for (int64_t i = 0; i < d; ++i) acc += (double)w0[o * d + i] * f.data<float>()[n * d + i];
+      hidden[(size_t)o] = std::max(acc, 0.0);
+    }
+    for (int64_t o = 0; o < 5; ++o) {
+      double acc = b2[o];
+      for (int64_t i = 0; i < d; ++i) acc += (double)w2[o * d + i] * hidden[(size_t)i];
+      EXPECT_NEAR(h.data<float>()[n * 5 + o], acc, 1e-5) << "image " << n << ", output " << o;
+    }
+  }
+  EXPECT_EQ(enc.counts()[0], 0) << "eval mode must not count a BN batch";
+}
+
+TEST(Features, LayerNamesAndWidths) {
+  EXPECT_EQ(parse_feature_layer("backbone", "--knn-feature"), FeatureLayer::Backbone);
+  EXPECT_EQ(parse_feature_layer("head", "--knn-feature"), FeatureLayer::Head);
+  EXPECT_STREQ(feature_layer_name(FeatureLayer::Head), "head");
+  try {
+    parse_feature_layer("fc", "--knn-feature");
+    ADD_FAILURE() << "fc was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--knn-feature fc: expected backbone"), std::string::npos) << e.what();
+  }
+  ResNetConfig no_head{18, true, 2, Head::None, 0, 3};
+  EXPECT_EQ(feature_width(no_head, FeatureLayer::Backbone), no_head.feature_dim());
+  EXPECT_THROW(feature_width(no_head, FeatureLayer::Head), Error);
 }

@@ -1,5 +1,7 @@
-// Backbone features for evaluation (the kNN monitor, `moco knn`, `moco lincls`): host views in, host
-// features (N, D) fp32 out, BN in eval mode, no gradient. The CPU extractor runs the Encoder itself on
+// Features for evaluation (the kNN monitor, `moco knn`, `moco lincls`): host views in, host features (N, D)
+// fp32 out, BN in eval mode, no gradient. They are the backbone's pooled output (SPEC 5, and the linear probe's
+// input), or for the kNN vote optionally the head's output: the authors' CIFAR-10 demo scores its encoder_q
+// whole, fc included, so `--knn-feature head` is how its numbers are reproduced. The CPU extractor runs the Encoder itself on
 // normalised fp32 (N, 3, H, W) views; the GPU one (src/cuda/gpu_features.h) runs a copy of its weights on the
 // device and asks for 8-bit (N, H, W, 3) views, which it normalises there (it takes fp32 ones too). Loaders
 // that feed an extractor make the views in its view_dtype(). The linear probe trains where the features are
@@ -17,10 +19,22 @@ namespace moco {
 
 struct FeatureSet;  // moco/knn.h
 
+// Where the features are read from the encoder.
+enum class FeatureLayer {
+  Backbone,  // the global average pool's output: (N, ResNetConfig::feature_dim())
+  Head,      // the projection head's output, before any L2 normalisation: (N, ResNetConfig::out_dim)
+};
+// "backbone" | "head"; anything else is refused, naming `flag` and the value.
+FeatureLayer parse_feature_layer(const std::string& name, const char* flag);
+const char* feature_layer_name(FeatureLayer at);
+// D of the features read at `at`; Head needs an encoder that has one.
+int64_t feature_width(const ResNetConfig& cfg, FeatureLayer at);
+
 class FeatureExtractor {
  public:
   virtual ~FeatureExtractor() = default;
-  virtual Tensor features(const Tensor& x) = 0;  // views (LoaderConfig::view_dtype) -> (N, D), both on the host
+  // views (LoaderConfig::view_dtype) -> (N, feature_width(config, at)), both on the host
+  virtual Tensor features(const Tensor& x, FeatureLayer at) = 0;
   virtual std::string describe() const = 0;      // "cpu", "cuda: NVIDIA H100 ..., bf16"
   // The form of the views features() wants: DType::F32 (normalised) or DType::U8 (8-bit).
   virtual DType view_dtype() const { return DType::F32; }
@@ -40,7 +54,7 @@ class FeatureExtractor {
 class CpuFeatures final : public FeatureExtractor {
  public:
   explicit CpuFeatures(Encoder& enc) : enc_(enc) {}
-  Tensor features(const Tensor& x) override;
+  Tensor features(const Tensor& x, FeatureLayer at) override;
   std::string describe() const override { return "cpu"; }
 
  private:

@@ -1,5 +1,6 @@
-// kNN evaluation (the authors' monitor): features of the L2-normalised backbone output, cosine similarity,
-// the k nearest training images vote for their class with weight exp(sim / t); top-1 on the labelled split.
+// kNN evaluation (the authors' monitor): features of the L2-normalised backbone output (or of the head's, as
+// the authors' CIFAR-10 demo has it: FeatureLayer), cosine similarity, the k nearest training images vote for
+// their class with weight exp(sim / t); top-1 on the labelled split.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,15 +17,17 @@ struct FeatureSet {
   std::vector<int> labels;      // (n)
 };
 
-// Backbone features (BN in eval mode) of data[indices], in that order; all images when indices is empty.
-// `dim`: the extractor's feature dimension (ResNetConfig::feature_dim()).
-FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& data, const AugmentRecipe& eval_recipe,
-                            const std::vector<int64_t>& indices, int64_t batch, int workers);
-// The same on the CPU, with the encoder itself.
+// Features read at `at` (BN in eval mode), L2-normalised, of data[indices], in that order; all images when
+// indices is empty. `dim`: their width, feature_width(config, at).
+FeatureSet extract_features(FeatureExtractor& fx, FeatureLayer at, int64_t dim, const Dataset& data,
+                            const AugmentRecipe& eval_recipe, const std::vector<int64_t>& indices, int64_t batch,
+                            int workers);
+// The backbone's, on the CPU, with the encoder itself.
 inline FeatureSet extract_features(Encoder& enc, const Dataset& data, const AugmentRecipe& eval_recipe,
                                    const std::vector<int64_t>& indices, int64_t batch, int workers) {
   CpuFeatures fx(enc);
-  return extract_features(fx, enc.config().feature_dim(), data, eval_recipe, indices, batch, workers);
+  return extract_features(fx, FeatureLayer::Backbone, enc.config().feature_dim(), data, eval_recipe, indices, batch,
+                          workers);
 }
 
 // Top-1 accuracy in percent of the weighted kNN vote of `bank` for every row of `query`, on the CPU (the

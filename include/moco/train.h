@@ -47,6 +47,7 @@ struct TrainOptions {
   int knn_k = 200;
   double knn_t = 0.1;
   int64_t knn_bank = 0, knn_queries = 0;  // images of the train / test split used by the monitor; 0: all
+  FeatureLayer knn_feature = FeatureLayer::Backbone;  // what the monitor scores (SPEC 5: the backbone)
   LaunchInfo launch;            // this process's rank and the world size, from the launcher (launch.h)
   // The authors' distributed flags as given (-1 / empty: not given). --gpu picks a single process's GPU; with
   // --multiprocessing-distributed, --world-size and --rank count nodes (local_ranks.h).

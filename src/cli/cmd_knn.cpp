@@ -16,21 +16,23 @@ int cmd_knn(int argc, char** argv) {
   a.option("--knn-t", "0.1", "vote temperature");
   a.option("--bank", "0", "train images in the bank (0: all)");
   a.option("--queries", "0", "test images scored (0: all)");
+  a.option("--knn-feature", "backbone", "what is scored: backbone | head (as the authors' CIFAR-10 demo does)");
   if (!a.parse(argc, argv, 2)) return 0;
+  const FeatureLayer at = parse_feature_layer(a.str("--knn-feature"), "--knn-feature");  // before any work
   EvalTarget t = open_eval_target(a, "moco knn");
   const AugmentRecipe eval = recipe_from_name("eval", t.image_size);
   const uint64_t seed = t.model->seed();
   const int k = (int)a.integer("--knn-k", 1, 1 << 20);
-  const int64_t dim = t.model->query_encoder().config().feature_dim();
-  FeatureSet bank = extract_features(*t.features, dim, *t.train, eval,
+  const int64_t dim = feature_width(t.model->query_encoder().config(), at);
+  FeatureSet bank = extract_features(*t.features, at, dim, *t.train, eval,
                                      sample_indices(t.train->size(), a.integer("--bank", 0, INT64_MAX), seed),
                                      t.batch_size, t.workers);
-  FeatureSet query = extract_features(*t.features, dim, *t.test, eval,
+  FeatureSet query = extract_features(*t.features, at, dim, *t.test, eval,
                                       sample_indices(t.test->size(), a.integer("--queries", 0, INT64_MAX), seed),
                                       t.batch_size, t.workers);
   const double top1 = t.features->knn_top1(bank, query, t.train->num_classes(), k, a.real("--knn-t", 1e-6, 1e6));
-  std::printf("knn_top1 %.2f (%s, %s; bank %lld, queries %lld, k %d)\n", top1, t.label(), t.checkpoint.c_str(),
-              (long long)bank.n, (long long)query.n, k);
+  std::printf("knn_top1 %.2f (%s, %s; %s features, bank %lld, queries %lld, k %d)\n", top1, t.label(),
+              t.checkpoint.c_str(), feature_layer_name(at), (long long)bank.n, (long long)query.n, k);
   return 0;
 }
 

@@ -64,6 +64,7 @@ static void declare_train_options(Args& a) {
   a.option("--knn-t", "0.1", "kNN vote temperature");
   a.option("--knn-bank", "0", "train images in the kNN bank (0: all)");
   a.option("--knn-queries", "0", "test images scored by the kNN monitor (0: all)");
+  a.option("--knn-feature", "backbone", "what the kNN monitor scores: backbone | head (the authors' CIFAR-10 demo)");
 }
 
 bool parse_train_options(int argc, char** argv, const Environment& env, TrainOptions& o) {
@@ -150,6 +151,7 @@ bool parse_train_options(int argc, char** argv, const Environment& env, TrainOpt
   o.knn_t = a.real("--knn-t", 1e-6, 1e6);
   o.knn_bank = a.integer("--knn-bank", 0, INT64_MAX);
   o.knn_queries = a.integer("--knn-queries", 0, INT64_MAX);
+  o.knn_feature = parse_feature_layer(a.str("--knn-feature"), "--knn-feature");
   // Checks that need several values, each naming them. The parent that --multiprocessing-distributed starts
   // ranks from makes them on each rank's share of the node's batch once it knows the GPUs (cmd_train).
   if (o.starts_local_ranks) return true;

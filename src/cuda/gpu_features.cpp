@@ -48,7 +48,7 @@ class GpuFeatures final : public FeatureExtractor {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  Tensor features(const Tensor& x) override {
+  Tensor features(const Tensor& x, FeatureLayer at) override {
     MOCO_CHECK(x.device() == Device::CPU, "images must be on the host, got ", device_name(x.device()));
     const ViewBatch v = view_batch(x, "the images");
     Tensor staged = backend_->empty({v.n, 3 * v.h * v.w}, v.pixel);  // (N, 3*H*W) as the host holds it
@@ -58,7 +58,8 @@ class GpuFeatures final : public FeatureExtractor {
     Tensor out;  // (N, D) fp32 on the device
     with_compute_type(act_, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      Tensor f = enc_.features(input);  // (N, D) compute dtype
+      // (N, D) in the compute dtype; the head (linear layers and a ReLU, no BN) follows the pool
+      Tensor f = at == FeatureLayer::Head ? enc_.forward(input, nullptr) : enc_.features(input);
       out = backend_->empty(f.shape(), DType::F32);
       kernels::cast<T, float>(f.numel(), static_cast<const T*>(f.raw()), out.data<float>(), stream_);
     });

@@ -1,6 +1,6 @@
-// Backbone features on the GPU for evaluation (FeatureExtractor, include/moco/features.h): a copy of a host
-// encoder's weights and BN statistics on the device, the same layers bound to the CUDA backend, BN in eval
-// mode. Views cross as host 8-bit (N, H, W, 3), normalised on the device (fp32 (N, 3, H, W) ones are taken
+// Backbone (or head) features on the GPU for evaluation (FeatureExtractor, include/moco/features.h): a copy
+// of a host encoder's weights and BN statistics on the device, the same layers bound to the CUDA backend, BN
+// in eval mode. Views cross as host 8-bit (N, H, W, 3), normalised on the device (fp32 (N, 3, H, W) ones are taken
 // too); features come back as host fp32 (N, D).
 #pragma once
 #include <memory>

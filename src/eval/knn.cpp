@@ -22,8 +22,9 @@ std::vector<int64_t> sample_indices(int64_t size, int64_t count, uint64_t seed) 
   return idx;
 }
 
-FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& data, const AugmentRecipe& eval_recipe,
-                            const std::vector<int64_t>& indices, int64_t batch, int workers) {
+FeatureSet extract_features(FeatureExtractor& fx, FeatureLayer at, int64_t dim, const Dataset& data,
+                            const AugmentRecipe& eval_recipe, const std::vector<int64_t>& indices, int64_t batch,
+                            int workers) {
   LoaderConfig lc;
   lc.batch = batch;
   lc.workers = workers;
@@ -39,7 +40,7 @@ FeatureSet extract_features(FeatureExtractor& fx, int64_t dim, const Dataset& da
   fs.features.reserve((size_t)(loader.samples() * fs.dim));
   Batch b;
   while (loader.next(b)) {
-    Tensor f = fx.features(b.views[0]);  // (N, D)
+    Tensor f = fx.features(b.views[0], at);  // (N, D)
     MOCO_CHECK(f.dim() == 2 && f.size(1) == dim, "features of shape ", shape_str(f.shape()), ", expected (N, ", dim, ")");
     const int64_t n = f.size(0);
     const size_t at = fs.features.size();

@@ -104,7 +104,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     int64_t total = 0;
     Batch batch;
     while (eval.next(batch)) {
-      Tensor feat = fx.features(batch.views[0]);  // (N, D)
+      Tensor feat = fx.features(batch.views[0], FeatureLayer::Backbone);  // (N, D): SPEC 5's probe input
       const TopHits h = probe->count_correct(feat, batch.labels);
       hits.top1 += h.top1;
       hits.top5 += h.top5;
@@ -123,7 +123,8 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     loader.start_epoch(epoch, at.step_in_epoch);
     Batch batch;
     while (loader.next(batch)) {
-      Tensor feat = fx.features(batch.views[0]);  // (N, D), no tape: nothing flows back into the backbone
+      // (N, D), no tape: nothing flows back into the backbone
+      Tensor feat = fx.features(batch.views[0], FeatureLayer::Backbone);
       at.loss_sum += probe->train_step(feat, batch.labels, lr);
       ++at.step_in_epoch;
       ++at.steps_done;

@@ -99,15 +99,16 @@ MocoConfig moco_config(const RunConfig& rc) {
 
 // ---------------------------------------------------------------- helpers
 
-// The query encoder's backbone on the device the run trains on (fx), scored on seeded subsets of the splits.
+// The query encoder's backbone (or head: --knn-feature) on the device the run trains on (fx), scored on seeded
+// subsets of the splits.
 static double knn_monitor(FeatureExtractor& fx, const Encoder& enc, const TrainOptions& o, const Dataset& train,
                           const Dataset& test) {
   const AugmentRecipe eval = recipe_from_name("eval", o.image_size);
-  const int64_t batch = std::min<int64_t>(o.batch_size, 256), dim = enc.config().feature_dim();
-  FeatureSet bank = extract_features(fx, dim, train, eval, sample_indices(train.size(), o.knn_bank, o.seed), batch,
-                                     o.workers);
-  FeatureSet query = extract_features(fx, dim, test, eval, sample_indices(test.size(), o.knn_queries, o.seed), batch,
-                                      o.workers);
+  const int64_t batch = std::min<int64_t>(o.batch_size, 256), dim = feature_width(enc.config(), o.knn_feature);
+  FeatureSet bank = extract_features(fx, o.knn_feature, dim, train, eval,
+                                     sample_indices(train.size(), o.knn_bank, o.seed), batch, o.workers);
+  FeatureSet query = extract_features(fx, o.knn_feature, dim, test, eval,
+                                      sample_indices(test.size(), o.knn_queries, o.seed), batch, o.workers);
   return fx.knn_top1(bank, query, train.num_classes(), o.knn_k, o.knn_t);
 }
 
@@ -259,9 +260,11 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     const double top1 = knn_monitor(*fx, moco.encoder_q(), o, *train, *test);
     if (lead) {
       progress.finish();
-      std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%%\n", (long long)pos.epoch, top1);
+      std::fprintf(stderr, "epoch %lld: kNN top-1 %.2f%% (%s features)\n", (long long)pos.epoch, top1,
+                   feature_layer_name(o.knn_feature));
     }
-    log(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1));
+    log(JsonRecord().add("event", "knn").add("step", pos.steps_done).add("epoch", pos.epoch).add("knn_top1", top1)
+            .add("knn_feature", feature_layer_name(o.knn_feature)));
   };
   if (o.knn_every > 0 && pos.steps_done == 0) monitor();  // the starting point of the curve: random init
 

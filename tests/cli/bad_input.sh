@@ -48,6 +48,8 @@ expect "not a moco checkpoint" export --checkpoint "$dir/garbage.mocockpt" --out
 expect "Not a directory" train --out /etc/hostname/run
 expect "--out must name a folder" train --out ""
 expect "is not a file" knn --checkpoint "$dir"
+expect "--knn-feature fc: expected backbone" knn --knn-feature fc --checkpoint "$dir/missing.mocockpt"
+expect "--knn-feature pool: expected backbone" train --knn-feature pool --knn-every 1
 expect "is not a moco probe checkpoint" lincls --checkpoint "$dir/garbage.mocockpt" --resume "$dir/garbage.mocockpt"
 expect "--aug-plus asks for the v2 augmentation, but --recipe is v1" train --aug-plus --recipe v1
 expect "--gpu 0 names a GPU, but --device is cpu" train --gpu 0 --device cpu

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `moco train --device cuda` end to end on a small ImageFolder made here (random images of four classes, so
-# no data set needs to be installed on the GPU machine): a run with the kNN monitor, then the same run
-# stopped half way and resumed, whose losses must equal the first run's bit for bit, and `moco knn` and
-# `moco lincls` (backbone and probe on the device) on its checkpoint. Bit for bit because every kernel reduces
+# no data set needs to be installed on the GPU machine): a run with the kNN monitor (on the head's features),
+# then the same run stopped half way and resumed, whose losses must equal the first run's bit for bit, and
+# `moco knn` (both feature layers) and `moco lincls` (backbone and probe on the device) on its checkpoint. Bit for bit because every kernel reduces
 # in a fixed order and cuDNN's algorithms are deterministic and the same in all three processes: a search
 # picks by timing, which can differ between processes, so the second run is given the first's plans
 # (MOCO_CONV_PLANS) and the resumed run finds its own beside the checkpoint (conv_plans.txt).
@@ -20,7 +20,7 @@ args=(train "$dir/data" --device "$device" -a resnet18 --width 8 --image-size 32
       --moco-k 64 --moco-dim 16 --epochs 2 --seed 3 -j 2)
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
 
-"$moco" "${args[@]}" --knn-every 1 --out "$dir/a" 2>"$dir/a.err" || { cat "$dir/a.err"; exit 1; }
+"$moco" "${args[@]}" --knn-every 1 --knn-feature head --out "$dir/a" 2>"$dir/a.err" || { cat "$dir/a.err"; exit 1; }
 grep -E "^device:|kNN top-1" "$dir/a.err"
 # the loader keeps well ahead of this small step: most steps find the next batch built, and the GPU copies it
 # in while they compute (after an epoch's last step there is none until the next epoch starts)
@@ -51,7 +51,23 @@ if diff <(losses "$dir/a") <(losses "$dir/b"); then
 else
   echo "FAIL: the resumed $device run's losses differ"; exit 1
 fi
-"$moco" knn "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device"
+# the monitor's records name what they scored; `moco knn` scores either layer, and on the CPU its head score of
+# the last checkpoint is the monitor's last one exactly (the same features at the same batch)
+[ "$(grep -c '"event": "knn".*"knn_feature": "head"' "$dir/a/metrics.jsonl")" -eq 3 ] ||
+  { echo "FAIL: expected 3 kNN records of head features (start and 2 epochs)"; grep '"knn"' "$dir/a/metrics.jsonl"; exit 1; }
+for at in backbone head; do
+  "$moco" knn "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" -b 16 --knn-feature $at \
+    | tee "$dir/knn_$at.out"
+  grep -q "^knn_top1 [0-9.]* (.*; $at features, bank 64, queries 32, k 200)" "$dir/knn_$at.out" ||
+    { echo "FAIL: moco knn --knn-feature $at printed no knn_top1 line of $at features"; exit 1; }
+done
+if [ "$device" = cpu ]; then
+  monitor=$(grep '"event": "knn"' "$dir/a/metrics.jsonl" | tail -1 | grep -o '"knn_top1": [0-9.]*' | cut -d' ' -f2)
+  scored=$(cut -d' ' -f2 "$dir/knn_head.out")
+  python3 -c "import sys; sys.exit(abs($monitor - $scored) > 0.005)" ||
+    { echo "FAIL: the monitor's last head score $monitor, moco knn's $scored"; exit 1; }
+  echo "moco knn --knn-feature head on the last checkpoint: $scored, the monitor's last score: $monitor"
+fi
 "$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 --out "$dir/lincls" \
   >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
 grep -q '^lincls_top1 [0-9.]* ' "$dir/lincls.out" || { echo "FAIL: no lincls_top1 line"; cat "$dir/lincls.out"; exit 1; }

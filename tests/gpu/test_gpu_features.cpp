@@ -1,5 +1,5 @@
-// Backbone features on the GPU (GpuFeatures, the kNN monitor's and `moco knn`/`moco lincls`'s extractor)
-// against the CPU Encoder's, the oracle: the same weights and BN running statistics, BN in eval mode. In
+// Backbone and head features on the GPU (GpuFeatures, the kNN monitor's and `moco knn`/`moco lincls`'s
+// extractor) against the CPU Encoder's, the oracle: the same weights and BN running statistics, BN in eval mode. In
 // fp32 on both input forms: 8-bit views (what the evaluation loaders hand it, normalised on the device), for
 // which the CPU gets the images as torchvision's ToTensor + Normalize would make them ((u / 255 - mean) / std
 // in double, written here), and normalised fp32 views.
@@ -16,11 +16,11 @@ using namespace moco;
 
 namespace {
 
-// ResNet-18, small stem, width 8: the encoder of the small-image recipe, narrowed.
+// ResNet-18, small stem, width 8, v2's MLP head: the encoder of the small-image recipe, narrowed.
 MocoConfig small_encoder() {
   MocoConfig c;
   c.encoder.depth = 18, c.encoder.width = 8, c.encoder.small_stem = true;
-  c.encoder.head = Head::Linear, c.encoder.out_dim = 16;
+  c.encoder.head = Head::Mlp, c.encoder.out_dim = 16;
   c.queue_size = 64, c.seed = 5;
   return c;
 }
@@ -64,17 +64,20 @@ TEST(GpuFeatures, MatchTheCpuEncoderOnEightBitAndFloatViews) {
         normalised.data<float>()[(i * 3 + c) * plane + p] = (float)((u / 255.0 - mean[c]) / stdev[c]);
       }
   CpuFeatures cpu(enc);
-  const Tensor want = cpu.features(normalised);  // (N, D)
   std::unique_ptr<FeatureExtractor> gpu = cuda::make_gpu_features(enc, DType::F32);
   EXPECT_EQ(gpu->view_dtype(), DType::U8);
-  const Tensor from_u8 = gpu->features(u8), from_f32 = gpu->features(normalised);
-  ASSERT_EQ(from_u8.shape(), want.shape());
-  ASSERT_EQ(from_f32.shape(), want.shape());
-  EXPECT_LE(relative_max(from_u8, want), 1e-4) << "8-bit views";
-  EXPECT_LE(relative_max(from_f32, want), 1e-4) << "fp32 views";
+  for (FeatureLayer at : {FeatureLayer::Backbone, FeatureLayer::Head}) {
+    const Tensor want = cpu.features(normalised, at);  // (N, D)
+    ASSERT_EQ(want.shape(), (Shape{n, feature_width(enc.config(), at)}));
+    const Tensor from_u8 = gpu->features(u8, at), from_f32 = gpu->features(normalised, at);
+    ASSERT_EQ(from_u8.shape(), want.shape());
+    ASSERT_EQ(from_f32.shape(), want.shape());
+    EXPECT_LE(relative_max(from_u8, want), 1e-4) << "8-bit views, " << feature_layer_name(at);
+    EXPECT_LE(relative_max(from_f32, want), 1e-4) << "fp32 views, " << feature_layer_name(at);
+  }
   // u8 views must be (N, H, W, 3), fp32 ones (N, 3, H, W)
-  EXPECT_THROW(gpu->features(Tensor::empty({n, 3, s, s}, DType::U8)), Error);
-  EXPECT_THROW(gpu->features(Tensor::empty({n, s, s, 3}, DType::F32)), Error);
+  EXPECT_THROW(gpu->features(Tensor::empty({n, 3, s, s}, DType::U8), FeatureLayer::Backbone), Error);
+  EXPECT_THROW(gpu->features(Tensor::empty({n, s, s, 3}, DType::F32), FeatureLayer::Backbone), Error);
   // the device copy is the host encoder's, bit for bit, after use; a change to either side shows
   EXPECT_TRUE(gpu->copy_matches(enc));
   for (std::vector<float>* host : {&enc.params(), &enc.stats()}) {
