@@ -302,6 +302,14 @@ struct Tree {
     // The PNG under a JPEG name (ImageNet has one such file): decoded by its content.
     stbi_write_png((root + "/dog/real_png.JPEG").c_str(), 4, 3, 3, rgb.data(), 4 * 3);
     stbi_write_bmp((root + "/ant/deep/one.bmp").c_str(), 4, 3, 3, rgb.data());
+    // binary PPM and PGM: a text header, then the pixels as they are
+    std::vector<uint8_t> ppm = {'P', '6', '\n', '4', ' ', '3', '\n', '2', '5', '5', '\n'};
+    ppm.insert(ppm.end(), rgb.begin(), rgb.end());
+    write_bytes(root + "/cat/c.ppm", ppm);
+    std::vector<uint8_t> pgm = {'P', '5', ' ', '5', ' ', '2', ' ', '2', '5', '5', '\n', 0, 50, 100, 150, 200, 250, 1, 2, 3, 4};
+    write_bytes(root + "/dog/g.PGM", pgm);
+    // TIFF is listed, as torchvision lists it (so the indices after it agree), and refused when loaded
+    write_bytes(root + "/ant/scan.tif", {'I', 'I', '*', 0, 8, 0, 0, 0});
 
     // Bad files.
     std::vector<uint8_t> big;  // (64, 64, 3) noisy, so the JPEG has a long scan to cut
@@ -330,15 +338,15 @@ TEST(ImageFolderDataset, ClassesFromSortedFoldersAndFilesInTorchvisionOrder) {
   EXPECT_EQ(ds.class_names(), (std::vector<std::string>{"ant", "cat", "dog"}));
   EXPECT_EQ(ds.num_classes(), 3);
   std::vector<std::string> want = {
-      "ant/deep/one.bmp", "cat/a.png", "cat/b.JPG",     "cat/empty.png",      "cat/gray.png",
-      "cat/noise.jpg",    "cat/trunc.jpg", "cat/trunc.png", "dog/real_png.JPEG"};
-  std::vector<int> want_labels = {0, 1, 1, 1, 1, 1, 1, 1, 2};
+      "ant/scan.tif",  "ant/deep/one.bmp", "cat/a.png",     "cat/b.JPG", "cat/c.ppm",        "cat/empty.png",
+      "cat/gray.png",  "cat/noise.jpg",    "cat/trunc.jpg", "cat/trunc.png", "dog/g.PGM", "dog/real_png.JPEG"};
+  std::vector<int> want_labels = {0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2};
   ASSERT_EQ(ds.size(), (int64_t)want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(ds.source((int64_t)i), (fs::path(t.root) / want[i]).string());
     EXPECT_EQ(ds.label((int64_t)i), want_labels[i]) << want[i];
   }
-  EXPECT_THROW(ds.label(9), Error);
+  EXPECT_THROW(ds.label(12), Error);
 }
 
 TEST(ImageFolderDataset, GoodFilesDecodeAndBadOnesSayWhy) {
@@ -359,23 +367,29 @@ TEST(ImageFolderDataset, GoodFilesDecodeAndBadOnesSayWhy) {
   expect_pixels(img, 4, 3, rgb, 0);
   ASSERT_TRUE(ds.load(index_of("ant/deep/one.bmp"), img, &why)) << why;
   expect_pixels(img, 4, 3, rgb, 0);
+  ASSERT_TRUE(ds.load(index_of("cat/c.ppm"), img, &why)) << why;
+  expect_pixels(img, 4, 3, rgb, 0);
   ASSERT_TRUE(ds.load(index_of("cat/b.JPG"), img, &why)) << why;
   expect_pixels(img, 16, 16, smooth_rgb(16, 16), 8);  // lossy, but a smooth picture at quality 100 stays close
 
-  ASSERT_TRUE(ds.load(index_of("cat/gray.png"), img, &why)) << why;
-  ASSERT_EQ(img.w, 5);
-  ASSERT_EQ(img.h, 2);
   const uint8_t grey[10] = {0, 50, 100, 150, 200, 250, 1, 2, 3, 4};
-  for (int y = 0; y < 2; ++y)
-    for (int x = 0; x < 5; ++x)
-      for (int c = 0; c < 3; ++c) EXPECT_EQ(img.at(y, x, c), grey[y * 5 + x]) << y << " " << x << " " << c;
+  for (const char* file : {"cat/gray.png", "dog/g.PGM"}) {
+    ASSERT_TRUE(ds.load(index_of(file), img, &why)) << file << ": " << why;
+    ASSERT_EQ(img.w, 5);
+    ASSERT_EQ(img.h, 2);
+    for (int y = 0; y < 2; ++y)
+      for (int x = 0; x < 5; ++x)
+        for (int c = 0; c < 3; ++c)
+          EXPECT_EQ(img.at(y, x, c), grey[y * 5 + x]) << file << " " << y << " " << x << " " << c;
+  }
 
   struct Bad {
     const char* file;
     const char* reason;
   };
   for (Bad b : {Bad{"cat/trunc.jpg", "truncated JPEG"}, Bad{"cat/noise.jpg", "unknown format (first bytes 12 "},
-                Bad{"cat/empty.png", "empty file"}, Bad{"cat/trunc.png", "PNG"}}) {
+                Bad{"cat/empty.png", "empty file"}, Bad{"cat/trunc.png", "PNG"},
+                Bad{"ant/scan.tif", "TIFF is not supported"}}) {
     why.clear();
     EXPECT_FALSE(ds.load(index_of(b.file), img, &why)) << b.file;
     EXPECT_HAS(why, b.reason);

@@ -1,7 +1,8 @@
 // Decoding one untrusted image file: JPEG with libjpeg-turbo (decode_jpeg.cpp: Pillow's pixels, and faster
 // than stb_image, bench/decode.cpp), PNG and BMP with stb_image (Debian's libstb, 2.27, older than upstream's
-// security fixes). Defences, in order:
-//   - our own magic-number check admits only JPEG, PNG and BMP (stb would otherwise try every format it
+// security fixes), WebP with libwebp (decode_webp.cpp), binary PGM/PPM read here (decode_pnm.cpp): the
+// extensions of torchvision's ImageFolder but TIFF. Defences, in order:
+//   - our own magic-number check admits only those formats (stb would otherwise try every format it
 //     knows, TGA included, which has no magic and accepts random bytes);
 //   - a structural walk of the file: truncation that stb silently pads with grey (JPEG, BMP); JPEG Huffman
 //     tables that 2.27 would overrun or read uninitialised (jpeg_check.cpp); PNG chunks longer than the file,
@@ -26,13 +27,18 @@ namespace moco {
 
 namespace {
 
-enum class Format { Jpeg, Png, Bmp, Unknown };
+enum class Format { Jpeg, Png, Bmp, Webp, Pnm, Tiff, Unknown };
 
 Format sniff(const uint8_t* d, size_t n) {
   static const uint8_t png[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
   if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return Format::Jpeg;
   if (n >= 8 && std::memcmp(d, png, 8) == 0) return Format::Png;
   if (n >= 2 && d[0] == 'B' && d[1] == 'M') return Format::Bmp;
+  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) return Format::Webp;
+  if (n >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7') return Format::Pnm;
+  if (n >= 4 && (std::memcmp(d, "II*\0", 4) == 0 || std::memcmp(d, "MM\0*", 4) == 0 ||
+                 std::memcmp(d, "II+\0", 4) == 0 || std::memcmp(d, "MM\0+", 4) == 0))
+    return Format::Tiff;
   return Format::Unknown;
 }
 
@@ -41,6 +47,9 @@ const char* format_name(Format f) {
     case Format::Jpeg: return "JPEG";
     case Format::Png: return "PNG";
     case Format::Bmp: return "BMP";
+    case Format::Webp: return "WebP";
+    case Format::Pnm: return "PNM";
+    case Format::Tiff: return "TIFF";
     default: return "unknown";
   }
 }
@@ -94,8 +103,13 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
     char head[64];
     std::snprintf(head, sizeof head, "%02X %02X %02X %02X", data[0], n > 1 ? data[1] : 0, n > 2 ? data[2] : 0,
                   n > 3 ? data[3] : 0);
-    return fail_with(why, std::string("unknown format (first bytes ") + head + "), expected JPEG, PNG or BMP");
+    return fail_with(why, std::string("unknown format (first bytes ") + head +
+                              "), expected JPEG, PNG, BMP, WebP, PGM or PPM");
   }
+  if (fmt == Format::Tiff)  // recognised, so that the reason is plain; not decoded (see README, Data)
+    return fail_with(why, "TIFF is not supported; convert it to PNG (lossless) or JPEG");
+  if (fmt == Format::Webp) return detail::decode_webp(data, n, out, why, limits);
+  if (fmt == Format::Pnm) return detail::decode_pnm(data, n, out, why, limits);
   const char* fname = format_name(fmt);
 
   // Structure first: even stbi_info_from_memory builds the JPEG Huffman tables that precede the frame header.

@@ -16,4 +16,10 @@ bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, co
 bool decode_with_stb(const uint8_t* data, size_t n, const char* format_name, Image& out, std::string* why,
                      const DecodeLimits& limits);
 
+// Binary PGM / PPM with maxval 255, read here (decode_pnm.cpp).
+bool decode_pnm(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
+
+// libwebp, still images (decode_webp.cpp).
+bool decode_webp(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
+
 }  // namespace moco::detail

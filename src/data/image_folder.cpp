@@ -23,7 +23,12 @@ const char* kLayout = "expected torchvision's ImageFolder layout root/<class>/<i
 bool has_image_extension(const fs::path& p) {
   std::string ext = p.extension().string();
   for (char& c : ext) c = (char)std::tolower((unsigned char)c);
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+  // torchvision's IMG_EXTENSIONS, so that the files, their order and so the sample indices are the same as a
+  // PyTorch run's over the same tree. TIFF files are listed too and then skipped and counted when loaded, each
+  // with the reason: dropping them from the list would shift every index after them.
+  for (const char* e : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+    if (ext == e) return true;
+  return false;
 }
 
 // The images below one class folder, as (folder relative to root, file name), in torchvision's order.
@@ -96,7 +101,7 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const DecodeLimi
     auto images = list_images(root, class_dir);
     if (images.empty())
       fail("ImageFolder class folder ", class_dir.string(), " holds no images; expected files ending in .jpg, "
-           ".jpeg, .png or .bmp (any case)");
+           ".jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff or .webp (any case)");
     for (auto& [dir, file] : images) {
       files_.push_back((fs::path(dir) / file).string());
       labels_.push_back((int32_t)c);

@@ -1,0 +1,191 @@
+// WebP and binary PGM/PPM decoding (src/data/decode_webp.cpp, decode_pnm.cpp), against Pillow and against
+// hostile files.
+//
+// Against Pillow: each fixture (tools/pil_format_fixtures.py) is a file saved by Pillow 13 beside the RGB bytes
+// PIL.Image.open(f).convert("RGB") returned for it, what torchvision's ImageFolder feeds its transforms.
+// decode_image must return those bytes exactly: lossy WebP (its chroma upsampling included), lossless, with
+// alpha (dropped, not blended), grey, and PGM/PPM.
+#include <gtest/gtest.h>
+#include <webp/encode.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "moco/data.h"
+
+#define EXPECT_REASON(why, text) EXPECT_NE((why).find(text), std::string::npos) << "reason: " << (why)
+
+namespace moco {
+namespace {
+
+std::vector<uint8_t> fixture_bytes(const std::string& name) {
+  std::ifstream f(std::string(MOCO_FIXTURE_DIR) + "/pil_formats/" + name, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "missing fixture pil_formats/" << name << "; run tools/pil_format_fixtures.py";
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+class FormatsVsPil : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(FormatsVsPil, SameBytesAsPillow) {
+  const std::string file = GetParam();
+  const std::vector<uint8_t> bytes = fixture_bytes(file);
+  const std::vector<uint8_t> want = fixture_bytes(file.substr(0, file.rfind('.')) + ".rgb");  // (H, W, 3)
+  Image img;
+  std::string why;
+  ASSERT_TRUE(decode_image(bytes.data(), bytes.size(), img, &why)) << why;
+  EXPECT_EQ(img.w, 37);
+  EXPECT_EQ(img.h, 23);
+  ASSERT_EQ(img.pixels.size(), want.size());
+  size_t differ = 0, first = want.size();
+  for (size_t k = 0; k < want.size(); ++k)
+    if (img.pixels[k] != want[k]) {
+      ++differ;
+      if (first == want.size()) first = k;
+    }
+  EXPECT_EQ(differ, 0u) << "first at byte " << first << ": " << (int)img.pixels[first] << ", Pillow "
+                        << (int)want[first];
+}
+
+INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
+                         ::testing::Values("ppm_p6.ppm", "pgm_p5.pgm", "webp_lossy_q80.webp",
+                                           "webp_lossy_alpha_q70.webp", "webp_lossless.webp",
+                                           "webp_lossless_alpha.webp", "webp_lossy_grey_q90.webp"));
+
+std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
+  std::vector<uint8_t> p((size_t)w * h * 3);
+  for (size_t k = 0; k < p.size(); ++k) p[k] = (uint8_t)(k * 29 + k / 7);
+  return p;
+}
+
+std::vector<uint8_t> lossless_webp(const std::vector<uint8_t>& rgb, int w, int h) {
+  uint8_t* out = nullptr;
+  const size_t n = WebPEncodeLosslessRGB(rgb.data(), w, h, w * 3, &out);
+  std::vector<uint8_t> bytes(out, out + n);
+  WebPFree(out);
+  return bytes;
+}
+
+// Lossless WebP gives back exactly what was encoded: an oracle of its own, independent of Pillow.
+TEST(DecodeWebp, LosslessRoundTripIsExact) {
+  const int w = 13, h = 7;
+  const std::vector<uint8_t> rgb = pattern(w, h);
+  const std::vector<uint8_t> webp = lossless_webp(rgb, w, h);
+  ASSERT_FALSE(webp.empty());
+  Image img;
+  std::string why;
+  ASSERT_TRUE(decode_image(webp.data(), webp.size(), img, &why)) << why;
+  EXPECT_EQ(img.w, w);
+  EXPECT_EQ(img.h, h);
+  EXPECT_EQ(img.pixels, rgb);
+}
+
+TEST(DecodeWebp, HostileFilesAreRefusedWithTheReason) {
+  const int w = 40, h = 30;
+  const std::vector<uint8_t> webp = lossless_webp(pattern(w, h), w, h);
+  Image img;
+  std::string why;
+  // cut at several places: the header, the middle of the bitstream, its last byte
+  for (size_t keep : {(size_t)10, (size_t)20, webp.size() / 2, webp.size() - 1}) {
+    why.clear();
+    EXPECT_FALSE(decode_image(webp.data(), keep, img, &why)) << keep << " bytes";
+    EXPECT_REASON(why, "WebP");
+  }
+  // the dimensions are checked before anything is decoded
+  DecodeLimits small;
+  small.max_side = 32;
+  why.clear();
+  EXPECT_FALSE(decode_image(webp.data(), webp.size(), img, &why, small));
+  EXPECT_REASON(why, "WebP of 40 x 30 pixels, expected each side in 1..32");
+  small = {};
+  small.max_pixels = 1000;
+  why.clear();
+  EXPECT_FALSE(decode_image(webp.data(), webp.size(), img, &why, small));
+  EXPECT_REASON(why, "at most 1000 pixels");
+  // flipped bits in the entropy-coded data: refused, or decoded within bounds, never a crash
+  std::vector<uint8_t> flipped = webp;
+  for (size_t k = 30; k < flipped.size(); k += 7) flipped[k] ^= 0x5A;
+  why.clear();
+  if (!decode_image(flipped.data(), flipped.size(), img, &why)) {
+    EXPECT_FALSE(why.empty());
+  } else {
+    EXPECT_EQ(img.pixels.size(), (size_t)img.w * img.h * 3);
+  }
+}
+
+TEST(DecodeWebp, AnimationIsRefused) {
+  const std::vector<uint8_t> anim = fixture_bytes("webp_animated.webp");
+  Image img;
+  std::string why;
+  EXPECT_FALSE(decode_image(anim.data(), anim.size(), img, &why));
+  EXPECT_REASON(why, "animated WebP is not supported");
+}
+
+std::vector<uint8_t> bytes_of(const std::string& header, std::vector<uint8_t> raster) {
+  std::vector<uint8_t> b(header.begin(), header.end());
+  b.insert(b.end(), raster.begin(), raster.end());
+  return b;
+}
+
+TEST(DecodePnm, HeaderCommentsAndWhitespaceAsPillowReadsThem) {
+  // comments end at the line's end; any whitespace separates the fields; one byte of it ends the header,
+  // so a raster that starts with a whitespace value (10, '\n') is read as a pixel
+  const std::vector<uint8_t> px = {10, 32, 35, 1, 2, 3};  // (1, 2, 3)
+  Image img;
+  std::string why;
+  const std::vector<uint8_t> ppm = bytes_of("P6 # a comment\n#another\r\n 2\t1\n# maxval next\n255\n", px);
+  ASSERT_TRUE(decode_image(ppm.data(), ppm.size(), img, &why)) << why;
+  EXPECT_EQ(img.w, 2);
+  EXPECT_EQ(img.h, 1);
+  EXPECT_EQ(img.pixels, px);
+  // bytes after the raster are ignored, as Pillow ignores them
+  std::vector<uint8_t> longer = ppm;
+  longer.push_back(7);
+  ASSERT_TRUE(decode_image(longer.data(), longer.size(), img, &why)) << why;
+  EXPECT_EQ(img.pixels, px);
+}
+
+TEST(DecodePnm, HostileAndUnsupportedFilesAreRefusedWithTheReason) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    const char* reason;
+  };
+  const std::vector<uint8_t> six = {1, 2, 3, 4, 5, 6};
+  DecodeLimits limits;
+  limits.max_side = 100;
+  for (const Case& c : {
+           Case{bytes_of("P6\n2 1\n255\n", {1, 2, 3, 4, 5}), "truncated PPM: 5 bytes of pixels, expected 6"},
+           Case{bytes_of("P5\n2 2\n255\n", {1, 2, 3}), "truncated PGM: 3 bytes of pixels, expected 4"},
+           Case{bytes_of("P6\n2 1\n15\n", six), "PPM with maxval 15: expected 255"},
+           Case{bytes_of("P5\n2 1\n65535\n", six), "PGM with maxval 65535: expected 255"},
+           Case{bytes_of("P3\n1 1\n255\n1 2 3\n", {}), "plain-text (ASCII) PNM is not supported"},
+           Case{bytes_of("P4\n8 1\n", {0xFF}), "PBM bitmap is not supported"},
+           Case{bytes_of("P7\nWIDTH 1\n", {}), "PAM is not supported"},
+           Case{bytes_of("P6\n2 x\n255\n", six), "corrupt or truncated P6 header"},
+           Case{bytes_of("P6\n2 1\n255", {}), "corrupt or truncated P6 header"},
+           Case{bytes_of("P6\n2 1 255\n", {}), "truncated PPM: 0 bytes of pixels, expected 6"},
+           Case{bytes_of("P6\n0 1\n255\n", six), "PPM of 0 x 1 pixels"},
+           Case{bytes_of("P6\n101 1\n255\n", six), "PPM of 101 x 1 pixels, expected each side in 1..100"},
+           Case{bytes_of("P6\n99999999999999999999 1\n255\n", six), "corrupt or truncated P6 header"},
+       }) {
+    Image img;
+    std::string why;
+    EXPECT_FALSE(decode_image(c.bytes.data(), c.bytes.size(), img, &why, limits))
+        << std::string(c.bytes.begin(), c.bytes.end());
+    EXPECT_REASON(why, c.reason);
+  }
+}
+
+TEST(DecodeImage, TiffIsRecognisedAndRefusedWithWhatToDo) {
+  for (std::vector<uint8_t> tiff : {std::vector<uint8_t>{'I', 'I', '*', 0, 8, 0, 0, 0},
+                                    std::vector<uint8_t>{'M', 'M', 0, '*', 0, 0, 0, 8}}) {
+    Image img;
+    std::string why;
+    EXPECT_FALSE(decode_image(tiff.data(), tiff.size(), img, &why));
+    EXPECT_REASON(why, "TIFF is not supported; convert it to PNG");
+  }
+}
+
+}  // namespace
+}  // namespace moco
