@@ -1,5 +1,8 @@
 #include "gpu_linear_probe.h"
 
+#include <algorithm>
+#include <array>
+
 #include "blas_handle.h"
 #include "check.h"
 #include "device_buffer.h"
@@ -42,16 +45,17 @@ class GpuLinearProbe final : public LinearProbe {
     kernels::bias_backward<float>(n, classes_, logits_.get(), grad_.get() + classes_ * d_, stream_);
     kernels::sgd_momentum_step((int64_t)fc_.size(), lr, sgd_.momentum, sgd_.weight_decay, w, grad_.get(),
                                momentum_.get(), stream_);
-    return read_back<float>(loss_.get());
+    return read_back<float, 1>(loss_.get())[0];
   }
 
   TopHits count_correct(const Tensor& features, const std::vector<int>& labels) override {
     const int64_t n = forward(features, labels);
     kernels::softmax_xent(n, classes_, logits_.get(), labels_.get(), nullptr, loss_.get(), hits_.get(),
                           xent_ws_.get(), stream_);
+    const std::array<int64_t, 2> hits = read_back<int64_t, 2>(hits_.get());  // top-1, top-5: one copy, one wait
     TopHits h;
-    h.top1 = read_back<int64_t>(hits_.get());
-    h.top5 = read_back<int64_t>(hits_.get() + 1);
+    h.top1 = hits[0];
+    h.top5 = hits[1];
     return h;
   }
 
@@ -98,13 +102,16 @@ class GpuLinearProbe final : public LinearProbe {
     return n;
   }
 
-  template <class T>
-  T read_back(const T* device_scalar) {
-    T* host = static_cast<T*>(result_host_.reserve(sizeof(T)));
-    MOCO_CUDA_CHECK(cudaMemcpyAsync(host, device_scalar, sizeof(T), cudaMemcpyDeviceToHost, stream_));
+  // N consecutive device values, copied in one transfer after everything queued before them.
+  template <class T, size_t N>
+  std::array<T, N> read_back(const T* device_values) {
+    T* host = static_cast<T*>(result_host_.reserve(N * sizeof(T)));  // (N)
+    MOCO_CUDA_CHECK(cudaMemcpyAsync(host, device_values, N * sizeof(T), cudaMemcpyDeviceToHost, stream_));
     // Also the point after which the caller may reuse the batch's host memory: the uploads came before.
     MOCO_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return *host;
+    std::array<T, N> out;
+    std::copy(host, host + N, out.begin());
+    return out;
   }
 
   int64_t d_, classes_;
