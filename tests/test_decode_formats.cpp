@@ -8,12 +8,11 @@
 #include <gtest/gtest.h>
 #include <webp/encode.h>
 
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "moco/data.h"
+#include "pillow_fixture.h"
 
 #define EXPECT_REASON(why, text) EXPECT_NE((why).find(text), std::string::npos) << "reason: " << (why)
 
@@ -21,9 +20,7 @@ namespace moco {
 namespace {
 
 std::vector<uint8_t> fixture_bytes(const std::string& name) {
-  std::ifstream f(std::string(MOCO_FIXTURE_DIR) + "/pil_formats/" + name, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "missing fixture pil_formats/" << name << "; run tools/pil_format_fixtures.py";
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  return test::pillow_fixture("pil_formats", name, "tools/pil_format_fixtures.py");
 }
 
 class FormatsVsPil : public ::testing::TestWithParam<const char*> {};
@@ -37,15 +34,7 @@ TEST_P(FormatsVsPil, SameBytesAsPillow) {
   ASSERT_TRUE(decode_image(bytes.data(), bytes.size(), img, &why)) << why;
   EXPECT_EQ(img.w, 37);
   EXPECT_EQ(img.h, 23);
-  ASSERT_EQ(img.pixels.size(), want.size());
-  size_t differ = 0, first = want.size();
-  for (size_t k = 0; k < want.size(); ++k)
-    if (img.pixels[k] != want[k]) {
-      ++differ;
-      if (first == want.size()) first = k;
-    }
-  EXPECT_EQ(differ, 0u) << "first at byte " << first << ": " << (int)img.pixels[first] << ", Pillow "
-                        << (int)want[first];
+  test::expect_pillow_bytes(img, want);
 }
 
 INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,

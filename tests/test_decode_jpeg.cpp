@@ -6,21 +6,18 @@
 // Adobe CMYK (with and without black ink).
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "moco/data.h"
+#include "pillow_fixture.h"
 #include "synthetic_jpeg.h"  // bench/
 
 namespace moco {
 namespace {
 
 std::vector<uint8_t> fixture_bytes(const std::string& name) {
-  std::ifstream f(std::string(MOCO_FIXTURE_DIR) + "/pil_decode/" + name, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "missing fixture pil_decode/" << name << "; run tools/pil_decode_fixtures.py";
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  return test::pillow_fixture("pil_decode", name, "tools/pil_decode_fixtures.py");
 }
 
 class DecodeVsPil : public ::testing::TestWithParam<const char*> {};
@@ -32,15 +29,7 @@ TEST_P(DecodeVsPil, SameBytesAsPillow) {
   Image img;
   std::string why;
   ASSERT_TRUE(decode_image(jpg.data(), jpg.size(), img, &why)) << why;
-  ASSERT_EQ(img.pixels.size(), want.size()) << img.w << " x " << img.h;
-  size_t differ = 0, first = want.size();
-  for (size_t k = 0; k < want.size(); ++k)
-    if (img.pixels[k] != want[k]) {
-      ++differ;
-      if (first == want.size()) first = k;
-    }
-  EXPECT_EQ(differ, 0u) << "first at byte " << first << ": " << (int)img.pixels[first] << ", Pillow "
-                        << (int)want[first];
+  test::expect_pillow_bytes(img, want);
 }
 
 INSTANTIATE_TEST_SUITE_P(PillowFixtures, DecodeVsPil,

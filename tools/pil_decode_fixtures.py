@@ -28,6 +28,16 @@ def write_rgb(folder, name, pil):
     np.asarray(pil, dtype=np.uint8).tofile(os.path.join(folder, name + ".rgb"))
 
 
+def save_beside_rgb(path, img, fmt, **opts):
+    """Saves `img` with Pillow as `fmt`, then writes what torchvision's loader gets back from that file,
+    PIL.Image.open(path).convert("RGB"), beside it as raw (H, W, 3) bytes with the extension .rgb; returns them."""
+    img.save(path, fmt, **opts)
+    with Image.open(path) as f:
+        pixels = np.asarray(f.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+    pixels.tofile(os.path.splitext(path)[0] + ".rgb")
+    return pixels
+
+
 def write_cases(folder, lines):
     """<folder>/cases.txt, one line per case."""
     with open(os.path.join(folder, "cases.txt"), "w") as f:
@@ -69,10 +79,7 @@ def main():
     }
     for name, (img, opts) in variants.items():
         path = os.path.join(args.out, name + ".jpg")
-        img.save(path, "JPEG", **opts)
-        with Image.open(path) as f:
-            pixels = np.asarray(f.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-        pixels.tofile(os.path.join(args.out, name + ".rgb"))
+        pixels = save_beside_rgb(path, img, "JPEG", **opts)
         print(f"{name}: {pixels.shape[1]}x{pixels.shape[0]}, {os.path.getsize(path)} bytes")
     print("Pillow", Image.__version__, "libjpeg-turbo", features.version("libjpeg_turbo"))
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the decode fixtures of the formats other than JPEG that torchvision's ImageFolder takes: binary PGM and
-PPM, and WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused). Each file is saved by Pillow beside the RGB pixels
-torchvision's loader gets from it, PIL.Image.open(f).convert("RGB"), as raw (H, W, 3) bytes.
-tests/test_decode_formats.cpp decodes each file and must match the .rgb exactly. Sizes are odd, so lossy WebP's
-2x2 chroma blocks and its upsampling meet the edges.
+"""Writes the decode fixtures of the formats other than JPEG that torchvision's ImageFolder takes: binary PGM
+and PPM, and WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused). Each
+file is saved by Pillow beside the RGB pixels torchvision's loader gets from it, PIL.Image.open(f).convert("RGB"),
+as raw (H, W, 3) bytes. tests/test_decode_formats.cpp decodes each file and must match the .rgb exactly. Sizes
+are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
 
     python3 tools/pil_format_fixtures.py [--out tests/fixtures/pil_formats]
 """
@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image, features
 
-from pil_decode_fixtures import picture
+from pil_decode_fixtures import picture, save_beside_rgb
 
 
 def with_alpha(rgb, seed):
@@ -45,10 +45,7 @@ def main():
     }
     for name, (img, fmt, opts) in cases.items():
         path = os.path.join(args.out, name)
-        img.save(path, fmt, **opts)
-        with Image.open(path) as f:
-            pixels = np.asarray(f.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-        pixels.tofile(os.path.splitext(path)[0] + ".rgb")
+        pixels = save_beside_rgb(path, img, fmt, **opts)
         print(f"{name}: {pixels.shape[1]}x{pixels.shape[0]}, {os.path.getsize(path)} bytes")
     # two frames: refused (the decoder takes still images); no .rgb
     frames = [rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
