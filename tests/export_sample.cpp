@@ -6,19 +6,55 @@
 //   <out>/resnet<depth>_cls.safetensors     that backbone with a 10-class fc as a linear probe keeps it
 //   <out>/resnet<depth>_cls_io.safetensors  "input" and "outputs" (N, 10): features . W^T + b, by plain loops
 // usage: moco_export_sample <out_dir> [depth=50] [seed=1]
+//
+// The other direction: `moco_export_sample --check-pretrained FILE IO TOL` loads FILE as `--pretrained` does
+// (moco/pretrained.h: the network inferred from the tensors) and computes its eval-mode backbone output for
+// IO's "input"; exit 0 when every value is within TOL (relative to the largest) of IO's "features", which
+// PyTorch computed (tests/tools_export.sh, mode authors).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "moco/export.h"
+#include "moco/features.h"
+#include "moco/pretrained.h"
 #include "moco/rng.h"
 #include "moco/safetensors.h"
 
 using namespace moco;
 
+static int check_pretrained(const std::string& path, const std::string& io, double tol) {
+  int head = 0;
+  std::unique_ptr<Encoder> backbone = load_pretrained_backbone(path, &head);
+  const SafeTensorsFile ref = read_safetensors(io);
+  const SafeTensor* in = ref.find("input");
+  const SafeTensor* want = ref.find("features");
+  MOCO_CHECK(in && want && in->dtype == "F32" && want->dtype == "F32", io, ": expected F32 'input' and 'features'");
+  Tensor x = Tensor::empty(in->shape, DType::F32);  // (N, 3, H, W)
+  std::memcpy(x.raw(), in->bytes.data(), in->bytes.size());
+  CpuFeatures fx(*backbone);
+  const Tensor got = fx.features(x, FeatureLayer::Backbone);  // (N, D)
+  MOCO_CHECK(got.shape() == want->shape, "features ", shape_str(got.shape()), ", PyTorch's ", shape_str(want->shape));
+  const float* w = reinterpret_cast<const float*>(want->bytes.data());
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    diff = std::max(diff, (double)std::fabs(got.data<float>()[i] - w[i]));
+    scale = std::max(scale, (double)std::fabs(w[i]));
+  }
+  std::printf("%s as --pretrained: %s (%d fc.* tensors left aside); features %s, max |moco - torch| = %.3g of "
+              "max |torch| = %.3g (relative %.3g, tolerance %g)\n", path.c_str(), backbone->config().describe().c_str(),
+              head, shape_str(got.shape()).c_str(), diff, scale, diff / scale, tol);
+  return diff <= tol * scale ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   try {
+    if (argc == 5 && std::string(argv[1]) == "--check-pretrained")
+      return check_pretrained(argv[2], argv[3], std::atof(argv[4]));
     MOCO_CHECK(argc >= 2, "usage: moco_export_sample <out_dir> [depth=50] [seed=1]");
     const std::string out = argv[1];
     const int depth = argc > 2 ? std::atoi(argv[2]) : 50;

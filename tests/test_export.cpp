@@ -2,9 +2,14 @@
 // round trip, and import errors that name the key and both shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <tuple>
 
 #include "moco/export.h"
+#include "moco/pretrained.h"
 #include "moco/rng.h"
 #include "moco/safetensors.h"
 #include "temp_dir.h"
@@ -250,4 +255,106 @@ TEST(Export, ClassifierIsTheBackboneWithTheProbeAsItsFc) {
     EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << e.name;
   }
   EXPECT_THROW(export_classifier(trained, std::vector<float>(7), dir.file("bad.safetensors")), Error);
+}
+
+// --pretrained (moco/pretrained.h): the network is inferred from the tensors alone, every backbone tensor is
+// loaded bit for bit, and a head is left aside. Every torchvision depth, both stems, narrow widths.
+TEST(Pretrained, BackboneOfEveryDepthIsInferredAndLoadedBitForBit) {
+  TempDir dir;
+  for (const auto& [depth, small_stem, width] :
+       {std::tuple{18, true, 4}, {34, false, 4}, {50, true, 2}, {101, false, 2}, {152, false, 2}}) {
+    ResNetConfig cfg = tiny_resnet18(Head::Mlp, width);
+    cfg.depth = depth;
+    cfg.small_stem = small_stem;
+    Encoder trained(cfg, false);
+    fill_distinct(trained, (uint64_t)depth);
+    const std::string path = dir.file("r" + std::to_string(depth) + ".safetensors");
+    export_encoder(trained, path, /*include_head=*/true);
+
+    int head = -1;
+    const std::unique_ptr<Encoder> got = load_pretrained_backbone(path, &head);
+    const ResNetConfig& c = got->config();
+    EXPECT_EQ(c.depth, depth);
+    EXPECT_EQ(c.small_stem, small_stem) << depth;
+    EXPECT_EQ(c.width, width) << depth;
+    EXPECT_EQ(c.in_channels, 3) << depth;
+    EXPECT_EQ(c.head, Head::None) << depth;
+    EXPECT_EQ(head, 4) << "fc.0.weight, fc.0.bias, fc.2.weight, fc.2.bias left aside";
+    EXPECT_TRUE(got->grads().empty()) << "evaluated only: no gradient buffer";
+    for (const RegistryEntry& e : got->registry().entries()) {
+      Tensor x = got->tensor(e.name), y = trained.tensor(e.name);
+      ASSERT_EQ(x.nbytes(), y.nbytes()) << e.name;
+      EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << depth << ": " << e.name;
+    }
+  }
+}
+
+namespace {
+
+// The tensors of `from`, changed by `edit` (which may rename, drop or add), written to `to`.
+void rewrite(const std::string& from, const std::string& to,
+             const std::function<void(std::vector<SafeTensor>&)>& edit) {
+  SafeTensorsFile f = read_safetensors(from);
+  edit(f.tensors);
+  std::vector<SafeTensorView> views;
+  for (const SafeTensor& t : f.tensors) views.push_back({t.name, t.dtype, t.shape, t.bytes.data()});
+  write_safetensors(to, views);
+}
+
+std::string pretrained_error(const std::string& path) {
+  try {
+    load_pretrained_backbone(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+}  // namespace
+
+TEST(Pretrained, FilesThatAreNotABackboneSayWhatIsWrong) {
+  TempDir dir;
+  ResNetConfig cfg = tiny_resnet18(Head::None);
+  cfg.depth = 50;
+  Encoder enc(cfg, false);
+  fill_distinct(enc, 7);
+  const std::string good = dir.file("good.safetensors"), bad = dir.file("bad.safetensors");
+  export_encoder(enc, good, false);
+  struct Case {
+    std::function<void(std::vector<SafeTensor>&)> edit;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {[](std::vector<SafeTensor>& ts) {  // the authors' checkpoint names, unconverted
+         for (SafeTensor& t : ts) t.name = "module.encoder_q." + t.name;
+       },
+       "tools/convert_moco_checkpoint.py"},
+      {[](std::vector<SafeTensor>& ts) { ts.erase(ts.begin()); }, "has no conv1.weight"},
+      {[](std::vector<SafeTensor>& ts) {  // a 5x5 stem: neither torchvision's 7x7 nor the small 3x3
+         ts[0].shape = {ts[0].shape[0], 3, 5, 5};
+         ts[0].bytes.resize((size_t)shape_numel(ts[0].shape) * 4);
+       },
+       "conv1.weight has shape"},
+      {[](std::vector<SafeTensor>& ts) {  // layer3 cut to 5 blocks: 3 4 5 3 is no torchvision ResNet
+         ts.erase(std::remove_if(ts.begin(), ts.end(), [](const SafeTensor& t) { return t.name.rfind("layer3.5.", 0) == 0; }),
+                  ts.end());
+       },
+       "bottleneck blocks per stage 3, 4, 5, 3 are none of torchvision's ResNets"},
+      {[](std::vector<SafeTensor>& ts) {
+         ts.erase(std::find_if(ts.begin(), ts.end(), [](const SafeTensor& t) { return t.name == "layer2.1.bn2.running_var"; }));
+       },
+       "lacks 1 tensors of resnet50-small-stem-w4, the first layer2.1.bn2.running_var"},
+      {[](std::vector<SafeTensor>& ts) { ts.push_back(ts.back()), ts.back().name = "layer5.0.conv1.weight"; },
+       "holds 1 tensors that resnet50-small-stem-w4 does not have, the first layer5.0.conv1.weight"},
+      {[](std::vector<SafeTensor>& ts) {
+         for (SafeTensor& t : ts)
+           if (t.name == "layer4.2.conv3.weight") t.shape[0] /= 2, t.bytes.resize(t.bytes.size() / 2);
+       },
+       "'layer4.2.conv3.weight' has shape"},
+  };
+  for (const Case& c : cases) {
+    rewrite(good, bad, c.edit);
+    const std::string why = pretrained_error(bad);
+    EXPECT_NE(why.find(c.says), std::string::npos) << "wanted: " << c.says << "\ngot: " << why;
+  }
 }

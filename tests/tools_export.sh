@@ -3,6 +3,9 @@
 #   tools_export.sh <moco_export_sample> <source dir> detectron2   -> convert_detectron2.py, keys checked (numpy)
 #   tools_export.sh <moco_export_sample> <source dir> torchvision  -> check_export.py --io (torch, torchvision), on
 #                                                                   the backbone and on a classifier
+#   tools_export.sh <moco_export_sample> <source dir> authors      -> an authors'-style MoCo v2 checkpoint written by
+#                                                                   torch, convert_moco_checkpoint.py, then loaded as
+#                                                                   --pretrained: features against torchvision's
 # Exits 77 (ctest: skipped) when the Python packages a mode needs are not installed.
 set -euo pipefail
 sample=$1 src=$2 mode=$3
@@ -42,5 +45,38 @@ PY
     python3 "$src/tools/check_export.py" "$dir/resnet18_cls.safetensors" --io "$dir/resnet18_cls_io.safetensors" \
       --tol 1e-5
     ;;
-  *) echo "unknown mode '$mode'; expected detectron2 or torchvision"; exit 2 ;;
+  authors)
+    python3 -c 'import torch, torchvision, safetensors' 2>/dev/null || { echo "torch/torchvision/safetensors not installed: skipped"; exit 77; }
+    # ResNet-18 with the v2 MLP head as main_moco.py builds it, BN statistics and affine away from their
+    # initial values, saved as main_moco.py saves (module.encoder_q.* and _k.*, queue, optimizer), with the
+    # eval-mode backbone features of a random input
+    python3 - "$dir" <<'PY'
+import sys, torch, torchvision
+from safetensors.torch import save_file
+torch.manual_seed(0)
+out = sys.argv[1]
+q = torchvision.models.resnet18(num_classes=128)
+q.fc = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), q.fc)
+with torch.no_grad():
+    for m in q.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2); m.running_var.uniform_(0.5, 1.5)
+            m.weight.uniform_(0.5, 1.5); m.bias.uniform_(-0.2, 0.2); m.num_batches_tracked.fill_(123)
+state = {"module.encoder_q." + k: v for k, v in q.state_dict().items()}
+state.update({"module.encoder_k." + k: v.clone() for k, v in q.state_dict().items()})
+state["module.queue"] = torch.randn(128, 4096)
+state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+opt = torch.optim.SGD(q.parameters(), lr=0.03, momentum=0.9)
+torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": opt.state_dict()}, out + "/ckpt.pth.tar")
+q.fc = torch.nn.Identity()
+q.eval()
+x = torch.randn(2, 3, 64, 64)
+with torch.no_grad():
+    f = q(x)
+save_file({"input": x, "features": f}, out + "/io.safetensors")
+PY
+    python3 "$src/tools/convert_moco_checkpoint.py" "$dir/ckpt.pth.tar" "$dir/r18.safetensors"
+    "$sample" --check-pretrained "$dir/r18.safetensors" "$dir/io.safetensors" 1e-5
+    ;;
+  *) echo "unknown mode '$mode'; expected detectron2, torchvision or authors"; exit 2 ;;
 esac

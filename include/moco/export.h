@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moco/resnet.h"
+#include "moco/safetensors.h"
 
 namespace moco {
 
@@ -35,5 +36,7 @@ struct ImportReport {
 // fresh fc: missing = {fc.weight, fc.bias}). Everything is checked before anything is copied, so a failed
 // import leaves the encoder as it was.
 ImportReport import_encoder(Encoder& enc, const std::string& path, bool strict);
+// The same from a file already read; `path` names it in errors.
+ImportReport import_encoder(Encoder& enc, const SafeTensorsFile& file, const std::string& path, bool strict);
 
 }  // namespace moco

@@ -1,4 +1,5 @@
-// `moco lincls [DATA] --checkpoint PATH`: the linear probe of SPEC 5 on a checkpoint's query backbone. It keeps
+// `moco lincls [DATA] --checkpoint PATH`: the linear probe of SPEC 5 on a checkpoint's query backbone (or with
+// --pretrained FILE.safetensors on a backbone from elsewhere, moco/pretrained.h). It keeps
 // its own checkpoint and a metrics.jsonl in --out, stops at a signal with a checkpoint of that step, and
 // --resume continues it bit for bit.
 #include <cstdio>
@@ -15,7 +16,8 @@
 namespace moco {
 
 int cmd_lincls(int argc, char** argv) {
-  Args a("moco lincls", "Linear classification on the frozen backbone of a training checkpoint (SPEC 5 protocol).");
+  Args a("moco lincls", "Linear classification on the frozen backbone of a training checkpoint or of pretrained "
+         "weights (SPEC 5 protocol).");
   declare_eval_options(a, "probed", "images per step");
   a.option("--epochs", "100", "epochs");
   a.option("--lr", "30", "base learning rate");
@@ -44,11 +46,11 @@ int cmd_lincls(int argc, char** argv) {
   o.batch_size = t.batch_size;
   o.workers = t.workers;
   o.image_size = t.image_size;
-  o.seed = t.model->seed();
+  o.seed = t.seed;
   o.train_limit = a.integer("--train-limit", 0, INT64_MAX);
   o.test_limit = a.integer("--test-limit", 0, INT64_MAX);
   o.eval_every = (int)a.integer("--eval-every", 0, 1 << 20);
-  o.config = lincls_config(t.model->query_encoder(), t.data.empty() ? "fashion-mnist" : t.data, o);
+  o.config = lincls_config(*t.backbone, t.data.empty() ? "fashion-mnist" : t.data, o);
   o.config["random_init"] = t.random_init ? "1" : "0";
   // where the features are made: another device or precision gives other bits, so a resume must keep them
   o.config["features"] = t.features->describe() == "cpu" ? "cpu" : "cuda " + a.str("--precision");
@@ -60,7 +62,7 @@ int cmd_lincls(int argc, char** argv) {
   MetricsLog log(out + "/metrics.jsonl", from ? from->steps_done : -1);
   if (!from) {
     JsonRecord config;
-    config.add("event", "config").add("checkpoint", t.checkpoint);
+    config.add("event", "config").add(t.source_key(), t.source);
     for (const auto& [key, value] : o.config) config.add(key, value);
     log.write(config);
   } else {
@@ -68,7 +70,7 @@ int cmd_lincls(int argc, char** argv) {
                  (long long)from->epoch + 1, (long long)from->step_in_epoch);
   }
 
-  LinclsResult r = run_lincls(t.model->query_encoder(), *t.train, *t.test, o, [&](const LinclsEpoch& e) {
+  LinclsResult r = run_lincls(*t.backbone, *t.train, *t.test, o, [&](const LinclsEpoch& e) {
     JsonRecord line;
     line.add("step", e.steps_done).add("epoch", e.epoch).add("lr", e.lr).add("loss", e.loss);
     if (e.scored) {
@@ -86,7 +88,7 @@ int cmd_lincls(int argc, char** argv) {
                  o.checkpoint.c_str(), o.checkpoint.c_str());
     return 128 + stop.signal();
   }
-  std::printf("lincls_top1 %.2f (%s, %s; backbone unchanged: checked)\n", r.top1, t.label(), t.checkpoint.c_str());
+  std::printf("lincls_top1 %.2f (%s, %s; backbone unchanged: checked)\n", r.top1, t.label(), t.source.c_str());
   std::printf("lincls_top5 %.2f  best_top1 %.2f at epoch %d\n", r.top5, r.best_top1, r.best_epoch + 1);
   return 0;
 }

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "moco/pretrained.h"
+
 #ifdef MOCO_HAVE_CUDA
 #include "../cuda/gpu_features.h"
 #include "moco/cuda_runtime.h"
@@ -11,9 +13,12 @@ namespace moco {
 
 void declare_eval_options(Args& a, const char* what_is_evaluated, const char* batch_help) {
   a.positional("DATA", "ImageFolder root with train/ and val/; omitted: the checkpoint's data (Fashion-MNIST)");
-  a.option("--checkpoint", "", std::string("training checkpoint whose query backbone is ") + what_is_evaluated +
-                                   " (required)");
+  a.option("--checkpoint", "", std::string("training checkpoint whose query backbone is ") + what_is_evaluated);
+  a.option("--pretrained", "", std::string("instead: safetensors file of a ResNet backbone under torchvision's names "
+           "(moco export, torchvision's weights, tools/convert_moco_checkpoint.py) to be ") + what_is_evaluated);
   a.flag("--random-init", "use the checkpoint's network at its initialisation (its config and seed) instead");
+  a.option("--seed", "", "seed of the subsets drawn and of the probe's init (default: the checkpoint's; 0 with "
+           "--pretrained)");
   a.option("-b,--batch-size", "256", batch_help);
   a.option("-j,--workers", "2", "data loading threads");
   a.option("--image-size", "", "eval size (default: the checkpoint's)");
@@ -41,17 +46,38 @@ static std::unique_ptr<FeatureExtractor> open_features(Encoder& enc, const std::
 
 EvalTarget open_eval_target(const Args& a, const char* command) {
   EvalTarget t;
-  t.checkpoint = a.str("--checkpoint");
-  MOCO_CHECK(!t.checkpoint.empty(), command, " needs --checkpoint PATH (a file written by moco train)");
+  const std::string checkpoint = a.str("--checkpoint"), pretrained = a.str("--pretrained");
+  MOCO_CHECK(checkpoint.empty() != pretrained.empty(), command,
+             checkpoint.empty() ? " needs --checkpoint PATH (a file written by moco train) or --pretrained "
+                                  "FILE.safetensors (a ResNet backbone under torchvision's names)"
+                                : " takes --checkpoint or --pretrained, not both");
   t.random_init = a.on("--random-init");
-  t.model = std::make_unique<CheckpointModel>(t.checkpoint, t.random_init);
-  t.image_size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : t.model->image_size();
+  t.pretrained = !pretrained.empty();
+  MOCO_CHECK(!(t.pretrained && t.random_init), "--random-init rebuilds a checkpoint's network at its seed; with "
+             "--pretrained there is no seed to rebuild from: give --checkpoint instead");
+  int default_size = 0;
+  if (t.pretrained) {
+    t.source = pretrained;
+    int head = 0;
+    t.weights = load_pretrained_backbone(pretrained, &head);
+    t.backbone = t.weights.get();
+    default_size = t.backbone->config().small_stem ? 32 : 224;
+    std::fprintf(stderr, "pretrained: %s from %s%s\n", t.backbone->config().describe().c_str(), pretrained.c_str(),
+                 head ? (", its " + std::to_string(head) + " fc.* tensors left aside").c_str() : "");
+  } else {
+    t.source = checkpoint;
+    t.model = std::make_unique<CheckpointModel>(checkpoint, t.random_init);
+    t.backbone = &t.model->query_encoder();
+    default_size = t.model->image_size();
+  }
+  t.seed = a.has("--seed") ? (uint64_t)a.integer("--seed", 0, INT64_MAX) : t.model ? t.model->seed() : 0;
+  t.image_size = a.has("--image-size") ? (int)a.integer("--image-size", 8, 4096) : default_size;
   t.batch_size = a.integer("--batch-size", 1, 1 << 20);
   t.workers = (int)a.integer("--workers", 1, 256);
-  t.data = t.model->data(a.str("DATA"));
+  t.data = t.model ? t.model->data(a.str("DATA")) : a.str("DATA");
   t.train = open_dataset(t.data, "train");
   t.test = open_dataset(t.data, "test");
-  t.features = open_features(t.model->query_encoder(), a.str("--device"), a.str("--precision"));
+  t.features = open_features(*t.backbone, a.str("--device"), a.str("--precision"));
   return t;
 }
 

@@ -1,5 +1,6 @@
-// What `moco knn` and `moco lincls` share: the options that pick a checkpoint's network (trained or at its
-// initialisation), the data, the eval size and the loader, and opening all of that after parsing.
+// What `moco knn` and `moco lincls` share: the options that pick the backbone (a training checkpoint's query
+// encoder, trained or at its initialisation, or a --pretrained safetensors file), the data, the eval size and
+// the loader, and opening all of that after parsing.
 #pragma once
 #include <memory>
 #include <string>
@@ -11,25 +12,31 @@
 
 namespace moco {
 
-// Declares DATA, --checkpoint, --random-init, -b/--batch-size, -j/--workers, --image-size, --device and
-// --precision.
+// Declares DATA, --checkpoint, --pretrained, --random-init, --seed, -b/--batch-size, -j/--workers,
+// --image-size, --device and --precision.
 void declare_eval_options(Args& a, const char* what_is_evaluated, const char* batch_help);
 
 struct EvalTarget {
-  std::string checkpoint;
+  std::string source;     // the training checkpoint, or the --pretrained file
+  bool pretrained = false;
   bool random_init = false;
-  std::unique_ptr<CheckpointModel> model;
-  std::string data;                      // DATA, or the checkpoint's data
+  std::unique_ptr<CheckpointModel> model;  // with --checkpoint
+  std::unique_ptr<Encoder> weights;        // with --pretrained: the backbone alone
+  Encoder* backbone = nullptr;             // what is evaluated: the checkpoint's query encoder, or `weights`
+  uint64_t seed = 0;                     // --seed, or the checkpoint's: the subsets drawn and the probe's init
+  std::string data;                      // DATA, or the checkpoint's data ("" for Fashion-MNIST)
   std::unique_ptr<Dataset> train, test;  // its two splits
-  int image_size = 0;                    // --image-size, or the checkpoint's
+  int image_size = 0;                    // --image-size, or the checkpoint's (224 or 32 by the stem with --pretrained)
   int64_t batch_size = 0;
   int workers = 0;
   std::unique_ptr<FeatureExtractor> features;  // the backbone on --device (the GPU when asked and usable)
-  const char* label() const { return random_init ? "random init" : "trained"; }
+  const char* label() const { return pretrained ? "pretrained" : random_init ? "random init" : "trained"; }
+  // "checkpoint" or "pretrained": the key under which logs record `source`
+  const char* source_key() const { return pretrained ? "pretrained" : "checkpoint"; }
 };
 
-// After a.parse(): checks --checkpoint, rebuilds its model and opens the data. `command` names the caller in
-// errors ("moco knn").
+// After a.parse(): checks that exactly one of --checkpoint and --pretrained is given, rebuilds or loads the
+// backbone and opens the data. `command` names the caller in errors ("moco knn").
 EvalTarget open_eval_target(const Args& a, const char* command);
 
 }  // namespace moco

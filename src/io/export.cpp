@@ -60,7 +60,10 @@ void export_classifier(const Encoder& enc, const std::vector<float>& fc, const s
 }
 
 ImportReport import_encoder(Encoder& enc, const std::string& path, bool strict) {
-  const SafeTensorsFile file = read_safetensors(path);
+  return import_encoder(enc, read_safetensors(path), path, strict);
+}
+
+ImportReport import_encoder(Encoder& enc, const SafeTensorsFile& file, const std::string& path, bool strict) {
   const ParamRegistry& reg = enc.registry();
   ImportReport report;
 

@@ -2,7 +2,8 @@
 # `moco train --device cuda` end to end on a small ImageFolder made here (random images of four classes, so
 # no data set needs to be installed on the GPU machine): a run with the kNN monitor (on the head's features),
 # then the same run stopped half way and resumed, whose losses must equal the first run's bit for bit, and
-# `moco knn` (both feature layers) and `moco lincls` (backbone and probe on the device) on its checkpoint. Bit for bit because every kernel reduces
+# `moco knn` (both feature layers) and `moco lincls` (backbone and probe on the device) on its checkpoint, and
+# on the same backbone exported and given back as --pretrained weights. Bit for bit because every kernel reduces
 # in a fixed order and cuDNN's algorithms are deterministic and the same in all three processes: a search
 # picks by timing, which can differ between processes, so the second run is given the first's plans
 # (MOCO_CONV_PLANS) and the resumed run finds its own beside the checkpoint (conv_plans.txt).
@@ -68,7 +69,27 @@ if [ "$device" = cpu ]; then
     { echo "FAIL: the monitor's last head score $monitor, moco knn's $scored"; exit 1; }
   echo "moco knn --knn-feature head on the last checkpoint: $scored, the monitor's last score: $monitor"
 fi
-"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 --out "$dir/lincls" \
-  >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
+"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" --epochs 2 -b 16 --lr 0.1 \
+  --out "$dir/lincls" >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
 grep -q '^lincls_top1 [0-9.]* ' "$dir/lincls.out" || { echo "FAIL: no lincls_top1 line"; cat "$dir/lincls.out"; exit 1; }
 cat "$dir/lincls.out"
+
+# the backbone exported, then evaluated as --pretrained weights (the network inferred from the tensors, the
+# run's seed given): on the CPU the same numbers as from the checkpoint, to the digit
+"$moco" export --checkpoint "$dir/a/checkpoint.mocockpt" --out "$dir/backbone.safetensors" --head
+"$moco" knn "$dir/data" --pretrained "$dir/backbone.safetensors" --seed 3 --device "$device" -b 16 \
+  2>"$dir/pre_knn.err" | tee "$dir/pre_knn.out"
+grep -q "^pretrained: resnet18-small-stem-w8 from .*, its 2 fc.\* tensors left aside" "$dir/pre_knn.err" ||
+  { echo "FAIL: --pretrained did not say what it loaded"; cat "$dir/pre_knn.err"; exit 1; }
+"$moco" lincls "$dir/data" --pretrained "$dir/backbone.safetensors" --seed 3 --device "$device" --epochs 2 -b 16 \
+  --lr 0.1 --image-size 32 --out "$dir/pre_lincls" >"$dir/pre_lincls.out" 2>"$dir/pre_lincls.err" ||
+  { cat "$dir/pre_lincls.err"; exit 1; }
+cat "$dir/pre_lincls.out"
+if [ "$device" = cpu ]; then
+  [ "$(cut -d' ' -f2 "$dir/pre_knn.out")" = "$(cut -d' ' -f2 "$dir/knn_backbone.out")" ] ||
+    { echo "FAIL: kNN of the --pretrained export differs from the checkpoint's"; exit 1; }
+  probe() { sed 's/(.*)//' "$1.out"; grep -o '"loss": [^,]*' "$1/metrics.jsonl"; }
+  diff <(probe "$dir/lincls") <(probe "$dir/pre_lincls") ||
+    { echo "FAIL: the probe of the --pretrained export differs from the checkpoint's"; exit 1; }
+  echo "kNN and linear probe of the exported backbone as --pretrained: the checkpoint's numbers"
+fi
