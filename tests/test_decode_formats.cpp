@@ -1,18 +1,25 @@
-// WebP and binary PGM/PPM decoding (src/data/decode_webp.cpp, decode_pnm.cpp), against Pillow and against
-// hostile files.
+// WebP, TIFF and binary PGM/PPM decoding (src/data/decode_webp.cpp, decode_tiff.cpp, decode_pnm.cpp), against
+// Pillow and against hostile files.
 //
 // Against Pillow: each fixture (tools/pil_format_fixtures.py) is a file saved by Pillow 13 beside the RGB bytes
 // PIL.Image.open(f).convert("RGB") returned for it, what torchvision's ImageFolder feeds its transforms.
 // decode_image must return those bytes exactly: lossy WebP (its chroma upsampling included), lossless, with
-// alpha (dropped, not blended), grey, and PGM/PPM.
+// alpha (dropped, not blended), grey; TIFF uncompressed, LZW, Deflate, PackBits, JPEG and CCITT group 4, grey,
+// grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel; and PGM/PPM.
 #include <gtest/gtest.h>
+#include <tiffio.h>
 #include <webp/encode.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
 
 #include <string>
 #include <vector>
 
 #include "moco/data.h"
 #include "pillow_fixture.h"
+#include "temp_dir.h"
 
 #define EXPECT_REASON(why, text) EXPECT_NE((why).find(text), std::string::npos) << "reason: " << (why)
 
@@ -40,7 +47,12 @@ TEST_P(FormatsVsPil, SameBytesAsPillow) {
 INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
                          ::testing::Values("ppm_p6.ppm", "pgm_p5.pgm", "webp_lossy_q80.webp",
                                            "webp_lossy_alpha_q70.webp", "webp_lossless.webp",
-                                           "webp_lossless_alpha.webp", "webp_lossy_grey_q90.webp"));
+                                           "webp_lossless_alpha.webp", "webp_lossy_grey_q90.webp", "tiff_rgb_raw.tif",
+                                           "tiff_rgb_lzw.tif", "tiff_rgb_deflate.tif", "tiff_rgb_packbits.tif",
+                                           "tiff_grey_lzw.tif", "tiff_grey_alpha.tif", "tiff_palette.tif",
+                                           "tiff_rgba.tif", "tiff_cmyk.tif", "tiff_bilevel_raw.tif",
+                                           "tiff_bilevel_group4.tif", "tiff_rgba_premultiplied.tif",
+                                           "tiff_grey_min_is_white.tif", "tiff_jpeg.tif"));
 
 std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
   std::vector<uint8_t> p((size_t)w * h * 3);
@@ -166,14 +178,112 @@ TEST(DecodePnm, HostileAndUnsupportedFilesAreRefusedWithTheReason) {
   }
 }
 
-TEST(DecodeImage, TiffIsRecognisedAndRefusedWithWhatToDo) {
-  for (std::vector<uint8_t> tiff : {std::vector<uint8_t>{'I', 'I', '*', 0, 8, 0, 0, 0},
-                                    std::vector<uint8_t>{'M', 'M', 0, '*', 0, 0, 0, 8}}) {
+// A TIFF written here with libtiff, 8-bit samples (H, W, spp) in one layout; `tile` > 0 writes square tiles of
+// that side, else strips of `rows_per_strip` rows. Returns the file's bytes.
+std::vector<uint8_t> libtiff_file(const std::string& path, const std::vector<uint8_t>& samples, uint32_t w,
+                                  uint32_t h, uint16_t spp, uint16_t photometric, uint32_t tile,
+                                  uint32_t rows_per_strip = 0, uint16_t bits = 8) {
+  TIFF* t = TIFFOpen(path.c_str(), "w");
+  EXPECT_NE(t, nullptr) << path;
+  if (!t) return {};
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, spp);
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, bits);
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, photometric);
+  TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+  TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_LZW);
+  const size_t row = (size_t)w * spp * bits / 8;
+  if (tile > 0) {
+    TIFFSetField(t, TIFFTAG_TILEWIDTH, tile);
+    TIFFSetField(t, TIFFTAG_TILELENGTH, tile);
+    std::vector<uint8_t> buf((size_t)tile * tile * spp * bits / 8);  // (tile, tile, spp)
+    for (uint32_t y0 = 0; y0 < h; y0 += tile)
+      for (uint32_t x0 = 0; x0 < w; x0 += tile) {
+        std::fill(buf.begin(), buf.end(), 0);
+        for (uint32_t y = y0; y < std::min(h, y0 + tile); ++y)
+          for (uint32_t x = x0; x < std::min(w, x0 + tile); ++x)
+            for (uint16_t c = 0; c < spp; ++c)
+              buf[((size_t)(y - y0) * tile + (x - x0)) * spp + c] = samples[((size_t)y * w + x) * spp + c];
+        TIFFWriteTile(t, buf.data(), x0, y0, 0, 0);
+      }
+  } else {
+    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, rows_per_strip ? rows_per_strip : h);
+    for (uint32_t y = 0; y < h; ++y) TIFFWriteScanline(t, const_cast<uint8_t*>(samples.data() + y * row), y, 0);
+  }
+  TIFFClose(t);
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Tiles (edge tiles partly outside the image) and strips of several rows give back what was written: LZW is
+// lossless, so the pixels themselves are the oracle.
+TEST(DecodeTiff, TilesAndStripsRoundTripExactly) {
+  test::TempDir dir;
+  const uint32_t w = 45, h = 37;
+  const std::vector<uint8_t> rgb = pattern((int)w, (int)h);  // (H, W, 3)
+  for (uint32_t tile : {16u, 32u}) {
+    const std::vector<uint8_t> bytes = libtiff_file(dir.file("tiled.tif"), rgb, w, h, 3, PHOTOMETRIC_RGB, tile);
     Image img;
     std::string why;
-    EXPECT_FALSE(decode_image(tiff.data(), tiff.size(), img, &why));
-    EXPECT_REASON(why, "TIFF is not supported; convert it to PNG");
+    ASSERT_TRUE(decode_image(bytes.data(), bytes.size(), img, &why)) << why;
+    EXPECT_EQ(img.w, (int)w);
+    EXPECT_EQ(img.h, (int)h);
+    EXPECT_EQ(img.pixels, rgb) << "tiles of " << tile;
   }
+  const std::vector<uint8_t> strips = libtiff_file(dir.file("strips.tif"), rgb, w, h, 3, PHOTOMETRIC_RGB, 0, 5);
+  Image img;
+  std::string why;
+  ASSERT_TRUE(decode_image(strips.data(), strips.size(), img, &why)) << why;
+  EXPECT_EQ(img.pixels, rgb) << "strips of 5 rows";
+}
+
+TEST(DecodeTiff, HostileAndUnsupportedFilesAreRefusedWithTheReason) {
+  test::TempDir dir;
+  Image img;
+  std::string why;
+  const std::vector<uint8_t> good = fixture_bytes("tiff_rgb_lzw.tif");
+  for (size_t keep : {(size_t)8, (size_t)20, good.size() / 2, good.size() - 40}) {
+    why.clear();
+    EXPECT_FALSE(decode_image(good.data(), keep, img, &why)) << keep << " bytes";
+    EXPECT_REASON(why, "TIFF");
+  }
+  DecodeLimits small;
+  small.max_side = 30;
+  why.clear();
+  EXPECT_FALSE(decode_image(good.data(), good.size(), img, &why, small));
+  EXPECT_REASON(why, "TIFF of 37 x 23 pixels, expected each side in 1..30");
+
+  // 16-bit samples and YCbCr: named, with what to do
+  const std::vector<uint8_t> wide((size_t)9 * 7 * 3 * 2, 100);
+  std::vector<uint8_t> bytes = libtiff_file(dir.file("16.tif"), wide, 9, 7, 3, PHOTOMETRIC_RGB, 0, 0, 16);
+  why.clear();
+  EXPECT_FALSE(decode_image(bytes.data(), bytes.size(), img, &why));
+  EXPECT_REASON(why, "unsupported TIFF (photometric 2, 3 samples of 16 bits");
+  EXPECT_REASON(why, "convert it to PNG");
+  bytes = libtiff_file(dir.file("ycbcr.tif"), std::vector<uint8_t>((size_t)8 * 8 * 3, 90), 8, 8, 3,
+                       PHOTOMETRIC_YCBCR, 0);
+  why.clear();
+  EXPECT_FALSE(decode_image(bytes.data(), bytes.size(), img, &why));
+  EXPECT_REASON(why, "unsupported TIFF (photometric 6");
+
+  // a small image that declares enormous tiles: refused before the tile buffer is allocated
+  bytes = libtiff_file(dir.file("tiles.tif"), pattern(16, 16), 16, 16, 3, PHOTOMETRIC_RGB, 16);
+  // TileWidth (tag 322) and TileLength (323), next to each other in the directory: each made a LONG of 65536
+  const uint8_t tile_width_tag[2] = {0x42, 0x01};
+  auto at = std::search(bytes.begin(), bytes.end(), tile_width_tag, tile_width_tag + 2);
+  ASSERT_NE(at, bytes.end());
+  for (int k = 0; k < 2; ++k) {
+    uint8_t* entry = &*(at + 12 * k);  // tag (2), type (2), count (4), value (4)
+    ASSERT_EQ(entry[0] + 256 * entry[1], 322 + k);
+    entry[2] = 4, entry[3] = 0;                                // LONG
+    entry[8] = 0, entry[9] = 0, entry[10] = 1, entry[11] = 0;  // 65536
+  }
+  why.clear();
+  small = {};
+  small.max_pixels = 1 << 20;
+  EXPECT_FALSE(decode_image(bytes.data(), bytes.size(), img, &why, small));
+  EXPECT_REASON(why, "TIFF tiles of 65536 x 65536 pixels, larger than the limits allow");
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds, on a development machine, what a GPU machine without network or Debian's -dev packages can run:
 # the `moco` program, the gpu tests and the GPU benchmarks for Hopper (sm_90a), with the non-CUDA shared
-# libraries they need (OpenBLAS and its Fortran runtime, libjpeg-turbo, libwebp, stb, zlib) copied beside
-# them. CUDA's own libraries (cudart, cuBLAS, cuDNN, NCCL) are taken from the GPU machine (tools/device-run.sh
+# libraries they need (OpenBLAS and its Fortran runtime, libjpeg-turbo, libwebp, libtiff, stb, zlib) copied
+# beside them. CUDA's own libraries (cudart, cuBLAS, cuDNN, NCCL) are taken from the GPU machine (tools/device-run.sh
 # finds them).
 #
 #   bash tools/build-device.sh [BUNDLE]     # default BUNDLE: device-bundle (ignored by git; a few MiB)

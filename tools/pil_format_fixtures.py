@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the decode fixtures of the formats other than JPEG that torchvision's ImageFolder takes: binary PGM
-and PPM, and WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused). Each
+and PPM; WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused); TIFF in
+Pillow's compressions and modes, and two layouts Pillow reads but does not write, written here. Each
 file is saved by Pillow beside the RGB pixels torchvision's loader gets from it, PIL.Image.open(f).convert("RGB"),
 as raw (H, W, 3) bytes. tests/test_decode_formats.cpp decodes each file and must match the .rgb exactly. Sizes
 are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
@@ -9,6 +10,7 @@ are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
 """
 import argparse
 import os
+import struct
 
 import numpy as np
 from PIL import Image, features
@@ -24,6 +26,33 @@ def with_alpha(rgb, seed):
     alpha = np.clip(255 * x / w + 40 * np.sin(0.5 * y + seed), 0, 255).astype(np.uint8)
     alpha[: h // 3, : w // 3] = 0
     return Image.merge("RGBA", rgb.split() + (Image.fromarray(alpha, "L"),))
+
+
+def plain_tiff(path, pixels, photometric, extra=()):
+    """An uncompressed little-endian TIFF of 8-bit samples (H, W, S), one strip, written field by field: the
+    layouts Pillow reads but does not write (MinIsWhite grey, associated alpha)."""
+    h, w, spp = pixels.shape
+    data = pixels.astype(np.uint8).tobytes()
+    entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, spp, None), (259, 3, 1, 1), (262, 3, 1, photometric),
+               (273, 4, 1, None), (277, 3, 1, spp), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
+    if extra:
+        entries.append((338, 3, len(extra), extra[0]))
+    ifd_size = 2 + 12 * len(entries) + 4
+    bits_at = 8 + ifd_size                                  # the BitsPerSample array, when it holds over 2
+    data_at = bits_at + (2 * spp if spp > 2 else 0)
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
+    for tag, kind, count, value in entries:
+        if tag == 258:
+            value = bits_at if spp > 2 else (8 | (8 << 16 if spp == 2 else 0))
+        elif tag == 273:
+            value = data_at
+        out += struct.pack("<HHII", tag, kind, count, value)
+    out += struct.pack("<I", 0)
+    if spp > 2:
+        out += struct.pack(f"<{spp}H", *([8] * spp))
+    out += data
+    with open(path, "wb") as f:
+        f.write(out)
 
 
 def main():
@@ -42,6 +71,18 @@ def main():
         "webp_lossless.webp": (rgb, "WEBP", dict(lossless=True)),
         "webp_lossless_alpha.webp": (with_alpha(rgb, 2), "WEBP", dict(lossless=True)),
         "webp_lossy_grey_q90.webp": (rgb.convert("L"), "WEBP", dict(quality=90)),
+        "tiff_rgb_raw.tif": (rgb, "TIFF", {}),
+        "tiff_rgb_lzw.tif": (rgb, "TIFF", dict(compression="tiff_lzw")),
+        "tiff_rgb_deflate.tif": (rgb, "TIFF", dict(compression="tiff_adobe_deflate")),
+        "tiff_rgb_packbits.tif": (rgb, "TIFF", dict(compression="packbits")),
+        "tiff_grey_lzw.tif": (rgb.convert("L"), "TIFF", dict(compression="tiff_lzw")),
+        "tiff_grey_alpha.tif": (with_alpha(rgb, 3).convert("LA"), "TIFF", {}),
+        "tiff_palette.tif": (rgb.quantize(48), "TIFF", {}),
+        "tiff_rgba.tif": (with_alpha(rgb, 4), "TIFF", dict(compression="tiff_lzw")),
+        "tiff_cmyk.tif": (rgb.convert("CMYK"), "TIFF", {}),
+        "tiff_bilevel_raw.tif": (rgb.convert("1"), "TIFF", {}),
+        "tiff_bilevel_group4.tif": (rgb.convert("1"), "TIFF", dict(compression="group4")),
+        "tiff_jpeg.tif": (rgb, "TIFF", dict(compression="jpeg")),  # RGB photometric, JPEG inside
     }
     for name, (img, fmt, opts) in cases.items():
         path = os.path.join(args.out, name)
@@ -52,7 +93,18 @@ def main():
     path = os.path.join(args.out, "webp_animated.webp")
     frames[0].save(path, "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
     print(f"webp_animated.webp: 2 frames, {os.path.getsize(path)} bytes")
-    print("Pillow", Image.__version__, "libwebp", features.version("webp"))
+    # layouts Pillow reads but does not write, with what Pillow reads from them
+    premultiplied = np.asarray(with_alpha(rgb, 5), dtype=np.uint16)
+    premultiplied[..., :3] = premultiplied[..., :3] * premultiplied[..., 3:] // 255
+    for name, pixels, photometric, extra in [
+            ("tiff_rgba_premultiplied.tif", premultiplied, 2, (1,)),
+            ("tiff_grey_min_is_white.tif", np.asarray(rgb.convert("L"))[..., None], 0, ())]:
+        path = os.path.join(args.out, name)
+        plain_tiff(path, pixels, photometric, extra)
+        with Image.open(path) as f:
+            np.asarray(f.convert("RGB"), dtype=np.uint8).tofile(os.path.splitext(path)[0] + ".rgb")
+        print(f"{name}: written field by field, {os.path.getsize(path)} bytes")
+    print("Pillow", Image.__version__, "libwebp", features.version("webp"), "libtiff", features.version("libtiff"))
 
 
 if __name__ == "__main__":

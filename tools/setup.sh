@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libjpeg62-turbo-dev     # libjpeg-turbo: JPEG decode with Pillow's pixels
   libstb-dev              # stb_image: PNG/BMP decode
   libwebp-dev             # libwebp: WebP decode
+  libtiff-dev             # libtiff: TIFF decode
   zlib1g-dev              # reading the Fashion-MNIST .gz files directly
   dataset-fashion-mnist   # the embedded default data set
   openmpi-bin libopenmpi-dev   # CPU ranks for the distributed tests

@@ -81,8 +81,8 @@ struct DecodeLimits {
 // faster (bench/decode.cpp); stb_image is kept for that benchmark. PNG and BMP always go through stb_image.
 enum class JpegDecoder { LibjpegTurbo, Stb };
 
-// Decodes a JPEG, PNG, BMP, WebP (still) or binary PGM/PPM (maxval 255) held in memory into 8-bit RGB (grey
-// replicated, alpha dropped, CMYK converted as Pillow converts it); TIFF is recognised and refused. Returns false with the reason in *why for an empty, unknown, truncated, corrupt,
+// Decodes a JPEG, PNG, BMP, WebP (still), TIFF (8-bit and bilevel layouts) or binary PGM/PPM (maxval 255) held
+// in memory into 8-bit RGB as Pillow's convert("RGB") gives it (grey replicated, alpha dropped, CMYK converted). Returns false with the reason in *why for an empty, unknown, truncated, corrupt,
 // unsupported or too large image; the header is checked against limits before any pixel buffer is
 // allocated. Thread-safe.
 bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits = {},

@@ -1,7 +1,7 @@
 // Decoding one untrusted image file: JPEG with libjpeg-turbo (decode_jpeg.cpp: Pillow's pixels, and faster
 // than stb_image, bench/decode.cpp), PNG and BMP with stb_image (Debian's libstb, 2.27, older than upstream's
-// security fixes), WebP with libwebp (decode_webp.cpp), binary PGM/PPM read here (decode_pnm.cpp): the
-// extensions of torchvision's ImageFolder but TIFF. Defences, in order:
+// security fixes), WebP with libwebp (decode_webp.cpp), TIFF with libtiff (decode_tiff.cpp), binary PGM/PPM
+// read here (decode_pnm.cpp): the extensions of torchvision's ImageFolder. Defences, in order:
 //   - our own magic-number check admits only those formats (stb would otherwise try every format it
 //     knows, TGA included, which has no magic and accepts random bytes);
 //   - a structural walk of the file: truncation that stb silently pads with grey (JPEG, BMP); JPEG Huffman
@@ -104,10 +104,9 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
     std::snprintf(head, sizeof head, "%02X %02X %02X %02X", data[0], n > 1 ? data[1] : 0, n > 2 ? data[2] : 0,
                   n > 3 ? data[3] : 0);
     return fail_with(why, std::string("unknown format (first bytes ") + head +
-                              "), expected JPEG, PNG, BMP, WebP, PGM or PPM");
+                              "), expected JPEG, PNG, BMP, WebP, TIFF, PGM or PPM");
   }
-  if (fmt == Format::Tiff)  // recognised, so that the reason is plain; not decoded (see README, Data)
-    return fail_with(why, "TIFF is not supported; convert it to PNG (lossless) or JPEG");
+  if (fmt == Format::Tiff) return detail::decode_tiff(data, n, out, why, limits);
   if (fmt == Format::Webp) return detail::decode_webp(data, n, out, why, limits);
   if (fmt == Format::Pnm) return detail::decode_pnm(data, n, out, why, limits);
   const char* fname = format_name(fmt);

@@ -62,12 +62,6 @@ void check_scan_count(j_common_ptr cinfo) {
   }
 }
 
-// Pillow's cmyk2rgb: each channel is (255 - k) - round(c * (255 - k) / 255), with its exact rounding.
-inline uint8_t cmyk_channel(int c, int nk) {
-  int t = c * nk + 128;
-  return (uint8_t)(nk - (((t >> 8) + t) >> 8));
-}
-
 }  // namespace
 
 namespace detail {

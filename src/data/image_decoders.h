@@ -9,6 +9,13 @@
 
 namespace moco::detail {
 
+// Pillow's cmyk2rgb for one channel: (255 - k) - round(c * (255 - k) / 255), with its exact rounding; nk is
+// 255 - k. JPEG and TIFF CMYK go through it.
+inline uint8_t cmyk_channel(int c, int nk) {
+  int t = c * nk + 128;
+  return (uint8_t)(nk - (((t >> 8) + t) >> 8));
+}
+
 // libjpeg-turbo, Pillow's settings (decode_jpeg.cpp).
 bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
 
@@ -21,5 +28,8 @@ bool decode_pnm(const uint8_t* data, size_t n, Image& out, std::string* why, con
 
 // libwebp, still images (decode_webp.cpp).
 bool decode_webp(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
+
+// libtiff, the first image, the layouts Pillow reads the same way (decode_tiff.cpp).
+bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
 
 }  // namespace moco::detail

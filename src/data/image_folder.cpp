@@ -24,8 +24,7 @@ bool has_image_extension(const fs::path& p) {
   std::string ext = p.extension().string();
   for (char& c : ext) c = (char)std::tolower((unsigned char)c);
   // torchvision's IMG_EXTENSIONS, so that the files, their order and so the sample indices are the same as a
-  // PyTorch run's over the same tree. TIFF files are listed too and then skipped and counted when loaded, each
-  // with the reason: dropping them from the list would shift every index after them.
+  // PyTorch run's over the same tree.
   for (const char* e : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
     if (ext == e) return true;
   return false;
