@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <tuple>
@@ -351,10 +352,29 @@ TEST(Pretrained, FilesThatAreNotABackboneSayWhatIsWrong) {
            if (t.name == "layer4.2.conv3.weight") t.shape[0] /= 2, t.bytes.resize(t.bytes.size() / 2);
        },
        "'layer4.2.conv3.weight' has shape"},
+      {[](std::vector<SafeTensor>& ts) {  // a grey-image network: the views are RGB
+         ts[0].shape[1] = 1;
+         ts[0].bytes.resize((size_t)shape_numel(ts[0].shape) * 4);
+       },
+       "expected (width, 3, k, k)"},
+      {[](std::vector<SafeTensor>& ts) {  // a block index no int holds: read as a name like any other
+         ts.push_back(ts.back()), ts.back().name = "layer1.99999999999.conv1.weight";
+       },
+       "does not have, the first layer1.99999999999.conv1.weight"},
   };
   for (const Case& c : cases) {
     rewrite(good, bad, c.edit);
     const std::string why = pretrained_error(bad);
     EXPECT_NE(why.find(c.says), std::string::npos) << "wanted: " << c.says << "\ngot: " << why;
+  }
+  // PyTorch's own files, which main_lincls.py's --pretrained takes: named, with the converter
+  for (const std::string& bytes : {std::string("PK\x03\x04rest of a zip", 20), std::string("\x80\x02}q\x00.", 6)}) {
+    {
+      std::ofstream f(bad, std::ios::binary);
+      f << bytes;
+    }
+    const std::string why = pretrained_error(bad);
+    EXPECT_NE(why.find("is a PyTorch checkpoint"), std::string::npos) << why;
+    EXPECT_NE(why.find("tools/convert_moco_checkpoint.py"), std::string::npos) << why;
   }
 }

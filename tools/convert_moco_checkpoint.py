@@ -12,8 +12,8 @@ containers only, no code from the file is run.
     python3 tools/convert_moco_checkpoint.py CKPT --encoder k      # the momentum encoder instead
     python3 tools/convert_moco_checkpoint.py CKPT --keep-fc        # the head too (ignored by --pretrained)
 
-Afterwards the file is loaded into torchvision.models.<arch>() as a check: every backbone tensor must be there
-with its shape, and nothing else but the fc.
+The names are checked against torchvision.models.<arch>(): every backbone tensor must be there with its shape,
+and nothing else but the fc.
 """
 import argparse
 import sys
@@ -68,16 +68,26 @@ def main():
             raise SystemExit(f"{prefix}{k} is a {type(v).__name__}, not a tensor")
         out[k] = v.detach().to(torch.int64 if k.endswith("num_batches_tracked") else torch.float32).contiguous()
 
-    # the check: torchvision takes the file's backbone, missing only its fc
-    model = getattr(torchvision.models, arch)()
-    missing, unexpected = model.load_state_dict(out, strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("fc.")]
-    if [k for k in missing if not k.startswith("fc.")] or unexpected:
-        raise SystemExit(f"not torchvision's {arch}: missing {missing}, unexpected {unexpected}")
+    # the check, on the names themselves (load_state_dict would fill missing BN counters in silently): every
+    # tensor of torchvision's backbone, and nothing else but the fc. Checkpoints from before PyTorch 0.4.1
+    # have no num_batches_tracked; eval-mode BN never reads it, so it is written as 0, and said.
+    want = {k: v for k, v in getattr(torchvision.models, arch)().state_dict().items() if not k.startswith("fc.")}
+    counters = [k for k in want if k.endswith("num_batches_tracked") and k not in out]
+    for k in counters:
+        out[k] = torch.zeros((), dtype=torch.int64)
+    missing = [k for k in want if k not in out]
+    unexpected = [k for k in out if k not in want and not k.startswith("fc.")]
+    wrong = [f"{k} {tuple(out[k].shape)} vs {tuple(want[k].shape)}" for k in want
+             if k in out and out[k].shape != want[k].shape]
+    if missing or unexpected or wrong:
+        raise SystemExit(f"not torchvision's {arch}: missing {missing}, unexpected {unexpected}, shapes {wrong}")
+    if counters:
+        print(f"{len(counters)} BN counters (num_batches_tracked) were absent and are written as 0")
 
     save_file(out, args.out, metadata={"format": "pt", "arch": arch})
     epoch = loaded.get("epoch", "?") if "state_dict" in loaded else "?"
-    print(f"wrote {args.out}: {arch} from {prefix or 'the top level'}* of {args.checkpoint} (epoch {epoch}), "
+    where = f"{prefix}*" if prefix else "the top level"
+    print(f"wrote {args.out}: {arch} from {where} of {args.checkpoint} (epoch {epoch}), "
           f"{len(out)} tensors, {sum(v.numel() for v in out.values() if v.is_floating_point())} parameters and statistics")
 
 

@@ -21,6 +21,8 @@ int cmd_knn(int argc, char** argv) {
   a.option("--knn-feature", "backbone", "what is scored: backbone | head (as the authors' CIFAR-10 demo does)");
   if (!a.parse(argc, argv, 2)) return 0;
   const FeatureLayer at = parse_feature_layer(a.str("--knn-feature"), "--knn-feature");  // before any work
+  MOCO_CHECK(at == FeatureLayer::Backbone || a.str("--pretrained").empty(), "--knn-feature head needs --checkpoint: "
+             "--pretrained loads a backbone without its head");
   EvalTarget t = open_eval_target(a, "moco knn");
   const AugmentRecipe eval = recipe_from_name("eval", t.image_size);
   const uint64_t seed = t.seed;

@@ -12,7 +12,8 @@
 namespace moco {
 
 void declare_eval_options(Args& a, const char* what_is_evaluated, const char* batch_help) {
-  a.positional("DATA", "ImageFolder root with train/ and val/; omitted: the checkpoint's data (Fashion-MNIST)");
+  a.positional("DATA", "ImageFolder root with train/ and val/; omitted: the checkpoint's data (with --pretrained: "
+               "Fashion-MNIST)");
   a.option("--checkpoint", "", std::string("training checkpoint whose query backbone is ") + what_is_evaluated);
   a.option("--pretrained", "", std::string("instead: safetensors file of a ResNet backbone under torchvision's names "
            "(moco export, torchvision's weights, tools/convert_moco_checkpoint.py) to be ") + what_is_evaluated);
@@ -21,7 +22,7 @@ void declare_eval_options(Args& a, const char* what_is_evaluated, const char* ba
            "--pretrained)");
   a.option("-b,--batch-size", "256", batch_help);
   a.option("-j,--workers", "2", "data loading threads");
-  a.option("--image-size", "", "eval size (default: the checkpoint's)");
+  a.option("--image-size", "", "eval size (default: the checkpoint's; with --pretrained 224, or 32 for the small stem)");
   a.option("--device", "auto", "where the backbone (and the probe) run: cpu | cuda | auto (cuda when a GPU is usable)");
   a.option("--precision", "bf16", "on the GPU: bf16 | fp32");
 }

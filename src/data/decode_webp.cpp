@@ -45,7 +45,9 @@ bool decode_webp(const uint8_t* data, size_t n, Image& out, std::string* why, co
                        " pixels, expected each side in 1.." + std::to_string(limits.max_side) + " and at most " +
                        std::to_string(limits.max_pixels) + " pixels");
   std::vector<uint8_t> px((size_t)f.width * f.height * 3);  // (H, W, 3)
-  // Into our buffer, whose size the limits bound: libwebp allocates only its own working rows.
+  // Into our buffer, whose size the limits bound. libwebp's own memory is bounded by them too, but is not small:
+  // a lossless image decodes through a whole ARGB plane (4 bytes a pixel), a lossy one with alpha through a
+  // whole alpha plane.
   if (!WebPDecodeRGBInto(data, n, px.data(), px.size(), f.width * 3))
     return refuse(why, "cannot decode WebP (" + std::string(f.format == 2 ? "lossless" : "lossy") + ", " +
                        std::to_string(f.width) + " x " + std::to_string(f.height) + "): corrupt or truncated data");

@@ -51,6 +51,7 @@ expect "is not a file" knn --checkpoint "$dir"
 expect "takes --checkpoint or --pretrained, not both" knn --checkpoint "$dir/a" --pretrained "$dir/b"
 expect "missing.safetensors" lincls --pretrained "$dir/missing.safetensors"
 expect "with --pretrained there is no seed" knn --pretrained "$dir/garbage.mocockpt" --random-init
+expect "--knn-feature head needs --checkpoint" knn --pretrained "$dir/x.safetensors" --knn-feature head
 expect "--knn-feature fc: expected backbone" knn --knn-feature fc --checkpoint "$dir/missing.mocockpt"
 expect "--knn-feature pool: expected backbone" train --knn-feature pool --knn-every 1
 expect "is not a moco probe checkpoint" lincls --checkpoint "$dir/garbage.mocockpt" --resume "$dir/garbage.mocockpt"
