@@ -5,7 +5,8 @@
 // PIL.Image.open(f).convert("RGB") returned for it, what torchvision's ImageFolder feeds its transforms.
 // decode_image must return those bytes exactly: lossy WebP (its chroma upsampling included), lossless, with
 // alpha (dropped, not blended), grey; TIFF uncompressed, LZW, Deflate, PackBits, JPEG and CCITT group 4, grey,
-// grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel; and PGM/PPM.
+// grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel; PGM/PPM; and PNG's 16-bit
+// grey (clipped, not scaled), palette, bilevel and alpha variants.
 #include <gtest/gtest.h>
 #include <tiffio.h>
 #include <webp/encode.h>
@@ -52,7 +53,9 @@ INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
                                            "tiff_grey_lzw.tif", "tiff_grey_alpha.tif", "tiff_palette.tif",
                                            "tiff_rgba.tif", "tiff_cmyk.tif", "tiff_bilevel_raw.tif",
                                            "tiff_bilevel_group4.tif", "tiff_rgba_premultiplied.tif",
-                                           "tiff_grey_min_is_white.tif", "tiff_jpeg.tif"));
+                                           "tiff_grey_min_is_white.tif", "tiff_jpeg.tif", "png_grey16.png",
+                                           "png_palette.png", "png_bilevel.png", "png_grey_alpha.png",
+                                           "png_rgba.png"));
 
 std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
   std::vector<uint8_t> p((size_t)w * h * 3);

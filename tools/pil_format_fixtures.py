@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the decode fixtures of the formats other than JPEG that torchvision's ImageFolder takes: binary PGM
 and PPM; WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused); TIFF in
-Pillow's compressions and modes, and two layouts Pillow reads but does not write, written here. Each
+Pillow's compressions and modes, and two layouts Pillow reads but does not write, written here; and PNG's
+variants (16-bit grey, palette, bilevel, alpha). Each
 file is saved by Pillow beside the RGB pixels torchvision's loader gets from it, PIL.Image.open(f).convert("RGB"),
 as raw (H, W, 3) bytes. tests/test_decode_formats.cpp decodes each file and must match the .rgb exactly. Sizes
 are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
@@ -26,6 +27,12 @@ def with_alpha(rgb, seed):
     alpha = np.clip(255 * x / w + 40 * np.sin(0.5 * y + seed), 0, 255).astype(np.uint8)
     alpha[: h // 3, : w // 3] = 0
     return Image.merge("RGBA", rgb.split() + (Image.fromarray(alpha, "L"),))
+
+
+def grey16(rgb):
+    """16-bit grey (mode I;16) whose values run from 0 to about 600: below, at and above 255."""
+    values = np.asarray(rgb.convert("L"), dtype=np.uint16) * 12 // 5
+    return Image.fromarray(values.astype(np.uint16))
 
 
 def plain_tiff(path, pixels, photometric, extra=()):
@@ -83,6 +90,12 @@ def main():
         "tiff_bilevel_raw.tif": (rgb.convert("1"), "TIFF", {}),
         "tiff_bilevel_group4.tif": (rgb.convert("1"), "TIFF", dict(compression="group4")),
         "tiff_jpeg.tif": (rgb, "TIFF", dict(compression="jpeg")),  # RGB photometric, JPEG inside
+        # PNG's variants (stb_image decodes them): 16-bit grey, which Pillow clips to 255 rather than scales
+        "png_grey16.png": (grey16(rgb), "PNG", {}),
+        "png_palette.png": (rgb.quantize(40), "PNG", {}),
+        "png_bilevel.png": (rgb.convert("1"), "PNG", {}),
+        "png_grey_alpha.png": (with_alpha(rgb, 6).convert("LA"), "PNG", {}),
+        "png_rgba.png": (with_alpha(rgb, 7), "PNG", {}),
     }
     for name, (img, fmt, opts) in cases.items():
         path = os.path.join(args.out, name)

@@ -14,6 +14,7 @@
 // never touch its global flip flag, so concurrent calls are safe.
 #include <stb/stb_image.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -84,10 +85,15 @@ bool png_chunks_fit(const uint8_t* d, size_t n, std::string* why) {
   return pos == n;
 }
 
+// A PNG whose IHDR (the first chunk: its data at byte 16) says 16-bit grey (bit depth 16, colour type 0).
+bool png_is_grey16(const uint8_t* d, size_t n) {
+  return n >= 26 && std::memcmp(d + 12, "IHDR", 4) == 0 && d[24] == 16 && d[25] == 0;
+}
+
 uint32_t le32(const uint8_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
 struct StbFree {
-  void operator()(stbi_uc* p) const { stbi_image_free(p); }
+  void operator()(void* p) const { stbi_image_free(p); }
 };
 
 }  // namespace
@@ -119,13 +125,13 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
                               std::to_string(le32(data + 2)));
 
   if (fmt == Format::Jpeg && jpeg == JpegDecoder::LibjpegTurbo) return detail::decode_jpeg(data, n, out, why, limits);
-  return detail::decode_with_stb(data, n, fname, out, why, limits);
+  return detail::decode_with_stb(data, n, fname, out, why, limits, fmt == Format::Png && png_is_grey16(data, n));
 }
 
 namespace detail {
 
 bool decode_with_stb(const uint8_t* data, size_t n, const char* fname, Image& out, std::string* why,
-                     const DecodeLimits& limits) {
+                     const DecodeLimits& limits, bool clip_grey16) {
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, (int)n, &w, &h, &comp))
     return fail_with(why, std::string("corrupt or unsupported ") + fname + " header: " + stbi_failure_reason());
@@ -135,6 +141,22 @@ bool decode_with_stb(const uint8_t* data, size_t n, const char* fname, Image& ou
                               " and at most " + std::to_string(limits.max_pixels) + " pixels");
 
   int dw = 0, dh = 0, dcomp = 0;
+  if (clip_grey16) {
+    // Pillow opens 16-bit grey PNG as mode I;16, and its convert("RGB") clips each value to 255 (it does not
+    // scale), so torchvision's loader sees every value of 255 or more as white. Reproduced here; stb alone
+    // would scale by 1/256.
+    std::unique_ptr<stbi_us, StbFree> px16(stbi_load_16_from_memory(data, (int)n, &dw, &dh, &dcomp, 1));
+    if (!px16) return fail_with(why, std::string("cannot decode 16-bit grey PNG: ") + stbi_failure_reason());
+    if (dw != w || dh != h)
+      return fail_with(why, "PNG decoded as " + std::to_string(dw) + " x " + std::to_string(dh) +
+                                " but its header says " + std::to_string(w) + " x " + std::to_string(h));
+    out.w = w;
+    out.h = h;
+    out.pixels.resize((size_t)w * h * 3);  // (H, W, 3)
+    for (size_t i = 0; i < (size_t)w * h; ++i)
+      out.pixels[3 * i] = out.pixels[3 * i + 1] = out.pixels[3 * i + 2] = (uint8_t)std::min<int>(px16.get()[i], 255);
+    return true;
+  }
   std::unique_ptr<stbi_uc, StbFree> px(stbi_load_from_memory(data, (int)n, &dw, &dh, &dcomp, 3));
   if (!px) return fail_with(why, std::string("cannot decode ") + fname + ": " + stbi_failure_reason());
   // The decode parses the header again; it must agree with what was checked against the limits.

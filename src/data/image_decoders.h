@@ -20,8 +20,9 @@ inline uint8_t cmyk_channel(int c, int nk) {
 bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
 
 // stb_image for PNG, BMP and (for comparison only) JPEG; format_name goes into the reasons (decode.cpp).
+// clip_grey16: a 16-bit grey PNG, converted as Pillow converts it (each value clipped to 255).
 bool decode_with_stb(const uint8_t* data, size_t n, const char* format_name, Image& out, std::string* why,
-                     const DecodeLimits& limits);
+                     const DecodeLimits& limits, bool clip_grey16 = false);
 
 // Binary PGM / PPM with maxval 255, read here (decode_pnm.cpp).
 bool decode_pnm(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);
