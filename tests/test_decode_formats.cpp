@@ -6,7 +6,8 @@
 // decode_image must return those bytes exactly: lossy WebP (its chroma upsampling included), lossless, with
 // alpha (dropped, not blended), grey; TIFF uncompressed, LZW, Deflate, PackBits, JPEG and CCITT group 4, grey,
 // grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel; PGM/PPM; and PNG's 16-bit
-// grey (clipped, not scaled), palette, bilevel and alpha variants.
+// grey (clipped, not scaled), palette, bilevel and alpha variants; BMP's 24-bit, grey, palette, bilevel and
+// 32-bit.
 #include <gtest/gtest.h>
 #include <tiffio.h>
 #include <webp/encode.h>
@@ -55,7 +56,8 @@ INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
                                            "tiff_bilevel_group4.tif", "tiff_rgba_premultiplied.tif",
                                            "tiff_grey_min_is_white.tif", "tiff_jpeg.tif", "png_grey16.png",
                                            "png_palette.png", "png_bilevel.png", "png_grey_alpha.png",
-                                           "png_rgba.png"));
+                                           "png_rgba.png", "bmp_rgb.bmp", "bmp_grey.bmp", "bmp_palette.bmp",
+                                           "bmp_bilevel.bmp", "bmp_rgba.bmp"));
 
 std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
   std::vector<uint8_t> p((size_t)w * h * 3);

@@ -2,7 +2,7 @@
 """Writes the decode fixtures of the formats other than JPEG that torchvision's ImageFolder takes: binary PGM
 and PPM; WebP lossy and lossless, with and without alpha (and an animated WebP, which is refused); TIFF in
 Pillow's compressions and modes, and two layouts Pillow reads but does not write, written here; and PNG's
-variants (16-bit grey, palette, bilevel, alpha). Each
+variants (16-bit grey, palette, bilevel, alpha) and BMP's. Each
 file is saved by Pillow beside the RGB pixels torchvision's loader gets from it, PIL.Image.open(f).convert("RGB"),
 as raw (H, W, 3) bytes. tests/test_decode_formats.cpp decodes each file and must match the .rgb exactly. Sizes
 are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
@@ -96,6 +96,12 @@ def main():
         "png_bilevel.png": (rgb.convert("1"), "PNG", {}),
         "png_grey_alpha.png": (with_alpha(rgb, 6).convert("LA"), "PNG", {}),
         "png_rgba.png": (with_alpha(rgb, 7), "PNG", {}),
+        # BMP as Pillow writes it: 24-bit, 8-bit grey and palette, 1-bit, 32-bit with alpha
+        "bmp_rgb.bmp": (rgb, "BMP", {}),
+        "bmp_grey.bmp": (rgb.convert("L"), "BMP", {}),
+        "bmp_palette.bmp": (rgb.quantize(30), "BMP", {}),
+        "bmp_bilevel.bmp": (rgb.convert("1"), "BMP", {}),
+        "bmp_rgba.bmp": (with_alpha(rgb, 8), "BMP", {}),
     }
     for name, (img, fmt, opts) in cases.items():
         path = os.path.join(args.out, name)
