@@ -5,7 +5,8 @@
 // PIL.Image.open(f).convert("RGB") returned for it, what torchvision's ImageFolder feeds its transforms.
 // decode_image must return those bytes exactly: lossy WebP (its chroma upsampling included), lossless, with
 // alpha (dropped, not blended), grey; TIFF uncompressed, LZW, Deflate, PackBits, JPEG and CCITT group 4, grey,
-// grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel; PGM/PPM; and PNG's 16-bit
+// grey with alpha, MinIsWhite, palette, RGBA, premultiplied RGBA, CMYK, bilevel, 16-bit grey (clipped) and
+// RGB (the high byte); PGM/PPM; and PNG's 16-bit
 // grey (clipped, not scaled), palette, bilevel and alpha variants; BMP's 24-bit, grey, palette, bilevel and
 // 32-bit.
 #include <gtest/gtest.h>
@@ -57,7 +58,8 @@ INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
                                            "tiff_grey_min_is_white.tif", "tiff_jpeg.tif", "png_grey16.png",
                                            "png_palette.png", "png_bilevel.png", "png_grey_alpha.png",
                                            "png_rgba.png", "bmp_rgb.bmp", "bmp_grey.bmp", "bmp_palette.bmp",
-                                           "bmp_bilevel.bmp", "bmp_rgba.bmp"));
+                                           "bmp_bilevel.bmp", "bmp_rgba.bmp", "tiff_grey16.tif",
+                                           "tiff_rgb16.tif"));
 
 std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
   std::vector<uint8_t> p((size_t)w * h * 3);
@@ -270,12 +272,12 @@ TEST(DecodeTiff, HostileAndUnsupportedFilesAreRefusedWithTheReason) {
   EXPECT_FALSE(decode_image(good.data(), good.size(), img, &why, small));
   EXPECT_REASON(why, "TIFF of 37 x 23 pixels, expected each side in 1..30");
 
-  // 16-bit samples and YCbCr: named, with what to do
-  const std::vector<uint8_t> wide((size_t)9 * 7 * 3 * 2, 100);
-  std::vector<uint8_t> bytes = libtiff_file(dir.file("16.tif"), wide, 9, 7, 3, PHOTOMETRIC_RGB, 0, 0, 16);
+  // 32-bit samples and YCbCr: named, with what to do
+  const std::vector<uint8_t> wide((size_t)9 * 7 * 3 * 4, 100);
+  std::vector<uint8_t> bytes = libtiff_file(dir.file("32.tif"), wide, 9, 7, 3, PHOTOMETRIC_RGB, 0, 0, 32);
   why.clear();
   EXPECT_FALSE(decode_image(bytes.data(), bytes.size(), img, &why));
-  EXPECT_REASON(why, "unsupported TIFF (photometric 2, 3 samples of 16 bits");
+  EXPECT_REASON(why, "unsupported TIFF (photometric 2, 3 samples of 32 bits");
   EXPECT_REASON(why, "convert it to PNG");
   bytes = libtiff_file(dir.file("ycbcr.tif"), std::vector<uint8_t>((size_t)8 * 8 * 3, 90), 8, 8, 3,
                        PHOTOMETRIC_YCBCR, 0);

@@ -13,6 +13,7 @@
 #include "moco/pretrained.h"
 #include "moco/rng.h"
 #include "moco/safetensors.h"
+#include "error_text.h"
 #include "temp_dir.h"
 
 using namespace moco;
@@ -50,12 +51,7 @@ bool same_bits(const Encoder& a, const Encoder& b) {
 }
 
 std::string import_error(Encoder& enc, const std::string& path, bool strict) {
-  try {
-    import_encoder(enc, path, strict);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(accepted)";
+  return moco::test::error_text([&] { import_encoder(enc, path, strict); });
 }
 
 }  // namespace
@@ -303,12 +299,7 @@ void rewrite(const std::string& from, const std::string& to,
 }
 
 std::string pretrained_error(const std::string& path) {
-  try {
-    load_pretrained_backbone(path);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(accepted)";
+  return moco::test::error_text([&] { load_pretrained_backbone(path); });
 }
 
 }  // namespace

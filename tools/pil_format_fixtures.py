@@ -35,11 +35,20 @@ def grey16(rgb):
     return Image.fromarray(values.astype(np.uint16))
 
 
+def rgb16(rgb):
+    """16-bit RGB (H, W, 3): each 8-bit value v as 257 v plus a low byte that differs per channel, so that a
+    reader keeping the low byte instead of the high one shows."""
+    wide = np.asarray(rgb, dtype=np.int32) * 257 - np.arange(3, dtype=np.int32) * 40
+    return np.clip(wide, 0, 65535).astype(np.uint16)
+
+
 def plain_tiff(path, pixels, photometric, extra=()):
-    """An uncompressed little-endian TIFF of 8-bit samples (H, W, S), one strip, written field by field: the
-    layouts Pillow reads but does not write (MinIsWhite grey, associated alpha)."""
+    """An uncompressed little-endian TIFF of 8- or 16-bit samples (H, W, S) (by pixels' dtype), one strip,
+    written field by field: the layouts Pillow reads but does not write (MinIsWhite grey, associated alpha,
+    16-bit RGB)."""
     h, w, spp = pixels.shape
-    data = pixels.astype(np.uint8).tobytes()
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    data = pixels.astype("<u2" if bits == 16 else np.uint8).tobytes()
     entries = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, spp, None), (259, 3, 1, 1), (262, 3, 1, photometric),
                (273, 4, 1, None), (277, 3, 1, spp), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]
     if extra:
@@ -50,13 +59,13 @@ def plain_tiff(path, pixels, photometric, extra=()):
     out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
     for tag, kind, count, value in entries:
         if tag == 258:
-            value = bits_at if spp > 2 else (8 | (8 << 16 if spp == 2 else 0))
+            value = bits_at if spp > 2 else (bits | (bits << 16 if spp == 2 else 0))
         elif tag == 273:
             value = data_at
         out += struct.pack("<HHII", tag, kind, count, value)
     out += struct.pack("<I", 0)
     if spp > 2:
-        out += struct.pack(f"<{spp}H", *([8] * spp))
+        out += struct.pack(f"<{spp}H", *([bits] * spp))
     out += data
     with open(path, "wb") as f:
         f.write(out)
@@ -92,6 +101,7 @@ def main():
         "tiff_jpeg.tif": (rgb, "TIFF", dict(compression="jpeg")),  # RGB photometric, JPEG inside
         # PNG's variants (stb_image decodes them): 16-bit grey, which Pillow clips to 255 rather than scales
         "png_grey16.png": (grey16(rgb), "PNG", {}),
+        "tiff_grey16.tif": (grey16(rgb), "TIFF", dict(compression="tiff_lzw")),
         "png_palette.png": (rgb.quantize(40), "PNG", {}),
         "png_bilevel.png": (rgb.convert("1"), "PNG", {}),
         "png_grey_alpha.png": (with_alpha(rgb, 6).convert("LA"), "PNG", {}),
@@ -116,8 +126,9 @@ def main():
     premultiplied = np.asarray(with_alpha(rgb, 5), dtype=np.uint16)
     premultiplied[..., :3] = premultiplied[..., :3] * premultiplied[..., 3:] // 255
     for name, pixels, photometric, extra in [
-            ("tiff_rgba_premultiplied.tif", premultiplied, 2, (1,)),
-            ("tiff_grey_min_is_white.tif", np.asarray(rgb.convert("L"))[..., None], 0, ())]:
+            ("tiff_rgba_premultiplied.tif", premultiplied.astype(np.uint8), 2, (1,)),
+            ("tiff_grey_min_is_white.tif", np.asarray(rgb.convert("L"))[..., None], 0, ()),
+            ("tiff_rgb16.tif", rgb16(rgb), 2, ())]:
         path = os.path.join(args.out, name)
         plain_tiff(path, pixels, photometric, extra)
         with Image.open(path) as f:

@@ -6,9 +6,11 @@
 //   - RGB, 8-bit; a fourth sample is dropped, except associated (premultiplied) alpha, which Pillow's "RGBa"
 //     unpacker divides out: c * 255 / a, truncated, and black where a = 0;
 //   - palette, 8-bit: the colour map's 16-bit entries >> 8 (Pillow's b // 256);
-//   - CMYK, 8-bit (inks not inverted, as TIFF stores them), through Pillow's cmyk2rgb.
-// The orientation tag is ignored, as Pillow ignores it. Everything else (16-bit or float samples, separate
-// planes, YCbCr, Lab, 2- and 4-bit grey, ...) is refused, naming what was found. Errors and warnings
+//   - CMYK, 8-bit (inks not inverted, as TIFF stores them), through Pillow's cmyk2rgb;
+//   - 16-bit grey, which Pillow opens as I;16 and clips to 255 (as for 16-bit grey PNG), and 16-bit RGB (a
+//     fourth sample dropped), of which Pillow keeps the high byte.
+// The orientation tag is ignored, as Pillow ignores it. Everything else (float or signed samples, separate
+// planes, YCbCr, Lab, 2- and 4-bit grey, premultiplied 16-bit, ...) is refused, naming what was found. Errors and warnings
 // go to a handler of this call only (libtiff 4.5's TIFFOpenOptions), so concurrent decodes do not share them,
 // and libtiff's own allocations are capped.
 #include <tiffio.h>
@@ -76,7 +78,7 @@ struct OptionsFree {
 };
 
 // How one pixel's samples become RGB.
-enum class Layout { Grey, GreyInverted, Bilevel, BilevelInverted, Rgb, RgbPremultiplied, Palette, Cmyk };
+enum class Layout { Grey, GreyInverted, Bilevel, BilevelInverted, Rgb, RgbPremultiplied, Palette, Cmyk, Grey16, Rgb16 };
 
 }  // namespace
 
@@ -119,8 +121,8 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
                             " samples of " + std::to_string(bits) + " bits, sample format " + std::to_string(format) +
                             ", planar configuration " + std::to_string(planar);
   const auto unsupported = [&] {
-    return refuse(why, "unsupported TIFF (" + found + "); expected 8-bit grey, RGB, palette or CMYK, or bilevel, "
-                       "with contiguous samples: convert it to PNG");
+    return refuse(why, "unsupported TIFF (" + found + "); expected 8-bit grey, RGB, palette or CMYK, 16-bit grey "
+                       "or RGB, or bilevel, with contiguous samples: convert it to PNG");
   };
   if (format != SAMPLEFORMAT_UINT || planar != PLANARCONFIG_CONTIG) return unsupported();
   Layout layout;
@@ -135,6 +137,10 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
     layout = Layout::Palette;
   else if (photometric == PHOTOMETRIC_SEPARATED && bits == 8 && spp == 4)
     layout = Layout::Cmyk;
+  else if (photometric == PHOTOMETRIC_MINISBLACK && bits == 16 && spp == 1)
+    layout = Layout::Grey16;
+  else if (photometric == PHOTOMETRIC_RGB && bits == 16 && (spp == 3 || (spp == 4 && extra0 != EXTRASAMPLE_ASSOCALPHA)))
+    layout = Layout::Rgb16;
   else
     return unsupported();
 
@@ -193,6 +199,20 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
               const uint8_t* p = src + c * 4;
               const int a = p[3];
               for (int k = 0; k < 3; ++k) dst[k] = a == 0 ? 0 : (uint8_t)std::min(255, p[k] * 255 / a);
+              break;
+            }
+            case Layout::Grey16: {  // samples in the machine's byte order: libtiff swaps them on reading
+              uint16_t v;
+              std::memcpy(&v, src + 2 * c, 2);
+              dst[0] = dst[1] = dst[2] = (uint8_t)std::min<int>(v, 255);
+              break;
+            }
+            case Layout::Rgb16: {
+              for (int k = 0; k < 3; ++k) {
+                uint16_t v;
+                std::memcpy(&v, src + 2 * ((size_t)c * spp + k), 2);
+                dst[k] = (uint8_t)(v >> 8);
+              }
               break;
             }
             case Layout::Cmyk: {
