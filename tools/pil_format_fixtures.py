@@ -12,6 +12,7 @@ are odd, so lossy WebP's 2x2 chroma blocks and its upsampling meet the edges.
 import argparse
 import os
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image, features
@@ -71,6 +72,36 @@ def plain_tiff(path, pixels, photometric, extra=()):
         f.write(out)
 
 
+def short_palette_png(path, w, h):
+    """An indexed PNG whose PLTE holds 3 colours while its pixels use every index 0..255: Pillow shows the
+    missing entries black."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes((x * 7 + y * 31) % 256 for x in range(w)) for y in range(h))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)) +
+           chunk(b"PLTE", bytes([200, 30, 40, 20, 160, 60, 250, 250, 10])) + chunk(b"IDAT", zlib.compress(rows)) +
+           chunk(b"IEND", b""))
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+def short_palette_bmp(path, w, h, os2=False):
+    """An 8-bit BMP with 5 colours in use (biClrUsed; or an OS/2 header's 5-entry palette) while its pixels
+    use every index 0..255."""
+    colours = [(30, 20, 10), (60, 50, 40), (0, 200, 100), (255, 255, 0), (9, 99, 199)]
+    entry = 3 if os2 else 4
+    palette = b"".join(bytes([b, g, r] + ([] if os2 else [0])) for r, g, b in colours)
+    stride = (w + 3) // 4 * 4
+    pixels = b"".join(bytes((x * 5 + y * 17) % 256 for x in range(w)) + b"\x00" * (stride - w) for y in range(h))
+    if os2:
+        header = struct.pack("<IHHHH", 12, w, h, 1, 8)
+    else:
+        header = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 0, len(pixels), 2835, 2835, len(colours), 0)
+    offset = 14 + len(header) + len(colours) * entry
+    with open(path, "wb") as f:
+        f.write(b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + palette + pixels)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/pil_formats")
@@ -99,6 +130,9 @@ def main():
         "tiff_bilevel_raw.tif": (rgb.convert("1"), "TIFF", {}),
         "tiff_bilevel_group4.tif": (rgb.convert("1"), "TIFF", dict(compression="group4")),
         "tiff_jpeg.tif": (rgb, "TIFF", dict(compression="jpeg")),  # RGB photometric, JPEG inside
+        # the Orientation tag, which Pillow 13 applies to TIFF (and to no other format): all seven turns
+        **{f"tiff_orientation{k}.tif": (rgb, "TIFF", dict(tiffinfo={274: k}, compression="tiff_lzw"))
+           for k in range(2, 9)},
         # PNG's variants (stb_image decodes them): 16-bit grey, which Pillow clips to 255 rather than scales
         "png_grey16.png": (grey16(rgb), "PNG", {}),
         "tiff_grey16.tif": (grey16(rgb), "TIFF", dict(compression="tiff_lzw")),
@@ -122,6 +156,15 @@ def main():
     path = os.path.join(args.out, "webp_animated.webp")
     frames[0].save(path, "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
     print(f"webp_animated.webp: 2 frames, {os.path.getsize(path)} bytes")
+    # palettes shorter than the indices the pixels use (stb would read past them), written by hand
+    for name, write in [("png_short_palette.png", lambda p: short_palette_png(p, 37, 23)),
+                        ("bmp_short_palette.bmp", lambda p: short_palette_bmp(p, 37, 23)),
+                        ("bmp_os2_short_palette.bmp", lambda p: short_palette_bmp(p, 37, 23, os2=True))]:
+        path = os.path.join(args.out, name)
+        write(path)
+        with Image.open(path) as f:
+            np.asarray(f.convert("RGB"), dtype=np.uint8).tofile(os.path.splitext(path)[0] + ".rgb")
+        print(f"{name}: written by hand, {os.path.getsize(path)} bytes")
     # layouts Pillow reads but does not write, with what Pillow reads from them
     premultiplied = np.asarray(with_alpha(rgb, 5), dtype=np.uint16)
     premultiplied[..., :3] = premultiplied[..., :3] * premultiplied[..., 3:] // 255

@@ -8,6 +8,8 @@
 //     tables that 2.27 would overrun or read uninitialised (jpeg_check.cpp); PNG chunks longer than the file,
 //     because stb reserves an IDAT's declared length (up to 1 GiB, doubled on growth) before it looks for the
 //     bytes, so a 200-byte file could make it allocate 2 GiB. The fuzzer (tests/fuzz) found the last two;
+//   - a palette padded with black to 256 entries before stb sees an indexed PNG or a palette BMP, since stb
+//     reads indices past the file's palette from uninitialised stack memory (stb_palettes.cpp);
 //   - the header read by stbi_info_from_memory, its dimensions checked against the limits before stb
 //     allocates any pixels.
 // stb keeps its failure reason in a thread-local (checked: libstb.so reads it through __tls_get_addr), and we
@@ -125,6 +127,13 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
                               std::to_string(le32(data + 2)));
 
   if (fmt == Format::Jpeg && jpeg == JpegDecoder::LibjpegTurbo) return detail::decode_jpeg(data, n, out, why, limits);
+  // stb looks palette indices up without a bound: hand it a palette of 256 entries (stb_palettes.cpp)
+  std::vector<uint8_t> padded;
+  if ((fmt == Format::Png && detail::png_with_full_palette(data, n, padded)) ||
+      (fmt == Format::Bmp && detail::bmp_with_full_palette(data, n, padded))) {
+    if (padded.size() > (size_t)INT_MAX) return fail_with(why, "file too large once its palette is padded");
+    return detail::decode_with_stb(padded.data(), padded.size(), fname, out, why, limits, false);
+  }
   return detail::decode_with_stb(data, n, fname, out, why, limits, fmt == Format::Png && png_is_grey16(data, n));
 }
 

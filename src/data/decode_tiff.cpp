@@ -9,7 +9,8 @@
 //   - CMYK, 8-bit (inks not inverted, as TIFF stores them), through Pillow's cmyk2rgb;
 //   - 16-bit grey, which Pillow opens as I;16 and clips to 255 (as for 16-bit grey PNG), and 16-bit RGB (a
 //     fourth sample dropped), of which Pillow keeps the high byte.
-// The orientation tag is ignored, as Pillow ignores it. Everything else (float or signed samples, separate
+// Then the Orientation tag is applied, as Pillow 13 applies it to TIFF alone (exif_transpose in its
+// TiffImagePlugin: JPEG, PNG and WebP keep their stored orientation there, and here). Everything else (float or signed samples, separate
 // planes, YCbCr, Lab, 2- and 4-bit grey, premultiplied 16-bit, ...) is refused, naming what was found. Errors and warnings
 // go to a handler of this call only (libtiff 4.5's TIFFOpenOptions), so concurrent decodes do not share them,
 // and libtiff's own allocations are capped.
@@ -77,6 +78,34 @@ struct OptionsFree {
   void operator()(TIFFOpenOptions* o) const { TIFFOpenOptionsFree(o); }
 };
 
+// The stored (h, w, 3) image turned as Orientation says (1 to 8; anything else leaves it), as Pillow's
+// exif_transpose turns it: 2 mirrors left-right, 3 turns 180, 4 mirrors top-bottom, 5 transposes, 6 turns 270
+// (clockwise 90), 7 transverses, 8 turns 90. 5 to 8 swap width and height.
+void apply_orientation(Image& img, int orientation) {
+  if (orientation < 2 || orientation > 8) return;
+  const size_t w = (size_t)img.w, h = (size_t)img.h;
+  const bool swap = orientation >= 5;
+  const size_t ow = swap ? h : w, oh = swap ? w : h;
+  std::vector<uint8_t> turned(img.pixels.size());  // (oh, ow, 3)
+  for (size_t y = 0; y < oh; ++y)
+    for (size_t x = 0; x < ow; ++x) {
+      size_t sy = y, sx = x;  // the stored pixel that lands at (y, x)
+      switch (orientation) {
+        case 2: sx = w - 1 - x; break;
+        case 3: sy = h - 1 - y, sx = w - 1 - x; break;
+        case 4: sy = h - 1 - y; break;
+        case 5: sy = x, sx = y; break;
+        case 6: sy = h - 1 - x, sx = y; break;
+        case 7: sy = h - 1 - x, sx = w - 1 - y; break;
+        case 8: sy = x, sx = w - 1 - y; break;
+      }
+      std::memcpy(&turned[(y * ow + x) * 3], &img.pixels[(sy * w + sx) * 3], 3);
+    }
+  img.pixels.swap(turned);
+  img.w = (int)ow;
+  img.h = (int)oh;
+}
+
 // How one pixel's samples become RGB.
 enum class Layout { Grey, GreyInverted, Bilevel, BilevelInverted, Rgb, RgbPremultiplied, Palette, Cmyk, Grey16, Rgb16 };
 
@@ -107,10 +136,12 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
   TIFFGetFieldDefaulted(tif.get(), TIFFTAG_SAMPLESPERPIXEL, &spp);
   TIFFGetFieldDefaulted(tif.get(), TIFFTAG_PLANARCONFIG, &planar);
   TIFFGetFieldDefaulted(tif.get(), TIFFTAG_SAMPLEFORMAT, &format);
-  uint16_t extra_count = 0;
+  uint16_t extra_count = 0, fill_order = FILLORDER_MSB2LSB, orientation = ORIENTATION_TOPLEFT;
   uint16_t* extra = nullptr;
-  TIFFGetFieldDefaulted(tif.get(), TIFFTAG_EXTRASAMPLES, &extra_count, &extra);
-  const int extra0 = extra_count > 0 && extra ? extra[0] : -1;  // the first extra sample's meaning, -1: none
+  const bool has_extra = TIFFGetField(tif.get(), TIFFTAG_EXTRASAMPLES, &extra_count, &extra) == 1;
+  const int extra0 = has_extra && extra_count > 0 && extra ? extra[0] : -1;  // the first extra sample's meaning
+  TIFFGetFieldDefaulted(tif.get(), TIFFTAG_FILLORDER, &fill_order);
+  TIFFGetFieldDefaulted(tif.get(), TIFFTAG_ORIENTATION, &orientation);
 
   if (w < 1 || h < 1 || w > (uint32_t)limits.max_side || h > (uint32_t)limits.max_side ||
       (int64_t)w * h > limits.max_pixels)
@@ -119,12 +150,23 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
 
   const std::string found = "photometric " + std::to_string(photometric) + ", " + std::to_string(spp) +
                             " samples of " + std::to_string(bits) + " bits, sample format " + std::to_string(format) +
-                            ", planar configuration " + std::to_string(planar);
+                            ", planar configuration " + std::to_string(planar) + ", fill order " +
+                            std::to_string(fill_order) + ", extra samples " +
+                            (has_extra ? std::to_string(extra0) : std::string("none"));
   const auto unsupported = [&] {
     return refuse(why, "unsupported TIFF (" + found + "); expected 8-bit grey, RGB, palette or CMYK, 16-bit grey "
                        "or RGB, or bilevel, with contiguous samples: convert it to PNG");
   };
   if (format != SAMPLEFORMAT_UINT || planar != PLANARCONFIG_CONTIG) return unsupported();
+  // Pillow knows a pixel layout only from its table; what it refuses is refused here too: 2-sample grey
+  // without its ExtraSamples (or with one it does not know), and the reversed fill order beyond the layouts
+  // its table lists it for (bilevel, 8-bit grey and palette, 3-sample RGB, little-endian 16-bit grey)
+  if (photometric == PHOTOMETRIC_MINISBLACK && spp == 2 && (extra0 < 0 || extra0 > 2)) return unsupported();
+  if (fill_order == FILLORDER_LSB2MSB && !(bits == 1 || (bits == 8 && spp == 1) || (bits == 8 && spp == 3 &&
+                                                                                     photometric == PHOTOMETRIC_RGB) ||
+                                           (bits == 16 && spp == 1 && photometric == PHOTOMETRIC_MINISBLACK &&
+                                            !TIFFIsBigEndian(tif.get()))))
+    return unsupported();
   Layout layout;
   if ((photometric == PHOTOMETRIC_MINISBLACK || photometric == PHOTOMETRIC_MINISWHITE) && bits == 1 && spp == 1)
     layout = photometric == PHOTOMETRIC_MINISBLACK ? Layout::Bilevel : Layout::BilevelInverted;
@@ -162,7 +204,7 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
   const uint64_t row_bytes = ((uint64_t)blk_w * spp * bits + 7) / 8;
   const uint64_t block_bytes = row_bytes * blk_h;
   // a tile may be larger than the image, but not without bound
-  if (block_bytes > (uint64_t)limits.max_pixels * 4 + (1 << 20))
+  if (block_bytes > (uint64_t)limits.max_pixels * 8 + (1 << 20))  // 8: 16-bit RGBA, the widest pixel taken
     return refuse(why, "TIFF " + std::string(tiled ? "tiles" : "strips") + " of " + std::to_string(blk_w) + " x " +
                        std::to_string(blk_h) + " pixels, larger than the limits allow");
   std::vector<uint8_t> block((size_t)block_bytes);  // (blk_h, row_bytes)
@@ -170,10 +212,12 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
   out.w = (int)w;
   out.h = (int)h;
   out.pixels.assign((size_t)w * h * 3, 0);  // (H, W, 3)
-  const uint32_t across = tiled ? (w + blk_w - 1) / blk_w : 1;
+  const uint32_t across = tiled ? (uint32_t)(((uint64_t)w + blk_w - 1) / blk_w) : 1;
   for (uint32_t y0 = 0; y0 < h; y0 += blk_h) {
     for (uint32_t t = 0; t < across; ++t) {
       const uint32_t x0 = t * blk_w;
+      // a strip that a decoder ends early (CCITT does, without an error) leaves zeros, not the last strip
+      std::fill(block.begin(), block.end(), 0);
       const tmsize_t got = tiled ? TIFFReadEncodedTile(tif.get(), TIFFComputeTile(tif.get(), x0, y0, 0, 0),
                                                        block.data(), (tmsize_t)block.size())
                                  : TIFFReadEncodedStrip(tif.get(), TIFFComputeStrip(tif.get(), y0, 0), block.data(),
@@ -230,6 +274,7 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
       }
     }
   }
+  apply_orientation(out, orientation);
   return true;
 }
 

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moco/data.h"
 
@@ -23,6 +24,11 @@ bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, co
 // clip_grey16: a 16-bit grey PNG, converted as Pillow converts it (each value clipped to 255).
 bool decode_with_stb(const uint8_t* data, size_t n, const char* format_name, Image& out, std::string* why,
                      const DecodeLimits& limits, bool clip_grey16 = false);
+
+// Copies of an indexed PNG or a palette BMP whose palette is padded with black to 256 entries, for stb
+// (stb_palettes.cpp); false, leaving `copy` alone, where the file needs none.
+bool png_with_full_palette(const uint8_t* data, size_t n, std::vector<uint8_t>& copy);
+bool bmp_with_full_palette(const uint8_t* data, size_t n, std::vector<uint8_t>& copy);
 
 // Binary PGM / PPM with maxval 255, read here (decode_pnm.cpp).
 bool decode_pnm(const uint8_t* data, size_t n, Image& out, std::string* why, const DecodeLimits& limits);

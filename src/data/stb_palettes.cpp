@@ -1,0 +1,83 @@
+// Full palettes for stb_image. stb 2.27 keeps a PNG's or BMP's palette in a fixed stack array that it fills
+// only as far as the file's palette goes, and looks pixel indices up in it without a bound, so an index past
+// the palette reads uninitialised stack bytes into the image. Pillow gives black for such an index. These
+// copies of the file carry a palette of 256 entries, the file's own followed by black ones, so that stb reads
+// only initialised bytes, and the ones Pillow shows. Internal to src/data.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "image_decoders.h"
+
+namespace moco::detail {
+
+namespace {
+
+uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3]; }
+uint32_t le32(const uint8_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+void put_le32(uint8_t* p, uint32_t v) {
+  for (int k = 0; k < 4; ++k) p[k] = (uint8_t)(v >> (8 * k));
+}
+void put_be32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back((uint8_t)(v >> s));
+}
+
+}  // namespace
+
+bool png_with_full_palette(const uint8_t* d, size_t n, std::vector<uint8_t>& copy) {
+  if (n < 26 || std::memcmp(d + 12, "IHDR", 4) != 0 || d[25] != 3) return false;  // colour type 3: indexed
+  size_t pos = 8;  // the chunks, already checked to lie within the file (png_chunks_fit)
+  while (pos + 12 <= n) {
+    const uint32_t len = be32(d + pos);
+    if ((uint64_t)len + 12 > n - pos) return false;
+    if (std::memcmp(d + pos + 4, "IDAT", 4) == 0 || std::memcmp(d + pos + 4, "IEND", 4) == 0) return false;
+    if (std::memcmp(d + pos + 4, "PLTE", 4) == 0) {
+      if (len % 3 != 0 || len >= 768) return false;  // stb refuses the former itself; the latter is full
+      copy.clear();
+      copy.reserve(n + 768);
+      copy.insert(copy.end(), d, d + pos);
+      put_be32(copy, 768);
+      copy.insert(copy.end(), {'P', 'L', 'T', 'E'});
+      copy.insert(copy.end(), d + pos + 8, d + pos + 8 + len);
+      copy.insert(copy.end(), 768 - len, 0);  // black
+      put_be32(copy, 0);                      // the CRC, which stb does not check
+      copy.insert(copy.end(), d + pos + 12 + len, d + n);
+      return true;
+    }
+    pos += 12 + (size_t)len;
+  }
+  return false;
+}
+
+bool bmp_with_full_palette(const uint8_t* d, size_t n, std::vector<uint8_t>& copy) {
+  if (n < 14 + 16) return false;
+  const uint32_t offset = le32(d + 10), hsz = le32(d + 14);
+  if (hsz != 12 && hsz < 40) return false;  // leave odd headers to stb's own checks
+  if (14 + (size_t)hsz + 16 > n) return false;
+  const int bits = hsz == 12 ? d[14 + 10] | d[14 + 11] << 8 : d[14 + 14] | d[14 + 15] << 8;
+  if (bits != 1 && bits != 4 && bits != 8) return false;  // no palette
+  const size_t entry = hsz == 12 ? 3 : 4;
+  // Pillow reads biClrUsed entries right after the header (all 2^bits when it is 0), as many as the file has
+  const uint32_t used = hsz == 12 ? 0 : le32(d + 14 + 32);
+  const size_t colours = used == 0 || used > (1u << bits) ? (size_t)1 << bits : used;
+  const size_t pal_at = 14 + (size_t)hsz;
+  if (offset < pal_at || offset > n) return false;  // stb refuses these
+  const size_t have = std::min(colours, (n - pal_at) / entry);
+  // stb counts an OS/2 (12-byte header) palette as (offset - 38) / 3 entries, 4 fewer than there are: 260
+  // written there make 256 that it reads
+  const size_t slots = hsz == 12 ? 260 : 256;
+  copy.clear();
+  copy.reserve(pal_at + slots * entry + (n - offset));
+  copy.insert(copy.end(), d, d + pal_at);
+  copy.insert(copy.end(), d + pal_at, d + pal_at + have * entry);
+  copy.insert(copy.end(), (slots - have) * entry, 0);  // black
+  const size_t new_offset = copy.size();
+  copy.insert(copy.end(), d + offset, d + n);
+  put_le32(copy.data() + 10, (uint32_t)new_offset);
+  put_le32(copy.data() + 2, (uint32_t)copy.size());
+  if (hsz != 12) put_le32(copy.data() + 14 + 32, 0);  // 2^bits colours in use
+  return true;
+}
+
+}  // namespace moco::detail
