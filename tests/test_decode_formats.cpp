@@ -14,6 +14,7 @@
 #include <webp/encode.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -65,6 +66,27 @@ INSTANTIATE_TEST_SUITE_P(PillowFixtures, FormatsVsPil,
                                            "tiff_orientation4.tif", "tiff_orientation5.tif", "tiff_orientation6.tif",
                                            "tiff_orientation7.tif", "tiff_orientation8.tif", "png_short_palette.png",
                                            "bmp_short_palette.bmp", "bmp_os2_short_palette.bmp"));
+
+// Empty IDAT chunks are legal PNG; stb would copy their 0 bytes to a null buffer (undefined behaviour that
+// UBSan reports), so they are left out before it decodes. The image is Pillow's still, 16-bit grey included.
+TEST(DecodePng, EmptyIdatChunksChangeNothing) {
+  for (const char* name : {"png_rgba", "png_grey16", "png_short_palette"}) {
+    const std::vector<uint8_t> png = fixture_bytes(std::string(name) + ".png");
+    const std::vector<uint8_t> want = fixture_bytes(std::string(name) + ".rgb");
+    // find the first IDAT and put two empty ones before it (length 0, type, no data, any CRC)
+    size_t pos = 8;
+    while (pos + 8 <= png.size() && std::memcmp(png.data() + pos + 4, "IDAT", 4) != 0)
+      pos += 12 + ((size_t)png[pos] << 24 | (size_t)png[pos + 1] << 16 | (size_t)png[pos + 2] << 8 | png[pos + 3]);
+    ASSERT_LT(pos + 8, png.size()) << name;
+    std::vector<uint8_t> with_empty(png.begin(), png.begin() + (long)pos);
+    for (int k = 0; k < 2; ++k) with_empty.insert(with_empty.end(), {0, 0, 0, 0, 'I', 'D', 'A', 'T', 1, 2, 3, 4});
+    with_empty.insert(with_empty.end(), png.begin() + (long)pos, png.end());
+    Image img;
+    std::string why;
+    ASSERT_TRUE(decode_image(with_empty.data(), with_empty.size(), img, &why)) << name << ": " << why;
+    test::expect_pillow_bytes(img, want);
+  }
+}
 
 std::vector<uint8_t> pattern(int w, int h) {  // (H, W, 3)
   std::vector<uint8_t> p((size_t)w * h * 3);

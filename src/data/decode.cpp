@@ -127,14 +127,15 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
                               std::to_string(le32(data + 2)));
 
   if (fmt == Format::Jpeg && jpeg == JpegDecoder::LibjpegTurbo) return detail::decode_jpeg(data, n, out, why, limits);
+  const bool grey16 = fmt == Format::Png && png_is_grey16(data, n);
   // stb looks palette indices up without a bound: hand it a palette of 256 entries (stb_palettes.cpp)
   std::vector<uint8_t> padded;
   if ((fmt == Format::Png && detail::png_with_full_palette(data, n, padded)) ||
       (fmt == Format::Bmp && detail::bmp_with_full_palette(data, n, padded))) {
     if (padded.size() > (size_t)INT_MAX) return fail_with(why, "file too large once its palette is padded");
-    return detail::decode_with_stb(padded.data(), padded.size(), fname, out, why, limits, false);
+    return detail::decode_with_stb(padded.data(), padded.size(), fname, out, why, limits, grey16);
   }
-  return detail::decode_with_stb(data, n, fname, out, why, limits, fmt == Format::Png && png_is_grey16(data, n));
+  return detail::decode_with_stb(data, n, fname, out, why, limits, grey16);
 }
 
 namespace detail {

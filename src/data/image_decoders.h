@@ -25,8 +25,9 @@ bool decode_jpeg(const uint8_t* data, size_t n, Image& out, std::string* why, co
 bool decode_with_stb(const uint8_t* data, size_t n, const char* format_name, Image& out, std::string* why,
                      const DecodeLimits& limits, bool clip_grey16 = false);
 
-// Copies of an indexed PNG or a palette BMP whose palette is padded with black to 256 entries, for stb
-// (stb_palettes.cpp); false, leaving `copy` alone, where the file needs none.
+// Copies of an indexed PNG or a palette BMP whose palette is padded with black to 256 entries, and of a PNG
+// without its empty IDAT chunks, for stb (stb_palettes.cpp); false, leaving `copy` alone, where the file
+// needs none.
 bool png_with_full_palette(const uint8_t* data, size_t n, std::vector<uint8_t>& copy);
 bool bmp_with_full_palette(const uint8_t* data, size_t n, std::vector<uint8_t>& copy);
 

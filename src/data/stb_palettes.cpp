@@ -1,4 +1,4 @@
-// Full palettes for stb_image. stb 2.27 keeps a PNG's or BMP's palette in a fixed stack array that it fills
+// Full palettes for stb_image (and PNG without empty IDAT chunks). stb 2.27 keeps a PNG's or BMP's palette in a fixed stack array that it fills
 // only as far as the file's palette goes, and looks pixel indices up in it without a bound, so an index past
 // the palette reads uninitialised stack bytes into the image. Pillow gives black for such an index. These
 // copies of the file carry a palette of 256 entries, the file's own followed by black ones, so that stb reads
@@ -26,28 +26,50 @@ void put_be32(std::vector<uint8_t>& out, uint32_t v) {
 }  // namespace
 
 bool png_with_full_palette(const uint8_t* d, size_t n, std::vector<uint8_t>& copy) {
-  if (n < 26 || std::memcmp(d + 12, "IHDR", 4) != 0 || d[25] != 3) return false;  // colour type 3: indexed
-  size_t pos = 8;  // the chunks, already checked to lie within the file (png_chunks_fit)
-  while (pos + 12 <= n) {
+  if (n < 26 || std::memcmp(d + 12, "IHDR", 4) != 0) return false;
+  const bool indexed = d[25] == 3;  // colour type 3
+  // The chunks, already checked to lie within the file (png_chunks_fit), copied as they are except: a short
+  // PLTE of an indexed image, padded; and empty IDAT chunks, left out (legal, but stb then copies 0 bytes to a
+  // null buffer, which the fuzzer's UBSan reports as undefined behaviour).
+  // what changes: a chunk to leave out or to pad (a first pass, so that most files are not copied at all)
+  const auto drops = [&](const uint8_t* type, uint32_t len) { return len == 0 && std::memcmp(type, "IDAT", 4) == 0; };
+  const auto pads = [&](const uint8_t* type, uint32_t len) {
+    return indexed && std::memcmp(type, "PLTE", 4) == 0 && len % 3 == 0 && len < 768;
+  };
+  bool changed = false;
+  for (size_t pos = 8; pos + 12 <= n;) {
     const uint32_t len = be32(d + pos);
     if ((uint64_t)len + 12 > n - pos) return false;
-    if (std::memcmp(d + pos + 4, "IDAT", 4) == 0 || std::memcmp(d + pos + 4, "IEND", 4) == 0) return false;
-    if (std::memcmp(d + pos + 4, "PLTE", 4) == 0) {
-      if (len % 3 != 0 || len >= 768) return false;  // stb refuses the former itself; the latter is full
-      copy.clear();
-      copy.reserve(n + 768);
-      copy.insert(copy.end(), d, d + pos);
-      put_be32(copy, 768);
-      copy.insert(copy.end(), {'P', 'L', 'T', 'E'});
-      copy.insert(copy.end(), d + pos + 8, d + pos + 8 + len);
-      copy.insert(copy.end(), 768 - len, 0);  // black
-      put_be32(copy, 0);                      // the CRC, which stb does not check
-      copy.insert(copy.end(), d + pos + 12 + len, d + n);
-      return true;
-    }
+    changed = changed || drops(d + pos + 4, len) || pads(d + pos + 4, len);
+    if (std::memcmp(d + pos + 4, "IEND", 4) == 0) break;
     pos += 12 + (size_t)len;
   }
-  return false;
+  if (!changed) return false;
+  std::vector<uint8_t> out;
+  out.reserve(n + 768);
+  out.insert(out.end(), d, d + 8);
+  size_t pos = 8;
+  while (pos + 12 <= n) {
+    const uint32_t len = be32(d + pos);
+    const uint8_t* type = d + pos + 4;
+    const size_t whole = 12 + (size_t)len;
+    if (drops(type, len)) {
+      // left out
+    } else if (pads(type, len)) {
+      put_be32(out, 768);
+      out.insert(out.end(), {'P', 'L', 'T', 'E'});
+      out.insert(out.end(), d + pos + 8, d + pos + 8 + len);
+      out.insert(out.end(), 768 - len, 0);  // black
+      put_be32(out, 0);                     // the CRC, which stb does not check
+    } else {
+      out.insert(out.end(), d + pos, d + pos + whole);
+    }
+    pos += whole;
+    if (std::memcmp(type, "IEND", 4) == 0) break;
+  }
+  out.insert(out.end(), d + pos, d + n);  // whatever follows, as stb would have seen it
+  copy.swap(out);
+  return true;
 }
 
 bool bmp_with_full_palette(const uint8_t* d, size_t n, std::vector<uint8_t>& copy) {
