@@ -9,7 +9,9 @@
 //     because stb reserves an IDAT's declared length (up to 1 GiB, doubled on growth) before it looks for the
 //     bytes, so a 200-byte file could make it allocate 2 GiB. The fuzzer (tests/fuzz) found the last two;
 //   - a palette padded with black to 256 entries before stb sees an indexed PNG or a palette BMP, since stb
-//     reads indices past the file's palette from uninitialised stack memory (stb_palettes.cpp);
+//     reads indices past the file's palette from uninitialised stack memory, and a PNG's empty IDAT chunks
+//     left out, since stb copies their 0 bytes to a null buffer (stb_palettes.cpp; the fuzzer's UBSan
+//     reported the latter);
 //   - the header read by stbi_info_from_memory, its dimensions checked against the limits before stb
 //     allocates any pixels.
 // stb keeps its failure reason in a thread-local (checked: libstb.so reads it through __tls_get_addr), and we
