@@ -53,11 +53,10 @@ EvalTarget open_eval_target(const Args& a, const char* command) {
                                   "FILE.safetensors (a ResNet backbone under torchvision's names)"
                                 : " takes --checkpoint or --pretrained, not both");
   t.random_init = a.on("--random-init");
-  t.pretrained = !pretrained.empty();
-  MOCO_CHECK(!(t.pretrained && t.random_init), "--random-init rebuilds a checkpoint's network at its seed; with "
+  MOCO_CHECK(pretrained.empty() || !t.random_init, "--random-init rebuilds a checkpoint's network at its seed; with "
              "--pretrained there is no seed to rebuild from: give --checkpoint instead");
   int default_size = 0;
-  if (t.pretrained) {
+  if (!pretrained.empty()) {
     t.source = pretrained;
     int head = 0;
     t.weights = load_pretrained_backbone(pretrained, &head);

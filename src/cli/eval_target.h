@@ -18,7 +18,6 @@ void declare_eval_options(Args& a, const char* what_is_evaluated, const char* ba
 
 struct EvalTarget {
   std::string source;     // the training checkpoint, or the --pretrained file
-  bool pretrained = false;
   bool random_init = false;
   std::unique_ptr<CheckpointModel> model;  // with --checkpoint
   std::unique_ptr<Encoder> weights;        // with --pretrained: the backbone alone
@@ -30,9 +29,10 @@ struct EvalTarget {
   int64_t batch_size = 0;
   int workers = 0;
   std::unique_ptr<FeatureExtractor> features;  // the backbone on --device (the GPU when asked and usable)
-  const char* label() const { return pretrained ? "pretrained" : random_init ? "random init" : "trained"; }
+  bool pretrained() const { return weights != nullptr; }
+  const char* label() const { return pretrained() ? "pretrained" : random_init ? "random init" : "trained"; }
   // "checkpoint" or "pretrained": the key under which logs record `source`
-  const char* source_key() const { return pretrained ? "pretrained" : "checkpoint"; }
+  const char* source_key() const { return pretrained() ? "pretrained" : "checkpoint"; }
 };
 
 // After a.parse(): checks that exactly one of --checkpoint and --pretrained is given, rebuilds or loads the

@@ -64,13 +64,11 @@ bool fail_with(std::string* why, const std::string& reason) {
   return false;
 }
 
-uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3]; }
-
 // Walks the PNG chunks (length, type, data, CRC) up to IEND; false with the reason when one overruns the file.
 bool png_chunks_fit(const uint8_t* d, size_t n, std::string* why) {
   size_t pos = 8;  // after the signature
   while (pos + 8 <= n) {
-    uint32_t len = be32(d + pos);
+    uint32_t len = detail::be32(d + pos);
     std::string type(reinterpret_cast<const char*>(d + pos + 4), 4);
     for (char& c : type)
       if (c < 0x20 || c > 0x7E) c = '?';
@@ -93,8 +91,6 @@ bool png_chunks_fit(const uint8_t* d, size_t n, std::string* why) {
 bool png_is_grey16(const uint8_t* d, size_t n) {
   return n >= 26 && std::memcmp(d + 12, "IHDR", 4) == 0 && d[24] == 16 && d[25] == 0;
 }
-
-uint32_t le32(const uint8_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
 struct StbFree {
   void operator()(void* p) const { stbi_image_free(p); }
@@ -124,9 +120,9 @@ bool decode_image(const uint8_t* data, size_t n, Image& out, std::string* why, c
   // Structure first: even stbi_info_from_memory builds the JPEG Huffman tables that precede the frame header.
   if (fmt == Format::Jpeg && !jpeg_structure_ok(data, n, why)) return false;
   if (fmt == Format::Png && !png_chunks_fit(data, n, why)) return false;
-  if (fmt == Format::Bmp && n >= 6 && le32(data + 2) > n)  // the header's file size; 0 means "not given"
+  if (fmt == Format::Bmp && n >= 6 && detail::le32(data + 2) > n)  // the header's file size; 0 means "not given"
     return fail_with(why, "truncated BMP: " + std::to_string(n) + " bytes, header says " +
-                              std::to_string(le32(data + 2)));
+                              std::to_string(detail::le32(data + 2)));
 
   if (fmt == Format::Jpeg && jpeg == JpegDecoder::LibjpegTurbo) return detail::decode_jpeg(data, n, out, why, limits);
   const bool grey16 = fmt == Format::Png && png_is_grey16(data, n);

@@ -148,13 +148,14 @@ bool decode_tiff(const uint8_t* data, size_t n, Image& out, std::string* why, co
     return refuse(why, "TIFF of " + std::to_string(w) + " x " + std::to_string(h) + " pixels, expected each side in 1.." +
                        std::to_string(limits.max_side) + " and at most " + std::to_string(limits.max_pixels) + " pixels");
 
-  const std::string found = "photometric " + std::to_string(photometric) + ", " + std::to_string(spp) +
-                            " samples of " + std::to_string(bits) + " bits, sample format " + std::to_string(format) +
-                            ", planar configuration " + std::to_string(planar) + ", fill order " +
-                            std::to_string(fill_order) + ", extra samples " +
-                            (has_extra ? std::to_string(extra0) : std::string("none"));
+  const auto found = [&] {  // the layout, for the reason of a refusal
+    return "photometric " + std::to_string(photometric) + ", " + std::to_string(spp) + " samples of " +
+           std::to_string(bits) + " bits, sample format " + std::to_string(format) + ", planar configuration " +
+           std::to_string(planar) + ", fill order " + std::to_string(fill_order) + ", extra samples " +
+           (has_extra ? std::to_string(extra0) : std::string("none"));
+  };
   const auto unsupported = [&] {
-    return refuse(why, "unsupported TIFF (" + found + "); expected 8-bit grey, RGB, palette or CMYK, 16-bit grey "
+    return refuse(why, "unsupported TIFF (" + found() + "); expected 8-bit grey, RGB, palette or CMYK, 16-bit grey "
                        "or RGB, or bilevel, with contiguous samples: convert it to PNG");
   };
   if (format != SAMPLEFORMAT_UINT || planar != PLANARCONFIG_CONTIG) return unsupported();

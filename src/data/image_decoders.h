@@ -10,6 +10,14 @@
 
 namespace moco::detail {
 
+// 32-bit integers as files store them: big-endian (PNG) and little-endian (BMP).
+inline uint32_t be32(const uint8_t* p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+inline uint32_t le32(const uint8_t* p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 // Pillow's cmyk2rgb for one channel: (255 - k) - round(c * (255 - k) / 255), with its exact rounding; nk is
 // 255 - k. JPEG and TIFF CMYK go through it.
 inline uint8_t cmyk_channel(int c, int nk) {

@@ -14,8 +14,6 @@ namespace moco::detail {
 
 namespace {
 
-uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3]; }
-uint32_t le32(const uint8_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 void put_le32(uint8_t* p, uint32_t v) {
   for (int k = 0; k < 4; ++k) p[k] = (uint8_t)(v >> (8 * k));
 }
