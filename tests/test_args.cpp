@@ -78,3 +78,28 @@ TEST(Args, ErrorsNameTheFlagAndTheValue) {
   const std::string sw = error_of({"moco", "train", "--cos=1"});
   EXPECT_NE(sw.find("--cos"), std::string::npos) << sw;
 }
+
+TEST(Args, CheckedListsNameTheValueOutOfRange) {
+  Argv v({"moco", "train", "--schedule", "10", "0", "99999999999999999999"});
+  Args a = declare();
+  ASSERT_TRUE(a.parse(v.argc(), v.argv(), 2));
+  try {  // an integer that overflows int64 is not read as some other number
+    a.integers("--schedule");
+    ADD_FAILURE() << "no error for 99999999999999999999";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'99999999999999999999'"), std::string::npos) << e.what();
+  }
+  Argv w({"moco", "train", "--schedule", "10", "0", "30"});
+  Args b = declare();
+  ASSERT_TRUE(b.parse(w.argc(), w.argv(), 2));
+  EXPECT_EQ(b.integers("--schedule", 0, 100), (std::vector<int64_t>{10, 0, 30}));
+  try {
+    b.integers("--schedule", 1, 100);
+    ADD_FAILURE() << "no error for 0 outside [1, 100]";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--schedule"), std::string::npos) << m;
+    EXPECT_NE(m.find("[1, 100]"), std::string::npos) << m;
+    EXPECT_NE(m.find("got 0"), std::string::npos) << m;
+  }
+}

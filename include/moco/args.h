@@ -31,6 +31,7 @@ class Args {
   int64_t integer(const std::string& name, int64_t lo, int64_t hi) const;  // checked against [lo, hi]
   double real(const std::string& name, double lo, double hi) const;
   std::vector<int64_t> integers(const std::string& name) const;
+  std::vector<int64_t> integers(const std::string& name, int64_t lo, int64_t hi) const;  // each checked
   std::string help_text() const;
 
  private:

@@ -22,6 +22,7 @@ class JsonRecord {
   JsonRecord& add(const std::string& key, const std::string& v);
   JsonRecord& add(const std::string& key, const char* v) { return add(key, std::string(v)); }
   JsonRecord& add(const std::string& key, bool v);  // true / false
+  JsonRecord& append(const JsonRecord& more);        // its fields after these, in its order
   std::string str() const;
 
  private:
@@ -30,10 +31,13 @@ class JsonRecord {
 
 class MetricsLog {
  public:
-  // Opens `path` for appending. With keep_until_step >= 0 (a resume), lines whose "step" is larger are
-  // dropped first: an interrupted run may have logged steps after its last checkpoint, and they are about
-  // to be run again.
+  // Opens `path` for a run: a new run (keep_until_step < 0) starts it empty; a resume (keep_until_step >= 0)
+  // keeps its lines up to that step and appends. The lines whose "step" is larger are dropped: an
+  // interrupted run may have logged steps after its last checkpoint, and they are about to be run again.
   MetricsLog(const std::string& path, int64_t keep_until_step);
+  // Opens `path` to append to whatever it holds (`moco bench --jsonl`: records of several calls collect).
+  struct AppendAll {};
+  MetricsLog(const std::string& path, AppendAll);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;

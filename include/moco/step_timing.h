@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moco/moco.h"
+#include "moco/run_log.h"
 
 namespace moco {
 
@@ -27,5 +28,9 @@ StepTiming time_steps(int warmup, int steps, const std::function<StepStats()>& s
 
 // "step_ms_median ...  img_per_s ..." and "phase ms (median): ..." for `batch` images per step.
 void print_step_timing(const StepTiming& t, int64_t batch);
+
+// The same numbers as fields of `moco bench`'s JSON record: img_per_s, step_ms (median), step_ms_min,
+// timed_steps, <phase>_ms (median) for each phase, and host_issue_ms where the step reports it.
+void add_step_timing(JsonRecord& r, const StepTiming& t, int64_t batch);
 
 }  // namespace moco

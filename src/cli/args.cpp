@@ -144,11 +144,18 @@ double Args::real(const std::string& name, double lo, double hi) const {
 std::vector<int64_t> Args::integers(const std::string& name) const {
   std::vector<int64_t> out;
   for (const std::string& s : get(name).values) {
+    errno = 0;
     char* end = nullptr;
     const long long v = std::strtoll(s.c_str(), &end, 10);
-    MOCO_CHECK(!s.empty() && *end == '\0', flag_label(name), " expects integers, got '", s, "'");
+    MOCO_CHECK(!s.empty() && *end == '\0' && errno == 0, flag_label(name), " expects integers, got '", s, "'");
     out.push_back(v);
   }
+  return out;
+}
+
+std::vector<int64_t> Args::integers(const std::string& name, int64_t lo, int64_t hi) const {
+  std::vector<int64_t> out = integers(name);
+  for (int64_t v : out) MOCO_CHECK(v >= lo && v <= hi, flag_label(name), " values must be in [", lo, ", ", hi, "], got ", v);
   return out;
 }
 

@@ -4,6 +4,8 @@
 // (decode and two augmented views per image), so they can see how many --workers a step rate needs.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
+#include <memory>
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "moco/open_dataset.h"
 #include "moco/parallel.h"
 #include "moco/rng.h"
+#include "moco/run_log.h"
 #include "moco/step_timing.h"
 #include "moco/train.h"
 
@@ -58,72 +61,8 @@ int bench_data(const std::string& data, const std::string& recipe_name, int imag
   return 0;
 }
 
-}  // namespace
-
-int cmd_bench(int argc, char** argv) {
-  Args a("moco bench", "Time whole MoCo steps (query forward+backward, key forward, loss, update) on synthetic input.");
-  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 | resnet101 | resnet152");
-  a.option("--width", "64", "channels of the stem and layer1");
-  a.option("--stem", "auto", "imagenet | small | auto (small when --image-size <= 64)");
-  a.option("--image-size", "224", "input size in pixels");
-  a.option("-b,--batch-size", "256", "images per step");
-  a.option("--moco-k", "65536", "queue size");
-  a.option("--moco-dim", "128", "feature dimension");
-  a.flag("--mlp", "v2 MLP head");
-  a.flag("--recompute-bn-relu", "rebuild the inner BN+ReLU outputs in backward instead of keeping them (moco train)");
-  a.option("--bn-splits", "auto", "BN groups (auto: 8 on the cpu, 1 on a GPU, where each GPU is one BN group)");
-  a.option("--steps", "10", "timed steps");
-  a.option("--warmup", "2", "untimed steps first");
-  a.option("--device", "cpu", "cpu | cuda");
-  a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
-  a.flag("--conv-report", "cuda only: print each convolution's cuDNN plan and the times it was chosen by");
-  a.flag("--op-times", "cuda only: print the device's time per kind of op (conv, bn, ...) in a step");
-  a.option("--data", "", "time the data path on this ImageFolder (or 'fashion-mnist') instead of the step");
-  a.option("--recipe", "v2", "with --data: augmentation recipe (v1 | v2 | small)");
-  a.option("-j,--workers", "0", "with --data: loader threads (0: 1 and then one per core)");
-  if (!a.parse(argc, argv, 2)) return 0;
-  if (!a.str("--data").empty()) {
-    const int cores = cpu_threads();
-    const int w = (int)a.integer("--workers", 0, 4096);
-    const std::string data = a.str("--data") == "fashion-mnist" ? "" : a.str("--data");
-    return bench_data(data, a.str("--recipe"), (int)a.integer("--image-size", 8, 4096),
-                      a.integer("--batch-size", 1, 1 << 20), w > 0 ? std::vector<int>{w} : cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1},
-                      (int)a.integer("--warmup", 0, 1 << 20), (int)a.integer("--steps", 1, 1 << 20));
-  }
-  const std::string device = a.str("--device"), precision = a.str("--precision");
-  MOCO_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cpu or cuda");
-  MOCO_CHECK(precision == "bf16" || precision == "fp32", "--precision ", precision, ": expected bf16 or fp32");
-  TrainOptions o;
-  o.arch = a.str("--arch");
-  o.width = (int)a.integer("--width", 1, 4096);
-  o.stem = a.str("--stem");
-  o.image_size = (int)a.integer("--image-size", 8, 4096);
-  o.batch_size = a.integer("--batch-size", 1, 1 << 20);
-  o.moco_k = a.integer("--moco-k", o.batch_size, 1ll << 32);
-  o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
-  o.mlp = a.on("--mlp");
-  o.recompute_bn_relu = a.on("--recompute-bn-relu");
-  o.bn_splits = a.str("--bn-splits") == "auto" ? (device == "cuda" ? 1 : 8) : (int)a.integer("--bn-splits", 1, 1 << 16);
-  o.recipe = "none";
-  const int steps = (int)a.integer("--steps", 1, 1 << 20), warmup = (int)a.integer("--warmup", 0, 1 << 20);
-  MOCO_CHECK(o.batch_size % o.bn_splits == 0, "--batch-size ", o.batch_size, " does not split into --bn-splits ",
-             o.bn_splits, " groups");
-
-  if (device == "cuda") {
-#ifdef MOCO_HAVE_CUDA
-    cuda::StepBenchOptions b;
-    b.moco = moco_config(run_config(o));
-    b.moco.recompute_bn_relu = o.recompute_bn_relu;
-    b.batch = o.batch_size, b.image_size = o.image_size, b.steps = steps, b.warmup = warmup;
-    b.compute = precision == "bf16" ? DType::BF16 : DType::F32;
-    b.conv_report = a.on("--conv-report");
-    b.op_times = a.on("--op-times");
-    return cuda::run_step_bench(b);
-#else
-    fail("--device cuda: this build has no CUDA backend; build where nvcc is installed (see README)");
-#endif
-  }
-
+// One configuration's step on the CPU: prints the text lines and returns the CPU's fields of the record.
+JsonRecord bench_cpu_step(const TrainOptions& o, int warmup, int steps) {
   SingleCommunicator comm;
   MocoConfig mc = moco_config(run_config(o));
   mc.recompute_bn_relu = o.recompute_bn_relu;
@@ -143,13 +82,127 @@ int cmd_bench(int argc, char** argv) {
   print_step_timing(t, n);
   // memory by category: fp32 buffers; the key encoder keeps no activations (it runs without a tape)
   const double mib = 1.0 / (1 << 20);
-  const int64_t params = (int64_t)(moco.encoder_q().params().size() + moco.encoder_k().params().size() +
-                                   moco.encoder_q().stats().size() + moco.encoder_k().stats().size()) * 4;
+  const double params = (double)(moco.encoder_q().params().size() + moco.encoder_k().params().size() +
+                                 moco.encoder_q().stats().size() + moco.encoder_k().stats().size()) * 4 * mib;
+  const double grads = (double)moco.encoder_q().grads().size() * 4 * mib;
+  const double optim = (double)moco.optimizer().momentum_buffer().size() * 4 * mib;
+  const double acts = (double)t.activation_bytes * mib, queue = (double)moco.queue().keys().size() * 4 * mib;
   std::printf("memory MiB: parameters %.1f (both encoders, BN statistics included)  gradients %.1f  optimizer %.1f"
-              "  activations %.1f (saved for backward)  queue %.1f\n",
-              params * mib, moco.encoder_q().grads().size() * 4 * mib,
-              moco.optimizer().momentum_buffer().size() * 4 * mib, t.activation_bytes * mib,
-              moco.queue().keys().size() * 4 * mib);
+              "  activations %.1f (saved for backward)  queue %.1f\n", params, grads, optim, acts, queue);
+  JsonRecord r;
+  r.add("threads", cpu_threads()).add("precision", "fp32");
+  add_step_timing(r, t, n);
+  r.add("parameters_mib", params)
+      .add("gradients_mib", grads)
+      .add("optimizer_mib", optim)
+      .add("saved_for_backward_mib", acts)
+      .add("queue_mib", queue);
+  return r;
+}
+
+// "2026-11-27T05:40:12Z"
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  Args a("moco bench", "Time whole MoCo steps (query forward+backward, key forward, loss, update) on synthetic input.");
+  a.option("-a,--arch", "resnet50", "resnet18 | resnet34 | resnet50 | resnet101 | resnet152");
+  a.option("--width", "64", "channels of the stem and layer1");
+  a.option("--stem", "auto", "imagenet | small | auto (small when --image-size <= 64)");
+  a.option("--image-size", "224", "input size in pixels");
+  a.list("-b,--batch-size", "256", "images per step; several values (-b 32 64 128 256) time each in turn");
+  a.list("--moco-k", "65536", "queue size; several values time each with every batch size");
+  a.option("--moco-dim", "128", "feature dimension");
+  a.flag("--mlp", "v2 MLP head");
+  a.flag("--recompute-bn-relu", "rebuild the inner BN+ReLU outputs in backward instead of keeping them (moco train)");
+  a.option("--bn-splits", "auto", "BN groups (auto: 8 on the cpu, 1 on a GPU, where each GPU is one BN group)");
+  a.option("--steps", "10", "timed steps");
+  a.option("--warmup", "2", "untimed steps first");
+  a.option("--device", "cpu", "cpu | cuda");
+  a.option("--precision", "bf16", "cuda only: bf16 (activations and conv weights; fp32 masters) | fp32");
+  a.flag("--conv-report", "cuda only: print each convolution's cuDNN plan and the times it was chosen by");
+  a.flag("--op-times", "cuda only: print the device's time per kind of op (conv, bn, ...) in a step");
+  a.option("--jsonl", "", "also append each configuration's numbers to FILE as one JSON object per line");
+  a.option("--data", "", "time the data path on this ImageFolder (or 'fashion-mnist') instead of the step");
+  a.option("--recipe", "v2", "with --data: augmentation recipe (v1 | v2 | small)");
+  a.option("-j,--workers", "0", "with --data: loader threads (0: 1 and then one per core)");
+  if (!a.parse(argc, argv, 2)) return 0;
+  const std::vector<int64_t> batches = a.integers("--batch-size", 1, 1 << 20);
+  const std::vector<int64_t> queues = a.integers("--moco-k", 1, 1ll << 32);
+  MOCO_CHECK(!batches.empty() && !queues.empty(), "--batch-size and --moco-k need at least one value each");
+  if (!a.str("--data").empty()) {
+    MOCO_CHECK(batches.size() == 1, "--data times one --batch-size, got ", batches.size());
+    const int cores = cpu_threads();
+    const int w = (int)a.integer("--workers", 0, 4096);
+    const std::string data = a.str("--data") == "fashion-mnist" ? "" : a.str("--data");
+    return bench_data(data, a.str("--recipe"), (int)a.integer("--image-size", 8, 4096), batches[0],
+                      w > 0 ? std::vector<int>{w} : cores > 1 ? std::vector<int>{1, cores} : std::vector<int>{1},
+                      (int)a.integer("--warmup", 0, 1 << 20), (int)a.integer("--steps", 1, 1 << 20));
+  }
+  const std::string device = a.str("--device"), precision = a.str("--precision");
+  MOCO_CHECK(device == "cpu" || device == "cuda", "--device ", device, ": expected cpu or cuda");
+  MOCO_CHECK(precision == "bf16" || precision == "fp32", "--precision ", precision, ": expected bf16 or fp32");
+#ifndef MOCO_HAVE_CUDA
+  MOCO_CHECK(device != "cuda", "--device cuda: this build has no CUDA backend; build where nvcc is installed (see README)");
+#endif
+  TrainOptions o;
+  o.arch = a.str("--arch");
+  o.width = (int)a.integer("--width", 1, 4096);
+  o.stem = a.str("--stem");
+  o.image_size = (int)a.integer("--image-size", 8, 4096);
+  o.moco_dim = (int)a.integer("--moco-dim", 1, 1 << 16);
+  o.mlp = a.on("--mlp");
+  o.recompute_bn_relu = a.on("--recompute-bn-relu");
+  o.bn_splits = a.str("--bn-splits") == "auto" ? (device == "cuda" ? 1 : 8) : (int)a.integer("--bn-splits", 1, 1 << 16);
+  o.recipe = "none";
+  const int steps = (int)a.integer("--steps", 1, 1 << 20), warmup = (int)a.integer("--warmup", 0, 1 << 20);
+  // every configuration is checked before the first one runs: a sweep does not stop half-way on a typo
+  for (int64_t b : batches) {
+    MOCO_CHECK(b % o.bn_splits == 0, "--batch-size ", b, " does not split into --bn-splits ", o.bn_splits, " groups");
+    for (int64_t k : queues)
+      MOCO_CHECK(k >= b, "--moco-k ", k, " is smaller than --batch-size ", b, ": the queue must hold a batch of keys");
+  }
+  std::unique_ptr<MetricsLog> jsonl;
+  if (!a.str("--jsonl").empty()) jsonl = std::make_unique<MetricsLog>(a.str("--jsonl"), MetricsLog::AppendAll{});
+
+  for (int64_t k : queues)
+    for (int64_t b : batches) {
+      o.batch_size = b;
+      o.moco_k = k;
+      // the configuration first, then what the device measured
+      JsonRecord r;
+      r.add("bench", "moco_step").add("date", utc_now()).add("device", device);
+      r.add("arch", o.arch).add("width", o.width).add("image_size", o.image_size).add("batch", b).add("k", k);
+      r.add("dim", o.moco_dim).add("head", o.mlp ? "mlp" : "fc").add("bn_splits", o.bn_splits);
+      r.add("recompute_bn_relu", o.recompute_bn_relu).add("steps", steps).add("warmup", warmup);
+      JsonRecord measured;
+      if (device == "cuda") {
+#ifdef MOCO_HAVE_CUDA
+        cuda::StepBenchOptions g;
+        g.moco = moco_config(run_config(o));
+        g.moco.recompute_bn_relu = o.recompute_bn_relu;
+        g.batch = b, g.image_size = o.image_size, g.steps = steps, g.warmup = warmup;
+        g.compute = precision == "bf16" ? DType::BF16 : DType::F32;
+        g.conv_report = a.on("--conv-report");
+        g.op_times = a.on("--op-times");
+        measured = cuda::run_step_bench(g);
+#endif
+      } else {
+        measured = bench_cpu_step(o, warmup, steps);
+      }
+      r.append(measured);
+      std::printf("moco_bench_json %s\n", r.str().c_str());
+      std::fflush(stdout);
+      if (jsonl) jsonl->write(r);
+    }
   return 0;
 }
 

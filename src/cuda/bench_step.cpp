@@ -35,7 +35,8 @@ static void print_op_times(const OpClock& clock, int steps, double step_ms) {
               step_ms - covered, 100.0 * (step_ms - covered) / step_ms);
 }
 
-int run_step_bench(const StepBenchOptions& o) {
+JsonRecord run_step_bench(const StepBenchOptions& o) {
+  JsonRecord r;
   const std::string reason = no_device_reason();
   MOCO_CHECK(reason.empty(), "--device cuda: ", reason);
   MOCO_CHECK(o.warmup >= 1, "--warmup ", o.warmup, ": the GPU needs at least 1 warm-up step, which sizes its "
@@ -75,7 +76,7 @@ int run_step_bench(const StepBenchOptions& o) {
     });
     size_t free1 = 0;
     MOCO_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    const double step_ms = t.median_step_ms(), img_s = (double)n * 1000.0 / step_ms;
+    const double step_ms = t.median_step_ms();
     const GpuMemory m = gpu.memory();
     const double mib = 1.0 / (1 << 20);
     const char* conv_api = conv_api_name(gpu.conv_api());
@@ -90,19 +91,23 @@ int run_step_bench(const StepBenchOptions& o) {
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
                 m.workspace * mib, m.queue * mib, m.total() * mib, (double)(free0 - free1) * mib);
-    std::printf("moco_bench_json {\"arch\":\"%s\",\"batch\":%lld,\"image_size\":%lld,\"k\":%lld,\"precision\":\"%s\","
-                "\"conv_api\":\"%s\",\"softmax_form\":\"%s\",\"img_per_s\":%.1f,\"step_ms\":%.3f,\"phase_ms\":{",
-                o.moco.encoder.describe().c_str(), (long long)n, (long long)s, (long long)o.moco.queue_size,
-                o.compute == DType::BF16 ? "bf16" : "fp32", conv_api, softmax_form, img_s, step_ms);
-    for (int p = 0; p < kPhases; ++p) std::printf("%s\"%s\":%.3f", p ? "," : "", phase_name(p), t.median_phase_ms(p));
-    const double host_issue = t.median_host_issue_ms();
-    std::printf("},\"host_issue_ms\":%.3f,\"memory_mib\":{\"parameters\":%.1f,\"gradients\":%.1f,"
-                "\"optimizer\":%.1f,\"activations\":%.1f,\"workspace\":%.1f,\"queue\":%.1f,\"total\":%.1f}}\n",
-                host_issue, m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib,
-                m.workspace * mib, m.queue * mib, m.total() * mib);
+    r.add("device_name", device_description(0))
+        .add("precision", o.compute == DType::BF16 ? "bf16" : "fp32")
+        .add("conv_api", conv_api)
+        .add("softmax_form", softmax_form);
+    add_step_timing(r, t, n);
+    r.add("parameters_mib", m.parameters * mib)
+        .add("gradients_mib", m.gradients * mib)
+        .add("optimizer_mib", m.optimizer * mib)
+        .add("activations_mib", m.activations * mib)  // the peak
+        .add("saved_for_backward_mib", t.activation_bytes * mib)
+        .add("workspace_mib", m.workspace * mib)
+        .add("queue_mib", m.queue * mib)
+        .add("total_mib", m.total() * mib)
+        .add("process_mib", (double)(free0 - free1) * mib);
   }
   MOCO_CUDA_CHECK(cudaStreamDestroy(stream));
-  return 0;
+  return r;
 }
 
 }  // namespace moco::cuda

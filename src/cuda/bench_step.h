@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "moco/moco.h"
+#include "moco/run_log.h"
 
 namespace moco::cuda {
 
@@ -16,7 +17,8 @@ struct StepBenchOptions {
 };
 
 // Prints the configuration, img/s, the median milliseconds of each phase, and device memory by category,
-// then one JSON line ("moco_bench_json {...}") with the same numbers for scripts. Returns 0.
-int run_step_bench(const StepBenchOptions& o);
+// and returns the same numbers as the GPU's fields of `moco bench`'s JSON record (the caller adds the
+// configuration's).
+JsonRecord run_step_bench(const StepBenchOptions& o);
 
 }  // namespace moco::cuda

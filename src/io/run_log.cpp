@@ -32,6 +32,11 @@ static std::string json_string(const std::string& s) {
   return o + "\"";
 }
 
+JsonRecord& JsonRecord::append(const JsonRecord& more) {
+  fields_.insert(fields_.end(), more.fields_.begin(), more.fields_.end());
+  return *this;
+}
+
 JsonRecord& JsonRecord::add(const std::string& key, double v) {
   char buf[32];
   if (std::isfinite(v))
@@ -85,6 +90,11 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_until_step) {
   }
   f_ = std::fopen(path.c_str(), keep_until_step >= 0 ? "a" : "w");
   MOCO_CHECK(f_, "cannot write ", path, ": ", std::strerror(errno));
+}
+
+MetricsLog::MetricsLog(const std::string& path, AppendAll) {
+  f_ = std::fopen(path.c_str(), "a");
+  MOCO_CHECK(f_, "cannot append to ", path, ": ", std::strerror(errno));
 }
 
 MetricsLog::~MetricsLog() {

@@ -58,3 +58,17 @@ void print_step_timing(const StepTiming& t, int64_t batch) {
 }
 
 }  // namespace moco
+
+namespace moco {
+
+void add_step_timing(JsonRecord& r, const StepTiming& t, int64_t batch) {
+  const double step_ms = t.median_step_ms();
+  r.add("img_per_s", (double)batch * 1000.0 / step_ms)
+      .add("step_ms", step_ms)
+      .add("step_ms_min", *std::min_element(t.step_ms.begin(), t.step_ms.end()))
+      .add("timed_steps", (int64_t)t.step_ms.size());
+  for (int p = 0; p < kPhases; ++p) r.add(std::string(phase_name(p)) + "_ms", t.median_phase_ms(p));
+  if (!t.host_issue_ms.empty()) r.add("host_issue_ms", t.median_host_issue_ms());
+}
+
+}  // namespace moco
