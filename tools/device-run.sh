@@ -161,7 +161,7 @@ step_pair() {  # head batch mode(eager|compile)
   local ours=$out/moco_bench_${head}_b${bs}.log peer=$out/torch_peer_${head}_b${bs}_${mode}.log
   if [ ! -f "$ours" ]; then  # once per call, even if it failed (a second try would fail the same way)
     bounded 150 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b "$bs" --moco-k 65536 $mlp \
-      --steps 20 --warmup 5 >"$ours" 2>&1
+      --steps 20 --warmup 5 --jsonl "$out/moco_bench.jsonl" >"$ours" 2>&1
     row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
   fi
   [ $have_torch = 1 ] || { row "torch_peer" 127 "PyTorch with CUDA not available"; return; }
@@ -372,8 +372,9 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 cat "$out/table.txt"
 echo "(record for bench/results/: $out/bench-record.md)"
 # every log into one archive: the device tool brings back only a few files
-# (only what this script writes: *.log and step-ratios.txt; OUT_DIR may hold other things)
-( cd "$out" && logs=$(ls -1 -- *.log step-ratios.txt 2>/dev/null) && [ -n "$logs" ] &&
+# (only what this script writes: *.log, moco_bench.jsonl and step-ratios.txt; OUT_DIR may hold other things;
+# ls fails on a pattern that matched nothing, so its status is not the test: the list is)
+( cd "$out" && logs=$(ls -1 -- *.log moco_bench.jsonl step-ratios.txt 2>/dev/null || true) && [ -n "$logs" ] &&
   tar czf logs.tar.gz $logs && rm -f $logs ) &&
   echo "(every log: $out/logs.tar.gz)"
 status=0
