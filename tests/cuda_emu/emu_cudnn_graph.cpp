@@ -15,7 +15,9 @@
 //   The fallback mode offers a plain one, then the tensor-core one again: a caller that asks only mode A
 //   finds no fp32 engine for a strided convolution.
 // - MOCO_EMU_GRAPH_BETA=refuse makes every engine refuse a node with beta != 0 when its plan is finalized, as
-//   a real engine may: cuDNN does not promise that every engine adds into its output.
+//   a real engine may: cuDNN does not promise that every engine adds into its output. MOCO_EMU_GRAPH_BETA=ignore
+//   makes every engine finalize such a plan and then write over its output as if beta were 0: the failure
+//   that no error reports, which Convolutions checks each adding plan for.
 // - A variant pack must give every tensor of the plan's node, by unique id, a pointer aligned as the tensor's
 //   BYTE_ALIGNMENT promised (a misaligned vector load faults on a device), and a workspace when the plan needs
 //   one, in device memory at least as large as it needs. Execution is queued on the handle's stream; it
@@ -38,11 +40,13 @@
 
 namespace {
 
-// MOCO_EMU_GRAPH_BETA=refuse: no engine adds into its output (see the top).
-bool refuses_beta() {
+// MOCO_EMU_GRAPH_BETA=refuse: no engine adds into its output; =ignore: every engine overwrites it (see the top).
+bool beta_mode_is(const char* mode) {
   const char* v = std::getenv("MOCO_EMU_GRAPH_BETA");
-  return v && std::strcmp(v, "refuse") == 0;
+  return v && std::strcmp(v, mode) == 0;
 }
+bool refuses_beta() { return beta_mode_is("refuse"); }
+bool ignores_beta() { return beta_mode_is("ignore"); }
 
 struct Attr {
   cudnnBackendAttributeType_t type;
@@ -568,7 +572,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
 
   const emu_conv::Problem p = problem_of(node);
   const emu_conv::Array4 xa = array_of(node.x), wa = array_of(node.w), ya = array_of(node.y);
-  const float alpha = node.alpha, beta = node.beta;
+  const float alpha = node.alpha, beta = ignores_beta() ? 0.f : node.beta;
   void *x = data[0], *w = data[1], *y = data[2];
   cuda_emu::enqueue(handle->stream, [=] {
     if (cuda_emu::count_only()) return;
