@@ -40,7 +40,9 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
-#include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <cmath>
 #include <cstddef>
 
@@ -379,26 +381,36 @@ cudaLaunchConfig_t cluster_launch(int64_t rows, int c, cudaStream_t stream, cuda
 }
 
 // Whether the row-per-cluster form can run here in clusters of c blocks: the kernel was built for sm_90 or
-// later (an older build traps in it) and the device can place such a cluster. Asked once per size and process:
-// moco drives one GPU per process, and the GPUs of a node are of one kind.
+// later (an older build traps in it) and the current device can place such a cluster. Answers are kept per
+// device and size; a query that fails (an error left pending by earlier work, say) answers no for this call
+// only, so one bad moment does not cost the process the faster form for good.
 bool cluster_form_runs(int c) {
-  static std::atomic<int> known[kMaxClusterBlocks + 1] = {};  // 0 unknown, 1 yes, 2 no
-  int k = known[c].load();
-  if (k == 0) {
-    const bool error_pending = cudaPeekAtLastError() != cudaSuccess;
-    cudaFuncAttributes attr{};
-    bool yes = cudaFuncGetAttributes(&attr, cluster_rows_kernel) == cudaSuccess && attr.ptxVersion >= 90;
-    if (yes) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, int>, bool> known;  // (device, c) -> answer
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find({device, c});
+  if (it != known.end()) return it->second;
+  const bool error_pending = cudaPeekAtLastError() != cudaSuccess;
+  bool answered = false, yes = false;
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, cluster_rows_kernel) == cudaSuccess) {
+    answered = attr.ptxVersion < 90;  // built for an older architecture: no, for good
+    if (!answered) {
       cudaLaunchAttribute cluster;
       const cudaLaunchConfig_t cfg = cluster_launch(1, c, nullptr, cluster);
       int clusters = 0;
-      yes = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel, &cfg) == cudaSuccess && clusters >= 1;
+      answered = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel, &cfg) == cudaSuccess;
+      yes = answered && clusters >= 1;
     }
-    if (!error_pending) (void)cudaGetLastError();  // a refusal above is an answer, not a launch's error
-    k = yes ? 1 : 2;
-    known[c].store(k);
   }
-  return k == 1;
+  if (!error_pending) (void)cudaGetLastError();  // a refusal above is an answer, not a launch's error
+  if (answered) known[{device, c}] = yes;
+  return yes;
 }
 
 }  // namespace

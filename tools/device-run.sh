@@ -161,12 +161,12 @@ step_pair() {  # head batch mode(eager|compile)
   local ours=$out/moco_bench_${head}_b${bs}.log peer=$out/torch_peer_${head}_b${bs}_${mode}.log
   if [ ! -f "$ours" ]; then  # once per call, even if it failed (a second try would fail the same way)
     bounded 150 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b "$bs" --moco-k 65536 $mlp \
-      --steps 20 --warmup 5 --jsonl "$out/moco_bench.jsonl" >"$ours" 2>&1
+      --steps 20 --warmup 5 --jsonl "$out/steps.jsonl" >"$ours" 2>&1
     row "moco bench $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$ours") $(grep -o 'total [0-9.]*' "$ours" | head -1)"
   fi
   [ $have_torch = 1 ] || { row "torch_peer" 127 "PyTorch with CUDA not available"; return; }
   bounded 300 python3 "$repo/tools/torch_twin.py" bench --device cuda --arch resnet50 $mlp --image-size 224 \
-    -b "$bs" --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags >"$peer" 2>&1
+    -b "$bs" --moco-k 65536 --bn-splits 1 --steps 20 --warmup 5 $flags --jsonl "$out/steps.jsonl" >"$peer" 2>&1
   row "torch $mode $head b$bs" $? "$(grep -o 'img_per_s [0-9.]*' "$peer") $(grep -o 'peak_memory_mib [0-9.]*' "$peer")"
   awk -v head="$head" -v bs="$bs" -v mode="$mode" '
     FNR == 1 { f++ }
@@ -372,9 +372,9 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 cat "$out/table.txt"
 echo "(record for bench/results/: $out/bench-record.md)"
 # every log into one archive: the device tool brings back only a few files
-# (only what this script writes: *.log, moco_bench.jsonl and step-ratios.txt; OUT_DIR may hold other things;
+# (only what this script writes: *.log, steps.jsonl and step-ratios.txt; OUT_DIR may hold other things;
 # ls fails on a pattern that matched nothing, so its status is not the test: the list is)
-( cd "$out" && logs=$(ls -1 -- *.log moco_bench.jsonl step-ratios.txt 2>/dev/null || true) && [ -n "$logs" ] &&
+( cd "$out" && logs=$(ls -1 -- *.log steps.jsonl step-ratios.txt 2>/dev/null || true) && [ -n "$logs" ] &&
   tar czf logs.tar.gz $logs && rm -f $logs ) &&
   echo "(every log: $out/logs.tar.gz)"
 status=0

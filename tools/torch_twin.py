@@ -15,6 +15,7 @@ Fixture file format (little-endian), read by tests/fixture.h:
 """
 import argparse
 import copy
+import json
 import os
 import struct
 import sys
@@ -491,6 +492,18 @@ def bench(a):
           f"({a.steps} timed steps)")
     if dev.type == "cuda":
         print(f"peak_memory_mib {torch.cuda.max_memory_allocated() / 2**20:.1f}")
+    if a.jsonl:
+        # the field names of `moco bench --jsonl`, so that the two files join on the configuration
+        rec = dict(bench="torch_step", date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), device=dev.type,
+                   arch=a.arch, width=a.width, image_size=a.image_size, batch=a.batch_size, k=a.moco_k,
+                   dim=a.moco_dim, head="mlp" if a.mlp else "fc", bn_splits=a.bn_splits, steps=a.steps,
+                   warmup=a.warmup, threads=a.threads, mode=mode, torch=torch.__version__,
+                   img_per_s=a.batch_size * 1000 / med, step_ms=med, step_ms_min=times[0], timed_steps=len(times))
+        if dev.type == "cuda":
+            rec["device_name"] = torch.cuda.get_device_name()
+            rec["total_mib"] = torch.cuda.max_memory_allocated() / 2**20  # the peak of what PyTorch allocated
+        with open(a.jsonl, "a") as f:
+            f.write(json.dumps(rec) + "\n")
 
 
 def main():
@@ -513,6 +526,8 @@ def main():
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (bench)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (bench)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both encoders (bench)")
+    ap.add_argument("--jsonl", default="", help="append the numbers to this file as one JSON object (bench), "
+                    "with the field names of `moco bench --jsonl`")
     a = ap.parse_args()
     if a.what == "bench":
         bench(a)

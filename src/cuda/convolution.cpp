@@ -260,9 +260,14 @@ void Convolutions::Impl::run(const Entry& e, int pass, const void* in0, const vo
                              size_t ws_bytes) {
   if (!ws) ws = workspace, ws_bytes = workspace_bytes;
   const Plan& plan = e.plan[pass];
-  if (plan.graph.plan && graph_conv_aligned(in0, in1, out))
+  if (plan.graph.plan && graph_conv_aligned(in0, in1, out)) {
+    // a graph plan is told no size, so it would run past a short workspace; the legacy API checks its own.
+    // (A plan chosen while growth was deferred, the stem's stride-1 form that auto mode turned down, is one.)
+    MOCO_CHECK(plan.graph.workspace <= ws_bytes, "Convolutions: graph engine ", plan.graph.engine, " for ",
+               pass_name(pass), " of ", shape_string(e.shape, e.dtype, e.add), " needs ", plan.graph.workspace,
+               " bytes of workspace, but only ", ws_bytes, " are there");
     run_graph_conv(handle, plan.graph, pass, in0, in1, out, ws);
-  else
+  } else
     run_legacy(e, pass, in0, in1, out, ws, ws_bytes);
 }
 

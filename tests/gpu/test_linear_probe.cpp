@@ -82,8 +82,10 @@ TEST(GpuLinearProbe, TrainsLikeTheCpuProbe) {
   const Tensor x = random_features(41, d, 9);
   const std::vector<int> y = random_labels(41, classes, 9);
   const TopHits correct = gpu_probe->count_correct(x, y), want = cpu_probe->count_correct(x, y);
-  EXPECT_EQ(correct.top1, want.top1);
-  EXPECT_EQ(correct.top5, want.top5);
+  // the parameters agree to 1e-5, not bit for bit (cuBLAS sums in its own order), so one near-tie among the
+  // 41 rows may rank the other way on a device: one row of each count
+  EXPECT_LE(std::abs(correct.top1 - want.top1), 1) << "top-1 " << correct.top1 << " against the CPU's " << want.top1;
+  EXPECT_LE(std::abs(correct.top5 - want.top5), 1) << "top-5 " << correct.top5 << " against the CPU's " << want.top5;
   EXPECT_GT(correct.top1, 0);
   EXPECT_LT(correct.top1, correct.top5);
   EXPECT_LT(correct.top5, 41);
