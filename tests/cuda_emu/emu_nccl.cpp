@@ -5,26 +5,37 @@
 // its stream (emu_streams.h) and runs when the host next needs it, so a missing wait between the compute and
 // the communication stream shows.
 //
-// Several ranks (under mpirun, one process per rank, built with MPI): each operation is carried out over MPI
-// on a duplicate of MPI_COMM_WORLD. Device memory is host memory here, so MPI reads and writes it directly. The
-// operation runs at the call, after the work queued on its stream before it: a blocking MPI call must run on
-// the host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
+// Several ranks, two ways of reaching each other, as the launch provides:
+// - under mpirun (one process per rank, built with MPI): each operation is carried out over MPI on a duplicate
+//   of MPI_COMM_WORLD;
+// - otherwise, with NCCL_COMM_ID=<host>:<port> (torchrun, srun, moco's --multiprocessing-distributed): the
+//   ranks join at that address and talk over TCP (emu_nccl_mesh.h), as real NCCL's bootstrap does there. A
+//   reduction sums the ranks' values in rank order on every rank, so every rank has the same bits.
+// In both cases device memory is host memory here, so MPI and the sockets read and write it directly. The
+// operation runs at the call, after the work queued on its stream before it: a blocking call must run on the
+// host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
 // What that gives up, with several ranks (one rank keeps all of it):
 // - a missing wait *after* a collective cannot show, since its result exists when the call returns (a
 //   missing wait before it still shows: the collective then runs before the work it should follow);
-// - a peer that hangs blocks this rank inside MPI, where the communicator's watchdog cannot fire; the test's
-//   own time limit ends it.
+// - a peer that hangs blocks this rank inside MPI or a socket wait, where the communicator's watchdog cannot
+//   fire; the test's own time limit ends it. (A peer that exits closes its connections: the TCP mesh reports
+//   that as ncclRemoteError.)
 // What it checks is the traffic itself: which rank sends which rows where.
 //
 // Arguments are checked at the call in both cases.
+#include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <functional>
 #include <unistd.h>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "include/nccl.h"
+#include "emu_nccl_mesh.h"
 #include "emu_streams.h"
 #ifdef MOCO_EMU_MPI
 #include <mpi.h>
@@ -41,8 +52,9 @@ struct ncclComm {
   bool never_joins = false;  // MOCO_EMU_NCCL_JOIN=never: a peer that never starts; the join stays in progress
   std::string last_error;
 #ifdef MOCO_EMU_MPI
-  MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1
+  MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1 under mpirun
 #endif
+  std::unique_ptr<emu_nccl::Mesh> mesh;  // with nranks > 1 joined at NCCL_COMM_ID
 };
 
 namespace {
@@ -168,6 +180,96 @@ void average(void* p, size_t count, ncclDataType_t t, int nranks) {
 }
 #endif
 
+// ---- several ranks over the TCP mesh (NCCL_COMM_ID) ----
+
+// Runs a mesh operation at the call, after the stream's earlier work; a failure (a lost peer) becomes the
+// communicator's error: returned by a blocking one, reported by the next poll of a non-blocking one.
+ncclResult_t on_mesh(ncclComm_t comm, cudaStream_t stream, const std::function<bool(std::string*)>& work) {
+  std::string error;
+  bool ok = true;
+  cuda_emu::run_blocking(stream, [&] { ok = work(&error); });
+  if (ok) return issued(comm);
+  std::fprintf(stderr, "emulated NCCL, rank %d of %d: %s\n", comm->rank, comm->nranks, error.c_str());
+  comm->state = ncclRemoteError;
+  comm->last_error = error;
+  return comm->blocking ? ncclRemoteError : ncclInProgress;
+}
+
+// out = parts[0] op parts[1] op ... in rank order (then / nranks for ncclAvg): the same bits on every rank.
+template <class T>
+void reduce_in_rank_order(const std::vector<const void*>& parts, void* out, size_t count, ncclRedOp_t op) {
+  T* o = static_cast<T*>(out);
+  for (size_t i = 0; i < count; ++i) {
+    T acc = static_cast<const T*>(parts[0])[i];
+    for (size_t r = 1; r < parts.size(); ++r) {
+      const T v = static_cast<const T*>(parts[r])[i];
+      acc = op == ncclProd ? (T)(acc * v) : op == ncclMax ? std::max(acc, v) : op == ncclMin ? std::min(acc, v)
+                                                                                 : (T)(acc + v);
+    }
+    if (op == ncclAvg) acc = acc / (T)parts.size();
+    o[i] = acc;
+  }
+}
+void reduce_parts(const std::vector<const void*>& parts, void* out, size_t count, ncclDataType_t t, ncclRedOp_t op) {
+  switch (t) {
+    case ncclInt8: return reduce_in_rank_order<int8_t>(parts, out, count, op);
+    case ncclUint8: return reduce_in_rank_order<uint8_t>(parts, out, count, op);
+    case ncclInt32: return reduce_in_rank_order<int32_t>(parts, out, count, op);
+    case ncclUint32: return reduce_in_rank_order<uint32_t>(parts, out, count, op);
+    case ncclInt64: return reduce_in_rank_order<int64_t>(parts, out, count, op);
+    case ncclUint64: return reduce_in_rank_order<uint64_t>(parts, out, count, op);
+    case ncclFloat32: return reduce_in_rank_order<float>(parts, out, count, op);
+    default: return reduce_in_rank_order<double>(parts, out, count, op);  // ncclFloat64 (fp16/bf16 refused)
+  }
+}
+
+bool mesh_all_reduce(ncclComm_t comm, const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
+                     std::string* error) {
+  const size_t bytes = count * type_bytes(t);
+  const emu_nccl::Mesh& m = *comm->mesh;
+  std::vector<char> own(static_cast<const char*>(send), static_cast<const char*>(send) + bytes);  // (bytes)
+  std::vector<std::vector<char>> theirs((size_t)m.nranks());  // (nranks, bytes) each peer's values
+  std::vector<emu_nccl::Mesh::Transfer> sends, recvs;
+  for (int p = 0; p < m.nranks(); ++p) {
+    if (p == m.rank()) continue;
+    theirs[(size_t)p].resize(bytes);
+    sends.push_back({p, own.data(), bytes});
+    recvs.push_back({p, theirs[(size_t)p].data(), bytes});
+  }
+  if (!comm->mesh->exchange(sends, recvs, error)) return false;
+  std::vector<const void*> parts((size_t)m.nranks());
+  for (int r = 0; r < m.nranks(); ++r) parts[(size_t)r] = r == m.rank() ? own.data() : theirs[(size_t)r].data();
+  reduce_parts(parts, recv, count, t, op);
+  return true;
+}
+
+bool mesh_all_gather(ncclComm_t comm, const void* send, void* recv, size_t chunk, std::string* error) {
+  const emu_nccl::Mesh& m = *comm->mesh;
+  char* base = static_cast<char*>(recv);
+  char* mine = base + (size_t)m.rank() * chunk;
+  if (send != mine) std::memmove(mine, send, chunk);
+  std::vector<emu_nccl::Mesh::Transfer> sends, recvs;
+  for (int p = 0; p < m.nranks(); ++p) {
+    if (p == m.rank()) continue;
+    sends.push_back({p, mine, chunk});
+    recvs.push_back({p, base + (size_t)p * chunk, chunk});
+  }
+  return comm->mesh->exchange(sends, recvs, error);
+}
+
+bool mesh_broadcast(ncclComm_t comm, const void* send, void* recv, size_t bytes, int root, std::string* error) {
+  const emu_nccl::Mesh& m = *comm->mesh;
+  std::vector<emu_nccl::Mesh::Transfer> sends, recvs;
+  if (m.rank() == root) {
+    if (send != recv) std::memmove(recv, send, bytes);
+    for (int p = 0; p < m.nranks(); ++p)
+      if (p != root) sends.push_back({p, recv, bytes});
+  } else {
+    recvs.push_back({root, recv, bytes});
+  }
+  return comm->mesh->exchange(sends, recvs, error);
+}
+
 }  // namespace
 
 const char* ncclGetErrorString(ncclResult_t r) {
@@ -191,9 +293,16 @@ ncclResult_t ncclGetVersion(int* version) {
   return ncclSuccess;
 }
 
+// The id is "cuda_emu", then rank 0's address when NCCL_COMM_ID gives one (real NCCL's id likewise carries the
+// address its ranks meet at).
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   std::memset(id->internal, 0, sizeof id->internal);
   std::memcpy(id->internal, "cuda_emu", 8);
+  const char* address = std::getenv("NCCL_COMM_ID");
+  if (address && *address) {
+    if (std::strlen(address) >= sizeof id->internal - 8) return ncclInvalidArgument;
+    std::memcpy(id->internal + 8, address, std::strlen(address));
+  }
   return ncclSuccess;
 }
 namespace {
@@ -201,44 +310,80 @@ namespace {
 // The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
 // finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
 // return (blocking) or for the polls to report (non-blocking).
-ncclResult_t join(int nranks, int rank, ncclComm_t* out) {
+// Seconds a rank waits for the others to join at NCCL_COMM_ID (MOCO_EMU_NCCL_JOIN_TIMEOUT_S, default 120).
+double join_timeout_s() {
+  const char* v = std::getenv("MOCO_EMU_NCCL_JOIN_TIMEOUT_S");
+  const double t = v ? std::atof(v) : 0;
+  return t > 0 ? t : 120;
+}
+
+// As NCCL does, refuse two ranks on one GPU ("Duplicate GPU detected"): the GPU is the host and the device
+// each rank made current. The failure is left in the communicator's state.
+void refuse_shared_gpus(ncclComm_t c, const std::vector<emu_nccl::Mesh::Gpu>& all) {
+  const emu_nccl::Mesh::Gpu& mine = all[(size_t)c->rank];
+  for (int r = 0; r < c->nranks; ++r)
+    if (r != c->rank && all[(size_t)r].device == mine.device && std::strcmp(all[(size_t)r].host, mine.host) == 0) {
+      c->state = ncclInvalidUsage;
+      c->last_error = "Duplicate GPU detected: ranks " + std::to_string(r) + " and " + std::to_string(c->rank) +
+                      " are both on device " + std::to_string(mine.device);
+    }
+}
+
+emu_nccl::Mesh::Gpu this_gpu() {
+  emu_nccl::Mesh::Gpu mine{};
+  gethostname(mine.host, sizeof mine.host - 1);
+  cudaGetDevice(&mine.device);
+  return mine;
+}
+
+// The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
+// finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
+// return (blocking) or for the polls to report (non-blocking).
+ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out) {
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
   auto c = new ncclComm;
   c->nranks = nranks;
   c->rank = rank;
   if (nranks > 1) {
+    // MPI's ranks when this process is one of them (mpirun, with the id bootstrapped over MPI); else the
+    // address in the id (NCCL_COMM_ID)
+    bool under_mpi = false;
 #ifdef MOCO_EMU_MPI
-    // The ranks must be MPI's: the same processes in the same order (mpirun, with the id bootstrapped over MPI).
     int initialised = 0, size = 0, me = -1;
     MPI_Initialized(&initialised);
     if (initialised) {
       MPI_Comm_size(MPI_COMM_WORLD, &size);
       MPI_Comm_rank(MPI_COMM_WORLD, &me);
     }
-    if (!initialised || size != nranks || me != rank) {
+    under_mpi = initialised && size == nranks && me == rank;
+#endif
+    const std::string address(id.internal + 8, strnlen(id.internal + 8, sizeof id.internal - 8));
+    if (!under_mpi && !address.empty()) {
+      std::string error;
+      c->mesh = emu_nccl::Mesh::join(address, nranks, rank, this_gpu(), join_timeout_s(), &error);
+      if (!c->mesh) {
+        std::fprintf(stderr, "emulated NCCL: rank %d of %d could not join at %s: %s\n", rank, nranks,
+                     address.c_str(), error.c_str());
+        delete c;
+        return ncclSystemError;
+      }
+      refuse_shared_gpus(c, c->mesh->gpus());
+      *out = c;
+      return ncclSuccess;
+    }
+#ifdef MOCO_EMU_MPI
+    if (!under_mpi) {
       delete c;
-      return ncclSystemError;  // the emulator's peers can only be MPI's ranks, started by mpirun
+      return ncclSystemError;  // neither MPI's ranks nor an address to meet at
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
-    // As NCCL does, refuse two ranks on one GPU ("Duplicate GPU detected"): the GPU is the host and the device
-    // each rank made current.
-    struct Gpu {
-      char host[64];
-      int device;
-    } mine{};
-    std::vector<Gpu> all((size_t)nranks);
-    gethostname(mine.host, sizeof mine.host - 1);
-    cudaGetDevice(&mine.device);
-    MPI_Allgather(&mine, (int)sizeof(Gpu), MPI_BYTE, all.data(), (int)sizeof(Gpu), MPI_BYTE, c->mpi);
-    for (int r = 0; r < nranks; ++r)
-      if (r != rank && all[(size_t)r].device == mine.device && std::strcmp(all[(size_t)r].host, mine.host) == 0) {
-        c->state = ncclInvalidUsage;
-        c->last_error = "Duplicate GPU detected: ranks " + std::to_string(r) + " and " + std::to_string(rank) +
-                        " are both on device " + std::to_string(mine.device);
-      }
+    const emu_nccl::Mesh::Gpu mine = this_gpu();
+    std::vector<emu_nccl::Mesh::Gpu> all((size_t)nranks);
+    MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, all.data(), (int)sizeof mine, MPI_BYTE, c->mpi);
+    refuse_shared_gpus(c, all);
 #else
     delete c;
-    return ncclSystemError;  // built without MPI: the other ranks would be processes it cannot reach
+    return ncclSystemError;  // built without MPI and given no address: the other ranks cannot be reached
 #endif
   }
   *out = c;
@@ -247,9 +392,9 @@ ncclResult_t join(int nranks, int rank, ncclComm_t* out) {
 
 }  // namespace
 
-ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
   ncclComm_t c = nullptr;
-  if (const ncclResult_t r = join(nranks, rank, &c); r != ncclSuccess) return r;
+  if (const ncclResult_t r = join(nranks, rank, id, &c); r != ncclSuccess) return r;
   if (c->state != ncclSuccess) {  // a blocking join returns its failure
     const ncclResult_t r = c->state;
     delete c;
@@ -272,7 +417,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
     return ncclInProgress;
   }
   ncclComm_t c = nullptr;
-  if (const ncclResult_t r = join(nranks, rank, &c); r != ncclSuccess) return r;
+  if (const ncclResult_t r = join(nranks, rank, id, &c); r != ncclSuccess) return r;
   c->blocking = false;
   *comm = c;
   if (c->state != ncclSuccess) return ncclInProgress;  // the polls report the failure
@@ -310,10 +455,13 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   if (op < ncclSum || op > ncclAvg) return refuse(comm, ncclInvalidArgument, "unknown reduction");
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
-#ifdef MOCO_EMU_MPI
-  if (mpi_type(type) == MPI_DATATYPE_NULL) return refuse(comm, ncclInvalidArgument, "the emulator reduces no fp16/bf16");
+  if (type == ncclFloat16 || type == ncclBfloat16)
+    return refuse(comm, ncclInvalidArgument, "the emulator reduces no fp16/bf16");
   if (op == ncclAvg && type != ncclFloat32 && type != ncclFloat64)
     return refuse(comm, ncclInvalidArgument, "the emulator averages only float and double");
+  if (comm->mesh)
+    return on_mesh(comm, stream, [=](std::string* e) { return mesh_all_reduce(comm, send, recv, count, type, op, e); });
+#ifdef MOCO_EMU_MPI
   run_on(comm, stream, [=] {
     MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, mpi_type(type), mpi_op(op), comm->mpi);
     if (op == ncclAvg) average(recv, count, type, comm->nranks);
@@ -327,6 +475,8 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
   if (const ncclResult_t r = check_collective(comm, type, count, &b); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
+  if (comm->mesh)
+    return on_mesh(comm, stream, [=](std::string* e) { return mesh_all_gather(comm, send, recv, count * b, e); });
 #ifdef MOCO_EMU_MPI
   const bool in_place = send == static_cast<const char*>(recv) + comm->rank * count * b;
   run_on(comm, stream, [=] {
@@ -343,6 +493,8 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   if (const ncclResult_t r = check_peer(comm, root); r != ncclSuccess) return r;
   if (count == 0) return ncclSuccess;
   if (comm->nranks == 1) return copy_on_one_rank(comm, stream, send, recv, count * b);
+  if (comm->mesh)
+    return on_mesh(comm, stream, [=](std::string* e) { return mesh_broadcast(comm, send, recv, count * b, root, e); });
   const bool copy_first = comm->rank == root && send != recv;
 #ifdef MOCO_EMU_MPI
   run_on(comm, stream, [=] {
@@ -405,6 +557,22 @@ ncclResult_t ncclGroupEnd() {
         if (sends[i].bytes) std::memmove(recvs[i].data, sends[i].data, sends[i].bytes);
     });
     return issued(g.comm);
+  }
+  if (g.comm->mesh) {
+    // sends to itself meet its receives from itself in issue order, as on one rank; the rest go over the mesh
+    std::vector<emu_nccl::Mesh::Transfer> sends, recvs, self_sends, self_recvs;
+    for (const PendingSend& t : g.sends)
+      (t.peer == g.comm->rank ? self_sends : sends).push_back({t.peer, const_cast<void*>(t.data), t.bytes});
+    for (const PendingRecv& t : g.recvs) (t.peer == g.comm->rank ? self_recvs : recvs).push_back({t.peer, t.data, t.bytes});
+    if (self_sends.size() != self_recvs.size()) return ncclInvalidUsage;
+    for (size_t i = 0; i < self_sends.size(); ++i)
+      if (self_sends[i].bytes != self_recvs[i].bytes) return ncclInvalidUsage;
+    ncclComm_t comm = g.comm;
+    return on_mesh(comm, stream, [=](std::string* e) {
+      for (size_t i = 0; i < self_sends.size(); ++i)
+        if (self_sends[i].bytes) std::memmove(self_recvs[i].data, self_sends[i].data, self_sends[i].bytes);
+      return comm->mesh->exchange(sends, recvs, e);
+    });
   }
 #ifdef MOCO_EMU_MPI
   run_on(g.comm, stream, [g] {

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `moco train --device cuda` on 2 GPU ranks, started each way a user starts them, must train the same steps:
+#   - `moco train --multiprocessing-distributed` (the authors' flag: this program starts one rank per GPU);
+#   - torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with NCCL_COMM_ID, as
+#     docs/distributed.md gives them, for two processes started here;
+#   - srun's variables (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID) with NCCL_COMM_ID, likewise;
+#   - mpirun, where NCCL's id travels over MPI (when an mpiexec is given).
+# Every launch but mpirun meets at NCCL_COMM_ID, so NCCL's own rendezvous starts their ranks' communicator. The
+# losses logged must be the same bit for bit: the same shards, shuffle and all-reduce, whichever launcher.
+#   gpu_launches.sh <moco binary> [mpiexec]      (needs 2 GPUs on the node; exit 77 without python3)
+# On the CUDA emulator (ctest emu.cli.gpu_launches) the 2 ranks are 2 processes, each with its own emulated
+# device (MOCO_EMU_DEVICES=2); their NCCL traffic goes over TCP at NCCL_COMM_ID, or over MPI under mpirun.
+set -euo pipefail
+moco=$1
+mpiexec=${2:-}
+dir=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT
+gpus=$("$moco" info 2>/dev/null | grep -c '^device [0-9]*:' || true)
+[ "${gpus:-0}" -ge 2 ] || { echo "skip: 2 GPUs are needed, $moco sees ${gpus:-0}"; exit 77; }
+python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
+  { echo "python3 is needed to write the images: skipped"; exit 77; }
+# cuDNN's algorithms are chosen by timing, process by process, and two algorithms may round apart (on the
+# emulator only the stem's two forms do): the later launches take the first one's plans, rank by rank.
+export MOCO_STEM_FORM=direct
+# 64 images, 8 per rank and step: 4 steps
+args=(train "$dir/data" --device cuda -a resnet18 --width 8 --image-size 32 --recipe small --bn-splits 1
+      --moco-k 64 --moco-dim 16 --epochs 1 --seed 3)
+losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+failed=0
+
+# --multiprocessing-distributed: -b and -j are the node's, shared out among its 2 processes
+"$moco" "${args[@]}" -b 16 -j 2 --multiprocessing-distributed --out "$dir/mpd" 2>"$dir/mpd.err" ||
+  { cat "$dir/mpd.err"; echo "FAIL: the --multiprocessing-distributed run failed"; exit 1; }
+grep -q "NCCL over 2 ranks" "$dir/mpd.err" || { cat "$dir/mpd.err"; echo "FAIL: not NCCL over 2 ranks"; exit 1; }
+[ "$(losses "$dir/mpd" | wc -l)" -eq 4 ] || { echo "FAIL: $(losses "$dir/mpd" | wc -l) steps logged, not 4"; exit 1; }
+echo "ok: --multiprocessing-distributed trained 4 steps on 2 ranks; losses:" $(losses "$dir/mpd" | grep -o '[0-9.]*$')
+for r in 0 1; do
+  [ -s "$dir/mpd/conv_plans.rank$r.txt" ] || { echo "FAIL: rank $r kept no conv_plans.rank$r.txt"; exit 1; }
+done
+export MOCO_CONV_PLANS=$dir/mpd
+
+# Two processes started here with one launcher's variables ($1: torchrun or srun), meeting at NCCL_COMM_ID.
+two_ranks() {
+  local kind=$1 out=$dir/$1 port
+  port=$(free_port)
+  pids=()
+  for r in 0 1; do
+    if [ "$kind" = torchrun ]; then
+      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NCCL_COMM_ID=127.0.0.1:$((port + 1)) \
+        "$moco" "${args[@]}" -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
+    else
+      SLURM_PROCID=$r SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=$r SLURM_NTASKS=2 NCCL_COMM_ID=127.0.0.1:$port \
+        "$moco" "${args[@]}" -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
+    fi
+    pids+=($!)
+  done
+  local rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  pids=()
+  if [ $rc -ne 0 ]; then
+    cat "$out".rank*.err
+    echo "FAIL: a rank of the $kind-style launch failed"
+    failed=1
+    return
+  fi
+  grep -q "NCCL over 2 ranks" "$out.rank0.err" || { echo "FAIL: $kind: not NCCL over 2 ranks"; failed=1; return; }
+  grep -q "convolution plans from $dir/mpd/conv_plans.rank0.txt" "$out.rank0.err" ||
+    { echo "FAIL: $kind: the first launch's convolution plans were not taken"; failed=1; return; }
+  if diff <(losses "$dir/mpd") <(losses "$out") >/dev/null; then
+    echo "ok: the $kind-style launch logged the same 4 losses, bit for bit"
+  else
+    echo "FAIL: the $kind-style launch's losses differ:"; diff <(losses "$dir/mpd") <(losses "$out") || true; failed=1
+  fi
+}
+two_ranks torchrun
+two_ranks srun
+
+if [ -n "$mpiexec" ]; then
+  if "$mpiexec" -n 2 "$moco" "${args[@]}" -b 8 -j 1 --out "$dir/mpirun" 2>"$dir/mpirun.err"; then
+    if diff <(losses "$dir/mpd") <(losses "$dir/mpirun") >/dev/null; then
+      echo "ok: mpirun (NCCL's id over MPI) logged the same 4 losses, bit for bit"
+    else
+      echo "FAIL: mpirun's losses differ:"; diff <(losses "$dir/mpd") <(losses "$dir/mpirun") || true; failed=1
+    fi
+  else
+    cat "$dir/mpirun.err"; echo "FAIL: the mpirun launch failed"; failed=1
+  fi
+fi
+exit $failed
