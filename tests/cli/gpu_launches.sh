@@ -4,6 +4,8 @@
 #   - torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with NCCL_COMM_ID, as
 #     docs/distributed.md gives them, for two processes started here;
 #   - srun's variables (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID) with NCCL_COMM_ID, likewise;
+#   - the authors' two-node command line (--multiprocessing-distributed --world-size 2 --rank 0|1 --dist-url),
+#     two "nodes" of one GPU each (on the emulator only);
 #   - mpirun, where NCCL's id travels over MPI (when an mpiexec is given).
 # Every launch but mpirun meets at NCCL_COMM_ID, so NCCL's own rendezvous starts their ranks' communicator. The
 # losses logged must be the same bit for bit: the same shards, shuffle and all-reduce, whichever launcher.
@@ -76,6 +78,32 @@ two_ranks() {
 }
 two_ranks torchrun
 two_ranks srun
+
+# The authors' two-node command line, both "nodes" here with one GPU each: --world-size counts nodes, --rank
+# is the node, --dist-url names node 0, and -b is each node's batch. On the emulator each node is given its
+# own device count and host name (MOCO_EMU_DEVICES, MOCO_EMU_HOSTNAME); on a real node the two would share
+# its GPUs, so this launch needs the emulator.
+if "$moco" info 2>/dev/null | grep -q "CUDA kernel emulator"; then
+  port=$(free_port)
+  pids=()
+  for node in 0 1; do
+    MOCO_EMU_DEVICES=1 MOCO_EMU_HOSTNAME=node$node "$moco" "${args[@]}" -b 8 -j 1 --multiprocessing-distributed       --world-size 2 --rank $node --dist-url tcp://127.0.0.1:$port --out "$dir/nodes" 2>"$dir/nodes.$node.err" &
+    pids+=($!)
+  done
+  rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  pids=()
+  if [ $rc -ne 0 ]; then
+    cat "$dir"/nodes.*.err; echo "FAIL: a node of the two-node launch failed"; failed=1
+  elif ! grep -q "node 1 of 2 starts ranks 1 to 1 of 2" "$dir/nodes.1.err"; then
+    cat "$dir/nodes.1.err"; echo "FAIL: node 1 did not start rank 1 of 2"; failed=1
+  elif diff <(losses "$dir/mpd") <(losses "$dir/nodes") >/dev/null; then
+    echo "ok: two nodes of one GPU each (--world-size 2 --rank 0/1 --dist-url) logged the same 4 losses, bit for bit"
+  else
+    echo "FAIL: the two-node launch's losses differ:"; diff <(losses "$dir/mpd") <(losses "$dir/nodes") || true
+    failed=1
+  fi
+fi
 
 if [ -n "$mpiexec" ]; then
   if "$mpiexec" -n 2 "$moco" "${args[@]}" -b 8 -j 1 --out "$dir/mpirun" 2>"$dir/mpirun.err"; then

@@ -329,9 +329,16 @@ void refuse_shared_gpus(ncclComm_t c, const std::vector<emu_nccl::Mesh::Gpu>& al
     }
 }
 
+// The GPU this rank made current: its host and device. MOCO_EMU_HOSTNAME stands in for the host's name, so
+// that processes of one machine can play the nodes of a multi-node launch (each node's GPU 0 is then not
+// "the same GPU").
 emu_nccl::Mesh::Gpu this_gpu() {
   emu_nccl::Mesh::Gpu mine{};
-  gethostname(mine.host, sizeof mine.host - 1);
+  const char* as = std::getenv("MOCO_EMU_HOSTNAME");
+  if (as && *as)
+    std::strncpy(mine.host, as, sizeof mine.host - 1);
+  else
+    gethostname(mine.host, sizeof mine.host - 1);
   cudaGetDevice(&mine.device);
   return mine;
 }
