@@ -497,11 +497,14 @@ def bench(a):
         rec = dict(bench="torch_step", date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), device=dev.type,
                    arch=a.arch, width=a.width, image_size=a.image_size, batch=a.batch_size, k=a.moco_k,
                    dim=a.moco_dim, head="mlp" if a.mlp else "fc", bn_splits=a.bn_splits, steps=a.steps,
-                   warmup=a.warmup, threads=a.threads, mode=mode, torch=torch.__version__,
+                   warmup=a.warmup, threads=a.threads, mode=mode, precision="bf16" if a.amp else "fp32",
+                   torch=torch.__version__,
                    img_per_s=a.batch_size * 1000 / med, step_ms=med, step_ms_min=times[0], timed_steps=len(times))
         if dev.type == "cuda":
             rec["device_name"] = torch.cuda.get_device_name()
-            rec["total_mib"] = torch.cuda.max_memory_allocated() / 2**20  # the peak of what PyTorch allocated
+            # the peak of what PyTorch's allocator handed out: moco's `total_mib` is its categories' sum instead,
+            # so the name differs
+            rec["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
         with open(a.jsonl, "a") as f:
             f.write(json.dumps(rec) + "\n")
 

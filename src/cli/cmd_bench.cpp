@@ -140,6 +140,7 @@ int cmd_bench(int argc, char** argv) {
   MOCO_CHECK(!batches.empty() && !queues.empty(), "--batch-size and --moco-k need at least one value each");
   if (!a.str("--data").empty()) {
     MOCO_CHECK(batches.size() == 1, "--data times one --batch-size, got ", batches.size());
+    MOCO_CHECK(a.str("--jsonl").empty(), "--jsonl records whole steps; --data prints the loader's rates only");
     const int cores = cpu_threads();
     const int w = (int)a.integer("--workers", 0, 4096);
     const std::string data = a.str("--data") == "fashion-mnist" ? "" : a.str("--data");

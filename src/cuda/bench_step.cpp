@@ -90,7 +90,7 @@ JsonRecord run_step_bench(const StepBenchOptions& o) {
     std::printf("memory MiB: parameters %.1f  gradients %.1f  optimizer %.1f  activations %.1f (peak; %.1f saved "
                 "for backward)  workspace %.1f  queue %.1f  total %.1f  (device memory in use by the process: %.1f)\n",
                 m.parameters * mib, m.gradients * mib, m.optimizer * mib, m.activations * mib, t.activation_bytes * mib,
-                m.workspace * mib, m.queue * mib, m.total() * mib, (double)(free0 - free1) * mib);
+                m.workspace * mib, m.queue * mib, m.total() * mib, ((double)free0 - (double)free1) * mib);
     r.add("device_name", device_description(0))
         .add("precision", o.compute == DType::BF16 ? "bf16" : "fp32")
         .add("conv_api", conv_api)
@@ -104,7 +104,7 @@ JsonRecord run_step_bench(const StepBenchOptions& o) {
         .add("workspace_mib", m.workspace * mib)
         .add("queue_mib", m.queue * mib)
         .add("total_mib", m.total() * mib)
-        .add("process_mib", (double)(free0 - free1) * mib);
+        .add("process_mib", ((double)free0 - (double)free1) * mib);
   }
   MOCO_CUDA_CHECK(cudaStreamDestroy(stream));
   return r;

@@ -364,7 +364,16 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
         // an unaligned first call runs the legacy algorithm, so it cannot check the graph plan: the step's
         // calls are always aligned, and the plan is dropped rather than trusted unchecked
         const bool aligned = graph_conv_aligned(dy, w, dx);
-        if (!aligned || !impl_->graph_plan_adds(e, dy, w, dx, aside, on_device, bytes)) {
+        bool adds = false;
+        try {
+          adds = aligned && impl_->graph_plan_adds(e, dy, w, dx, aside, on_device, bytes);
+        } catch (...) {
+          // as after a failed search: the sum so far goes back before the error does
+          if (cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream) == cudaSuccess)
+            cudaStreamSynchronize(impl_->stream);  // `aside` must outlive the transfer back
+          throw;
+        }
+        if (!adds) {
           plan.graph_note = aligned ? "graph engine " + std::to_string(plan.graph.engine) +
                                           " dropped: it wrote over dx instead of adding to it (beta 1 ignored)"
                                     : "graph plan dropped: the first call's buffers were unaligned, so it was not "

@@ -18,7 +18,8 @@ args=(bench --device "$device" -a resnet18 --width 8 --image-size 32 --moco-dim 
   { cat "$dir/out.txt"; echo "FAIL: the sweep did not run"; exit 1; }
 grep '^moco_bench_json ' "$dir/out.txt" | cut -d' ' -f2- >"$dir/stdout.jsonl"
 # a second call appends to the same file
-"$moco" "${args[@]}" -b 4 --moco-k 16 --jsonl "$dir/b.jsonl" >/dev/null 2>&1
+"$moco" "${args[@]}" -b 4 --moco-k 16 --jsonl "$dir/b.jsonl" >"$dir/out2.txt" 2>&1 ||
+  { cat "$dir/out2.txt"; echo "FAIL: the second call did not run"; exit 1; }
 
 python3 - "$dir/b.jsonl" "$dir/stdout.jsonl" "$device" <<'PY'
 import json, sys
@@ -46,7 +47,7 @@ for r in recs:
 for k in (16, 32):
     small, large = (next(r for r in recs if r["k"] == k and r["batch"] == b) for b in (4, 8))
     ratio = large["saved_for_backward_mib"] / small["saved_for_backward_mib"]
-    assert 1.8 <= ratio <= 2.0, f"K {k}: saved for backward x{ratio:.3f} from batch 4 to 8"
+    assert 1.8 <= ratio <= 2.0 + 1e-6, f"K {k}: saved for backward x{ratio:.3f} from batch 4 to 8"
 print(f"ok: 4 configurations and 1 appended, {device}; img/s, queue memory and activations as computed")
 PY
 

@@ -20,6 +20,10 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT
 gpus=$("$moco" info 2>/dev/null | grep -c '^device [0-9]*:' || true)
 [ "${gpus:-0}" -ge 2 ] || { echo "skip: 2 GPUs are needed, $moco sees ${gpus:-0}"; exit 77; }
+# --multiprocessing-distributed starts a rank per visible GPU: exactly 2 of a larger node's
+if [ "$gpus" -gt 2 ]; then export CUDA_VISIBLE_DEVICES=0,1; fi
+# a rank whose partner failed waits this long (the emulated NCCL's join) rather than the test's whole limit
+export MOCO_EMU_NCCL_JOIN_TIMEOUT_S=${MOCO_EMU_NCCL_JOIN_TIMEOUT_S:-60}
 python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
   { echo "python3 is needed to write the images: skipped"; exit 77; }
 # cuDNN's algorithms are chosen by timing, process by process, and two algorithms may round apart (on the
@@ -45,12 +49,13 @@ export MOCO_CONV_PLANS=$dir/mpd
 
 # Two processes started here with one launcher's variables ($1: torchrun or srun), meeting at NCCL_COMM_ID.
 two_ranks() {
-  local kind=$1 out=$dir/$1 port
+  local kind=$1 out=$dir/$1 port nccl_port
   port=$(free_port)
+  nccl_port=$(free_port)  # torchrun's own rendezvous holds MASTER_PORT; NCCL's needs another
   pids=()
   for r in 0 1; do
     if [ "$kind" = torchrun ]; then
-      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NCCL_COMM_ID=127.0.0.1:$((port + 1)) \
+      RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NCCL_COMM_ID=127.0.0.1:$nccl_port \
         "$moco" "${args[@]}" -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
     else
       SLURM_PROCID=$r SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=$r SLURM_NTASKS=2 NCCL_COMM_ID=127.0.0.1:$port \

@@ -55,6 +55,8 @@ struct ncclComm {
   MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1 under mpirun
 #endif
   std::unique_ptr<emu_nccl::Mesh> mesh;  // with nranks > 1 joined at NCCL_COMM_ID
+  // A mesh operation failed part-way: its byte streams are out of step, so every later call is refused.
+  bool broken = false;
 };
 
 namespace {
@@ -99,6 +101,7 @@ ncclResult_t refuse(ncclComm_t comm, ncclResult_t r, const std::string& why) {
 ncclResult_t usable(ncclComm_t comm) {
   if (!comm) return ncclInvalidArgument;
   if (comm->aborted || comm->finalized) return ncclInvalidUsage;
+  if (comm->broken) return ncclRemoteError;
   if (comm->state == ncclInProgress)
     return refuse(comm, ncclInvalidUsage, "an NCCL call on a non-blocking communicator before the previous call's "
                                           "ncclInProgress was polled to ncclSuccess (ncclCommGetAsyncError)");
@@ -191,6 +194,7 @@ ncclResult_t on_mesh(ncclComm_t comm, cudaStream_t stream, const std::function<b
   if (ok) return issued(comm);
   std::fprintf(stderr, "emulated NCCL, rank %d of %d: %s\n", comm->rank, comm->nranks, error.c_str());
   comm->state = ncclRemoteError;
+  comm->broken = true;
   comm->last_error = error;
   return comm->blocking ? ncclRemoteError : ncclInProgress;
 }

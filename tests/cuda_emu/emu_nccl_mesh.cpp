@@ -125,17 +125,37 @@ int accept_one(int listener, Clock::time_point deadline, sockaddr_in* from, std:
   }
 }
 
-// A connection to addr, retried until the deadline while nobody listens there yet; -1 with *error set.
-int connect_to(const sockaddr_in& addr, Clock::time_point deadline, std::string* error) {
+// A connection to addr (`whom` names it in errors), retried until the deadline while nobody listens there yet;
+// -1 with *error set. Each try waits at most until the deadline, and a socket that the kernel connected to
+// itself (a free port chosen from the ephemeral range can be its own source port) is dropped and tried again.
+int connect_to(const sockaddr_in& addr, const std::string& whom, Clock::time_point deadline, std::string* error) {
   for (;;) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return *error = errno_text("socket"), -1;
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return tune(fd), fd;
-    const int err = errno;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int err = 0;
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        err = ETIMEDOUT;
+        if (wait_for(fd, POLLOUT, deadline)) {
+          socklen_t len = sizeof err;
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+      }
+    }
+    if (err == 0) {
+      sockaddr_in self{}, peer{};
+      socklen_t a = sizeof self, b = sizeof peer;
+      getsockname(fd, reinterpret_cast<sockaddr*>(&self), &a);
+      getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &b);
+      if (self.sin_port != peer.sin_port || self.sin_addr.s_addr != peer.sin_addr.s_addr) return tune(fd), fd;
+      err = ECONNREFUSED;  // connected to itself: nobody listens there yet
+    }
     close(fd);
     if (err != ECONNREFUSED && err != EINTR && err != ETIMEDOUT && err != ENOENT)
-      return errno = err, *error = errno_text("connect"), -1;
-    if (Clock::now() >= deadline) return *error = "timed out connecting to rank 0", -1;
+      return errno = err, *error = errno_text(("connect to " + whom).c_str()), -1;
+    if (Clock::now() >= deadline) return *error = "timed out connecting to " + whom, -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -201,8 +221,8 @@ std::unique_ptr<Mesh> Mesh::join(const std::string& host_port, int nranks, int r
     sockaddr_in bound{};
     socklen_t len = sizeof bound;
     getsockname(listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    const int fd = connect_to(root, deadline, error);
-    if (fd < 0) return *error += " at " + host_port, nullptr;
+    const int fd = connect_to(root, "rank 0 at " + host_port, deadline, error);
+    if (fd < 0) return nullptr;
     m->fd_[0] = fd;
     const Hello h{kMagic, rank, nranks, ntohs(bound.sin_port), mine};
     if (!write_full(fd, &h, sizeof h, deadline, error) ||
@@ -213,7 +233,7 @@ std::unique_ptr<Mesh> Mesh::join(const std::string& host_port, int nranks, int r
       peer.sin_family = AF_INET;
       peer.sin_addr.s_addr = table[(size_t)q].ip;
       peer.sin_port = htons(table[(size_t)q].port);
-      const int p = connect_to(peer, deadline, error);
+      const int p = connect_to(peer, "rank " + std::to_string(q), deadline, error);
       if (p < 0) return nullptr;
       m->fd_[(size_t)q] = p;
       const int32_t me = rank;
