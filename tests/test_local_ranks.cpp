@@ -110,10 +110,14 @@ TEST(LocalRanks, AFailingCopyStopsTheOthersAndGivesItsStatus) {
                              "/ready2 ]; do sleep 0.05; done; exit 3; fi; sleep 60 & p=$!; trap \"kill $p; echo "
                              "stopped > " + d + "/$LOCAL_RANK; exit 0\" TERM; touch " + d + "/ready$LOCAL_RANK; wait";
   const auto t0 = std::chrono::steady_clock::now();
+  ::testing::internal::CaptureStderr();
   const int code = run_local_ranks(sh(script), 3, [](int i) { return Environment{{"LOCAL_RANK", std::to_string(i)}}; });
+  const std::string said = ::testing::internal::GetCapturedStderr();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(code, 3);
   EXPECT_LT(s, 30.0) << "the sleeping copies were not stopped";
+  EXPECT_NE(said.find("local rank 1 (pid "), std::string::npos) << said;
+  EXPECT_NE(said.find("failed with exit status 3"), std::string::npos) << said;
   EXPECT_EQ(read_file(dir.file("0")), "stopped");
   EXPECT_EQ(read_file(dir.file("2")), "stopped");
 }
@@ -131,6 +135,19 @@ TEST(LocalRanks, ACopyThatIgnoresTheStopIsKilledAfterTheGrace) {
   EXPECT_EQ(code, 2);
   EXPECT_GE(s, 0.5) << "the copy ended before the grace: it did not ignore SIGTERM";
   EXPECT_LT(s, 30.0) << "the copy that ignores SIGTERM was not killed";
+}
+
+TEST(LocalRanks, ACopyKilledBySigkillIsNamedWithTheOutOfMemoryHint) {
+  // copy 1 kills itself as the out-of-memory killer would; copy 0 sleeps until it is stopped
+  const std::string script = "if [ $LOCAL_RANK = 1 ]; then kill -9 $$; fi; sleep 60";
+  ::testing::internal::CaptureStderr();
+  const int code = run_local_ranks(sh(script), 2, [](int i) { return Environment{{"LOCAL_RANK", std::to_string(i)}}; },
+                                   0.5);
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 128 + SIGKILL);
+  EXPECT_NE(said.find("local rank 1 (pid "), std::string::npos) << said;
+  EXPECT_NE(said.find("was killed by SIGKILL"), std::string::npos) << said;
+  EXPECT_NE(said.find("out-of-memory killer"), std::string::npos) << said;
 }
 
 TEST(LocalRanks, CopiesStoppedByAPassedOnSignalAreNotStoppedAgain) {

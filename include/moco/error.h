@@ -11,6 +11,13 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The training diverged: a loss (or an update) that is not finite. Its own type, because what to do differs:
+// resume from the last good checkpoint with a lower learning rate, where any other failure of a step (a lost
+// rank, a device error) is resumed as it was.
+struct Diverged : Error {
+  using Error::Error;
+};
+
 namespace detail {
 inline void append(std::ostringstream&) {}
 template <class T, class... Rest>
@@ -26,6 +33,14 @@ template <class... Parts>
   std::ostringstream os;
   detail::append(os, parts...);
   throw Error(os.str());
+}
+
+// fail() for a diverged run: throws moco::Diverged.
+template <class... Parts>
+[[noreturn]] void fail_diverged(const Parts&... parts) {
+  std::ostringstream os;
+  detail::append(os, parts...);
+  throw Diverged(os.str());
 }
 
 }  // namespace moco

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "moco/error.h"
@@ -248,6 +249,18 @@ int run_local_ranks(const std::vector<std::string>& argv, int n, const std::func
       const bool asked = (code == 128 + SIGINT && passed_on[0] > 0) || (code == 128 + SIGTERM && passed_on[1] > 0);
       if (asked || failing) continue;
       failing = true;
+      // the first failure says which copy and how: a rank killed by SIGKILL that nobody sent is, on a training
+      // node, most often the kernel's out-of-memory killer (the data loaders' host memory)
+      if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+        std::fprintf(stderr, "moco: local rank %d (pid %d) was killed by SIGKILL; if nobody sent it, the kernel's "
+                     "out-of-memory killer may have (dmesg says; fewer -j workers or a smaller -b use less host "
+                     "memory); stopping the node's other ranks\n", i, (int)pids[i]);
+      else if (WIFSIGNALED(st))
+        std::fprintf(stderr, "moco: local rank %d (pid %d) was ended by signal %d (%s); stopping the node's other "
+                     "ranks\n", i, (int)pids[i], WTERMSIG(st), strsignal(WTERMSIG(st)));
+      else
+        std::fprintf(stderr, "moco: local rank %d (pid %d) failed with exit status %d (its error is above); "
+                     "stopping the node's other ranks\n", i, (int)pids[i], code);
       signal_copies(alive, SIGTERM);
       deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                          std::chrono::duration<double>(grace_s));

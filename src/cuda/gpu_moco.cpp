@@ -376,8 +376,9 @@ StepStats GpuMoco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, f
   MOCO_CUDA_CHECK(cudaMemcpyAsync(global, b.global.get(), 3 * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   comm_.synchronize();  // under the communicator's watchdog: a dead or hung rank cannot block this forever
   stats.loss = global[0];
-  MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
-             "; stopping before the update so the last checkpoint stays good");
+  if (!std::isfinite(stats.loss))
+    fail_diverged("loss is ", stats.loss, " at step ", steps_done_,
+                  "; stopping before the update so the last checkpoint stays good");
   stats.acc1 = 100.f * global[1] / (float)n;
   stats.acc5 = 100.f * global[2] / (float)n;
   kernels::sgd_momentum_step(b.params, lr, cfg_.sgd.momentum, cfg_.sgd.weight_decay, b.q_params.get(), b.q_grads.get(),

@@ -168,8 +168,9 @@ StepStats Moco::step_with_permutation(const Tensor& x_q, const Tensor& x_k, floa
   float global[3] = {loss, (float)hits1, (float)hits5};  // (3) loss, top-1 hits, top-5 hits
   comm_.all_reduce_mean(global, 3);
   stats.loss = global[0];
-  MOCO_CHECK(std::isfinite(stats.loss), "loss is ", stats.loss, " at step ", steps_done_,
-             "; stopping before the update so the last checkpoint stays good");
+  if (!std::isfinite(stats.loss))
+    fail_diverged("loss is ", stats.loss, " at step ", steps_done_,
+                  "; stopping before the update so the last checkpoint stays good");
   stats.acc1 = 100.f * global[1] / (float)n;
   stats.acc5 = 100.f * global[2] / (float)n;
   lap(kLogitsLoss);

@@ -231,6 +231,19 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
   Progress progress(total_steps, pos.steps_done, o.print_freq, o.batch_size * world);
 
+  // What a failed step tells the user to resume from: the checkpoint this run last wrote, else the one it was
+  // resumed from; none before the first save of a new run.
+  std::string last_good = o.resume;
+  auto resume_hint = [&](bool diverged) {
+    const char* lower_lr = " and a lower --lr: with the same settings the run repeats itself";
+    if (last_good.empty())
+      return std::string("; no checkpoint was written yet") +
+             (diverged ? ": start again with a lower --lr" : " (the first is due at the end of the epoch, or "
+                                                             "every --save-every-steps)");
+    return "; the last good checkpoint is " + last_good + " (resume with --resume " + last_good +
+           (diverged ? lower_lr : "") + ")";
+  };
+
   auto save = [&](const TrainPosition& p) {
     // The loss is checked before every update, but an update can still overflow the weights of a step whose
     // loss was finite: such a state is never written over the last good checkpoint.
@@ -245,11 +258,11 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
     }
     const bool stop_here = world > 1 ? comm->any(!non_finite.empty()) : !non_finite.empty();  // every rank stops
     if (stop_here)
-      fail("step ", p.steps_done, " left ", non_finite.empty() ? "rank 0's weights" : non_finite,
-           " with an Inf or NaN, though its loss was finite; the last good checkpoint is ", ckpt,
-           " (resume with --resume ", ckpt, " and a lower --lr: with the same settings the run repeats itself)");
+      fail_diverged("step ", p.steps_done, " left ", non_finite.empty() ? "rank 0's weights" : non_finite,
+                    " with an Inf or NaN, though its loss was finite", resume_hint(true));
     if (device) save_conv_plans(*device, o.out, o.launch.rank, world);  // every rank its own, for a resume
     comm->barrier();  // no rank runs ahead of a checkpoint that is not written yet (or failed)
+    last_good = ckpt;
   };
 
   auto monitor = [&] {
@@ -289,9 +302,10 @@ int run_train(const TrainOptions& o, DeviceStepFactory cuda) {
         // query and key views: (N, 3, S, S) normalised, or (N, S, S, 3) 8-bit crops for the GPU
         st = device ? device->step(batch, lr, next_ready ? &ahead : nullptr)
                     : moco.step(batch.views[0], batch.views[1], lr);
+      } catch (const Diverged& e) {
+        fail_diverged(e.what(), resume_hint(true));
       } catch (const Error& e) {
-        fail(e.what(), "; the last good checkpoint is ", ckpt, " (resume with --resume ", ckpt,
-             " and a lower --lr: with the same settings the run repeats itself)");
+        fail(e.what(), resume_hint(false));
       }
       const auto now = std::chrono::steady_clock::now();
       const double img_per_s = (double)(o.batch_size * world) / std::chrono::duration<double>(now - last).count();

@@ -31,13 +31,13 @@ python3 "$(dirname "$0")/write_test_images.py" "$dir/data" ||
 export MOCO_STEM_FORM=direct
 # 64 images, 8 per rank and step: 4 steps
 args=(train "$dir/data" --device cuda -a resnet18 --width 8 --image-size 32 --recipe small --bn-splits 1
-      --moco-k 64 --moco-dim 16 --epochs 1 --seed 3)
+      --moco-k 64 --moco-dim 16 --seed 3)
 losses() { grep -o '"step": [0-9]*, "epoch": [0-9]*, "loss": [^,]*' "$1/metrics.jsonl"; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 failed=0
 
 # --multiprocessing-distributed: -b and -j are the node's, shared out among its 2 processes
-"$moco" "${args[@]}" -b 16 -j 2 --multiprocessing-distributed --out "$dir/mpd" 2>"$dir/mpd.err" ||
+"$moco" "${args[@]}" --epochs 1 -b 16 -j 2 --multiprocessing-distributed --out "$dir/mpd" 2>"$dir/mpd.err" ||
   { cat "$dir/mpd.err"; echo "FAIL: the --multiprocessing-distributed run failed"; exit 1; }
 grep -q "NCCL over 2 ranks" "$dir/mpd.err" || { cat "$dir/mpd.err"; echo "FAIL: not NCCL over 2 ranks"; exit 1; }
 [ "$(losses "$dir/mpd" | wc -l)" -eq 4 ] || { echo "FAIL: $(losses "$dir/mpd" | wc -l) steps logged, not 4"; exit 1; }
@@ -56,10 +56,10 @@ two_ranks() {
   for r in 0 1; do
     if [ "$kind" = torchrun ]; then
       RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NCCL_COMM_ID=127.0.0.1:$nccl_port \
-        "$moco" "${args[@]}" -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
+        "$moco" "${args[@]}" --epochs 1 -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
     else
       SLURM_PROCID=$r SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=$r SLURM_NTASKS=2 NCCL_COMM_ID=127.0.0.1:$port \
-        "$moco" "${args[@]}" -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
+        "$moco" "${args[@]}" --epochs 1 -b 8 -j 1 --out "$out" 2>"$out.rank$r.err" &
     fi
     pids+=($!)
   done
@@ -92,7 +92,8 @@ if "$moco" info 2>/dev/null | grep -q "CUDA kernel emulator"; then
   port=$(free_port)
   pids=()
   for node in 0 1; do
-    MOCO_EMU_DEVICES=1 MOCO_EMU_HOSTNAME=node$node "$moco" "${args[@]}" -b 8 -j 1 --multiprocessing-distributed       --world-size 2 --rank $node --dist-url tcp://127.0.0.1:$port --out "$dir/nodes" 2>"$dir/nodes.$node.err" &
+    MOCO_EMU_DEVICES=1 MOCO_EMU_HOSTNAME=node$node "$moco" "${args[@]}" --epochs 1 -b 8 -j 1 --multiprocessing-distributed \
+      --world-size 2 --rank $node --dist-url tcp://127.0.0.1:$port --out "$dir/nodes" 2>"$dir/nodes.$node.err" &
     pids+=($!)
   done
   rc=0
@@ -110,8 +111,32 @@ if "$moco" info 2>/dev/null | grep -q "CUDA kernel emulator"; then
   fi
 fi
 
+# A rank killed mid-run (as the out-of-memory killer would): the --multiprocessing-distributed parent says
+# which and how, stops the other, and exits non-zero; any rank's error names a checkpoint only if one exists.
+MOCO_COMM_TIMEOUT_S=30 "$moco" "${args[@]}" -b 16 -j 2 --multiprocessing-distributed --epochs 50 \
+  --out "$dir/killed" 2>"$dir/killed.err" &
+parent=$!
+pids=($parent)
+for _ in $(seq 600); do grep -q '"loss"' "$dir/killed/metrics.jsonl" 2>/dev/null && break; sleep 0.2; done
+victim=$(pgrep -P $parent | tail -1)
+[ -n "$victim" ] && kill -9 "$victim"
+start=$(date +%s)
+rc=0
+wait $parent || rc=$?
+pids=()
+took=$(( $(date +%s) - start ))
+if [ $rc -eq 0 ] || ! grep -q "local rank [0-9]* (pid $victim) was killed by SIGKILL" "$dir/killed.err"; then
+  cat "$dir/killed.err"; echo "FAIL: a killed rank was not reported (exit $rc)"; failed=1
+elif [ -e "$dir/killed/checkpoint.mocockpt" ] && grep -q "no checkpoint was written yet" "$dir/killed.err"; then
+  echo "FAIL: an error says no checkpoint was written, but one was"; failed=1
+elif [ ! -e "$dir/killed/checkpoint.mocockpt" ] && grep -q "last good checkpoint is" "$dir/killed.err"; then
+  echo "FAIL: an error names a checkpoint that was never written"; failed=1
+else
+  echo "ok: a rank killed: the parent named it and ended the run in ${took}s (exit $rc)"
+fi
+
 if [ -n "$mpiexec" ]; then
-  if "$mpiexec" -n 2 "$moco" "${args[@]}" -b 8 -j 1 --out "$dir/mpirun" 2>"$dir/mpirun.err"; then
+  if "$mpiexec" -n 2 "$moco" "${args[@]}" --epochs 1 -b 8 -j 1 --out "$dir/mpirun" 2>"$dir/mpirun.err"; then
     if diff <(losses "$dir/mpd") <(losses "$dir/mpirun") >/dev/null; then
       echo "ok: mpirun (NCCL's id over MPI) logged the same 4 losses, bit for bit"
     else
