@@ -332,6 +332,11 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo
   echo "whole steps (ratios measured in this run):"
   cat "$ratios"
+  # the same pairs from the JSON records (tools/bench_table.py), with the memory each side reports
+  if [ -s "$out/steps.jsonl" ]; then
+    echo
+    python3 "$repo/tools/bench_table.py" "$out/steps.jsonl" 2>&1
+  fi
   # the kNN scoring of one chunk (GEMM + vote), ours against PyTorch's, both from this run
   if [ -f "$out/bench_knn_vote.log" ] && [ -f "$out/knn_peer.log" ]; then
     echo

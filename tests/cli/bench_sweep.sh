@@ -51,6 +51,21 @@ for k in (16, 32):
 print(f"ok: 4 configurations and 1 appended, {device}; img/s, queue memory and activations as computed")
 PY
 
+# tools/bench_table.py joins the records with a peer's at the same configuration: here a made-up PyTorch
+# record at half moco's rate for K 16, batch 8, so its row must say 2.00x; the other rows have no peer
+python3 - "$dir/b.jsonl" >>"$dir/b.jsonl" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])][1]  # K 16, batch 8
+peer = {k: r[k] for k in ("device", "arch", "width", "image_size", "batch", "k", "dim", "head")}
+peer.update(bench="torch_step", mode="eager-fp32", img_per_s=r["img_per_s"] / 2)
+print(json.dumps(peer))
+PY
+table=$(python3 "$(dirname "$0")/../../tools/bench_table.py" "$dir/b.jsonl") || { echo "FAIL: bench_table.py: $table"; exit 1; }
+echo "$table" | grep -q "b8 K16 fc ($device) | [0-9.]* | eager-fp32 | [0-9.]* | 2.00x" ||
+  { echo "$table"; echo "FAIL: bench_table.py's row for K 16, batch 8 is not 2.00x"; exit 1; }
+[ "$(echo "$table" | grep -c "| none |")" = 3 ] || { echo "$table"; echo "FAIL: not 3 rows without a peer"; exit 1; }
+echo "ok: bench_table.py: $(echo "$table" | grep "eager-fp32")"
+
 # a queue smaller than a batch is refused before any configuration runs, and the file is not touched
 before=$(wc -l <"$dir/b.jsonl")
 if out=$("$moco" "${args[@]}" -b 4 64 --moco-k 16 --jsonl "$dir/b.jsonl" 2>&1); then
