@@ -8,8 +8,9 @@ image size, batch, K, dim, head), with img/s and peak memory and their ratios.
 Records of a configuration timed more than once: the last one counts (a file collects several calls).
 Memory: moco's total_mib (its categories' sum) against PyTorch's peak_allocated_mib, where both exist."""
 import argparse
-import json
 import sys
+
+import jsonl  # tools/jsonl.py
 
 KEY = ("device", "arch", "width", "image_size", "batch", "k", "dim", "head")
 
@@ -17,23 +18,15 @@ KEY = ("device", "arch", "width", "image_size", "batch", "k", "dim", "head")
 def read(paths):
     ours, peers = {}, {}
     for path in paths:
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    sys.exit(f"{path}:{n}: not a JSON line ({e})")
-                missing = [k for k in KEY + ("bench", "img_per_s") if k not in r]
-                if missing:
-                    sys.exit(f"{path}:{n}: no {', '.join(missing)}: not a bench record")
-                key = tuple(r[k] for k in KEY)
-                if r["bench"] == "moco_step":
-                    ours[key] = r
-                elif r["bench"] == "torch_step":
-                    peers.setdefault(key, {})[r.get("mode", "?")] = r
+        for n, r in jsonl.records(path):
+            missing = [k for k in KEY + ("bench", "img_per_s") if k not in r]
+            if missing:
+                sys.exit(f"{path}:{n}: no {', '.join(missing)}: not a bench record")
+            key = tuple(r[k] for k in KEY)
+            if r["bench"] == "moco_step":
+                ours[key] = r
+            elif r["bench"] == "torch_step":
+                peers.setdefault(key, {})[r.get("mode", "?")] = r
     return ours, peers
 
 

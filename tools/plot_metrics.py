@@ -6,25 +6,18 @@ epoch when the run logged it, into one PNG.
 
 Needs matplotlib (pip install matplotlib)."""
 import argparse
-import json
 import sys
+
+import jsonl  # tools/jsonl.py
 
 
 def read(path):
-    steps, records, knn = [], [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"{path}:{n}: not a JSON line ({e})")
-            if "loss" in r:
-                records.append(r)
-            elif r.get("event") == "knn":
-                knn.append(r)
+    records, knn = [], []
+    for _, r in jsonl.records(path):
+        if "loss" in r:
+            records.append(r)
+        elif r.get("event") == "knn":
+            knn.append(r)
     return records, knn
 
 
