@@ -120,6 +120,7 @@ TEST(Checkpoint, AResumeKeepsTheWorldSizeAndMayChangeTheSchedule) {
   b.init();
   const std::string refused = error_of([&] { load_checkpoint(path, b, run_config(two), resume_must_match()); });
   EXPECT_NE(refused.find("world_size=1 there, but this run has world_size=2"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("give it the same world_size"), std::string::npos) << refused;  // and what to do
 
   TrainOptions changed = one;  // a lower rate and more epochs, as past a divergence or to train longer
   changed.lr = one.lr / 2;

@@ -165,7 +165,8 @@ TrainPosition load_checkpoint(const std::string& path, Moco& moco, const RunConf
     if (a == saved.end()) continue;  // written before the key was kept: nothing to compare with
     const std::string va = a->second, vb = b == cfg.end() ? "(unset)" : b->second;
     MOCO_CHECK(va == vb, "checkpoint ", path, " is from another configuration: ", key, "=", va,
-               " there, but this run has ", key, "=", vb);
+               " there, but this run has ", key, "=", vb, "; --resume continues that very run (its ranks, batch and "
+               "data order), so give it the same ", key, ", or start a new run in another --out");
   }
   // every size is checked before anything is copied, so a mismatch leaves `moco` untouched
   struct Target {
