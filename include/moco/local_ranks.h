@@ -32,6 +32,10 @@ struct LocalRanksPlan {
 // --dist-url. One node may leave them out (the rendezvous is then 127.0.0.1 on a free port); several nodes need
 // all three, with a tcp:// URL naming node 0. Throws, naming the flag and its value, otherwise; the flags are
 // checked first, then the GPUs (no_gpu_reason says why there are none).
+// A TCP port nobody listens on now on 127.0.0.1, from the kernel (bind to port 0). Rank 0's NCCL listens there
+// a moment later; another program could take it in between, and then NCCL says so.
+int free_local_port();
+
 LocalRanksPlan plan_local_ranks(int gpus, int64_t world_flag, int64_t rank_flag, const std::string& dist_url,
                                 const std::string& no_gpu_reason = "");
 

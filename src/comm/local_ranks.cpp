@@ -22,10 +22,6 @@ extern char** environ;
 
 namespace moco {
 
-namespace {
-
-// A TCP port nobody listens on now, from the kernel (bind to port 0). Rank 0's NCCL listens there a moment
-// later; another program could take it in between, and then NCCL says so.
 int free_local_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   MOCO_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno),
@@ -39,6 +35,8 @@ int free_local_port() {
   MOCO_CHECK(ok, "cannot find a free port: ", std::strerror(errno), "; give --dist-url tcp://127.0.0.1:PORT");
   return ntohs(addr.sin_port);
 }
+
+namespace {
 
 int64_t env_integer(const Environment& env, const char* key) {
   const auto it = env.find(key);

@@ -3,8 +3,8 @@
 # That must come before the dataset is scanned: scanning a large image folder first could outlast the other
 # ranks' connect retries. Rank 0 of 2, whose peer never joins, is given an empty data folder, which only the
 # scan finds wanting: the run must end at the rendezvous's timeout (it reached the rendezvous first), not at
-# the folder. On the emulator MOCO_EMU_NCCL_JOIN=never stands for the absent peer; on a GPU nobody else uses
-# the port. Launcher variables of an enclosing job are removed, so that only this test's count.
+# the folder. The peer is simply absent (the emulated NCCL, like NCCL, listens at NCCL_COMM_ID and waits).
+# Launcher variables of an enclosing job are removed, so that only this test's count.
 #   rendezvous_before_data.sh <moco binary>
 set -euo pipefail
 moco=$1
@@ -13,9 +13,12 @@ trap 'rm -rf "$dir"' EXIT
 source "$(dirname "$0")/gpu_probe.sh" "$moco" "$dir/probe.log"
 status=0
 mkdir -p "$dir/empty-folder"
+command -v python3 >/dev/null || { echo "skip: python3 is needed to find free ports"; exit 77; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+master_port=$(free_port) nccl_port=$(free_port)
 env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u OMPI_COMM_WORLD_LOCAL_RANK -u SLURM_STEP_NUM_TASKS \
-  RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29530 NCCL_COMM_ID=127.0.0.1:29531 \
-  MOCO_EMU_NCCL_JOIN=never MOCO_COMM_TIMEOUT_S=2 timeout 120 \
+  RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=$master_port NCCL_COMM_ID=127.0.0.1:$nccl_port \
+  MOCO_COMM_TIMEOUT_S=2 timeout 120 \
   "$moco" train "$dir/empty-folder" --device cuda --width 2 --image-size 16 -b 4 --moco-k 16 -a resnet18 \
   --out "$dir/run" 2>"$dir/err" || status=$?
 cat "$dir/err"

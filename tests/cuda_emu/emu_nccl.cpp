@@ -10,7 +10,10 @@
 //   of MPI_COMM_WORLD;
 // - otherwise, with NCCL_COMM_ID=<host>:<port> (torchrun, srun, moco's --multiprocessing-distributed): the
 //   ranks join at that address and talk over TCP (emu_nccl_mesh.h), as real NCCL's bootstrap does there. A
-//   reduction sums the ranks' values in rank order on every rank, so every rank has the same bits.
+//   reduction sums the ranks' values in rank order on every rank, so every rank has the same bits. A
+//   non-blocking join (ncclCommInitRankConfig with blocking = 0) goes on in a thread of its own and answers
+//   ncclInProgress until every rank came, so the caller's watchdog can end the wait for a rank that never
+//   starts, as with NCCL.
 // In both cases device memory is host memory here, so MPI and the sockets read and write it directly. The
 // operation runs at the call, after the work queued on its stream before it: a blocking call must run on the
 // host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
@@ -24,6 +27,7 @@
 //
 // Arguments are checked at the call in both cases.
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <functional>
@@ -32,6 +36,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "include/nccl.h"
@@ -41,6 +46,12 @@
 #include <mpi.h>
 #endif
 
+struct PendingJoin {
+  std::atomic<bool> done{false};
+  std::unique_ptr<emu_nccl::Mesh> mesh;  // null when the join failed
+  std::string error;
+};
+
 struct ncclComm {
   int nranks = 1, rank = 0;
   bool aborted = false;
@@ -49,12 +60,14 @@ struct ncclComm {
   // until the caller polls it (ncclCommGetAsyncError reports ncclInProgress once, then ncclSuccess).
   bool blocking = true;
   ncclResult_t state = ncclSuccess;
-  bool never_joins = false;  // MOCO_EMU_NCCL_JOIN=never: a peer that never starts; the join stays in progress
   std::string last_error;
 #ifdef MOCO_EMU_MPI
   MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1 under mpirun
 #endif
   std::unique_ptr<emu_nccl::Mesh> mesh;  // with nranks > 1 joined at NCCL_COMM_ID
+  // A non-blocking join at NCCL_COMM_ID still going on, on a thread of its own (as real NCCL's): the polls
+  // take its mesh once it is done. Shared with that thread, which outlives an abort until its deadline.
+  std::shared_ptr<struct PendingJoin> joining;
   // A mesh operation failed part-way: its byte streams are out of step, so every later call is refused.
   bool broken = false;
 };
@@ -350,7 +363,7 @@ emu_nccl::Mesh::Gpu this_gpu() {
 // The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
 // finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
 // return (blocking) or for the polls to report (non-blocking).
-ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out) {
+ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out, bool in_background = false) {
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
   auto c = new ncclComm;
   c->nranks = nranks;
@@ -369,6 +382,20 @@ ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out)
     under_mpi = initialised && size == nranks && me == rank;
 #endif
     const std::string address(id.internal + 8, strnlen(id.internal + 8, sizeof id.internal - 8));
+    if (!under_mpi && !address.empty() && in_background) {
+      // the join goes on while the caller polls (ncclCommGetAsyncError), so its watchdog can end the wait
+      auto pending = std::make_shared<PendingJoin>();
+      const emu_nccl::Mesh::Gpu mine = this_gpu();  // the caller's device, asked on the caller's thread
+      const double limit = join_timeout_s();
+      std::thread([pending, address, nranks, rank, mine, limit] {
+        pending->mesh = emu_nccl::Mesh::join(address, nranks, rank, mine, limit, &pending->error);
+        pending->done = true;
+      }).detach();
+      c->joining = pending;
+      c->state = ncclInProgress;
+      *out = c;
+      return ncclSuccess;
+    }
     if (!under_mpi && !address.empty()) {
       std::string error;
       c->mesh = emu_nccl::Mesh::join(address, nranks, rank, this_gpu(), join_timeout_s(), &error);
@@ -418,20 +445,11 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
   if (config && (config->size != sizeof(ncclConfig_t) || config->magic != 0xcafebeef)) return ncclInvalidArgument;
   // unset (NCCL_CONFIG_UNDEF_INT) or 1: blocking
   if (!config || config->blocking != 0) return ncclCommInitRank(comm, nranks, id, rank);
-  const char* never = std::getenv("MOCO_EMU_NCCL_JOIN");
-  if (never && std::string(never) == "never") {
-    if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
-    auto c = new ncclComm;  // no peers to reach: it never leaves ncclInProgress, until aborted
-    c->nranks = nranks, c->rank = rank, c->blocking = false, c->never_joins = true;
-    c->state = ncclInProgress;
-    *comm = c;
-    return ncclInProgress;
-  }
   ncclComm_t c = nullptr;
-  if (const ncclResult_t r = join(nranks, rank, id, &c); r != ncclSuccess) return r;
+  if (const ncclResult_t r = join(nranks, rank, id, &c, /*in_background=*/true); r != ncclSuccess) return r;
   c->blocking = false;
   *comm = c;
-  if (c->state != ncclSuccess) return ncclInProgress;  // the polls report the failure
+  if (c->state != ncclSuccess) return ncclInProgress;  // the polls report the join, or its failure
   return issued(c);
 }
 ncclResult_t ncclCommFinalize(ncclComm_t comm) {
@@ -453,9 +471,26 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 }
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (!comm) return ncclInvalidArgument;
+  if (comm->joining) {  // a join at NCCL_COMM_ID: in progress until its thread is done
+    if (!comm->joining->done) {
+      *async_error = ncclInProgress;
+      return ncclSuccess;
+    }
+    const std::shared_ptr<PendingJoin> p = std::move(comm->joining);
+    if (p->mesh) {
+      comm->mesh = std::move(p->mesh);
+      comm->state = ncclSuccess;
+      refuse_shared_gpus(comm, comm->mesh->gpus());
+    } else {
+      std::fprintf(stderr, "emulated NCCL: rank %d of %d could not join: %s\n", comm->rank, comm->nranks,
+                   p->error.c_str());
+      comm->state = ncclSystemError;
+      comm->last_error = p->error;
+    }
+  }
   // operations either ran at their call or cannot fail (one rank); a non-blocking one is done at its first poll
   *async_error = comm->state;
-  if (comm->state == ncclInProgress && !comm->never_joins) comm->state = ncclSuccess;  // errors stay
+  if (comm->state == ncclInProgress) comm->state = ncclSuccess;  // errors stay
   return ncclSuccess;
 }
 

@@ -24,6 +24,7 @@
 #include "../scoped_env.h"
 #include "gpu_test.h"
 #include "moco/host_layout.h"
+#include "moco/local_ranks.h"
 #include "moco/comm.h"
 #include "moco/rng.h"
 
@@ -344,12 +345,12 @@ TEST(GpuCommunicator, LaunchErrorsNameTheFix) {
 
 // Rank 0 of 2 whose peer never starts: joining returns at once (non-blocking communicator) and is waited for
 // under the watchdog, so the constructor throws after the timeout, naming the join and the limit, instead of
-// blocking inside NCCL for ever. On a GPU the peer is simply absent at NCCL_COMM_ID; on the emulator, which
-// cannot reach a second process outside mpirun, MOCO_EMU_NCCL_JOIN=never stands for it.
+// blocking inside NCCL for ever. The peer is simply absent at NCCL_COMM_ID, on a GPU and on the emulator (whose
+// NCCL joins there over TCP, on a thread of its own, as NCCL does).
 TEST(GpuCommunicator, ARankThatNeverJoinsEndsTheWaitAtTheTimeout) {
   MOCO_REQUIRE_GPU();
-  test::ScopedEnv comm_id("NCCL_COMM_ID", "127.0.0.1:29517");
-  test::ScopedEnv never_joins("MOCO_EMU_NCCL_JOIN", "never");
+  const std::string address = "127.0.0.1:" + std::to_string(free_local_port());
+  test::ScopedEnv comm_id("NCCL_COMM_ID", address.c_str());
   LaunchInfo li;
   li.world = 2;
   li.source = "torchrun";
