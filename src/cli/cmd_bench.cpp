@@ -4,10 +4,10 @@
 // (decode and two augmented views per image), so they can see how many --workers a step rate needs.
 #include <algorithm>
 #include <chrono>
-#include <ctime>
-#include <memory>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
+#include <memory>
 #include <vector>
 
 #include "moco/args.h"

@@ -350,41 +350,15 @@ void Convolutions::backward_data(const cpu::ConvShape& s, DType dtype, const voi
       MOCO_CUDA_CHECK(cudaMemcpyAsync(aside, dx, bytes, out, impl_->stream));
       try {
         impl_->find(e, kBackwardData, dy, w, dx, frozen_);
+        MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream));  // dx holds the sum so far again
+        impl_->keep_graph_plan_if_it_adds(e, dy, w, dx, aside, on_device, bytes);
       } catch (...) {
-        // a search that fails may already have run candidates over dx: the sum so far goes back before the
-        // error does (unchecked: the search's error is the one to report), so a caller that recovers from it
-        // keeps its gradients
+        // a search that fails may already have run candidates over dx (and the check after it, its plan): the sum
+        // so far goes back before the error does (unchecked: the first error is the one to report), so a
+        // caller that recovers from it keeps its gradients
         if (cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream) == cudaSuccess)
           cudaStreamSynchronize(impl_->stream);  // `aside` must outlive the transfer back
         throw;
-      }
-      MOCO_CUDA_CHECK(cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream));
-      Plan& plan = e.plan[kBackwardData];
-      if (plan.graph.plan) {
-        // an unaligned first call runs the legacy algorithm, so it cannot check the graph plan: the step's
-        // calls are always aligned, and the plan is dropped rather than trusted unchecked
-        const bool aligned = graph_conv_aligned(dy, w, dx);
-        bool adds = false;
-        try {
-          adds = aligned && impl_->graph_plan_adds(e, dy, w, dx, aside, on_device, bytes);
-        } catch (...) {
-          // as after a failed search: the sum so far goes back before the error does
-          if (cudaMemcpyAsync(dx, aside, bytes, back, impl_->stream) == cudaSuccess)
-            cudaStreamSynchronize(impl_->stream);  // `aside` must outlive the transfer back
-          throw;
-        }
-        if (!adds) {
-          plan.graph_note = aligned ? "graph engine " + std::to_string(plan.graph.engine) +
-                                          " dropped: it wrote over dx instead of adding to it (beta 1 ignored)"
-                                    : "graph plan dropped: the first call's buffers were unaligned, so it was not "
-                                      "checked to add into dx";
-          if (aligned)
-            std::fprintf(stderr, "moco: cuDNN graph engine %lld did not add into dx for %s; the legacy algorithm "
-                         "runs it instead\n", (long long)plan.graph.engine,
-                         shape_string(e.shape, e.dtype, true).c_str());
-          plan.graph = GraphConvPlan{};
-          plan.best_graph_engine = -1;
-        }
       }
       if (on_device)
         kept.release(impl_->stream);

@@ -73,4 +73,25 @@ bool Convolutions::Impl::graph_plan_adds(const Entry& e, const void* dy, const v
   return informative == 0 || wrong == 0;
 }
 
+void Convolutions::Impl::keep_graph_plan_if_it_adds(Entry& e, const void* dy, const void* w, void* dx,
+                                                    const void* kept, bool kept_on_device, size_t bytes) {
+  Plan& plan = e.plan[kBackwardData];
+  if (!plan.graph.plan) return;
+  // an unaligned first call runs the legacy algorithm, so it cannot check the graph plan: the step's calls are
+  // always aligned, and the plan is dropped rather than trusted unchecked
+  const bool aligned = graph_conv_aligned(dy, w, dx);
+  if (aligned && graph_plan_adds(e, dy, w, dx, kept, kept_on_device, bytes)) return;
+  if (aligned) {
+    plan.graph_note = "graph engine " + std::to_string(plan.graph.engine) +
+                      " dropped: it wrote over dx instead of adding to it (beta 1 ignored)";
+    std::fprintf(stderr, "moco: cuDNN graph engine %lld did not add into dx for %s; the legacy algorithm runs it "
+                 "instead\n", (long long)plan.graph.engine, shape_string(e.shape, e.dtype, true).c_str());
+  } else {
+    plan.graph_note = "graph plan dropped: the first call's buffers were unaligned, so it was not checked to add "
+                      "into dx";
+  }
+  plan.graph = GraphConvPlan{};
+  plan.best_graph_engine = -1;
+}
+
 }  // namespace moco::cuda

@@ -260,9 +260,12 @@ struct Convolutions::Impl {
   void forget(Entry& e, int pass);
   void find(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
   void consider_graph(Entry& e, int pass, const void* in0, const void* in1, void* out, bool frozen);
-  // Whether the adding backward data's graph plan adds into dx rather than writing over it
-  // (convolution_adding_check.cpp). dx holds the sum so far, also in `kept` ((bytes) bytes, on the device or
-  // the host); dx holds it again when this returns.
+  // The adding backward data's graph plan stays only if it adds into dx rather than writing over it, checked
+  // on this first call (convolution_adding_check.cpp); else the legacy algorithm runs the pass, with a note.
+  // dx holds the sum so far, also in `kept` ((bytes) bytes, on the device or the host); dx holds it again when
+  // this returns.
+  void keep_graph_plan_if_it_adds(Entry& e, const void* dy, const void* w, void* dx, const void* kept,
+                                  bool kept_on_device, size_t bytes);
   bool graph_plan_adds(const Entry& e, const void* dy, const void* w, void* dx, const void* kept, bool kept_on_device,
                        size_t bytes);
   // Grows the workspace to `bytes` (a frozen one throws instead), unless defer_growth is set.
