@@ -19,7 +19,8 @@
 # `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
 # long the host takes to issue the step against the device's time, and, for the default API, each
 # convolution's plan and the device's time per kind of op (conv, BN, ...); then batch 256 with
-# --recompute-bn-relu and with MOCO_SOFTMAX_FORM=block, each beside auto.
+# --recompute-bn-relu and with MOCO_SOFTMAX_FORM=block, each beside auto. `op-times` is the part of it that
+# fits after a first call's other parts: batch 256 on the default API, with its time per kind of op.
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
 # list of `core` and `kernels`: a short call that checks one change.
@@ -31,7 +32,7 @@
 # when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
 set -u
 
-usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile ...]" >&2; exit 2; }
+usage() { echo "usage: bash tools/device-run.sh BUILD_DIR OUT_DIR [env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile|op-times ...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$1
@@ -40,7 +41,7 @@ out=$2
 shift 2
 parts=" ${*:-env tests train kernels steps-v2 steps-v1 steps-compile} "
 for p in $parts; do
-  case $p in env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile) ;; *) usage ;; esac
+  case $p in env|tests|train|kernels|core|headline|steps-v2|steps-v1|steps-compile|step-profile|op-times) ;; *) usage ;; esac
 done
 want() { [[ $parts == *" $1 "* ]]; }
 deadline=$(( $(date +%s) + ${DEVICE_RUN_BUDGET_S:-540} ))
@@ -296,9 +297,12 @@ if want steps-compile; then
 fi
 
 # ---- what bounds the step: the host's issue time against the device's, per cuDNN API and batch ----------------
-if want step-profile; then
-  for bs in 32 256; do
-    for api in legacy graph auto; do
+# `op-times` alone: only the default API at batch 256, the breakdown of the headline's step
+if want step-profile || want op-times; then
+  profile_batches="32 256" profile_apis="legacy graph auto"
+  want step-profile || { profile_batches=256; profile_apis=auto; }
+  for bs in $profile_batches; do
+    for api in $profile_apis; do
       log=$out/step_profile_b${bs}_${api}.log
       report=""
       # auto, the default: what it timed and kept, shape by shape, and the device's time per kind of op
@@ -308,6 +312,8 @@ if want step-profile; then
       row "profile v2 b$bs $api" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'host issue.*' "$log" | cut -c1-110)"
     done
   done
+fi
+if want step-profile; then
   # the inner BN+ReLU outputs rebuilt in backward (--recompute-bn-relu): its time and memory beside auto's
   log=$out/step_profile_b256_recompute.log
   bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b 256 --moco-k 65536 --mlp --steps 10 \
