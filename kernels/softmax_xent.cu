@@ -19,18 +19,19 @@
 // below, read again), with the one write; a separate max pass, a separate loss kernel and a top-k kernel would
 // each re-read 67 MB at N=256.
 // Two forms, the same arithmetic (launcher: softmax_xent; SoftmaxXentForm):
-// - One row per cluster of blocks (sm_90 thread block clusters), the default where a row fits: a cluster of up
+// - One row per cluster of blocks (sm_90 thread block clusters), on request only: a cluster of up
 //   to 8 blocks holds the whole row in registers (512 threads x 4 float4s per block, so up to 65536 columns
 //   plus the row's unaligned ends, which covers MoCo's 1+K at K = 65536). Each block reduces its share of the
 //   row, publishes (max, sum, rank count) in the workspace, and after the cluster barrier every block merges
 //   the cluster's partials in rank order and writes dlogits from the registers. The logits are read from memory
 //   once and dlogits written once: 8 bytes per element, the least there is, with 2048 blocks of 2 per SM so
-//   that one block loads while another waits at its barrier.
-// - One row per block, where the cluster form cannot run (a wider row, or a device or build without clusters):
-//   1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a row's second read, for dlogits, mostly
-//   hits L2. Each thread issues kRowUnroll 16-byte loads before it uses any (64 KiB per SM). On an H200 this
-//   form with eight scalar loads per thread reached 0.44 of copy bandwidth
-//   (bench/results/2026-11-26-h200-run4.md): the second read and the barrier between the passes cost it.
+//   that one block loads while another waits at its barrier. Measured on an H100 it ran at 0.67x the speed of
+//   the row-per-block form (0.097 against 0.065 ms at N 256, K 65536: bench/results/2026-11-27-h100-summary.md),
+//   so reading once did not pay for the cluster barrier and the lower occupancy; it stays for study
+//   (MOCO_SOFTMAX_FORM=cluster, bench_softmax_xent).
+// - One row per block, the default (Auto): 1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a
+//   row's second read, for dlogits, mostly hits L2. Each thread issues kRowUnroll 16-byte loads before it uses
+//   any (64 KiB per SM). On the H100 it reached 0.69 of copy bandwidth (counting 8 bytes per element).
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
@@ -444,8 +445,7 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
       !dlogits || (reinterpret_cast<uintptr_t>(dlogits) - reinterpret_cast<uintptr_t>(logits)) % 16 == 0;
   const int64_t c = cluster_blocks_for(m);
   const bool cluster_fits = vectorised && c <= kMaxClusterBlocks;
-  if (form == SoftmaxXentForm::Auto)
-    form = cluster_fits && cluster_form_runs((int)c) ? SoftmaxXentForm::RowPerCluster : SoftmaxXentForm::RowPerBlock;
+  if (form == SoftmaxXentForm::Auto) form = SoftmaxXentForm::RowPerBlock;  // the faster on an H100 (above)
   if (form == SoftmaxXentForm::RowPerCluster) {
     MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
                kSoftmaxXentClusterMaxColumns, " columns with dlogits aligned as the logits; got M=", m,

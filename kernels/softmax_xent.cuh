@@ -12,8 +12,8 @@ namespace moco::kernels {
 // form's partials).
 size_t softmax_xent_workspace_bytes(int64_t n);
 
-// How a row is spread over the device (softmax_xent.cu explains both). Auto takes RowPerCluster where it fits
-// and runs, else RowPerBlock; the other two force a form (tests and bench/softmax_xent compare them).
+// How a row is spread over the device (softmax_xent.cu explains both). Auto takes RowPerBlock, the faster form
+// measured; RowPerCluster runs only when asked for (tests and bench/softmax_xent compare the two).
 enum class SoftmaxXentForm { Auto, RowPerBlock, RowPerCluster };
 inline const char* softmax_xent_form_name(SoftmaxXentForm f) {
   return f == SoftmaxXentForm::RowPerCluster ? "row per cluster"

@@ -19,7 +19,7 @@
 # `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
 # long the host takes to issue the step against the device's time, and, for the default API, each
 # convolution's plan and the device's time per kind of op (conv, BN, ...); then batch 256 with
-# --recompute-bn-relu and with MOCO_SOFTMAX_FORM=block, each beside auto. `op-times` is the part of it that
+# --recompute-bn-relu and with MOCO_SOFTMAX_FORM=cluster, each beside auto. `op-times` is the part of it that
 # fits after a first call's other parts: batch 256 on the default API, with its time per kind of op.
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
@@ -321,11 +321,11 @@ if want step-profile; then
   row "profile v2 b256 recompute" $? "$(grep -o 'img_per_s [0-9.]*' "$log") $(grep -o 'activations [0-9.]*' "$log") \
 against auto $(grep -o 'img_per_s [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null) $(grep -o \
 'activations [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null)"
-  # the softmax-CE's row-per-block form (MOCO_SOFTMAX_FORM=block) beside auto's row per cluster, in the whole step
-  log=$out/step_profile_b256_softmax_block.log
-  MOCO_SOFTMAX_FORM=block bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b 256 \
+  # the softmax-CE's row-per-cluster form (MOCO_SOFTMAX_FORM=cluster) beside auto's row per block, in the whole step
+  log=$out/step_profile_b256_softmax_cluster.log
+  MOCO_SOFTMAX_FORM=cluster bounded 90 "$build/moco" bench --device cuda -a resnet50 --image-size 224 -b 256 \
     --moco-k 65536 --mlp --steps 10 --warmup 3 --op-times >"$log" 2>&1
-  row "profile v2 b256 softmax block" $? "$(grep -o 'img_per_s [0-9.]*' "$log") against auto $(grep -o \
+  row "profile v2 b256 softmax cluster" $? "$(grep -o 'img_per_s [0-9.]*' "$log") against auto $(grep -o \
 'img_per_s [0-9.]*' "$out/step_profile_b256_auto.log" 2>/dev/null) ($(grep -o 'softmax-CE [a-z ]*' "$log" | head -1))"
 fi
 
