@@ -5,9 +5,11 @@
 # beside them. CUDA's own libraries (cudart, cuBLAS, cuDNN, NCCL) are taken from the GPU machine (tools/device-run.sh
 # finds them).
 #
-#   bash tools/build-device.sh [BUNDLE]     # default BUNDLE: device-bundle (ignored by git; a few MiB)
+#   bash tools/build-device.sh [BUNDLE]     # default BUNDLE: device-bundle (ignored by git; about 57 MiB)
 #
-# Then, on the GPU machine, from the repository root:  bash tools/device-run.sh BUNDLE OUT_DIR
+# It also packs BUNDLE as build-pack/BUNDLE.tar.xz (about 10 MiB), which is what travels. Then, on the GPU
+# machine, from the repository root:
+#   tar xJf build-pack/device-bundle.tar.xz && bash tools/device-run.sh device-bundle OUT_DIR
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bundle=${1:-$repo/device-bundle}
@@ -36,5 +38,12 @@ for t in $targets; do ldd "$build/$t"; done | awk '$2 == "=>" && $3 ~ /^\// {pri
     cp -L "$lib" "$bundle/lib/"
   done
 git -C "$repo" rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
-echo "build-device: $(du -sh "$bundle" | cut -f1) in $bundle (commit $(cat "$bundle/COMMIT"))"
 ls "$bundle" "$bundle/lib"
+echo "build-device: $(du -sh "$bundle" | cut -f1) in $bundle (commit $(cat "$bundle/COMMIT"))"
+# The bundle and the working tree together may exceed what travels to the GPU machine (64 MiB), OpenBLAS alone
+# being 36 MB: an xz archive of it (about 10 MiB) in an ignored folder travels instead, unpacked there with
+#   tar xJf build-pack/$(basename "$bundle").tar.xz     (from the repository root; it holds $(basename "$bundle")/)
+mkdir -p "$repo/build-pack"
+pack=$repo/build-pack/$(basename "$bundle").tar.xz
+tar cf - -C "$(dirname "$bundle")" "$(basename "$bundle")" | xz -T"${JOBS:-2}" -6 >"$pack.tmp" && mv "$pack.tmp" "$pack"
+echo "build-device: packed as $pack ($(du -sh "$pack" | cut -f1))"

@@ -4,6 +4,7 @@
 # included).
 #
 #   bash tools/build-device.sh device-bundle                  # here: binaries + the libraries they need
+#   tar xJf build-pack/device-bundle.tar.xz                   # there, if the archive travelled instead
 #   bash tools/device-run.sh device-bundle OUT_DIR [PART...]  # there, from the repository root
 #
 # PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and two
