@@ -36,6 +36,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -46,8 +47,10 @@
 #include <mpi.h>
 #endif
 
+// A join at NCCL_COMM_ID, running on a thread of its own (start_join); the thread sets `done` last.
 struct PendingJoin {
   std::atomic<bool> done{false};
+  std::string address;
   std::unique_ptr<emu_nccl::Mesh> mesh;  // null when the join failed
   std::string error;
 };
@@ -324,9 +327,6 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
 }
 namespace {
 
-// The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
-// finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
-// return (blocking) or for the polls to report (non-blocking).
 // Seconds a rank waits for the others to join at NCCL_COMM_ID (MOCO_EMU_NCCL_JOIN_TIMEOUT_S, default 120).
 double join_timeout_s() {
   const char* v = std::getenv("MOCO_EMU_NCCL_JOIN_TIMEOUT_S");
@@ -360,9 +360,41 @@ emu_nccl::Mesh::Gpu this_gpu() {
   return mine;
 }
 
+// Starts c's join at `address` on a thread of its own, as real NCCL's bootstrap runs: c is in progress until
+// take_join finds the thread done. The thread owns a share of the join, so it outlives an aborted c.
+void start_join(ncclComm_t c, const std::string& address) {
+  auto pending = std::make_shared<PendingJoin>();
+  pending->address = address;
+  const emu_nccl::Mesh::Gpu mine = this_gpu();  // the caller's device, asked on the caller's thread
+  const double limit = join_timeout_s();
+  const int nranks = c->nranks, rank = c->rank;
+  std::thread([pending, nranks, rank, mine, limit] {
+    pending->mesh = emu_nccl::Mesh::join(pending->address, nranks, rank, mine, limit, &pending->error);
+    pending->done = true;
+  }).detach();
+  c->joining = std::move(pending);
+  c->state = ncclInProgress;
+}
+
+// Takes c's finished join: its mesh, and the GPUs' check (two ranks on one GPU fail there); or its failure.
+// Either way the outcome is left in c's state.
+void take_join(ncclComm_t c) {
+  const std::shared_ptr<PendingJoin> p = std::move(c->joining);
+  if (p->mesh) {
+    c->mesh = std::move(p->mesh);
+    c->state = ncclSuccess;
+    refuse_shared_gpus(c, c->mesh->gpus());
+  } else {
+    std::fprintf(stderr, "emulated NCCL: rank %d of %d could not join at %s: %s\n", c->rank, c->nranks,
+                 p->address.c_str(), p->error.c_str());
+    c->state = ncclSystemError;
+    c->last_error = p->error;
+  }
+}
+
 // The join of ncclCommInitRank*: a new communicator, or an error found before there is one. A failure NCCL
-// finds inside the join itself (two ranks on one GPU) is left in the communicator's state, for the caller to
-// return (blocking) or for the polls to report (non-blocking).
+// finds inside the join itself (two ranks on one GPU, a rank that never came) is left in the communicator's
+// state, for the caller to return (blocking) or for the polls to report (non-blocking).
 ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out, bool in_background = false) {
   if (nranks < 1 || rank < 0 || rank >= nranks) return ncclInvalidArgument;
   auto c = new ncclComm;
@@ -382,30 +414,14 @@ ncclResult_t join(int nranks, int rank, const ncclUniqueId& id, ncclComm_t* out,
     under_mpi = initialised && size == nranks && me == rank;
 #endif
     const std::string address(id.internal + 8, strnlen(id.internal + 8, sizeof id.internal - 8));
-    if (!under_mpi && !address.empty() && in_background) {
-      // the join goes on while the caller polls (ncclCommGetAsyncError), so its watchdog can end the wait
-      auto pending = std::make_shared<PendingJoin>();
-      const emu_nccl::Mesh::Gpu mine = this_gpu();  // the caller's device, asked on the caller's thread
-      const double limit = join_timeout_s();
-      std::thread([pending, address, nranks, rank, mine, limit] {
-        pending->mesh = emu_nccl::Mesh::join(address, nranks, rank, mine, limit, &pending->error);
-        pending->done = true;
-      }).detach();
-      c->joining = pending;
-      c->state = ncclInProgress;
-      *out = c;
-      return ncclSuccess;
-    }
     if (!under_mpi && !address.empty()) {
-      std::string error;
-      c->mesh = emu_nccl::Mesh::join(address, nranks, rank, this_gpu(), join_timeout_s(), &error);
-      if (!c->mesh) {
-        std::fprintf(stderr, "emulated NCCL: rank %d of %d could not join at %s: %s\n", rank, nranks,
-                     address.c_str(), error.c_str());
-        delete c;
-        return ncclSystemError;
+      // non-blocking: the join goes on while the caller polls (ncclCommGetAsyncError), so its watchdog can
+      // end the wait; blocking: the call waits for it here
+      start_join(c, address);
+      if (!in_background) {
+        while (!c->joining->done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        take_join(c);
       }
-      refuse_shared_gpus(c, c->mesh->gpus());
       *out = c;
       return ncclSuccess;
     }
@@ -476,17 +492,7 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
       *async_error = ncclInProgress;
       return ncclSuccess;
     }
-    const std::shared_ptr<PendingJoin> p = std::move(comm->joining);
-    if (p->mesh) {
-      comm->mesh = std::move(p->mesh);
-      comm->state = ncclSuccess;
-      refuse_shared_gpus(comm, comm->mesh->gpus());
-    } else {
-      std::fprintf(stderr, "emulated NCCL: rank %d of %d could not join: %s\n", comm->rank, comm->nranks,
-                   p->error.c_str());
-      comm->state = ncclSystemError;
-      comm->last_error = p->error;
-    }
+    take_join(comm);
   }
   // operations either ran at their call or cannot fail (one rank); a non-blocking one is done at its first poll
   *async_error = comm->state;
