@@ -384,8 +384,8 @@ cudaLaunchConfig_t cluster_launch(int64_t rows, int c, cudaStream_t stream, cuda
 // Whether the row-per-cluster form can run here in clusters of c blocks: the kernel was built for sm_90 or
 // later (an older build traps in it) and the current device can place such a cluster. Answers are kept per
 // device and size. A query that fails while an earlier error is pending answers no for this call only, so one
-// bad moment does not cost the process the faster form for good; one that fails on its own (no kernel image
-// for this device, say) is an answer, and kept.
+// bad moment does not refuse an asked-for cluster form for good; one that fails on its own (no kernel image for
+// this device, say) is an answer, and kept.
 bool cluster_form_runs(int c) {
   static std::mutex mutex;
   static std::map<std::pair<int, int>, bool> known;  // (device, c) -> answer

@@ -40,10 +40,13 @@ for t in $targets; do ldd "$build/$t"; done | awk '$2 == "=>" && $3 ~ /^\// {pri
 git -C "$repo" rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"
 ls "$bundle" "$bundle/lib"
 echo "build-device: $(du -sh "$bundle" | cut -f1) in $bundle (commit $(cat "$bundle/COMMIT"))"
-# The bundle and the working tree together may exceed what travels to the GPU machine (64 MiB), OpenBLAS alone
-# being 36 MB: an xz archive of it (about 10 MiB) in an ignored folder travels instead, unpacked there with
+# The bundle and the working tree together may exceed the size limit of a copy to a GPU machine (64 MiB where
+# this was written), OpenBLAS alone being 36 MB: an xz archive of it (about 10 MiB) in an ignored folder travels instead, unpacked there with
 #   tar xJf build-pack/$(basename "$bundle").tar.xz     (from the repository root; it holds $(basename "$bundle")/)
 mkdir -p "$repo/build-pack"
 pack=$repo/build-pack/$(basename "$bundle").tar.xz
-tar cf - -C "$(dirname "$bundle")" "$(basename "$bundle")" | xz -T"${JOBS:-2}" -6 >"$pack.tmp" && mv "$pack.tmp" "$pack"
+rm -f "$pack"  # never an older archive left to send if this one fails
+tar cf - -C "$(dirname "$bundle")" "$(basename "$bundle")" | xz -T"${JOBS:-2}" -6 >"$pack.tmp" ||
+  { rm -f "$pack.tmp"; echo "build-device: packing $bundle into $pack failed (is xz installed? disk space?)" >&2; exit 1; }
+mv "$pack.tmp" "$pack"
 echo "build-device: packed as $pack ($(du -sh "$pack" | cut -f1))"

@@ -3,7 +3,7 @@
 # moco_emu_tests, bench_*_emu from `cmake --build build`) stand in for a device bundle, the benchmarks run
 # their self-checks only, and the script's parts env, tests, train and kernels run as they will on the GPU
 # machine, down to the closing table and bench-record.md. It checks the script, not the GPU: the GPU run's
-# few device minutes are not the place to find a typo in it. About 15 minutes on 2 cores.
+# few minutes on a GPU are not the place to find a typo in it. About 15 minutes on 2 cores.
 #   bash tools/device-run-rehearsal.sh [BUILD_DIR] [OUT_DIR]      (defaults: build, /tmp/device-run-rehearsal)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -7,15 +7,14 @@
 #   tar xJf build-pack/device-bundle.tar.xz                   # there, if the archive travelled instead
 #   bash tools/device-run.sh device-bundle OUT_DIR [PART...]  # there, from the repository root
 #
-# PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and two
-# short ones for a first run on little device time: `core`, the benchmarks behind the issue's targets
+# PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and
+# three short ones for a first run on little GPU time: `core`, the benchmarks behind the issue's targets
 # (bench_moco_logits, bench_softmax_xent, bench_flat_update), bench_batchnorm_nhwc (BN is most of the step)
-# and bench_train_feed, and `headline`, the MoCo v2
-# step at batch 256 against the PyTorch twin, eager and torch.compile.
-# One call of the device tool may run 10 minutes. With 15 device minutes in all (the machine's start counted),
-# the first call is
-#   env tests headline core          (one call, within DEVICE_RUN_BUDGET_S; not yet timed on a GPU): the tests,
-#                                    v2 b256 against eager, the core benchmarks, v2 b256 against torch.compile
+# and bench_train_feed; `headline`, the MoCo v2 step at batch 256 against the PyTorch twin, eager and
+# torch.compile; and `op-times` (below). Where the GPU machine is lent for minutes, the first call is
+#   env tests headline core op-times     (459 s on an H100 with DEVICE_RUN_BUDGET_S=510): the tests, v2 b256
+#                                        against eager, the core benchmarks, v2 b256 against torch.compile,
+#                                        and where the b256 step's time goes
 # and the rest, when time is left: env train kernels steps-v2 | env steps-v1 steps-compile.
 # `step-profile` asks what bounds the step: `moco bench` at batch 32 and 256 with each cuDNN API, printing how
 # long the host takes to issue the step against the device's time, and, for the default API, each
@@ -26,8 +25,9 @@
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
 # list of `core` and `kernels`: a short call that checks one change.
 #
-# OUT_DIR ends up holding three files, because the device tool brings back only a few: table.txt (the short
-# table), bench-record.md (the same as a record for bench/results/) and logs.tar.gz (every log).
+# OUT_DIR ends up holding three files, for a GPU machine whose files come back only a few at a time:
+# table.txt (the short table), bench-record.md (the same as a record for bench/results/) and logs.tar.gz (every
+# log).
 #
 # BUILD_DIR may also be a build folder; without binaries in it the script builds REPO/build-device there
 # when cmake and nvcc are available. Never changes clocks, power limits or the GPU's state.
@@ -217,6 +217,14 @@ if want tests; then
     --gtest_filter=GpuMocoStep.Fp32StepMatchesTheCpuStep:GpuMocoStep.Fp32GradientIsTight:GpuMocoStep.Bf16StepTracksTheCpuStep:GpuMocoStep.NothingIsAllocatedAfterWarmUp:GpuTrainStep.CropsAndDecisionsGiveTheCpuStepOfTheirViews \
     >"$graph_log" 2>&1
   row "gpu step, graph API" $? "$(grep -E '^\[  (PASSED|FAILED) +\]' "$graph_log" | tr '\n' ' ')"
+  # ... and with the forms auto mode may not take here: the stem in space-to-depth form, the softmax-CE's row
+  # per cluster (ctest's gpu.space_to_depth_stem_step and gpu.softmax_cluster_step)
+  forms_log=$out/step_forms.log
+  { MOCO_STEM_FORM=space_to_depth bounded 60 "$build/moco_gpu_tests" \
+      --gtest_filter=GpuMocoStep.Fp32StepMatchesTheCpuStep:GpuMocoStep.Fp32GradientIsTight:GpuMocoStep.Bf16StepTracksTheCpuStep:GpuMocoStep.NothingIsAllocatedAfterWarmUp &&
+    MOCO_SOFTMAX_FORM=cluster bounded 60 "$build/moco_gpu_tests" \
+      --gtest_filter=GpuMocoStep.Fp32StepMatchesTheCpuStep:GpuMocoStep.Bf16StepTracksTheCpuStep; } >"$forms_log" 2>&1
+  row "gpu step, forced forms" $? "$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\]' "$forms_log" | tr '\n' ' ')"
   lone_log=$out/nccl_join_timeout.log
   bounded 60 "$build/moco_gpu_tests" --gtest_filter="$lone" >"$lone_log" 2>&1
   row "NCCL join timeout" $? "$(grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$lone_log" | head -1)"
@@ -383,7 +391,7 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 } >"$out/bench-record.md"
 cat "$out/table.txt"
 echo "(record for bench/results/: $out/bench-record.md)"
-# every log into one archive: the device tool brings back only a few files
+# every log into one archive: a GPU machine may hand back only a few files
 # (only what this script writes: *.log, steps.jsonl and step-ratios.txt; OUT_DIR may hold other things;
 # ls fails on a pattern that matched nothing, so its status is not the test: the list is)
 ( cd "$out" && logs=$(ls -1 -- *.log steps.jsonl step-ratios.txt 2>/dev/null || true) && [ -n "$logs" ] &&

@@ -17,7 +17,9 @@ kernels::SoftmaxXentForm softmax_form_from_env() {
 
 kernels::SoftmaxXentForm step_softmax_form(kernels::SoftmaxXentForm asked, int64_t m) {
   if (asked == kernels::SoftmaxXentForm::Auto) return kernels::SoftmaxXentForm::RowPerBlock;
-  MOCO_CHECK(asked != kernels::SoftmaxXentForm::RowPerCluster || kernels::softmax_xent_cluster_form_fits(m), "MOCO_SOFTMAX_FORM=cluster: rows of ", m,
+  const bool cluster_runs = kernels::softmax_xent_cluster_form_fits(m);
+  MOCO_CHECK(asked != kernels::SoftmaxXentForm::RowPerCluster || cluster_runs,
+             "MOCO_SOFTMAX_FORM=cluster: rows of ", m,
              " logits (1 + --moco-k) do not take the row-per-cluster form here (it needs an sm_90 build on an "
              "sm_90 device and at most ", kernels::kSoftmaxXentClusterMaxColumns, " logits a row); unset "
              "MOCO_SOFTMAX_FORM or set it to block");

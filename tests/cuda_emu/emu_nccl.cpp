@@ -10,10 +10,10 @@
 //   of MPI_COMM_WORLD;
 // - otherwise, with NCCL_COMM_ID=<host>:<port> (torchrun, srun, moco's --multiprocessing-distributed): the
 //   ranks join at that address and talk over TCP (emu_nccl_mesh.h), as real NCCL's bootstrap does there. A
-//   reduction sums the ranks' values in rank order on every rank, so every rank has the same bits. A
-//   non-blocking join (ncclCommInitRankConfig with blocking = 0) goes on in a thread of its own and answers
+//   reduction sums the ranks' values in rank order on every rank, so every rank has the same bits. The join
+//   goes on in a thread of its own; a non-blocking one (ncclCommInitRankConfig with blocking = 0) answers
 //   ncclInProgress until every rank came, so the caller's watchdog can end the wait for a rank that never
-//   starts, as with NCCL.
+//   starts, as with NCCL, and a blocking one (ncclCommInitRank) waits for that thread in the call.
 // In both cases device memory is host memory here, so MPI and the sockets read and write it directly. The
 // operation runs at the call, after the work queued on its stream before it: a blocking call must run on the
 // host thread that issued it, and every rank issues its collectives in the same order, as NCCL requires.
@@ -28,6 +28,7 @@
 // Arguments are checked at the call in both cases.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <functional>
@@ -36,7 +37,6 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -68,8 +68,8 @@ struct ncclComm {
   MPI_Comm mpi = MPI_COMM_NULL;  // with nranks > 1 under mpirun
 #endif
   std::unique_ptr<emu_nccl::Mesh> mesh;  // with nranks > 1 joined at NCCL_COMM_ID
-  // A non-blocking join at NCCL_COMM_ID still going on, on a thread of its own (as real NCCL's): the polls
-  // take its mesh once it is done. Shared with that thread, which outlives an abort until its deadline.
+  // A join at NCCL_COMM_ID still going on, on a thread of its own (as real NCCL's): the polls (or the blocking
+  // call) take its mesh once it is done. Shared with that thread, which outlives an abort until its deadline.
   std::shared_ptr<struct PendingJoin> joining;
   // A mesh operation failed part-way: its byte streams are out of step, so every later call is refused.
   bool broken = false;

@@ -24,6 +24,7 @@ std::string free_address() { return "127.0.0.1:" + std::to_string(moco::free_loc
 // they share one GPU (the emulator shows one device, and both threads run on it), as real NCCL refuses it.
 TEST(EmulatedNcclJoin, BlockingJoinWaitsForEveryRankAndReturnsItsOutcome) {
   ScopedEnv at("NCCL_COMM_ID", free_address().c_str());
+  ScopedEnv limit("MOCO_EMU_NCCL_JOIN_TIMEOUT_S", "10");  // should rank 0 fail early, rank 1 does not wait 120 s
   ncclUniqueId id;
   ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
   ncclResult_t result[2] = {ncclSuccess, ncclSuccess};
