@@ -4,10 +4,6 @@
 // so, not hangs.
 #include <gtest/gtest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstring>
 #include <memory>
 #include <string>
@@ -15,22 +11,13 @@
 #include <vector>
 
 #include "emu_nccl_mesh.h"
+#include "moco/local_ranks.h"
 
 using emu_nccl::Mesh;
 
 namespace {
 
-std::string free_address() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
-}
+std::string free_address() { return "127.0.0.1:" + std::to_string(moco::free_local_port()); }
 
 Mesh::Gpu gpu(int device) {
   Mesh::Gpu g{};
