@@ -119,12 +119,11 @@ memory plain(const memory::dims& d, Tag tag, const dnnl::engine& eng, const void
   return memory({d, memory::data_type::f32, tag}, eng, const_cast<void*>(data));
 }
 
+// Read on every call, not once per process (a getenv costs nothing beside a convolution), so that a test can
+// take the reference path for its own scope only (test::ScopedEnv).
 bool forced_im2col() {
-  static const bool forced = [] {
-    const char* v = std::getenv("MOCO_CONV");
-    return v && std::strcmp(v, "im2col") == 0;
-  }();
-  return forced;
+  const char* v = std::getenv("MOCO_CONV");
+  return v && std::strcmp(v, "im2col") == 0;
 }
 
 // One call on one shape: its cache entry, held for the whole call, the OpenMP team sized for the calling
