@@ -30,8 +30,11 @@
 //   so reading once did not pay for the cluster barrier and the lower occupancy; it stays for study
 //   (MOCO_SOFTMAX_FORM=cluster, bench_softmax_xent).
 // - One row per block, the default (Auto): 1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a
-//   row's second read, for dlogits, mostly hits L2. Each thread issues kRowUnroll 16-byte loads before it uses
-//   any (64 KiB per SM). On the H100 it reached 0.69 of copy bandwidth (counting 8 bytes per element).
+//   row's second read, for dlogits, mostly hits L2. Each thread keeps two groups of kRowGroup 16-byte loads in
+//   flight (for_each_group), and the per-element work is cut to a max, one exp2 and a compare (exp_below_max,
+//   and no column index for label 0): on an H100 the earlier version, which loaded one group, waited for it,
+//   then spent about 20 instructions per element (int64 columns, expf), reached 0.69 of copy bandwidth
+//   (counting 8 bytes per element), its loss-only pass 0.49.
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
@@ -56,12 +59,15 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kRowThreads = 1024;      // row per block: one block per row
-constexpr int kRowUnroll = 4;          // row per block: 16-byte loads each thread has in flight
+constexpr int kRowGroup = 4;           // row per block: float4s a thread loads as a group (two groups in flight)
 constexpr int kClusterThreads = 512;   // row per cluster: threads of each block
 constexpr int kHeld = 4;               // row per cluster: float4s each thread holds
 constexpr int kMaxClusterBlocks = 8;   // the portable cluster size
-constexpr int64_t kBlockQuads = (int64_t)kClusterThreads * kHeld;  // float4s one block of a cluster holds
+constexpr int kBlockQuads = kClusterThreads * kHeld;  // float4s one block of a cluster holds
 constexpr int kReduceThreads = 256;    // the single block that reduces the rows
+// Column indices are int: a row's columns plus the float4s a thread reads past its end stay far below 2^31.
+constexpr int64_t kMaxColumns = INT32_MAX / 2;
+constexpr float kLog2e = 1.4426950408889634f;
 
 // A block's share of a row, published to the rest of its cluster: running max, sum of exp(z - max), and the
 // count of columns beating the label.
@@ -71,7 +77,8 @@ struct alignas(16) Partial {
 };
 static_assert(sizeof(Partial) == 16 && offsetof(Partial, above) == 8, "read back as one float4 (x, y, z)");
 
-// Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0).
+// Running (max, sum of exp(x - max)) pairs: merge b into a. An empty pair is (-inf, 0). A few calls per row,
+// so the accurate expf.
 __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b) {
   const float m = fmaxf(mx, mx_b);
   if (m == -INFINITY) return;  // both empty
@@ -79,77 +86,116 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b
   mx = m;
 }
 
+// mx * log2(e) for exp_below_max; 0 for mx = -inf, where every value taken so far is -inf too and
+// 2^(-inf - 0) = 0 is the term wanted (expf(-inf - -inf) would be nan).
+__device__ __forceinline__ float max_log2e(float mx) { return mx == -INFINITY ? 0.f : mx * kLog2e; }
+
+// exp(v - mx) for v <= mx, as 2^(v log2(e) - mx log2(e)): one fused multiply-add and the hardware's exp2, once
+// per element of the row in each pass. expf spends about eight instructions per element on a range reduction
+// that a result in [0, 1] does not need, and the row-per-block form did not hide them behind its loads. The
+// cost is a relative error of about 2^-23 |v - mx| (the rounded product and log2(e)) on top of exp2f's 2 ulp:
+// 4e-6 at the widest gap the tests' logits reach (28.6 at 1/T = 14.3), within the 1e-5 of the CPU's
+// dlogits they hold it to. The shared error in mx * log2(e) scales every term of a row alike and cancels.
+__device__ __forceinline__ float exp_below_max(float v, float mx_log2e) {
+  return exp2f(fmaf(v, kLog2e, -mx_log2e));
+}
+
 // A row's columns: [0, head) and [head + 4 * quads, m) one float at a time, the quads float4s in between.
 struct RowSplit {
-  int64_t head, quads;
-  __device__ int64_t scalars(int64_t m) const { return m - 4 * quads; }
-  __device__ int64_t scalar_col(int64_t i) const { return i < head ? i : i + 4 * quads; }  // i-th scalar column
+  int head, quads;
+  __device__ int scalars(int m) const { return m - 4 * quads; }
+  __device__ int scalar_col(int i) const { return i < head ? i : i + 4 * quads; }  // i-th scalar column
 };
-__device__ __forceinline__ RowSplit split_row(const float* z, int64_t m, bool vectorised) {
+__device__ __forceinline__ RowSplit split_row(const float* z, int m, bool vectorised) {
   if (!vectorised) return {m, 0};
-  const int64_t head = min((int64_t)((16 - (reinterpret_cast<uintptr_t>(z) & 15)) & 15) / 4, m);
+  const int head = min((int)((16 - (reinterpret_cast<uintptr_t>(z) & 15)) & 15) / 4, m);
   return {head, (m - head) / 4};
 }
 
 // The statistics of one thread's columns of a row: the running (max, sum of exp) and the count of columns
-// beating the label's logit zy.
+// beating the label's logit zy. kLabels: a label per row (the linear probe). Without, the label is column 0
+// (the MoCo step): no column lies before it, so only a greater logit beats it and no column index is needed.
+template <bool kLabels>
 struct RowStats {
   float mx = -INFINITY, s = 0.f;
   int above = 0;
-  // Takes n logits v with columns col; the running max grows once per call, so the sum is rescaled once per
-  // group of loads, not once per element.
+  // Takes n logits v with columns col (padding past the row's end reads as -inf with column m: it neither adds
+  // to the sum nor beats the label); the running max grows once per call, so the sum is rescaled once per group
+  // of loads, not once per element.
   template <int N>
-  __device__ __forceinline__ void take(const float (&v)[N], const int64_t (&col)[N], int64_t m, float zy,
-                                       int64_t y) {
+  __device__ __forceinline__ void take(const float (&v)[N], const int (&col)[N], float zy, int y) {
     float group_max = mx;
 #pragma unroll
-    for (int u = 0; u < N; ++u) group_max = fmaxf(group_max, v[u]);  // columns past m hold -inf
+    for (int u = 0; u < N; ++u) group_max = fmaxf(group_max, v[u]);
     if (group_max > mx) {
-      s *= expf(mx - group_max);  // expf(-inf) = 0 on the first group
+      s *= exp_below_max(mx, max_log2e(group_max));  // 2^-inf = 0 on the first group
       mx = group_max;
     }
+    const float mx_log2e = max_log2e(mx);
 #pragma unroll
-    for (int u = 0; u < N; ++u)
-      if (col[u] < m) {
-        s += v[u] == -INFINITY ? 0.f : expf(v[u] - mx);          // a row start of -inf would give expf(nan)
+    for (int u = 0; u < N; ++u) {
+      s += exp_below_max(v[u], mx_log2e);
+      if (kLabels)
         above += (v[u] > zy) | ((v[u] == zy) & (col[u] < y));  // col == y: neither
-      }
+      else
+        above += v[u] > zy;  // column 0 itself is equal, not greater
+    }
   }
 };
 
-// Loads the float4s q0 + u * stride (u < U) of a row's body; those at or past q_end read as -inf.
-template <int U>
-__device__ __forceinline__ void load_quads(float4 (&w)[U], const float4* zq, int64_t q0, int64_t stride,
-                                           int64_t q_end) {
+// Loads the float4s q0 + u * stride (u < U) of a row's body; those at or past q_end read as -inf. kLastRead:
+// with the evict-first hint (the row-per-block form's second read).
+template <int U, bool kLastRead>
+__device__ __forceinline__ void load_quads(float4 (&w)[U], const float4* zq, int q0, int stride, int q_end) {
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t q = q0 + (int64_t)u * stride;
-    w[u] = q < q_end ? zq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    const int q = q0 + u * stride;
+    w[u] = q >= q_end ? make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY)
+           : kLastRead ? __ldcs(zq + q)
+                       : zq[q];
   }
 }
 
-// Feeds load_quads' values to st with their columns (those past q_end get column m, which take() skips).
-template <int U>
-__device__ __forceinline__ void take_quads(RowStats& st, const float4 (&w)[U], int64_t q0, int64_t stride,
-                                           int64_t q_end, const RowSplit& split, int64_t m, float zy, int64_t y) {
+// Feeds load_quads' values to st with their columns (those past q_end get column m).
+template <int U, bool kLabels>
+__device__ __forceinline__ void take_quads(RowStats<kLabels>& st, const float4 (&w)[U], int q0, int stride,
+                                           int q_end, int head, int m, float zy, int y) {
   float v[4 * U];
-  int64_t col[4 * U];
+  int col[4 * U];
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t q = q0 + (int64_t)u * stride;
+    const int q = q0 + u * stride;
     const bool in = q < q_end;
-    const int64_t c0 = split.head + 4 * q;
+    const int c0 = head + 4 * q;
     v[4 * u] = w[u].x, v[4 * u + 1] = w[u].y, v[4 * u + 2] = w[u].z, v[4 * u + 3] = w[u].w;
     col[4 * u] = in ? c0 : m, col[4 * u + 1] = in ? c0 + 1 : m;
     col[4 * u + 2] = in ? c0 + 2 : m, col[4 * u + 3] = in ? c0 + 3 : m;
   }
-  st.take(v, col, m, zy, y);
+  st.take(v, col, zy, y);
+}
+
+// Calls use(w, q0) on each group w of U float4s {q0 + u * stride} of a row's body of q_end float4s, q0 from
+// first in steps of U * stride, and issues the next group's loads before it uses the current one: two groups
+// (2U 16-byte loads, 128 KiB per SM at 1024 threads) in flight per thread, so a thread's arithmetic on one group
+// overlaps the memory latency of the next instead of following it.
+template <int U, bool kLastRead, typename Use>
+__device__ __forceinline__ void for_each_group(const float4* zq, int first, int stride, int q_end, Use use) {
+  float4 a[U], b[U];  // (U) each: one group in use while the other is in flight
+  const int step = U * stride;
+  load_quads<U, kLastRead>(a, zq, first, stride, q_end);
+  for (int q0 = first; q0 < q_end; q0 += 2 * step) {
+    load_quads<U, kLastRead>(b, zq, q0 + step, stride, q_end);
+    use(a, q0);
+    if (q0 + step >= q_end) break;
+    load_quads<U, kLastRead>(a, zq, q0 + 2 * step, stride, q_end);
+    use(b, q0 + step);
+  }
 }
 
 // The whole block's (max, sum, above), returned to every thread: warps, then warp 0 over the warps, a fixed
 // tree, so the same bits every run. Called once per kernel (its shared slots are not reusable).
-template <int kThreads>
-__device__ __forceinline__ RowStats block_stats(const RowStats& st) {
+template <int kThreads, bool kLabels>
+__device__ __forceinline__ RowStats<kLabels> block_stats(const RowStats<kLabels>& st) {
   constexpr int kWarps = kThreads / kWarp;
   __shared__ float sh_mx[kWarps], sh_s[kWarps];
   __shared__ int sh_above[kWarps];
@@ -185,114 +231,111 @@ __device__ __forceinline__ RowStats block_stats(const RowStats& st) {
     }
   }
   __syncthreads();
-  RowStats out;
+  RowStats<kLabels> out;
   out.mx = sh_mx[0], out.s = sh_s[0], out.above = sh_above[0];
   return out;
 }
 
-// dlogits_j = (exp(z_j - mx) / s - [j == y]) / N for one row's statistics.
+// dlogits_j = (exp(z_j - mx) / s - [j == y]) / N for one row's statistics, as exp(z_j - mx) * (1 / (s N))
+// - [j == y] / N in one fused multiply-add.
+template <bool kLabels>
 struct RowGrad {
-  float mx, inv_s, inv_n;
-  int64_t y;
-  __device__ float operator()(float v, int64_t j) const {
-    return (expf(v - mx) * inv_s - (j == y ? 1.f : 0.f)) * inv_n;
+  float mx_log2e, scale, inv_n;  // max_log2e(mx), 1 / (s N), 1 / N
+  int y;                         // the label (0 without labels)
+  __device__ float operator()(float v, int j) const {
+    return fmaf(exp_below_max(v, mx_log2e), scale, j == (kLabels ? y : 0) ? -inv_n : 0.f);
   }
 };
 
 // Stores the dlogits of the float4s q0 + u * stride (u < U, those before q_end) with the streaming hint.
-template <int U>
-__device__ __forceinline__ void store_quads(float4* dq, const float4 (&w)[U], int64_t q0, int64_t stride,
-                                            int64_t q_end, int64_t head, const RowGrad& grad) {
+template <int U, bool kLabels>
+__device__ __forceinline__ void store_quads(float4* dq, const float4 (&w)[U], int q0, int stride, int q_end,
+                                            int head, const RowGrad<kLabels>& grad) {
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t q = q0 + (int64_t)u * stride;
+    const int q = q0 + u * stride;
     if (q >= q_end) break;
-    const int64_t j = head + 4 * q;
+    const int j = head + 4 * q;
     __stcs(dq + q, make_float4(grad(w[u].x, j), grad(w[u].y, j + 1), grad(w[u].z, j + 2), grad(w[u].w, j + 3)));
   }
 }
 
 // Row per block (see the top): pass 1 reduces the row, pass 2 re-reads it for dlogits.
+template <bool kLabels>
 __global__ void __launch_bounds__(kRowThreads, 1)
-    rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M)
-                const int64_t* labels,                        // (N) or null: label 0
-                float* dlogits,                               // (N, M) or null; may alias logits
-                bool vectorised,                              // dlogits, if any, as aligned as logits
-                double* row_loss,                             // (N)
-                int* row_above) {                             // (N)
+    rows_kernel(int m, float inv_n, const float* logits,  // (N, M)
+                const int64_t* labels,                    // (N); read when kLabels (else label 0)
+                float* dlogits,                           // (N, M) or null; may alias logits
+                bool vectorised,                          // dlogits, if any, as aligned as logits
+                double* row_loss,                         // (N)
+                int* row_above) {                         // (N)
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
-  const int64_t y = labels ? labels[row] : 0;
+  const int y = kLabels ? (int)labels[row] : 0;
   const float zy = z[y];  // read by every thread before any write of this row (block_stats syncs)
   const RowSplit split = split_row(z, m, vectorised);
   const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
-  constexpr int64_t kStride = kRowThreads;
-  RowStats st;
-  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
-    const int64_t col[1] = {split.scalar_col(i)};
+  RowStats<kLabels> st;
+  for (int i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
+    const int col[1] = {split.scalar_col(i)};
     const float v[1] = {z[col[0]]};
-    st.take(v, col, m, zy, y);
+    st.take(v, col, zy, y);
   }
-  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += kStride * kRowUnroll) {
-    float4 w[kRowUnroll];  // (kRowUnroll) loads in flight
-    load_quads(w, zq, q0, kStride, split.quads);
-    take_quads(st, w, q0, kStride, split.quads, split, m, zy, y);
-  }
+  for_each_group<kRowGroup, false>(zq, threadIdx.x, kRowThreads, split.quads,
+                                   [&](const float4(&w)[kRowGroup], int q0) {
+                                     take_quads(st, w, q0, kRowThreads, split.quads, split.head, m, zy, y);
+                                   });
   st = block_stats<kRowThreads>(st);
   if (threadIdx.x == 0) {
     row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
     row_above[row] = st.above;
   }
   if (!dlogits) return;
-  const RowGrad grad{st.mx, 1.f / st.s, inv_n, y};
+  const RowGrad<kLabels> grad{max_log2e(st.mx), inv_n / st.s, inv_n, y};
   // each element is read and written by the same thread, all reads before its writes: in place is safe
   float* d = dlogits + row * m;
   float4* dq = reinterpret_cast<float4*>(d + split.head);  // (quads) 16-byte aligned when vectorised
-  for (int64_t i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
-    const int64_t j = split.scalar_col(i);
+  for (int i = threadIdx.x; i < split.scalars(m); i += kRowThreads) {
+    const int j = split.scalar_col(i);
     d[j] = grad(z[j], j);
   }
-  for (int64_t q0 = threadIdx.x; q0 < split.quads; q0 += kStride * kRowUnroll) {
-    float4 w[kRowUnroll];  // (kRowUnroll) loads in flight
-#pragma unroll
-    for (int u = 0; u < kRowUnroll; ++u) {
-      const int64_t q = q0 + (int64_t)u * kStride;
-      if (q < split.quads) w[u] = __ldcs(zq + q);  // the last read of these logits
-    }
-    store_quads(dq, w, q0, kStride, split.quads, split.head, grad);
-  }
+  for_each_group<kRowGroup, true>(zq, threadIdx.x, kRowThreads, split.quads,  // the last read of these logits
+                                  [&](const float4(&w)[kRowGroup], int q0) {
+                                    store_quads(dq, w, q0, kRowThreads, split.quads, split.head, grad);
+                                  });
 }
 
 // Row per cluster (see the top). Block rank b of the row's C blocks holds the body's float4s
 // [Q b / C, Q (b + 1) / C) in registers, and block 0's first threads one scalar column each (the unaligned
 // head and tail). Launched with cudaLaunchKernelEx in clusters of C blocks, N * C blocks in all.
+template <bool kLabels>
 __global__ void __launch_bounds__(kClusterThreads, 2)
-    cluster_rows_kernel(int64_t m, float inv_n, const float* logits,  // (N, M) rows 16-byte aligned as dlogits'
-                        const int64_t* labels,                        // (N) or null: label 0
-                        float* dlogits,                               // (N, M) or null; may alias logits
-                        Partial* partials,                            // (N, C)
-                        double* row_loss,                             // (N)
-                        int* row_above) {                             // (N)
+    cluster_rows_kernel(int m, float inv_n, const float* logits,  // (N, M) rows 16-byte aligned as dlogits'
+                        const int64_t* labels,                    // (N); read when kLabels (else label 0)
+                        float* dlogits,                           // (N, M) or null; may alias logits
+                        Partial* partials,                        // (N, C)
+                        double* row_loss,                         // (N)
+                        int* row_above) {                         // (N)
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   const cg::cluster_group cluster = cg::this_cluster();
   const int c = (int)cluster.num_blocks(), b = (int)cluster.block_rank();
   const int64_t row = blockIdx.x / c;
   const float* z = logits + row * m;
-  const int64_t y = labels ? labels[row] : 0;
+  const int y = kLabels ? (int)labels[row] : 0;
   const float zy = z[y];  // read by every block before the cluster barrier, after which dlogits are written
   const RowSplit split = split_row(z, m, true);
   const float4* zq = reinterpret_cast<const float4*>(z + split.head);  // (quads) 16-byte aligned
-  const int64_t q_begin = split.quads * b / c, q_end = split.quads * (b + 1) / c;
-  const int64_t q0 = q_begin + threadIdx.x;
+  const int q_begin = split.quads * b / c, q_end = split.quads * (b + 1) / c;
+  const int q0 = q_begin + threadIdx.x;
   float4 w[kHeld];  // (kHeld) this thread's share of the row, held until its dlogits are written
-  load_quads(w, zq, q0, kClusterThreads, q_end);
-  const bool has_scalar = b == 0 && threadIdx.x < split.scalars(m);
-  const int64_t scalar_col[1] = {has_scalar ? split.scalar_col(threadIdx.x) : m};  // m: none
+  load_quads<kHeld, false>(w, zq, q0, kClusterThreads, q_end);
+  const bool has_scalar = b == 0 && (int)threadIdx.x < split.scalars(m);
+  const int scalar_col[1] = {has_scalar ? split.scalar_col(threadIdx.x) : m};  // m: none
   const float scalar[1] = {has_scalar ? z[scalar_col[0]] : -INFINITY};
-  RowStats st;
-  st.take(scalar, scalar_col, m, zy, y);
-  take_quads(st, w, q0, kClusterThreads, q_end, split, m, zy, y);
+  RowStats<kLabels> st;
+  st.take(scalar, scalar_col, zy, y);
+  take_quads(st, w, q0, kClusterThreads, q_end, split.head, m, zy, y);
   st = block_stats<kClusterThreads>(st);
   if (threadIdx.x == 0) partials[row * c + b] = Partial{st.mx, st.s, st.above, 0};
   cluster.sync();  // every block of the row has published its partial (release, then acquire: cluster scope)
@@ -311,7 +354,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
     row_above[row] = above;
   }
   if (!dlogits) return;
-  const RowGrad grad{mx, 1.f / s, inv_n, y};
+  const RowGrad<kLabels> grad{max_log2e(mx), inv_n / s, inv_n, y};
   float* d = dlogits + row * m;
   if (has_scalar) d[scalar_col[0]] = grad(scalar[0], scalar_col[0]);
   store_quads(reinterpret_cast<float4*>(d + split.head), w, q0, kClusterThreads, q_end, split.head, grad);
@@ -400,13 +443,14 @@ bool cluster_form_runs(int c) {
   const bool error_pending = cudaPeekAtLastError() != cudaSuccess;
   bool answered = false, yes = false;
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, cluster_rows_kernel) == cudaSuccess) {
+  // both instantiations share the launch bounds that decide where a cluster fits
+  if (cudaFuncGetAttributes(&attr, cluster_rows_kernel<false>) == cudaSuccess) {
     answered = attr.ptxVersion < 90;  // built for an older architecture: no, for good
     if (!answered) {
       cudaLaunchAttribute cluster;
       const cudaLaunchConfig_t cfg = cluster_launch(1, c, nullptr, cluster);
       int clusters = 0;
-      answered = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel, &cfg) == cudaSuccess;
+      answered = cudaOccupancyMaxActiveClusters(&clusters, cluster_rows_kernel<false>, &cfg) == cudaSuccess;
       yes = answered && clusters >= 1;
     }
   }
@@ -430,6 +474,8 @@ bool softmax_xent_cluster_form_fits(int64_t m) {
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
                   int64_t* hits, void* workspace, cudaStream_t stream, SoftmaxXentForm form) {
   MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent: need N, M >= 1, got N=", n, " M=", m);
+  MOCO_CHECK(m <= kMaxColumns, "softmax_xent: rows of M=", m, " columns; at most ", kMaxColumns,
+             " (column indices are 32-bit)");
   MOCO_CHECK(logits && loss && workspace, "softmax_xent: logits, loss and workspace must be non-null");
   MOCO_CHECK(reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "softmax_xent: workspace ", workspace,
              " is not 16-byte aligned");
@@ -455,12 +501,14 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
     MOCO_CHECK(n * c <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (", c, " blocks per row)");
     cudaLaunchAttribute cluster;
     const cudaLaunchConfig_t cfg = cluster_launch(n, (int)c, stream, cluster);
-    MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, cluster_rows_kernel, m, 1.f / (float)n, logits, labels, dlogits,
-                                       partials, row_loss, row_above));
+    MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, labels ? cluster_rows_kernel<true> : cluster_rows_kernel<false>,
+                                       (int)m, 1.f / (float)n, logits, labels, dlogits, partials, row_loss,
+                                       row_above));
   } else {
     MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
-    rows_kernel<<<(unsigned)n, kRowThreads, 0, stream>>>(m, 1.f / (float)n, logits, labels, dlogits, vectorised,
-                                                         row_loss, row_above);
+    const auto kernel = labels ? rows_kernel<true> : rows_kernel<false>;
+    kernel<<<(unsigned)n, kRowThreads, 0, stream>>>((int)m, 1.f / (float)n, logits, labels, dlogits, vectorised,
+                                                    row_loss, row_above);
   }
   MOCO_CUDA_CHECK_LAUNCH();
   reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
