@@ -31,10 +31,10 @@
 //   (MOCO_SOFTMAX_FORM=cluster, bench_softmax_xent).
 // - One row per block, the default (Auto): 1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a
 //   row's second read, for dlogits, mostly hits L2. Each thread keeps two groups of kRowGroup 16-byte loads in
-//   flight (for_each_group), and the per-element work is cut to a max, one exp2 and a compare (exp_below_max,
-//   and no column index for label 0): on an H100 the earlier version, which loaded one group, waited for it,
-//   then spent about 20 instructions per element (int64 columns, expf), reached 0.69 of copy bandwidth
-//   (counting 8 bytes per element), its loss-only pass 0.49.
+//   flight (for_each_group), and the per-element work is cut to a max, a subtract, a multiply, an exp2, an add
+//   and a compare (exp_below_max; no column index for label 0). On an H100 the earlier version, which loaded
+//   one group, waited for it, then spent about 20 instructions per element (int64 columns, expf), reached 0.69
+//   of copy bandwidth (counting 8 bytes per element), its loss-only pass 0.49; this one has not run on a GPU.
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
@@ -86,19 +86,18 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mx_b, float s_b
   mx = m;
 }
 
-// mx * log2(e) for exp_below_max; 0 for mx = -inf, where every value taken so far is -inf too and
-// 2^(-inf - 0) = 0 is the term wanted (expf(-inf - -inf) would be nan).
-__device__ __forceinline__ float max_log2e(float mx) { return mx == -INFINITY ? 0.f : mx * kLog2e; }
+// The shift exp_below_max takes for a running max mx: mx itself, or 0 for mx = -inf, where every value taken
+// so far is -inf too and exp(-inf - 0) = 0 is the term wanted (expf(-inf - -inf) would be nan).
+__device__ __forceinline__ float shift_of(float mx) { return mx == -INFINITY ? 0.f : mx; }
 
-// exp(v - mx) for v <= mx, as 2^(v log2(e) - mx log2(e)): one fused multiply-add and the hardware's exp2, once
-// per element of the row in each pass. expf spends about eight instructions per element on a range reduction
-// that a result in [0, 1] does not need, and the row-per-block form did not hide them behind its loads. The
-// cost is a relative error of about 2^-23 |v - mx| (the rounded product and log2(e)) on top of exp2f's 2 ulp:
-// 4e-6 at the widest gap the tests' logits reach (28.6 at 1/T = 14.3), within the 1e-5 of the CPU's
-// dlogits they hold it to. The shared error in mx * log2(e) scales every term of a row alike and cancels.
-__device__ __forceinline__ float exp_below_max(float v, float mx_log2e) {
-  return exp2f(fmaf(v, kLog2e, -mx_log2e));
-}
+// exp(v - shift) for v <= shift, as 2^((v - shift) log2(e)): a subtraction, a multiply and the hardware's exp2,
+// once per element of the row in each pass, where expf spends about eight instructions on a range reduction
+// that a result in [0, 1] does not need, and the row-per-block form did not hide them behind its loads.
+// Subtracting before scaling keeps the error relative to the gap, not to the logits' size (scores near 1e3
+// from the probe lose nothing): v - shift rounds as the CPU's does, and the product adds about 2^-24 |v - shift|
+// relative on top of exp2f's 2 ulp, 2e-6 at the widest gap the tests' logits reach (28.6 at 1/T = 14.3),
+// within the 1e-5 of the CPU's dlogits they hold it to.
+__device__ __forceinline__ float exp_below_max(float v, float shift) { return exp2f((v - shift) * kLog2e); }
 
 // A row's columns: [0, head) and [head + 4 * quads, m) one float at a time, the quads float4s in between.
 struct RowSplit {
@@ -128,13 +127,13 @@ struct RowStats {
 #pragma unroll
     for (int u = 0; u < N; ++u) group_max = fmaxf(group_max, v[u]);
     if (group_max > mx) {
-      s *= exp_below_max(mx, max_log2e(group_max));  // 2^-inf = 0 on the first group
+      s *= exp_below_max(mx, group_max);  // 2^-inf = 0 on the first group
       mx = group_max;
     }
-    const float mx_log2e = max_log2e(mx);
+    const float shift = shift_of(mx);
 #pragma unroll
     for (int u = 0; u < N; ++u) {
-      s += exp_below_max(v[u], mx_log2e);
+      s += exp_below_max(v[u], shift);
       if (kLabels)
         above += (v[u] > zy) | ((v[u] == zy) & (col[u] < y));  // col == y: neither
       else
@@ -240,10 +239,10 @@ __device__ __forceinline__ RowStats<kLabels> block_stats(const RowStats<kLabels>
 // - [j == y] / N in one fused multiply-add.
 template <bool kLabels>
 struct RowGrad {
-  float mx_log2e, scale, inv_n;  // max_log2e(mx), 1 / (s N), 1 / N
+  float shift, scale, inv_n;  // shift_of(mx), 1 / (s N), 1 / N
   int y;                         // the label (0 without labels)
   __device__ float operator()(float v, int j) const {
-    return fmaf(exp_below_max(v, mx_log2e), scale, j == (kLabels ? y : 0) ? -inv_n : 0.f);
+    return fmaf(exp_below_max(v, shift), scale, j == (kLabels ? y : 0) ? -inv_n : 0.f);
   }
 };
 
@@ -291,7 +290,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     row_above[row] = st.above;
   }
   if (!dlogits) return;
-  const RowGrad<kLabels> grad{max_log2e(st.mx), inv_n / st.s, inv_n, y};
+  const RowGrad<kLabels> grad{shift_of(st.mx), inv_n / st.s, inv_n, y};
   // each element is read and written by the same thread, all reads before its writes: in place is safe
   float* d = dlogits + row * m;
   float4* dq = reinterpret_cast<float4*>(d + split.head);  // (quads) 16-byte aligned when vectorised
@@ -354,7 +353,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
     row_above[row] = above;
   }
   if (!dlogits) return;
-  const RowGrad<kLabels> grad{max_log2e(mx), inv_n / s, inv_n, y};
+  const RowGrad<kLabels> grad{shift_of(mx), inv_n / s, inv_n, y};
   float* d = dlogits + row * m;
   if (has_scalar) d[scalar_col[0]] = grad(scalar[0], scalar_col[0]);
   store_quads(reinterpret_cast<float4*>(d + split.head), w, q0, kClusterThreads, q_end, split.head, grad);

@@ -40,6 +40,7 @@ bool softmax_xent_cluster_form_fits(int64_t m);
 // CPU references: cpu::softmax_xent, cpu::count_label0_in_topk (topk 1 and 5; label 0) and std::max_element
 // (the probe's top-1, run_lincls).
 // form: Auto, or one forced (RowPerCluster where it does not fit or cannot run throws).
+// Throws for M above 2^30 - 1 (column indices are 32-bit on the device).
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
                   int64_t* hits, void* workspace, cudaStream_t stream,
                   SoftmaxXentForm form = SoftmaxXentForm::Auto);
