@@ -30,11 +30,12 @@
 //   so reading once did not pay for the cluster barrier and the lower occupancy; it stays for study
 //   (MOCO_SOFTMAX_FORM=cluster, bench_softmax_xent).
 // - One row per block, the default (Auto): 1024 threads, one block per SM, 132 rows (34 MiB) in flight, so a
-//   row's second read, for dlogits, mostly hits L2. Each thread keeps two groups of kRowGroup 16-byte loads in
-//   flight (for_each_group), and the per-element work is cut to a max, a subtract, a multiply, an exp2, an add
-//   and a compare (exp_below_max; no column index for label 0). On an H100 the earlier version, which loaded
-//   one group, waited for it, then spent about 20 instructions per element (int64 columns, expf), reached 0.69
-//   of copy bandwidth (counting 8 bytes per element), its loss-only pass 0.49; this one has not run on a GPU.
+//   row's second read, for dlogits, mostly hits L2 (it walks the row back from its end, which pass 1 read
+//   last). Each thread keeps two groups of kRowGroup 16-byte loads in flight (for_each_group), and the
+//   per-element work is cut to a max, a subtract, a multiply, an exp2, an add and a compare (exp_below_max; no
+//   column index for label 0). On an H100 the earlier version, which read both passes forwards, loaded one
+//   group, waited for it, then spent about 20 instructions per element (int64 columns, expf), reached 0.69 of
+//   copy bandwidth (counting 8 bytes per element), its loss-only pass 0.49; this one has not run on a GPU.
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
@@ -174,19 +175,22 @@ __device__ __forceinline__ void take_quads(RowStats<kLabels>& st, const float4 (
 }
 
 // Calls use(w, q0) on each group w of U float4s {q0 + u * stride} of a row's body of q_end float4s, q0 from
-// first in steps of U * stride, and issues the next group's loads before it uses the current one: two groups
-// (2U 16-byte loads, 128 KiB per SM at 1024 threads) in flight per thread, so a thread's arithmetic on one group
-// overlaps the memory latency of the next instead of following it.
-template <int U, bool kLastRead, typename Use>
+// first in steps of U * stride (kBackwards: from the last such q0 down to first), and issues the next group's
+// loads before it uses the current one: two groups (2U 16-byte loads, 128 KiB per SM at 1024 threads) in
+// flight per thread, so a thread's arithmetic on one group overlaps the memory latency of the next instead of
+// following it. The threads of a block move through the row together, so the block sweeps it in that order.
+template <int U, bool kLastRead, bool kBackwards, typename Use>
 __device__ __forceinline__ void for_each_group(const float4* zq, int first, int stride, int q_end, Use use) {
+  const int step = kBackwards ? -U * stride : U * stride;  // from one visited group to the next
+  int left = first < q_end ? (q_end - first + U * stride - 1) / (U * stride) : 0;  // groups still to use
+  int q0 = kBackwards ? first + (left - 1) * U * stride : first;  // the group to use next
   float4 a[U], b[U];  // (U) each: one group in use while the other is in flight
-  const int step = U * stride;
-  load_quads<U, kLastRead>(a, zq, first, stride, q_end);
-  for (int q0 = first; q0 < q_end; q0 += 2 * step) {
-    load_quads<U, kLastRead>(b, zq, q0 + step, stride, q_end);
+  if (left > 0) load_quads<U, kLastRead>(a, zq, q0, stride, q_end);
+  for (; left > 0; left -= 2, q0 += 2 * step) {
+    if (left > 1) load_quads<U, kLastRead>(b, zq, q0 + step, stride, q_end);
     use(a, q0);
-    if (q0 + step >= q_end) break;
-    load_quads<U, kLastRead>(a, zq, q0 + 2 * step, stride, q_end);
+    if (left == 1) break;
+    if (left > 2) load_quads<U, kLastRead>(a, zq, q0 + 2 * step, stride, q_end);
     use(b, q0 + step);
   }
 }
@@ -280,7 +284,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     const float v[1] = {z[col[0]]};
     st.take(v, col, zy, y);
   }
-  for_each_group<kRowGroup, false>(zq, threadIdx.x, kRowThreads, split.quads,
+  for_each_group<kRowGroup, false, false>(zq, threadIdx.x, kRowThreads, split.quads,
                                    [&](const float4(&w)[kRowGroup], int q0) {
                                      take_quads(st, w, q0, kRowThreads, split.quads, split.head, m, zy, y);
                                    });
@@ -298,10 +302,13 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     const int j = split.scalar_col(i);
     d[j] = grad(z[j], j);
   }
-  for_each_group<kRowGroup, true>(zq, threadIdx.x, kRowThreads, split.quads,  // the last read of these logits
-                                  [&](const float4(&w)[kRowGroup], int q0) {
-                                    store_quads(dq, w, q0, kRowThreads, split.quads, split.head, grad);
-                                  });
+  // The last read of these logits, from the row's end back to its start: pass 1 read the end last, so it is
+  // the likeliest still in L2, and walking back reaches the start before it is pushed out, where a second
+  // sweep from the start would chase the lines the first one evicts. Elementwise: the order changes no bit.
+  for_each_group<kRowGroup, true, true>(zq, threadIdx.x, kRowThreads, split.quads,
+                                        [&](const float4(&w)[kRowGroup], int q0) {
+                                          store_quads(dq, w, q0, kRowThreads, split.quads, split.head, grad);
+                                        });
 }
 
 // Row per cluster (see the top). Block rank b of the row's C blocks holds the body's float4s
