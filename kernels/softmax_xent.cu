@@ -95,9 +95,10 @@ __device__ __forceinline__ float shift_of(float mx) { return mx == -INFINITY ? 0
 // once per element of the row in each pass, where expf spends about eight instructions on a range reduction
 // that a result in [0, 1] does not need, and the row-per-block form did not hide them behind its loads.
 // Subtracting before scaling keeps the error relative to the gap, not to the logits' size (scores near 1e3
-// from the probe lose nothing): v - shift rounds as the CPU's does, and the product adds about 2^-24 |v - shift|
-// relative on top of exp2f's 2 ulp, 2e-6 at the widest gap the tests' logits reach (28.6 at 1/T = 14.3),
-// within the 1e-5 of the CPU's dlogits they hold it to.
+// from the probe lose nothing): the float subtraction, the product and log2(e)'s own rounding each add up to
+// about 2^-24 |v - shift| relative (the CPU reference subtracts in double) on top of exp2f's 2 ulp, 4e-6 at the
+// widest gap the tests' logits reach (28.6 at 1/T = 14.3), within the 1e-5 of the CPU's dlogits they hold it
+// to.
 __device__ __forceinline__ float exp_below_max(float v, float shift) { return exp2f((v - shift) * kLog2e); }
 
 // A row's columns: [0, head) and [head + 4 * quads, m) one float at a time, the quads float4s in between.
@@ -160,8 +161,8 @@ __device__ __forceinline__ void load_quads(float4 (&w)[U], const float4* zq, int
 template <int U, bool kLabels>
 __device__ __forceinline__ void take_quads(RowStats<kLabels>& st, const float4 (&w)[U], int q0, int stride,
                                            int q_end, int head, int m, float zy, int y) {
-  float v[4 * U];
-  int col[4 * U];
+  float v[4 * U];  // (4U) the group's logits
+  int col[4 * U];  // (4U) their columns
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int q = q0 + u * stride;
