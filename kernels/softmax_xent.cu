@@ -286,9 +286,9 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     st.take(v, col, zy, y);
   }
   for_each_group<kRowGroup, false, false>(zq, threadIdx.x, kRowThreads, split.quads,
-                                   [&](const float4(&w)[kRowGroup], int q0) {
-                                     take_quads(st, w, q0, kRowThreads, split.quads, split.head, m, zy, y);
-                                   });
+                                          [&](const float4(&w)[kRowGroup], int q0) {
+                                            take_quads(st, w, q0, kRowThreads, split.quads, split.head, m, zy, y);
+                                          });
   st = block_stats<kRowThreads>(st);
   if (threadIdx.x == 0) {
     row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
