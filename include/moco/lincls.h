@@ -36,6 +36,9 @@ struct LinclsOptions {
   RunConfig config;
   const LinclsState* resume = nullptr;
   std::function<bool()> stop;
+  // main_lincls.py's --evaluate: score `resume`'s probe on the test split once and train nothing (no checkpoint
+  // written). Of `config` only the backbone must match the probe's: the training options do not matter.
+  bool evaluate_only = false;
 };
 
 // A CRC-32 of the backbone's weights and BN statistics (its head included), as 8 hex digits: what a probe was

@@ -30,8 +30,13 @@ int cmd_lincls(int argc, char** argv) {
            "epoch); 0: after the last only");
   a.option("--out", "runs/lincls", "folder for lincls.mocockpt (after every epoch) and metrics.jsonl");
   a.option("--resume", "", "probe checkpoint to continue from (lincls.mocockpt), mid-epoch and bit-exact");
+  a.flag("-e,--evaluate", "score the probe of --resume on the test split and stop: no training, nothing written "
+         "(main_lincls.py's --evaluate)");
   if (!a.parse(argc, argv, 2)) return 0;
   const std::string out = a.str("--out"), resume = a.str("--resume");
+  const bool evaluate = a.on("--evaluate");
+  MOCO_CHECK(!evaluate || !resume.empty(), "--evaluate scores a trained probe: give it with --resume "
+             "PROBE.mocockpt (the lincls.mocockpt of a moco lincls run)");
   MOCO_CHECK(!out.empty(), "--out must name a folder, got an empty string");
   // a mistyped --resume stops here, before the backbone and the data are opened
   std::unique_ptr<LinclsState> from =
@@ -55,6 +60,14 @@ int cmd_lincls(int argc, char** argv) {
   // where the features are made: another device or precision gives other bits, so a resume must keep them
   o.config["features"] = t.features->describe() == "cpu" ? "cpu" : "cuda " + a.str("--precision");
   o.resume = from.get();
+  if (evaluate) {
+    o.evaluate_only = true;
+    const LinclsResult r = run_lincls(*t.backbone, *t.train, *t.test, o, nullptr, t.features.get());
+    std::printf("lincls_top1 %.2f (the probe of %s on %s, %s; backbone unchanged: checked)\n", r.top1, resume.c_str(),
+                t.label(), t.source.c_str());
+    std::printf("lincls_top5 %.2f\n", r.top5);
+    return 0;
+  }
   make_out_dir(out);
   o.checkpoint = out + "/lincls.mocockpt";
   StopRequest stop;

@@ -61,8 +61,10 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
 
   // where the run stands: from the start, or where its checkpoint left it
   LinclsState at;
+  MOCO_CHECK(!o.evaluate_only || o.resume, "evaluating a probe needs the probe checkpoint to score (--resume)");
   if (o.resume) {
     for (const auto& [key, value] : o.config) {
+      if (o.evaluate_only && key != "backbone" && key != "backbone_crc32") continue;  // scoring: the backbone only
       const auto it = o.resume->config.find(key);
       const std::string saved = it == o.resume->config.end() ? "(unset)" : it->second;
       MOCO_CHECK(saved == value, "the probe checkpoint is from another run: ", key, "=", saved, " there, but this run "
@@ -115,8 +117,26 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     e.top5 = 100.0 * (double)hits.top5 / (double)std::max<int64_t>(total, 1);
   };
 
-  const std::vector<int> milestones(o.schedule.begin(), o.schedule.end());  // lr x0.1 at each
+  // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was, on the host
+  // and in the copy the features were computed with (on the GPU)
+  auto check_frozen = [&] {
+    MOCO_CHECK(backbone.params() == params0 && backbone.stats() == stats0 && backbone.counts() == counts0 &&
+                   fx.copy_matches(backbone),
+               "linear probe changed the frozen backbone; this is a bug, please report it");
+  };
   LinclsResult result;
+  if (o.evaluate_only) {
+    LinclsEpoch e;
+    score(e);
+    result.top1 = e.top1;
+    result.top5 = e.top5;
+    result.best_top1 = at.best_top1;  // the training run's, as its checkpoint kept them
+    result.best_epoch = (int)at.best_epoch;
+    result.epoch_loss = at.epoch_loss;
+    check_frozen();
+    return result;
+  }
+  const std::vector<int> milestones(o.schedule.begin(), o.schedule.end());  // lr x0.1 at each
   while (at.epoch < o.epochs) {
     const int epoch = (int)at.epoch;
     const float lr = learning_rate((float)o.lr, epoch, o.epochs, /*cosine=*/false, milestones);
@@ -164,12 +184,7 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   result.best_top1 = at.best_top1;
   result.best_epoch = (int)at.best_epoch;
   result.epoch_loss = at.epoch_loss;
-
-  // the sanity check of the protocol: the backbone, BN statistics included, is exactly as it was, on the host
-  // and in the copy the features were computed with (on the GPU)
-  MOCO_CHECK(backbone.params() == params0 && backbone.stats() == stats0 && backbone.counts() == counts0 &&
-                 fx.copy_matches(backbone),
-             "linear probe changed the frozen backbone; this is a bug, please report it");
+  check_frozen();
   return result;
 }
 

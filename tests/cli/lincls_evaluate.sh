@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `moco lincls --evaluate --resume PROBE`: the probe a finished run left scores the test split as that run's
+# last epoch scored it (the same Acc@1 and Acc@5, printed the same way), trains nothing and writes nothing.
+# A probe of another backbone, and --evaluate without --resume, are refused with a message naming the mistake.
+#   lincls_evaluate.sh <moco binary>
+set -euo pipefail
+moco=$1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
+fail() { echo "FAIL: $*"; exit 1; }
+run() { "$moco" "$@" >"$dir/out" 2>"$dir/err" || { cat "$dir/out" "$dir/err"; fail "moco $*"; }; }
+
+run train "${data[@]}" --device cpu --width 2 --image-size 16 -b 32 --moco-k 64 --max-steps 2 --out "$dir/train"
+ck=$dir/train/checkpoint.mocockpt
+args=(lincls "${data[@]}" --checkpoint "$ck" --device cpu -b 64 --train-limit 256 --test-limit 128)
+run "${args[@]}" --epochs 3 --lr 0.1 --out "$dir/p"
+trained=$(grep -o '^lincls_top[15] [0-9.]*' "$dir/out")
+[ "$(echo "$trained" | wc -l)" -eq 2 ] || { cat "$dir/out"; fail "the training run printed no lincls_top1/top5"; }
+
+# other training options, which do not matter to a score, and an --out that must stay unwritten
+run "${args[@]}" --epochs 7 --lr 5 --resume "$dir/p/lincls.mocockpt" --evaluate --out "$dir/none"
+evaluated=$(grep -o '^lincls_top[15] [0-9.]*' "$dir/out")
+[ "$trained" = "$evaluated" ] || fail "evaluated \"$evaluated\" where the run's last epoch scored \"$trained\""
+[ ! -e "$dir/none" ] || fail "--evaluate wrote $dir/none"
+grep -q "the probe of $dir/p/lincls.mocockpt" "$dir/out" || { cat "$dir/out"; fail "the result does not name the probe"; }
+echo "ok: --evaluate scores as the run's last epoch did: $(echo $evaluated)"
+
+expect() {  # expect "message part" moco args...
+  local want=$1
+  shift
+  if "$moco" "$@" >"$dir/out" 2>"$dir/err"; then fail "moco $* succeeded; wanted an error with \"$want\""; fi
+  grep -qF -- "$want" "$dir/err" || { cat "$dir/err"; fail "moco $*: no \"$want\" in the error"; }
+  echo "ok: refused: $(head -c 160 "$dir/err")"
+}
+expect "give it with --resume" "${args[@]}" --evaluate
+expect "the probe checkpoint is from another run: backbone" "${args[@]}" --random-init \
+  --resume "$dir/p/lincls.mocockpt" --evaluate
