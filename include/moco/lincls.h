@@ -37,7 +37,8 @@ struct LinclsOptions {
   const LinclsState* resume = nullptr;
   std::function<bool()> stop;
   // main_lincls.py's --evaluate: score `resume`'s probe on the test split once and train nothing (no checkpoint
-  // written). Of `config` only the backbone must match the probe's: the training options do not matter.
+  // written). Of `config` only the backbone, the data and the image size must match the probe's: the training
+  // options do not matter, and the test images scored (seed, test_limit) may differ.
   bool evaluate_only = false;
 };
 

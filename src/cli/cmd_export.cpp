@@ -27,6 +27,8 @@ void export_probe_classifier(const Encoder& backbone, const std::string& what, c
     const auto it = probe.config.find(key);
     return it == probe.config.end() ? std::string("(none)") : it->second;
   };
+  MOCO_CHECK(recorded("random_init") != "1", "probe ", probe_path, " was trained on a network at its "
+             "initialisation (moco lincls --random-init), a baseline; moco export writes trained backbones only");
   const std::string crc = backbone_crc32(backbone);
   // The CRC covers the weights as moco lincls held them: a training checkpoint's query encoder with its MoCo
   // head, a --pretrained file's backbone alone. So the same backbone probed through the other source differs.
@@ -43,7 +45,8 @@ void export_probe_classifier(const Encoder& backbone, const std::string& what, c
 }  // namespace
 
 int cmd_export(int argc, char** argv) {
-  Args a("moco export", "Write a checkpoint's encoder as safetensors with torchvision key names.");
+  Args a("moco export", "Write a checkpoint's encoder, or a backbone with its linear probe, as safetensors with "
+         "torchvision key names.");
   a.option("--checkpoint", "", "training checkpoint (required, unless --pretrained)");
   a.option("--out", "", "output .safetensors file (required); written atomically");
   a.flag("--head", "also write the MoCo head (fc.* for v1, fc.0.* / fc.2.* for the v2 MLP)");
@@ -56,7 +59,8 @@ int cmd_export(int argc, char** argv) {
   const std::string path = a.str("--checkpoint"), out = a.str("--out"), which = a.str("--encoder");
   const std::string probe_path = a.str("--probe"), pretrained = a.str("--pretrained");
   MOCO_CHECK(path.empty() != pretrained.empty(),
-             path.empty() ? "moco export needs --checkpoint PATH (a file written by moco train)"
+             path.empty() ? "moco export needs --checkpoint PATH (a file written by moco train), or --pretrained "
+                            "FILE.safetensors with --probe PROBE.mocockpt"
                           : "moco export takes --checkpoint or --pretrained, not both");
   MOCO_CHECK(!out.empty(), "moco export needs --out FILE.safetensors");
   MOCO_CHECK(which == "query" || which == "key", "--encoder ", which, " is not one of: query, key");

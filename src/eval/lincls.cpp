@@ -64,7 +64,10 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
   MOCO_CHECK(!o.evaluate_only || o.resume, "evaluating a probe needs the probe checkpoint to score (--resume)");
   if (o.resume) {
     for (const auto& [key, value] : o.config) {
-      if (o.evaluate_only && key != "backbone" && key != "backbone_crc32") continue;  // scoring: the backbone only
+      // a score means something for the features the probe was trained on: the same backbone, data and size
+      // (which test images, and how many, is free: a probe trained on a subset may be scored on the whole split)
+      if (o.evaluate_only && key != "backbone" && key != "backbone_crc32" && key != "data" && key != "image_size")
+        continue;
       const auto it = o.resume->config.find(key);
       const std::string saved = it == o.resume->config.end() ? "(unset)" : it->second;
       MOCO_CHECK(saved == value, "the probe checkpoint is from another run: ", key, "=", saved, " there, but this run "

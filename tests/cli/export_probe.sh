@@ -5,7 +5,8 @@
 # The same backbone, seed, data and size give the same probe either way, so the two classifiers must be the
 # same bytes. Each holds the exported backbone's tensors byte for byte and fc.weight (classes, features) and
 # fc.bias (classes) of the probe. Refused, each with a message naming the mistake: a probe of another backbone
-# (the key encoder), --pretrained without --probe, --pretrained with --checkpoint or --encoder.
+# (the key encoder), a probe of the network at its initialisation (lincls --random-init), --pretrained without
+# --probe, --pretrained with --checkpoint or --encoder.
 #   export_probe.sh <moco binary>
 set -euo pipefail
 moco=$1
@@ -78,3 +79,6 @@ expect "not both" export --checkpoint "$ck" --pretrained "$dir/backbone.safetens
   --probe "$dir/p_pre/lincls.mocockpt" --out "$dir/x.safetensors"
 expect "--encoder picks an encoder of a training checkpoint" export --pretrained "$dir/backbone.safetensors" \
   --encoder query --probe "$dir/p_pre/lincls.mocockpt" --out "$dir/x.safetensors"
+run lincls "${data[@]}" --checkpoint "$ck" --random-init "${probe[@]}" --out "$dir/p_init"
+expect "moco lincls --random-init" export --checkpoint "$ck" --probe "$dir/p_init/lincls.mocockpt" \
+  --out "$dir/x.safetensors"
