@@ -22,11 +22,12 @@ static void print_usage() {
       "usage: moco <command> [options]      (moco <command> --help lists a command's options)\n\n"
       "commands:\n"
       "  train [DATA]   MoCo v1/v2 pretraining; without DATA: Fashion-MNIST, small-image recipe\n"
-      "  knn [DATA]     kNN top-1 of a checkpoint (or of its random initialisation)\n"
-      "  lincls [DATA]  linear probe on the frozen backbone of a checkpoint\n"
-      "  export         backbone (and head) as safetensors with torchvision names\n"
+      "  knn [DATA]     kNN top-1 of a checkpoint (or of its random initialisation, or of --pretrained weights)\n"
+      "  lincls [DATA]  linear probe on the frozen backbone of a checkpoint (or of --pretrained weights)\n"
+      "  export         backbone (and head), or backbone and probe, as safetensors with torchvision names\n"
       "  bench          time whole MoCo steps on synthetic input\n"
       "  info           build, CUDA libraries (run and built against), devices, convolution API\n"
+      "  version        the version (also --version)\n"
       "  help           this text\n",
       moco::kVersion, moco::kHaveCuda ? " + CUDA backend" : "");
 }
@@ -41,6 +42,10 @@ int main(int argc, char** argv) {
     const std::string cmd = argc > 1 ? argv[1] : "help";
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       print_usage();
+      return 0;
+    }
+    if (cmd == "version" || cmd == "--version") {
+      std::printf("moco %s (%s)\n", moco::kVersion, moco::kHaveCuda ? "CPU path + CUDA backend" : "CPU path");
       return 0;
     }
     if (cmd == "info") {
@@ -63,7 +68,7 @@ int main(int argc, char** argv) {
     if (cmd == "lincls") return moco::cmd_lincls(argc, argv);
     if (cmd == "export") return moco::cmd_export(argc, argv);
     if (cmd == "bench") return moco::cmd_bench(argc, argv);
-    moco::fail("unknown command '", cmd, "'; expected one of: train, knn, lincls, export, bench, info, help");
+    moco::fail("unknown command '", cmd, "'; expected one of: train, knn, lincls, export, bench, info, version, help");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nmoco: error: %s\n", e.what());
     return 2;

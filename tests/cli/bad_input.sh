@@ -41,6 +41,8 @@ expect "--precision" train --precision fp16
 expect "--device" bench --device tpu
 expect "--precision" bench --precision int8
 expect "unknown command 'trian'" trian
+version=$("$moco" --version 2>&1) && [[ $version == "moco "[0-9]* ]] ||
+  { echo "FAIL: moco --version -> '$version'"; failed=1; }
 expect "--checkpoint" knn
 expect "missing.mocockpt" knn --checkpoint "$dir/missing.mocockpt"
 printf 'garbage' >"$dir/garbage.mocockpt"
