@@ -17,7 +17,7 @@ namespace moco {
 
 int cmd_lincls(int argc, char** argv) {
   Args a("moco lincls", "Linear classification on the frozen backbone of a training checkpoint or of pretrained "
-         "weights (SPEC 5 protocol).");
+         "weights (the protocol of the authors' main_lincls.py).");
   declare_eval_options(a, "probed", "images per step");
   a.option("--epochs", "100", "epochs");
   a.option("--lr", "30", "base learning rate");
