@@ -185,7 +185,8 @@ __device__ __forceinline__ void for_each_group(const float4* zq, int first, int 
   const int step = kBackwards ? -U * stride : U * stride;  // from one visited group to the next
   int left = first < q_end ? (q_end - first + U * stride - 1) / (U * stride) : 0;  // groups still to use
   int q0 = kBackwards ? first + (left - 1) * U * stride : first;  // the group to use next
-  float4 a[U], b[U];  // (U) each: one group in use while the other is in flight
+  float4 a[U], b[U] = {};  // (U) each: one group in use while the other is in flight (b zeroed: the host
+                          // compiler of the CUDA emulator cannot see that a b is loaded before it is used)
   if (left > 0) load_quads<U, kLastRead>(a, zq, q0, stride, q_end);
   for (; left > 0; left -= 2, q0 += 2 * step) {
     if (left > 1) load_quads<U, kLastRead>(b, zq, q0 + step, stride, q_end);
