@@ -9,12 +9,11 @@
 # --probe, --pretrained with --checkpoint or --encoder.
 #   export_probe.sh <moco binary>
 set -euo pipefail
-moco=$1
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
-fail() { echo "FAIL: $*"; exit 1; }
-run() { "$moco" "$@" >"$dir/out" 2>"$dir/err" || { cat "$dir/out" "$dir/err"; fail "moco $*"; }; }
+source "$(dirname "$0")/moco_calls.sh" "$1"  # $moco, $dir, ${data[@]}; fail, run, expect_error
+expect_export_error() {  # expect_error, and no classifier written
+  expect_error "$@"
+  [ ! -e "$dir/x.safetensors" ] || fail "moco ${*:2} left $dir/x.safetensors"
+}
 
 run train "${data[@]}" --device cpu --width 2 --image-size 16 -b 32 --moco-k 64 --max-steps 2 --seed 3 \
   --out "$dir/train"
@@ -61,24 +60,17 @@ assert any(b != 0 for b in cls["fc.weight"][2]), "fc.weight is all zero"
 print("ok: the classifier is the backbone's %d tensors and fc %dx%d" % (len(backbone), classes, features))
 PY
 
-expect() {  # expect "message part" moco args...
-  local want=$1
-  shift
-  if "$moco" "$@" >"$dir/out" 2>"$dir/err"; then fail "moco $* succeeded; wanted an error with \"$want\""; fi
-  grep -qF -- "$want" "$dir/err" || { cat "$dir/err"; fail "moco $*: no \"$want\" in the error"; }
-  [ ! -e "$dir/x.safetensors" ] || fail "moco $* left $dir/x.safetensors"
-  echo "ok: refused: $(head -c 160 "$dir/err")"
-}
-expect "was trained on another backbone" export --checkpoint "$ck" --encoder key \
+expect_export_error "was trained on another backbone" export --checkpoint "$ck" --encoder key \
   --probe "$dir/p_ck/lincls.mocockpt" --out "$dir/x.safetensors"
-expect "was trained on another backbone" export --pretrained "$dir/backbone.safetensors" \
+expect_export_error "was trained on another backbone" export --pretrained "$dir/backbone.safetensors" \
   --probe "$dir/p_ck/lincls.mocockpt" --out "$dir/x.safetensors"
-expect "only as a classifier, with --probe" export --pretrained "$dir/backbone.safetensors" \
+expect_export_error "only as a classifier, with --probe" export --pretrained "$dir/backbone.safetensors" \
   --out "$dir/x.safetensors"
-expect "not both" export --checkpoint "$ck" --pretrained "$dir/backbone.safetensors" \
+expect_export_error "not both" export --checkpoint "$ck" --pretrained "$dir/backbone.safetensors" \
   --probe "$dir/p_pre/lincls.mocockpt" --out "$dir/x.safetensors"
-expect "--encoder picks an encoder of a training checkpoint" export --pretrained "$dir/backbone.safetensors" \
-  --encoder query --probe "$dir/p_pre/lincls.mocockpt" --out "$dir/x.safetensors"
-run lincls "${data[@]}" --checkpoint "$ck" --random-init "${probe[@]}" --out "$dir/p_init"
-expect "moco lincls --random-init" export --checkpoint "$ck" --probe "$dir/p_init/lincls.mocockpt" \
+expect_export_error "--encoder picks an encoder of a training checkpoint" export \
+  --pretrained "$dir/backbone.safetensors" --encoder query --probe "$dir/p_pre/lincls.mocockpt" \
   --out "$dir/x.safetensors"
+run lincls "${data[@]}" --checkpoint "$ck" --random-init "${probe[@]}" --out "$dir/p_init"
+expect_export_error "moco lincls --random-init" export --checkpoint "$ck" \
+  --probe "$dir/p_init/lincls.mocockpt" --out "$dir/x.safetensors"

@@ -5,12 +5,7 @@
 # the mistake.
 #   lincls_evaluate.sh <moco binary>
 set -euo pipefail
-moco=$1
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-source "$(dirname "$0")/train_data.sh" "$dir/data"  # Fashion-MNIST, else a small ImageFolder
-fail() { echo "FAIL: $*"; exit 1; }
-run() { "$moco" "$@" >"$dir/out" 2>"$dir/err" || { cat "$dir/out" "$dir/err"; fail "moco $*"; }; }
+source "$(dirname "$0")/moco_calls.sh" "$1"  # $moco, $dir, ${data[@]}; fail, run, expect_error
 
 run train "${data[@]}" --device cpu --width 2 --image-size 16 -b 32 --moco-k 64 --max-steps 2 --out "$dir/train"
 ck=$dir/train/checkpoint.mocockpt
@@ -30,15 +25,8 @@ diff -r "$dir/p_before" "$dir/p" >/dev/null || fail "--evaluate changed the prob
 grep -q "the probe of $dir/p/lincls.mocockpt" "$dir/out" || { cat "$dir/out"; fail "the result does not name the probe"; }
 echo "ok: --evaluate scores as the run's last epoch did: $(echo $evaluated)"
 
-expect() {  # expect "message part" moco args...
-  local want=$1
-  shift
-  if "$moco" "$@" >"$dir/out" 2>"$dir/err"; then fail "moco $* succeeded; wanted an error with \"$want\""; fi
-  grep -qF -- "$want" "$dir/err" || { cat "$dir/err"; fail "moco $*: no \"$want\" in the error"; }
-  echo "ok: refused: $(head -c 160 "$dir/err")"
-}
-expect "give it with --resume" "${args[@]}" --evaluate
-expect "the probe checkpoint is from another run: backbone" "${args[@]}" --random-init \
+expect_error "give it with --resume" "${args[@]}" --evaluate
+expect_error "the probe checkpoint is from another run: backbone" "${args[@]}" --random-init \
   --resume "$dir/p/lincls.mocockpt" --evaluate
-expect "the probe checkpoint is from another run: image_size" "${args[@]}" --image-size 24 \
+expect_error "the probe checkpoint is from another run: image_size" "${args[@]}" --image-size 24 \
   --resume "$dir/p/lincls.mocockpt" --evaluate
