@@ -84,15 +84,6 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     save_lincls_checkpoint(o.checkpoint, at);
   };
 
-  LoaderConfig lc;
-  lc.batch = o.batch_size;
-  lc.workers = o.workers;
-  lc.views = 1;
-  lc.drop_last = false;  // as the authors' main_lincls.py: every training image, each epoch
-  lc.seed = o.seed;
-  lc.subset = sample_indices(train.size(), o.train_limit, o.seed);
-  lc.view_dtype = fx.view_dtype();
-  Loader loader(train, recipe_from_name("lincls_train", o.image_size), lc);
   // Acc@1 and Acc@5 on the eval transform of the test split
   LoaderConfig ec;
   ec.batch = o.batch_size;
@@ -139,6 +130,15 @@ LinclsResult run_lincls(Encoder& backbone, const Dataset& train, const Dataset& 
     check_frozen();
     return result;
   }
+  LoaderConfig lc;
+  lc.batch = o.batch_size;
+  lc.workers = o.workers;
+  lc.views = 1;
+  lc.drop_last = false;  // as the authors' main_lincls.py: every training image, each epoch
+  lc.seed = o.seed;
+  lc.subset = sample_indices(train.size(), o.train_limit, o.seed);
+  lc.view_dtype = fx.view_dtype();
+  Loader loader(train, recipe_from_name("lincls_train", o.image_size), lc);
   const std::vector<int> milestones(o.schedule.begin(), o.schedule.end());  // lr x0.1 at each
   while (at.epoch < o.epochs) {
     const int epoch = (int)at.epoch;
