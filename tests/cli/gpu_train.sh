@@ -77,6 +77,19 @@ fi
   --out "$dir/lincls" >"$dir/lincls.out" 2>"$dir/lincls.err" || { cat "$dir/lincls.err"; exit 1; }
 grep -q '^lincls_top1 [0-9.]* ' "$dir/lincls.out" || { echo "FAIL: no lincls_top1 line"; cat "$dir/lincls.out"; exit 1; }
 cat "$dir/lincls.out"
+# the trained probe scored again by `lincls --evaluate` in a new process: as its last epoch scored it. Within one
+# of the 32 test images rather than bit for bit, because this process times its own convolution algorithms
+# (lincls keeps no plan file), so its features may differ from the training process's in the last bits.
+"$moco" lincls "$dir/data" --checkpoint "$dir/a/checkpoint.mocockpt" --device "$device" -b 16 \
+  --resume "$dir/lincls/lincls.mocockpt" --evaluate >"$dir/evaluate.out" 2>"$dir/evaluate.err" ||
+  { cat "$dir/evaluate.err"; exit 1; }
+for k in 1 5; do
+  trained=$(grep -o "^lincls_top$k [0-9.]*" "$dir/lincls.out" | cut -d' ' -f2)
+  evaluated=$(grep -o "^lincls_top$k [0-9.]*" "$dir/evaluate.out" | cut -d' ' -f2)
+  python3 -c "import sys; sys.exit(not abs(float('$trained') - float('$evaluated')) <= 100 / 32 + 1e-9)" 2>/dev/null ||
+    { echo "FAIL: lincls --evaluate scored top-$k '$evaluated', the run's last epoch '$trained'"; cat "$dir/evaluate.out"; exit 1; }
+done
+echo "lincls --evaluate of the trained probe: $(grep -o '^lincls_top[15] [0-9.]*' "$dir/evaluate.out" | tr '\n' ' ')(the run: $(grep -o '^lincls_top[15] [0-9.]*' "$dir/lincls.out" | tr '\n' ' '))"
 
 # the backbone exported, then evaluated as --pretrained weights (the network inferred from the tensors, the
 # run's seed given): on the CPU the same numbers as from the checkpoint, the probe's losses bit for bit (the
