@@ -1,8 +1,9 @@
 // Softmax cross-entropy with label 0 over MoCo logits (N, 1+K) at N=256, K=65536: loss + dlogits (reads the
 // logits, writes dlogits: 8 B/element at least) and loss only (4 B/element), in both forms of the kernel (a
 // row per cluster of blocks, held in registers; a row per block, read twice) side by side. Memory-bound, so
-// the measure is the fraction of the device's copy bandwidth. Checks each form against the CPU first (N=37,
-// K=20010, a row over a cluster of 3 blocks) and refuses to time a wrong one.
+// the measure is the fraction of the device's copy bandwidth, and of a copy of the same bytes (at 67 MB a
+// kernel's start and end weigh). Checks each form against the CPU first (N=37, K=20010, a row over a cluster
+// of 3 blocks) and refuses to time a wrong one.
 //   build/bench_softmax_xent
 #include <cmath>
 #include <cstdio>
@@ -105,6 +106,15 @@ int main() {
                     gbs / copy_gbs);
       }
     }
+    // The same bytes as a plain copy (67 MB read, 67 MB written): at this size a kernel's start and end weigh,
+    // and the 512 MiB copy above does not show them (a copy of these bytes reached 0.84 of it on an H200).
+    const size_t bytes = (size_t)(n * m) * sizeof(float);
+    const double copy_ms = timer.median_ms([&] {
+      MOCO_CUDA_CHECK(cudaMemcpyAsync(d.get(), z.get(), bytes, cudaMemcpyDeviceToDevice, nullptr));
+    });
+    std::printf("copy of the same bytes (cudaMemcpy D2D %.0f MB): %8.4f ms, %.2f of the 512 MiB copy's bandwidth; "
+                "row per block in place at %.2f of it\n", bytes / 1e6, copy_ms,
+                2.0 * (double)bytes / (copy_ms * 1e-3) / 1e9 / copy_gbs, copy_ms / in_place_ms[0]);
     if (in_place_ms[1] > 0)
       std::printf("softmax_xent_label0 in place: row per cluster %.2fx the speed of row per block\n",
                   in_place_ms[0] / in_place_ms[1]);

@@ -372,7 +372,7 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo
   echo "benchmark lines:"
   for b in $benches; do
-    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|of cuBLAS|alignment|fourth channel|whole network|legacy / graph|graph API|ms/step|staged ahead|TFLOP|stem forms|the speed of|host->device|with 8-bit views|view stages|extrapolated|no CUDA device|refusing|error' "$out/$b.log"
+    [ -f "$out/$b.log" ] && grep -E 'device:|copy bandwidth|of copy|same bytes|of cuBLAS|alignment|fourth channel|whole network|legacy / graph|graph API|ms/step|staged ahead|TFLOP|stem forms|the speed of|host->device|with 8-bit views|view stages|extrapolated|no CUDA device|refusing|error' "$out/$b.log"
   done | awk '!seen[$0]++'
 } >"$out/table.txt"
 # The record to commit under bench/results/ (GPU.md: device, commit, command, raw table), logs beside it.
