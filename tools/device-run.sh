@@ -23,7 +23,8 @@
 # fits after a first call's other parts: batch 256 on the default API, with its time per kind of op.
 # DEVICE_RUN_BUDGET_S (default 540) bounds one call: a step that would run past it is skipped and says so.
 # DEVICE_RUN_TEST_FILTER (a gtest filter) narrows `tests`; DEVICE_RUN_BENCHES (names) replaces the benchmark
-# list of `core` and `kernels`: a short call that checks one change.
+# list of `core` and `kernels`: a short call that checks one change. DEVICE_RUN_BATCHES (default "32 64 128
+# 256") narrows the batches of steps-v2 and steps-v1.
 #
 # OUT_DIR ends up holding three files, for a GPU machine whose files come back only a few at a time:
 # table.txt (the short table), bench-record.md (the same as a record for bench/results/) and logs.tar.gz (every
@@ -284,7 +285,7 @@ if want headline; then step_pair v2 256 compile; fi
 # ---- 5. the step sweeps (the headline's pairs are not run twice) -----------------------------------------------
 for head in v2 v1; do
   want "steps-$head" || continue
-  for bs in 32 64 128 256; do
+  for bs in ${DEVICE_RUN_BATCHES:-32 64 128 256}; do
     want headline && [ "$head" = v2 ] && [ "$bs" = 256 ] && continue
     step_pair $head $bs eager
   done
