@@ -12,7 +12,9 @@
 //                      of blocks prefetched while this block writes its dlogits
 //   chunks C           two kernels: C blocks per row reduce a chunk each into a partial; then the same chunks,
 //                      last first, merge their row's partials in a fixed order and write dlogits
-// Beside them, a plain read (a sum) and a plain copy of the same 67 MB: what any kernel of this size reaches.
+// All rows variants are one kernel (rows<...>) with its options. Beside them, a plain read (a sum) and a plain
+// copy of the same 67 MB: what any kernel of this size reaches. The recorded run is of commit db7b832, where the
+// rows2 variants were a kernel of their own with the same code.
 // What it found on an H200 (bench/results/2026-11-27-h200-softmax-study.md): the plain read reaches 0.64 of the
 // 512 MiB copy's bandwidth and the plain copy 0.84, so at this size the start and end of a kernel cost a fifth
 // of it; the kernel's own shape, 0.64, was the fastest of all, 0.76 of a copy of the same bytes. Nothing here
@@ -128,12 +130,35 @@ __device__ __forceinline__ void takeg(Stats& st, const float4 (&w)[U], float zy)
   st.take(v, zy);
 }
 
-// one row per block: pass 1 (two groups in flight), block reduce, pass 2 backwards from the row's end
-template <int T, int B, int U, bool k256>
-__global__ void __launch_bounds__(T, B) rows(int m, float inv_n, const float* logits, float* dlogits,
-                                             double* row_loss, int* row_above) {
+// L2 prefetch of bytes [p, p + bytes) in one instruction (sm_90's bulk prefetch; p 16-byte aligned, bytes % 16 == 0)
+__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif  // older devices: no prefetch (the variants then time the same as without it)
+}
+// the first `quarters` quarters of row r's body, in 16 KiB pieces, by the block's first threads
+__device__ __forceinline__ void prefetch_row(const float* logits, int64_t r, int m, int quarters) {
+  const float* z = logits + r * m;
+  const Row rr = split(z, m);
+  const char* body = reinterpret_cast<const char*>(z + rr.head);
+  const int64_t bytes = (int64_t)rr.quads * 16 * quarters / 4 / 16 * 16;
+  const int64_t piece = 16384;
+  const int64_t at = (int64_t)threadIdx.x * piece;
+  if (at < bytes) prefetch_l2(body + at, (unsigned)min(piece, bytes - at));
+}
+
+// One row per block of T threads, B blocks per SM: pass 1 (groups of U float4 loads, two groups in flight;
+// k256: 256-byte L2 fetches), the block's reduction, pass 2 walking the row back from its end, U loads at a time.
+// kP0 prefetches the block's own row into L2 at its start; kP1 quarters of the row `ahead` rows on (the next
+// wave's) at the start of pass 2; kFold sums the rows' losses in the last block to finish pass 1 (a counter,
+// reset by that block), where the others leave it to the reduce kernel.
+template <int T, int B, int U, bool k256, bool kP0 = false, int kP1 = 0, bool kFold = false>
+__global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahead, const float* logits,
+                                             float* dlogits, double* row_loss, int* row_above, unsigned* counter,
+                                             float* loss, int* hits) {
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
+  if (kP0) prefetch_row(logits, row, m, 4);
   const float zy = z[0];
   const Row r = split(z, m);
   const float4* zq = reinterpret_cast<const float4*>(z + r.head);
@@ -153,86 +178,6 @@ __global__ void __launch_bounds__(T, B) rows(int m, float inv_n, const float* lo
     takeg(st, a, zy);
     if (!more) break;
     if (q0 + 2 * step < r.quads) loadg<U, k256>(a, zq, q0 + 2 * step, T, r.quads);
-    takeg(st, b, zy);
-  }
-  st = block_stats<T>(st);
-  if (threadIdx.x == 0) {
-    row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
-    row_above[row] = st.above;
-  }
-  if (!dlogits) return;
-  const float sh = shift_of(st.mx), scale = inv_n / st.s;
-  float* d = dlogits + row * m;
-  float4* dq = reinterpret_cast<float4*>(d + r.head);
-  for (int i = threadIdx.x; i < scal; i += T) {
-    const int j = i < r.head ? i : i + 4 * r.quads;
-    d[j] = fmaf(ex(z[j], sh), scale, j == 0 ? -inv_n : 0.f);
-  }
-  // backwards, one float4 at a time per thread, U loads issued together
-  const int last = (int)threadIdx.x < r.quads ? (r.quads - 1 - (int)threadIdx.x) / T : -1;  // highest k with threadIdx + k T < quads
-  for (int k = last; k >= 0; k -= U) {
-    float4 w[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (k - u >= 0) w[u] = __ldcs(zq + threadIdx.x + (k - u) * T);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (k - u < 0) break;
-      const int q = threadIdx.x + (k - u) * T, j = r.head + 4 * q;
-      __stcs(dq + q, make_float4(fmaf(ex(w[u].x, sh), scale, j == 0 ? -inv_n : 0.f), fmaf(ex(w[u].y, sh), scale, 0.f),
-                                 fmaf(ex(w[u].z, sh), scale, 0.f), fmaf(ex(w[u].w, sh), scale, 0.f)));
-    }
-  }
-}
-
-
-// L2 prefetch of bytes [p, p + bytes) in one instruction (sm_90's bulk prefetch; p 16-byte aligned, bytes % 16 == 0)
-__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif  // older devices: no prefetch (the variants then time the same as without it)
-}
-// the first `quarters` quarters of row r's body, in 16 KiB pieces, by the block's first threads
-__device__ __forceinline__ void prefetch_row(const float* logits, int64_t r, int m, int quarters) {
-  const float* z = logits + r * m;
-  const Row rr = split(z, m);
-  const char* body = reinterpret_cast<const char*>(z + rr.head);
-  const int64_t bytes = (int64_t)rr.quads * 16 * quarters / 4 / 16 * 16;
-  const int64_t piece = 16384;
-  const int64_t at = (int64_t)threadIdx.x * piece;
-  if (at < bytes) prefetch_l2(body + at, (unsigned)min(piece, bytes - at));
-}
-
-// rows<1024, 1, 4> plus: kP0 prefetches the block's own row into L2 at its start; kP1 quarters of the row
-// `ahead` rows on (the next wave's) at the start of pass 2; kFold sums the rows' losses in the last block to
-// finish pass 1 (a counter, reset by that block), so no second kernel
-template <bool kP0, int kP1, bool kFold>
-__global__ void __launch_bounds__(1024, 1) rows2(int n, int m, float inv_n, int ahead, const float* logits,
-                                                 float* dlogits, double* row_loss, int* row_above,
-                                                 unsigned* counter, float* loss, int* hits) {
-  constexpr int T = 1024, U = 4;
-  const int64_t row = blockIdx.x;
-  const float* z = logits + row * m;
-  if (kP0) prefetch_row(logits, row, m, 4);
-  const float zy = z[0];
-  const Row r = split(z, m);
-  const float4* zq = reinterpret_cast<const float4*>(z + r.head);
-  const int scal = m - 4 * r.quads;
-  Stats st;
-  for (int i = threadIdx.x; i < scal; i += T) {
-    const float v[1] = {z[i < r.head ? i : i + 4 * r.quads]};
-    st.take(v, zy);
-  }
-  const int step = U * T;
-  float4 a[U], b[U] = {};
-  int q0 = threadIdx.x;
-  if (q0 < r.quads) loadg<U, false>(a, zq, q0, T, r.quads);
-  for (; q0 < r.quads; q0 += 2 * step) {
-    const bool more = q0 + step < r.quads;
-    if (more) loadg<U, false>(b, zq, q0 + step, T, r.quads);
-    takeg(st, a, zy);
-    if (!more) break;
-    if (q0 + 2 * step < r.quads) loadg<U, false>(a, zq, q0 + 2 * step, T, r.quads);
     takeg(st, b, zy);
   }
   st = block_stats<T>(st);
@@ -488,19 +433,14 @@ int main() {
     std::function<void(float*)> run;  // dlogits or null
   };
   const float inv_n = 1.f / n;
-  auto rows_v = [&](auto kernel, int threads) {
-    return [=](float* d) {
-      kernel<<<n, threads>>>(m, inv_n, dz, d, rl, ra);
-      reduce<<<1, 256>>>(n, rl, ra, dloss, dh);
-    };
-  };
   unsigned* counter;
   CK(cudaMalloc(&counter, 4));
   CK(cudaMemset(counter, 0, 4));
-  const int ahead = std::min(n, sms);  // rows in flight: one 1024-thread block per SM
-  auto rows2_v = [&](auto kernel, bool fold) {
+  // rows in flight at once: the second wave's rows lie this far on (kP1); for 1024-thread blocks, one per SM
+  const int ahead = std::min(n, sms);
+  auto rows_v = [&](auto kernel, int threads, bool fold) {
     return [=](float* d) {
-      kernel<<<n, 1024>>>(n, m, inv_n, ahead, dz, d, rl, ra, counter, dloss, dh);
+      kernel<<<n, threads>>>(n, m, inv_n, ahead, dz, d, rl, ra, counter, dloss, dh);
       if (!fold) reduce<<<1, 256>>>(n, rl, ra, dloss, dh);
     };
   };
@@ -512,18 +452,18 @@ int main() {
     };
   };
   std::vector<Variant> vs = {
-      {"rows 1024/1/4", rows_v(rows<1024, 1, 4, false>, 1024)},
-      {"rows2 fold", rows2_v(rows2<false, 0, true>, true)},
-      {"rows2 fold+P0", rows2_v(rows2<true, 0, true>, true)},
-      {"rows2 fold+P1/2", rows2_v(rows2<false, 2, true>, true)},
-      {"rows2 fold+P1/1", rows2_v(rows2<false, 4, true>, true)},
-      {"rows2 fold+P0+P1/2", rows2_v(rows2<true, 2, true>, true)},
-      {"rows2 P0+P1/2", rows2_v(rows2<true, 2, false>, false)},
-      {"rows 1024/1/4+256B", rows_v(rows<1024, 1, 4, true>, 1024)},
-      {"rows 1024/1/2", rows_v(rows<1024, 1, 2, false>, 1024)},
-      {"rows 512/2/4", rows_v(rows<512, 2, 4, false>, 512)},
-      {"rows 512/2/2", rows_v(rows<512, 2, 2, false>, 512)},
-      {"rows 256/4/4", rows_v(rows<256, 4, 4, false>, 256)},
+      {"rows 1024/1/4", rows_v(rows<1024, 1, 4, false>, 1024, false)},
+      {"rows2 fold", rows_v(rows<1024, 1, 4, false, false, 0, true>, 1024, true)},
+      {"rows2 fold+P0", rows_v(rows<1024, 1, 4, false, true, 0, true>, 1024, true)},
+      {"rows2 fold+P1/2", rows_v(rows<1024, 1, 4, false, false, 2, true>, 1024, true)},
+      {"rows2 fold+P1/1", rows_v(rows<1024, 1, 4, false, false, 4, true>, 1024, true)},
+      {"rows2 fold+P0+P1/2", rows_v(rows<1024, 1, 4, false, true, 2, true>, 1024, true)},
+      {"rows2 P0+P1/2", rows_v(rows<1024, 1, 4, false, true, 2, false>, 1024, false)},
+      {"rows 1024/1/4+256B", rows_v(rows<1024, 1, 4, true>, 1024, false)},
+      {"rows 1024/1/2", rows_v(rows<1024, 1, 2, false>, 1024, false)},
+      {"rows 512/2/4", rows_v(rows<512, 2, 4, false>, 512, false)},
+      {"rows 512/2/2", rows_v(rows<512, 2, 2, false>, 512, false)},
+      {"rows 256/4/4", rows_v(rows<256, 4, 4, false>, 256, false)},
       {"chunks 8", chunks_v(8)},
       {"chunks 16", chunks_v(16)},
       {"chunks 32", chunks_v(32)},
