@@ -384,7 +384,8 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
   echo "- commit: $commit"
   echo "- device: ${gpu_name:-?} ($(nvidia-smi --query-gpu=memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1))"
   echo "- torch: $(python3 -c 'import torch;print(torch.__version__, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || echo none)"
-  echo "- command: bash tools/device-run.sh $build_arg OUT $(echo $parts)"
+  # the DEVICE_RUN_* settings too: a narrowed sweep or benchmark list must not read as the full one
+  echo "- command: $(env | grep -E '^DEVICE_RUN_[A-Z_]+=' | sort | sed -E 's/=(.*)/="\1"/' | tr '\n' ' ')bash tools/device-run.sh $build_arg OUT $(echo $parts)"
   echo
   echo '```'
   cat "$out/table.txt"

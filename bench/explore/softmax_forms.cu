@@ -4,21 +4,26 @@
 // loads, the rank of column 0, dlogits = exp(z - mx) / (s N) - [j == 0] / N), and each is checked against a
 // double-precision CPU reference before it is timed. Variants:
 //   rows T/B/U[+256B]  one row per block of T threads, B blocks per SM, groups of U float4 loads, two groups in
-//                      flight, dlogits from a second read walking back from the row's end (rows 1024/1/4 is
-//                      the kernel's own shape); +256B: the first read asks L2 for 256-byte lines
+//                      flight, dlogits from a second read walking back from the row's end, one group of U loads
+//                      at a time; +256B: the first read asks L2 for 256-byte lines. rows 1024/1/4 is the
+//                      kernel's shape but for that second read, where the kernel keeps two groups in flight (in
+//                      one call the two timed 0.0497 and 0.0500 ms)
 //   rows2 ...          rows 1024/1/4 plus: fold, the rows' losses summed by the last block to finish its first
 //                      pass (a counter), not by a second kernel; P0, the block's own row prefetched into L2
 //                      at its start (sm_90 bulk prefetch); P1/2, P1/1, half or all of the row of the next wave
 //                      of blocks prefetched while this block writes its dlogits
 //   chunks C           two kernels: C blocks per row reduce a chunk each into a partial; then the same chunks,
-//                      last first, merge their row's partials in a fixed order and write dlogits
+//                      last first, merge their row's partials in a fixed order and write dlogits. Every thread
+//                      merges all C partials, which handicaps C = 32 and 64
 // All rows variants are one kernel (rows<...>) with its options. Beside them, a plain read (a sum) and a plain
-// copy of the same 67 MB: what any kernel of this size reaches. The recorded run is of commit db7b832, where the
-// rows2 variants were a kernel of their own with the same code.
-// What it found on an H200 (bench/results/2026-11-27-h200-softmax-study.md): the plain read reaches 0.64 of the
-// 512 MiB copy's bandwidth and the plain copy 0.84, so at this size the start and end of a kernel cost a fifth
-// of it; the kernel's own shape, 0.64, was the fastest of all, 0.76 of a copy of the same bytes. Nothing here
-// beat it, so the kernel keeps its shape.
+// copy of the same 67 MB: what any kernel of this size reaches. Last, the copy rate, the plain read and copy and
+// the kernel's shape again with clean lines left in L2 by the flush (see `time` in main).
+// What it found on an H200 (bench/results/2026-11-27-h200-summary.md; the run of commit db7b832, where the rows2
+// variants were a kernel of their own with the same code, and the clean-L2 lines did not exist yet): the plain
+// read of the 67 MB reached 0.64 of the 512 MiB copy's bandwidth and the plain copy 0.84. The kernel's shape
+// reached 0.64 with loss and dlogits, and no variant was faster beyond noise (+256B: 0.0496 against 0.0497 ms).
+// For the loss alone two or four blocks per SM were 8% faster (0.0307 and 0.0305 against 0.0331 ms); the step
+// always writes dlogits, so the kernel keeps its shape.
 //   cmake --build build --target bench_softmax_forms && build/bench_softmax_forms
 #include <cuda_runtime.h>
 
@@ -53,10 +58,14 @@ __device__ __forceinline__ void merge(float& mx, float& s, float mb, float sb) {
 
 template <bool k256>
 __device__ __forceinline__ float4 load(const float4* p) {
+#if __CUDA_ARCH__ >= 800
   if (!k256) return *p;
   float4 v;
   asm("ld.global.L2::256B.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
   return v;
+#else
+  return *p;  // no L2 fetch-size hint before sm_80
+#endif
 }
 
 struct Stats {
@@ -390,12 +399,19 @@ int main() {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
+  // The L2 flush before each timed call is a 256 MiB memset (as bench/gpu_bench.h does), which leaves L2 full of
+  // dirty lines; their write-back may fall inside the timed window and weigh more at 67 MB than at 512 MiB. With
+  // clean_flush the flush buffer is also read after its memset, so the lines left in L2 are clean.
+  bool clean_flush = false;
   auto time = [&](auto run) {
     for (int i = 0; i < 3; ++i) run();
     CK(cudaDeviceSynchronize());
     std::vector<float> ms;
     for (int i = 0; i < 31; ++i) {
       CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
+      if (clean_flush)
+        read_sum<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<const float4*>(flush),
+                                                         (int64_t)(flush_bytes / 16), dloss);
       CK(cudaLaunchHostFunc(nullptr, hold, nullptr));
       CK(cudaEventRecord(e0));
       run();
@@ -416,6 +432,9 @@ int main() {
   CK(cudaMalloc(&big_a, big));
   CK(cudaMalloc(&big_b, big));
   CK(cudaMemset(big_a, 0, big));
+  const auto copy_rate = [&] {
+    return 2.0 * big / (time([&] { CK(cudaMemcpyAsync(big_b, big_a, big, cudaMemcpyDeviceToDevice)); }) * 1e-3) / 1e9;
+  };
   const double copy_gbs = 2.0 * big / (time([&] { CK(cudaMemcpyAsync(big_b, big_a, big, cudaMemcpyDeviceToDevice)); }) * 1e-3) / 1e9;
   const int sms = prop.multiProcessorCount;
   std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, sms, prop.l2CacheSize >> 20);
@@ -493,5 +512,18 @@ int main() {
     std::printf("%-24s loss+dlogits %8.4f ms  %.2f of copy | loss only %8.4f ms  %.2f of copy (4 B) | rel err %.1e\n",
                 v.name, both, 2 * bytes / both / 1e6 / copy_gbs, lonly, bytes / lonly / 1e6 / copy_gbs, worst);
   }
+  // The ceilings and the kernel's own shape again, with clean lines left in L2 by the flush.
+  clean_flush = true;
+  const double clean_gbs = copy_rate();
+  std::printf("clean L2: copy bandwidth (cudaMemcpy D2D 512 MiB) %.0f GB/s (%.3f of the dirty flush's)\n", clean_gbs,
+              clean_gbs / copy_gbs);
+  const double rs_c = time([&] { read_sum<<<sms * 8, 256>>>(reinterpret_cast<const float4*>(dz), n4, dloss); });
+  const double cp_c = time([&] { copy4<<<sms * 8, 256>>>(reinterpret_cast<const float4*>(dz), reinterpret_cast<float4*>(dd), n4); });
+  const double both_c = time([&] { vs[0].run(dd); });
+  const double lonly_c = time([&] { vs[0].run(nullptr); });
+  std::printf("clean L2: plain read 67 MB %.4f ms %.2f of copy | plain copy 67 MB %.4f ms %.2f of copy | %s "
+              "loss+dlogits %.4f ms %.2f of copy, loss only %.4f ms %.2f of copy\n",
+              rs_c, bytes / rs_c / 1e6 / clean_gbs, cp_c, 2 * bytes / cp_c / 1e6 / clean_gbs, vs[0].name, both_c,
+              2 * bytes / both_c / 1e6 / clean_gbs, lonly_c, bytes / lonly_c / 1e6 / clean_gbs);
   return 0;
 }
