@@ -36,12 +36,12 @@
 //   column index for label 0). On an H100 the earlier version, which read both passes forwards, loaded one
 //   group, waited for it, then spent about 20 instructions per element (int64 columns, expf), reached 0.69 of
 //   copy bandwidth (counting 8 bytes per element), its loss-only pass 0.49. This one, on an H200: 0.64 of the
-//   512 MiB copy's bandwidth (0.050 ms), the loss-only pass 0.49; a plain copy of the same 67 MB reaches 0.84
-//   and a plain read of them 0.64, so at this size a kernel's start and end cost a fifth, and this kernel runs
-//   at 0.76 of a copy of its own bytes. Of the shapes tried beside it (bench_softmax_forms: 512 or 256 threads
-//   with 2 or 4 blocks per SM, loss summed in the last block instead of a second kernel, L2 prefetch of the
-//   next wave's rows, 256-byte L2 fetches, 8 to 64 blocks per row in two kernels) none was faster
-//   (bench/results/2026-11-27-h200-summary.md).
+//   512 MiB copy's bandwidth (0.050 ms), its loss-only pass 0.48. There a cudaMemcpy of the same 67 MB reached
+//   0.83 and a plain read of them 0.64: a kernel this small pays for its start and its last wave. In place this
+//   kernel runs at 0.76 of that memcpy's speed. Of the shapes tried beside it (bench_softmax_forms: 512 or 256
+//   threads with 2 or 4 blocks per SM, the loss summed in the last block instead of a second kernel, L2
+//   prefetch of the next wave's rows, 256-byte L2 fetches, 8 to 64 blocks per row in two kernels) none wrote
+//   loss and dlogits faster beyond noise (bench/results/2026-11-27-h200-summary.md).
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
