@@ -2,8 +2,9 @@
 # `moco train --device cuda` end to end on a small ImageFolder made here (random images of four classes, so
 # no data set needs to be installed on the GPU machine): a run with the kNN monitor (on the head's features),
 # then the same run stopped half way and resumed, whose losses must equal the first run's bit for bit, and
-# `moco knn` (both feature layers) and `moco lincls` (backbone and probe on the device) on its checkpoint, and
-# on the same backbone exported and given back as --pretrained weights. Bit for bit because every kernel reduces
+# `moco knn` (both feature layers) and `moco lincls` (backbone and probe on the device) on its checkpoint, a
+# trained probe scored again by `lincls --evaluate`, and the same backbone exported and given back as
+# --pretrained weights. Bit for bit because every kernel reduces
 # in a fixed order and cuDNN's algorithms are deterministic and the same in all three processes: a search
 # picks by timing, which can differ between processes, so the second run is given the first's plans
 # (MOCO_CONV_PLANS) and the resumed run finds its own beside the checkpoint (conv_plans.txt).
