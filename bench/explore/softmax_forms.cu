@@ -115,6 +115,12 @@ __device__ Stats block_stats(Stats st) {
   return out;
 }
 
+// dlogits of the four columns j..j+3 with values w: exp(z - mx) / (s N) - [j == 0] / N, as the kernel's RowGrad
+__device__ __forceinline__ float4 grad4(float4 w, int j, float sh, float scale, float inv_n) {
+  return make_float4(fmaf(ex(w.x, sh), scale, j == 0 ? -inv_n : 0.f), fmaf(ex(w.y, sh), scale, 0.f),
+                     fmaf(ex(w.z, sh), scale, 0.f), fmaf(ex(w.w, sh), scale, 0.f));
+}
+
 struct Row {
   int head, quads;
 };
@@ -238,8 +244,7 @@ __global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahea
     for (int u = 0; u < U; ++u) {
       if (k - u < 0) break;
       const int q = threadIdx.x + (k - u) * T, j = r.head + 4 * q;
-      __stcs(dq + q, make_float4(fmaf(ex(w[u].x, sh), scale, j == 0 ? -inv_n : 0.f), fmaf(ex(w[u].y, sh), scale, 0.f),
-                                 fmaf(ex(w[u].z, sh), scale, 0.f), fmaf(ex(w[u].w, sh), scale, 0.f)));
+      __stcs(dq + q, grad4(w[u], j, sh, scale, inv_n));
     }
   }
 }
@@ -315,8 +320,7 @@ __global__ void __launch_bounds__(T) chunk_grad(int m, int c, float inv_n, const
       const int q = q0 + u * T;
       if (q >= qe) break;
       const int j = r.head + 4 * q;
-      __stcs(dq + q, make_float4(fmaf(ex(w[u].x, sh), scale, j == 0 ? -inv_n : 0.f), fmaf(ex(w[u].y, sh), scale, 0.f),
-                                 fmaf(ex(w[u].z, sh), scale, 0.f), fmaf(ex(w[u].w, sh), scale, 0.f)));
+      __stcs(dq + q, grad4(w[u], j, sh, scale, inv_n));
     }
   }
 }

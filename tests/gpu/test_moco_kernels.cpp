@@ -154,8 +154,8 @@ TEST(GpuMocoKernels, LogitsBackwardMatchesCpu) {
 
 // Loss: the GPU sums exp() in fp32 (at most ~M/512 + 9 additions deep), so log(s) may be off by about
 // 1.5e-6 at worst for these row lengths; 1e-5 * (1 + |loss|) allows that. dlogits: each p_j carries the
-// rounding of z_j - max (|z| <= 1/T), of its product with log2(e), of s and of exp2f, a few 1e-6 relative; 1e-5 relative to p_j / N
-// (for j = 0, to 1 / N, because p_0 - 1 cancels). The hit counts compare the same floats: exact.
+// rounding of z_j - max (|z| <= 1/T), of its product with log2(e), of s and of exp2f, a few 1e-6 relative;
+// 1e-5 relative to p_j / N (for j = 0, to 1 / N, because p_0 - 1 cancels). The hit counts compare the same floats: exact.
 // K 4098 puts each row's start at a different distance from a 16-byte boundary (M = 4099), so the float4
 // body meets every head and tail length; a dlogits buffer one float off the logits' alignment takes the
 // scalar path. Both forms: K 20010 spreads a row over a cluster of 3 blocks, unevenly; the cluster form's
