@@ -1,5 +1,6 @@
 // Shared by the GPU benchmarks (bench/*.cpp but augment.cpp): the no-device
-// exit, CUDA-event timing (warm-up, median, L2 flushed before every timed run) and the copy-bandwidth ceiling.
+// exit, CUDA-event timing (warm-up, median, L2 flushed before every timed run, clean lines left in it) and the
+// copy-bandwidth ceiling.
 //
 // Conventions: bandwidth counts the bytes a kernel must move at least (each input read once, each output
 // written once); the copy ceiling is a device-to-device cudaMemcpy of a buffer far larger than L2, counted
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "../src/cuda/device_buffer.h"
+#include "l2_flush.cuh"
 #include "moco/cuda_runtime.h"
 
 namespace moco::bench {
@@ -47,7 +49,8 @@ class Timer {
     MOCO_CUDA_CHECK(cudaGetDevice(&dev));
     int l2 = 0;
     MOCO_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-    // twice L2 (at least 64 MiB): writing it evicts whatever the previous run left in L2
+    // twice L2 (at least 64 MiB): writing it evicts whatever the previous run left in L2, reading it after
+    // the write leaves clean lines (kernels/l2_flush.cu says why)
     flush_ = cuda::DeviceBuffer<char>(std::max<size_t>((size_t)l2 * 2, (size_t)64 << 20), "L2 flush buffer");
   }
   ~Timer() {
@@ -58,7 +61,7 @@ class Timer {
   Timer& operator=(const Timer&) = delete;
 
   // Median milliseconds of `run` (which enqueues work on the default stream) over kReps runs after kWarmup,
-  // each starting with a cold L2. Every launcher checks its own launch; the last error is checked here too.
+  // each starting with a cold L2 that holds no dirty lines. Every launcher checks its own launch; the last error is checked here too.
   // The device's time, not the host's: before the start event the stream waits on a host callback that
   // sleeps a millisecond, so `run` is fully queued before the device reaches it. Without that wait, a call
   // whose host side is slow (cuDNN's legacy API: about 0.1 ms a call on an H200) was timed with the device
@@ -71,6 +74,7 @@ class Timer {
     std::vector<double> ms;
     for (int i = 0; i < reps; ++i) {
       MOCO_CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xff, flush_.bytes(), nullptr));
+      kernels::l2_flush_read(flush_.get(), flush_.bytes(), nullptr);
       MOCO_CUDA_CHECK(cudaLaunchHostFunc(nullptr, &hold_the_stream, nullptr));
       MOCO_CUDA_CHECK(cudaEventRecord(start_, nullptr));
       run();

@@ -22,7 +22,7 @@ command -v nvcc >/dev/null || { echo "build-device: nvcc not found; install the 
 # reference the gpu tests compare against (im2col + OpenBLAS).
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOCO_CUDA=ON -DMOCO_ONEDNN=OFF \
   -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON >/dev/null
-targets="moco moco_gpu_tests"
+targets="moco moco_gpu_tests bench_softmax_forms"  # the last: the softmax-CE study (bench/explore/)
 for b in "$repo"/bench/*.cpp; do
   name=bench_$(basename "$b" .cpp)
   case $name in bench_augment | bench_decode | bench_loader) ;; *) targets="$targets $name" ;; esac

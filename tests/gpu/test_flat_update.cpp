@@ -1,9 +1,11 @@
-// The flat-buffer kernels against their CPU twins, odd sizes included (the float4 tail path).
+// The flat-buffer kernels against their CPU twins, odd sizes included (the float4 tail path); and the
+// benchmarks' L2 flush read, which must leave the buffer it reads as it was and refuse a misaligned one.
 #include <vector>
 
 #include "../../src/cuda/device_buffer.h"
 #include "flat_update.cuh"
 #include "gpu_test.h"
+#include "l2_flush.cuh"
 #include "moco/host_layout.h"
 #include "moco/cpu_ops.h"
 #include "moco/rng.h"
@@ -28,4 +30,16 @@ TEST(GpuFlatUpdate, MomentumUpdateAndSgdMatchCpu) {
       ASSERT_NEAR(b2[i], b[i], 1e-6f * (1 + std::fabs(b[i]))) << "n=" << n << " i=" << i;
     }
   }
+}
+
+TEST(GpuL2FlushRead, ReadsWithoutWritingAndRefusesBadSizes) {
+  MOCO_REQUIRE_GPU();
+  const size_t words = 4 * 1031;  // (1031 x 16 B): not a multiple of the grid's stride
+  std::vector<uint32_t> host(words);
+  for (size_t i = 0; i < words; ++i) host[i] = (uint32_t)(i * 2654435761u + 12345u);
+  cuda::DeviceBuffer<uint32_t> buf(host, "flush buffer");
+  kernels::l2_flush_read(buf.get(), words * 4, nullptr);
+  EXPECT_EQ(buf.download(), host);
+  EXPECT_THROW(kernels::l2_flush_read(buf.get(), words * 4 - 4, nullptr), std::exception) << "not a multiple of 16";
+  EXPECT_THROW(kernels::l2_flush_read(buf.get() + 1, 16, nullptr), std::exception) << "not 16-byte aligned";
 }
