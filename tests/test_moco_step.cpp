@@ -1,5 +1,6 @@
 // Properties of the MoCo step that the PyTorch fixtures do not cover: a non-finite loss stops the step
-// before the optimizer touches the query encoder, and the enqueue wraps around the end of the queue.
+// before the optimizer touches the query encoder, and the enqueue wraps around the end of the queue; and the
+// premise of the tight GPU step tests, that the well-conditioned network's test batches stay clear of near-ties.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -86,5 +87,40 @@ TEST(MocoStep, RecomputedBnReluOutputsGiveTheSameStepsWithLessSaved) {
     EXPECT_EQ(a.optimizer().momentum_buffer(), b.optimizer().momentum_buffer()) << "step " << step;
     EXPECT_EQ(a.encoder_k().params(), b.encoder_k().params()) << "step " << step;
     EXPECT_EQ(a.queue().keys(), b.queue().keys()) << "step " << step;
+  }
+}
+
+// The tight GPU step tests (tests/gpu/test_gpu_moco_step.cpp) compare gradients to 1e-4, which holds only where
+// rounding-level differences cannot flip a ReLU near-tie (tests/tiny_moco.h). Here the CPU step itself is put
+// to that: on each of the three batches from kClearOfTiesBatch, from the CPU's own state, copies whose query
+// weights are nudged by 3e-7 of their size (several float ulps, more than the GPU and CPU differ by) must give
+// the same SGD buffer to 1e-4 (a flipped tie: 1e-3 and more). If this fails, the GPU tests' batches are no
+// longer clear on this machine's CPU path, and a GPU test failing beside it is no evidence of a GPU fault.
+TEST(MocoStep, WellConditionedBatchesStayClearOfNearTies) {
+  const MocoConfig cfg = test::well_conditioned_moco();
+  SingleCommunicator comm;
+  Moco run(cfg, comm), reference(cfg, comm), nudged(cfg, comm);
+  run.init();
+  reference.init();
+  nudged.init();
+  auto relative_l2 = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+    return std::sqrt(num / den);
+  };
+  for (uint64_t step = 0; step < 3; ++step) {
+    const uint64_t batch = test::kClearOfTiesBatch + step;
+    const Tensor xq = test::smooth_noisy_images(32, 16, batch, 0), xk = test::smooth_noisy_images(32, 16, batch, 1);
+    test::copy_moco_state(run, reference);
+    reference.step(xq, xk, 0.03f);
+    for (uint64_t trial = 0; trial < 4; ++trial) {
+      test::copy_moco_state(run, nudged);
+      Rng r(1234 + step, trial);
+      for (float& w : nudged.encoder_q().params()) w *= (float)(1 + 3e-7 * r.normal());
+      nudged.step(xq, xk, 0.03f);
+      EXPECT_LE(relative_l2(reference.optimizer().momentum_buffer(), nudged.optimizer().momentum_buffer()), 1e-4)
+          << "batch " << batch << ", nudge " << trial;
+    }
+    run.step(xq, xk, 0.03f);
   }
 }
