@@ -24,6 +24,11 @@
 // reached 0.64 with loss and dlogits, and no variant was faster beyond noise (+256B: 0.0496 against 0.0497 ms).
 // For the loss alone two or four blocks per SM were 8% faster (0.0307 and 0.0305 against 0.0331 ms); the step
 // always writes dlogits, so the kernel keeps its shape.
+// On an H100 (bench/results/2026-11-27-h100-run2.md, commit fcabe3c) the same order held (the kernel's shape
+// 0.73 of copy, +256B 0.73, no variant faster), and the clean-L2 lines answered the question of the flush: the
+// plain read of the 67 MB went from 0.67 to 0.87 of the copy's rate, the plain copy from 0.88 to 1.00 and the
+// kernel's shape from 0.73 to 0.76, the 512 MiB copy itself by 2%. The benchmarks (bench/gpu_bench.h) now
+// flush that way.
 //   cmake --build build --target bench_softmax_forms && build/bench_softmax_forms
 #include <cuda_runtime.h>
 
