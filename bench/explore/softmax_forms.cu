@@ -12,6 +12,9 @@
 //                      pass (a counter), not by a second kernel; P0, the block's own row prefetched into L2
 //                      at its start (sm_90 bulk prefetch); P1/2, P1/1, half or all of the row of the next wave
 //                      of blocks prefetched while this block writes its dlogits
+//   rows +PDL reduce   rows 1024/1/4 with the loss's reduce kernel launched as a programmatic dependent (sm_90),
+//                      so that it can be resident before the rows kernel ends; "early": the rows kernel lets it
+//                      be scheduled after its first pass (it still waits for the whole grid). Not yet run
 //   chunks C           two kernels: C blocks per row reduce a chunk each into a partial; then the same chunks,
 //                      last first, merge their row's partials in a fixed order and write dlogits. Every thread
 //                      merges all C partials, which handicaps C = 32 and 64
@@ -172,7 +175,7 @@ __device__ __forceinline__ void prefetch_row(const float* logits, int64_t r, int
 // kP0 prefetches the block's own row into L2 at its start; kP1 quarters of the row `ahead` rows on (the next
 // wave's) at the start of pass 2; kFold sums the rows' losses in the last block to finish pass 1 (a counter,
 // reset by that block), where the others leave it to the reduce kernel.
-template <int T, int B, int U, bool k256, bool kP0 = false, int kP1 = 0, bool kFold = false>
+template <int T, int B, int U, bool k256, bool kP0 = false, int kP1 = 0, bool kFold = false, bool kTrigger = false>
 __global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahead, const float* logits,
                                              float* dlogits, double* row_loss, int* row_above, unsigned* counter,
                                              float* loss, int* hits) {
@@ -201,6 +204,11 @@ __global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahea
     takeg(st, b, zy);
   }
   st = block_stats<T>(st);
+#if __CUDA_ARCH__ >= 900
+  // kTrigger: the reduce kernel launched after this one with programmatic stream serialization may be
+  // scheduled now; its griddepcontrol.wait still waits for this grid to finish and its writes to land
+  if (kTrigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   if (kP1 > 0 && row + ahead < n) prefetch_row(logits, row + ahead, m, kP1);
   __shared__ bool last_block;
   if (threadIdx.x == 0) {
@@ -330,7 +338,7 @@ __global__ void __launch_bounds__(T) chunk_grad(int m, int c, float inv_n, const
   }
 }
 
-__global__ void reduce(int n, const double* row_loss, const int* row_above, float* loss, int* hits) {
+__device__ void reduce_rows(int n, const double* row_loss, const int* row_above, float* loss, int* hits) {
   __shared__ double sl[256];
   __shared__ int sh[256];
   double a = 0;
@@ -343,6 +351,17 @@ __global__ void reduce(int n, const double* row_loss, const int* row_above, floa
     __syncthreads();
   }
   if (!threadIdx.x) loss[0] = (float)(sl[0] / n), hits[0] = sh[0];
+}
+__global__ void reduce(int n, const double* row_loss, const int* row_above, float* loss, int* hits) {
+  reduce_rows(n, row_loss, row_above, loss, hits);
+}
+// The same, launched as a programmatic dependent of the rows kernel (sm_90): it may be resident before that
+// grid ends, and waits here for it to finish, so the gap between the two kernels is not a whole launch.
+__global__ void reduce_dependent(int n, const double* row_loss, const int* row_above, float* loss, int* hits) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  reduce_rows(n, row_loss, row_above, loss, hits);
 }
 
 __global__ void read_sum(const float4* x, int64_t n4, float* out) {
@@ -472,6 +491,19 @@ int main() {
       if (!fold) reduce<<<1, 256>>>(n, rl, ra, dloss, dh);
     };
   };
+  // the reduce as a programmatic dependent launch (cudaLaunchAttributeProgrammaticStreamSerialization)
+  auto rows_pdl = [&](auto kernel) {
+    return [=](float* d) {
+      kernel<<<n, 1024>>>(n, m, inv_n, ahead, dz, d, rl, ra, counter, dloss, dh);
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(1), cfg.blockDim = dim3(256), cfg.stream = nullptr;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr, cfg.numAttrs = 1;
+      CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
+    };
+  };
   auto chunks_v = [&](int c) {
     return [=](float* d) {
       chunk_stats<256><<<n * c, 256>>>(m, c, dz, parts);
@@ -488,6 +520,8 @@ int main() {
       {"rows2 fold+P0+P1/2", rows_v(rows<1024, 1, 4, false, true, 2, true>, 1024, true)},
       {"rows2 P0+P1/2", rows_v(rows<1024, 1, 4, false, true, 2, false>, 1024, false)},
       {"rows 1024/1/4+256B", rows_v(rows<1024, 1, 4, true>, 1024, false)},
+      {"rows +PDL reduce", rows_pdl(rows<1024, 1, 4, false>)},
+      {"rows +PDL reduce early", rows_pdl(rows<1024, 1, 4, false, false, 0, false, true>)},
       {"rows 1024/1/2", rows_v(rows<1024, 1, 2, false>, 1024, false)},
       {"rows 512/2/4", rows_v(rows<512, 2, 4, false>, 512, false)},
       {"rows 512/2/2", rows_v(rows<512, 2, 2, false>, 512, false)},
@@ -499,6 +533,8 @@ int main() {
   };
   for (auto& v : vs) {
     CK(cudaMemset(dd, 0xff, elems * 4));
+    CK(cudaMemset(dloss, 0xff, 4));  // a variant that wrote no loss or hits must not pass on the last one's
+    CK(cudaMemset(dh, 0xff, 4));
     v.run(dd);
     CK(cudaDeviceSynchronize());
     std::vector<float> d(elems);
