@@ -57,10 +57,11 @@ inline Tensor smooth_noisy_images(int64_t n, int64_t s, uint64_t batch, int view
 // it). A network of ReLUs is never free of near-ties: somewhere a ReLU input or BN-normalised value sits within
 // rounding of zero, and which side it falls on decides the gradient of everything below it. Among the hundreds
 // of thousands of ReLU inputs of a step some lie that close: on many batches a nudge of the weights by 1e-7 of
-// their size (about a float ulp) moves the CPU's own whole gradient by 1e-3 (batch 0: 2e-3 at 3e-7). Three steps from
-// batch 14 stayed within 2e-5 under 32 random nudges of 3e-7 each, with the CPU's oneDNN and im2col paths alike:
-// that is the margin the tight GPU tests stand on. MocoStep.WellConditionedBatchesStayClearOfNearTies checks
-// it wherever the tests run.
+// their size (about a float ulp) moves the CPU's own whole gradient by 1e-3 (batch 0: 2.1e-3 at 3e-7). Three
+// steps from batch 14 stayed within 1.8e-5 (whole) and 3.8e-5 (per tensor) under 32 random nudges of 3e-7
+// each, with the CPU's oneDNN and im2col paths alike (bench/explore/near_tie_margin.cpp;
+// bench/results/2026-11-27-near-tie-margins.md): that is the margin the tight GPU tests stand on.
+// MocoStep.WellConditionedBatchesStayClearOfNearTies checks it wherever the tests run.
 constexpr uint64_t kClearOfTiesBatch = 14;
 
 // Copies the whole state of one CPU MoCo into another of the same configuration: both encoders' parameters,

@@ -12,9 +12,10 @@
 //                      pass (a counter), not by a second kernel; P0, the block's own row prefetched into L2
 //                      at its start (sm_90 bulk prefetch); P1/2, P1/1, half or all of the row of the next wave
 //                      of blocks prefetched while this block writes its dlogits
-//   rows +PDL reduce   rows 1024/1/4 with the loss's reduce kernel launched as a programmatic dependent (sm_90),
-//                      so that it can be resident before the rows kernel ends; "early": the rows kernel lets it
-//                      be scheduled after its first pass (it still waits for the whole grid). Not yet run
+//   rows +PDL reduce   rows 1024/1/4 with the loss's reduce kernel launched as a programmatic dependent (sm_90):
+//                      its launch overlaps the rows kernel's last blocks; "early": the rows kernel lets it be
+//                      scheduled after each block's first pass, so it can be resident before the rows kernel
+//                      ends (it still waits for the whole grid). Not yet run
 //   chunks C           two kernels: C blocks per row reduce a chunk each into a partial; then the same chunks,
 //                      last first, merge their row's partials in a fixed order and write dlogits. Every thread
 //                      merges all C partials, which handicaps C = 32 and 64
@@ -31,7 +32,8 @@
 // 0.73 of copy, +256B 0.73, no variant faster), and the clean-L2 lines answered the question of the flush: the
 // plain read of the 67 MB went from 0.67 to 0.87 of the copy's rate, the plain copy from 0.88 to 1.00 and the
 // kernel's shape from 0.73 to 0.76, the 512 MiB copy itself by 2%. The benchmarks (bench/gpu_bench.h) now
-// flush that way.
+// flush that way too (a write, then a read, of twice L2's size: 100 MiB on an H100, where this study uses
+// 256 MiB).
 //   cmake --build build --target bench_softmax_forms && build/bench_softmax_forms
 #include <cuda_runtime.h>
 

@@ -1,0 +1,98 @@
+// How far the CPU's own MoCo step moves when the query weights are nudged by a rounding-level amount: the
+// margin of the batches the tight GPU step tests use (tests/tiny_moco.h, tests/gpu/test_gpu_moco_step.cpp).
+// A ReLU input within rounding of zero flips under such a nudge and moves the gradient below it by 1e-3 or
+// more; a batch clear of near-ties moves by 1e-5. For each of `steps` batches from `batch`, from the state the
+// unnudged run reached, `nudges` copies with every query weight w -> w * (1 + eps * normal) take one step, and
+// the largest relative L2 distance of their SGD buffers from the unnudged one is printed, whole and per tensor.
+//   build/study_near_tie_margin EPS BATCH STEPS NUDGES [8bit|free]
+// 8bit: the views of EightBitViewsGiveTheStepOfTheirNormalisedImages (u8, then normalised).
+// free: each nudged copy is nudged once, at the start, and then runs its own trajectory beside the unnudged one
+// (what a test that holds two runs together for STEPS steps depends on).
+// MOCO_CONV=im2col or onednn picks the CPU convolution path.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "moco/comm.h"
+#include "moco/moco.h"
+#include "moco/registry.h"
+#include "moco/rng.h"
+#include "tiny_moco.h"
+
+using namespace moco;
+
+// (N, 3, S, S) as the 8-bit test makes them: the smooth images to u8, then (u / 255 - mean) / std.
+static Tensor eight_bit_views(uint64_t batch, int view) {
+  const int64_t n = 32, s = 16;
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  const Tensor smooth = test::smooth_noisy_images(n, s, batch, view);
+  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);  // (N, 3, S, S)
+  for (int64_t i = 0; i < n * 3 * s * s; ++i) {
+    const int64_t ch = (i / (s * s)) % 3;
+    const uint8_t u = (uint8_t)std::lround(std::clamp(127.5 + 60.0 * smooth.data<float>()[i], 0.0, 255.0));
+    out.data<float>()[i] = (float)((u / 255.0 - mean[ch]) / stdev[ch]);
+  }
+  return out;
+}
+
+static double relative_l2(const float* a, const float* b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s EPS BATCH STEPS NUDGES [8bit]\n", argv[0]);
+    return 2;
+  }
+  const double eps = std::atof(argv[1]);
+  const uint64_t first = std::strtoull(argv[2], nullptr, 10);
+  const int steps = std::atoi(argv[3]), nudges = std::atoi(argv[4]);
+  const bool eight_bit = argc > 5 && std::strcmp(argv[5], "8bit") == 0;
+  const bool free_running = argc > 5 && std::strcmp(argv[5], "free") == 0;
+  const MocoConfig cfg = test::well_conditioned_moco();
+  SingleCommunicator comm;
+  Moco run(cfg, comm), reference(cfg, comm), nudged(cfg, comm);
+  run.init();
+  reference.init();
+  nudged.init();
+  std::vector<std::unique_ptr<Moco>> copies;  // free: the nudged copies, each on its own trajectory
+  for (int t = 0; free_running && t < nudges; ++t) {
+    copies.push_back(std::make_unique<Moco>(cfg, comm));
+    copies.back()->init();
+    Rng r(1234, (uint64_t)t);
+    for (float& w : copies.back()->encoder_q().params()) w = (float)(w * (1.0 + eps * r.normal()));
+  }
+  for (int step = 0; step < steps; ++step) {
+    const uint64_t batch = first + (uint64_t)step;
+    const Tensor xq = eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
+    const Tensor xk = eight_bit ? eight_bit_views(batch, 1) : test::smooth_noisy_images(32, 16, batch, 1);
+    test::copy_moco_state(run, reference);
+    reference.step(xq, xk, 0.03f);
+    const std::vector<float>& want = reference.optimizer().momentum_buffer();
+    double whole = 0, tensor = 0;
+    for (int t = 0; t < nudges; ++t) {
+      Moco& m = free_running ? *copies[(size_t)t] : nudged;
+      if (!free_running) {
+        test::copy_moco_state(run, nudged);
+        Rng r(1234 + (uint64_t)step, (uint64_t)t);
+        for (float& w : nudged.encoder_q().params()) w = (float)(w * (1.0 + eps * r.normal()));
+      }
+      m.step(xq, xk, 0.03f);
+      const std::vector<float>& got = m.optimizer().momentum_buffer();
+      whole = std::max(whole, relative_l2(want.data(), got.data(), (int64_t)want.size()));
+      for (const RegistryEntry& e : run.encoder_q().registry().entries())
+        if (e.slot == Slot::Param)
+          tensor = std::max(tensor, relative_l2(want.data() + e.offset, got.data() + e.offset, e.numel()));
+    }
+    std::printf("%s%sbatch %llu: over %d nudges of %.0e, the SGD buffer moved by at most %.2e (whole), %.2e (a "
+                "tensor)\n", free_running ? "free-running, " : "", eight_bit ? "8-bit " : "", (unsigned long long)batch, nudges, eps, whole, tensor);
+    run.step(xq, xk, 0.03f);
+  }
+  return 0;
+}
