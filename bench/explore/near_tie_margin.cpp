@@ -4,8 +4,10 @@
 // more; a batch clear of near-ties moves by 1e-5. For each of `steps` batches from `batch`, from the state the
 // unnudged run reached, `nudges` copies with every query weight w -> w * (1 + eps * normal) take one step, and
 // the largest relative L2 distance of their SGD buffers from the unnudged one is printed, whole and per tensor.
-//   build/study_near_tie_margin EPS BATCH STEPS NUDGES [8bit|free]
+//   build/study_near_tie_margin EPS BATCH STEPS NUDGES [8bit|free|crops]
 // 8bit: the views of EightBitViewsGiveTheStepOfTheirNormalisedImages (u8, then normalised).
+// crops: the views of GpuTrainStep.CropsAndDecisionsGiveTheCpuStepOfTheirViews (v2 crops of colour noise from
+// the loader, staged on the CPU, normalised); BATCH is then the loader's seed, and the steps its first batches.
 // free: each nudged copy is nudged once, at the start, and then runs its own trajectory beside the unnudged one
 // (what a test that holds two runs together for STEPS steps depends on).
 // MOCO_CONV=im2col or onednn picks the CPU convolution path.
@@ -17,7 +19,9 @@
 #include <memory>
 #include <vector>
 
+#include "moco/augment.h"
 #include "moco/comm.h"
+#include "moco/loader.h"
 #include "moco/moco.h"
 #include "moco/registry.h"
 #include "moco/rng.h"
@@ -39,6 +43,22 @@ static Tensor eight_bit_views(uint64_t batch, int view) {
   return out;
 }
 
+// View v of a loader batch as the CPU step takes it: each crop through the CPU stages, normalised (N, 3, S, S).
+static Tensor staged_views(const Batch& b, int v, const AugmentRecipe& rec) {
+  const int64_t n = b.views[(size_t)v].size(0), s = rec.size, plane = s * s;
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);  // (N, 3, S, S)
+  std::vector<uint8_t> staged((size_t)(plane * 3));      // (S, S, 3)
+  for (int64_t i = 0; i < n; ++i) {
+    apply_view_stages_u8(rec, b.params[(size_t)v][(size_t)i], b.views[(size_t)v].data<uint8_t>() + i * plane * 3,
+                         staged.data());
+    for (int64_t p = 0; p < plane; ++p)
+      for (int c = 0; c < 3; ++c)
+        out.data<float>()[(i * 3 + c) * plane + p] = (float)((staged[(size_t)(p * 3 + c)] / 255.0 - mean[c]) / stdev[c]);
+  }
+  return out;
+}
+
 static double relative_l2(const float* a, const float* b, int64_t n) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
@@ -55,6 +75,14 @@ int main(int argc, char** argv) {
   const int steps = std::atoi(argv[3]), nudges = std::atoi(argv[4]);
   const bool eight_bit = argc > 5 && std::strcmp(argv[5], "8bit") == 0;
   const bool free_running = argc > 5 && std::strcmp(argv[5], "free") == 0;
+  const bool crops = argc > 5 && std::strcmp(argv[5], "crops") == 0;
+  // crops: the test's data set, recipe and loader settings, with the loader's seed from BATCH
+  test::NoiseDataset data(64, 20, 24, 9);
+  const AugmentRecipe rec = recipe_from_name("v2", 16);
+  LoaderConfig lc;
+  lc.batch = 32, lc.seed = first, lc.view_dtype = DType::U8, lc.stages_on_device = true;
+  Loader loader(data, rec, lc);
+  loader.start_epoch(0);
   const MocoConfig cfg = test::well_conditioned_moco();
   SingleCommunicator comm;
   Moco run(cfg, comm), reference(cfg, comm), nudged(cfg, comm);
@@ -70,8 +98,12 @@ int main(int argc, char** argv) {
   }
   for (int step = 0; step < steps; ++step) {
     const uint64_t batch = first + (uint64_t)step;
-    const Tensor xq = eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
-    const Tensor xk = eight_bit ? eight_bit_views(batch, 1) : test::smooth_noisy_images(32, 16, batch, 1);
+    Batch crop_batch;
+    if (crops && !loader.next(crop_batch)) break;
+    const Tensor xq = crops ? staged_views(crop_batch, 0, rec)
+                      : eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
+    const Tensor xk = crops ? staged_views(crop_batch, 1, rec)
+                      : eight_bit ? eight_bit_views(batch, 1) : test::smooth_noisy_images(32, 16, batch, 1);
     test::copy_moco_state(run, reference);
     reference.step(xq, xk, 0.03f);
     const std::vector<float>& want = reference.optimizer().momentum_buffer();
@@ -90,8 +122,14 @@ int main(int argc, char** argv) {
         if (e.slot == Slot::Param)
           tensor = std::max(tensor, relative_l2(want.data() + e.offset, got.data() + e.offset, e.numel()));
     }
-    std::printf("%s%sbatch %llu: over %d nudges of %.0e, the SGD buffer moved by at most %.2e (whole), %.2e (a "
-                "tensor)\n", free_running ? "free-running, " : "", eight_bit ? "8-bit " : "", (unsigned long long)batch, nudges, eps, whole, tensor);
+    char what[96];
+    if (crops)
+      std::snprintf(what, sizeof what, "crops of loader seed %llu, batch %d", (unsigned long long)first, step);
+    else
+      std::snprintf(what, sizeof what, "%s%sbatch %llu", free_running ? "free-running, " : "",
+                    eight_bit ? "8-bit " : "", (unsigned long long)batch);
+    std::printf("%s: over %d nudges of %.0e, the SGD buffer moved by at most %.2e (whole), %.2e (a tensor)\n", what,
+                nudges, eps, whole, tensor);
     run.step(xq, xk, 0.03f);
   }
   return 0;

@@ -3,7 +3,9 @@
 // the same crops (apply_view_stages_u8), normalised here as torchvision's ToTensor + Normalize would
 // ((u / 255 - mean) / std in double). One step of the well-conditioned network (ResNet-18, small stem, BN
 // groups of 8, 16 px, fp32), the v2 recipe so that every stage can fire: the loss and the whole gradient to
-// the bounds of GpuMocoStep.EightBitViewsGiveTheStepOfTheirNormalisedImages. The same batch with the two
+// the bounds of GpuMocoStep.EightBitViewsGiveTheStepOfTheirNormalisedImages. These views are clear of ReLU
+// near-ties: the CPU's step moved by at most 1.2e-5 under 16 nudges of the weights by 3e-7 of their size
+// (bench/results/2026-11-27-near-tie-margins.md). The same batch with the two
 // views' decisions swapped must give another loss, so the decisions reach the views they belong to.
 //
 // Then the overlap of `moco train`: a batch handed as `next` is copied in and staged on the copy stream while
