@@ -61,7 +61,8 @@ class Timer {
   Timer& operator=(const Timer&) = delete;
 
   // Median milliseconds of `run` (which enqueues work on the default stream) over kReps runs after kWarmup,
-  // each starting with a cold L2 that holds no dirty lines. Every launcher checks its own launch; the last error is checked here too.
+  // each starting with a cold L2 that holds no dirty lines. Every launcher checks its own launch; the last error
+  // is checked here too.
   // The device's time, not the host's: before the start event the stream waits on a host callback that
   // sleeps a millisecond, so `run` is fully queued before the device reaches it. Without that wait, a call
   // whose host side is slow (cuDNN's legacy API: about 0.1 ms a call on an H200) was timed with the device

@@ -3,11 +3,14 @@
 // bright images. Shared by the cpu, gpu and dist tests.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "moco/augment.h"
 #include "moco/data.h"
 #include "moco/lincls.h"
+#include "moco/loader.h"
 #include "moco/moco.h"
 #include "moco/rng.h"
 
@@ -63,6 +66,39 @@ inline Tensor smooth_noisy_images(int64_t n, int64_t s, uint64_t batch, int view
 // bench/results/2026-11-27-near-tie-margins.md): that is the margin the tight GPU tests stand on.
 // MocoStep.WellConditionedBatchesStayClearOfNearTies checks it wherever the tests run.
 constexpr uint64_t kClearOfTiesBatch = 14;
+
+// Multiplies every query-encoder weight by (1 + eps * normal), computed in double (a float factor would round
+// nudges below an ulp to nothing), with normals from Rng(seed, stream).
+inline void nudge_query_weights(Moco& m, double eps, uint64_t seed, uint64_t stream) {
+  Rng r(seed, stream);
+  for (float& w : m.encoder_q().params()) w = (float)(w * (1.0 + eps * r.normal()));
+}
+
+// sqrt(sum (a - b)^2 / sum a^2) over n elements, as the GPU step tests measure gradients (all-zero a: the plain
+// L2 distance).
+inline double relative_l2(const float* a, const float* b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// View v of a loader batch of 8-bit crops as the CPU step takes it: each crop through the CPU twin of the device
+// stages (apply_view_stages_u8), then ToTensor + Normalize's (u / 255 - mean) / std in double. (N, 3, S, S).
+inline Tensor cpu_staged_views(const Batch& b, int v, const AugmentRecipe& rec) {
+  const int64_t n = b.views[(size_t)v].size(0), s = rec.size, plane = s * s;
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);  // (N, 3, S, S)
+  std::vector<uint8_t> staged((size_t)(plane * 3));      // (S, S, 3)
+  for (int64_t i = 0; i < n; ++i) {
+    apply_view_stages_u8(rec, b.params[(size_t)v][(size_t)i], b.views[(size_t)v].data<uint8_t>() + i * plane * 3,
+                         staged.data());
+    for (int64_t p = 0; p < plane; ++p)
+      for (int c = 0; c < 3; ++c)
+        out.data<float>()[(i * 3 + c) * plane + p] =
+            (float)((staged[(size_t)(p * 3 + c)] / 255.0 - mean[c]) / stdev[c]);
+  }
+  return out;
+}
 
 // Copies the whole state of one CPU MoCo into another of the same configuration: both encoders' parameters,
 // BN statistics and counters, the SGD momentum, the queue and its pointer, and the step count.

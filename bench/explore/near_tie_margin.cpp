@@ -43,28 +43,6 @@ static Tensor eight_bit_views(uint64_t batch, int view) {
   return out;
 }
 
-// View v of a loader batch as the CPU step takes it: each crop through the CPU stages, normalised (N, 3, S, S).
-static Tensor staged_views(const Batch& b, int v, const AugmentRecipe& rec) {
-  const int64_t n = b.views[(size_t)v].size(0), s = rec.size, plane = s * s;
-  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
-  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);  // (N, 3, S, S)
-  std::vector<uint8_t> staged((size_t)(plane * 3));      // (S, S, 3)
-  for (int64_t i = 0; i < n; ++i) {
-    apply_view_stages_u8(rec, b.params[(size_t)v][(size_t)i], b.views[(size_t)v].data<uint8_t>() + i * plane * 3,
-                         staged.data());
-    for (int64_t p = 0; p < plane; ++p)
-      for (int c = 0; c < 3; ++c)
-        out.data<float>()[(i * 3 + c) * plane + p] = (float)((staged[(size_t)(p * 3 + c)] / 255.0 - mean[c]) / stdev[c]);
-  }
-  return out;
-}
-
-static double relative_l2(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 int main(int argc, char** argv) {
   if (argc < 5) {
     std::fprintf(stderr, "usage: %s EPS BATCH STEPS NUDGES [8bit]\n", argv[0]);
@@ -93,16 +71,15 @@ int main(int argc, char** argv) {
   for (int t = 0; free_running && t < nudges; ++t) {
     copies.push_back(std::make_unique<Moco>(cfg, comm));
     copies.back()->init();
-    Rng r(1234, (uint64_t)t);
-    for (float& w : copies.back()->encoder_q().params()) w = (float)(w * (1.0 + eps * r.normal()));
+    test::nudge_query_weights(*copies.back(), eps, 1234, (uint64_t)t);
   }
   for (int step = 0; step < steps; ++step) {
     const uint64_t batch = first + (uint64_t)step;
     Batch crop_batch;
     if (crops && !loader.next(crop_batch)) break;
-    const Tensor xq = crops ? staged_views(crop_batch, 0, rec)
+    const Tensor xq = crops ? test::cpu_staged_views(crop_batch, 0, rec)
                       : eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
-    const Tensor xk = crops ? staged_views(crop_batch, 1, rec)
+    const Tensor xk = crops ? test::cpu_staged_views(crop_batch, 1, rec)
                       : eight_bit ? eight_bit_views(batch, 1) : test::smooth_noisy_images(32, 16, batch, 1);
     test::copy_moco_state(run, reference);
     reference.step(xq, xk, 0.03f);
@@ -112,15 +89,14 @@ int main(int argc, char** argv) {
       Moco& m = free_running ? *copies[(size_t)t] : nudged;
       if (!free_running) {
         test::copy_moco_state(run, nudged);
-        Rng r(1234 + (uint64_t)step, (uint64_t)t);
-        for (float& w : nudged.encoder_q().params()) w = (float)(w * (1.0 + eps * r.normal()));
+        test::nudge_query_weights(nudged, eps, 1234 + (uint64_t)step, (uint64_t)t);
       }
       m.step(xq, xk, 0.03f);
       const std::vector<float>& got = m.optimizer().momentum_buffer();
-      whole = std::max(whole, relative_l2(want.data(), got.data(), (int64_t)want.size()));
+      whole = std::max(whole, test::relative_l2(want.data(), got.data(), (int64_t)want.size()));
       for (const RegistryEntry& e : run.encoder_q().registry().entries())
         if (e.slot == Slot::Param)
-          tensor = std::max(tensor, relative_l2(want.data() + e.offset, got.data() + e.offset, e.numel()));
+          tensor = std::max(tensor, test::relative_l2(want.data() + e.offset, got.data() + e.offset, e.numel()));
     }
     char what[96];
     if (crops)

@@ -273,7 +273,8 @@ TEST(GpuMocoStep, SoftmaxFormComesFromTheEnvironment) {
 // Why not two free-running trajectories held together for three steps: rounding differences of 1e-7 become,
 // at the first ReLU near-tie, gradients that differ by a percent, and the trajectories part (on an H100 the
 // third step's SGD buffers were up to 6% apart per tensor, and the CPU's own run moves by up to 7.6% when its
-// starting weights are nudged by 1e-6 of their size). The batches are the well-conditioned network's (tests/tiny_moco.h).
+// starting weights are nudged by 1e-6 of their size). The batches are the well-conditioned network's
+// (tests/tiny_moco.h).
 TEST(GpuMocoStep, Fp32StateCarriedAcrossStepsTracksTheCpu) {
   MOCO_REQUIRE_GPU();
   Both m(well_conditioned(), DType::F32);

@@ -26,22 +26,7 @@ using namespace moco;
 
 namespace {
 
-// View v of the batch as the CPU step takes it: each crop through the CPU stages, normalised, (N, 3, S, S).
-Tensor cpu_views(const Batch& b, int v, const AugmentRecipe& rec) {
-  const int64_t n = b.views[(size_t)v].size(0), s = rec.size, plane = s * s;
-  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
-  Tensor out = Tensor::empty({n, 3, s, s}, DType::F32);
-  std::vector<uint8_t> staged((size_t)(plane * 3));  // (S, S, 3)
-  for (int64_t i = 0; i < n; ++i) {
-    apply_view_stages_u8(rec, b.params[(size_t)v][(size_t)i], b.views[(size_t)v].data<uint8_t>() + i * plane * 3,
-                         staged.data());
-    for (int64_t p = 0; p < plane; ++p)
-      for (int c = 0; c < 3; ++c)
-        out.data<float>()[(i * 3 + c) * plane + p] =
-            (float)((staged[(size_t)(p * 3 + c)] / 255.0 - mean[c]) / stdev[c]);
-  }
-  return out;
-}
+Tensor cpu_views(const Batch& b, int v, const AugmentRecipe& rec) { return test::cpu_staged_views(b, v, rec); }
 
 double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
