@@ -9,9 +9,9 @@
 #
 # PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and
 # three short ones for a first run on little GPU time: `core`, the benchmarks behind the issue's targets
-# (bench_moco_logits, bench_softmax_xent, bench_flat_update), bench_batchnorm_nhwc (BN is most of the step)
-# and bench_train_feed; `headline`, the MoCo v2 step at batch 256 against the PyTorch twin, eager and
-# torch.compile; and `op-times` (below). Where the GPU machine is lent for minutes, the first call is
+# (bench_moco_logits, bench_softmax_xent with its study bench_softmax_forms, bench_flat_update),
+# bench_batchnorm_nhwc (BN is most of the step) and bench_train_feed; `headline`, the MoCo v2 step at batch
+# 256 against the PyTorch twin, eager and torch.compile; and `op-times` (below). Where the GPU machine is lent for minutes, the first call is
 #   env tests headline core op-times     (459 s on an H100 with DEVICE_RUN_BUDGET_S=510): the tests, v2 b256
 #                                        against eager, the core benchmarks, v2 b256 against torch.compile,
 #                                        and where the b256 step's time goes
@@ -54,8 +54,8 @@ out=$(cd "$out" && pwd)
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 
 declare -a T_STEP T_RC T_NOTE   # the closing table
-benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote bench_train_feed"
-core_benches="bench_moco_logits bench_softmax_xent bench_flat_update bench_batchnorm_nhwc bench_train_feed"
+benches="bench_moco_logits bench_softmax_xent bench_softmax_forms bench_flat_update bench_batchnorm_nhwc bench_conv bench_comm bench_input_path bench_knn_vote bench_train_feed"
+core_benches="bench_moco_logits bench_softmax_xent bench_softmax_forms bench_flat_update bench_batchnorm_nhwc bench_train_feed"
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
 
