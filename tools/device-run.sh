@@ -4,8 +4,11 @@
 # included).
 #
 #   bash tools/build-device.sh device-bundle                  # here: binaries + the libraries they need
-#   tar xJf build-pack/device-bundle.tar.xz                   # there, if the archive travelled instead
 #   bash tools/device-run.sh device-bundle OUT_DIR [PART...]  # there, from the repository root
+#
+# Where only the archive travelled (build-pack/device-bundle.tar.xz), this script unpacks it. With no binaries
+# at all (and no cmake and nvcc to build them there) it stops at once, saying so, rather than spend the GPU's
+# minutes on the PyTorch peer alone.
 #
 # PARTs (default: all of them, in this order): env tests train kernels steps-v2 steps-v1 steps-compile; and
 # three short ones for a first run on little GPU time: `core`, the benchmarks behind the issue's targets
@@ -108,6 +111,11 @@ gpu_name=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/d
 row "environment" 0 "${gpu_name:-nvidia-smi failed}; logs in $env_log"
 
 # ---- 2. the binaries: a bundle from tools/build-device.sh (or a build folder), else build here --------------
+# The bundle travels packed (build-pack/BUNDLE.tar.xz); unpack it where it is asked for when it is not there.
+pack=$repo/build-pack/$(basename "$build").tar.xz
+if [ ! -e "$build" ] && [ -f "$pack" ]; then
+  tar xJf "$pack" -C "$(dirname "$build")" && row "bundle" 0 "unpacked $pack"
+fi
 if [ -x "$build/moco" ] && [ -x "$build/moco_gpu_tests" ]; then
   row "binaries" 0 "from $build (commit $(cat "$build/COMMIT" 2>/dev/null || echo '?'))"
 elif command -v cmake >/dev/null && command -v nvcc >/dev/null; then
@@ -120,6 +128,14 @@ elif command -v cmake >/dev/null && command -v nvcc >/dev/null; then
   if [ $rc -eq 0 ]; then build=$repo/build-device; fi
 else
   row "binaries" 1 "none in $build, and cmake/nvcc are missing here"
+fi
+# Without binaries nothing below can run but the PyTorch peer, whose minutes would buy nothing: stop here.
+if [ ! -x "$build/moco" ] || [ ! -x "$build/moco_gpu_tests" ]; then
+  for i in "${!T_STEP[@]}"; do printf '%-22s %4s  %s
+' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"; done
+  echo "device-run: no moco binaries in $build and none built here: make them with tools/build-device.sh and" \
+       "bring its build-pack/ folder to this machine (or pass a build folder); nothing else was run" >&2
+  exit 2
 fi
 build=$(cd "$build" && pwd)
 # the bundle's own copies of OpenBLAS, stb, zlib (see tools/build-device.sh)
