@@ -285,7 +285,11 @@ want core && ! want kernels && run_benches=$core_benches
 if [ -n "$run_benches" ]; then
   for b in $run_benches; do
     log=$out/$b.log
-    if [ ! -x "$build/$b" ]; then row "$b" 127 "not built in $build"; continue; fi
+    if [ ! -x "$build/$b" ]; then
+      # the study is plain CUDA for sm_90 (bench/explore/): an emulated rehearsal's bundle has none
+      if [ "$b" = bench_softmax_forms ]; then row "$b" 0 "not in $build: skipped"; else row "$b" 127 "not built in $build"; fi
+      continue
+    fi
     bounded 240 "$build/$b" >"$log" 2>&1
     row "$b" $? "$log"
   done
