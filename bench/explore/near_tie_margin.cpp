@@ -44,23 +44,29 @@ static Tensor eight_bit_views(uint64_t batch, int view) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 5) {
-    std::fprintf(stderr, "usage: %s EPS BATCH STEPS NUDGES [8bit]\n", argv[0]);
+  const char* mode = argc > 5 ? argv[5] : "";
+  if (argc < 5 || argc > 6 || (argc == 6 && std::strcmp(mode, "8bit") && std::strcmp(mode, "free") &&
+                               std::strcmp(mode, "crops"))) {
+    std::fprintf(stderr, "usage: %s EPS BATCH STEPS NUDGES [8bit|free|crops]%s%s\n", argv[0],
+                 argc == 6 ? "; got the mode " : "", argc == 6 ? mode : "");
     return 2;
   }
   const double eps = std::atof(argv[1]);
   const uint64_t first = std::strtoull(argv[2], nullptr, 10);
   const int steps = std::atoi(argv[3]), nudges = std::atoi(argv[4]);
-  const bool eight_bit = argc > 5 && std::strcmp(argv[5], "8bit") == 0;
-  const bool free_running = argc > 5 && std::strcmp(argv[5], "free") == 0;
-  const bool crops = argc > 5 && std::strcmp(argv[5], "crops") == 0;
-  // crops: the test's data set, recipe and loader settings, with the loader's seed from BATCH
+  const bool eight_bit = std::strcmp(mode, "8bit") == 0;
+  const bool free_running = std::strcmp(mode, "free") == 0;
+  const bool crops = std::strcmp(mode, "crops") == 0;
+  // crops: the staging test's data set, recipe and loader settings, with the loader's seed from BATCH
   test::NoiseDataset data(64, 20, 24, 9);
   const AugmentRecipe rec = recipe_from_name("v2", 16);
-  LoaderConfig lc;
-  lc.batch = 32, lc.seed = first, lc.view_dtype = DType::U8, lc.stages_on_device = true;
-  Loader loader(data, rec, lc);
-  loader.start_epoch(0);
+  std::unique_ptr<Loader> loader;
+  if (crops) {
+    LoaderConfig lc;
+    lc.batch = 32, lc.seed = first, lc.view_dtype = DType::U8, lc.stages_on_device = true;
+    loader = std::make_unique<Loader>(data, rec, lc);
+    loader->start_epoch(0);
+  }
   const MocoConfig cfg = test::well_conditioned_moco();
   SingleCommunicator comm;
   Moco run(cfg, comm), reference(cfg, comm), nudged(cfg, comm);
@@ -76,7 +82,7 @@ int main(int argc, char** argv) {
   for (int step = 0; step < steps; ++step) {
     const uint64_t batch = first + (uint64_t)step;
     Batch crop_batch;
-    if (crops && !loader.next(crop_batch)) break;
+    if (crops && !loader->next(crop_batch)) break;
     const Tensor xq = crops ? test::cpu_staged_views(crop_batch, 0, rec)
                       : eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
     const Tensor xk = crops ? test::cpu_staged_views(crop_batch, 1, rec)
