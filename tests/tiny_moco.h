@@ -2,6 +2,7 @@
 // images for it; a well-conditioned one for the GPU tests; a data set of colour noise and one of dark and
 // bright images. Shared by the cpu, gpu and dist tests.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -12,6 +13,7 @@
 #include "moco/lincls.h"
 #include "moco/loader.h"
 #include "moco/moco.h"
+#include "moco/registry.h"
 #include "moco/rng.h"
 
 namespace moco::test {
@@ -82,6 +84,55 @@ inline double relative_l2(const float* a, const float* b, int64_t n) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// Copies the whole state of one CPU MoCo into another of the same configuration: both encoders' parameters,
+// BN statistics and counters, the SGD momentum, the queue and its pointer, and the step count.
+inline void copy_moco_state(Moco& from, Moco& to) {
+  to.encoder_q().params() = from.encoder_q().params();
+  to.encoder_q().stats() = from.encoder_q().stats();
+  to.encoder_q().counts() = from.encoder_q().counts();
+  to.encoder_k().params() = from.encoder_k().params();
+  to.encoder_k().stats() = from.encoder_k().stats();
+  to.encoder_k().counts() = from.encoder_k().counts();
+  to.optimizer().momentum_buffer() = from.optimizer().momentum_buffer();
+  to.queue().keys() = from.queue().keys();
+  to.queue().set_ptr(from.queue().ptr());
+  to.set_steps_done(from.steps_done());
+}
+
+// How far a step's SGD buffer moves under nudged query weights: the largest relative L2 distance from the
+// unnudged one, whole and of any one Param tensor (the GPU step tests bound both).
+struct NudgeSpread {
+  double whole = 0, tensor = 0;
+  void widen(Moco& want, Moco& got) {
+    const std::vector<float>& a = want.optimizer().momentum_buffer();
+    const std::vector<float>& b = got.optimizer().momentum_buffer();
+    whole = std::max(whole, relative_l2(a.data(), b.data(), (int64_t)a.size()));
+    for (const RegistryEntry& e : want.encoder_q().registry().entries())
+      if (e.slot == Slot::Param)
+        tensor = std::max(tensor, relative_l2(a.data() + e.offset, b.data() + e.offset, e.numel()));
+  }
+};
+
+// One step on (xq, xk) from `from`'s state, unnudged and then `nudges` times with the query weights nudged by
+// eps (nudge_query_weights, Rng(seed, nudge)), on copies: `from` is left as it was.
+inline NudgeSpread nudged_step_spread(Moco& from, const Tensor& xq, const Tensor& xk, double eps, uint64_t seed,
+                                      int nudges) {
+  SingleCommunicator comm;
+  Moco reference(from.config(), comm), nudged(from.config(), comm);
+  reference.init();
+  nudged.init();
+  copy_moco_state(from, reference);
+  reference.step(xq, xk, 0.03f);
+  NudgeSpread spread;
+  for (int t = 0; t < nudges; ++t) {
+    copy_moco_state(from, nudged);
+    nudge_query_weights(nudged, eps, seed, (uint64_t)t);
+    nudged.step(xq, xk, 0.03f);
+    spread.widen(reference, nudged);
+  }
+  return spread;
+}
+
 // View v of a loader batch of 8-bit crops as the CPU step takes it: each crop through the CPU twin of the device
 // stages (apply_view_stages_u8), then ToTensor + Normalize's (u / 255 - mean) / std in double. (N, 3, S, S).
 inline Tensor cpu_staged_views(const Batch& b, int v, const AugmentRecipe& rec) {
@@ -100,20 +151,6 @@ inline Tensor cpu_staged_views(const Batch& b, int v, const AugmentRecipe& rec) 
   return out;
 }
 
-// Copies the whole state of one CPU MoCo into another of the same configuration: both encoders' parameters,
-// BN statistics and counters, the SGD momentum, the queue and its pointer, and the step count.
-inline void copy_moco_state(Moco& from, Moco& to) {
-  to.encoder_q().params() = from.encoder_q().params();
-  to.encoder_q().stats() = from.encoder_q().stats();
-  to.encoder_q().counts() = from.encoder_q().counts();
-  to.encoder_k().params() = from.encoder_k().params();
-  to.encoder_k().stats() = from.encoder_k().stats();
-  to.encoder_k().counts() = from.encoder_k().counts();
-  to.optimizer().momentum_buffer() = from.optimizer().momentum_buffer();
-  to.queue().keys() = from.queue().keys();
-  to.queue().set_ptr(from.queue().ptr());
-  to.set_steps_done(from.steps_done());
-}
 
 // n images of h x w colour noise, image i keyed by (seed, i), one class: views whose channels and positions
 // all differ, so layout mistakes show.

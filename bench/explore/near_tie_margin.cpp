@@ -69,10 +69,8 @@ int main(int argc, char** argv) {
   }
   const MocoConfig cfg = test::well_conditioned_moco();
   SingleCommunicator comm;
-  Moco run(cfg, comm), reference(cfg, comm), nudged(cfg, comm);
+  Moco run(cfg, comm);
   run.init();
-  reference.init();
-  nudged.init();
   std::vector<std::unique_ptr<Moco>> copies;  // free: the nudged copies, each on its own trajectory
   for (int t = 0; free_running && t < nudges; ++t) {
     copies.push_back(std::make_unique<Moco>(cfg, comm));
@@ -87,22 +85,16 @@ int main(int argc, char** argv) {
                       : eight_bit ? eight_bit_views(batch, 0) : test::smooth_noisy_images(32, 16, batch, 0);
     const Tensor xk = crops ? test::cpu_staged_views(crop_batch, 1, rec)
                       : eight_bit ? eight_bit_views(batch, 1) : test::smooth_noisy_images(32, 16, batch, 1);
-    test::copy_moco_state(run, reference);
-    reference.step(xq, xk, 0.03f);
-    const std::vector<float>& want = reference.optimizer().momentum_buffer();
-    double whole = 0, tensor = 0;
-    for (int t = 0; t < nudges; ++t) {
-      Moco& m = free_running ? *copies[(size_t)t] : nudged;
-      if (!free_running) {
-        test::copy_moco_state(run, nudged);
-        test::nudge_query_weights(nudged, eps, 1234 + (uint64_t)step, (uint64_t)t);
+    test::NudgeSpread spread;
+    if (free_running) {
+      run.step(xq, xk, 0.03f);
+      for (auto& m : copies) {
+        m->step(xq, xk, 0.03f);
+        spread.widen(run, *m);
       }
-      m.step(xq, xk, 0.03f);
-      const std::vector<float>& got = m.optimizer().momentum_buffer();
-      whole = std::max(whole, test::relative_l2(want.data(), got.data(), (int64_t)want.size()));
-      for (const RegistryEntry& e : run.encoder_q().registry().entries())
-        if (e.slot == Slot::Param)
-          tensor = std::max(tensor, test::relative_l2(want.data() + e.offset, got.data() + e.offset, e.numel()));
+    } else {
+      spread = test::nudged_step_spread(run, xq, xk, eps, 1234 + (uint64_t)step, nudges);
+      run.step(xq, xk, 0.03f);
     }
     char what[96];
     if (crops)
@@ -111,8 +103,7 @@ int main(int argc, char** argv) {
       std::snprintf(what, sizeof what, "%s%sbatch %llu", free_running ? "free-running, " : "",
                     eight_bit ? "8-bit " : "", (unsigned long long)batch);
     std::printf("%s: over %d nudges of %.0e, the SGD buffer moved by at most %.2e (whole), %.2e (a tensor)\n", what,
-                nudges, eps, whole, tensor);
-    run.step(xq, xk, 0.03f);
+                nudges, eps, spread.whole, spread.tensor);
   }
   return 0;
 }
