@@ -1,12 +1,14 @@
 // Softmax cross-entropy with label 0 over MoCo logits (N, 1+K) at N=256, K=65536: loss + dlogits (reads the
 // logits, writes dlogits: 8 B/element at least) and loss only (4 B/element), in both forms of the kernel (a
-// row per cluster of blocks, held in registers; a row per block, read twice) side by side. Memory-bound, so
+// row per cluster of blocks, held in registers; a row per block, read twice) side by side, each with every
+// launch of the loss's reduce this device runs (after the rows kernel, or as its programmatic dependent). Memory-bound, so
 // the measure is the fraction of the device's copy bandwidth, and of a copy of the same bytes (at 67 MB a
 // kernel's start and end weigh). Checks each form against the CPU first (N=37, K=20010, a row over a cluster
 // of 3 blocks) and refuses to time a wrong one.
 //   build/bench_softmax_xent
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "gpu_bench.h"
@@ -35,8 +37,19 @@ static std::vector<kernels::SoftmaxXentForm> forms() {
   return f;
 }
 
-static bool correct_form(kernels::SoftmaxXentForm form) {
-  const char* form_name = kernels::softmax_xent_form_name(form);
+// The reduce launches (softmax_xent.cuh) this device runs; Auto takes the last of them.
+static std::vector<kernels::SoftmaxXentReduce> reduce_launches() {
+  std::vector<kernels::SoftmaxXentReduce> r{kernels::SoftmaxXentReduce::AfterRows};
+  if (kernels::softmax_xent_dependent_reduce_runs()) {
+    r.push_back(kernels::SoftmaxXentReduce::Dependent);
+    r.push_back(kernels::SoftmaxXentReduce::DependentEarly);
+  }
+  return r;
+}
+
+static bool correct_form(kernels::SoftmaxXentForm form, kernels::SoftmaxXentReduce launch) {
+  const std::string form_name =
+      std::string(kernels::softmax_xent_form_name(form)) + ", reduce " + kernels::softmax_xent_reduce_name(launch);
   const int64_t n = 37, m = 1 + 20010;
   const auto z = moco_like_logits(n, m, 1);
   std::vector<float> ref_d((size_t)(n * m));
@@ -49,19 +62,19 @@ static bool correct_form(kernels::SoftmaxXentForm form) {
   dd.poison();
   loss.poison();
   hits.poison();
-  kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
+  kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form, launch);
   const auto d = dd.download();
   const double l = loss.download()[0];
   const auto h = hits.download();
   if (!(std::fabs(l - ref_loss) <= 1e-5 * (1 + std::fabs(ref_loss))) || h[0] != ref_h1 || h[1] != ref_h5) {
     std::printf("softmax_xent_label0 %s: loss %.8g hits %lld/%lld, CPU %.8g hits %lld/%lld; refusing to time it\n",
-                form_name, l, (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
+                form_name.c_str(), l, (long long)h[0], (long long)h[1], ref_loss, (long long)ref_h1, (long long)ref_h5);
     return false;
   }
   for (int64_t i = 0; i < n * m; ++i) {
     const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
     if (!(std::fabs(d[i] - ref_d[i]) <= 1e-5 * scale + 1e-30)) {
-      std::printf("softmax_xent_label0 %s: dlogits[%lld] = %g, CPU %g; refusing to time it\n", form_name,
+      std::printf("softmax_xent_label0 %s: dlogits[%lld] = %g, CPU %g; refusing to time it\n", form_name.c_str(),
                   (long long)i, d[i], ref_d[i]);
       return false;
     }
@@ -71,7 +84,8 @@ static bool correct_form(kernels::SoftmaxXentForm form) {
 
 static bool correct() {
   for (const kernels::SoftmaxXentForm form : forms())
-    if (!correct_form(form)) return false;
+    for (const kernels::SoftmaxXentReduce launch : reduce_launches())
+      if (!correct_form(form, launch)) return false;
   return true;
 }
 
@@ -84,26 +98,30 @@ int main() {
     DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
     const double elems = (double)n * m;
     struct Line { const char* name; double ms; int bytes_per; };
-    double in_place_ms[2] = {0, 0};  // (forms) as the step runs it
+    using kernels::SoftmaxXentReduce;
+    const std::vector<SoftmaxXentReduce> launches = reduce_launches();
+    std::printf("reduce launch auto takes here: %s\n", kernels::softmax_xent_reduce_name(launches.back()));
+    double in_place_ms[2] = {0, 0};  // (forms) as the step runs it, with auto's reduce launch
     for (const kernels::SoftmaxXentForm form : forms()) {
       const char* form_name = kernels::softmax_xent_form_name(form);
-      const double both_ms = timer.median_ms([&] {
-        kernels::softmax_xent_label0(n, m, z.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
-      });
-      const double loss_ms = timer.median_ms([&] {
-        kernels::softmax_xent_label0(n, m, z.get(), nullptr, loss.get(), hits.get(), ws.get(), nullptr, form);
-      });
-      // as the step runs it: dlogits over the logits (the values drift from call to call; the traffic does not)
-      const double place_ms = timer.median_ms([&] {
-        kernels::softmax_xent_label0(n, m, d.get(), d.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
-      });
-      in_place_ms[form == kernels::SoftmaxXentForm::RowPerCluster] = place_ms;
-      for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"in place", place_ms, 8},
-                            Line{"loss only", loss_ms, 4}}) {
-        const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
-        std::printf("softmax_xent_label0 %-15s %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of "
-                    "copy\n", form_name, l.name, (long long)n, (long long)k, l.ms, gbs, l.bytes_per,
-                    gbs / copy_gbs);
+      for (const SoftmaxXentReduce launch : launches) {
+        const auto run = [&](const float* logits, float* dlogits) {
+          kernels::softmax_xent_label0(n, m, logits, dlogits, loss.get(), hits.get(), ws.get(), nullptr, form,
+                                       launch);
+        };
+        const double both_ms = timer.median_ms([&] { run(z.get(), d.get()); });
+        const double loss_ms = timer.median_ms([&] { run(z.get(), nullptr); });
+        // as the step runs it: dlogits over the logits (the values drift from call to call; the traffic does
+        // not)
+        const double place_ms = timer.median_ms([&] { run(d.get(), d.get()); });
+        in_place_ms[form == kernels::SoftmaxXentForm::RowPerCluster] = place_ms;  // the last launch: auto's
+        for (const Line& l : {Line{"loss+dlogits", both_ms, 8}, Line{"in place", place_ms, 8},
+                              Line{"loss only", loss_ms, 4}}) {
+          const double gbs = elems * l.bytes_per / (l.ms * 1e-3) / 1e9;
+          std::printf("softmax_xent_label0 %-15s %-12s N=%lld K=%lld: %8.4f ms  %6.0f GB/s (%d B/elem)  %.2f of "
+                      "copy  (reduce %s)\n", form_name, l.name, (long long)n, (long long)k, l.ms, gbs,
+                      l.bytes_per, gbs / copy_gbs, kernels::softmax_xent_reduce_name(launch));
+        }
       }
     }
     // The same bytes as a plain copy (67 MB read, 67 MB written): at this size a kernel's start and end weigh,

@@ -273,6 +273,18 @@ __device__ __forceinline__ void store_quads(float4* dq, const float4 (&w)[U], in
   }
 }
 
+// Lets the reduce kernel, launched after this grid as a programmatic dependent (SoftmaxXentReduce::
+// DependentEarly), be scheduled once every block of this grid has called it, so that it is resident and waiting
+// (griddepcontrol.wait) when the last row is done, not launched only then. Scheduling only: the wait still
+// waits for this whole grid to finish and its writes to be visible. Without a dependent launch it does nothing.
+__device__ __forceinline__ void let_the_reduce_be_scheduled(bool trigger) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (trigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#else
+  (void)trigger;
+#endif
+}
+
 // Row per block (see the top): pass 1 reduces the row, pass 2 re-reads it for dlogits.
 template <bool kLabels>
 __global__ void __launch_bounds__(kRowThreads, 1)
@@ -281,7 +293,8 @@ __global__ void __launch_bounds__(kRowThreads, 1)
                 float* dlogits,                           // (N, M) or null; may alias logits
                 bool vectorised,                          // dlogits, if any, as aligned as logits
                 double* row_loss,                         // (N)
-                int* row_above) {                         // (N)
+                int* row_above,                           // (N)
+                bool trigger_reduce) {                    // let_the_reduce_be_scheduled after pass 1
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
   const int y = kLabels ? (int)labels[row] : 0;
@@ -303,6 +316,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
     row_above[row] = st.above;
   }
+  let_the_reduce_be_scheduled(trigger_reduce);
   if (!dlogits) return;
   const RowGrad<kLabels> grad{shift_of(st.mx), inv_n / st.s, inv_n, y};
   // each element is read and written by the same thread, all reads before its writes: in place is safe
@@ -331,7 +345,8 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
                         float* dlogits,                           // (N, M) or null; may alias logits
                         Partial* partials,                        // (N, C)
                         double* row_loss,                         // (N)
-                        int* row_above) {                         // (N)
+                        int* row_above,                           // (N)
+                        bool trigger_reduce) {                    // let_the_reduce_be_scheduled
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   const cg::cluster_group cluster = cg::this_cluster();
@@ -369,6 +384,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
     row_loss[row] = (double)mx + log((double)s) - (double)zy;
     row_above[row] = above;
   }
+  let_the_reduce_be_scheduled(trigger_reduce);
   if (!dlogits) return;
   const RowGrad<kLabels> grad{shift_of(mx), inv_n / s, inv_n, y};
   float* d = dlogits + row * m;
@@ -381,8 +397,15 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
 
 // One block: loss[0] = mean of row_loss, hits = rows with above < 1 and < 5. Each thread sums a fixed set of
 // rows, then a fixed tree: the order never depends on timing.
+// Launched as a programmatic dependent of the rows kernel (sm_90; SoftmaxXentReduce), it may start before
+// that grid ends, so it first waits for it: griddepcontrol.wait returns once the rows kernel has finished and
+// its row_loss and row_above are visible. After a plain launch there is nothing to wait for and it returns at
+// once. Why at all: at N 256 the reduce is a 4.5 us launch-and-drain after a 56 us kernel, 8% of the time.
 __global__ void __launch_bounds__(kReduceThreads)
     reduce_kernel(int64_t n, const double* row_loss, const int* row_above, float* loss, int64_t* hits) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   __shared__ double sh_loss[kReduceThreads];
   __shared__ long long sh_h1[kReduceThreads], sh_h5[kReduceThreads];
   double acc = 0;
@@ -475,7 +498,52 @@ bool cluster_form_runs(int c) {
   return yes;
 }
 
+// Whether reduce_kernel's image for the current device was built for sm_90 or later, where its
+// griddepcontrol.wait exists: only then may it start before the rows kernel ends. Kept per device; a query that
+// fails while an earlier error is pending answers no for this call only (as cluster_form_runs).
+bool dependent_reduce_runs() {
+  static std::mutex mutex;
+  static std::map<int, bool> known;  // device -> answer
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = known.find(device);
+  if (it != known.end()) return it->second;
+  const bool error_pending = cudaPeekAtLastError() != cudaSuccess;
+  cudaFuncAttributes attr{};
+  const bool answered = cudaFuncGetAttributes(&attr, reduce_kernel) == cudaSuccess;
+  const bool yes = answered && attr.ptxVersion >= 90;
+  if (!error_pending) (void)cudaGetLastError();
+  if (answered || !error_pending) known[device] = yes;
+  return yes;
+}
+
+// Launches reduce_kernel after the rows kernel on `stream`, plainly or as its programmatic dependent.
+void launch_reduce(int64_t n, const double* row_loss, const int* row_above, float* loss, int64_t* hits,
+                   cudaStream_t stream, bool dependent) {
+  if (!dependent) {
+    reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
+    MOCO_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  cudaLaunchAttribute overlap;
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(1);
+  cfg.blockDim = dim3(kReduceThreads);
+  cfg.stream = stream;
+  cfg.attrs = &overlap;
+  cfg.numAttrs = 1;
+  MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, reduce_kernel, n, row_loss, row_above, loss, hits));
+}
+
 }  // namespace
+
+bool softmax_xent_dependent_reduce_runs() { return dependent_reduce_runs(); }
 
 size_t softmax_xent_workspace_bytes(int64_t n) {
   return align128(align8((size_t)n * sizeof(double)) + align8((size_t)n * sizeof(int))) +
@@ -488,7 +556,8 @@ bool softmax_xent_cluster_form_fits(int64_t m) {
 }
 
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
-                  int64_t* hits, void* workspace, cudaStream_t stream, SoftmaxXentForm form) {
+                  int64_t* hits, void* workspace, cudaStream_t stream, SoftmaxXentForm form,
+                  SoftmaxXentReduce reduce) {
   MOCO_CHECK(n >= 1 && m >= 1, "softmax_xent: need N, M >= 1, got N=", n, " M=", m);
   MOCO_CHECK(m <= kMaxColumns, "softmax_xent: rows of M=", m, " columns; at most ", kMaxColumns,
              " (column indices are 32-bit)");
@@ -508,6 +577,13 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
   const int64_t c = cluster_blocks_for(m);
   const bool cluster_fits = vectorised && c <= kMaxClusterBlocks;
   if (form == SoftmaxXentForm::Auto) form = SoftmaxXentForm::RowPerBlock;  // the faster on an H100 (above)
+  if (reduce == SoftmaxXentReduce::Auto)
+    reduce = dependent_reduce_runs() ? SoftmaxXentReduce::DependentEarly : SoftmaxXentReduce::AfterRows;
+  const bool dependent = reduce != SoftmaxXentReduce::AfterRows;
+  MOCO_CHECK(!dependent || dependent_reduce_runs(), "softmax_xent: the reduce as a programmatic dependent launch ",
+             "(", softmax_xent_reduce_name(reduce), ") needs an sm_90 build on an sm_90 device; use ",
+             "SoftmaxXentReduce::Auto or AfterRows here");
+  const bool trigger = reduce == SoftmaxXentReduce::DependentEarly;
   if (form == SoftmaxXentForm::RowPerCluster) {
     MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
                kSoftmaxXentClusterMaxColumns, " columns with dlogits aligned as the logits; got M=", m,
@@ -519,16 +595,15 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
     const cudaLaunchConfig_t cfg = cluster_launch(n, (int)c, stream, cluster);
     MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, labels ? cluster_rows_kernel<true> : cluster_rows_kernel<false>,
                                        (int)m, 1.f / (float)n, logits, labels, dlogits, partials, row_loss,
-                                       row_above));
+                                       row_above, trigger));
   } else {
     MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
     const auto kernel = labels ? rows_kernel<true> : rows_kernel<false>;
     kernel<<<(unsigned)n, kRowThreads, 0, stream>>>((int)m, 1.f / (float)n, logits, labels, dlogits, vectorised,
-                                                    row_loss, row_above);
+                                                    row_loss, row_above, trigger);
   }
   MOCO_CUDA_CHECK_LAUNCH();
-  reduce_kernel<<<1, kReduceThreads, 0, stream>>>(n, row_loss, row_above, loss, hits);
-  MOCO_CUDA_CHECK_LAUNCH();
+  launch_reduce(n, row_loss, row_above, loss, hits, stream, dependent);
 }
 
 namespace {

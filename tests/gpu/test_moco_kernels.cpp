@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../../src/cuda/blas_handle.h"
@@ -237,6 +238,78 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
         kernels::softmax_xent_label0(n, m, dz.get(), dz.get(), loss.get(), hits.get(), ws.get(), nullptr, form);
         check(dz.download(), loss.download()[0], hits.download(), "in place");
       }
+}
+
+// Each way of launching the loss's reduce after the rows kernel (an ordinary launch, a programmatic dependent,
+// one scheduled early) gives the CPU's loss, hits and dlogits, bit for bit the same in every way, in both forms.
+// 137 rows: more than an H100's 132 SMs hold at once, so the rows kernel runs a second wave while a dependent
+// reduce may already be resident. The workspace is poisoned first, so a reduce that read it before the rows
+// were written would sum NaN. Where the dependent launch cannot run (no sm_90 build or device), forcing it
+// throws; on an sm_90 device it must run.
+TEST(GpuMocoKernels, SoftmaxXentReduceLaunchesAllGiveTheCpusLoss) {
+  MOCO_REQUIRE_GPU();
+  using kernels::SoftmaxXentReduce;
+  int device = 0;
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, device), cudaSuccess);
+  const bool dependent = kernels::softmax_xent_dependent_reduce_runs();
+  if (prop.major >= 9) {
+    EXPECT_TRUE(dependent) << "an sm_90 device runs the sm_90 build's dependent reduce";
+  }
+  std::vector<SoftmaxXentReduce> launches{SoftmaxXentReduce::Auto, SoftmaxXentReduce::AfterRows};
+  if (dependent) {
+    launches.push_back(SoftmaxXentReduce::Dependent);
+    launches.push_back(SoftmaxXentReduce::DependentEarly);
+  }
+  const int64_t n = 137, c = 16, k = 2051, m = 1 + k;
+  const auto q = unit_rows(n, c, 50), key = keys_near(q, n, c, 51), queue = unit_rows(k, c, 52);
+  std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
+  cpu::moco_logits_forward<float>(n, c, k, q.data(), key.data(), queue.data(), kInvT, logits.data());
+  for (int64_t i = 0; i < n; i += 4) logits[(size_t)(i * m + 7)] = logits[(size_t)(i * m)] + 0.5f;  // misses
+  std::vector<float> ref_d((size_t)(n * m));  // (N, 1+K)
+  const float ref_loss = cpu::softmax_xent_label0<float>(n, m, logits.data(), ref_d.data());
+  const int64_t ref_h1 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 1);
+  const int64_t ref_h5 = cpu::count_label0_in_topk<float>(n, m, logits.data(), 5);
+  ASSERT_LT(ref_h1, n) << "some rows miss, so a hit count of n proves nothing";
+  DeviceBuffer<float> dz(logits, "logits"), dd((size_t)(n * m), "dlogits"), loss(1, "loss");  // (N, 1+K), (1)
+  DeviceBuffer<int64_t> hits(2, "hits");                                                       // (2)
+  DeviceBuffer<double> ws((kernels::softmax_xent_workspace_bytes(n) + 7) / 8, "workspace");
+  for (const kernels::SoftmaxXentForm form : xent_forms(m)) {
+    std::vector<float> first_d;
+    float first_loss = 0;
+    for (const SoftmaxXentReduce launch : launches) {
+      SCOPED_TRACE(std::string(kernels::softmax_xent_form_name(form)) + ", reduce " +
+                   kernels::softmax_xent_reduce_name(launch));
+      ws.poison();
+      dd.poison();
+      loss.poison();
+      hits.poison();
+      kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr, form,
+                                   launch);
+      const auto d = dd.download();
+      const float l = loss.download()[0];
+      const auto h = hits.download();
+      ASSERT_NEAR(l, ref_loss, 1e-5 * (1 + std::fabs(ref_loss)));
+      EXPECT_EQ(h[0], ref_h1);
+      EXPECT_EQ(h[1], ref_h5);
+      for (int64_t i = 0; i < n * m; ++i) {
+        const double scale = std::fabs(ref_d[i]) + (i % m == 0 ? 1.0 / n : 0.0);
+        ASSERT_NEAR(d[i], ref_d[i], 1e-5 * scale + 1e-30) << "row " << i / m << " col " << i % m;
+      }
+      if (first_d.empty()) {
+        first_d = d, first_loss = l;
+      } else {
+        EXPECT_EQ(std::memcmp(&l, &first_loss, 4), 0) << "the loss depends on how the reduce was launched";
+        EXPECT_EQ(std::memcmp(d.data(), first_d.data(), d.size() * 4), 0) << "so do the dlogits";
+      }
+    }
+    if (!dependent) {
+      EXPECT_THROW(kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr,
+                                                form, SoftmaxXentReduce::DependentEarly),
+                   std::exception);
+    }
+  }
 }
 
 // The step's width and the widest row the cluster form holds: 1+65536 and 1+65538 columns, a cluster of 8

@@ -178,12 +178,18 @@ cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t err);
 
-// ---- launches with attributes: thread block clusters (sm_90). Only the cluster dimension is modelled.
-enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
+// ---- launches with attributes: thread block clusters (sm_90). Only the cluster dimension is modelled; a
+// programmatic dependent launch (sm_90) is accepted and runs as an ordinary one, after the launch before it,
+// which is one of the orders the device may take (griddepcontrol is device code the emulator never compiles).
+enum cudaLaunchAttributeID {
+  cudaLaunchAttributeClusterDimension = 4,
+  cudaLaunchAttributeProgrammaticStreamSerialization = 6
+};
 union cudaLaunchAttributeValue {
   struct {
     unsigned x, y, z;
   } clusterDim;
+  int programmaticStreamSerializationAllowed;
   char pad[64];
 };
 struct cudaLaunchAttribute {
