@@ -40,10 +40,7 @@ static std::vector<kernels::SoftmaxXentForm> forms() {
 // The reduce launches (softmax_xent.cuh) this device runs; Auto takes the last of them.
 static std::vector<kernels::SoftmaxXentReduce> reduce_launches() {
   std::vector<kernels::SoftmaxXentReduce> r{kernels::SoftmaxXentReduce::AfterRows};
-  if (kernels::softmax_xent_dependent_reduce_runs()) {
-    r.push_back(kernels::SoftmaxXentReduce::Dependent);
-    r.push_back(kernels::SoftmaxXentReduce::DependentEarly);
-  }
+  if (kernels::softmax_xent_dependent_reduce_runs()) r.push_back(kernels::SoftmaxXentReduce::Dependent);
   return r;
 }
 

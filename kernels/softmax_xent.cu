@@ -273,18 +273,6 @@ __device__ __forceinline__ void store_quads(float4* dq, const float4 (&w)[U], in
   }
 }
 
-// Lets the reduce kernel, launched after this grid as a programmatic dependent (SoftmaxXentReduce::
-// DependentEarly), be scheduled once every block of this grid has called it, so that it is resident and waiting
-// (griddepcontrol.wait) when the last row is done, not launched only then. Scheduling only: the wait still
-// waits for this whole grid to finish and its writes to be visible. Without a dependent launch it does nothing.
-__device__ __forceinline__ void let_the_reduce_be_scheduled(bool trigger) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (trigger) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#else
-  (void)trigger;
-#endif
-}
-
 // Row per block (see the top): pass 1 reduces the row, pass 2 re-reads it for dlogits.
 template <bool kLabels>
 __global__ void __launch_bounds__(kRowThreads, 1)
@@ -293,8 +281,7 @@ __global__ void __launch_bounds__(kRowThreads, 1)
                 float* dlogits,                           // (N, M) or null; may alias logits
                 bool vectorised,                          // dlogits, if any, as aligned as logits
                 double* row_loss,                         // (N)
-                int* row_above,                           // (N)
-                bool trigger_reduce) {                    // let_the_reduce_be_scheduled after pass 1
+                int* row_above) {                         // (N)
   const int64_t row = blockIdx.x;
   const float* z = logits + row * m;
   const int y = kLabels ? (int)labels[row] : 0;
@@ -316,7 +303,6 @@ __global__ void __launch_bounds__(kRowThreads, 1)
     row_loss[row] = (double)st.mx + log((double)st.s) - (double)zy;
     row_above[row] = st.above;
   }
-  let_the_reduce_be_scheduled(trigger_reduce);
   if (!dlogits) return;
   const RowGrad<kLabels> grad{shift_of(st.mx), inv_n / st.s, inv_n, y};
   // each element is read and written by the same thread, all reads before its writes: in place is safe
@@ -345,8 +331,7 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
                         float* dlogits,                           // (N, M) or null; may alias logits
                         Partial* partials,                        // (N, C)
                         double* row_loss,                         // (N)
-                        int* row_above,                           // (N)
-                        bool trigger_reduce) {                    // let_the_reduce_be_scheduled
+                        int* row_above) {                         // (N)
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   const cg::cluster_group cluster = cg::this_cluster();
@@ -384,7 +369,6 @@ __global__ void __launch_bounds__(kClusterThreads, 2)
     row_loss[row] = (double)mx + log((double)s) - (double)zy;
     row_above[row] = above;
   }
-  let_the_reduce_be_scheduled(trigger_reduce);
   if (!dlogits) return;
   const RowGrad<kLabels> grad{shift_of(mx), inv_n / s, inv_n, y};
   float* d = dlogits + row * m;
@@ -578,12 +562,10 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
   const bool cluster_fits = vectorised && c <= kMaxClusterBlocks;
   if (form == SoftmaxXentForm::Auto) form = SoftmaxXentForm::RowPerBlock;  // the faster on an H100 (above)
   if (reduce == SoftmaxXentReduce::Auto)
-    reduce = dependent_reduce_runs() ? SoftmaxXentReduce::DependentEarly : SoftmaxXentReduce::AfterRows;
-  const bool dependent = reduce != SoftmaxXentReduce::AfterRows;
-  MOCO_CHECK(!dependent || dependent_reduce_runs(), "softmax_xent: the reduce as a programmatic dependent launch ",
-             "(", softmax_xent_reduce_name(reduce), ") needs an sm_90 build on an sm_90 device; use ",
-             "SoftmaxXentReduce::Auto or AfterRows here");
-  const bool trigger = reduce == SoftmaxXentReduce::DependentEarly;
+    reduce = dependent_reduce_runs() ? SoftmaxXentReduce::Dependent : SoftmaxXentReduce::AfterRows;
+  const bool dependent = reduce == SoftmaxXentReduce::Dependent;
+  MOCO_CHECK(!dependent || dependent_reduce_runs(), "softmax_xent: the reduce as a programmatic dependent launch "
+             "needs an sm_90 build on an sm_90 device; use SoftmaxXentReduce::Auto or AfterRows here");
   if (form == SoftmaxXentForm::RowPerCluster) {
     MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
                kSoftmaxXentClusterMaxColumns, " columns with dlogits aligned as the logits; got M=", m,
@@ -595,12 +577,12 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
     const cudaLaunchConfig_t cfg = cluster_launch(n, (int)c, stream, cluster);
     MOCO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, labels ? cluster_rows_kernel<true> : cluster_rows_kernel<false>,
                                        (int)m, 1.f / (float)n, logits, labels, dlogits, partials, row_loss,
-                                       row_above, trigger));
+                                       row_above));
   } else {
     MOCO_CHECK(n <= INT32_MAX, "softmax_xent: N=", n, " exceeds the grid (one block per row)");
     const auto kernel = labels ? rows_kernel<true> : rows_kernel<false>;
     kernel<<<(unsigned)n, kRowThreads, 0, stream>>>((int)m, 1.f / (float)n, logits, labels, dlogits, vectorised,
-                                                    row_loss, row_above, trigger);
+                                                    row_loss, row_above);
   }
   MOCO_CUDA_CHECK_LAUNCH();
   launch_reduce(n, row_loss, row_above, loss, hits, stream, dependent);

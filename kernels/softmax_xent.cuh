@@ -24,19 +24,14 @@ inline const char* softmax_xent_form_name(SoftmaxXentForm f) {
 // How the one-block kernel that sums the rows' losses into the mean follows the rows kernel:
 // - AfterRows: an ordinary launch, which the device starts only after the rows kernel has ended;
 // - Dependent: a programmatic dependent launch (sm_90; cudaLaunchAttributeProgrammaticStreamSerialization),
-//   started as the rows kernel's blocks end; it waits for that grid on the device (griddepcontrol.wait);
-// - DependentEarly: the same, and every block of the rows kernel lets it be scheduled after its first pass,
-//   so it is resident and waiting before the last row is done;
-// - Auto: DependentEarly where it runs (an sm_90 build on an sm_90 device), else AfterRows.
-// The same arithmetic in every case, so the same bits. bench_softmax_xent times the three side by side.
-enum class SoftmaxXentReduce { Auto, AfterRows, Dependent, DependentEarly };
+//   started as the rows kernel's blocks end, which waits for that grid on the device (griddepcontrol.wait);
+// - Auto: Dependent where it runs (an sm_90 build on an sm_90 device), else AfterRows.
+// The same arithmetic either way, so the same bits. bench_softmax_xent times the two side by side.
+enum class SoftmaxXentReduce { Auto, AfterRows, Dependent };
 inline const char* softmax_xent_reduce_name(SoftmaxXentReduce r) {
-  return r == SoftmaxXentReduce::AfterRows        ? "after rows"
-         : r == SoftmaxXentReduce::Dependent      ? "dependent"
-         : r == SoftmaxXentReduce::DependentEarly ? "dependent early"
-                                                  : "auto";
+  return r == SoftmaxXentReduce::AfterRows ? "after rows" : r == SoftmaxXentReduce::Dependent ? "dependent" : "auto";
 }
-// Whether the reduce can be a programmatic dependent launch here (Dependent and DependentEarly run).
+// Whether the reduce can be a programmatic dependent launch here (SoftmaxXentReduce::Dependent runs).
 bool softmax_xent_dependent_reduce_runs();
 
 // The widest row the row-per-cluster form holds: 8 blocks of 512 threads holding 4 float4s each, plus the 3
@@ -58,7 +53,7 @@ bool softmax_xent_cluster_form_fits(int64_t m);
 // CPU references: cpu::softmax_xent, cpu::count_label0_in_topk (topk 1 and 5; label 0) and std::max_element
 // (the probe's top-1, run_lincls).
 // form: Auto, or one forced (RowPerCluster where it does not fit or cannot run throws).
-// reduce: Auto, or one forced (Dependent or DependentEarly where they cannot run throws).
+// reduce: Auto, or one forced (Dependent where it cannot run throws).
 // Throws for M above 2^30 - 1 (column indices are 32-bit on the device).
 void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labels, float* dlogits, float* loss,
                   int64_t* hits, void* workspace, cudaStream_t stream,

@@ -178,11 +178,10 @@ __device__ __forceinline__ void prefetch_row(const float* logits, int64_t r, int
 // kP0 prefetches the block's own row into L2 at its start; kP1 quarters of the row `ahead` rows on (the next
 // wave's) at the start of pass 2; kFold sums the rows' losses in the last block to finish pass 1 (a counter,
 // reset by that block), where the others leave it to the reduce kernel.
-template <int T, int B, int U, bool k256, bool kP0 = false, int kP1 = 0, bool kFold = false, bool kTrigger = false>
-__global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahead, const float* logits,
-                                             float* dlogits, double* row_loss, int* row_above, unsigned* counter,
-                                             float* loss, int* hits) {
-  const int64_t row = blockIdx.x;
+template <int T, int U, bool k256, bool kP0, int kP1, bool kFold, bool kTrigger>
+__device__ __forceinline__ void row_body(int64_t row, int n, int m, float inv_n, int ahead, const float* logits,
+                                         float* dlogits, double* row_loss, int* row_above, unsigned* counter,
+                                         float* loss, int* hits) {
   const float* z = logits + row * m;
   if (kP0) prefetch_row(logits, row, m, 4);
   const float zy = z[0];
@@ -262,6 +261,25 @@ __global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahea
       const int q = threadIdx.x + (k - u) * T, j = r.head + 4 * q;
       __stcs(dq + q, grad4(w[u], j, sh, scale, inv_n));
     }
+  }
+}
+
+template <int T, int B, int U, bool k256, bool kP0 = false, int kP1 = 0, bool kFold = false, bool kTrigger = false>
+__global__ void __launch_bounds__(T, B) rows(int n, int m, float inv_n, int ahead, const float* logits,
+                                             float* dlogits, double* row_loss, int* row_above, unsigned* counter,
+                                             float* loss, int* hits) {
+  row_body<T, U, k256, kP0, kP1, kFold, kTrigger>(blockIdx.x, n, m, inv_n, ahead, logits, dlogits, row_loss,
+                                                  row_above, counter, loss, hits);
+}
+// The same rows, a persistent grid: each of gridDim.x blocks (one per SM at most) takes rows blockIdx.x,
+// blockIdx.x + gridDim.x, ...: fewer rows in flight (L2 keeps more of each for the second read) and no block
+// launches between the waves.
+__global__ void __launch_bounds__(1024, 1) rows_loop(int n, int m, float inv_n, const float* logits,
+                                                     float* dlogits, double* row_loss, int* row_above) {
+  for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
+    row_body<1024, 4, false, false, 0, false, false>(row, n, m, inv_n, 0, logits, dlogits, row_loss, row_above,
+                                                     nullptr, nullptr, nullptr);
+    __syncthreads();  // block_stats' shared slots are written again by the next row
   }
 }
 
@@ -507,6 +525,19 @@ int main() {
       CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
     };
   };
+  // the persistent grid of g blocks, the reduce a programmatic dependent as above
+  auto loop_pdl = [&](int g) {
+    return [=](float* d) {
+      rows_loop<<<g, 1024>>>(n, m, inv_n, dz, d, rl, ra);
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(1), cfg.blockDim = dim3(256), cfg.stream = nullptr;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr, cfg.numAttrs = 1;
+      CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
+    };
+  };
   auto chunks_v = [&](int c) {
     return [=](float* d) {
       chunk_stats<256><<<n * c, 256>>>(m, c, dz, parts);
@@ -525,6 +556,11 @@ int main() {
       {"rows 1024/1/4+256B", rows_v(rows<1024, 1, 4, true>, 1024, false)},
       {"rows +PDL reduce", rows_pdl(rows<1024, 1, 4, false>)},
       {"rows +PDL reduce early", rows_pdl(rows<1024, 1, 4, false, false, 0, false, true>)},
+      {"loop 128 +PDL", loop_pdl(128)},
+      {"loop 112 +PDL", loop_pdl(112)},
+      {"loop 96 +PDL", loop_pdl(96)},
+      {"loop 86 +PDL", loop_pdl(86)},
+      {"loop 64 +PDL", loop_pdl(64)},
       {"rows 1024/1/2", rows_v(rows<1024, 1, 2, false>, 1024, false)},
       {"rows 512/2/4", rows_v(rows<512, 2, 4, false>, 512, false)},
       {"rows 512/2/2", rows_v(rows<512, 2, 2, false>, 512, false)},

@@ -240,11 +240,11 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
       }
 }
 
-// Each way of launching the loss's reduce after the rows kernel (an ordinary launch, a programmatic dependent,
-// one scheduled early) gives the CPU's loss, hits and dlogits, bit for bit the same in every way, in both forms.
-// 137 rows: more than an H100's 132 SMs hold at once, so the rows kernel runs a second wave while a dependent
-// reduce may already be resident. The workspace is poisoned first, so a reduce that read it before the rows
-// were written would sum NaN. Where the dependent launch cannot run (no sm_90 build or device), forcing it
+// Each way of launching the loss's reduce after the rows kernel (an ordinary launch, a programmatic dependent)
+// gives the CPU's loss, hits and dlogits, bit for bit the same in every way, in both forms.
+// 137 rows: more than an H100's 132 SMs hold at once, so the rows kernel runs a second wave and its blocks end
+// at different times. The workspace is poisoned first, so a reduce that read it before the rows were written
+// would sum NaN. Where the dependent launch cannot run (no sm_90 build or device), forcing it
 // throws; on an sm_90 device it must run.
 TEST(GpuMocoKernels, SoftmaxXentReduceLaunchesAllGiveTheCpusLoss) {
   MOCO_REQUIRE_GPU();
@@ -258,10 +258,7 @@ TEST(GpuMocoKernels, SoftmaxXentReduceLaunchesAllGiveTheCpusLoss) {
     EXPECT_TRUE(dependent) << "an sm_90 device runs the sm_90 build's dependent reduce";
   }
   std::vector<SoftmaxXentReduce> launches{SoftmaxXentReduce::Auto, SoftmaxXentReduce::AfterRows};
-  if (dependent) {
-    launches.push_back(SoftmaxXentReduce::Dependent);
-    launches.push_back(SoftmaxXentReduce::DependentEarly);
-  }
+  if (dependent) launches.push_back(SoftmaxXentReduce::Dependent);
   const int64_t n = 137, c = 16, k = 2051, m = 1 + k;
   const auto q = unit_rows(n, c, 50), key = keys_near(q, n, c, 51), queue = unit_rows(k, c, 52);
   std::vector<float> logits((size_t)(n * m));  // (N, 1+K)
@@ -306,7 +303,7 @@ TEST(GpuMocoKernels, SoftmaxXentReduceLaunchesAllGiveTheCpusLoss) {
     }
     if (!dependent) {
       EXPECT_THROW(kernels::softmax_xent_label0(n, m, dz.get(), dd.get(), loss.get(), hits.get(), ws.get(), nullptr,
-                                                form, SoftmaxXentReduce::DependentEarly),
+                                                form, SoftmaxXentReduce::Dependent),
                    std::exception);
     }
   }
