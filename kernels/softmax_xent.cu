@@ -36,20 +36,24 @@
 //   column index for label 0). On an H100 the earlier version, which read both passes forwards, loaded one
 //   group, waited for it, then spent about 20 instructions per element (int64 columns, expf), reached 0.69 of
 //   copy bandwidth (counting 8 bytes per element), its loss-only pass 0.49. This one, on an H100, timed after
-//   an L2 flush that leaves clean lines: 0.77 of the 512 MiB copy's bandwidth (0.058 ms), 0.79 in place as the
-//   step runs it, its loss-only pass 0.65; there a cudaMemcpy of the same 67 MB reached 0.98 and a plain read of
-//   them 0.87, and in place this kernel runs at 0.80 of that memcpy's speed
-//   (bench/results/2026-11-27-h100-run2.md). On an H200, after the older flush that left L2 dirty (its
+//   an L2 flush that leaves clean lines, with the reduce below launched as a dependent: 0.82 of the 512 MiB
+//   copy's bandwidth in place as the step runs it (0.0544 ms), 0.79 with dlogits to their own buffer; there a
+//   cudaMemcpy of the same 67 MB reached 0.96, and in place this kernel runs at 0.85 of that memcpy's speed
+//   (bench/results/2026-11-27-h100-run3.md). On an H200, after the older flush that left L2 dirty (its
 //   write-back fell inside the timed window): 0.64. Of the shapes tried beside it (bench_softmax_forms: 512 or 256
 //   threads with 2 or 4 blocks per SM, the loss summed in the last block instead of a second kernel, L2
-//   prefetch of the next wave's rows, 256-byte L2 fetches, 8 to 64 blocks per row in two kernels) none wrote
-//   loss and dlogits faster beyond noise, on the H200 or the H100 (bench/results/2026-11-27-h200-summary.md).
+//   prefetch of the next wave's rows, 256-byte L2 fetches, 8 to 64 blocks per row in two kernels, a persistent
+//   grid of 64 to 128 blocks) none wrote loss and dlogits faster beyond noise, on the H200 or the H100
+//   (bench/results/2026-11-27-h200-summary.md, 2026-11-27-h100-run3.md).
 // Rows start wherever M floats put them, so a row is a scalar head up to its first 16-byte boundary, a body of
 // float4s and a scalar tail; when dlogits and logits are not equally aligned (never in the step) the row-per-
 // block form takes the whole row the scalar way. Writes carry the streaming hint (evicted first): nothing here
 // reads dlogits back, and in the row-per-block form the rows still to be re-read keep L2.
 // Determinism: per-row losses (double) and ranks go to a workspace, and one block sums them in a fixed
 // order; no atomics, so a run is reproducible bit for bit (loss curves compare across runs and resumes).
+// That block is a second kernel, and on sm_90 builds it is launched as a programmatic dependent of the rows
+// kernel (SoftmaxXentReduce; reduce_kernel waits for the rows on the device): its launch overlaps the rows
+// kernel's end, which took the kernel in place from 0.0568 to 0.0544 ms on an H100.
 #include <cooperative_groups.h>
 
 #include <algorithm>

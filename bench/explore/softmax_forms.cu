@@ -16,6 +16,9 @@
 //                      its launch overlaps the rows kernel's last blocks; "early": the rows kernel lets it be
 //                      scheduled after each block's first pass, so it can be resident before the rows kernel
 //                      ends (it still waits for the whole grid). Timed with clean L2 lines too, last
+//   loop G +PDL        a persistent grid of G blocks of 1024 threads, block b taking rows b, b + G, ...: fewer
+//                      rows in flight (more of each left in L2 for the second read), no block launches between
+//                      waves; the reduce as a dependent
 //   chunks C           two kernels: C blocks per row reduce a chunk each into a partial; then the same chunks,
 //                      last first, merge their row's partials in a fixed order and write dlogits. Every thread
 //                      merges all C partials, which handicaps C = 32 and 64
@@ -34,6 +37,10 @@
 // kernel's shape from 0.73 to 0.76, the 512 MiB copy itself by 2%. The benchmarks (bench/gpu_bench.h) now
 // flush that way too (a write, then a read, of twice L2's size: 100 MiB on an H100, where this study uses
 // 256 MiB).
+// On the H100 again (bench/results/2026-11-27-h100-run3.md, commits 964ffdb and ee09084), with clean L2 lines:
+// the reduce as a dependent launch took the kernel's shape from 0.0567 to 0.0549 ms and from 0.0573 to 0.0561
+// ms in two calls; the early form was no faster (0.0575, 0.0561), so the kernel launches it plainly dependent.
+// The persistent grid was slower at every G (128: 0.0586, 112: 0.0649, 96: 0.0642, 86: 0.0631, 64: 0.0685 ms).
 //   cmake --build build --target bench_softmax_forms && build/bench_softmax_forms
 #include <cuda_runtime.h>
 
