@@ -520,29 +520,26 @@ int main() {
     };
   };
   // the reduce as a programmatic dependent launch (cudaLaunchAttributeProgrammaticStreamSerialization)
+  auto reduce_pdl = [=] {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1), cfg.blockDim = dim3(256), cfg.stream = nullptr;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr, cfg.numAttrs = 1;
+    CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
+  };
   auto rows_pdl = [&](auto kernel) {
     return [=](float* d) {
       kernel<<<n, 1024>>>(n, m, inv_n, ahead, dz, d, rl, ra, counter, dloss, dh);
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(1), cfg.blockDim = dim3(256), cfg.stream = nullptr;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attr, cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
+      reduce_pdl();
     };
   };
   // the persistent grid of g blocks, the reduce a programmatic dependent as above
   auto loop_pdl = [&](int g) {
     return [=](float* d) {
       rows_loop<<<g, 1024>>>(n, m, inv_n, dz, d, rl, ra);
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(1), cfg.blockDim = dim3(256), cfg.stream = nullptr;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attr, cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, reduce_dependent, n, (const double*)rl, (const int*)ra, dloss, dh));
+      reduce_pdl();
     };
   };
   auto chunks_v = [&](int c) {
