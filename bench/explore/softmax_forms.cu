@@ -13,9 +13,9 @@
 //                      at its start (sm_90 bulk prefetch); P1/2, P1/1, half or all of the row of the next wave
 //                      of blocks prefetched while this block writes its dlogits
 //   rows +PDL reduce   rows 1024/1/4 with the loss's reduce kernel launched as a programmatic dependent (sm_90):
-//                      its launch overlaps the rows kernel's last blocks; "early": the rows kernel lets it be
-//                      scheduled after each block's first pass, so it can be resident before the rows kernel
-//                      ends (it still waits for the whole grid). Timed with clean L2 lines too, last
+//                      its launch overlaps the rows kernel's last blocks; "early": every block of the rows
+//                      kernel lets it be scheduled after its first pass, so once all have passed theirs it can
+//                      be resident before the rows kernel ends (it still waits for the whole grid). Timed with clean L2 lines too, last
 //   loop G +PDL        a persistent grid of G blocks of 1024 threads, block b taking rows b, b + G, ...: fewer
 //                      rows in flight (more of each left in L2 for the second read), no block launches between
 //                      waves; the reduce as a dependent

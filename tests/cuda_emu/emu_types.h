@@ -42,6 +42,8 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDeviceFunction = 98,
+  cudaErrorNoKernelImageForDevice = 209,
   cudaErrorInvalidClusterSize = 912,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,

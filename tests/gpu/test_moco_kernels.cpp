@@ -241,21 +241,17 @@ TEST(GpuMocoKernels, SoftmaxXentLabel0MatchesCpu) {
 }
 
 // Each way of launching the loss's reduce after the rows kernel (an ordinary launch, a programmatic dependent)
-// gives the CPU's loss, hits and dlogits, bit for bit the same in every way, in both forms.
-// 137 rows: more than an H100's 132 SMs hold at once, so the rows kernel runs a second wave and its blocks end
-// at different times. The workspace is poisoned first, so a reduce that read it before the rows were written
-// would sum NaN. Where the dependent launch cannot run (no sm_90 build or device), forcing it
-// throws; on an sm_90 device it must run.
+// gives the CPU's loss and hits, and the same bits. The workspace is poisoned before each call, so a reduce
+// that summed it unwritten would give NaN. What this does not show is the reduce's wait itself: the rows kernel
+// lets no dependent start early, so the reduce starts only as its blocks end, and a missing wait would leave
+// only the visibility of their last writes to chance. The dependent launch must run wherever the cluster form
+// does (both need the sm_90 image); where it cannot, forcing it throws (a build without sm_90 reaches that).
 TEST(GpuMocoKernels, SoftmaxXentReduceLaunchesAllGiveTheCpusLoss) {
   MOCO_REQUIRE_GPU();
   using kernels::SoftmaxXentReduce;
-  int device = 0;
-  cudaDeviceProp prop{};
-  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
-  ASSERT_EQ(cudaGetDeviceProperties(&prop, device), cudaSuccess);
   const bool dependent = kernels::softmax_xent_dependent_reduce_runs();
-  if (prop.major >= 9) {
-    EXPECT_TRUE(dependent) << "an sm_90 device runs the sm_90 build's dependent reduce";
+  if (kernels::softmax_xent_cluster_form_fits(1 + 65536)) {
+    EXPECT_TRUE(dependent) << "the sm_90 image that runs the cluster form also runs the dependent reduce";
   }
   std::vector<SoftmaxXentReduce> launches{SoftmaxXentReduce::Auto, SoftmaxXentReduce::AfterRows};
   if (dependent) launches.push_back(SoftmaxXentReduce::Dependent);
