@@ -570,11 +570,12 @@ void softmax_xent(int64_t n, int64_t m, const float* logits, const int64_t* labe
   const int64_t c = cluster_blocks_for(m);
   const bool cluster_fits = vectorised && c <= kMaxClusterBlocks;
   if (form == SoftmaxXentForm::Auto) form = SoftmaxXentForm::RowPerBlock;  // the faster on an H100 (above)
+  const bool can_depend = reduce != SoftmaxXentReduce::AfterRows && dependent_reduce_runs();  // asked once
   if (reduce == SoftmaxXentReduce::Auto)
-    reduce = dependent_reduce_runs() ? SoftmaxXentReduce::Dependent : SoftmaxXentReduce::AfterRows;
+    reduce = can_depend ? SoftmaxXentReduce::Dependent : SoftmaxXentReduce::AfterRows;
   const bool dependent = reduce == SoftmaxXentReduce::Dependent;
-  MOCO_CHECK(!dependent || dependent_reduce_runs(), "softmax_xent: the reduce as a programmatic dependent launch "
-             "needs an sm_90 build on an sm_90 device; use SoftmaxXentReduce::Auto or AfterRows here");
+  MOCO_CHECK(!dependent || can_depend, "softmax_xent: the reduce as a programmatic dependent launch needs an sm_90 "
+             "build on an sm_90 device; use SoftmaxXentReduce::Auto or AfterRows here");
   if (form == SoftmaxXentForm::RowPerCluster) {
     MOCO_CHECK(cluster_fits, "softmax_xent: the row-per-cluster form holds rows of at most ",
                kSoftmaxXentClusterMaxColumns, " columns with dlogits aligned as the logits; got M=", m,
