@@ -83,6 +83,10 @@ inline double relative_l2(const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
+// The same over two whole buffers of one size.
+inline double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() ? relative_l2(a.data(), b.data(), (int64_t)a.size()) : INFINITY;
+}
 
 // Copies the whole state of one CPU MoCo into another of the same configuration: both encoders' parameters,
 // BN statistics and counters, the SGD momentum, the queue and its pointer, and the step count.

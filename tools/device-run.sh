@@ -62,6 +62,7 @@ core_benches="bench_moco_logits bench_softmax_xent bench_softmax_forms bench_fla
 studies="bench_softmax_forms"  # of the lists above: a bundle may lack them (no emulated build)
 
 row() { T_STEP+=("$1"); T_RC+=("$2"); T_NOTE+=("$3"); }
+rows() { for i in "${!T_STEP[@]}"; do printf '%-22s %4s  %s\n' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"; done; }
 
 # ---- 1. the machine ------------------------------------------------------------------------------------------
 env_log=$out/environment.log
@@ -132,8 +133,7 @@ else
 fi
 # Without binaries nothing below can run but the PyTorch peer, whose minutes would buy nothing: stop here.
 if [ ! -x "$build/moco" ] || [ ! -x "$build/moco_gpu_tests" ]; then
-  for i in "${!T_STEP[@]}"; do printf '%-22s %4s  %s
-' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"; done
+  rows
   echo "device-run: no moco binaries in $build and none built here: make them with tools/build-device.sh and" \
        "bring its build-pack/ folder to this machine (or pass a build folder); nothing else was run" >&2
   exit 2
@@ -365,7 +365,7 @@ commit=$(cat "$build/COMMIT" 2>/dev/null || git -C "$repo" rev-parse HEAD 2>/dev
 {
   echo "device-run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit ${commit:0:12}, device: ${gpu_name:-?}"
   printf '%-22s %4s  %s\n' step rc note
-  for i in "${!T_STEP[@]}"; do printf '%-22s %4s  %s\n' "${T_STEP[$i]}" "${T_RC[$i]}" "${T_NOTE[$i]}"; done
+  rows
   echo
   echo "whole steps (ratios measured in this run):"
   cat "$ratios"

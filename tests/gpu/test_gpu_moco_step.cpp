@@ -109,11 +109,7 @@ struct Both {
   }
 };
 
-double relative_l2(const float* a, const float* b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using test::relative_l2;
 
 // After one step from the same state: the SGD momentum buffer of every Param tensor (its gradient plus weight
 // decay) within a relative L2 error of grad_rel per tensor, and the forward's products (BN running statistics,
@@ -125,7 +121,7 @@ void expect_step_close(Moco& cpu, Moco& gpu, double grad_rel, double fwd_rel) {
   const std::vector<float>& b = gpu.optimizer().momentum_buffer();
   for (const RegistryEntry& e : reg.entries()) {
     if (e.slot != Slot::Param) continue;
-    EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, (size_t)e.numel()), grad_rel)
+    EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, e.numel()), grad_rel)
         << "gradient (SGD buffer) of " << e.name;
   }
   for (int which = 0; which < 2; ++which) {  // BN running statistics and counters of both encoders
@@ -188,7 +184,7 @@ TEST(GpuMocoStep, Fp32StepMatchesTheCpuStep) {
     expect_step_close(m.cpu, m.readback, 0.25, 1e-4);
     const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
     const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
-    worst_grad = std::max(worst_grad, relative_l2(a.data(), b.data(), a.size()));
+    worst_grad = std::max(worst_grad, relative_l2(a, b));
   }
   EXPECT_LE(worst_grad, 5e-2) << "relative L2 error of the whole gradient";
 }
@@ -221,7 +217,7 @@ static void expect_tight_step(OneRank one) {
   expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
-  EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
+  EXPECT_LE(relative_l2(a, b), 1e-4) << "relative L2 error of the whole gradient";
 }
 
 // MOCO_SOFTMAX_FORM picks the softmax cross-entropy's form for the step (ctest runs the step tests again with
@@ -290,10 +286,10 @@ TEST(GpuMocoStep, Fp32StateCarriedAcrossStepsTracksTheCpu) {
     expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
     const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
     const std::vector<float>& r = m.readback.optimizer().momentum_buffer();
-    EXPECT_LE(relative_l2(a.data(), r.data(), a.size()), 1e-4) << "relative L2 error of the whole SGD buffer";
+    EXPECT_LE(relative_l2(a, r), 1e-4) << "relative L2 error of the whole SGD buffer";
     const std::vector<float>& qa = m.cpu.encoder_q().params();
     const std::vector<float>& qb = m.readback.encoder_q().params();
-    EXPECT_LE(relative_l2(qa.data(), qb.data(), qa.size()), 1e-5) << "query encoder parameters after the step";
+    EXPECT_LE(relative_l2(qa, qb), 1e-5) << "query encoder parameters after the step";
   }
   EXPECT_EQ(m.readback.steps_done(), 3);
 }
@@ -346,7 +342,7 @@ TEST(GpuMocoStep, EightBitViewsGiveTheStepOfTheirNormalisedImages) {
   expect_step_close(m.cpu, m.readback, 1e-4, 1e-5);
   const std::vector<float>& a = m.cpu.optimizer().momentum_buffer();
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
-  EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 1e-4) << "relative L2 error of the whole gradient";
+  EXPECT_LE(relative_l2(a, b), 1e-4) << "relative L2 error of the whole gradient";
   // the two forms may not be mixed, and a u8 batch must be (N, S, S, 3)
   EXPECT_THROW(m.gpu->step(q8, kf, 0.03f), Error);
   EXPECT_THROW(m.gpu->step(Tensor::empty({n, 3, s, s}, DType::U8), Tensor::empty({n, 3, s, s}, DType::U8), 0.03f),
@@ -363,11 +359,11 @@ TEST(GpuMocoStep, Bf16StepTracksTheCpuStep) {
   const std::vector<float>& b = m.readback.optimizer().momentum_buffer();
   for (const RegistryEntry& e : m.cpu.encoder_q().registry().entries()) {
     if (e.slot == Slot::Param && e.name.rfind("fc.", 0) == 0) {
-      EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, (size_t)e.numel()), 0.25)
+      EXPECT_LE(relative_l2(a.data() + e.offset, b.data() + e.offset, e.numel()), 0.25)
           << "gradient of the head's " << e.name;
     }
   }
-  EXPECT_LE(relative_l2(a.data(), b.data(), a.size()), 0.75) << "relative L2 error of the whole gradient";
+  EXPECT_LE(relative_l2(a, b), 0.75) << "relative L2 error of the whole gradient";
 }
 
 TEST(GpuMocoStep, NothingIsAllocatedAfterWarmUp) {

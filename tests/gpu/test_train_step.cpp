@@ -28,11 +28,7 @@ namespace {
 
 Tensor cpu_views(const Batch& b, int v, const AugmentRecipe& rec) { return test::cpu_staged_views(b, v, rec); }
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (double)(a[i] - b[i]) * (a[i] - b[i]), den += (double)a[i] * a[i];
-  return std::sqrt(num / den);
-}
+using test::relative_l2;
 
 // What `moco train` gives the GPU step: batches of n 8-bit crops with their views' decisions.
 LoaderConfig crop_batches(int64_t n) {
